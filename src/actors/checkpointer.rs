@@ -1,0 +1,63 @@
+//! The Checkpointer: an actix actor on its own thread (`SyncArbiter`) that writes CPU copies
+//! of the weights and optimizer state, so a step never waits on the disk.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Addr, Handler, Message, SyncContext};
+use tch::Tensor;
+
+use super::control::Permits;
+use super::coordinator::Coordinator;
+use super::events::Event;
+use crate::checkpoint::{CheckpointState, CheckpointStore};
+use crate::metrics::names;
+
+/// Write a checkpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Save {
+    /// CPU copies of the model variables.
+    pub model: Vec<(String, Tensor)>,
+    /// CPU copies of the optimizer moments.
+    pub optimizer: Vec<(String, Tensor)>,
+    /// Everything else (`state.json`).
+    pub state: CheckpointState,
+    /// How long the Trainer stalled to hand this over.
+    pub stall_s: f64,
+}
+
+/// The actor.
+pub struct Checkpointer {
+    /// Where checkpoints go.
+    pub store: CheckpointStore,
+    /// Retention.
+    pub keep_last: usize,
+    /// Results and failures.
+    pub coordinator: Addr<Coordinator>,
+    /// Given back after every write, success or not.
+    pub permits: Permits,
+}
+
+impl Actor for Checkpointer {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Save> for Checkpointer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Save, _: &mut SyncContext<Self>) {
+        let t0 = Instant::now();
+        let step = msg.state.step;
+        let result = self.store.save(&msg.model, &msg.optimizer, msg.state, self.keep_last);
+        let write_s = t0.elapsed().as_secs_f64();
+        self.permits.release();
+        match result {
+            Ok(path) => {
+                metrics::histogram!(names::CHECKPOINT_DURATION).record(write_s);
+                self.coordinator.do_send(Event::Saved { step, path, write_s, stall_s: msg.stall_s });
+            }
+            Err(e) => self.coordinator.do_send(Event::Failed { stage: "checkpointer", error: Arc::new(e) }),
+        }
+    }
+}

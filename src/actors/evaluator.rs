@@ -1,0 +1,131 @@
+//! The Evaluator: an actix actor on its own thread (`SyncArbiter`) with its own copy of the
+//! model. It receives CPU weight snapshots, so training goes on while it evaluates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Handler, Message, SyncContext};
+use tch::{nn, Device, Tensor};
+
+use super::control::Permits;
+use super::coordinator::Coordinator;
+use super::events::Event;
+use crate::batch::{HostBatch, RawBatch};
+use crate::data::source::FileSpan;
+use crate::data::stream::{ExampleStream, StreamError, StreamSettings};
+use crate::data::tokenize::TextTokenizer;
+use crate::masking::collate::{mask_and_collate, MaskContext};
+use crate::metrics::names;
+use crate::model::bert::{BertConfig, BertForMaskedLM};
+use crate::objective::mlm::evaluate;
+
+/// Evaluate these weights (taken after `step`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evaluate {
+    /// Step the weights are from.
+    pub step: u64,
+    /// Phase label.
+    pub phase: &'static str,
+    /// CPU copies of every variable, by name.
+    pub weights: Vec<(String, Tensor)>,
+}
+
+/// Where the held-out batches come from; they are built once, on first use, on this thread.
+pub struct EvalData {
+    /// Held-out spans.
+    pub spans: Vec<FileSpan>,
+    /// Tokenizer.
+    pub tokenizer: Arc<TextTokenizer>,
+    /// Stream settings (no shuffle, no repeat).
+    pub settings: StreamSettings,
+    /// Masking with the evaluation stream, so the masks never change between evaluations.
+    pub mask: MaskContext,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// At most this many batches.
+    pub max_batches: usize,
+}
+
+impl EvalData {
+    /// Reads, packs and masks the held-out batches.
+    ///
+    /// # Errors
+    /// As the training stream.
+    pub fn build(&self) -> Result<Vec<HostBatch>, StreamError> {
+        let mut stream = ExampleStream::new(self.spans.clone(), self.tokenizer.clone(), self.settings.clone(), Default::default());
+        let mut out = Vec::new();
+        while out.len() < self.max_batches {
+            let mut examples = Vec::with_capacity(self.batch_size);
+            while examples.len() < self.batch_size {
+                match stream.next_example()? {
+                    Some(e) => examples.push(e),
+                    None => break,
+                }
+            }
+            if examples.is_empty() {
+                break;
+            }
+            let raw = RawBatch { seq: out.len() as u64, examples, cursor: stream.cursor() };
+            out.push(mask_and_collate(raw, &self.mask));
+        }
+        Ok(out)
+    }
+}
+
+/// The actor.
+pub struct Evaluator {
+    vs: nn::VarStore,
+    model: BertForMaskedLM,
+    /// Variables by name, to copy snapshots in.
+    vars: HashMap<String, Tensor>,
+    data: EvalData,
+    batches: Option<Vec<HostBatch>>,
+    coordinator: Addr<Coordinator>,
+    permits: Permits,
+}
+
+impl Evaluator {
+    /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
+    /// own model: variable initialisation draws from libtorch's global generator.
+    pub fn new(cfg: &BertConfig, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
+        let vs = nn::VarStore::new(device);
+        let model = BertForMaskedLM::new(&vs.root(), cfg);
+        let vars = vs.variables();
+        Evaluator { vs, model, vars, data, batches: None, coordinator, permits }
+    }
+}
+
+impl Actor for Evaluator {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Evaluate> for Evaluator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evaluate, _: &mut SyncContext<Self>) {
+        let result = (|| -> Result<_, StreamError> {
+            if self.batches.is_none() {
+                self.batches = Some(self.data.build()?);
+            }
+            tch::no_grad(|| {
+                for (name, t) in &msg.weights {
+                    if let Some(v) = self.vars.get_mut(name) {
+                        v.copy_(t);
+                    }
+                }
+            });
+            Ok(evaluate(&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device()))
+        })();
+        self.permits.release();
+        match result {
+            Ok(metrics) => {
+                for (name, value) in metrics.pairs() {
+                    metrics::gauge!(names::EVAL_METRIC, "phase" => msg.phase, "metric" => name).set(value);
+                }
+                self.coordinator.do_send(Event::Eval { phase: msg.phase, step: msg.step, metrics });
+            }
+            Err(e) => self.coordinator.do_send(Event::Failed { stage: "evaluator", error: Arc::new(e) }),
+        }
+    }
+}

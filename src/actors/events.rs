@@ -1,0 +1,94 @@
+//! What the stages tell the Coordinator (and, later, any subscriber).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::objective::mlm::EvalMetrics;
+
+/// An error shared between the stage that failed and whoever reports it; keeps its causes.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A logged training step (only logging steps read scalars off the device).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+    /// Updates done.
+    pub step: u64,
+    /// Mean loss of this update.
+    pub loss: f64,
+    /// Learning rate of this update.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens trained on so far.
+    pub tokens: u64,
+    /// Throughput since the previous logged step.
+    pub tokens_per_second: f64,
+    /// Seconds since training started.
+    pub elapsed_s: f64,
+    /// Share of the time since the previous logged step that the Trainer waited for data.
+    pub data_wait_share: f64,
+}
+
+/// Totals the Trainer reports when it stops.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrainerTotals {
+    /// Updates done.
+    pub steps: u64,
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Sequences trained on.
+    pub samples: u64,
+    /// Seconds from the first batch request to the end.
+    pub elapsed_s: f64,
+    /// Seconds spent waiting for batches.
+    pub data_wait_s: f64,
+    /// Loss of the last logged update.
+    pub final_loss: f64,
+    /// Evaluations requested (the Coordinator waits for that many results).
+    pub evals_requested: u64,
+    /// Checkpoints requested (the Coordinator waits for that many results).
+    pub checkpoints_requested: u64,
+    /// Stopped early on a signal.
+    pub interrupted: bool,
+}
+
+/// Messages to the Coordinator.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+pub enum Event {
+    /// A logged training step.
+    Step(StepReport),
+    /// A held-out evaluation finished.
+    Eval {
+        /// Phase.
+        phase: &'static str,
+        /// Step whose weights were evaluated.
+        step: u64,
+        /// The numbers.
+        metrics: EvalMetrics,
+    },
+    /// A checkpoint is on disk.
+    Saved {
+        /// Step.
+        step: u64,
+        /// Its folder.
+        path: PathBuf,
+        /// Seconds the write took (off the training thread).
+        write_s: f64,
+        /// Seconds the Trainer stalled to copy the weights and hand them over.
+        stall_s: f64,
+    },
+    /// The Trainer is done; results of its last requests may still be on their way.
+    TrainerDone(TrainerTotals),
+    /// A stage failed: the run stops.
+    Failed {
+        /// `loader`, `masker`, `trainer`, `evaluator` or `checkpointer`.
+        stage: &'static str,
+        /// What went wrong, with causes.
+        error: SharedError,
+    },
+}

@@ -1,0 +1,75 @@
+//! The Loader: streams examples, groups them into numbered raw batches, and sends them down
+//! the bounded channel to the Masker workers. A full channel blocks it (back-pressure).
+
+use std::sync::Arc;
+
+use actix::Addr;
+use crossbeam_channel::Sender;
+use metrics::counter;
+
+use super::control::StopFlag;
+use super::coordinator::Coordinator;
+use super::events::Event;
+use crate::batch::RawBatch;
+use crate::data::stream::{ExampleStream, StreamError};
+use crate::metrics::names;
+
+/// Everything the Loader thread owns.
+pub struct Loader {
+    /// The example source, positioned at the resume cursor.
+    pub stream: ExampleStream,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Number of the first batch to send.
+    pub first_seq: u64,
+    /// To the Masker workers; dropping it tells them the data is over.
+    pub tx: Sender<RawBatch>,
+    /// Run-wide stop.
+    pub stop: StopFlag,
+    /// Where failures go.
+    pub coordinator: Addr<Coordinator>,
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+}
+
+impl Loader {
+    /// Runs until stopped, the Maskers hang up, or an error (reported to the Coordinator).
+    pub fn run(mut self) {
+        if let Err(e) = self.pump() {
+            self.stop.abort();
+            self.coordinator.do_send(Event::Failed { stage: "loader", error: Arc::new(e) });
+        }
+    }
+
+    fn pump(&mut self) -> Result<(), StreamError> {
+        let tokens = counter!(names::TOKENS, "phase" => self.phase, "stage" => "loader");
+        let samples = counter!(names::SAMPLES, "phase" => self.phase, "stage" => "loader");
+        let depth = metrics::gauge!(names::QUEUE_DEPTH, "queue" => "loader_to_masker");
+        let mut seq = self.first_seq;
+        while !self.stop.is_stopping() {
+            let mut examples = Vec::with_capacity(self.batch_size);
+            while examples.len() < self.batch_size {
+                match self.stream.next_example()? {
+                    Some(e) => examples.push(e),
+                    None => break,
+                }
+            }
+            for bad in self.stream.take_skipped() {
+                counter!(names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
+                tracing::warn!(file = %bad.path.display(), line = bad.line, reason = bad.reason, "skipped record: {}", bad.detail);
+            }
+            if examples.is_empty() {
+                return Ok(());
+            }
+            tokens.increment(examples.iter().map(|e| e.segment.ids.len() as u64 + 2).sum());
+            samples.increment(examples.len() as u64);
+            let batch = RawBatch { seq, examples, cursor: self.stream.cursor() };
+            if self.tx.send(batch).is_err() {
+                return Ok(());
+            }
+            depth.set(self.tx.len() as f64);
+            seq += 1;
+        }
+        Ok(())
+    }
+}

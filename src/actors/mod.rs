@@ -1,0 +1,317 @@
+//! Every actor and thread of a run, and [`run`], which wires them together.
+//!
+//! | stage | runs on | talks through |
+//! |---|---|---|
+//! | Loader | its own thread | bounded crossbeam channel (prefetch) to the Maskers |
+//! | Masker × N | their own threads | bounded crossbeam channel (prefetch) to the Trainer |
+//! | Trainer | its own thread (owns model, optimizer, device) | `do_send` of snapshots (bounded by permits) and events |
+//! | Evaluator, Checkpointer | actix `SyncArbiter`, one thread each | events to the Coordinator |
+//! | Coordinator | the actix system thread | a oneshot back to [`run`] |
+//!
+//! Batches never travel through actix mailboxes (unbounded under `do_send`): only the bounded
+//! channels carry data, so a slow Trainer stalls the producers and memory stays bounded.
+
+pub mod checkpointer;
+pub mod control;
+pub mod coordinator;
+pub mod evaluator;
+pub mod events;
+pub mod loader;
+pub mod masker;
+pub mod progress;
+pub mod trainer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use actix::{Actor, SyncArbiter};
+use crossbeam_channel::bounded;
+use serde::Serialize;
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::RunPlan;
+use crate::data::stream::{Cursor, ExampleStream, StreamSettings};
+use crate::masking::collate::MaskContext;
+use crate::masking::mlm::MlmSettings;
+use crate::metrics::MetricsError;
+use crate::objective::mlm::EvalMetrics;
+use crate::rng::Stream;
+use crate::train::adamw::AdamWConfig;
+use crate::train::policy::StepPolicy;
+use crate::train::schedule::LrSchedule;
+use crate::train::step::TrainState;
+use control::{Permits, StopFlag};
+use coordinator::{Coordinator, Outcome};
+use events::SharedError;
+
+/// Phase label of pre-training.
+pub const PRETRAIN: &str = "pretrain";
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The output folder could not be prepared.
+    #[error("cannot prepare the output folder {path}")]
+    OutDir {
+        /// Folder.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A stage failed.
+    #[error("the {stage} failed")]
+    Stage {
+        /// Which one.
+        stage: &'static str,
+        /// Why, with causes.
+        #[source]
+        source: SharedError,
+    },
+    /// A thread could not be started, or the run ended without a result.
+    #[error("the pipeline broke down: {0}")]
+    Pipeline(String),
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Updates done.
+    pub steps: u64,
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Sequences trained on.
+    pub samples: u64,
+    /// Seconds of training.
+    pub elapsed_s: f64,
+    /// Tokens per second over the whole run.
+    pub tokens_per_second: f64,
+    /// Share of the run the Trainer waited for data.
+    pub data_wait_share: f64,
+    /// Loss of the last logged update.
+    pub final_loss: f64,
+    /// Last held-out evaluation `(step, metrics)`.
+    pub eval: Option<(u64, EvalMetrics)>,
+    /// Last checkpoint folder.
+    pub checkpoint: Option<PathBuf>,
+    /// Longest Trainer stall for a checkpoint hand-over, seconds.
+    pub max_checkpoint_stall_s: f64,
+    /// Stopped early by a signal (a checkpoint was written).
+    pub interrupted: bool,
+    /// Output folder.
+    pub out_dir: PathBuf,
+}
+
+/// Settings of the training stream and of the held-out stream.
+fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
+    let c = &plan.config;
+    StreamSettings {
+        seed: c.run.seed,
+        block_docs: c.data.shuffle_block_docs,
+        max_tokens: c.train.max_seq_len - 2,
+        text_field: c.data.text_field.clone(),
+        on_bad: c.data.on_bad_record,
+        shuffle: train,
+        repeat: train,
+    }
+}
+
+/// The Masker's context for the training (`Stream::Mask`) or held-out (`Stream::EvalMask`) data.
+pub fn mask_context(plan: &RunPlan, stream: Stream) -> MaskContext {
+    let o = &plan.config.objective;
+    let ids = plan.tokenizer.special_ids();
+    MaskContext {
+        seed: plan.config.run.seed,
+        stream,
+        mlm: MlmSettings {
+            mask_prob: o.mask_prob,
+            mask_token_prob: o.mask_token_prob,
+            random_token_prob: o.random_token_prob,
+            selection: o.selection,
+            max_predictions: o.max_predictions,
+            whole_word: o.whole_word,
+            mask_id: ids.mask,
+            vocab_size: plan.tokenizer.vocab_size(),
+        },
+        special: Arc::new(plan.tokenizer.special_mask().to_vec()),
+        ids,
+        max_seq_len: plan.config.train.max_seq_len,
+    }
+}
+
+/// The training example stream, from the start.
+pub fn train_stream(plan: &RunPlan) -> ExampleStream {
+    ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), Cursor::default())
+}
+
+/// libtorch intra-op threads: the configured number, or the cores left after the data plane.
+fn torch_threads(plan: &RunPlan) -> usize {
+    match plan.config.run.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Runs pre-training as [`RunPlan`] says, to the end, a signal, or the first error.
+///
+/// # Errors
+/// [`RunError`] naming the failed stage with its causes.
+pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
+    let c = plan.config.clone();
+    let out_dir = c.run.out_dir.clone();
+    let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
+    std::fs::create_dir_all(&out_dir).map_err(out_err)?;
+    let resolved = toml::to_string(&c).unwrap_or_default();
+    std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
+    if let Some(addr) = plan.metrics_addr {
+        crate::metrics::install(addr, &plan.run_id)?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
+    tch::set_num_threads(torch_threads(&plan) as i32);
+
+    let stop = StopFlag::new();
+    let (raw_tx, raw_rx) = bounded(c.pipeline.prefetch);
+    let (host_tx, host_rx) = bounded(c.pipeline.prefetch);
+    let eval_permits = Permits::new(1);
+    let ckpt_permits = Permits::new(1);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
+    let progress = progress::Progress::new(c.train.max_steps, PRETRAIN);
+    let coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx).map_err(out_err)?;
+
+    let system = actix::System::new();
+    let plan = Arc::new(plan);
+    let result = system.block_on({
+        let plan = plan.clone();
+        let stop = stop.clone();
+        let c = c.clone();
+        let out_dir = out_dir.clone();
+        async move {
+            let coordinator = coordinator.start();
+            let mut handles = Vec::new();
+            let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+                std::thread::Builder::new().name(name).spawn(f).map_err(|e| RunError::Pipeline(format!("cannot start a thread: {e}")))
+            };
+            // The Evaluator's model is built before the Trainer seeds libtorch's generator.
+            let evaluator = if plan.eval_spans.is_empty() {
+                None
+            } else {
+                let data = evaluator::EvalData {
+                    spans: plan.eval_spans.clone(),
+                    tokenizer: plan.tokenizer.clone(),
+                    settings: stream_settings(&plan, false),
+                    mask: mask_context(&plan, Stream::EvalMask),
+                    batch_size: c.train.batch_size,
+                    max_batches: c.data.eval_batches,
+                };
+                let ev = evaluator::Evaluator::new(&plan.model, plan.device, data, coordinator.clone(), eval_permits.clone());
+                let slot = Mutex::new(Some(ev));
+                let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
+                Some((addr, eval_permits))
+            };
+            let checkpointer = {
+                let ck = checkpointer::Checkpointer {
+                    store: CheckpointStore::new(out_dir.join("checkpoints")),
+                    keep_last: c.train.keep_last,
+                    coordinator: coordinator.clone(),
+                    permits: ckpt_permits.clone(),
+                };
+                let slot = Mutex::new(Some(ck));
+                SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
+            };
+
+            let loader = loader::Loader {
+                stream: train_stream(&plan),
+                batch_size: c.train.batch_size,
+                first_seq: 0,
+                tx: raw_tx,
+                stop: stop.clone(),
+                coordinator: coordinator.clone(),
+                phase: PRETRAIN,
+            };
+            handles.push(spawn("loader".into(), Box::new(move || loader.run()))?);
+            for i in 0..c.pipeline.masker_workers {
+                let (rx, tx, ctx, stop) = (raw_rx.clone(), host_tx.clone(), mask_context(&plan, Stream::Mask), stop.clone());
+                handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, ctx, stop, PRETRAIN)))?);
+            }
+            drop((raw_rx, host_tx));
+
+            let t = &c.train;
+            let adamw = AdamWConfig { beta1: t.betas[0], beta2: t.betas[1], eps: t.eps, weight_decay: t.weight_decay };
+            let schedule = LrSchedule { lr: t.lr, warmup: plan.warmup_steps, total: t.max_steps, decay: t.decay, min_lr_ratio: t.min_lr_ratio };
+            let policy = StepPolicy {
+                max_steps: t.max_steps,
+                log_every: t.log_every,
+                eval_every: t.eval_every,
+                checkpoint_every: t.checkpoint_every,
+                can_eval: evaluator.is_some(),
+            };
+            let trainer_parts = (
+                plan.model.clone(),
+                plan.device,
+                c.run.seed,
+                adamw,
+                schedule,
+                t.clip_grad_norm,
+                serde_json::to_value(&c).unwrap_or_default(),
+                serde_json::to_value(&plan.model).unwrap_or_default(),
+            );
+            let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
+            handles.push(spawn(
+                "trainer".into(),
+                Box::new(move || {
+                    let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
+                    let state = TrainState::new(&model_cfg, device, seed, adamw, schedule, clip);
+                    trainer::Trainer {
+                        state,
+                        rx: host_rx,
+                        policy,
+                        grad_accum,
+                        stop: stop2,
+                        coordinator: coord,
+                        evaluator,
+                        checkpointer: (checkpointer, ckpt_permits),
+                        seed,
+                        config_json,
+                        model_json,
+                        phase: PRETRAIN,
+                    }
+                    .run()
+                }),
+            )?);
+            let outcome = done_rx.await.map_err(|_| RunError::Pipeline("the coordinator stopped without a result".into()));
+            stop.abort();
+            actix::System::current().stop();
+            Ok::<_, RunError>((outcome?, handles))
+        }
+    });
+    let (outcome, handles) = result?;
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some((stage, source)) = outcome.failure {
+        return Err(RunError::Stage { stage, source });
+    }
+    let t = outcome.totals.ok_or_else(|| RunError::Pipeline("the trainer never reported".into()))?;
+    let linger = c.metrics.linger_s;
+    if plan.metrics_addr.is_some() && linger > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(linger));
+    }
+    Ok(RunSummary {
+        steps: t.steps,
+        tokens: t.tokens,
+        samples: t.samples,
+        elapsed_s: t.elapsed_s,
+        tokens_per_second: t.tokens as f64 / t.elapsed_s.max(1e-9),
+        data_wait_share: t.data_wait_s / t.elapsed_s.max(1e-9),
+        final_loss: t.final_loss,
+        eval: outcome.last_eval,
+        checkpoint: outcome.last_checkpoint,
+        max_checkpoint_stall_s: outcome.max_checkpoint_stall_s,
+        interrupted: t.interrupted,
+        out_dir,
+    })
+}

@@ -1,0 +1,244 @@
+//! The Trainer: one thread owns the model, optimizer and device. It takes batches in `seq`
+//! order, steps, reads scalars off the device only on logging steps, and hands CPU copies of the
+//! weights to the Evaluator and Checkpointer when the step policy says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use metrics::{counter, gauge, histogram};
+
+use super::checkpointer::{Checkpointer, Save};
+use super::control::{Permits, StopFlag};
+use super::coordinator::Coordinator;
+use super::evaluator::{Evaluate, Evaluator};
+use super::events::{Event, StepReport, TrainerTotals};
+use crate::batch::HostBatch;
+use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
+use crate::data::stream::Cursor;
+use crate::metrics::names;
+use crate::train::policy::{Due, StepPolicy};
+use crate::train::step::TrainState;
+
+/// Puts batches back in `seq` order. Bounded in practice by the number of Masker workers plus
+/// the channel bound: a batch can only be overtaken by batches already in flight.
+pub struct Reorder {
+    next: u64,
+    pending: BTreeMap<u64, HostBatch>,
+}
+
+impl Reorder {
+    /// Expects `first` as the next `seq`.
+    pub fn new(first: u64) -> Self {
+        Reorder { next: first, pending: BTreeMap::new() }
+    }
+
+    /// The next batch in order; `None` when the channel closed or `stop` aborted.
+    pub fn next(&mut self, rx: &Receiver<HostBatch>, stop: &StopFlag) -> Option<HostBatch> {
+        loop {
+            if let Some(b) = self.pending.remove(&self.next) {
+                self.next += 1;
+                return Some(b);
+            }
+            if stop.is_abort() {
+                return None;
+            }
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => {
+                    self.pending.insert(b.seq, b);
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+/// Everything the Trainer thread owns or talks to.
+pub struct Trainer {
+    /// Model, optimizer, schedule.
+    pub state: TrainState,
+    /// Host batches from the Maskers.
+    pub rx: Receiver<HostBatch>,
+    /// When to log, evaluate, checkpoint.
+    pub policy: StepPolicy,
+    /// Micro-batches per update.
+    pub grad_accum: usize,
+    /// Run-wide stop.
+    pub stop: StopFlag,
+    /// Events.
+    pub coordinator: Addr<Coordinator>,
+    /// Held-out evaluation, if there is a split.
+    pub evaluator: Option<(Addr<Evaluator>, Permits)>,
+    /// Checkpoint writer.
+    pub checkpointer: (Addr<Checkpointer>, Permits),
+    /// Goes into every `state.json`.
+    pub seed: u64,
+    /// Resolved run config, as JSON, for `state.json`.
+    pub config_json: serde_json::Value,
+    /// Model config (HF names), for `state.json`.
+    pub model_json: serde_json::Value,
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+}
+
+struct Progress {
+    tokens: u64,
+    samples: u64,
+    batches: u64,
+    cursor: Cursor,
+    data_wait: Duration,
+    last_lr: f64,
+}
+
+impl Trainer {
+    /// Runs to `max_steps`, a graceful stop, or an abort; reports the outcome to the Coordinator.
+    pub fn run(mut self) {
+        let totals = self.train();
+        self.coordinator.do_send(Event::TrainerDone(totals));
+    }
+
+    fn train(&mut self) -> TrainerTotals {
+        let phase = self.phase;
+        let tokens_c = counter!(names::TOKENS, "phase" => phase, "stage" => "trainer");
+        let samples_c = counter!(names::SAMPLES, "phase" => phase, "stage" => "trainer");
+        let steps_c = counter!(names::STEPS, "phase" => phase);
+        let wait_c = names::data_wait(phase);
+        let step_h = histogram!(names::STEP_DURATION, "phase" => phase);
+        let depth = gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer");
+        let lr_g = gauge!(names::LEARNING_RATE, "phase" => phase);
+        let loss_g = gauge!(names::LOSS, "phase" => phase, "objective" => "mlm");
+        let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
+
+        let mut reorder = Reorder::new(0);
+        let mut p = Progress { tokens: 0, samples: 0, batches: 0, cursor: Cursor::default(), data_wait: Duration::ZERO, last_lr: 0.0 };
+        let mut totals = TrainerTotals::default();
+        let start = Instant::now();
+        let (mut last_log_t, mut last_log_tokens, mut last_log_wait) = (start, 0u64, Duration::ZERO);
+        let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
+        let mut interrupted = false;
+        while self.state.step < self.policy.max_steps {
+            if self.stop.is_stopping() {
+                interrupted = !self.stop.is_abort();
+                break;
+            }
+            micro.clear();
+            let wait_start = Instant::now();
+            for _ in 0..self.grad_accum {
+                match reorder.next(&self.rx, &self.stop) {
+                    Some(b) => micro.push(b),
+                    None => break,
+                }
+            }
+            let waited = wait_start.elapsed();
+            p.data_wait += waited;
+            wait_c.increment(waited.as_secs_f64());
+            depth.set(self.rx.len() as f64);
+            if micro.len() < self.grad_accum {
+                // Abort, or the data plane ended (its stage reports why).
+                break;
+            }
+            let t0 = Instant::now();
+            let out = self.state.train_step(&micro);
+            step_h.record(t0.elapsed().as_secs_f64());
+            let (n_tok, n_seq) = micro.iter().fold((0u64, 0u64), |a, b| (a.0 + b.n_tokens as u64, a.1 + b.batch_size as u64));
+            p.tokens += n_tok;
+            p.samples += n_seq;
+            let last = micro.last().expect("micro holds grad_accum >= 1 batches");
+            p.batches = last.seq + 1;
+            p.cursor = last.cursor;
+            p.last_lr = out.lr;
+            tokens_c.increment(n_tok);
+            samples_c.increment(n_seq);
+            steps_c.increment(1);
+            lr_g.set(out.lr);
+
+            let step = self.state.step;
+            let due = self.policy.due(step);
+            if due.log {
+                // Sync point: the only place the loss leaves the device.
+                let loss = out.loss.double_value(&[]);
+                let grad_norm = out.grad_norm.double_value(&[]);
+                loss_g.set(loss);
+                grad_g.set(grad_norm);
+                let now = Instant::now();
+                let dt = now.duration_since(last_log_t).as_secs_f64().max(1e-9);
+                let report = StepReport {
+                    phase,
+                    step,
+                    loss,
+                    lr: out.lr,
+                    grad_norm,
+                    tokens: p.tokens,
+                    tokens_per_second: (p.tokens - last_log_tokens) as f64 / dt,
+                    elapsed_s: now.duration_since(start).as_secs_f64(),
+                    data_wait_share: (p.data_wait - last_log_wait).as_secs_f64() / dt,
+                };
+                totals.final_loss = loss;
+                (last_log_t, last_log_tokens, last_log_wait) = (now, p.tokens, p.data_wait);
+                self.coordinator.do_send(Event::Step(report));
+            }
+            if !self.hand_over(due, &p, &mut totals) {
+                break;
+            }
+        }
+        if interrupted {
+            let due = self.policy.due_on_stop(self.state.step);
+            self.hand_over(due, &p, &mut totals);
+        }
+        totals.steps = self.state.step;
+        totals.tokens = p.tokens;
+        totals.samples = p.samples;
+        totals.elapsed_s = start.elapsed().as_secs_f64();
+        totals.data_wait_s = p.data_wait.as_secs_f64();
+        totals.interrupted = interrupted;
+        totals
+    }
+
+    /// Sends snapshots for what is due. `false` when the run aborted while waiting.
+    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals) -> bool {
+        let step = self.state.step;
+        if due.eval {
+            if let Some((addr, permits)) = &self.evaluator {
+                if !permits.acquire(&self.stop) {
+                    return false;
+                }
+                addr.do_send(Evaluate { step, phase: self.phase, weights: self.state.snapshot() });
+                totals.evals_requested += 1;
+            }
+        }
+        if due.checkpoint {
+            let t0 = Instant::now();
+            let (addr, permits) = &self.checkpointer;
+            if !permits.acquire(&self.stop) {
+                return false;
+            }
+            let state = CheckpointState {
+                format_version: FORMAT_VERSION,
+                step,
+                tokens_seen: p.tokens,
+                samples_seen: p.samples,
+                batches_seen: p.batches,
+                cursor: p.cursor,
+                seed: self.seed,
+                lr: p.last_lr,
+                model: self.model_json.clone(),
+                config: self.config_json.clone(),
+                versions: versions(),
+                files: BTreeMap::new(),
+            };
+            let model = self.state.snapshot();
+            let optimizer = self.state.optimizer_snapshot();
+            addr.do_send(Save { model, optimizer, state, stall_s: t0.elapsed().as_secs_f64() });
+            totals.checkpoints_requested += 1;
+        }
+        true
+    }
+}
+
+/// Wraps any error for [`Event::Failed`].
+pub fn shared<E: std::error::Error + Send + Sync + 'static>(e: E) -> super::events::SharedError {
+    Arc::new(e)
+}

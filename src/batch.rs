@@ -1,0 +1,56 @@
+//! The data plane's messages: plain host data, no tch.
+
+use crate::data::stream::{Cursor, Example};
+
+/// A batch of packed, not yet corrupted examples, numbered by the Loader.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Batch number: the Trainer consumes batches in `seq` order.
+    pub seq: u64,
+    /// The examples, in stream order.
+    pub examples: Vec<Example>,
+    /// Stream position after the last example of this batch: resume from here.
+    pub cursor: Cursor,
+}
+
+/// A collated batch ready for the device: row-major `[batch, seq_len]` buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    /// Batch number (from [`RawBatch::seq`]).
+    pub seq: u64,
+    /// Stream position after this batch.
+    pub cursor: Cursor,
+    /// Rows.
+    pub batch_size: usize,
+    /// Padded length: the longest row rounded up to a multiple of 8.
+    pub seq_len: usize,
+    /// Token ids, `[PAD]` after each row's length.
+    pub input_ids: Vec<i64>,
+    /// Segment ids (0 for single-segment MLM).
+    pub token_type_ids: Vec<i64>,
+    /// Unpadded length of each row; the attention mask is built on the device from these.
+    pub lengths: Vec<i64>,
+    /// Original id at scored positions, -100 elsewhere.
+    pub labels: Vec<i64>,
+    /// Flat indices (`row * seq_len + col`) of the scored positions: the MLM decoder runs only
+    /// on these.
+    pub masked_positions: Vec<i64>,
+    /// Labels at `masked_positions`.
+    pub masked_labels: Vec<i64>,
+    /// Non-padding tokens in the batch.
+    pub n_tokens: usize,
+    /// Scored positions: the loss divisor, known on the host so normalising needs no sync.
+    pub n_scored: usize,
+}
+
+impl HostBatch {
+    /// Position ids of one row (0..len, then 0 on padding), for `pretune preview`.
+    pub fn position_ids(&self, row: usize) -> Vec<i64> {
+        (0..self.seq_len as i64).map(|j| if j < self.lengths[row] { j } else { 0 }).collect()
+    }
+
+    /// A row of a `[batch, seq_len]` buffer, cut at the row's length.
+    pub fn row<'a>(&self, buf: &'a [i64], row: usize) -> &'a [i64] {
+        &buf[row * self.seq_len..row * self.seq_len + self.lengths[row] as usize]
+    }
+}

@@ -1,0 +1,48 @@
+//! `state.json`: everything besides tensors that a resume or an export needs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::stream::Cursor;
+
+/// Version of the checkpoint layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Contents of `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointState {
+    /// Layout version.
+    pub format_version: u32,
+    /// Optimizer updates done.
+    pub step: u64,
+    /// Non-padding tokens trained on.
+    pub tokens_seen: u64,
+    /// Sequences trained on.
+    pub samples_seen: u64,
+    /// Batches consumed (the next batch's `seq`).
+    pub batches_seen: u64,
+    /// Data stream position after the last consumed batch.
+    pub cursor: Cursor,
+    /// Run seed.
+    pub seed: u64,
+    /// Learning rate of the last update.
+    pub lr: f64,
+    /// Model configuration (Hugging Face `config.json` fields).
+    pub model: serde_json::Value,
+    /// The resolved run configuration.
+    pub config: serde_json::Value,
+    /// Versions of pretune, tch and libtorch that wrote it.
+    pub versions: BTreeMap<String, String>,
+    /// sha256 of every other file in the folder.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Versions recorded in checkpoints and `pretune_build_info`.
+pub fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("pretune".into(), env!("CARGO_PKG_VERSION").into());
+    v.insert("tch".into(), "0.26.0".into());
+    v.insert("libtorch".into(), "2.13.0".into());
+    v
+}

@@ -1,0 +1,188 @@
+//! Writing and reading checkpoint folders on a local disk.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use super::policy;
+use super::state::CheckpointState;
+
+/// Errors of the checkpoint store.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file system operation failed.
+    #[error("checkpoint I/O failed on {path}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing or reading tensors failed.
+    #[error("checkpoint tensors in {path}")]
+    Tensors {
+        /// File involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: tch::TchError,
+    },
+    /// `state.json` is unreadable.
+    #[error("bad state.json in {path}")]
+    State {
+        /// Folder involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file does not match the checksum recorded in `state.json`.
+    #[error("checkpoint {dir} is corrupt: {file} does not match its sha256")]
+    Checksum {
+        /// Checkpoint folder.
+        dir: PathBuf,
+        /// File that failed.
+        file: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn fsync(path: &Path) -> Result<(), CheckpointError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+}
+
+/// The `checkpoints/` folder of a run.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    root: PathBuf,
+}
+
+impl CheckpointStore {
+    /// A store rooted at `root` (created on first save).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        CheckpointStore { root: root.into() }
+    }
+
+    /// The folder name of a step.
+    pub fn dir_name(step: u64) -> String {
+        format!("step-{step:08}")
+    }
+
+    /// Writes a checkpoint for `state.step` crash-safely, moves `latest`, and applies retention
+    /// (`keep_last`). Returns the new folder.
+    ///
+    /// # Errors
+    /// Any I/O or tensor error; the previous `latest` is untouched then.
+    pub fn save(
+        &self,
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        mut state: CheckpointState,
+        keep_last: usize,
+    ) -> Result<PathBuf, CheckpointError> {
+        let name = Self::dir_name(state.step);
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let tmp = self.root.join(format!(".tmp-{name}-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io(&tmp))?;
+        for (file, tensors) in [("model.safetensors", model), ("optimizer.safetensors", optimizer)] {
+            let path = tmp.join(file);
+            Tensor::write_safetensors(tensors, &path).map_err(|source| CheckpointError::Tensors { path: path.clone(), source })?;
+            fsync(&path)?;
+            state.files.insert(file.to_owned(), sha256_file(&path)?);
+        }
+        let state_path = tmp.join("state.json");
+        let json = serde_json::to_vec_pretty(&state).map_err(|source| CheckpointError::State { path: tmp.clone(), source })?;
+        let mut f = File::create(&state_path).map_err(io(&state_path))?;
+        f.write_all(&json).and_then(|_| f.sync_all()).map_err(io(&state_path))?;
+        fsync(&tmp)?;
+        let dest = self.root.join(&name);
+        if dest.exists() {
+            fs::remove_dir_all(&dest).map_err(io(&dest))?;
+        }
+        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        fsync(&self.root)?;
+        self.set_latest(&name)?;
+        self.retain(keep_last);
+        Ok(dest)
+    }
+
+    fn set_latest(&self, name: &str) -> Result<(), CheckpointError> {
+        let tmp = self.root.join(".latest.tmp");
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(name.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        let latest = self.root.join("latest");
+        fs::rename(&tmp, &latest).map_err(io(&latest))?;
+        fsync(&self.root)
+    }
+
+    /// Steps of the complete checkpoints on disk.
+    pub fn steps(&self) -> Vec<u64> {
+        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .collect()
+    }
+
+    /// Deletes old checkpoints beyond `keep_last`, never the one `latest` names. A failed delete
+    /// is a warning, not an error: it costs disk, not correctness.
+    fn retain(&self, keep_last: usize) {
+        let latest = self.latest();
+        for step in policy::to_delete(&self.steps(), keep_last) {
+            let dir = self.root.join(Self::dir_name(step));
+            if latest.as_deref() == Some(dir.as_path()) {
+                continue;
+            }
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete an old checkpoint");
+            }
+        }
+    }
+
+    /// The folder `latest` points at, if any.
+    pub fn latest(&self) -> Option<PathBuf> {
+        let name = fs::read_to_string(self.root.join("latest")).ok()?;
+        Some(self.root.join(name.trim()))
+    }
+
+    /// Reads `state.json` of `dir` and checks every recorded checksum.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Checksum`] naming the first bad file; I/O and JSON errors.
+    pub fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
+        let path = dir.join("state.json");
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let state: CheckpointState =
+            serde_json::from_slice(&bytes).map_err(|source| CheckpointError::State { path: dir.to_owned(), source })?;
+        for (file, sum) in &state.files {
+            if &sha256_file(&dir.join(file))? != sum {
+                return Err(CheckpointError::Checksum { dir: dir.to_owned(), file: file.clone() });
+            }
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,441 @@
+//! Run configuration: TOML structs that mirror the component tree, `--set` overrides, and
+//! resolution into a validated [`RunPlan`](plan::RunPlan).
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the key path and the
+//! file (`train.max_step: unknown field ...` in `configs/x.toml`), never a silently ignored knob.
+
+mod overrides;
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use overrides::apply_override;
+pub use plan::{resolve, RunPlan};
+
+/// Errors from reading, overriding or validating a config. All are usage errors (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {file}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{file}: not valid TOML")]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A key is unknown, missing or has the wrong type.
+    #[error("{file}: `{key}`: {message}")]
+    Key {
+        /// The config file.
+        file: PathBuf,
+        /// Dotted key path, e.g. `train.max_steps`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `--set key=value` override is malformed.
+    #[error("bad override `{0}`: expected key.path=value")]
+    Override(String),
+    /// Values that parse but make no sense together; every problem is listed.
+    #[error("{file}: invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// One line per problem, each starting with its key path.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole run, exactly as the file (plus overrides) says.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Identity, seed, output folder and device.
+    pub run: RunSection,
+    /// Where the text comes from.
+    pub data: DataConfig,
+    /// Which tokenizer turns it into ids.
+    pub tokenizer: TokenizerConfig,
+    /// Encoder sizes.
+    pub model: ModelConfig,
+    /// What the Masker does to each sequence.
+    pub objective: ObjectiveConfig,
+    /// Optimisation, schedule and the step-based policies.
+    pub train: TrainConfig,
+    /// Worker counts and channel bounds.
+    pub pipeline: PipelineConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// A name for humans; also the default `run_id` label.
+    pub name: String,
+    /// Seeds weights, shuffling and masking.
+    pub seed: u64,
+    /// Checkpoints, `events.jsonl` and the resolved config go here.
+    pub out_dir: PathBuf,
+    /// `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads; 0 picks the number of cores.
+    pub threads: usize,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            name: "pretune".into(),
+            seed: 42,
+            out_dir: PathBuf::from("runs/pretune"),
+            device: "auto".into(),
+            threads: 0,
+        }
+    }
+}
+
+/// Input format of a corpus file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// Pick by extension: `.jsonl` / `.json` is JSONL, anything else is text.
+    Auto,
+    /// BERT's format: one sentence per line, a blank line between documents.
+    Text,
+    /// One JSON object per line with the document in a string field (`text` by default).
+    Jsonl,
+}
+
+/// What to do with a record that cannot be read (bad JSON, missing text field).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRecordPolicy {
+    /// Count it (`pretune_records_skipped_total`), warn, and go on.
+    Skip,
+    /// Stop the run with an error naming the file and line.
+    Error,
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Training files or glob patterns.
+    pub train: Vec<String>,
+    /// Held-out files or globs (optional).
+    pub eval: Vec<String>,
+    /// Hold out the last N documents of the training files instead of using `eval` files.
+    pub eval_holdout_docs: usize,
+    /// Evaluate on at most this many batches of the held-out split.
+    pub eval_batches: usize,
+    /// File format.
+    pub format: DataFormat,
+    /// JSONL field holding the document text.
+    pub text_field: String,
+    /// Documents read, packed and shuffled together; the shuffle window.
+    pub shuffle_block_docs: usize,
+    /// Skip or reject unreadable records.
+    pub on_bad_record: BadRecordPolicy,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train: Vec::new(),
+            eval: Vec::new(),
+            eval_holdout_docs: 0,
+            eval_batches: 20,
+            format: DataFormat::Auto,
+            text_field: "text".into(),
+            shuffle_block_docs: 256,
+            on_bad_record: BadRecordPolicy::Skip,
+        }
+    }
+}
+
+/// `[tokenizer]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerConfig {
+    /// A `tokenizer.json`, or a WordPiece `vocab.txt`.
+    pub path: PathBuf,
+    /// For a `vocab.txt`: lower-case the text (uncased BERT vocabularies).
+    pub lowercase: Option<bool>,
+}
+
+/// `[model]`: BERT sizes, with Hugging Face's names where they exist.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Transformer layers.
+    pub num_layers: i64,
+    /// Attention heads; must divide `hidden_size`.
+    pub num_heads: i64,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: i64,
+    /// Size of the learned position table.
+    pub max_position_embeddings: i64,
+    /// Segment (token type) vocabulary.
+    pub type_vocab_size: i64,
+    /// Dropout on hidden states.
+    pub hidden_dropout: f64,
+    /// Dropout on attention probabilities.
+    pub attention_dropout: f64,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Standard deviation of the normal initialisation.
+    pub initializer_range: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            hidden_size: 768,
+            num_layers: 12,
+            num_heads: 12,
+            intermediate_size: 3072,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            hidden_dropout: 0.1,
+            attention_dropout: 0.1,
+            layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+/// Pre-training objective.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectiveKind {
+    /// BERT masked language modelling.
+    Mlm,
+}
+
+/// How MLM positions are chosen.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Google's script: exactly `min(max_predictions, max(1, round(len * mask_prob)))` positions.
+    Exact,
+    /// Hugging Face's collator: each position independently with probability `mask_prob`.
+    Bernoulli,
+}
+
+/// `[objective]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    /// Which objective.
+    pub kind: ObjectiveKind,
+    /// Share of (non-special) tokens scored.
+    pub mask_prob: f64,
+    /// Of the scored tokens, the share replaced by `[MASK]`.
+    pub mask_token_prob: f64,
+    /// Of the scored tokens, the share replaced by a random token (the rest stay unchanged).
+    pub random_token_prob: f64,
+    /// `exact` or `bernoulli`.
+    pub selection: Selection,
+    /// Cap on scored positions per sequence for `exact` (0: no cap).
+    pub max_predictions: usize,
+    /// Choose whole words (all sub-tokens of a chosen word are scored together).
+    pub whole_word: bool,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        ObjectiveConfig {
+            kind: ObjectiveKind::Mlm,
+            mask_prob: 0.15,
+            mask_token_prob: 0.8,
+            random_token_prob: 0.1,
+            selection: Selection::Exact,
+            max_predictions: 0,
+            whole_word: false,
+        }
+    }
+}
+
+/// Shape of the learning-rate decay after warm-up.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    /// Linear to `min_lr_ratio * lr` at `max_steps`.
+    Linear,
+    /// Half cosine to `min_lr_ratio * lr` at `max_steps`.
+    Cosine,
+    /// No decay.
+    Constant,
+}
+
+/// `[train]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Longest sequence, special tokens included.
+    pub max_seq_len: usize,
+    /// Optimizer updates in the run.
+    pub max_steps: u64,
+    /// Micro-batches per optimizer update.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps (takes precedence over `warmup_ratio` when non-zero).
+    pub warmup_steps: u64,
+    /// Warm-up as a share of `max_steps`.
+    pub warmup_ratio: f64,
+    /// Decay after warm-up.
+    pub decay: Decay,
+    /// Final learning rate as a share of `lr`.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay (never on biases and LayerNorm).
+    pub weight_decay: f64,
+    /// AdamW betas.
+    pub betas: [f64; 2],
+    /// AdamW epsilon.
+    pub eps: f64,
+    /// Clip the global gradient norm to this (0: off).
+    pub clip_grad_norm: f64,
+    /// Read the loss off the device and log every N steps (the only sync points).
+    pub log_every: u64,
+    /// Evaluate every N steps (0: only at the end).
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Keep the last K checkpoints.
+    pub keep_last: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 32,
+            max_seq_len: 128,
+            max_steps: 1000,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: 0,
+            warmup_ratio: 0.01,
+            decay: Decay::Linear,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.01,
+            betas: [0.9, 0.999],
+            eps: 1e-6,
+            clip_grad_norm: 1.0,
+            log_every: 10,
+            eval_every: 0,
+            checkpoint_every: 0,
+            keep_last: 3,
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Parallel Masker workers.
+    pub masker_workers: usize,
+    /// Bound of every data-plane channel: how far data preparation may run ahead.
+    pub prefetch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { masker_workers: 2, prefetch: 4 }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint; empty turns it off.
+    pub listen: String,
+    /// `run_id` label on every series (default: the run name).
+    pub run_id: String,
+    /// Keep serving `/metrics` this many seconds after the run, for a last scrape.
+    pub linger_s: f64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into(), run_id: String::new(), linger_s: 0.0 }
+    }
+}
+
+/// Reads `file`, applies `--set` overrides in order, and deserializes, reporting key paths.
+///
+/// # Errors
+/// [`ConfigError`] for an unreadable file, bad TOML, a bad override, or an unknown, missing or
+/// mistyped key.
+pub fn load(file: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    from_table(file, table)
+}
+
+/// Deserializes a (possibly overridden) table, naming the offending key on error.
+pub fn from_table(file: &Path, table: toml::Table) -> Result<RunConfig, ConfigError> {
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let mut message = e.into_inner().to_string();
+        // toml's own messages end in a newline and sometimes repeat the key; keep them short.
+        message = message.trim().replace('\n', " ");
+        ConfigError::Key { file: file.to_owned(), key, message }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<RunConfig, ConfigError> {
+        from_table(Path::new("x.toml"), toml::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn unknown_key_names_the_path_and_file() {
+        let e = parse("[train]\nmax_step = 3\n").unwrap_err().to_string();
+        assert!(e.contains("x.toml"), "{e}");
+        assert!(e.contains("max_step"), "{e}");
+        assert!(e.contains("train"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let e = parse("[train]\nlr = \"fast\"\n").unwrap_err().to_string();
+        assert!(e.contains("train.lr"), "{e}");
+    }
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.objective.kind, ObjectiveKind::Mlm);
+    }
+}

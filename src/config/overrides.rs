@@ -1,0 +1,62 @@
+//! `--set key.path=value` on top of a parsed TOML table.
+//!
+//! The value is read as a TOML literal (`3`, `1e-4`, `true`, `[0.9, 0.98]`, `"text"`); anything
+//! that is not a literal is taken as a bare string, so `--set run.out_dir=/tmp/x` works
+//! unquoted. Types are checked later, by the same deserialization as the file itself.
+
+use super::ConfigError;
+
+/// Applies one override to `table`, creating intermediate tables as needed.
+///
+/// # Errors
+/// [`ConfigError::Override`] when there is no `=`, the key is empty, or a path component is
+/// not a table.
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::Override(spec.to_owned());
+    let (key, raw) = spec.split_once('=').ok_or_else(bad)?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad());
+    }
+    let value = parse_value(raw.trim());
+    let (last, parents) = parts.split_last().ok_or_else(bad)?;
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(bad)?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_typed_values_and_bare_strings() {
+        let mut t = toml::Table::new();
+        apply_override(&mut t, "train.max_steps=5").unwrap();
+        apply_override(&mut t, "run.out_dir=/tmp/x y").unwrap();
+        apply_override(&mut t, "train.betas=[0.9, 0.98]").unwrap();
+        assert_eq!(t["train"]["max_steps"].as_integer(), Some(5));
+        assert_eq!(t["run"]["out_dir"].as_str(), Some("/tmp/x y"));
+        assert_eq!(t["train"]["betas"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn malformed_override_is_an_error() {
+        let mut t = toml::Table::new();
+        assert!(apply_override(&mut t, "novalue").is_err());
+        assert!(apply_override(&mut t, ".x=1").is_err());
+        apply_override(&mut t, "a=1").unwrap();
+        assert!(apply_override(&mut t, "a.b=1").is_err(), "a is not a table");
+    }
+}

@@ -1,0 +1,214 @@
+//! Raw config to a validated plan: files found, tokenizer loaded, sizes derived, every problem
+//! reported at once (ripgrep's low-level / high-level args split).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tch::Device;
+
+use super::{ConfigError, RunConfig};
+use crate::data::source::{document_offsets, FileSpan};
+use crate::data::tokenize::TextTokenizer;
+use crate::model::bert::BertConfig;
+
+/// A run, validated and with everything derived that components need.
+pub struct RunPlan {
+    /// The config file (for messages).
+    pub file: PathBuf,
+    /// The config as written plus overrides.
+    pub config: RunConfig,
+    /// Training input.
+    pub train_spans: Vec<FileSpan>,
+    /// Held-out input (may be empty: then no evaluation).
+    pub eval_spans: Vec<FileSpan>,
+    /// The tokenizer.
+    pub tokenizer: Arc<TextTokenizer>,
+    /// Model sizes, vocabulary from the tokenizer.
+    pub model: BertConfig,
+    /// Where tensors live.
+    pub device: Device,
+    /// Warm-up updates (from `warmup_steps` or `warmup_ratio`).
+    pub warmup_steps: u64,
+    /// Prometheus endpoint, if on.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `run_id` label.
+    pub run_id: String,
+}
+
+fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.contains(['*', '?', '[']) {
+            match glob::glob(p) {
+                Ok(paths) => {
+                    let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    found.sort();
+                    if found.is_empty() {
+                        problems.push(format!("{key}: no file matches `{p}`"));
+                    }
+                    out.extend(found);
+                }
+                Err(e) => problems.push(format!("{key}: bad pattern `{p}`: {e}")),
+            }
+        } else if Path::new(p).is_file() {
+            out.push(PathBuf::from(p));
+        } else {
+            problems.push(format!("{key}: file not found: `{p}`"));
+        }
+    }
+    out
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "cuda:0" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n < tch::Cuda::device_count() as usize => Ok(Device::Cuda(n)),
+            _ if s.starts_with("cuda") => Err(format!("run.device: `{s}` is not available on this machine")),
+            _ => Err(format!("run.device: `{s}` is not one of auto, cpu, cuda, cuda:N")),
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Validates `config` and derives a [`RunPlan`].
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem found, each with its key path.
+pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
+    let mut problems = Vec::new();
+    let c = &config;
+    let mut check = |ok: bool, msg: &str| {
+        if !ok {
+            problems.push(msg.to_owned());
+        }
+    };
+    check(c.train.batch_size > 0, "train.batch_size: must be positive");
+    check(c.train.max_steps > 0, "train.max_steps: must be positive");
+    check(c.train.grad_accum > 0, "train.grad_accum: must be positive");
+    check(c.train.lr > 0.0, "train.lr: must be positive");
+    check(c.train.log_every > 0, "train.log_every: must be positive");
+    check((0.0..=1.0).contains(&c.train.warmup_ratio), "train.warmup_ratio: must be in [0, 1]");
+    check((0.0..=1.0).contains(&c.train.min_lr_ratio), "train.min_lr_ratio: must be in [0, 1]");
+    check(c.train.weight_decay >= 0.0, "train.weight_decay: must not be negative");
+    check(c.train.betas.iter().all(|b| (0.0..1.0).contains(b)), "train.betas: each must be in [0, 1)");
+    check(c.train.eps > 0.0, "train.eps: must be positive");
+    check(c.train.clip_grad_norm >= 0.0, "train.clip_grad_norm: must not be negative (0 turns clipping off)");
+    check(c.train.max_seq_len >= 3, "train.max_seq_len: must be at least 3 ([CLS], a token, [SEP])");
+    check(
+        c.train.max_seq_len as i64 <= c.model.max_position_embeddings,
+        "train.max_seq_len: must not exceed model.max_position_embeddings",
+    );
+    check(c.model.hidden_size > 0 && c.model.num_layers > 0 && c.model.num_heads > 0, "model: sizes must be positive");
+    check(c.model.num_heads > 0 && c.model.hidden_size % c.model.num_heads.max(1) == 0, "model.num_heads: must divide model.hidden_size");
+    check(c.model.intermediate_size > 0, "model.intermediate_size: must be positive");
+    check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
+    check((0.0..1.0).contains(&c.model.attention_dropout), "model.attention_dropout: must be in [0, 1)");
+    let o = &c.objective;
+    check(o.mask_prob > 0.0 && o.mask_prob < 1.0, "objective.mask_prob: must be in (0, 1)");
+    check(
+        o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
+        "objective.mask_token_prob + objective.random_token_prob: must be within [0, 1]",
+    );
+    check(c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive");
+    check(c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive");
+    check(c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive");
+    check(!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both");
+
+    let device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
+    let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+
+    if c.data.train.is_empty() {
+        problems.push("data.train: no training files given".into());
+    }
+    let mut train_spans: Vec<FileSpan> =
+        expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+    let mut eval_spans: Vec<FileSpan> =
+        expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+    if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
+        match hold_out(&mut train_spans, c.data.eval_holdout_docs, &c.data.text_field, c.data.on_bad_record) {
+            Ok(spans) => eval_spans = spans,
+            Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
+        }
+    }
+
+    let tokenizer = if c.tokenizer.path.as_os_str().is_empty() {
+        problems.push("tokenizer.path: no tokenizer given".into());
+        None
+    } else {
+        TextTokenizer::load(&c.tokenizer.path, c.tokenizer.lowercase)
+            .map_err(|e| problems.push(format!("tokenizer.path: {}", error_chain(&e))))
+            .ok()
+    };
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+    }
+    let tokenizer = Arc::new(tokenizer.expect("no problems means the tokenizer loaded"));
+    let m = &c.model;
+    let model = BertConfig {
+        vocab_size: tokenizer.vocab_size() as i64,
+        hidden_size: m.hidden_size,
+        num_hidden_layers: m.num_layers,
+        num_attention_heads: m.num_heads,
+        intermediate_size: m.intermediate_size,
+        hidden_dropout_prob: m.hidden_dropout,
+        attention_probs_dropout_prob: m.attention_dropout,
+        max_position_embeddings: m.max_position_embeddings,
+        type_vocab_size: m.type_vocab_size,
+        initializer_range: m.initializer_range,
+        layer_norm_eps: m.layer_norm_eps,
+        pad_token_id: tokenizer.special_ids().pad as i64,
+    };
+    let warmup_steps = if c.train.warmup_steps > 0 {
+        c.train.warmup_steps
+    } else {
+        (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
+    };
+    let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
+    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id })
+}
+
+/// Moves the last `n` documents of the training spans into held-out spans.
+fn hold_out(
+    train: &mut Vec<FileSpan>,
+    n: usize,
+    text_field: &str,
+    on_bad: crate::config::BadRecordPolicy,
+) -> Result<Vec<FileSpan>, String> {
+    let mut need = n;
+    let mut held = Vec::new();
+    while need > 0 {
+        let Some(span) = train.pop() else {
+            return Err(format!("the training files hold fewer than {n} documents"));
+        };
+        let offsets = document_offsets(&span, text_field, on_bad).map_err(|e| error_chain(&e))?;
+        if offsets.len() <= need {
+            need -= offsets.len();
+            held.push(span);
+            continue;
+        }
+        let cut = offsets[offsets.len() - need];
+        held.push(FileSpan { start: cut, ..span.clone() });
+        train.push(FileSpan { end: Some(cut), ..span });
+        need = 0;
+    }
+    if train.is_empty() {
+        return Err(format!("holding out {n} documents leaves nothing to train on"));
+    }
+    held.reverse();
+    Ok(held)
+}

@@ -1,0 +1,213 @@
+//! The stream of training examples: read, tokenize, pack and shuffle, with a seekable cursor.
+//!
+//! Shuffling is a *block shuffle*: the Loader reads `shuffle_block_docs` documents, packs them
+//! into segments, and permutes the segments with an RNG keyed by `(seed, epoch, file, block
+//! offset)`; the file order is permuted per epoch. Unlike a classic shuffle buffer, every
+//! position is then described by a few integers (the [`Cursor`]), so a resume re-opens the file
+//! at the block's byte offset and skips the examples already consumed in that one block, instead
+//! of replaying the epoch.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::packing::{pack_document, Segment};
+use super::source::{BadRecord, DocReader, FileSpan, SourceError};
+use super::tokenize::{TextTokenizer, TokenizerError};
+use crate::config::BadRecordPolicy;
+use crate::rng::{Rng, Stream};
+
+/// Where the stream stands: enough to continue exactly from here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Pass over the data, from 0.
+    pub epoch: u64,
+    /// Index into this epoch's file order.
+    pub file: usize,
+    /// Byte offset where the current shuffle block starts.
+    pub block_offset: u64,
+    /// Examples of the current block already handed out.
+    pub in_block: u64,
+    /// Global index of the next example (keys its masking RNG).
+    pub example: u64,
+}
+
+/// One packed segment, numbered.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// Global example index; with `epoch` it keys the Masker's RNG.
+    pub index: u64,
+    /// Epoch this example belongs to.
+    pub epoch: u64,
+    /// The tokens.
+    pub segment: Segment,
+}
+
+/// Errors from the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Reading failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Tokenizing failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// A whole pass over the files produced nothing.
+    #[error("the corpus is empty: no document with text in {0}")]
+    Empty(String),
+}
+
+/// Settings of an [`ExampleStream`].
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Seeds the file order and block permutations.
+    pub seed: u64,
+    /// Documents per shuffle block.
+    pub block_docs: usize,
+    /// Token budget per segment (sequence length minus special tokens).
+    pub max_tokens: usize,
+    /// JSONL text field.
+    pub text_field: String,
+    /// Skip or reject unreadable records.
+    pub on_bad: BadRecordPolicy,
+    /// Shuffle files and blocks (training) or keep file order (evaluation).
+    pub shuffle: bool,
+    /// Start a new epoch at the end (training) or stop (evaluation).
+    pub repeat: bool,
+}
+
+/// Iterator-like source of [`Example`]s.
+pub struct ExampleStream {
+    spans: Vec<FileSpan>,
+    tokenizer: Arc<TextTokenizer>,
+    settings: StreamSettings,
+    cursor: Cursor,
+    /// File order of `cursor.epoch`.
+    order: Vec<usize>,
+    /// The open reader, positioned after the current block.
+    reader: Option<DocReader>,
+    /// Segments of the current block in shuffled order; `cursor.in_block` indexes into it.
+    block: Vec<Segment>,
+    /// Whether `block` holds the block at `cursor.block_offset`.
+    block_loaded: bool,
+    /// Examples produced in the current epoch (an epoch of zero means an empty corpus).
+    produced_this_epoch: u64,
+    /// Records skipped since the last call to [`ExampleStream::take_skipped`].
+    skipped: Vec<BadRecord>,
+}
+
+impl ExampleStream {
+    /// A stream over `spans` starting at `cursor` (use `Cursor::default()` to start afresh).
+    pub fn new(spans: Vec<FileSpan>, tokenizer: Arc<TextTokenizer>, settings: StreamSettings, cursor: Cursor) -> Self {
+        let mut s = ExampleStream {
+            spans,
+            tokenizer,
+            settings,
+            cursor,
+            order: Vec::new(),
+            reader: None,
+            block: Vec::new(),
+            block_loaded: false,
+            produced_this_epoch: cursor.example,
+            skipped: Vec::new(),
+        };
+        s.order = s.file_order(cursor.epoch);
+        s
+    }
+
+    /// The position of the next example.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// Bad records met since the last call.
+    pub fn take_skipped(&mut self) -> Vec<BadRecord> {
+        std::mem::take(&mut self.skipped)
+    }
+
+    fn file_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.spans.len()).collect();
+        if self.settings.shuffle {
+            Rng::keyed(self.settings.seed, Stream::FileOrder, &[epoch]).shuffle(&mut order);
+        }
+        order
+    }
+
+    /// The next example, or `None` at the end of a non-repeating stream.
+    ///
+    /// # Errors
+    /// [`StreamError`] on I/O, tokenization, a rejected record, or an empty corpus.
+    pub fn next_example(&mut self) -> Result<Option<Example>, StreamError> {
+        loop {
+            if !self.block_loaded {
+                if self.cursor.file >= self.spans.len() {
+                    if self.produced_this_epoch == 0 {
+                        let files: Vec<String> = self.spans.iter().map(|s| s.path.display().to_string()).collect();
+                        return Err(StreamError::Empty(files.join(", ")));
+                    }
+                    if !self.settings.repeat {
+                        return Ok(None);
+                    }
+                    self.cursor.epoch += 1;
+                    self.cursor.file = 0;
+                    self.cursor.block_offset = self.spans.first().map_or(0, |s| s.start);
+                    self.cursor.in_block = 0;
+                    self.produced_this_epoch = 0;
+                    self.order = self.file_order(self.cursor.epoch);
+                    self.reader = None;
+                }
+                if !self.load_block()? {
+                    // End of this file: next file, from the start of its span.
+                    self.cursor.file += 1;
+                    self.cursor.block_offset = self.order.get(self.cursor.file).map_or(0, |&f| self.spans[f].start);
+                    self.cursor.in_block = 0;
+                    self.reader = None;
+                    continue;
+                }
+            }
+            let i = self.cursor.in_block as usize;
+            if i < self.block.len() {
+                let segment = std::mem::take(&mut self.block[i]);
+                let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, segment };
+                self.cursor.in_block += 1;
+                self.cursor.example += 1;
+                self.produced_this_epoch += 1;
+                return Ok(Some(ex));
+            }
+            // Block exhausted: the next one starts where the reader stands.
+            self.block_loaded = false;
+            self.cursor.block_offset = self.reader.as_ref().map_or(self.cursor.block_offset, DocReader::position);
+            self.cursor.in_block = 0;
+        }
+    }
+
+    /// Reads, tokenizes, packs and permutes the block at the cursor. `false` at end of file.
+    fn load_block(&mut self) -> Result<bool, StreamError> {
+        let span = &self.spans[self.order[self.cursor.file]];
+        if self.reader.is_none() {
+            let offset = self.cursor.block_offset.max(span.start);
+            self.cursor.block_offset = offset;
+            self.reader = Some(DocReader::open(span, offset, &self.settings.text_field, self.settings.on_bad)?);
+        }
+        let reader = self.reader.as_mut().expect("reader was just opened");
+        let mut segments = Vec::new();
+        let mut docs = 0;
+        while docs < self.settings.block_docs {
+            let Some(doc) = reader.next_doc(&mut self.skipped)? else { break };
+            docs += 1;
+            let sentences =
+                doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?;
+            segments.extend(pack_document(&sentences, self.settings.max_tokens));
+        }
+        if docs == 0 {
+            return Ok(false);
+        }
+        if self.settings.shuffle {
+            let key = [self.cursor.epoch, self.order[self.cursor.file] as u64, self.cursor.block_offset];
+            Rng::keyed(self.settings.seed, Stream::Block, &key).shuffle(&mut segments);
+        }
+        self.block = segments;
+        self.block_loaded = true;
+        Ok(true)
+    }
+}

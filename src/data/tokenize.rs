@@ -1,0 +1,183 @@
+//! Text to ids with the `tokenizers` crate, from a `tokenizer.json` or a WordPiece `vocab.txt`.
+//!
+//! Any padding or truncation stored in a `tokenizer.json` is switched off: packing decides the
+//! lengths. Special tokens are not added here either; the Masker adds `[CLS]` / `[SEP]`.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::Tokenizer;
+
+/// Errors while loading or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// The file could not be loaded.
+    #[error("cannot load tokenizer {path}")]
+    Load {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// A token BERT needs is absent from the vocabulary.
+    #[error("tokenizer {path} has no `{token}` token")]
+    MissingSpecial {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The missing token.
+        token: &'static str,
+    },
+    /// Encoding failed.
+    #[error("tokenization failed")]
+    Encode(#[source] tokenizers::Error),
+}
+
+/// The ids BERT-style objectives need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SpecialIds {
+    /// `[CLS]`
+    pub cls: u32,
+    /// `[SEP]`
+    pub sep: u32,
+    /// `[PAD]`
+    pub pad: u32,
+    /// `[MASK]`
+    pub mask: u32,
+    /// `[UNK]`
+    pub unk: u32,
+}
+
+/// A loaded tokenizer plus what the data plane needs to know about it.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Ids of every special token (never chosen for masking). `[UNK]` is not among them: it
+    /// stands for real text, and BERT's own script masks it like any other token.
+    special: Vec<bool>,
+    ids: SpecialIds,
+    vocab_size: usize,
+}
+
+/// One sentence in ids, with a flag per token saying whether it starts a word (from the
+/// tokenizer's word ids, so whole-word masking works for BPE and Unigram tokenizers too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokSentence {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// `true` where a token starts a new word.
+    pub word_start: Vec<bool>,
+}
+
+impl TextTokenizer {
+    /// Loads `path`: a `vocab.txt` (by name) builds BERT's WordPiece pipeline, anything else is
+    /// read as a `tokenizer.json`. `lowercase` applies to `vocab.txt` only (default true).
+    ///
+    /// # Errors
+    /// [`TokenizerError`] when the file cannot be loaded or lacks `[CLS]`, `[SEP]`, `[PAD]`,
+    /// `[MASK]` or `[UNK]`.
+    pub fn load(path: &Path, lowercase: Option<bool>) -> Result<Self, TokenizerError> {
+        let load_err = |source| TokenizerError::Load { path: path.to_owned(), source };
+        let is_vocab = path.extension().is_some_and(|e| e == "txt");
+        let mut inner = if is_vocab {
+            let file = path.to_str().ok_or_else(|| load_err("path is not UTF-8".into()))?;
+            let wp = WordPiece::from_file(file).unk_token("[UNK]".into()).build().map_err(load_err)?;
+            let mut t = Tokenizer::new(wp);
+            t.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase.unwrap_or(true)))).map_err(load_err)?;
+            t.with_pre_tokenizer(Some(BertPreTokenizer));
+            t
+        } else {
+            Tokenizer::from_file(path).map_err(load_err)?
+        };
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(load_err)?;
+        let id = |token: &'static str| {
+            inner.token_to_id(token).ok_or(TokenizerError::MissingSpecial { path: path.to_owned(), token })
+        };
+        let ids = SpecialIds { cls: id("[CLS]")?, sep: id("[SEP]")?, pad: id("[PAD]")?, mask: id("[MASK]")?, unk: id("[UNK]")? };
+        if is_vocab {
+            inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), ids.sep), ("[CLS]".into(), ids.cls))));
+        }
+        let vocab_size = inner.get_vocab_size(true);
+        let mut special = vec![false; vocab_size];
+        for (id, tok) in inner.get_added_tokens_decoder() {
+            if tok.special && (id as usize) < vocab_size {
+                special[id as usize] = true;
+            }
+        }
+        for s in [ids.cls, ids.sep, ids.pad, ids.mask] {
+            special[s as usize] = true;
+        }
+        special[ids.unk as usize] = false;
+        Ok(TextTokenizer { inner, special, ids, vocab_size })
+    }
+
+    /// Ids of the BERT special tokens.
+    pub fn special_ids(&self) -> SpecialIds {
+        self.ids
+    }
+
+    /// Vocabulary size, added tokens included: the size of the embedding table.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// One flag per id: never choose this token for masking.
+    pub fn special_mask(&self) -> &[bool] {
+        &self.special
+    }
+
+    /// Encodes one sentence without special tokens.
+    ///
+    /// # Errors
+    /// [`TokenizerError::Encode`].
+    pub fn encode(&self, text: &str) -> Result<TokSentence, TokenizerError> {
+        let enc = self.inner.encode_fast(text, false).map_err(TokenizerError::Encode)?;
+        let words = enc.get_word_ids();
+        let mut word_start = Vec::with_capacity(words.len());
+        let mut prev = None;
+        for (i, w) in words.iter().enumerate() {
+            word_start.push(i == 0 || w.is_none() || *w != prev);
+            prev = *w;
+        }
+        Ok(TokSentence { ids: enc.get_ids().to_vec(), word_start })
+    }
+
+    /// The string of one id (for `pretune preview`).
+    pub fn id_to_token(&self, id: u32) -> String {
+        self.inner.id_to_token(id).unwrap_or_else(|| format!("<{id}>"))
+    }
+
+    /// The wrapped tokenizer (to save it beside an exported model).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("vocab.txt");
+        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "un", "##aff", "##able", "cat", "."];
+        std::fs::write(&p, words.join("\n")).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn vocab_txt_builds_bert_wordpiece_with_word_starts() {
+        let (_d, p) = vocab();
+        let t = TextTokenizer::load(&p, None).unwrap();
+        let s = t.encode("The unaffable cat.").unwrap();
+        let toks: Vec<String> = s.ids.iter().map(|&i| t.id_to_token(i)).collect();
+        assert_eq!(toks, vec!["the", "un", "##aff", "##able", "cat", "."]);
+        assert_eq!(s.word_start, vec![true, true, false, false, true, true]);
+        assert!(t.special_mask()[t.special_ids().cls as usize]);
+        assert!(!t.special_mask()[t.special_ids().unk as usize]);
+        assert_eq!(t.vocab_size(), 11);
+    }
+}

@@ -1,0 +1,172 @@
+//! The `pretune` command line: train, preview, tokenizer train.
+//!
+//! Exit codes: 0 success, 1 a run failed, 2 a bad config or bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pretune::config::{self, ConfigError};
+
+#[derive(Parser)]
+#[command(name = "pretune", version, about = "Pre-train and fine-tune transformer language models on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run training as CONFIG says.
+    Train {
+        /// TOML config file.
+        config: PathBuf,
+        /// Override a config value, e.g. `--set train.max_steps=100` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Print what the Masker produces for the first N examples.
+    Preview {
+        /// TOML config file.
+        config: PathBuf,
+        /// Examples to show.
+        #[arg(short = 'n', default_value_t = 3)]
+        n: usize,
+        /// One JSON object per example instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a BERT-style WordPiece tokenizer.
+    Train {
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 8000)]
+        vocab_size: usize,
+        /// Output `tokenizer.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep case (default: lower-case, like uncased BERT).
+        #[arg(long)]
+        cased: bool,
+        /// Text files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Prints an error with its cause chain (`error: x\n  caused by: y`).
+fn report(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {e}");
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        eprintln!("  caused by: {c}");
+        cur = c.source();
+    }
+}
+
+fn load_plan(path: &PathBuf, overrides: &[String]) -> Result<config::RunPlan, ConfigError> {
+    let cfg = config::load(path, overrides)?;
+    config::resolve(path, cfg)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train { config, overrides } => {
+            let plan = match load_plan(&config, &overrides) {
+                Ok(p) => p,
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            match pretune::actors::run(plan) {
+                Ok(s) => {
+                    print_summary(&s);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Preview { config, n, json, overrides } => {
+            let plan = match load_plan(&config, &overrides) {
+                Ok(p) => p,
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            match pretune::preview::preview(&plan, n) {
+                Ok(rows) if json => {
+                    for r in rows {
+                        println!("{}", serde_json::to_string(&r).expect("rows serialize"));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    print!("{}", pretune::preview::render_text(&rows, &plan));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Tokenizer { command: TokenizerCommand::Train { vocab_size, out, cased, files } } => {
+            match pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out) {
+                Ok(t) => {
+                    println!("wrote {} ({} tokens)", out.display(), t.get_vocab_size(true));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn print_summary(s: &pretune::actors::RunSummary) {
+    let rows: Vec<(&str, String)> = vec![
+        ("status", if s.interrupted { "interrupted (checkpoint written)".into() } else { "done".into() }),
+        ("steps", s.steps.to_string()),
+        ("tokens", s.tokens.to_string()),
+        ("time", format!("{:.1} s", s.elapsed_s)),
+        ("throughput", format!("{:.0} tokens/s", s.tokens_per_second)),
+        ("data wait", format!("{:.1} % of training time", 100.0 * s.data_wait_share)),
+        ("final loss", format!("{:.4}", s.final_loss)),
+        (
+            "eval",
+            s.eval.map_or("none".into(), |(step, m)| {
+                format!("step {step}: loss {:.4}, perplexity {:.2}, accuracy {:.4}", m.loss, m.perplexity, m.accuracy)
+            }),
+        ),
+        ("checkpoint", s.checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),
+        ("checkpoint stall", format!("{:.3} s max", s.max_checkpoint_stall_s)),
+        ("output", s.out_dir.display().to_string()),
+    ];
+    println!("\nrun summary");
+    for (k, v) in rows {
+        println!("  {k:<17} {v}");
+    }
+}

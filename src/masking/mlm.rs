@@ -1,0 +1,234 @@
+//! BERT masked language modelling, the CPU half: which positions are scored and what the
+//! model sees there. Pure and seeded; see `OBJECTIVES.md` (BERT section).
+//!
+//! * Candidates are the non-special tokens (or whole words, when `whole_word` is on: a word is
+//!   a word-start token plus its continuations, as the tokenizer's word ids say).
+//! * `exact` selection scores `min(max_predictions, max(1, round(len * mask_prob)))` positions,
+//!   like Google's `create_pretraining_data.py` (Python's round: ties to even); `bernoulli`
+//!   scores each candidate with probability `mask_prob`, like Hugging Face's collator.
+//! * Each scored position becomes `[MASK]` with `mask_token_prob`, a uniformly random id with
+//!   `random_token_prob`, and stays as it is otherwise (80 / 10 / 10 by default).
+
+use crate::config::Selection;
+use crate::rng::Rng;
+
+/// Label of a position that is not scored (PyTorch's `ignore_index`).
+pub const IGNORE: i64 = -100;
+
+/// Masking knobs, resolved from `[objective]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlmSettings {
+    /// Share of candidates scored.
+    pub mask_prob: f64,
+    /// Of the scored, share shown as `[MASK]`.
+    pub mask_token_prob: f64,
+    /// Of the scored, share shown as a random token.
+    pub random_token_prob: f64,
+    /// `exact` or `bernoulli`.
+    pub selection: Selection,
+    /// Cap for `exact` (0: none).
+    pub max_predictions: usize,
+    /// Group sub-tokens into words.
+    pub whole_word: bool,
+    /// `[MASK]` id.
+    pub mask_id: u32,
+    /// Random replacements are drawn from `0..vocab_size`.
+    pub vocab_size: usize,
+}
+
+/// Groups of candidate positions: single tokens, or whole words.
+fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole_word: bool) -> Vec<(usize, usize)> {
+    let is_special = |t: u32| special.get(t as usize).copied().unwrap_or(false);
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut prev_special = true;
+    for (i, &t) in tokens.iter().enumerate() {
+        if is_special(t) {
+            prev_special = true;
+            continue;
+        }
+        let continues = whole_word && !prev_special && !word_start[i];
+        match groups.last_mut() {
+            Some(g) if continues => g.1 = i + 1,
+            _ => groups.push((i, i + 1)),
+        }
+        prev_special = false;
+    }
+    groups
+}
+
+/// Masks one sequence in place and returns its labels (`IGNORE` where unscored).
+///
+/// `tokens` already carries its special tokens; `word_start` is parallel to it; `special`
+/// flags ids that are never chosen.
+pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng) -> Vec<i64> {
+    let mut labels = vec![IGNORE; tokens.len()];
+    let mut groups = candidate_groups(tokens, word_start, special, s.whole_word);
+    let mut chosen: Vec<usize> = Vec::new();
+    match s.selection {
+        Selection::Exact => {
+            let target = ((tokens.len() as f64) * s.mask_prob).round_ties_even().max(1.0) as usize;
+            let target = if s.max_predictions > 0 { target.min(s.max_predictions) } else { target };
+            rng.shuffle(&mut groups);
+            for &(a, b) in &groups {
+                if chosen.len() >= target {
+                    break;
+                }
+                if chosen.len() + (b - a) > target {
+                    continue;
+                }
+                chosen.extend(a..b);
+            }
+        }
+        Selection::Bernoulli => {
+            for &(a, b) in &groups {
+                if rng.next_f64() < s.mask_prob {
+                    chosen.extend(a..b);
+                }
+            }
+        }
+    }
+    chosen.sort_unstable();
+    for i in chosen {
+        labels[i] = tokens[i] as i64;
+        let r = rng.next_f64();
+        if r < s.mask_token_prob {
+            tokens[i] = s.mask_id;
+        } else if r < s.mask_token_prob + s.random_token_prob {
+            tokens[i] = rng.below(s.vocab_size as u64) as u32;
+        }
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Stream;
+
+    const CLS: u32 = 1;
+    const SEP: u32 = 2;
+    const MASK: u32 = 3;
+    const V: usize = 1000;
+
+    fn settings(selection: Selection, whole_word: bool) -> MlmSettings {
+        MlmSettings {
+            mask_prob: 0.15,
+            mask_token_prob: 0.8,
+            random_token_prob: 0.1,
+            selection,
+            max_predictions: 0,
+            whole_word,
+            mask_id: MASK,
+            vocab_size: V,
+        }
+    }
+
+    fn special() -> Vec<bool> {
+        let mut s = vec![false; V];
+        for t in [0, CLS, SEP, MASK] {
+            s[t as usize] = true;
+        }
+        s
+    }
+
+    /// `[CLS] 10 11 .. [SEP]` with `n` text tokens; every third token continues a word.
+    fn seq(n: usize) -> (Vec<u32>, Vec<bool>) {
+        let mut t = vec![CLS];
+        t.extend((0..n as u32).map(|i| 10 + i));
+        t.push(SEP);
+        let ws = (0..t.len()).map(|i| i % 3 != 2).collect();
+        (t, ws)
+    }
+
+    #[test]
+    fn special_tokens_are_never_chosen_and_labels_hold_the_originals() {
+        let sp = special();
+        for seed in 0..500 {
+            let (orig, ws) = seq(60);
+            let mut t = orig.clone();
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, seed % 2 == 0), &mut Rng::keyed(seed, Stream::Mask, &[]));
+            assert_eq!(labels[0], IGNORE);
+            assert_eq!(*labels.last().unwrap(), IGNORE);
+            assert_eq!((t[0], *t.last().unwrap()), (CLS, SEP));
+            for (i, &l) in labels.iter().enumerate() {
+                if l == IGNORE {
+                    assert_eq!(t[i], orig[i], "unscored positions are unchanged");
+                } else {
+                    assert_eq!(l, orig[i] as i64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_selection_scores_round_of_fifteen_percent() {
+        let sp = special();
+        for (n, want) in [(18usize, 3usize), (98, 15), (126, 19), (1, 1)] {
+            let (mut t, ws) = seq(n);
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(n as u64, Stream::Mask, &[]));
+            let got = labels.iter().filter(|&&l| l != IGNORE).count();
+            // len includes [CLS] and [SEP], as in Google's script.
+            let expect = (((n + 2) as f64) * 0.15).round_ties_even().max(1.0) as usize;
+            assert_eq!(got, expect.min(n), "n={n}");
+            assert!(want > 0);
+        }
+    }
+
+    #[test]
+    fn bernoulli_rate_and_80_10_10_split_hold_over_many_seeds() {
+        let sp = special();
+        let (mut scored, mut total, mut masked, mut random, mut kept) = (0usize, 0usize, 0usize, 0usize, 0usize);
+        for seed in 0..3000 {
+            let (orig, ws) = seq(126);
+            let mut t = orig.clone();
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, false), &mut Rng::keyed(seed, Stream::Mask, &[seed]));
+            total += 126;
+            for (i, &l) in labels.iter().enumerate() {
+                if l == IGNORE {
+                    continue;
+                }
+                scored += 1;
+                if t[i] == MASK {
+                    masked += 1;
+                } else if t[i] == orig[i] {
+                    kept += 1;
+                } else {
+                    random += 1;
+                }
+            }
+        }
+        let rate = scored as f64 / total as f64;
+        assert!((rate - 0.15).abs() < 0.003, "rate {rate}");
+        let f = |x: usize| x as f64 / scored as f64;
+        // A random draw can hit the original id (1 / V): it then counts as kept.
+        assert!((f(masked) - 0.8).abs() < 0.01, "mask {}", f(masked));
+        assert!((f(random) - 0.1).abs() < 0.01, "random {}", f(random));
+        assert!((f(kept) - 0.1).abs() < 0.01, "kept {}", f(kept));
+    }
+
+    #[test]
+    fn whole_word_masking_scores_all_pieces_of_a_word_together() {
+        let sp = special();
+        for seed in 0..300 {
+            let (mut t, ws) = seq(90);
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, true), &mut Rng::keyed(seed, Stream::Mask, &[]));
+            let groups = candidate_groups(&seq(90).0, &ws, &sp, true);
+            for (a, b) in groups {
+                let n = (a..b).filter(|&i| labels[i] != IGNORE).count();
+                assert!(n == 0 || n == b - a, "word {a}..{b} partly scored");
+            }
+        }
+    }
+
+    #[test]
+    fn same_key_gives_the_same_masks() {
+        let sp = special();
+        let run = |k: u64| {
+            let (mut t, ws) = seq(100);
+            let l = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(9, Stream::Mask, &[0, k]));
+            (t, l)
+        };
+        assert_eq!(run(5), run(5));
+        assert_ne!(run(5), run(6));
+    }
+}

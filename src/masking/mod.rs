@@ -1,0 +1,4 @@
+//! Corruption of token sequences for pre-training objectives: pure, seeded, no tch.
+
+pub mod mlm;
+pub mod collate;

@@ -1,0 +1,59 @@
+//! The one list of metric names, with help text and unit.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Tokens processed, by `phase` and `stage` (`loader`, `masker`, `trainer`).
+pub const TOKENS: &str = "pretune_tokens_total";
+/// Sequences processed, by `phase` and `stage`.
+pub const SAMPLES: &str = "pretune_samples_total";
+/// Optimizer updates, by `phase`.
+pub const STEPS: &str = "pretune_steps_total";
+/// Wall time of one optimizer update, data wait excluded, by `phase`.
+pub const STEP_DURATION: &str = "pretune_step_duration_seconds";
+/// Time the Trainer waited for its next batch, by `phase`.
+pub const DATA_WAIT: &str = "pretune_data_wait_seconds_total";
+/// Items waiting in a data-plane channel, by `queue`.
+pub const QUEUE_DEPTH: &str = "pretune_queue_depth";
+/// Latest training loss, by `phase` and `objective`.
+pub const LOSS: &str = "pretune_loss";
+/// Learning rate of the latest update, by `phase`.
+pub const LEARNING_RATE: &str = "pretune_learning_rate";
+/// Gradient norm before clipping, by `phase`.
+pub const GRAD_NORM: &str = "pretune_grad_norm";
+/// Latest held-out metric, by `phase` and `metric`.
+pub const EVAL_METRIC: &str = "pretune_eval_metric";
+/// Time to write one checkpoint.
+pub const CHECKPOINT_DURATION: &str = "pretune_checkpoint_duration_seconds";
+/// Records skipped by the Loader, by `reason`.
+pub const RECORDS_SKIPPED: &str = "pretune_records_skipped_total";
+/// Constant 1 with version labels.
+pub const BUILD_INFO: &str = "pretune_build_info";
+
+/// Help text of [`DATA_WAIT`] (a float counter, see [`super::exporter`]).
+pub const DATA_WAIT_HELP: &str = "Time the Trainer spent waiting for its next batch.";
+
+/// The data-wait counter of `phase`.
+pub fn data_wait(phase: &'static str) -> super::exporter::FloatCounter {
+    super::exporter::float_counter(DATA_WAIT, DATA_WAIT_HELP, &[("phase", phase)])
+}
+
+/// Registers help text and units for every metric (`promtool check metrics` wants HELP).
+pub fn describe_all() {
+    describe_counter!(TOKENS, Unit::Count, "Tokens processed, by phase and pipeline stage.");
+    describe_counter!(SAMPLES, Unit::Count, "Sequences processed, by phase and pipeline stage.");
+    describe_counter!(STEPS, Unit::Count, "Optimizer updates.");
+    describe_histogram!(STEP_DURATION, Unit::Seconds, "Wall time of one optimizer update, excluding the wait for data.");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Items waiting in a data-plane channel.");
+    describe_gauge!(LOSS, "Training loss of the latest logged update, by objective.");
+    describe_gauge!(LEARNING_RATE, "Learning rate of the latest update.");
+    describe_gauge!(GRAD_NORM, "Global gradient norm before clipping, at the latest logged update.");
+    describe_gauge!(EVAL_METRIC, "Latest held-out evaluation metric.");
+    describe_histogram!(CHECKPOINT_DURATION, Unit::Seconds, "Time to write one checkpoint to disk.");
+    describe_counter!(RECORDS_SKIPPED, Unit::Count, "Input records skipped as unreadable, by reason.");
+    describe_gauge!(BUILD_INFO, "Build information; always 1.");
+}
+
+/// Sets `pretune_build_info{version, tch_version, libtorch_version} 1`.
+pub fn record_build_info() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "tch_version" => "0.26.0", "libtorch_version" => "2.13.0").set(1.0);
+}

@@ -1,0 +1,216 @@
+//! A BERT encoder and MLM head in tch, with Hugging Face parameter names.
+//!
+//! Post-LayerNorm blocks, exact (erf) GELU, learned absolute positions and token types, as
+//! `transformers`' `BertForMaskedLM`. Parameter paths match HF's (`bert.encoder.layer.0.
+//! attention.self.query.weight`, `cls.predictions.transform.dense.weight`, ...) so weights move
+//! between the two by name. Attention goes through libtorch's fused
+//! `scaled_dot_product_attention` with a boolean key-padding mask built on the device from the
+//! row lengths.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::masking::mlm::IGNORE;
+
+/// Model sizes, serialized with the names of Hugging Face's `BertConfig` (`config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Embedding rows.
+    pub vocab_size: i64,
+    /// Residual width.
+    pub hidden_size: i64,
+    /// Blocks.
+    pub num_hidden_layers: i64,
+    /// Heads per block.
+    pub num_attention_heads: i64,
+    /// Feed-forward width.
+    pub intermediate_size: i64,
+    /// Dropout on hidden states.
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention weights.
+    pub attention_probs_dropout_prob: f64,
+    /// Learned position table size.
+    pub max_position_embeddings: i64,
+    /// Segment vocabulary.
+    pub type_vocab_size: i64,
+    /// Normal init standard deviation.
+    pub initializer_range: f64,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// `[PAD]` id: its embedding row starts at zero and gets no gradient from the input side.
+    pub pad_token_id: i64,
+}
+
+impl BertConfig {
+    /// Per-head width.
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+fn linear(p: nn::Path, i: i64, o: i64, std: f64) -> nn::Linear {
+    let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
+    nn::linear(p, i, o, cfg)
+}
+
+fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps, ..Default::default() })
+}
+
+fn embedding(p: nn::Path, n: i64, dim: i64, std: f64, padding_idx: i64) -> nn::Embedding {
+    let cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: std }, padding_idx, ..Default::default() };
+    let e = nn::embedding(p, n, dim, cfg);
+    if padding_idx >= 0 {
+        // HF zeroes the padding row at init.
+        tch::no_grad(|| {
+            let _ = e.ws.get(padding_idx).zero_();
+        });
+    }
+    e
+}
+
+struct Embeddings {
+    word: nn::Embedding,
+    position: nn::Embedding,
+    token_type: nn::Embedding,
+    norm: nn::LayerNorm,
+    dropout: f64,
+}
+
+struct Layer {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    attn_out: nn::Linear,
+    attn_norm: nn::LayerNorm,
+    intermediate: nn::Linear,
+    output: nn::Linear,
+    out_norm: nn::LayerNorm,
+}
+
+/// The encoder: embeddings and a stack of post-LN blocks (`bert.*`).
+pub struct Bert {
+    cfg: BertConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    /// Creates the encoder's variables under `p` (pass `root / "bert"`).
+    pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        let e = &p / "embeddings";
+        let embeddings = Embeddings {
+            word: embedding(&e / "word_embeddings", cfg.vocab_size, h, std, cfg.pad_token_id),
+            position: embedding(&e / "position_embeddings", cfg.max_position_embeddings, h, std, -1),
+            token_type: embedding(&e / "token_type_embeddings", cfg.type_vocab_size, h, std, -1),
+            norm: layer_norm(&e / "LayerNorm", h, cfg.layer_norm_eps),
+            dropout: cfg.hidden_dropout_prob,
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = &p / "encoder" / "layer" / i;
+                let a = &l / "attention";
+                Layer {
+                    query: linear(&a / "self" / "query", h, h, std),
+                    key: linear(&a / "self" / "key", h, h, std),
+                    value: linear(&a / "self" / "value", h, h, std),
+                    attn_out: linear(&a / "output" / "dense", h, h, std),
+                    attn_norm: layer_norm(&a / "output" / "LayerNorm", h, cfg.layer_norm_eps),
+                    intermediate: linear(&l / "intermediate" / "dense", h, cfg.intermediate_size, std),
+                    output: linear(&l / "output" / "dense", cfg.intermediate_size, h, std),
+                    out_norm: layer_norm(&l / "output" / "LayerNorm", h, cfg.layer_norm_eps),
+                }
+            })
+            .collect();
+        Bert { cfg: cfg.clone(), embeddings, layers }
+    }
+
+    /// The input embedding matrix `[vocab, hidden]` (the MLM decoder is tied to it).
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.embeddings.word.ws
+    }
+
+    /// Encodes a padded batch.
+    ///
+    /// * `input_ids`, `token_type_ids`: `[batch, seq]` int64
+    /// * `lengths`: `[batch]` int64, the unpadded length of each row
+    ///
+    /// # Returns
+    /// Hidden states `[batch, seq, hidden]`. Rows past a row's length hold values that nothing
+    /// should read.
+    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
+        let device = input_ids.device();
+        let positions = Tensor::arange(t, (Kind::Int64, device));
+        let e = &self.embeddings;
+        let x = e.word.forward(input_ids) + e.position.forward(&positions).unsqueeze(0) + e.token_type.forward(token_type_ids);
+        let mut x = e.norm.forward(&x).dropout(e.dropout, train);
+        // True where a key may be attended to: [batch, 1, 1, seq].
+        let key_mask = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
+        let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let attn_p = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
+        for l in &self.layers {
+            let split = |y: Tensor| y.view([b, t, heads, d]).transpose(1, 2);
+            let q = split(l.query.forward(&x));
+            let k = split(l.key.forward(&x));
+            let v = split(l.value.forward(&x));
+            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&key_mask), attn_p, false, None, false);
+            let ctx = ctx.transpose(1, 2).reshape([b, t, self.cfg.hidden_size]);
+            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(self.cfg.hidden_dropout_prob, train) + &x));
+            let i = l.intermediate.forward(&a).gelu("none");
+            x = l.out_norm.forward(&(l.output.forward(&i).dropout(self.cfg.hidden_dropout_prob, train) + &a));
+        }
+        x
+    }
+}
+
+/// `BertForMaskedLM`: the encoder plus `cls.predictions` with the decoder tied to the word
+/// embeddings.
+pub struct BertForMaskedLM {
+    /// The encoder.
+    pub bert: Bert,
+    transform: nn::Linear,
+    transform_norm: nn::LayerNorm,
+    decoder_bias: Tensor,
+}
+
+/// Loss and what evaluation needs, from one MLM forward pass.
+pub struct MlmOutput {
+    /// Sum of the cross-entropy over scored positions divided by their count.
+    pub loss: Tensor,
+    /// Logits at the scored positions only, `[n_scored, vocab]`.
+    pub logits: Tensor,
+}
+
+impl BertForMaskedLM {
+    /// Creates all variables under `root` with HF names.
+    pub fn new(root: &nn::Path, cfg: &BertConfig) -> Self {
+        let bert = Bert::new(root / "bert", cfg);
+        let p = root / "cls" / "predictions";
+        let transform = linear(&p / "transform" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
+        let transform_norm = layer_norm(&p / "transform" / "LayerNorm", cfg.hidden_size, cfg.layer_norm_eps);
+        let decoder_bias = p.zeros("bias", &[cfg.vocab_size]);
+        BertForMaskedLM { bert, transform, transform_norm, decoder_bias }
+    }
+
+    /// Vocabulary logits for hidden states of any leading shape `[..., hidden]`.
+    pub fn predict(&self, hidden: &Tensor) -> Tensor {
+        let h = self.transform_norm.forward(&self.transform.forward(hidden).gelu("none"));
+        h.linear(self.bert.word_embeddings(), Some(&self.decoder_bias))
+    }
+
+    /// MLM loss with the decoder run on the scored positions only.
+    ///
+    /// * `hidden`: `[batch, seq, hidden]` from [`Bert::forward`]
+    /// * `positions`: `[n]` flat indices `row * seq + col` of the scored positions
+    /// * `labels`: `[n]` their original ids
+    /// * `n_scored`: the divisor, known on the host (no device sync to normalise)
+    pub fn mlm_loss(&self, hidden: &Tensor, positions: &Tensor, labels: &Tensor, n_scored: usize) -> MlmOutput {
+        let h = hidden.view([-1, hidden.size()[2]]).index_select(0, positions);
+        let logits = self.predict(&h);
+        let loss = logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, IGNORE, 0.0) / (n_scored.max(1) as f64);
+        MlmOutput { loss, logits }
+    }
+}

@@ -1,0 +1,3 @@
+//! Models with Hugging Face parameter names.
+
+pub mod bert;

@@ -1,0 +1,6 @@
+//! Optimisation: our AdamW (with saveable state), schedules, and one training step.
+
+pub mod adamw;
+pub mod schedule;
+pub mod step;
+pub mod policy;
