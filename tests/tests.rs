@@ -1,1 +1,6 @@
+//! The one integration-test binary (linking libtorch once instead of per file).
 
+mod cli;
+mod parity;
+mod pipeline;
+mod util;

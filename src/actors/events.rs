@@ -10,6 +10,10 @@ use crate::objective::mlm::EvalMetrics;
 /// An error shared between the stage that failed and whoever reports it; keeps its causes.
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync>;
 
+/// Where a thread outside actix sends its events: the Coordinator's mailbox in a run, a
+/// collecting fake in tests.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
 /// A logged training step (only logging steps read scalars off the device).
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {

@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use actix::Addr;
 use crossbeam_channel::Sender;
 use metrics::counter;
 
 use super::control::StopFlag;
-use super::coordinator::Coordinator;
-use super::events::Event;
+use super::events::{Event, EventSink};
 use crate::batch::RawBatch;
 use crate::data::stream::{ExampleStream, StreamError};
 use crate::metrics::names;
@@ -27,7 +25,7 @@ pub struct Loader {
     /// Run-wide stop.
     pub stop: StopFlag,
     /// Where failures go.
-    pub coordinator: Addr<Coordinator>,
+    pub events: EventSink,
     /// `pretrain` or `finetune`.
     pub phase: &'static str,
 }
@@ -37,7 +35,7 @@ impl Loader {
     pub fn run(mut self) {
         if let Err(e) = self.pump() {
             self.stop.abort();
-            self.coordinator.do_send(Event::Failed { stage: "loader", error: Arc::new(e) });
+            (self.events)(Event::Failed { stage: "loader", error: Arc::new(e) });
         }
     }
 

@@ -24,11 +24,13 @@ pub mod trainer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use actix::{Actor, SyncArbiter};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Receiver};
 use serde::Serialize;
 
+use crate::batch::HostBatch;
 use crate::checkpoint::CheckpointStore;
 use crate::config::RunPlan;
 use crate::data::stream::{Cursor, ExampleStream, StreamSettings};
@@ -106,8 +108,8 @@ pub struct RunSummary {
     pub out_dir: PathBuf,
 }
 
-/// Settings of the training stream and of the held-out stream.
-fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
+/// Settings of the training stream (`train`) or of the held-out stream.
+pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
     let c = &plan.config;
     StreamSettings {
         seed: c.run.seed,
@@ -143,9 +145,57 @@ pub fn mask_context(plan: &RunPlan, stream: Stream) -> MaskContext {
     }
 }
 
+/// Where the Evaluator's held-out batches come from.
+pub fn eval_data(plan: &RunPlan) -> evaluator::EvalData {
+    evaluator::EvalData {
+        spans: plan.eval_spans.clone(),
+        tokenizer: plan.tokenizer.clone(),
+        settings: stream_settings(plan, false),
+        mask: mask_context(plan, Stream::EvalMask),
+        batch_size: plan.config.train.batch_size,
+        max_batches: plan.config.data.eval_batches,
+    }
+}
+
 /// The training example stream, from the start.
 pub fn train_stream(plan: &RunPlan) -> ExampleStream {
     ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), Cursor::default())
+}
+
+fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, RunError> {
+    std::thread::Builder::new().name(name).spawn(f).map_err(|e| RunError::Pipeline(format!("cannot start a thread: {e}")))
+}
+
+/// Starts the Loader and `workers` Masker threads over the training stream; returns the
+/// receiving end of the Masker → Trainer channel (batches arrive out of order: use
+/// [`trainer::Reorder`]) and the thread handles. Dropping the receiver stops the threads.
+///
+/// # Errors
+/// [`RunError::Pipeline`] when a thread cannot start.
+pub fn spawn_data_plane(
+    plan: &RunPlan,
+    workers: usize,
+    stop: StopFlag,
+    events: events::EventSink,
+) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
+    let prefetch = plan.config.pipeline.prefetch;
+    let (raw_tx, raw_rx) = bounded(prefetch);
+    let (host_tx, host_rx) = bounded(prefetch);
+    let loader = loader::Loader {
+        stream: train_stream(plan),
+        batch_size: plan.config.train.batch_size,
+        first_seq: 0,
+        tx: raw_tx,
+        stop: stop.clone(),
+        events,
+        phase: PRETRAIN,
+    };
+    let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
+    for i in 0..workers {
+        let (rx, tx, ctx, stop) = (raw_rx.clone(), host_tx.clone(), mask_context(plan, Stream::Mask), stop.clone());
+        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, ctx, stop, PRETRAIN)))?);
+    }
+    Ok((host_rx, handles))
 }
 
 /// libtorch intra-op threads: the configured number, or the cores left after the data plane.
@@ -174,8 +224,6 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
     tch::set_num_threads(torch_threads(&plan) as i32);
 
     let stop = StopFlag::new();
-    let (raw_tx, raw_rx) = bounded(c.pipeline.prefetch);
-    let (host_tx, host_rx) = bounded(c.pipeline.prefetch);
     let eval_permits = Permits::new(1);
     let ckpt_permits = Permits::new(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
@@ -192,22 +240,11 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
         async move {
             let coordinator = coordinator.start();
             let mut handles = Vec::new();
-            let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-                std::thread::Builder::new().name(name).spawn(f).map_err(|e| RunError::Pipeline(format!("cannot start a thread: {e}")))
-            };
             // The Evaluator's model is built before the Trainer seeds libtorch's generator.
             let evaluator = if plan.eval_spans.is_empty() {
                 None
             } else {
-                let data = evaluator::EvalData {
-                    spans: plan.eval_spans.clone(),
-                    tokenizer: plan.tokenizer.clone(),
-                    settings: stream_settings(&plan, false),
-                    mask: mask_context(&plan, Stream::EvalMask),
-                    batch_size: c.train.batch_size,
-                    max_batches: c.data.eval_batches,
-                };
-                let ev = evaluator::Evaluator::new(&plan.model, plan.device, data, coordinator.clone(), eval_permits.clone());
+                let ev = evaluator::Evaluator::new(&plan.model, plan.device, eval_data(&plan), coordinator.clone(), eval_permits.clone());
                 let slot = Mutex::new(Some(ev));
                 let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
                 Some((addr, eval_permits))
@@ -223,21 +260,12 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                 SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
             };
 
-            let loader = loader::Loader {
-                stream: train_stream(&plan),
-                batch_size: c.train.batch_size,
-                first_seq: 0,
-                tx: raw_tx,
-                stop: stop.clone(),
-                coordinator: coordinator.clone(),
-                phase: PRETRAIN,
+            let sink: events::EventSink = {
+                let addr = coordinator.clone();
+                Arc::new(move |e| addr.do_send(e))
             };
-            handles.push(spawn("loader".into(), Box::new(move || loader.run()))?);
-            for i in 0..c.pipeline.masker_workers {
-                let (rx, tx, ctx, stop) = (raw_rx.clone(), host_tx.clone(), mask_context(&plan, Stream::Mask), stop.clone());
-                handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, ctx, stop, PRETRAIN)))?);
-            }
-            drop((raw_rx, host_tx));
+            let (host_rx, data_handles) = spawn_data_plane(&plan, c.pipeline.masker_workers, stop.clone(), sink)?;
+            handles.extend(data_handles);
 
             let t = &c.train;
             let adamw = AdamWConfig { beta1: t.betas[0], beta2: t.betas[1], eps: t.eps, weight_decay: t.weight_decay };

@@ -134,7 +134,7 @@ impl TextTokenizer {
     /// # Errors
     /// [`TokenizerError::Encode`].
     pub fn encode(&self, text: &str) -> Result<TokSentence, TokenizerError> {
-        let enc = self.inner.encode_fast(text, false).map_err(TokenizerError::Encode)?;
+        let enc = self.inner.encode(text, false).map_err(TokenizerError::Encode)?;
         let words = enc.get_word_ids();
         let mut word_start = Vec::with_capacity(words.len());
         let mut prev = None;

@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` (pre-train the tiny BERT on the bundled corpus)
+# and `make test` (the whole test suite). Both do every set-up step they need.
+
+SHELL := /bin/bash
+# tch finds libtorch through the venv's python (torch==2.13.0 from PyPI).
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup build demo test fixtures clean
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	cargo build
+
+demo: build
+	./target/debug/pretune train configs/pretrain-mlm-tiny.toml
+
+test: setup
+	cargo test
+
+# Regenerate the parity fixtures (tests also create them on first use).
+fixtures: setup
+	.venv/bin/python scripts/make_bert_mlm_fixture.py target/fixtures/bert_mlm
+
+clean:
+	rm -rf target/fixtures runs

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Project set-up, idempotent: a git-ignored virtual environment in .venv with libtorch (PyPI
+# torch==2.13.0, what tch 0.26 expects) and the Python packages the parity tests use.
+# Skipped when .venv already has them. Run by `make demo` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+check='import sys, torch, transformers, safetensors; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
+if [ -x .venv/bin/python ] && .venv/bin/python -c "$check" 2>/dev/null; then
+    exit 0
+fi
+
+if ! python3 -m venv .venv 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv
+        python3 -m venv .venv
+    else
+        echo "setup: 'python3 -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
+        exit 1
+    fi
+fi
+echo "setup: installing torch 2.13.0 and the test oracle into .venv (a few minutes, ~5 GB)" >&2
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -r scripts/requirements.txt
+.venv/bin/python -c "$check"

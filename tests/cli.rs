@@ -1,0 +1,162 @@
+//! The `pretune` binary: bad input, preview, tokenizer training, live metrics.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, free_port, http_get, root, run_cli, tiny_config};
+
+fn no_panic(stderr: &str) {
+    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
+}
+
+#[test]
+fn unknown_config_key_names_the_key_and_file_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_steps = 60", "max_step = 60");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("train.max_step") && err.contains("tiny.toml"), "{err}");
+    no_panic(&err);
+}
+
+#[test]
+fn wrong_type_missing_file_and_bad_override_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let (code, _, err) = run_cli(&["train", c, "--set", "train.lr=fast"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("train.lr"), "{err}");
+    let (code, _, err) = run_cli(&["train", c, "--set", "data.train=[\"/nonexistent/corpus.txt\"]"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("data.train") && err.contains("/nonexistent/corpus.txt"), "{err}");
+    let (code, _, err) = run_cli(&["train", c, "--set", "novalue"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(&["train", "/nonexistent/config.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/config.toml"), "{err}");
+    no_panic(&err);
+}
+
+#[test]
+fn empty_corpus_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n\n").unwrap();
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap(), "--set", &format!("data.train=[\"{}\"]", empty.display())]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("corpus is empty") && err.contains("empty.txt"), "{err}");
+    no_panic(&err);
+}
+
+#[test]
+fn overrides_apply_to_seed_out_dir_and_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("elsewhere");
+    let (code, stdout, err) = run_cli(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        &format!("run.out_dir={}", out.display()),
+        "--set",
+        "run.seed=11",
+        "--set",
+        "metrics.listen=",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("steps             3"), "{stdout}");
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(resolved.contains("seed = 11"), "{resolved}");
+    assert!(out.join("checkpoints/step-00000003/model.safetensors").exists());
+}
+
+#[test]
+fn preview_json_shows_masked_inputs_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let (code, stdout, err) = run_cli(&["preview", cfg.to_str().unwrap(), "-n", "4", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        let ids: Vec<i64> = serde_json::from_value(r["input_ids"].clone()).unwrap();
+        let labels: Vec<i64> = serde_json::from_value(r["labels"].clone()).unwrap();
+        let tokens: Vec<String> = serde_json::from_value(r["tokens"].clone()).unwrap();
+        let pos: Vec<i64> = serde_json::from_value(r["position_ids"].clone()).unwrap();
+        assert!(ids.len() <= 64 && ids.len() == labels.len() && ids.len() == tokens.len());
+        assert_eq!((tokens[0].as_str(), tokens.last().unwrap().as_str()), ("[CLS]", "[SEP]"));
+        assert_eq!(pos, (0..ids.len() as i64).collect::<Vec<_>>());
+        let scored = labels.iter().filter(|&&l| l != -100).count();
+        assert!(scored >= 1 && scored <= ids.len() / 5, "{scored} of {}", ids.len());
+        assert!(labels.iter().zip(&ids).all(|(&l, _)| l == -100 || l >= 0));
+    }
+}
+
+#[test]
+fn tokenizer_train_writes_a_bert_wordpiece_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tok.json");
+    let corpus = root().join("data/sotu/valid.txt");
+    let (code, stdout, err) = run_cli(&["tokenizer", "train", "--vocab-size", "600", "--out", out.to_str().unwrap(), corpus.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("600 tokens"), "{stdout}");
+    let t = pretune::data::tokenize::TextTokenizer::load(&out, None).unwrap();
+    let ids = t.special_ids();
+    assert_eq!((ids.pad, ids.unk, ids.cls, ids.sep, ids.mask), (0, 1, 2, 3, 4));
+    let s = t.encode("The Congress shall make no law").unwrap();
+    assert!(!s.ids.is_empty() && s.ids.iter().all(|&i| i != ids.unk));
+}
+
+#[test]
+fn live_metrics_show_trainer_tokens_for_pretraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}")])
+        .args(["--set", "train.max_steps=200", "--set", "metrics.linger_s=20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut body = String::new();
+    let trainer_tokens = |b: &str| {
+        b.lines()
+            .find(|l| l.starts_with("pretune_tokens_total{") && l.contains("phase=\"pretrain\"") && l.contains("stage=\"trainer\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    while Instant::now() < deadline {
+        body = http_get(port, "/metrics").unwrap_or_default();
+        if trainer_tokens(&body) > 0.0 && body.contains("pretune_step_duration_seconds_bucket") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(trainer_tokens(&body) > 0.0, "no trainer tokens in:\n{body}");
+    for name in [
+        "pretune_tokens_total",
+        "pretune_samples_total",
+        "pretune_steps_total",
+        "pretune_step_duration_seconds_bucket",
+        "pretune_data_wait_seconds_total",
+        "pretune_queue_depth",
+        "pretune_loss",
+        "pretune_learning_rate",
+        "pretune_build_info",
+    ] {
+        assert!(body.contains(&format!("\n{name}")) || body.starts_with(name), "{name} missing:\n{body}");
+        assert!(body.contains(&format!("# HELP {}", name.trim_end_matches("_bucket"))), "{name} has no HELP:\n{body}");
+    }
+    assert!(body.contains("run_id=\"test\""), "{body}");
+    assert!(body.contains("phase=\"pretrain\",stage=\"masker\"") || body.contains("stage=\"masker\""), "{body}");
+}

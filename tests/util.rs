@@ -1,0 +1,107 @@
+//! Shared helpers: paths, the tiny test config, fixtures made by the Python oracle, HTTP GET.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pretune"))
+}
+
+/// A tiny BERT on the bundled corpus: a few seconds on 2 cores.
+pub fn tiny_config(dir: &Path) -> PathBuf {
+    let r = root();
+    let text = format!(
+        r#"
+[run]
+name = "test"
+seed = 7
+out_dir = "{out}"
+device = "cpu"
+threads = 2
+
+[data]
+train = ["{r}/data/sotu/train.txt"]
+eval = ["{r}/data/sotu/valid.txt"]
+eval_batches = 2
+shuffle_block_docs = 4
+
+[tokenizer]
+path = "{r}/data/sotu/tokenizer.json"
+
+[model]
+hidden_size = 64
+num_layers = 2
+num_heads = 2
+intermediate_size = 128
+max_position_embeddings = 64
+
+[train]
+batch_size = 16
+max_seq_len = 64
+max_steps = 60
+lr = 3e-3
+warmup_steps = 5
+betas = [0.9, 0.98]
+log_every = 10
+eval_every = 0
+checkpoint_every = 30
+keep_last = 2
+
+[pipeline]
+masker_workers = 2
+prefetch = 2
+
+[metrics]
+listen = ""
+"#,
+        out = dir.join("run").display(),
+        r = r.display()
+    );
+    let p = dir.join("tiny.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `scripts/make_<name>_fixture.py` with the project's Python (transformers as the
+/// oracle) once per test process, and returns the fixture folder.
+pub fn fixture(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let dir = root().join("target/fixtures").join(name);
+    if dir.join("batch.safetensors").exists() {
+        return dir;
+    }
+    let python = root().join(".venv/bin/python");
+    assert!(python.exists(), "no {}: run `make setup` (installs torch and transformers)", python.display());
+    let script = root().join(format!("scripts/make_{name}_fixture.py"));
+    let out = Command::new(&python).arg(&script).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET `path` from `127.0.0.1:port`; `None` when nothing listens yet.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).current_dir(root()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
