@@ -40,3 +40,15 @@ pub mod rng;
 pub mod train;
 pub mod actors;
 pub mod preview;
+
+/// An error and its causes on one line (`outer: inner: root`), for logs and messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -24,6 +24,10 @@ enum Command {
         /// Override a config value, e.g. `--set train.max_steps=100` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Continue from a checkpoint: `auto` (the newest valid one in OUT/checkpoints) or a
+        /// checkpoint folder.
+        #[arg(long, value_name = "auto|PATH")]
+        resume: Option<pretune::checkpoint::resume::ResumeFrom>,
     },
     /// Print what the Masker produces for the first N examples.
     Preview {
@@ -87,14 +91,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Train { config, overrides } => {
-            let plan = match load_plan(&config, &overrides) {
+        Command::Train { config, overrides, resume } => {
+            let mut plan = match load_plan(&config, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
                     report(&e);
                     return ExitCode::from(2);
                 }
             };
+            plan.resume = resume;
             match pretune::actors::run(plan) {
                 Ok(s) => {
                     print_summary(&s);

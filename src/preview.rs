@@ -32,7 +32,7 @@ pub struct PreviewRow {
 /// # Errors
 /// As the training stream.
 pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError> {
-    let mut stream = train_stream(plan);
+    let mut stream = train_stream(plan, Default::default());
     let ctx = mask_context(plan, Stream::Mask);
     let mut rows = Vec::with_capacity(n);
     while rows.len() < n {

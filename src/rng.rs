@@ -25,6 +25,8 @@ pub enum Stream {
     Mask = 3,
     /// Masking of one evaluation example (independent of the training seed's epochs).
     EvalMask = 4,
+    /// Seed of libtorch's generator (dropout) for one update.
+    Dropout = 5,
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -22,7 +22,7 @@ fn plan(dir: &std::path::Path, overrides: &[&str]) -> config::RunPlan {
 
 fn first_batches(plan: &config::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
-    let (rx, handles) = spawn_data_plane(plan, workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).unwrap();
+    let (rx, handles) = spawn_data_plane(plan, &Default::default(), workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).unwrap();
     let mut reorder = Reorder::new(0);
     let out: Vec<HostBatch> = (0..n).map(|_| reorder.next(&rx, &stop).expect("a batch")).collect();
     stop.abort();
@@ -50,7 +50,7 @@ fn one_and_four_masker_workers_produce_identical_batches() {
 fn stream_resumed_from_a_cursor_continues_with_the_same_examples() {
     let dir = tempfile::tempdir().unwrap();
     let p = plan(dir.path(), &["data.shuffle_block_docs=3"]);
-    let mut s = train_stream(&p);
+    let mut s = train_stream(&p, Default::default());
     let mut all = Vec::new();
     let mut cursors = Vec::new();
     for _ in 0..400 {
@@ -113,8 +113,8 @@ fn eval_holdout_docs_moves_the_last_documents_out_of_training() {
     let dir = tempfile::tempdir().unwrap();
     let p = plan(dir.path(), &["data.eval=[]", "data.eval_holdout_docs=3"]);
     let whole = pretune::data::source::FileSpan::whole(crate::util::root().join("data/sotu/train.txt"), pretune::config::DataFormat::Auto);
-    let offsets = pretune::data::source::document_offsets(&whole, "text", pretune::config::BadRecordPolicy::Skip).unwrap();
-    let cut = offsets[offsets.len() - 3];
+    let offsets = pretune::data::source::document_offsets(&whole, &Default::default()).unwrap();
+    let cut = offsets[offsets.len() - 3].0;
     assert_eq!(p.train_spans.len(), 1);
     assert_eq!(p.train_spans[0].end, Some(cut));
     assert_eq!(p.eval_spans.len(), 1);

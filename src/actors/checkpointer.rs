@@ -10,6 +10,7 @@ use tch::Tensor;
 use super::control::Permits;
 use super::coordinator::Coordinator;
 use super::events::Event;
+use crate::checkpoint::state::Best;
 use crate::checkpoint::{CheckpointState, CheckpointStore};
 use crate::metrics::names;
 
@@ -27,6 +28,11 @@ pub struct Save {
     pub stall_s: f64,
 }
 
+/// The evaluation at `step` is the best so far: keep its checkpoint (now or once written).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarkBest(pub Best);
+
 /// The actor.
 pub struct Checkpointer {
     /// Where checkpoints go.
@@ -37,6 +43,29 @@ pub struct Checkpointer {
     pub coordinator: Addr<Coordinator>,
     /// Given back after every write, success or not.
     pub permits: Permits,
+    /// Best checkpoint by held-out loss (from the Coordinator, or the resumed checkpoint).
+    pub best: Option<Best>,
+}
+
+impl Checkpointer {
+    fn point_best(&self) {
+        if let Some(b) = self.best {
+            match self.store.set_best(b.step) {
+                Ok(true) => self.store.retain(self.keep_last),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not mark the best checkpoint"),
+            }
+        }
+    }
+}
+
+impl Handler<MarkBest> for Checkpointer {
+    type Result = ();
+
+    fn handle(&mut self, msg: MarkBest, _: &mut SyncContext<Self>) {
+        self.best = Some(msg.0);
+        self.point_best();
+    }
 }
 
 impl Actor for Checkpointer {
@@ -49,7 +78,12 @@ impl Handler<Save> for Checkpointer {
     fn handle(&mut self, msg: Save, _: &mut SyncContext<Self>) {
         let t0 = Instant::now();
         let step = msg.state.step;
-        let result = self.store.save(&msg.model, &msg.optimizer, msg.state, self.keep_last);
+        let mut state = msg.state;
+        state.best = self.best;
+        let result = self.store.save(&msg.model, &msg.optimizer, state, self.keep_last);
+        if result.is_ok() && self.best.is_some_and(|b| b.step == step) {
+            self.point_best();
+        }
         let write_s = t0.elapsed().as_secs_f64();
         self.permits.release();
         match result {

@@ -7,11 +7,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use actix::{Actor, AsyncContext, Context, Handler};
+use actix::{Actor, Addr, AsyncContext, Context, Handler};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::checkpointer::{Checkpointer, MarkBest};
 use super::control::StopFlag;
+use crate::checkpoint::state::Best;
 use super::events::{Event, SharedError, TrainerTotals};
 use super::progress::Progress;
 use crate::objective::mlm::EvalMetrics;
@@ -31,6 +33,16 @@ pub struct Outcome {
     pub failure: Option<(&'static str, SharedError)>,
 }
 
+/// Late wiring: the Checkpointer starts after the Coordinator (it needs its address).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Wire {
+    /// Where best-checkpoint marks go.
+    pub checkpointer: Addr<Checkpointer>,
+    /// Best so far (from a resumed checkpoint).
+    pub best: Option<Best>,
+}
+
 /// The actor.
 pub struct Coordinator {
     stop: StopFlag,
@@ -43,6 +55,27 @@ pub struct Coordinator {
     evals_seen: u64,
     saves_seen: u64,
     done: Option<oneshot::Sender<Outcome>>,
+    checkpointer: Option<Addr<Checkpointer>>,
+    /// Lowest held-out loss so far: the policy behind `best`.
+    best: Option<Best>,
+}
+
+impl Handler<Wire> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, w: Wire, _: &mut Context<Self>) {
+        self.checkpointer = Some(w.checkpointer);
+        self.best = w.best;
+    }
+}
+
+/// `Some(new best)` when `loss` at `step` beats `best` (lower held-out loss wins).
+pub fn improves(best: Option<Best>, step: u64, loss: f64) -> Option<Best> {
+    match best {
+        Some(b) if !(loss < b.eval_loss) => None,
+        _ if loss.is_finite() => Some(Best { step, eval_loss: loss }),
+        _ => None,
+    }
 }
 
 impl Coordinator {
@@ -51,7 +84,8 @@ impl Coordinator {
     /// # Errors
     /// When `events.jsonl` cannot be created.
     pub fn new(out_dir: &Path, stop: StopFlag, progress: Progress, done: oneshot::Sender<Outcome>) -> std::io::Result<Self> {
-        let events = BufWriter::new(File::create(out_dir.join("events.jsonl"))?);
+        // Appended to, so a resumed run continues the same log.
+        let events = BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(out_dir.join("events.jsonl"))?);
         Ok(Coordinator {
             stop,
             events,
@@ -61,6 +95,8 @@ impl Coordinator {
             evals_seen: 0,
             saves_seen: 0,
             done: Some(done),
+            checkpointer: None,
+            best: None,
         })
     }
 
@@ -96,13 +132,16 @@ impl Actor for Coordinator {
         let stop = self.stop.clone();
         let progress = self.progress.clone();
         ctx.spawn(actix::fut::wrap_future(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                progress.println("interrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
-                stop.request_graceful();
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                tracing::warn!("cannot install signal handlers: Ctrl-C will kill the run without a checkpoint");
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            progress.println("signal: finishing the current step and writing a checkpoint (signal again to quit now)");
+            stop.request_graceful();
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            std::process::exit(130);
         }));
     }
 }
@@ -127,6 +166,12 @@ impl Handler<Event> for Coordinator {
                 self.log_event(json!({ "phase": phase, "step": step, "eval": eval }));
                 if let Some(o) = self.outcome.as_mut() {
                     o.last_eval = Some((step, metrics));
+                }
+                if let Some(b) = improves(self.best, step, metrics.loss) {
+                    self.best = Some(b);
+                    if let Some(ck) = &self.checkpointer {
+                        ck.do_send(MarkBest(b));
+                    }
                 }
                 self.finish_if_settled();
             }
@@ -157,5 +202,20 @@ impl Handler<Event> for Coordinator {
                 self.finish_if_settled();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_is_the_lowest_finite_held_out_loss() {
+        let b = improves(None, 10, 3.0).unwrap();
+        assert_eq!(b, Best { step: 10, eval_loss: 3.0 });
+        assert!(improves(Some(b), 20, 3.5).is_none());
+        assert!(improves(Some(b), 20, 3.0).is_none(), "ties keep the older checkpoint");
+        assert!(improves(Some(b), 20, f64::NAN).is_none());
+        assert_eq!(improves(Some(b), 30, 2.0).unwrap().step, 30);
     }
 }

@@ -31,6 +31,7 @@ use crossbeam_channel::{bounded, Receiver};
 use serde::Serialize;
 
 use crate::batch::HostBatch;
+use crate::checkpoint::resume::choose;
 use crate::checkpoint::CheckpointStore;
 use crate::config::RunPlan;
 use crate::data::stream::{Cursor, ExampleStream, StreamSettings};
@@ -46,6 +47,7 @@ use crate::train::step::TrainState;
 use control::{Permits, StopFlag};
 use coordinator::{Coordinator, Outcome};
 use events::SharedError;
+use trainer::StartPoint;
 
 /// Phase label of pre-training.
 pub const PRETRAIN: &str = "pretrain";
@@ -73,6 +75,17 @@ pub enum RunError {
         /// Why, with causes.
         #[source]
         source: SharedError,
+    },
+    /// The checkpoint to resume from is unusable.
+    #[error(transparent)]
+    Resume(#[from] crate::checkpoint::resume::ResumeError),
+    /// The checkpoint does not fit this config.
+    #[error("checkpoint {dir} does not fit this config: {reason}")]
+    Incompatible {
+        /// Checkpoint folder.
+        dir: PathBuf,
+        /// What differs.
+        reason: String,
     },
     /// A thread could not be started, or the run ended without a result.
     #[error("the pipeline broke down: {0}")]
@@ -115,8 +128,7 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
         seed: c.run.seed,
         block_docs: c.data.shuffle_block_docs,
         max_tokens: c.train.max_seq_len - 2,
-        text_field: c.data.text_field.clone(),
-        on_bad: c.data.on_bad_record,
+        read: crate::config::plan::read_settings(&c.data),
         shuffle: train,
         repeat: train,
     }
@@ -157,9 +169,9 @@ pub fn eval_data(plan: &RunPlan) -> evaluator::EvalData {
     }
 }
 
-/// The training example stream, from the start.
-pub fn train_stream(plan: &RunPlan) -> ExampleStream {
-    ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), Cursor::default())
+/// The training example stream, from `cursor` (`Cursor::default()` for the start).
+pub fn train_stream(plan: &RunPlan, cursor: Cursor) -> ExampleStream {
+    ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), cursor)
 }
 
 fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, RunError> {
@@ -174,6 +186,7 @@ fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, Ru
 /// [`RunError::Pipeline`] when a thread cannot start.
 pub fn spawn_data_plane(
     plan: &RunPlan,
+    start: &StartPoint,
     workers: usize,
     stop: StopFlag,
     events: events::EventSink,
@@ -182,9 +195,9 @@ pub fn spawn_data_plane(
     let (raw_tx, raw_rx) = bounded(prefetch);
     let (host_tx, host_rx) = bounded(prefetch);
     let loader = loader::Loader {
-        stream: train_stream(plan),
+        stream: train_stream(plan, start.cursor),
         batch_size: plan.config.train.batch_size,
-        first_seq: 0,
+        first_seq: start.batches,
         tx: raw_tx,
         stop: stop.clone(),
         events,
@@ -223,6 +236,38 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
     }
     tch::set_num_threads(torch_threads(&plan) as i32);
 
+    let ckpt_root = out_dir.join("checkpoints");
+    let store = CheckpointStore::new(&ckpt_root);
+    store.clean_temporaries();
+    let resume_point = match &plan.resume {
+        Some(from) => choose(&store, &ckpt_root, from)?,
+        None => {
+            if !store.steps().is_empty() {
+                tracing::warn!(dir = %ckpt_root.display(), "checkpoints exist; starting afresh (pass --resume auto to continue)");
+            }
+            None
+        }
+    };
+    let start = match &resume_point {
+        Some(rp) => {
+            let want = serde_json::to_value(&plan.model).unwrap_or_default();
+            if rp.state.model != want {
+                return Err(RunError::Incompatible {
+                    dir: rp.dir.clone(),
+                    reason: format!("its model is {} but the config builds {}", rp.state.model, want),
+                });
+            }
+            tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
+            StartPoint {
+                tokens: rp.state.tokens_seen,
+                samples: rp.state.samples_seen,
+                batches: rp.state.batches_seen,
+                cursor: rp.state.cursor,
+            }
+        }
+        None => StartPoint::default(),
+    };
+
     let stop = StopFlag::new();
     let eval_permits = Permits::new(1);
     let ckpt_permits = Permits::new(1);
@@ -236,7 +281,6 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
         let plan = plan.clone();
         let stop = stop.clone();
         let c = c.clone();
-        let out_dir = out_dir.clone();
         async move {
             let coordinator = coordinator.start();
             let mut handles = Vec::new();
@@ -251,20 +295,22 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
             };
             let checkpointer = {
                 let ck = checkpointer::Checkpointer {
-                    store: CheckpointStore::new(out_dir.join("checkpoints")),
+                    store,
                     keep_last: c.train.keep_last,
                     coordinator: coordinator.clone(),
                     permits: ckpt_permits.clone(),
+                    best: resume_point.as_ref().and_then(|r| r.state.best),
                 };
                 let slot = Mutex::new(Some(ck));
                 SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
             };
+            coordinator.do_send(coordinator::Wire { checkpointer: checkpointer.clone(), best: resume_point.as_ref().and_then(|r| r.state.best) });
 
             let sink: events::EventSink = {
                 let addr = coordinator.clone();
                 Arc::new(move |e| addr.do_send(e))
             };
-            let (host_rx, data_handles) = spawn_data_plane(&plan, c.pipeline.masker_workers, stop.clone(), sink)?;
+            let (host_rx, data_handles) = spawn_data_plane(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink)?;
             handles.extend(data_handles);
 
             let t = &c.train;
@@ -288,11 +334,21 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                 serde_json::to_value(&plan.model).unwrap_or_default(),
             );
             let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
+            let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
+            let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
             handles.push(spawn(
                 "trainer".into(),
                 Box::new(move || {
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
-                    let state = TrainState::new(&model_cfg, device, seed, adamw, schedule, clip);
+                    let mut state = TrainState::new(&model_cfg, device, seed, adamw, schedule, clip);
+                    if let Some((dir, step)) = resume_from {
+                        if let Err(e) = state.load_checkpoint(&dir, step) {
+                            stop2.abort();
+                            let error: SharedError = Arc::new(RunError::Incompatible { dir, reason: e });
+                            coord.do_send(events::Event::Failed { stage: "trainer", error });
+                            return;
+                        }
+                    }
                     trainer::Trainer {
                         state,
                         rx: host_rx,
@@ -306,6 +362,9 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                         config_json,
                         model_json,
                         phase: PRETRAIN,
+                        start,
+                        nonfinite,
+                        max_nonfinite_in_a_row,
                     }
                     .run()
                 }),

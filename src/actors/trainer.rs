@@ -20,7 +20,8 @@ use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
 use crate::data::stream::Cursor;
 use crate::metrics::names;
 use crate::train::policy::{Due, StepPolicy};
-use crate::train::step::TrainState;
+use crate::config::NonFinitePolicy;
+use crate::train::step::{StepResult, TrainState};
 
 /// Puts batches back in `seq` order. Bounded in practice by the number of Masker workers plus
 /// the channel bound: a batch can only be overtaken by batches already in flight.
@@ -82,6 +83,47 @@ pub struct Trainer {
     pub model_json: serde_json::Value,
     /// `pretrain` or `finetune`.
     pub phase: &'static str,
+    /// Where the run starts (zero, or a checkpoint's counters).
+    pub start: StartPoint,
+    /// `skip` or `abort` on a non-finite update.
+    pub nonfinite: NonFinitePolicy,
+    /// Under `skip`: abort after this many in a row.
+    pub max_nonfinite_in_a_row: u32,
+}
+
+/// Counters a run starts from: zero, or those of the checkpoint it resumes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartPoint {
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Sequences trained on.
+    pub samples: u64,
+    /// Batches consumed (the next batch's `seq`).
+    pub batches: u64,
+    /// Stream position after the last consumed batch.
+    pub cursor: Cursor,
+}
+
+/// Why the Trainer stopped the run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    /// Too many non-finite updates (or one, under `abort`).
+    #[error("non-finite loss or gradient norm at step {step} (loss {loss}, gradient norm {grad_norm}); {count} such update(s) in a row (train.nonfinite = {policy})")]
+    NonFinite {
+        /// Update index that failed.
+        step: u64,
+        /// Its loss.
+        loss: f64,
+        /// Its gradient norm.
+        grad_norm: f64,
+        /// Non-finite updates in a row.
+        count: u32,
+        /// Policy in force.
+        policy: &'static str,
+    },
+    /// The weights went non-finite: no checkpoint is written with them.
+    #[error("weights are not finite at step {0}: refusing to write a checkpoint")]
+    NonFiniteWeights(u64),
 }
 
 struct Progress {
@@ -96,11 +138,16 @@ struct Progress {
 impl Trainer {
     /// Runs to `max_steps`, a graceful stop, or an abort; reports the outcome to the Coordinator.
     pub fn run(mut self) {
-        let totals = self.train();
-        self.coordinator.do_send(Event::TrainerDone(totals));
+        match self.train() {
+            Ok(totals) => self.coordinator.do_send(Event::TrainerDone(totals)),
+            Err(e) => {
+                self.stop.abort();
+                self.coordinator.do_send(Event::Failed { stage: "trainer", error: Arc::new(e) });
+            }
+        }
     }
 
-    fn train(&mut self) -> TrainerTotals {
+    fn train(&mut self) -> Result<TrainerTotals, TrainerError> {
         let phase = self.phase;
         let tokens_c = counter!(names::TOKENS, "phase" => phase, "stage" => "trainer");
         let samples_c = counter!(names::SAMPLES, "phase" => phase, "stage" => "trainer");
@@ -112,11 +159,15 @@ impl Trainer {
         let loss_g = gauge!(names::LOSS, "phase" => phase, "objective" => "mlm");
         let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
 
-        let mut reorder = Reorder::new(0);
-        let mut p = Progress { tokens: 0, samples: 0, batches: 0, cursor: Cursor::default(), data_wait: Duration::ZERO, last_lr: 0.0 };
+        let nonfinite_c = counter!(names::NONFINITE_STEPS, "phase" => phase);
+        let sp = self.start;
+        let mut reorder = Reorder::new(sp.batches);
+        let mut p = Progress { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
+        let mut nonfinite_in_a_row = 0u32;
         let mut totals = TrainerTotals::default();
         let start = Instant::now();
-        let (mut last_log_t, mut last_log_tokens, mut last_log_wait) = (start, 0u64, Duration::ZERO);
+        let (mut last_log_t, mut last_log_tokens, mut last_log_wait) = (start, p.tokens, Duration::ZERO);
+        let tokens_at_start = p.tokens;
         let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
         let mut interrupted = false;
         while self.state.step < self.policy.max_steps {
@@ -141,8 +192,32 @@ impl Trainer {
                 break;
             }
             let t0 = Instant::now();
-            let out = self.state.train_step(&micro);
+            let result = self.state.train_step(&micro);
             step_h.record(t0.elapsed().as_secs_f64());
+            let out = match result {
+                StepResult::Applied(out) => {
+                    nonfinite_in_a_row = 0;
+                    out
+                }
+                StepResult::Skipped(out) => {
+                    nonfinite_in_a_row += 1;
+                    nonfinite_c.increment(1);
+                    let (loss, grad_norm) = (out.loss.double_value(&[]), out.grad_norm.double_value(&[]));
+                    let step = self.state.step;
+                    let policy = match self.nonfinite {
+                        NonFinitePolicy::Abort => "abort",
+                        NonFinitePolicy::Skip => "skip",
+                    };
+                    if self.nonfinite == NonFinitePolicy::Abort || nonfinite_in_a_row >= self.max_nonfinite_in_a_row {
+                        return Err(TrainerError::NonFinite { step, loss, grad_norm, count: nonfinite_in_a_row, policy });
+                    }
+                    tracing::warn!(step, loss, grad_norm, in_a_row = nonfinite_in_a_row, "non-finite update skipped");
+                    // The batches are consumed: a resume must not see them again.
+                    let last = micro.last().expect("micro holds grad_accum >= 1 batches");
+                    (p.batches, p.cursor) = (last.seq + 1, last.cursor);
+                    continue;
+                }
+            };
             let (n_tok, n_seq) = micro.iter().fold((0u64, 0u64), |a, b| (a.0 + b.n_tokens as u64, a.1 + b.batch_size as u64));
             p.tokens += n_tok;
             p.samples += n_seq;
@@ -180,30 +255,30 @@ impl Trainer {
                 (last_log_t, last_log_tokens, last_log_wait) = (now, p.tokens, p.data_wait);
                 self.coordinator.do_send(Event::Step(report));
             }
-            if !self.hand_over(due, &p, &mut totals) {
+            if !self.hand_over(due, &p, &mut totals)? {
                 break;
             }
         }
         if interrupted {
             let due = self.policy.due_on_stop(self.state.step);
-            self.hand_over(due, &p, &mut totals);
+            self.hand_over(due, &p, &mut totals)?;
         }
         totals.steps = self.state.step;
-        totals.tokens = p.tokens;
+        totals.tokens = p.tokens - tokens_at_start;
         totals.samples = p.samples;
         totals.elapsed_s = start.elapsed().as_secs_f64();
         totals.data_wait_s = p.data_wait.as_secs_f64();
         totals.interrupted = interrupted;
-        totals
+        Ok(totals)
     }
 
-    /// Sends snapshots for what is due. `false` when the run aborted while waiting.
-    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals) -> bool {
+    /// Sends snapshots for what is due. `Ok(false)` when the run aborted while waiting.
+    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals) -> Result<bool, TrainerError> {
         let step = self.state.step;
         if due.eval {
             if let Some((addr, permits)) = &self.evaluator {
                 if !permits.acquire(&self.stop) {
-                    return false;
+                    return Ok(false);
                 }
                 addr.do_send(Evaluate { step, phase: self.phase, weights: self.state.snapshot() });
                 totals.evals_requested += 1;
@@ -211,9 +286,12 @@ impl Trainer {
         }
         if due.checkpoint {
             let t0 = Instant::now();
+            if !self.state.weights_finite() {
+                return Err(TrainerError::NonFiniteWeights(step));
+            }
             let (addr, permits) = &self.checkpointer;
             if !permits.acquire(&self.stop) {
-                return false;
+                return Ok(false);
             }
             let state = CheckpointState {
                 format_version: FORMAT_VERSION,
@@ -227,18 +305,16 @@ impl Trainer {
                 model: self.model_json.clone(),
                 config: self.config_json.clone(),
                 versions: versions(),
+                best: None,
                 files: BTreeMap::new(),
             };
             let model = self.state.snapshot();
             let optimizer = self.state.optimizer_snapshot();
-            addr.do_send(Save { model, optimizer, state, stall_s: t0.elapsed().as_secs_f64() });
+            let stall_s = t0.elapsed().as_secs_f64();
+            histogram!(names::CHECKPOINT_STALL).record(stall_s);
+            addr.do_send(Save { model, optimizer, state, stall_s });
             totals.checkpoints_requested += 1;
         }
-        true
+        Ok(true)
     }
-}
-
-/// Wraps any error for [`Event::Failed`].
-pub fn shared<E: std::error::Error + Send + Sync + 'static>(e: E) -> super::events::SharedError {
-    Arc::new(e)
 }

@@ -11,6 +11,7 @@
 //! previous `latest` pointing at a complete checkpoint.
 
 pub mod policy;
+pub mod resume;
 pub mod state;
 pub mod store;
 

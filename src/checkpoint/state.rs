@@ -34,8 +34,20 @@ pub struct CheckpointState {
     pub config: serde_json::Value,
     /// Versions of pretune, tch and libtorch that wrote it.
     pub versions: BTreeMap<String, String>,
+    /// The best checkpoint so far by held-out loss, if any evaluation ran.
+    #[serde(default)]
+    pub best: Option<Best>,
     /// sha256 of every other file in the folder.
     pub files: BTreeMap<String, String>,
+}
+
+/// The best checkpoint by held-out loss.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Best {
+    /// Its step.
+    pub step: u64,
+    /// Its held-out loss.
+    pub eval_loss: f64,
 }
 
 /// Versions recorded in checkpoints and `pretune_build_info`.

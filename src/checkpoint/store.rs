@@ -126,18 +126,50 @@ impl CheckpointStore {
         }
         fs::rename(&tmp, &dest).map_err(io(&dest))?;
         fsync(&self.root)?;
-        self.set_latest(&name)?;
+        self.set_pointer("latest", &name)?;
         self.retain(keep_last);
         Ok(dest)
     }
 
-    fn set_latest(&self, name: &str) -> Result<(), CheckpointError> {
-        let tmp = self.root.join(".latest.tmp");
+    /// Atomically points `pointer` (`latest` or `best`) at the folder `name`.
+    fn set_pointer(&self, pointer: &str, name: &str) -> Result<(), CheckpointError> {
+        let tmp = self.root.join(format!(".{pointer}.tmp"));
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(name.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-        let latest = self.root.join("latest");
-        fs::rename(&tmp, &latest).map_err(io(&latest))?;
+        let dest = self.root.join(pointer);
+        fs::rename(&tmp, &dest).map_err(io(&dest))?;
         fsync(&self.root)
+    }
+
+    /// Marks the checkpoint of `step` as the best one (it is then never deleted by retention).
+    /// Nothing happens when that step has no checkpoint on disk.
+    ///
+    /// # Errors
+    /// I/O errors writing the `best` pointer.
+    pub fn set_best(&self, step: u64) -> Result<bool, CheckpointError> {
+        let name = Self::dir_name(step);
+        if !self.root.join(&name).join("state.json").exists() {
+            return Ok(false);
+        }
+        self.set_pointer("best", &name)?;
+        Ok(true)
+    }
+
+    /// The folder `best` points at, if any.
+    pub fn best(&self) -> Option<PathBuf> {
+        let name = fs::read_to_string(self.root.join("best")).ok()?;
+        Some(self.root.join(name.trim()))
+    }
+
+    /// Removes temporary folders a killed run left behind (never complete checkpoints).
+    pub fn clean_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Steps of the complete checkpoints on disk.
@@ -148,13 +180,13 @@ impl CheckpointStore {
             .collect()
     }
 
-    /// Deletes old checkpoints beyond `keep_last`, never the one `latest` names. A failed delete
-    /// is a warning, not an error: it costs disk, not correctness.
-    fn retain(&self, keep_last: usize) {
-        let latest = self.latest();
+    /// Deletes old checkpoints beyond `keep_last`, never the ones `latest` and `best` name. A
+    /// failed delete is a warning, not an error: it costs disk, not correctness.
+    pub fn retain(&self, keep_last: usize) {
+        let keep = [self.latest(), self.best()];
         for step in policy::to_delete(&self.steps(), keep_last) {
             let dir = self.root.join(Self::dir_name(step));
-            if latest.as_deref() == Some(dir.as_path()) {
+            if keep.iter().any(|k| k.as_deref() == Some(dir.as_path())) {
                 continue;
             }
             if let Err(e) = fs::remove_dir_all(&dir) {

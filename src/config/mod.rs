@@ -120,14 +120,26 @@ pub enum DataFormat {
     Jsonl,
 }
 
-/// What to do with a record that cannot be read (bad JSON, missing text field).
+/// What to do with a record that cannot be read (invalid UTF-8, a line over the limit, bad
+/// JSON, a missing field, an empty document).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BadRecordPolicy {
-    /// Count it (`pretune_records_skipped_total`), warn, and go on.
+    /// Count it (`pretune_records_skipped_total{reason}`), warn with file and line, go on.
     Skip,
     /// Stop the run with an error naming the file and line.
-    Error,
+    Fail,
+}
+
+/// What to do when an update's loss or gradient norm is not finite.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    /// Drop the update (count it in `pretune_nonfinite_steps_total`); abort after
+    /// `train.max_nonfinite_in_a_row` in a row.
+    Skip,
+    /// Stop the run at the first one.
+    Abort,
 }
 
 /// `[data]`
@@ -149,7 +161,9 @@ pub struct DataConfig {
     /// Documents read, packed and shuffled together; the shuffle window.
     pub shuffle_block_docs: usize,
     /// Skip or reject unreadable records.
-    pub on_bad_record: BadRecordPolicy,
+    pub on_error: BadRecordPolicy,
+    /// Longest accepted line in bytes; a longer one makes its record unreadable.
+    pub max_line_bytes: usize,
 }
 
 impl Default for DataConfig {
@@ -162,7 +176,8 @@ impl Default for DataConfig {
             format: DataFormat::Auto,
             text_field: "text".into(),
             shuffle_block_docs: 256,
-            on_bad_record: BadRecordPolicy::Skip,
+            on_error: BadRecordPolicy::Skip,
+            max_line_bytes: 1 << 20,
         }
     }
 }
@@ -320,8 +335,12 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Checkpoint every N steps (0: only at the end).
     pub checkpoint_every: u64,
-    /// Keep the last K checkpoints.
+    /// Keep the last K checkpoints (and the best one by held-out loss).
     pub keep_last: usize,
+    /// `skip` or `abort` on a non-finite loss or gradient norm.
+    pub nonfinite: NonFinitePolicy,
+    /// Under `skip`, abort after this many non-finite updates in a row.
+    pub max_nonfinite_in_a_row: u32,
 }
 
 impl Default for TrainConfig {
@@ -344,6 +363,8 @@ impl Default for TrainConfig {
             eval_every: 0,
             checkpoint_every: 0,
             keep_last: 3,
+            nonfinite: NonFinitePolicy::Skip,
+            max_nonfinite_in_a_row: 5,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tch::Device;
 
 use super::{ConfigError, RunConfig};
-use crate::data::source::{document_offsets, FileSpan};
+use crate::data::source::{document_offsets, FileSpan, ReadSettings};
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
 
@@ -34,6 +34,8 @@ pub struct RunPlan {
     pub metrics_addr: Option<SocketAddr>,
     /// `run_id` label.
     pub run_id: String,
+    /// `--resume`: continue from a checkpoint.
+    pub resume: Option<crate::checkpoint::resume::ResumeFrom>,
 }
 
 fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
@@ -71,17 +73,6 @@ fn parse_device(s: &str) -> Result<Device, String> {
             _ => Err(format!("run.device: `{s}` is not one of auto, cpu, cuda, cuda:N")),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Validates `config` and derives a [`RunPlan`].
@@ -126,6 +117,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     check(c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive");
     check(c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive");
     check(c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive");
+    check(c.data.max_line_bytes > 0, "data.max_line_bytes: must be positive");
     check(!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both");
 
     let device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
@@ -139,7 +131,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     let mut eval_spans: Vec<FileSpan> =
         expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
     if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
-        match hold_out(&mut train_spans, c.data.eval_holdout_docs, &c.data.text_field, c.data.on_bad_record) {
+        match hold_out(&mut train_spans, c.data.eval_holdout_docs, &read_settings(&c.data)) {
             Ok(spans) => eval_spans = spans,
             Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
         }
@@ -150,7 +142,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         None
     } else {
         TextTokenizer::load(&c.tokenizer.path, c.tokenizer.lowercase)
-            .map_err(|e| problems.push(format!("tokenizer.path: {}", error_chain(&e))))
+            .map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e))))
             .ok()
     };
 
@@ -179,30 +171,30 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id })
+    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None })
+}
+
+/// How the Loader reads records, from `[data]`.
+pub fn read_settings(d: &super::DataConfig) -> ReadSettings {
+    ReadSettings { text_field: d.text_field.clone(), on_error: d.on_error, max_line_bytes: d.max_line_bytes }
 }
 
 /// Moves the last `n` documents of the training spans into held-out spans.
-fn hold_out(
-    train: &mut Vec<FileSpan>,
-    n: usize,
-    text_field: &str,
-    on_bad: crate::config::BadRecordPolicy,
-) -> Result<Vec<FileSpan>, String> {
+fn hold_out(train: &mut Vec<FileSpan>, n: usize, settings: &ReadSettings) -> Result<Vec<FileSpan>, String> {
     let mut need = n;
     let mut held = Vec::new();
     while need > 0 {
         let Some(span) = train.pop() else {
             return Err(format!("the training files hold fewer than {n} documents"));
         };
-        let offsets = document_offsets(&span, text_field, on_bad).map_err(|e| error_chain(&e))?;
+        let offsets = document_offsets(&span, settings).map_err(|e| crate::error_chain(&e))?;
         if offsets.len() <= need {
             need -= offsets.len();
             held.push(span);
             continue;
         }
-        let cut = offsets[offsets.len() - need];
-        held.push(FileSpan { start: cut, ..span.clone() });
+        let (cut, line) = offsets[offsets.len() - need];
+        held.push(FileSpan { start: cut, start_line: line, ..span.clone() });
         train.push(FileSpan { end: Some(cut), ..span });
         need = 0;
     }

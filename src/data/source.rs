@@ -6,7 +6,7 @@
 //! resumable cursor.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,8 @@ pub struct FileSpan {
     pub format: DataFormat,
     /// First byte of the span.
     pub start: u64,
+    /// Line number at `start` (1 at the start of a file), for messages.
+    pub start_line: u64,
     /// One past the last byte, or `None` for "to the end of the file".
     pub end: Option<u64>,
 }
@@ -31,7 +33,7 @@ impl FileSpan {
     /// The whole file, format resolved from the extension when `format` is `Auto`.
     pub fn whole(path: PathBuf, format: DataFormat) -> Self {
         let format = resolve_format(&path, format);
-        FileSpan { path, format, start: 0, end: None }
+        FileSpan { path, format, start: 0, start_line: 1, end: None }
     }
 }
 
@@ -80,9 +82,32 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    /// A bad record under `on_bad_record = "error"`.
+    /// A bad record under `on_error = "fail"`.
     #[error("{}:{}: {} ({})", .0.path.display(), .0.line, .0.detail, .0.reason)]
     BadRecord(BadRecord),
+}
+
+/// How records are read and judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSettings {
+    /// JSONL field holding the text.
+    pub text_field: String,
+    /// Skip or fail on a bad record.
+    pub on_error: BadRecordPolicy,
+    /// Longest accepted line in bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings { text_field: "text".into(), on_error: BadRecordPolicy::Skip, max_line_bytes: 1 << 20 }
+    }
+}
+
+/// One line as read: its text, or why it cannot be used.
+enum Line {
+    Text(String),
+    Bad(&'static str, String),
 }
 
 /// Reads documents from one [`FileSpan`], starting at any document boundary.
@@ -91,21 +116,19 @@ pub struct DocReader {
     reader: BufReader<File>,
     /// Byte offset of the next unread byte (to stop at `span.end`, and to report offsets).
     pos: u64,
-    /// Line number of the next line, for error messages; only exact when reading from the
-    /// start of the file (a seek does not know how many lines it skipped).
+    /// 1-based number of the next line, for messages (the cursor carries it across a seek).
     line: u64,
-    text_field: String,
-    on_bad: BadRecordPolicy,
+    settings: ReadSettings,
     buf: Vec<u8>,
 }
 
 impl DocReader {
-    /// Opens `span` and seeks to `offset` (which must be a document boundary, e.g. a
-    /// [`RawDoc::offset`] seen before, or `span.start`).
+    /// Opens `span` and seeks to `offset`, a document boundary (a [`RawDoc::offset`] seen
+    /// before, or `span.start`); `line` is the line number there (1 at the start of a file).
     ///
     /// # Errors
     /// [`SourceError::Io`] when the file cannot be opened or seeked.
-    pub fn open(span: &FileSpan, offset: u64, text_field: &str, on_bad: BadRecordPolicy) -> Result<Self, SourceError> {
+    pub fn open(span: &FileSpan, offset: u64, line: u64, settings: &ReadSettings) -> Result<Self, SourceError> {
         let io = |source| SourceError::Io { path: span.path.clone(), source };
         let mut f = File::open(&span.path).map_err(io)?;
         f.seek(SeekFrom::Start(offset)).map_err(io)?;
@@ -113,9 +136,8 @@ impl DocReader {
             span: span.clone(),
             reader: BufReader::with_capacity(1 << 16, f),
             pos: offset,
-            line: 1,
-            text_field: text_field.to_owned(),
-            on_bad,
+            line: line.max(1),
+            settings: settings.clone(),
             buf: Vec::new(),
         })
     }
@@ -125,103 +147,171 @@ impl DocReader {
         self.pos
     }
 
-    fn read_line(&mut self) -> Result<Option<(u64, String)>, SourceError> {
+    /// The line number at [`DocReader::position`].
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Reads one line, holding at most `max_line_bytes` of it in memory: the rest of an
+    /// over-long line is consumed and dropped. Returns the line's start offset and content.
+    fn read_line(&mut self) -> Result<Option<(u64, Line)>, SourceError> {
         if self.span.end.is_some_and(|end| self.pos >= end) {
             return Ok(None);
         }
+        let io = |source| SourceError::Io { path: self.span.path.clone(), source };
         self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|source| SourceError::Io { path: self.span.path.clone(), source })?;
+        let limit = self.settings.max_line_bytes as u64 + 1;
+        let n = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf).map_err(io)?;
         if n == 0 {
             return Ok(None);
         }
         let start = self.pos;
-        self.pos += n as u64;
+        let mut consumed = n as u64;
+        let too_long = self.buf.last() != Some(&b'\n') && n as u64 == limit;
+        if too_long {
+            // Skip to the end of the line without keeping it.
+            loop {
+                let avail = self.reader.fill_buf().map_err(io)?;
+                if avail.is_empty() {
+                    break;
+                }
+                match avail.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.reader.consume(i + 1);
+                        consumed += i as u64 + 1;
+                        break;
+                    }
+                    None => {
+                        let k = avail.len();
+                        self.reader.consume(k);
+                        consumed += k as u64;
+                    }
+                }
+            }
+        }
+        self.pos += consumed;
         self.line += 1;
-        // Invalid UTF-8 is replaced rather than dropped: a stray Latin-1 byte should not
-        // cost a whole document.
-        Ok(Some((start, String::from_utf8_lossy(&self.buf).trim().to_owned())))
+        let line = if too_long {
+            Line::Bad("line_too_long", format!("line longer than data.max_line_bytes = {}", self.settings.max_line_bytes))
+        } else {
+            match std::str::from_utf8(&self.buf) {
+                Ok(t) => Line::Text(t.trim().to_owned()),
+                Err(e) => Line::Bad("invalid_utf8", format!("invalid UTF-8 at byte {} of the line", e.valid_up_to())),
+            }
+        };
+        Ok(Some((start, line)))
+    }
+
+    fn bad(&self, line: u64, reason: &'static str, detail: String) -> BadRecord {
+        BadRecord { path: self.span.path.clone(), line, reason, detail }
+    }
+
+    /// Applies the policy to a bad record: collect it (skip) or fail.
+    fn judge(&self, b: BadRecord, skipped: &mut Vec<BadRecord>) -> Result<(), SourceError> {
+        match self.settings.on_error {
+            BadRecordPolicy::Skip => {
+                skipped.push(b);
+                Ok(())
+            }
+            BadRecordPolicy::Fail => Err(SourceError::BadRecord(b)),
+        }
     }
 
     /// The next document, or `None` at the end of the span. Bad records are returned in
-    /// `skipped` (policy `skip`) or as an error (policy `error`).
+    /// `skipped` (policy `skip`) or as an error (policy `fail`).
     ///
     /// # Errors
-    /// I/O errors, and bad records under `on_bad_record = "error"`.
+    /// I/O errors, and bad records under `on_error = "fail"`.
     pub fn next_doc(&mut self, skipped: &mut Vec<BadRecord>) -> Result<Option<RawDoc>, SourceError> {
         match self.span.format {
             DataFormat::Jsonl => self.next_jsonl(skipped),
-            _ => self.next_text(),
+            _ => self.next_text(skipped),
         }
     }
 
-    fn next_text(&mut self) -> Result<Option<RawDoc>, SourceError> {
-        let mut doc: Option<RawDoc> = None;
-        while let Some((start, line)) = self.read_line()? {
-            if line.is_empty() {
-                if doc.is_some() {
-                    break;
+    /// Text format: a document is a run of non-blank lines. A bad line spoils its whole
+    /// document (the record), which is skipped as one.
+    fn next_text(&mut self, skipped: &mut Vec<BadRecord>) -> Result<Option<RawDoc>, SourceError> {
+        loop {
+            let mut doc: Option<RawDoc> = None;
+            let mut spoiled: Option<BadRecord> = None;
+            while let Some((start, line)) = self.read_line()? {
+                let lineno = self.line - 1;
+                match line {
+                    Line::Text(t) if t.is_empty() => {
+                        if doc.is_some() || spoiled.is_some() {
+                            break;
+                        }
+                    }
+                    Line::Text(t) => doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new() }).sentences.push(t),
+                    Line::Bad(reason, detail) => {
+                        doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new() });
+                        if spoiled.is_none() {
+                            spoiled = Some(self.bad(lineno, reason, detail));
+                        }
+                    }
                 }
-                continue;
             }
-            doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new() }).sentences.push(line);
+            match spoiled {
+                Some(b) => self.judge(b, skipped)?,
+                None => return Ok(doc),
+            }
         }
-        Ok(doc)
     }
 
     fn next_jsonl(&mut self, skipped: &mut Vec<BadRecord>) -> Result<Option<RawDoc>, SourceError> {
         while let Some((start, line)) = self.read_line()? {
-            if line.is_empty() {
+            let lineno = self.line - 1;
+            let text = match line {
+                Line::Bad(reason, detail) => {
+                    self.judge(self.bad(lineno, reason, detail), skipped)?;
+                    continue;
+                }
+                Line::Text(t) if t.is_empty() => continue,
+                Line::Text(t) => t,
+            };
+            let field = &self.settings.text_field;
+            let record = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => match v.get(field) {
+                    Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                    Some(_) => Err(("bad_field", format!("field `{field}` is not a string"))),
+                    None => Err(("missing_field", format!("no field `{field}`"))),
+                },
+                Err(e) => Err(("bad_json", e.to_string())),
+            };
+            let sentences: Vec<String> = match record {
+                Ok(t) => t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+                Err((reason, detail)) => {
+                    self.judge(self.bad(lineno, reason, detail), skipped)?;
+                    continue;
+                }
+            };
+            if sentences.is_empty() {
+                self.judge(self.bad(lineno, "empty", "empty document".into()), skipped)?;
                 continue;
             }
-            let lineno = self.line - 1;
-            let bad = |reason: &'static str, detail: String| BadRecord {
-                path: self.span.path.clone(),
-                line: lineno,
-                reason,
-                detail,
-            };
-            let record = match serde_json::from_str::<serde_json::Value>(&line) {
-                Ok(v) => match v.get(&self.text_field) {
-                    Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                    Some(_) => Err(bad("bad_field", format!("field `{}` is not a string", self.text_field))),
-                    None => Err(bad("missing_field", format!("no field `{}`", self.text_field))),
-                },
-                Err(e) => Err(bad("bad_json", e.to_string())),
-            };
-            match record {
-                Ok(text) => {
-                    let sentences: Vec<String> =
-                        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-                    if sentences.is_empty() {
-                        skipped.push(bad("empty", "empty text".into()));
-                        continue;
-                    }
-                    return Ok(Some(RawDoc { offset: start, sentences }));
-                }
-                Err(b) => match self.on_bad {
-                    BadRecordPolicy::Skip => skipped.push(b),
-                    BadRecordPolicy::Error => return Err(SourceError::BadRecord(b)),
-                },
-            }
+            return Ok(Some(RawDoc { offset: start, sentences }));
         }
         Ok(None)
     }
 }
 
-/// Byte offsets of the documents of a whole file, in order (a cheap pass: no tokenization).
-/// Used to split off the last N documents as a held-out set.
+/// Boundaries (byte offset, line number) before each document of a span, in order (a cheap pass: no
+/// tokenization). Used to split off the last N documents as a held-out set.
 ///
 /// # Errors
 /// As [`DocReader::next_doc`].
-pub fn document_offsets(span: &FileSpan, text_field: &str, on_bad: BadRecordPolicy) -> Result<Vec<u64>, SourceError> {
-    let mut r = DocReader::open(span, span.start, text_field, on_bad)?;
+pub fn document_offsets(span: &FileSpan, settings: &ReadSettings) -> Result<Vec<(u64, u64)>, SourceError> {
+    let mut r = DocReader::open(span, span.start, span.start_line, settings)?;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    while let Some(d) = r.next_doc(&mut skipped)? {
-        out.push(d.offset);
+    loop {
+        // The reader's position before a document is a boundary (blank lines are skipped).
+        let at = (r.position(), r.line());
+        if r.next_doc(&mut skipped)?.is_none() {
+            break;
+        }
+        out.push(at);
     }
     Ok(out)
 }
@@ -239,7 +329,7 @@ mod tests {
     }
 
     fn read_all(span: &FileSpan, offset: u64, skipped: &mut Vec<BadRecord>) -> Vec<RawDoc> {
-        let mut r = DocReader::open(span, offset, "text", BadRecordPolicy::Skip).unwrap();
+        let mut r = DocReader::open(span, offset, 1, &ReadSettings::default()).unwrap();
         std::iter::from_fn(|| r.next_doc(skipped).unwrap()).collect()
     }
 
@@ -267,21 +357,45 @@ mod tests {
     }
 
     #[test]
-    fn jsonl_bad_line_is_an_error_under_error_policy() {
+    fn jsonl_bad_line_is_an_error_under_fail_policy() {
         let (_d, p) = tmp("{\"text\": \"ok\"}\n{oops\n", "jsonl");
         let span = FileSpan::whole(p, DataFormat::Auto);
-        let mut r = DocReader::open(&span, 0, "text", BadRecordPolicy::Error).unwrap();
+        let fail = ReadSettings { on_error: BadRecordPolicy::Fail, ..Default::default() };
+        let mut r = DocReader::open(&span, 0, 1, &fail).unwrap();
         assert!(r.next_doc(&mut vec![]).unwrap().is_some());
         let e = r.next_doc(&mut vec![]).unwrap_err().to_string();
         assert!(e.contains(":2:"), "{e}");
     }
 
     #[test]
+    fn invalid_utf8_long_lines_and_empty_documents_are_skipped_with_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("bad.txt");
+        let mut bytes = b"Good one.\n\nBad \xff byte.\nSame doc.\n\n".to_vec();
+        bytes.extend(std::iter::repeat(b'x').take(300));
+        bytes.extend_from_slice(b"\nrest of long doc\n\nGood two.\n");
+        std::fs::write(&p, &bytes).unwrap();
+        let span = FileSpan::whole(p, DataFormat::Text);
+        let settings = ReadSettings { max_line_bytes: 100, ..Default::default() };
+        let mut r = DocReader::open(&span, 0, 1, &settings).unwrap();
+        let mut skipped = vec![];
+        let docs: Vec<RawDoc> = std::iter::from_fn(|| r.next_doc(&mut skipped).unwrap()).collect();
+        assert_eq!(docs.iter().map(|d| d.sentences[0].as_str()).collect::<Vec<_>>(), vec!["Good one.", "Good two."]);
+        assert_eq!(skipped.iter().map(|b| (b.line, b.reason)).collect::<Vec<_>>(), vec![(3, "invalid_utf8"), (6, "line_too_long")]);
+        let (_d2, j) = tmp("{\"text\": \"\"}\n{\"text\": \"ok\"}\n", "jsonl");
+        let mut skipped = vec![];
+        let docs = read_all(&FileSpan::whole(j, DataFormat::Auto), 0, &mut skipped);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(skipped[0].reason, "empty");
+    }
+
+    #[test]
     fn span_end_stops_before_held_out_documents() {
         let (_d, p) = tmp("A.\n\nB.\n\nC.\n", "txt");
         let whole = FileSpan::whole(p, DataFormat::Text);
-        let offs = document_offsets(&whole, "text", BadRecordPolicy::Skip).unwrap();
-        let head = FileSpan { end: Some(offs[2]), ..whole.clone() };
+        let offs = document_offsets(&whole, &ReadSettings::default()).unwrap();
+        assert_eq!(offs, vec![(0, 1), (4, 3), (8, 5)]);
+        let head = FileSpan { end: Some(offs[2].0), ..whole.clone() };
         let docs = read_all(&head, 0, &mut vec![]);
         assert_eq!(docs.iter().map(|d| d.sentences[0].as_str()).collect::<Vec<_>>(), vec!["A.", "B."]);
     }

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::packing::{pack_document, Segment};
-use super::source::{BadRecord, DocReader, FileSpan, SourceError};
+use super::source::{BadRecord, DocReader, FileSpan, ReadSettings, SourceError};
 use super::tokenize::{TextTokenizer, TokenizerError};
-use crate::config::BadRecordPolicy;
 use crate::rng::{Rng, Stream};
 
 /// Where the stream stands: enough to continue exactly from here.
@@ -26,6 +25,8 @@ pub struct Cursor {
     pub file: usize,
     /// Byte offset where the current shuffle block starts.
     pub block_offset: u64,
+    /// Line number at `block_offset` (for messages about bad records after a resume).
+    pub block_line: u64,
     /// Examples of the current block already handed out.
     pub in_block: u64,
     /// Global index of the next example (keys its masking RNG).
@@ -66,10 +67,8 @@ pub struct StreamSettings {
     pub block_docs: usize,
     /// Token budget per segment (sequence length minus special tokens).
     pub max_tokens: usize,
-    /// JSONL text field.
-    pub text_field: String,
-    /// Skip or reject unreadable records.
-    pub on_bad: BadRecordPolicy,
+    /// How records are read and judged.
+    pub read: ReadSettings,
     /// Shuffle files and blocks (training) or keep file order (evaluation).
     pub shuffle: bool,
     /// Start a new epoch at the end (training) or stop (evaluation).
@@ -150,18 +149,15 @@ impl ExampleStream {
                     }
                     self.cursor.epoch += 1;
                     self.cursor.file = 0;
-                    self.cursor.block_offset = self.spans.first().map_or(0, |s| s.start);
-                    self.cursor.in_block = 0;
                     self.produced_this_epoch = 0;
                     self.order = self.file_order(self.cursor.epoch);
+                    self.start_file();
                     self.reader = None;
                 }
                 if !self.load_block()? {
                     // End of this file: next file, from the start of its span.
                     self.cursor.file += 1;
-                    self.cursor.block_offset = self.order.get(self.cursor.file).map_or(0, |&f| self.spans[f].start);
-                    self.cursor.in_block = 0;
-                    self.reader = None;
+                    self.start_file();
                     continue;
                 }
             }
@@ -176,18 +172,32 @@ impl ExampleStream {
             }
             // Block exhausted: the next one starts where the reader stands.
             self.block_loaded = false;
-            self.cursor.block_offset = self.reader.as_ref().map_or(self.cursor.block_offset, DocReader::position);
+            if let Some(r) = &self.reader {
+                self.cursor.block_offset = r.position();
+                self.cursor.block_line = r.line();
+            }
             self.cursor.in_block = 0;
         }
+    }
+
+    /// Points the cursor at the start of the span of `cursor.file` in this epoch's order.
+    fn start_file(&mut self) {
+        let span = self.order.get(self.cursor.file).map(|&f| &self.spans[f]);
+        self.cursor.block_offset = span.map_or(0, |s| s.start);
+        self.cursor.block_line = span.map_or(1, |s| s.start_line);
+        self.cursor.in_block = 0;
+        self.reader = None;
     }
 
     /// Reads, tokenizes, packs and permutes the block at the cursor. `false` at end of file.
     fn load_block(&mut self) -> Result<bool, StreamError> {
         let span = &self.spans[self.order[self.cursor.file]];
         if self.reader.is_none() {
-            let offset = self.cursor.block_offset.max(span.start);
-            self.cursor.block_offset = offset;
-            self.reader = Some(DocReader::open(span, offset, &self.settings.text_field, self.settings.on_bad)?);
+            if self.cursor.block_offset < span.start {
+                self.cursor.block_offset = span.start;
+                self.cursor.block_line = span.start_line;
+            }
+            self.reader = Some(DocReader::open(span, self.cursor.block_offset, self.cursor.block_line, &self.settings.read)?);
         }
         let reader = self.reader.as_mut().expect("reader was just opened");
         let mut segments = Vec::new();

@@ -26,6 +26,10 @@ pub const EVAL_METRIC: &str = "pretune_eval_metric";
 pub const CHECKPOINT_DURATION: &str = "pretune_checkpoint_duration_seconds";
 /// Records skipped by the Loader, by `reason`.
 pub const RECORDS_SKIPPED: &str = "pretune_records_skipped_total";
+/// Updates dropped because the loss or gradient norm was not finite, by `phase`.
+pub const NONFINITE_STEPS: &str = "pretune_nonfinite_steps_total";
+/// Time the Trainer stalled to hand a checkpoint over (copying weights and moments).
+pub const CHECKPOINT_STALL: &str = "pretune_checkpoint_stall_seconds";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -51,6 +55,8 @@ pub fn describe_all() {
     describe_histogram!(CHECKPOINT_DURATION, Unit::Seconds, "Time to write one checkpoint to disk.");
     describe_counter!(RECORDS_SKIPPED, Unit::Count, "Input records skipped as unreadable, by reason.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
+    describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
 }
 
 /// Sets `pretune_build_info{version, tch_version, libtorch_version} 1`.

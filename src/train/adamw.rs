@@ -114,6 +114,26 @@ impl AdamW {
         }
     }
 
+    /// Restores moments (named as [`AdamW::state_tensors`] names them) and the update count.
+    ///
+    /// # Errors
+    /// A message naming the first missing or mis-shaped tensor.
+    pub fn load_state(&mut self, named: &std::collections::HashMap<String, Tensor>, step: u64) -> Result<(), String> {
+        let _guard = tch::no_grad_guard();
+        for s in &mut self.slots {
+            for (prefix, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
+                let name = format!("{prefix}.{}", s.name);
+                let src = named.get(&name).ok_or_else(|| format!("optimizer state has no `{name}`"))?;
+                if src.size() != dst.size() {
+                    return Err(format!("optimizer state `{name}` has shape {:?}, the model needs {:?}", src.size(), dst.size()));
+                }
+                dst.copy_(src);
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// The moments as named tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`), shallow
     /// references: copy them before the next step if they must outlive it.
     pub fn state_tensors(&self) -> Vec<(String, &Tensor)> {

@@ -26,6 +26,11 @@ pub struct StepOutput {
 }
 
 /// The model, its variables and its optimizer: owned by the Trainer thread alone.
+///
+/// Dropout draws from libtorch's global generator, whose state tch cannot save. Instead the
+/// generator is re-seeded from `(seed, step)` before every update, so the dropout masks of an
+/// update are a pure function of the run seed and the step: a resumed run draws exactly what an
+/// uninterrupted one would, and no generator state needs to be checkpointed.
 pub struct TrainState {
     /// All variables, by HF name.
     pub vs: nn::VarStore,
@@ -34,8 +39,22 @@ pub struct TrainState {
     opt: AdamW,
     schedule: LrSchedule,
     clip: f64,
+    seed: u64,
     /// Updates done.
     pub step: u64,
+}
+
+/// What became of one update.
+pub enum StepResult {
+    /// The optimizer stepped.
+    Applied(StepOutput),
+    /// The loss or the gradient norm was not finite: gradients dropped, weights untouched.
+    Skipped(StepOutput),
+}
+
+fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut r = crate::rng::Rng::keyed(seed, crate::rng::Stream::Dropout, &[step]);
+    (r.next_u64() >> 1) as i64
 }
 
 impl TrainState {
@@ -47,11 +66,14 @@ impl TrainState {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, adamw);
-        TrainState { vs, model, opt, schedule, clip, step: 0 }
+        TrainState { vs, model, opt, schedule, clip, seed, step: 0 }
     }
 
-    /// One optimizer update over `micro` (the accumulation group).
-    pub fn train_step(&mut self, micro: &[HostBatch]) -> StepOutput {
+    /// One optimizer update over `micro` (the accumulation group), unless the loss or the
+    /// gradient norm is not finite. That check reads one flag off the device (a sync point per
+    /// update, accepted so that a bad update never reaches the weights or the moments).
+    pub fn train_step(&mut self, micro: &[HostBatch]) -> StepResult {
+        tch::manual_seed(step_seed(self.seed, self.step));
         let device = self.vs.device();
         let scored: usize = micro.iter().map(|b| b.n_scored).sum::<usize>().max(1);
         let mut loss_total = Tensor::zeros([], (Kind::Float, device));
@@ -65,10 +87,40 @@ impl TrainState {
         }
         let grad_norm = self.opt.clip_grad_norm(self.clip);
         let lr = self.schedule.at(self.step);
+        // Sync point: one boolean per update.
+        let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
+        let out = StepOutput { loss: loss_total, grad_norm, lr };
+        if !finite {
+            self.opt.zero_grad();
+            return StepResult::Skipped(out);
+        }
         self.opt.step(lr);
         self.opt.zero_grad();
         self.step += 1;
-        StepOutput { loss: loss_total, grad_norm, lr }
+        StepResult::Applied(out)
+    }
+
+    /// Restores weights, optimizer moments and the step from a checkpoint folder.
+    ///
+    /// # Errors
+    /// A message naming the file and the missing or mis-shaped tensor.
+    pub fn load_checkpoint(&mut self, dir: &Path, step: u64) -> Result<(), String> {
+        let model = dir.join("model.safetensors");
+        self.vs.load(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+        let opt = dir.join("optimizer.safetensors");
+        let named: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(&opt).map_err(|e| format!("{}: {e}", opt.display()))?.into_iter().collect();
+        let device = self.vs.device();
+        let named = named.into_iter().map(|(k, v)| (k, v.to_device(device))).collect();
+        self.opt.load_state(&named, step).map_err(|e| format!("{}: {e}", opt.display()))?;
+        self.step = step;
+        Ok(())
+    }
+
+    /// Whether every weight is finite (checked before a checkpoint is written).
+    pub fn weights_finite(&self) -> bool {
+        let _guard = tch::no_grad_guard();
+        self.vs.trainable_variables().iter().all(|t| bool::try_from(t.isfinite().all()).unwrap_or(false))
     }
 
     /// Copies of the weights on the CPU, by name: what the Checkpointer and Evaluator get, so
@@ -86,17 +138,4 @@ impl TrainState {
         let _guard = tch::no_grad_guard();
         self.opt.state_tensors().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).copy())).collect()
     }
-
-    /// Updates done by the optimizer (equals `step` unless state was loaded).
-    pub fn optimizer_steps(&self) -> u64 {
-        self.opt.step_count()
-    }
-}
-
-/// Loads named tensors into `vs` by name; every variable must be present with its shape.
-///
-/// # Errors
-/// A tch error naming the missing tensor or the file.
-pub fn load_weights(vs: &mut nn::VarStore, file: &Path) -> Result<(), tch::TchError> {
-    vs.load(file)
 }

@@ -1,0 +1,86 @@
+//! Choosing the checkpoint to resume from.
+//!
+//! `--resume auto` takes `latest` if it verifies, else the newest older checkpoint that does,
+//! warning about every bad one it passes; no checkpoint at all means a fresh start. An explicit
+//! `--resume PATH` must verify, or the run stops with the reason.
+
+use std::path::{Path, PathBuf};
+
+use super::state::CheckpointState;
+use super::store::{CheckpointError, CheckpointStore};
+
+/// What `--resume` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// The newest valid checkpoint of the run's own `checkpoints/`, if any.
+    Auto,
+    /// This checkpoint folder.
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for ResumeFrom {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s == "auto" { ResumeFrom::Auto } else { ResumeFrom::Path(PathBuf::from(s)) })
+    }
+}
+
+/// A verified checkpoint to continue from.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its `state.json`.
+    pub state: CheckpointState,
+}
+
+/// Errors choosing a resume point.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The requested checkpoint does not verify.
+    #[error("cannot resume from {dir}")]
+    Bad {
+        /// Folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: CheckpointError,
+    },
+    /// Checkpoints exist but none verifies.
+    #[error("no usable checkpoint in {0}: every one failed verification (see the warnings)")]
+    NoneUsable(PathBuf),
+}
+
+/// Picks the resume point (see the module doc).
+///
+/// # Errors
+/// [`ResumeError`].
+pub fn choose(store: &CheckpointStore, root: &Path, from: &ResumeFrom) -> Result<Option<ResumePoint>, ResumeError> {
+    match from {
+        ResumeFrom::Path(dir) => {
+            let state = CheckpointStore::verify(dir).map_err(|source| ResumeError::Bad { dir: dir.clone(), source })?;
+            Ok(Some(ResumePoint { dir: dir.clone(), state }))
+        }
+        ResumeFrom::Auto => {
+            let mut candidates: Vec<PathBuf> = store.latest().into_iter().collect();
+            let mut steps = store.steps();
+            steps.sort_unstable_by(|a, b| b.cmp(a));
+            for s in steps {
+                let dir = root.join(CheckpointStore::dir_name(s));
+                if !candidates.contains(&dir) {
+                    candidates.push(dir);
+                }
+            }
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            for dir in candidates {
+                match CheckpointStore::verify(&dir) {
+                    Ok(state) => return Ok(Some(ResumePoint { dir, state })),
+                    Err(e) => tracing::warn!(checkpoint = %dir.display(), error = %crate::error_chain(&e), "skipping an unusable checkpoint"),
+                }
+            }
+            Err(ResumeError::NoneUsable(root.to_owned()))
+        }
+    }
+}
