@@ -80,14 +80,14 @@ fn report(e: &(dyn std::error::Error + 'static)) {
 }
 
 fn load_plan(path: &PathBuf, overrides: &[String]) -> Result<config::RunPlan, ConfigError> {
-    let cfg = config::load(path, overrides)?;
-    config::resolve(path, cfg)
+    config::load_and_resolve(path, overrides)
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {

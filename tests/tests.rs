@@ -3,4 +3,5 @@
 mod cli;
 mod parity;
 mod pipeline;
+mod resume;
 mod util;

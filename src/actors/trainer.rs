@@ -203,7 +203,8 @@ impl Trainer {
                     nonfinite_in_a_row += 1;
                     nonfinite_c.increment(1);
                     let (loss, grad_norm) = (out.loss.double_value(&[]), out.grad_norm.double_value(&[]));
-                    let step = self.state.step;
+                    // 1-based index of the update that failed.
+                    let step = self.state.step + 1;
                     let policy = match self.nonfinite {
                         NonFinitePolicy::Abort => "abort",
                         NonFinitePolicy::Skip => "skip",

@@ -35,20 +35,11 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
-    /// A key is unknown, missing or has the wrong type.
-    #[error("{file}: `{key}`: {message}")]
-    Key {
-        /// The config file.
-        file: PathBuf,
-        /// Dotted key path, e.g. `train.max_steps`.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
     /// A `--set key=value` override is malformed.
     #[error("bad override `{0}`: expected key.path=value")]
     Override(String),
-    /// Values that parse but make no sense together; every problem is listed.
+    /// Unknown or mistyped keys, and values that make no sense; every problem is listed,
+    /// each starting with its key path.
     #[error("{file}: invalid configuration:\n  - {}", problems.join("\n  - "))]
     Invalid {
         /// The config file.
@@ -420,15 +411,74 @@ pub fn load(file: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError>
 }
 
 /// Deserializes a (possibly overridden) table, naming the offending key on error.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every unknown, mistyped or bad key.
 pub fn from_table(file: &Path, table: toml::Table) -> Result<RunConfig, ConfigError> {
-    let value = toml::Value::Table(table);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        let mut message = e.into_inner().to_string();
-        // toml's own messages end in a newline and sometimes repeat the key; keep them short.
-        message = message.trim().replace('\n', " ");
-        ConfigError::Key { file: file.to_owned(), key, message }
-    })
+    let (config, problems) = from_table_lenient(table);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid { file: file.to_owned(), problems })
+    }
+}
+
+/// Deserializes as much as possible: each bad key is reported, dropped (so its default
+/// applies) and deserialization retried, so one pass reports every key problem at once.
+fn from_table_lenient(mut table: toml::Table) -> (RunConfig, Vec<String>) {
+    let mut problems = Vec::new();
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, RunConfig>(toml::Value::Table(table.clone())) {
+            Ok(c) => return (c, problems),
+            Err(e) => {
+                let key = e.path().to_string();
+                // toml's messages can span lines; keep each problem on one.
+                let message = e.into_inner().to_string().trim().replace('\n', " ");
+                problems.push(format!("{key}: {message}"));
+                if !remove_key(&mut table, &key) {
+                    break;
+                }
+            }
+        }
+    }
+    (RunConfig::default(), problems)
+}
+
+/// Removes the key at a dotted path (`train.lr`, `data.train[0]` removes `data.train`).
+fn remove_key(table: &mut toml::Table, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').map(|p| p.split('[').next().unwrap_or(p)).collect();
+    let Some((last, parents)) = parts.split_last() else { return false };
+    let mut cur = table;
+    for p in parents {
+        match cur.get_mut(*p).and_then(toml::Value::as_table_mut) {
+            Some(t) => cur = t,
+            None => return false,
+        }
+    }
+    cur.remove(*last).is_some()
+}
+
+/// Reads, overrides, deserializes and validates in one go, reporting every problem of the
+/// file at once: bad keys and invalid values together.
+///
+/// # Errors
+/// [`ConfigError`].
+pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    let (config, mut problems) = from_table_lenient(table);
+    match resolve(file, config) {
+        Ok(plan) if problems.is_empty() => Ok(plan),
+        Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
+        Err(ConfigError::Invalid { problems: more, .. }) => {
+            problems.extend(more);
+            Err(ConfigError::Invalid { file: file.to_owned(), problems })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -443,8 +493,15 @@ mod tests {
     fn unknown_key_names_the_path_and_file() {
         let e = parse("[train]\nmax_step = 3\n").unwrap_err().to_string();
         assert!(e.contains("x.toml"), "{e}");
-        assert!(e.contains("max_step"), "{e}");
-        assert!(e.contains("train"), "{e}");
+        assert!(e.contains("train.max_step"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let e = parse("[train]\nmax_step = 3\nlr = \"fast\"\n[model]\nhiden_size = 3\n[metrics]\nlisten = 5\n").unwrap_err().to_string();
+        for key in ["train.max_step", "train.lr", "model.hiden_size", "metrics.listen"] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,297 @@
+//! Resilience: exact resume, kill -9, corrupted checkpoints, signals, failed writes,
+//! non-finite updates.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pretune::actors::{run, RunError};
+use pretune::checkpoint::resume::ResumeFrom;
+use pretune::checkpoint::CheckpointStore;
+use pretune::config;
+use pretune::rng::{Rng, Stream};
+use tch::Tensor;
+
+use crate::util::{bin, tiny_config};
+
+fn plan(cfg: &Path, overrides: &[String]) -> config::RunPlan {
+    config::load_and_resolve(cfg, overrides).unwrap()
+}
+
+fn sets(pairs: &[&str]) -> Vec<String> {
+    pairs.iter().map(|s| s.to_string()).collect()
+}
+
+/// `step -> loss` from `events.jsonl` (bit-exact: serde_json round-trips f64).
+fn losses(out: &Path) -> BTreeMap<u64, f64> {
+    std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+fn out_step(store: &CheckpointStore, step: u64) -> PathBuf {
+    store.latest().unwrap().parent().unwrap().join(CheckpointStore::dir_name(step))
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, t) in &wa {
+        assert!(t.equal(&wb[k]), "{k} differs between {} and {}", a.display(), b.display());
+    }
+}
+
+#[test]
+fn resume_reproduces_the_losses_bit_for_bit_at_several_points_with_1_and_3_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let base = sets(&["train.max_steps=16", "train.checkpoint_every=4", "train.keep_last=0", "train.log_every=1", "train.grad_accum=2", "data.eval=[]"]);
+    let full_out = dir.path().join("full");
+    let mut o = base.clone();
+    o.push(format!("run.out_dir={}", full_out.display()));
+    run(plan(&cfg, &o)).unwrap();
+    let full = losses(&full_out);
+    assert_eq!(full.len(), 16);
+
+    for (at, workers) in [(4u64, 1usize), (8, 3), (12, 1), (12, 3)] {
+        let out = dir.path().join(format!("resumed-{at}-{workers}"));
+        let mut o = base.clone();
+        o.push(format!("run.out_dir={}", out.display()));
+        o.push(format!("pipeline.masker_workers={workers}"));
+        let mut p = plan(&cfg, &o);
+        let from = full_out.join("checkpoints").join(CheckpointStore::dir_name(at));
+        p.resume = Some(ResumeFrom::Path(from));
+        let t0 = Instant::now();
+        let s = run(p).unwrap();
+        eprintln!("resume at step {at} with {workers} workers: {:.2} s for {} steps", t0.elapsed().as_secs_f64(), 16 - at);
+        assert_eq!(s.steps, 16);
+        let got = losses(&out);
+        let want: BTreeMap<u64, f64> = full.range(at + 1..).map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(got, want, "losses after resuming at {at} with {workers} workers");
+        assert_same_weights(&full_out.join("checkpoints/step-00000016"), &out.join("checkpoints/step-00000016"));
+        let state = CheckpointStore::verify(&out.join("checkpoints/step-00000016")).unwrap();
+        let full_state = CheckpointStore::verify(&full_out.join("checkpoints/step-00000016")).unwrap();
+        assert_eq!((state.tokens_seen, state.samples_seen, state.batches_seen, state.cursor), (full_state.tokens_seen, full_state.samples_seen, full_state.batches_seen, full_state.cursor));
+    }
+}
+
+fn spawn_train(cfg: &Path, out: &Path, extra: &[&str]) -> Child {
+    Command::new(bin())
+        .args(["train", cfg.to_str().unwrap(), "--resume", "auto", "--set", &format!("run.out_dir={}", out.display())])
+        .args(["--set", "train.max_steps=40", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1", "--set", "data.eval=[]"])
+        .args(extra.iter().flat_map(|e| ["--set", e]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_ends_with_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let reference = dir.path().join("reference");
+    let mut c = spawn_train(&cfg, &reference, &[]);
+    assert!(wait_bounded(&mut c, Duration::from_secs(120)).success());
+
+    let out = dir.path().join("killed");
+    let mut rng = Rng::keyed(2024, Stream::Mask, &[]);
+    let store = CheckpointStore::new(out.join("checkpoints"));
+    let mut kills = 0;
+    for round in 0..6 {
+        let mut child = spawn_train(&cfg, &out, &[]);
+        let pause = Duration::from_millis(700 + rng.below(1800));
+        let deadline = Instant::now() + pause;
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL, by PID
+        child.wait().unwrap();
+        kills += 1;
+        if let Some(latest) = store.latest() {
+            CheckpointStore::verify(&latest).unwrap_or_else(|e| panic!("round {round}: latest does not verify: {e}"));
+        }
+    }
+    assert!(kills >= 2, "the run finished before it could be killed twice");
+    let mut last = spawn_train(&cfg, &out, &[]);
+    assert!(wait_bounded(&mut last, Duration::from_secs(120)).success());
+    assert_same_weights(&reference.join("checkpoints/step-00000040"), &out.join("checkpoints/step-00000040"));
+}
+
+#[test]
+fn a_corrupted_latest_falls_back_to_the_previous_one_and_an_explicit_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("run");
+    let mut c = spawn_train(&cfg, &out, &["train.max_steps=6"]);
+    assert!(wait_bounded(&mut c, Duration::from_secs(120)).success());
+    let bad = out.join("checkpoints/step-00000006");
+    let model = bad.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&model, &bytes).unwrap();
+
+    let mut c = spawn_train(&cfg, &out, &["train.max_steps=8"]);
+    let status = wait_bounded(&mut c, Duration::from_secs(120));
+    let mut err = String::new();
+    std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("step-00000006") && err.contains("sha256"), "no warning naming the bad checkpoint:\n{err}");
+    assert!(err.contains("step=4"), "did not resume from step 4:\n{err}");
+    assert_eq!(CheckpointStore::verify(&out.join("checkpoints/step-00000008")).unwrap().step, 8);
+
+    // Truncated, and asked for by name: a clear error.
+    let truncated = out.join("checkpoints/step-00000008/optimizer.safetensors");
+    let len = std::fs::metadata(&truncated).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(len / 3).unwrap();
+    let o = Command::new(bin())
+        .args(["train", cfg.to_str().unwrap(), "--resume", out.join("checkpoints/step-00000008").to_str().unwrap()])
+        .args(["--set", &format!("run.out_dir={}", out.display()), "--set", "data.eval=[]"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot resume from") && err.contains("optimizer.safetensors"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we spawned.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+fn wait_for_step(out: &Path, step: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if out.join("events.jsonl").exists() && losses(out).keys().any(|&s| s >= step) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no step {step} within {limit:?}");
+}
+
+#[test]
+fn sigterm_finishes_the_step_checkpoints_and_exits_0_and_a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("term");
+    let mut child = spawn_train(&cfg, &out, &["train.max_steps=100000", "train.checkpoint_every=0"]);
+    wait_for_step(&out, 5, Duration::from_secs(60));
+    signal(child.id(), libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0));
+    let store = CheckpointStore::new(out.join("checkpoints"));
+    let latest = store.latest().expect("a checkpoint written on SIGTERM");
+    let state = CheckpointStore::verify(&latest).unwrap();
+    assert!(state.step >= 5, "{state:?}");
+    let last_logged = losses(&out).keys().max().copied().unwrap();
+    assert_eq!(state.step, last_logged, "the checkpoint is at the last finished step");
+
+    let out2 = dir.path().join("twice");
+    let mut child = spawn_train(&cfg, &out2, &["train.max_steps=100000", "train.checkpoint_every=0"]);
+    wait_for_step(&out2, 2, Duration::from_secs(60));
+    signal(child.id(), libc::SIGINT);
+    signal(child.id(), libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "a second signal exits at once");
+}
+
+#[test]
+fn a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("run");
+    let mut c = spawn_train(&cfg, &out, &["train.max_steps=4"]);
+    assert!(wait_bounded(&mut c, Duration::from_secs(120)).success());
+    let store = CheckpointStore::new(out.join("checkpoints"));
+    let before = store.latest().unwrap();
+    assert!(before.ends_with("step-00000004"));
+
+    // Resume with a 64 KiB file-size limit: writing model.safetensors fails with EFBIG, a real
+    // write error like a full disk (SIGXFSZ ignored so write(2) reports it instead of killing).
+    let mut cmd = Command::new(bin());
+    cmd.args(["train", cfg.to_str().unwrap(), "--resume", "auto", "--set", &format!("run.out_dir={}", out.display())])
+        .args(["--set", "train.max_steps=8", "--set", "train.checkpoint_every=2", "--set", "data.eval=[]"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the checkpointer failed") && err.contains("model.safetensors"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(store.latest().unwrap(), before, "latest still points at the previous checkpoint");
+    CheckpointStore::verify(&before).unwrap();
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-00000006")).collect();
+    assert!(leftovers.is_empty(), "no half-written checkpoint under a real name: {leftovers:?}");
+}
+
+#[test]
+fn non_finite_updates_are_skipped_counted_and_abort_after_n_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let blow_up = ["train.lr=1e30", "train.warmup_steps=0", "train.clip_grad_norm=0", "train.checkpoint_every=1", "data.eval=[]"];
+
+    let mut o = sets(&blow_up);
+    o.extend(sets(&["train.nonfinite=\"skip\"", "train.max_nonfinite_in_a_row=3"]));
+    o.push(format!("run.out_dir={}", dir.path().join("skip").display()));
+    let failed_at: u64 = match run(plan(&cfg, &o)) {
+        Err(RunError::Stage { stage: "trainer", source }) => {
+            let msg = source.to_string();
+            assert!(msg.contains("non-finite") && msg.contains("3 such update(s) in a row"), "{msg}");
+            msg.split("at step ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap()
+        }
+        other => panic!("expected a trainer failure, got {other:?}"),
+    };
+    // Every checkpoint predates the failing update (skipped updates never reach the weights)
+    // and holds finite weights.
+    let store = CheckpointStore::new(dir.path().join("skip/checkpoints"));
+    assert_eq!(store.steps().into_iter().max(), Some(failed_at - 1));
+    for step in store.steps() {
+        for (name, t) in weights(&out_step(&store, step)) {
+            assert!(bool::try_from(t.isfinite().all()).unwrap(), "{name} at step {step} is not finite");
+        }
+    }
+
+    let mut o = sets(&blow_up);
+    o.push("train.nonfinite=\"abort\"".into());
+    o.push(format!("run.out_dir={}", dir.path().join("abort").display()));
+    match run(plan(&cfg, &o)) {
+        Err(RunError::Stage { stage: "trainer", source }) => assert!(source.to_string().contains("1 such update(s)"), "{source}"),
+        other => panic!("expected a trainer failure, got {other:?}"),
+    }
+}
