@@ -107,7 +107,12 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     report(&e);
-                    ExitCode::FAILURE
+                    // An Evaluator may still be inside a forward pass: leave without running
+                    // atexit handlers, which would tear libtorch's globals down under it.
+                    // Everything that matters is on disk (checkpoints are fsynced, events flushed).
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                    // SAFETY: _exit only ends the process.
+                    unsafe { libc::_exit(1) }
                 }
             }
         }

@@ -118,8 +118,11 @@ fn live_metrics_show_trainer_tokens_for_pretraining() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     let port = free_port();
+    let jsonl = dir.path().join("extra.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"One more document.\\nWith two sentences.\"}\nnot json\n{\"body\": 1}\n").unwrap();
+    let train = format!("data.train=[\"{}\", \"{}\"]", jsonl.display(), root().join("data/sotu/train.txt").display());
     let mut child = Command::new(bin())
-        .args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}")])
+        .args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}"), "--set", &train])
         .args(["--set", "train.max_steps=200", "--set", "metrics.linger_s=20"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -135,7 +138,7 @@ fn live_metrics_show_trainer_tokens_for_pretraining() {
     };
     while Instant::now() < deadline {
         body = http_get(port, "/metrics").unwrap_or_default();
-        if trainer_tokens(&body) > 0.0 && body.contains("pretune_step_duration_seconds_bucket") {
+        if trainer_tokens(&body) > 0.0 && body.contains("pretune_step_duration_seconds_bucket") && body.contains("pretune_records_skipped_total") {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -158,5 +161,63 @@ fn live_metrics_show_trainer_tokens_for_pretraining() {
         assert!(body.contains(&format!("# HELP {}", name.trim_end_matches("_bucket"))), "{name} has no HELP:\n{body}");
     }
     assert!(body.contains("run_id=\"test\""), "{body}");
+    for reason in ["bad_json", "missing_field"] {
+        assert!(body.lines().any(|l| l.starts_with("pretune_records_skipped_total{") && l.contains(&format!("reason=\"{reason}\"")) && l.ends_with(" 1")), "{reason}:\n{body}");
+    }
     assert!(body.contains("phase=\"pretrain\",stage=\"masker\"") || body.contains("stage=\"masker\""), "{body}");
+}
+
+#[test]
+fn every_config_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_steps = 60", "max_step = 60").replace("hidden_size = 64", "hidden_size = \"wide\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap(), "--set", "train.batch_size=0", "--set", "tokenizer.path=/nonexistent/tok.json"]);
+    assert_eq!(code, 2, "{err}");
+    for key in ["train.max_step", "model.hidden_size", "train.batch_size", "tokenizer.path"] {
+        assert!(err.contains(key), "{key} missing:\n{err}");
+    }
+    assert!(err.contains("tiny.toml") && err.contains("/nonexistent/tok.json"), "{err}");
+    no_panic(&err);
+}
+
+fn write_bad_corpus(dir: &std::path::Path) -> std::path::PathBuf {
+    let good = std::fs::read_to_string(root().join("data/sotu/valid.txt")).unwrap();
+    let mut bytes = b"A fine sentence.\n\nA bad \xff byte here.\n\n".to_vec();
+    bytes.extend(std::iter::repeat(b'y').take(5000));
+    bytes.extend_from_slice(b"\n\n");
+    bytes.extend_from_slice(good.as_bytes());
+    let p = dir.join("bad.txt");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn bad_records_are_skipped_with_file_and_line_or_fail_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let bad = write_bad_corpus(dir.path());
+    let train = format!("data.train=[\"{}\"]", bad.display());
+    let c = cfg.to_str().unwrap();
+    let (code, _, err) = run_cli(&["train", c, "--set", &train, "--set", "data.max_line_bytes=1000", "--set", "train.max_steps=2", "--set", "data.eval=[]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("bad.txt") && err.contains("line=3") && err.contains("invalid_utf8"), "{err}");
+    assert!(err.contains("line=5") && err.contains("line_too_long"), "{err}");
+    let (code, _, err) = run_cli(&["train", c, "--set", &train, "--set", "data.on_error=\"fail\"", "--set", "data.eval=[]"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.txt:3") && err.contains("invalid UTF-8"), "{err}");
+    no_panic(&err);
+}
+
+#[test]
+fn a_metrics_port_in_use_is_a_clear_error_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen={addr}")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&addr) && err.to_lowercase().contains("in use"), "{err}");
+    no_panic(&err);
 }

@@ -295,3 +295,31 @@ fn non_finite_updates_are_skipped_counted_and_abort_after_n_in_a_row() {
         other => panic!("expected a trainer failure, got {other:?}"),
     }
 }
+
+#[test]
+fn retention_keeps_the_last_k_and_the_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("best");
+    let mut o = sets(&["train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=3", "train.keep_last=1", "train.lr=2e-2"]);
+    o.push(format!("run.out_dir={}", out.display()));
+    run(plan(&cfg, &o)).unwrap();
+    let evals: Vec<(u64, f64)> = std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("eval")?.get("mlm_loss")?.as_f64()?)))
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 6, 9, 12]);
+    let best_step = evals.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    let store = CheckpointStore::new(out.join("checkpoints"));
+    assert_eq!(store.best().unwrap(), out.join("checkpoints").join(CheckpointStore::dir_name(best_step)));
+    let mut kept = store.steps();
+    kept.sort();
+    let mut want = vec![best_step, 12];
+    want.dedup();
+    assert_eq!(kept, want, "evals {evals:?}");
+    let record = store.best_record().unwrap();
+    assert_eq!(record.step, best_step);
+    assert_eq!(record.eval_loss, evals.iter().find(|e| e.0 == best_step).unwrap().1);
+}

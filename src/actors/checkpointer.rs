@@ -33,6 +33,11 @@ pub struct Save {
 #[rtype(result = "()")]
 pub struct MarkBest(pub Best);
 
+/// Answered once every earlier message is handled (the mailbox is processed in order).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
 /// The actor.
 pub struct Checkpointer {
     /// Where checkpoints go.
@@ -50,13 +55,19 @@ pub struct Checkpointer {
 impl Checkpointer {
     fn point_best(&self) {
         if let Some(b) = self.best {
-            match self.store.set_best(b.step) {
+            match self.store.set_best(b) {
                 Ok(true) => self.store.retain(self.keep_last),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not mark the best checkpoint"),
             }
         }
     }
+}
+
+impl Handler<Flush> for Checkpointer {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut SyncContext<Self>) {}
 }
 
 impl Handler<MarkBest> for Checkpointer {

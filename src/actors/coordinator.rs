@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::checkpointer::{Checkpointer, MarkBest};
+use super::checkpointer::{Checkpointer, Flush, MarkBest};
 use super::control::StopFlag;
 use crate::checkpoint::state::Best;
 use super::events::{Event, SharedError, TrainerTotals};
@@ -104,14 +104,22 @@ impl Coordinator {
         let _ = writeln!(self.events, "{v}").and_then(|_| self.events.flush());
     }
 
-    fn finish_if_settled(&mut self) {
+    fn finish_if_settled(&mut self, ctx: &mut Context<Self>) {
         let settled = match self.owed {
             Some((evals, saves)) => self.evals_seen >= evals && self.saves_seen >= saves,
             None => false,
         };
         let failed = self.outcome.as_ref().is_some_and(|o| o.failure.is_some());
-        if settled || failed {
+        if failed {
             self.finish();
+        } else if settled {
+            // Let the Checkpointer handle any best-checkpoint mark sent just before.
+            match self.checkpointer.clone() {
+                Some(ck) => {
+                    ctx.spawn(actix::fut::wrap_future::<_, Self>(async move { ck.send(Flush).await }).map(|_, act, _| act.finish()));
+                }
+                None => self.finish(),
+            }
         }
     }
 
@@ -141,7 +149,10 @@ impl Actor for Coordinator {
             progress.println("signal: finishing the current step and writing a checkpoint (signal again to quit now)");
             stop.request_graceful();
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            std::process::exit(130);
+            // At once: `_exit` skips atexit handlers, which would tear libtorch's globals down
+            // under a Trainer still in the middle of a step.
+            // SAFETY: _exit only ends the process.
+            unsafe { libc::_exit(130) }
         }));
     }
 }
@@ -149,7 +160,7 @@ impl Actor for Coordinator {
 impl Handler<Event> for Coordinator {
     type Result = ();
 
-    fn handle(&mut self, event: Event, _: &mut Context<Self>) {
+    fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
         match event {
             Event::Step(r) => {
                 self.progress.step(&r);
@@ -173,7 +184,7 @@ impl Handler<Event> for Coordinator {
                         ck.do_send(MarkBest(b));
                     }
                 }
-                self.finish_if_settled();
+                self.finish_if_settled(ctx);
             }
             Event::Saved { step, path, write_s, stall_s } => {
                 self.saves_seen += 1;
@@ -183,14 +194,14 @@ impl Handler<Event> for Coordinator {
                     o.last_checkpoint = Some(path);
                     o.max_checkpoint_stall_s = o.max_checkpoint_stall_s.max(stall_s);
                 }
-                self.finish_if_settled();
+                self.finish_if_settled(ctx);
             }
             Event::TrainerDone(t) => {
                 self.owed = Some((t.evals_requested, t.checkpoints_requested));
                 if let Some(o) = self.outcome.as_mut() {
                     o.totals = Some(t);
                 }
-                self.finish_if_settled();
+                self.finish_if_settled(ctx);
             }
             Event::Failed { stage, error } => {
                 self.stop.abort();
@@ -199,7 +210,7 @@ impl Handler<Event> for Coordinator {
                 if let Some(o) = self.outcome.as_mut() {
                     o.failure.get_or_insert((stage, error));
                 }
-                self.finish_if_settled();
+                self.finish_if_settled(ctx);
             }
         }
     }

@@ -268,6 +268,8 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
         None => StartPoint::default(),
     };
 
+    // `best.json` is the authority (a state.json only knows the best at its writing time).
+    let resumed_best = resume_point.as_ref().and_then(|r| store.best_record().or(r.state.best));
     let stop = StopFlag::new();
     let eval_permits = Permits::new(1);
     let ckpt_permits = Permits::new(1);
@@ -299,12 +301,12 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                     keep_last: c.train.keep_last,
                     coordinator: coordinator.clone(),
                     permits: ckpt_permits.clone(),
-                    best: resume_point.as_ref().and_then(|r| r.state.best),
+                    best: resumed_best,
                 };
                 let slot = Mutex::new(Some(ck));
                 SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
             };
-            coordinator.do_send(coordinator::Wire { checkpointer: checkpointer.clone(), best: resume_point.as_ref().and_then(|r| r.state.best) });
+            coordinator.do_send(coordinator::Wire { checkpointer: checkpointer.clone(), best: resumed_best });
 
             let sink: events::EventSink = {
                 let addr = coordinator.clone();

@@ -34,7 +34,8 @@ pub struct CheckpointState {
     pub config: serde_json::Value,
     /// Versions of pretune, tch and libtorch that wrote it.
     pub versions: BTreeMap<String, String>,
-    /// The best checkpoint so far by held-out loss, if any evaluation ran.
+    /// The best checkpoint by held-out loss known when this one was written (the evaluation of
+    /// this very step may come later; `checkpoints/best.json` has the final word).
     #[serde(default)]
     pub best: Option<Best>,
     /// sha256 of every other file in the folder.

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::policy;
-use super::state::CheckpointState;
+use super::state::{Best, CheckpointState};
 
 /// Errors of the checkpoint store.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ impl CheckpointStore {
         Ok(dest)
     }
 
-    /// Atomically points `pointer` (`latest` or `best`) at the folder `name`.
+    /// Atomically replaces the small file `pointer` (`latest`, `best.json`) with `name`.
     fn set_pointer(&self, pointer: &str, name: &str) -> Result<(), CheckpointError> {
         let tmp = self.root.join(format!(".{pointer}.tmp"));
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -141,24 +141,29 @@ impl CheckpointStore {
         fsync(&self.root)
     }
 
-    /// Marks the checkpoint of `step` as the best one (it is then never deleted by retention).
-    /// Nothing happens when that step has no checkpoint on disk.
+    /// Marks the checkpoint of `best.step` as the best one (it is then never deleted by
+    /// retention) by writing `best.json` (`{"step", "eval_loss"}`) atomically. Nothing happens
+    /// when that step has no checkpoint on disk.
     ///
     /// # Errors
-    /// I/O errors writing the `best` pointer.
-    pub fn set_best(&self, step: u64) -> Result<bool, CheckpointError> {
-        let name = Self::dir_name(step);
-        if !self.root.join(&name).join("state.json").exists() {
+    /// I/O errors writing `best.json`.
+    pub fn set_best(&self, best: Best) -> Result<bool, CheckpointError> {
+        if !self.root.join(Self::dir_name(best.step)).join("state.json").exists() {
             return Ok(false);
         }
-        self.set_pointer("best", &name)?;
+        let json = serde_json::to_string(&best).map_err(|source| CheckpointError::State { path: self.root.clone(), source })?;
+        self.set_pointer("best.json", &json)?;
         Ok(true)
     }
 
-    /// The folder `best` points at, if any.
+    /// The best checkpoint recorded in `best.json`, if any.
+    pub fn best_record(&self) -> Option<Best> {
+        serde_json::from_str(&fs::read_to_string(self.root.join("best.json")).ok()?).ok()
+    }
+
+    /// The folder of the best checkpoint, if any.
     pub fn best(&self) -> Option<PathBuf> {
-        let name = fs::read_to_string(self.root.join("best")).ok()?;
-        Some(self.root.join(name.trim()))
+        self.best_record().map(|b| self.root.join(Self::dir_name(b.step)))
     }
 
     /// Removes temporary folders a killed run left behind (never complete checkpoints).
