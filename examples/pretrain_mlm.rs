@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     ];
     let config = pretune::config::load(&path, &overrides)?;
     let plan = pretune::config::resolve(&path, config)?;
-    println!("model: {} layers, hidden {}, vocabulary {}", plan.model.num_hidden_layers, plan.model.hidden_size, plan.model.vocab_size);
+    println!("objective: {:?}, vocabulary {}", plan.names, plan.model.vocab_size());
     let summary = pretune::actors::run(plan)?;
     println!(
         "{} steps, {} tokens, {:.0} tokens/s, final loss {:.4}, data wait {:.1} %",

@@ -37,6 +37,14 @@ pub struct HostBatch {
     pub masked_positions: Vec<i64>,
     /// Labels at `masked_positions`.
     pub masked_labels: Vec<i64>,
+    /// Position ids `[batch, seq_len]` (GLM's first row); empty means `0..len` per row.
+    pub position_ids: Vec<i64>,
+    /// GLM's block position ids `[batch, seq_len]`; empty for BERT.
+    pub block_position_ids: Vec<i64>,
+    /// GLM: Part A length per row (prefix-causal attention); empty means bidirectional.
+    pub prefix_len: Vec<i64>,
+    /// NSP / SOP label per row; empty without a pair task.
+    pub pair_labels: Vec<i64>,
     /// Non-padding tokens in the batch.
     pub n_tokens: usize,
     /// Scored positions: the loss divisor, known on the host so normalising needs no sync.
@@ -44,9 +52,13 @@ pub struct HostBatch {
 }
 
 impl HostBatch {
-    /// Position ids of one row (0..len, then 0 on padding), for `pretune preview`.
-    pub fn position_ids(&self, row: usize) -> Vec<i64> {
-        (0..self.seq_len as i64).map(|j| if j < self.lengths[row] { j } else { 0 }).collect()
+    /// Position ids of one row, cut at its length.
+    pub fn row_positions(&self, row: usize) -> Vec<i64> {
+        if self.position_ids.is_empty() {
+            (0..self.lengths[row]).collect()
+        } else {
+            self.row(&self.position_ids, row).to_vec()
+        }
     }
 
     /// A row of a `[batch, seq_len]` buffer, cut at the row's length.

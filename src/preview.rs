@@ -1,71 +1,136 @@
 //! `pretune preview`: what the Masker produces for the first examples, exactly as training
-//! would see them (same stream, same seed, same masks).
+//! sees them (same stream, same batches, same seed, same masks).
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::actors::{mask_context, train_stream};
-use crate::batch::RawBatch;
+use crate::batch::{HostBatch, RawBatch};
 use crate::config::RunPlan;
 use crate::data::stream::StreamError;
 use crate::masking::collate::mask_and_collate;
+use crate::masking::mlm::IGNORE;
 use crate::rng::Stream;
 
 /// One example as the model sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PreviewRow {
-    /// Global example index.
-    pub example: u64,
+    /// `mlm`, `mlm+nsp`, `mlm+sop` or `glm`.
+    pub objective: String,
     /// Tokens as strings (after corruption).
     pub tokens: Vec<String>,
     /// Ids (after corruption).
     pub input_ids: Vec<i64>,
-    /// Original id where scored, -100 elsewhere.
+    /// Target where scored, -100 elsewhere.
     pub labels: Vec<i64>,
     /// Segment ids.
     pub token_type_ids: Vec<i64>,
-    /// Position ids.
+    /// Position ids (GLM: the first row).
     pub position_ids: Vec<i64>,
+    /// GLM's block position ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_position_ids: Option<Vec<i64>>,
+    /// `{"kind": "bidirectional"}` or `{"kind": "prefix_causal", "prefix_len": N}`.
+    pub attention: Value,
+    /// NSP label (1 = B is from another document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nsp_label: Option<i64>,
+    /// SOP label (1 = swapped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sop_label: Option<i64>,
 }
 
-/// The first `n` examples of the training stream, masked.
+fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
+    let input_ids = b.row(&b.input_ids, r).to_vec();
+    let glm = !b.prefix_len.is_empty();
+    let pair = plan.names.pair;
+    let label = b.pair_labels.get(r).copied();
+    PreviewRow {
+        objective: match pair {
+            Some(p) => format!("{}+{p}", plan.names.lm),
+            None => plan.names.lm.to_owned(),
+        },
+        tokens: input_ids.iter().map(|&i| plan.tokenizer.id_to_token(i as u32)).collect(),
+        labels: b.row(&b.labels, r).to_vec(),
+        token_type_ids: b.row(&b.token_type_ids, r).to_vec(),
+        position_ids: b.row_positions(r),
+        block_position_ids: glm.then(|| b.row(&b.block_position_ids, r).to_vec()),
+        attention: if glm { json!({"kind": "prefix_causal", "prefix_len": b.prefix_len[r]}) } else { json!({"kind": "bidirectional"}) },
+        nsp_label: label.filter(|_| pair == Some("nsp")),
+        sop_label: label.filter(|_| pair == Some("sop")),
+        input_ids,
+    }
+}
+
+/// The first `n` rows of the first training batches.
 ///
 /// # Errors
 /// As the training stream.
 pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError> {
     let mut stream = train_stream(plan, Default::default());
     let ctx = mask_context(plan, Stream::Mask);
+    let bs = plan.config.train.batch_size;
     let mut rows = Vec::with_capacity(n);
+    let mut seq = 0;
     while rows.len() < n {
-        let Some(ex) = stream.next_example()? else { break };
-        let index = ex.index;
-        // Masks are keyed per example, so a batch of one masks exactly as training does.
-        let b = mask_and_collate(RawBatch { seq: 0, examples: vec![ex], cursor: stream.cursor() }, &ctx);
-        let input_ids = b.row(&b.input_ids, 0).to_vec();
-        rows.push(PreviewRow {
-            example: index,
-            tokens: input_ids.iter().map(|&i| plan.tokenizer.id_to_token(i as u32)).collect(),
-            labels: b.row(&b.labels, 0).to_vec(),
-            token_type_ids: b.row(&b.token_type_ids, 0).to_vec(),
-            position_ids: b.position_ids(0)[..input_ids.len()].to_vec(),
-            input_ids,
-        });
+        let mut examples = Vec::with_capacity(bs);
+        while examples.len() < bs {
+            match stream.next_example()? {
+                Some(e) => examples.push(e),
+                None => break,
+            }
+        }
+        if examples.is_empty() {
+            break;
+        }
+        let b = mask_and_collate(RawBatch { seq, examples, cursor: stream.cursor() }, &ctx);
+        rows.extend((0..b.batch_size).take(n - rows.len()).map(|r| row(plan, &b, r)));
+        seq += 1;
     }
     Ok(rows)
 }
 
-/// Human-readable rendering: one token per column, `[MASK]→original` where scored.
+/// Human-readable rendering: `[MASK]→original` where MLM scores, the A/B split and label for
+/// NSP/SOP, Part A and the Part B spans for GLM.
 pub fn render_text(rows: &[PreviewRow], plan: &RunPlan) -> String {
+    let tok = |id: i64| plan.tokenizer.id_to_token(id as u32);
     let mut out = String::new();
-    for r in rows {
-        let scored = r.labels.iter().filter(|&&l| l != -100).count();
-        out.push_str(&format!("example {} ({} tokens, {} scored)\n", r.example, r.tokens.len(), scored));
-        let shown: Vec<String> = r
-            .tokens
-            .iter()
-            .zip(&r.labels)
-            .map(|(t, &l)| if l == -100 { t.clone() } else { format!("{t}→{}", plan.tokenizer.id_to_token(l as u32)) })
-            .collect();
-        out.push_str(&format!("  tokens:         {}\n", shown.join(" ")));
+    for (k, r) in rows.iter().enumerate() {
+        let scored = r.labels.iter().filter(|&&l| l != IGNORE).count();
+        out.push_str(&format!("example {k} [{}] ({} tokens, {} scored)\n", r.objective, r.tokens.len(), scored));
+        if let Some(sep) = r.attention.get("prefix_len").and_then(Value::as_u64) {
+            let sep = sep as usize;
+            out.push_str(&format!("  part A ({sep} tokens): {}\n", r.tokens[..sep].join(" ")));
+            let mut i = sep;
+            while i < r.tokens.len() {
+                let mut j = i + 1;
+                while j < r.tokens.len() && r.block_position_ids.as_ref().is_some_and(|b| b[j] != 1) {
+                    j += 1;
+                }
+                let targets: Vec<String> = r.labels[i..j].iter().filter(|&&l| l != IGNORE).map(|&l| tok(l)).collect();
+                out.push_str(&format!("  part B at position {}: {} => {}\n", r.position_ids[i], r.tokens[i..j].join(" "), targets.join(" ")));
+                i = j;
+            }
+            out.push_str(&format!("  attention: prefix-causal, Part A length {sep}\n"));
+            out.push_str(&format!("  position_ids:       {:?}\n", r.position_ids));
+            out.push_str(&format!("  block_position_ids: {:?}\n\n", r.block_position_ids.clone().unwrap_or_default()));
+            continue;
+        }
+        let shown: Vec<String> =
+            r.tokens.iter().zip(&r.labels).map(|(t, &l)| if l == IGNORE { t.clone() } else { format!("{t}→{}", tok(l)) }).collect();
+        match r.nsp_label.map(|l| ("nsp", l)).or(r.sop_label.map(|l| ("sop", l))) {
+            Some((task, label)) => {
+                let a_end = r.token_type_ids.iter().position(|&t| t == 1).unwrap_or(r.tokens.len());
+                let meaning = match (task, label) {
+                    ("nsp", 0) => "IsNext",
+                    ("nsp", _) => "NotNext (B from another document)",
+                    (_, 0) => "in order",
+                    _ => "swapped",
+                };
+                out.push_str(&format!("  A: {}\n  B: {}\n  {task}_label: {label} ({meaning})\n", shown[..a_end].join(" "), shown[a_end..].join(" ")));
+            }
+            None => out.push_str(&format!("  tokens:         {}\n", shown.join(" "))),
+        }
         out.push_str(&format!("  input_ids:      {:?}\n", r.input_ids));
         out.push_str(&format!("  labels:         {:?}\n", r.labels));
         out.push_str(&format!("  token_type_ids: {:?}\n", r.token_type_ids));

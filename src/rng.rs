@@ -27,6 +27,8 @@ pub enum Stream {
     EvalMask = 4,
     /// Seed of libtorch's generator (dropout) for one update.
     Dropout = 5,
+    /// GLM's per-batch choices (mode, document-mode length).
+    GlmBatch = 6,
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -9,7 +9,7 @@ use pretune::batch::HostBatch;
 use pretune::checkpoint::CheckpointStore;
 use pretune::config;
 use pretune::data::stream::ExampleStream;
-use pretune::model::bert::BertForMaskedLM;
+use pretune::objective::PretrainModel;
 use tch::{nn, Device};
 
 use crate::util::tiny_config;
@@ -61,7 +61,7 @@ fn stream_resumed_from_a_cursor_continues_with_the_same_examples() {
         let mut r = ExampleStream::new(p.train_spans.clone(), p.tokenizer.clone(), stream_settings(&p, true), cursors[at]);
         for want in &all[at..] {
             let got = r.next_example().unwrap().unwrap();
-            assert_eq!((got.index, &got.segment), (want.index, &want.segment), "resumed at {at}");
+            assert_eq!((got.index, &got.payload), (want.index, &want.payload), "resumed at {at}");
         }
     }
 }
@@ -97,12 +97,12 @@ fn tiny_mlm_run_learns_checkpoints_and_reloads_to_the_same_eval() {
 
     // A fresh model loaded from the checkpoint gives exactly the Evaluator's numbers.
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForMaskedLM::new(&vs.root(), &eval_plan.model);
+    let model = PretrainModel::new(&vs.root(), &eval_plan.model);
     vs.load(latest.join("model.safetensors")).unwrap();
     let (step, reported) = summary.eval.expect("an evaluation at the end");
     assert_eq!(step, 60);
     let data = eval_data(&eval_plan);
-    let again = pretune::objective::mlm::evaluate(&model, &data.build().unwrap(), Device::Cpu);
+    let again = pretune::objective::eval::evaluate(&model, &data.build().unwrap(), Device::Cpu, eval_plan.names);
     assert_eq!(again.scored_tokens, reported.scored_tokens);
     assert!((again.loss - reported.loss).abs() < 1e-9, "{again:?} vs {reported:?}");
     assert_eq!(again.accuracy, reported.accuracy);

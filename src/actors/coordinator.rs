@@ -16,7 +16,7 @@ use super::control::StopFlag;
 use crate::checkpoint::state::Best;
 use super::events::{Event, SharedError, TrainerTotals};
 use super::progress::Progress;
-use crate::objective::mlm::EvalMetrics;
+use crate::objective::eval::EvalMetrics;
 
 /// How the run ended, as the Coordinator saw it.
 #[derive(Debug)]

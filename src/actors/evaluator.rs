@@ -16,8 +16,8 @@ use crate::data::stream::{ExampleStream, StreamError, StreamSettings};
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::collate::{mask_and_collate, MaskContext};
 use crate::metrics::names;
-use crate::model::bert::{BertConfig, BertForMaskedLM};
-use crate::objective::mlm::evaluate;
+use crate::objective::eval::evaluate;
+use crate::objective::{ModelSpec, ObjectiveNames, PretrainModel};
 
 /// Evaluate these weights (taken after `step`).
 #[derive(Message)]
@@ -76,7 +76,8 @@ impl EvalData {
 /// The actor.
 pub struct Evaluator {
     vs: nn::VarStore,
-    model: BertForMaskedLM,
+    model: PretrainModel,
+    names: ObjectiveNames,
     /// Variables by name, to copy snapshots in.
     vars: HashMap<String, Tensor>,
     data: EvalData,
@@ -88,11 +89,11 @@ pub struct Evaluator {
 impl Evaluator {
     /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
     /// own model: variable initialisation draws from libtorch's global generator.
-    pub fn new(cfg: &BertConfig, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
+    pub fn new(spec: &ModelSpec, names: ObjectiveNames, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
         let vs = nn::VarStore::new(device);
-        let model = BertForMaskedLM::new(&vs.root(), cfg);
+        let model = PretrainModel::new(&vs.root(), spec);
         let vars = vs.variables();
-        Evaluator { vs, model, vars, data, batches: None, coordinator, permits }
+        Evaluator { vs, model, names, vars, data, batches: None, coordinator, permits }
     }
 }
 
@@ -115,7 +116,7 @@ impl Handler<Evaluate> for Evaluator {
                     }
                 }
             });
-            Ok(evaluate(&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device()))
+            Ok(evaluate(&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device(), self.names))
         })();
         self.permits.release();
         match result {

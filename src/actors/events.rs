@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::objective::mlm::EvalMetrics;
+use crate::objective::eval::EvalMetrics;
 
 /// An error shared between the stage that failed and whoever reports it; keeps its causes.
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync>;

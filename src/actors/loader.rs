@@ -59,7 +59,7 @@ impl Loader {
             if examples.is_empty() {
                 return Ok(());
             }
-            tokens.increment(examples.iter().map(|e| e.segment.ids.len() as u64 + 2).sum());
+            tokens.increment(examples.iter().map(|e| e.payload.n_tokens() as u64).sum());
             samples.increment(examples.len() as u64);
             let batch = RawBatch { seq, examples, cursor: self.stream.cursor() };
             if self.tx.send(batch).is_err() {

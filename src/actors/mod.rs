@@ -35,10 +35,14 @@ use crate::checkpoint::resume::choose;
 use crate::checkpoint::CheckpointStore;
 use crate::config::RunPlan;
 use crate::data::stream::{Cursor, ExampleStream, StreamSettings};
-use crate::masking::collate::MaskContext;
+use crate::config::{ObjectiveKind, SentencePair};
+use crate::data::pairs::PairTask;
+use crate::data::stream::Layout;
+use crate::masking::collate::{Corruption, MaskContext};
+use crate::masking::glm::GlmSettings;
 use crate::masking::mlm::MlmSettings;
 use crate::metrics::MetricsError;
-use crate::objective::mlm::EvalMetrics;
+use crate::objective::eval::EvalMetrics;
 use crate::rng::Stream;
 use crate::train::adamw::AdamWConfig;
 use crate::train::policy::StepPolicy;
@@ -124,10 +128,20 @@ pub struct RunSummary {
 /// Settings of the training stream (`train`) or of the held-out stream.
 pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
     let c = &plan.config;
+    let o = &c.objective;
+    let layout = match (o.kind, o.sentence_pair) {
+        (ObjectiveKind::Glm, _) => Layout::Segments { max_tokens: c.train.max_seq_len - 1 },
+        (ObjectiveKind::Mlm, SentencePair::None) => Layout::Segments { max_tokens: c.train.max_seq_len - 2 },
+        (ObjectiveKind::Mlm, pair) => Layout::Pairs {
+            max_num_tokens: c.train.max_seq_len - 3,
+            short_seq_prob: o.short_seq_prob,
+            task: if pair == SentencePair::Sop { PairTask::Sop } else { PairTask::Nsp },
+        },
+    };
     StreamSettings {
         seed: c.run.seed,
         block_docs: c.data.shuffle_block_docs,
-        max_tokens: c.train.max_seq_len - 2,
+        layout,
         read: crate::config::plan::read_settings(&c.data),
         shuffle: train,
         repeat: train,
@@ -138,19 +152,38 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
 pub fn mask_context(plan: &RunPlan, stream: Stream) -> MaskContext {
     let o = &plan.config.objective;
     let ids = plan.tokenizer.special_ids();
-    MaskContext {
-        seed: plan.config.run.seed,
-        stream,
-        mlm: MlmSettings {
+    let corruption = match plan.glm_ids {
+        Some(glm_ids) => Corruption::Glm {
+            settings: GlmSettings {
+                mask_ratio: o.glm.mask_ratio,
+                avg_block_length: o.glm.avg_block_length,
+                max_block_length: o.glm.max_block_length,
+                gap_sentence_ratio: o.glm.gap_sentence_ratio,
+                gpt_min_ratio: o.glm.gpt_min_ratio,
+                gpt_infill_prob: o.glm.gpt_infill_prob,
+                shuffle_blocks: o.glm.shuffle_blocks,
+                ids: glm_ids,
+            },
+            bert_prob: o.glm.bert_prob,
+            gap_sentence_prob: o.glm.gap_sentence_prob,
+        },
+        None => Corruption::Mlm(MlmSettings {
             mask_prob: o.mask_prob,
             mask_token_prob: o.mask_token_prob,
             random_token_prob: o.random_token_prob,
             selection: o.selection,
             max_predictions: o.max_predictions,
-            whole_word: o.whole_word,
+            unit: o.unit,
+            span_p: o.span_p,
+            span_max: o.span_max,
             mask_id: ids.mask,
             vocab_size: plan.tokenizer.vocab_size(),
-        },
+        }),
+    };
+    MaskContext {
+        seed: plan.config.run.seed,
+        stream,
+        corruption,
         special: Arc::new(plan.tokenizer.special_mask().to_vec()),
         ids,
         max_seq_len: plan.config.train.max_seq_len,
@@ -290,7 +323,7 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
             let evaluator = if plan.eval_spans.is_empty() {
                 None
             } else {
-                let ev = evaluator::Evaluator::new(&plan.model, plan.device, eval_data(&plan), coordinator.clone(), eval_permits.clone());
+                let ev = evaluator::Evaluator::new(&plan.model, plan.names, plan.device, eval_data(&plan), coordinator.clone(), eval_permits.clone());
                 let slot = Mutex::new(Some(ev));
                 let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
                 Some((addr, eval_permits))
@@ -325,6 +358,7 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                 checkpoint_every: t.checkpoint_every,
                 can_eval: evaluator.is_some(),
             };
+            let names = plan.names;
             let trainer_parts = (
                 plan.model.clone(),
                 plan.device,
@@ -342,7 +376,7 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                 "trainer".into(),
                 Box::new(move || {
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
-                    let mut state = TrainState::new(&model_cfg, device, seed, adamw, schedule, clip);
+                    let mut state = TrainState::new(&model_cfg, names, device, seed, adamw, schedule, clip);
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {
                             stop2.abort();

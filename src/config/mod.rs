@@ -230,8 +230,74 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectiveKind {
-    /// BERT masked language modelling.
+    /// BERT masked language modelling (optionally with NSP or SOP).
     Mlm,
+    /// GLM autoregressive blank infilling.
+    Glm,
+}
+
+/// What MLM chooses to mask.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskUnit {
+    /// Single tokens.
+    Token,
+    /// Whole words (all sub-tokens of a chosen word), from the tokenizer's word ids.
+    Word,
+    /// SpanBERT spans of whole words.
+    Span,
+}
+
+/// The sentence-pair task trained beside MLM.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SentencePair {
+    /// Single segments, no pair task.
+    None,
+    /// Next sentence prediction.
+    Nsp,
+    /// Sentence-order prediction.
+    Sop,
+}
+
+/// `[objective.glm]`: GLM blank infilling (defaults from THUDM/GLM `arguments.py`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlmObjectiveConfig {
+    /// Chance a batch uses token-level spans.
+    pub bert_prob: f64,
+    /// Chance a batch uses sentence-level spans (the rest is document level).
+    pub gap_sentence_prob: f64,
+    /// Share of tokens covered by token-level spans (a floor).
+    pub mask_ratio: f64,
+    /// Poisson lambda of token-level span lengths.
+    pub avg_block_length: f64,
+    /// Span lengths are drawn from 1..max_block_length-1.
+    pub max_block_length: usize,
+    /// Share of tokens covered by sentence-level spans.
+    pub gap_sentence_ratio: f64,
+    /// Document level: the blank is at least this share of the shortest sample.
+    pub gpt_min_ratio: f64,
+    /// Document level: chance of the prefix-LM layout instead of one blank at a random place.
+    pub gpt_infill_prob: f64,
+    /// Part B spans in random order (the paper), or in text order.
+    pub shuffle_blocks: bool,
+}
+
+impl Default for GlmObjectiveConfig {
+    fn default() -> Self {
+        GlmObjectiveConfig {
+            bert_prob: 0.5,
+            gap_sentence_prob: 0.0,
+            mask_ratio: 0.15,
+            avg_block_length: 3.0,
+            max_block_length: 40,
+            gap_sentence_ratio: 0.15,
+            gpt_min_ratio: 0.5,
+            gpt_infill_prob: 0.5,
+            shuffle_blocks: true,
+        }
+    }
 }
 
 /// How MLM positions are chosen.
@@ -260,8 +326,18 @@ pub struct ObjectiveConfig {
     pub selection: Selection,
     /// Cap on scored positions per sequence for `exact` (0: no cap).
     pub max_predictions: usize,
-    /// Choose whole words (all sub-tokens of a chosen word are scored together).
-    pub whole_word: bool,
+    /// `token`, `word` (whole-word masking) or `span` (SpanBERT).
+    pub unit: MaskUnit,
+    /// SpanBERT geometric parameter.
+    pub span_p: f64,
+    /// SpanBERT longest span, in words.
+    pub span_max: usize,
+    /// `none`, `nsp` or `sop`.
+    pub sentence_pair: SentencePair,
+    /// Pair construction: chance of a shorter target length.
+    pub short_seq_prob: f64,
+    /// GLM settings (with `kind = "glm"`).
+    pub glm: GlmObjectiveConfig,
 }
 
 impl Default for ObjectiveConfig {
@@ -273,7 +349,12 @@ impl Default for ObjectiveConfig {
             random_token_prob: 0.1,
             selection: Selection::Exact,
             max_predictions: 0,
-            whole_word: false,
+            unit: MaskUnit::Token,
+            span_p: 0.2,
+            span_max: 10,
+            sentence_pair: SentencePair::None,
+            short_seq_prob: 0.1,
+            glm: GlmObjectiveConfig::default(),
         }
     }
 }

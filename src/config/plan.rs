@@ -10,7 +10,11 @@ use tch::Device;
 use super::{ConfigError, RunConfig};
 use crate::data::source::{document_offsets, FileSpan, ReadSettings};
 use crate::data::tokenize::TextTokenizer;
+use crate::masking::glm::GlmIds;
 use crate::model::bert::BertConfig;
+use crate::model::glm::GlmConfig;
+use crate::objective::{ModelSpec, ObjectiveNames};
+use super::{ObjectiveKind, SentencePair};
 
 /// A run, validated and with everything derived that components need.
 pub struct RunPlan {
@@ -24,8 +28,12 @@ pub struct RunPlan {
     pub eval_spans: Vec<FileSpan>,
     /// The tokenizer.
     pub tokenizer: Arc<TextTokenizer>,
-    /// Model sizes, vocabulary from the tokenizer.
-    pub model: BertConfig,
+    /// Model architecture and sizes, vocabulary from the tokenizer.
+    pub model: ModelSpec,
+    /// Names of the objective's parts (`mlm` + `nsp`, `glm`, ...).
+    pub names: ObjectiveNames,
+    /// GLM's special ids (with `kind = "glm"`).
+    pub glm_ids: Option<GlmIds>,
     /// Where tensors live.
     pub device: Device,
     /// Warm-up updates (from `warmup_steps` or `warmup_ratio`).
@@ -114,6 +122,22 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
         "objective.mask_token_prob + objective.random_token_prob: must be within [0, 1]",
     );
+    let glm = o.kind == ObjectiveKind::Glm;
+    check(!(glm && o.sentence_pair != SentencePair::None), "objective.sentence_pair: GLM has no sentence-pair task (use kind = \"mlm\")");
+    check(
+        !glm || (c.train.max_seq_len as i64) < c.model.max_position_embeddings,
+        "model.max_position_embeddings: GLM needs more than train.max_seq_len (the prefix-LM layout uses position max_seq_len)",
+    );
+    let g = &o.glm;
+    check(
+        (0.0..=1.0).contains(&g.bert_prob) && (0.0..=1.0).contains(&g.gap_sentence_prob) && g.bert_prob + g.gap_sentence_prob <= 1.0,
+        "objective.glm.bert_prob + objective.glm.gap_sentence_prob: must be within [0, 1]",
+    );
+    check(g.max_block_length >= 2, "objective.glm.max_block_length: must be at least 2");
+    check(g.avg_block_length > 0.0, "objective.glm.avg_block_length: must be positive");
+    check(o.span_p > 0.0 && o.span_p < 1.0, "objective.span_p: must be in (0, 1)");
+    check(o.span_max > 0, "objective.span_max: must be positive");
+    check((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]");
     check(c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive");
     check(c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive");
     check(c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive");
@@ -149,21 +173,59 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { file: file.to_owned(), problems });
     }
-    let tokenizer = Arc::new(tokenizer.expect("no problems means the tokenizer loaded"));
+    let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
+    let glm_ids = if c.objective.kind == ObjectiveKind::Glm {
+        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems: vec![format!("tokenizer.path: cannot add GLM's special tokens: {}", crate::error_chain(&e))],
+        })?;
+        let ids = tokenizer.special_ids();
+        Some(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
+    } else {
+        None
+    };
+    let tokenizer = Arc::new(tokenizer);
     let m = &c.model;
-    let model = BertConfig {
-        vocab_size: tokenizer.vocab_size() as i64,
-        hidden_size: m.hidden_size,
-        num_hidden_layers: m.num_layers,
-        num_attention_heads: m.num_heads,
-        intermediate_size: m.intermediate_size,
-        hidden_dropout_prob: m.hidden_dropout,
-        attention_probs_dropout_prob: m.attention_dropout,
-        max_position_embeddings: m.max_position_embeddings,
-        type_vocab_size: m.type_vocab_size,
-        initializer_range: m.initializer_range,
-        layer_norm_eps: m.layer_norm_eps,
-        pad_token_id: tokenizer.special_ids().pad as i64,
+    let vocab_size = tokenizer.vocab_size() as i64;
+    let (model, names) = match c.objective.kind {
+        ObjectiveKind::Mlm => {
+            let pair = match c.objective.sentence_pair {
+                SentencePair::None => None,
+                SentencePair::Nsp => Some("nsp"),
+                SentencePair::Sop => Some("sop"),
+            };
+            let config = BertConfig {
+                vocab_size,
+                hidden_size: m.hidden_size,
+                num_hidden_layers: m.num_layers,
+                num_attention_heads: m.num_heads,
+                intermediate_size: m.intermediate_size,
+                hidden_dropout_prob: m.hidden_dropout,
+                attention_probs_dropout_prob: m.attention_dropout,
+                max_position_embeddings: m.max_position_embeddings,
+                type_vocab_size: m.type_vocab_size,
+                initializer_range: m.initializer_range,
+                layer_norm_eps: m.layer_norm_eps,
+                pad_token_id: tokenizer.special_ids().pad as i64,
+            };
+            (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
+        }
+        ObjectiveKind::Glm => {
+            let config = GlmConfig {
+                vocab_size,
+                hidden_size: m.hidden_size,
+                num_layers: m.num_layers,
+                num_attention_heads: m.num_heads,
+                intermediate_size: m.intermediate_size,
+                max_sequence_length: m.max_position_embeddings,
+                hidden_dropout: m.hidden_dropout,
+                attention_dropout: m.attention_dropout,
+                layernorm_epsilon: m.layer_norm_eps,
+                init_method_std: m.initializer_range,
+                explicit_attention: false,
+            };
+            (ModelSpec::Glm { config }, ObjectiveNames { lm: "glm", pair: None })
+        }
     };
     let warmup_steps = if c.train.warmup_steps > 0 {
         c.train.warmup_steps
@@ -171,7 +233,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None })
+    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids })
 }
 
 /// How the Loader reads records, from `[data]`.

@@ -1,6 +1,7 @@
 //! The data plane's host-side pieces: sources, tokenization, packing, the cursor.
 
 pub mod packing;
+pub mod pairs;
 pub mod source;
 pub mod stream;
 pub mod tokenize;

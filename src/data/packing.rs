@@ -14,12 +14,47 @@ pub struct Segment {
     pub ids: Vec<u32>,
     /// Word-start flags, parallel to `ids`.
     pub word_start: Vec<bool>,
+    /// Exclusive end index of every sentence (or sentence piece) in `ids`, ascending; the last
+    /// is `ids.len()`. GLM's sentence-level blanks use them.
+    pub sentence_ends: Vec<u32>,
 }
 
 impl Segment {
-    fn push(&mut self, s: &TokSentence, range: std::ops::Range<usize>) {
+    /// Appends `s[range]` as one sentence (piece).
+    pub fn push(&mut self, s: &TokSentence, range: std::ops::Range<usize>) {
         self.ids.extend_from_slice(&s.ids[range.clone()]);
         self.word_start.extend_from_slice(&s.word_start[range]);
+        self.sentence_ends.push(self.ids.len() as u32);
+    }
+
+    /// Appends another segment.
+    pub fn extend(&mut self, other: &Segment) {
+        let base = self.ids.len() as u32;
+        self.ids.extend_from_slice(&other.ids);
+        self.word_start.extend_from_slice(&other.word_start);
+        self.sentence_ends.extend(other.sentence_ends.iter().map(|e| e + base));
+    }
+
+    /// Drops the first token (for `truncate_seq_pair`).
+    pub fn pop_front(&mut self) {
+        self.ids.remove(0);
+        self.word_start.remove(0);
+        self.sentence_ends.retain_mut(|e| {
+            *e -= 1;
+            *e > 0
+        });
+    }
+
+    /// Drops the last token.
+    pub fn pop_back(&mut self) {
+        self.ids.pop();
+        self.word_start.pop();
+        let n = self.ids.len() as u32;
+        self.sentence_ends.retain(|&e| e < n);
+        if n > 0 {
+            self.sentence_ends.push(n);
+        }
+        self.sentence_ends.dedup();
     }
 }
 

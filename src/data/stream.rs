@@ -12,8 +12,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::packing::{pack_document, Segment};
+use super::pairs::{create_instances_from_document, PairInstance, PairTask};
 use super::source::{BadRecord, DocReader, FileSpan, ReadSettings, SourceError};
-use super::tokenize::{TextTokenizer, TokenizerError};
+use super::tokenize::{TextTokenizer, TokSentence, TokenizerError};
 use crate::rng::{Rng, Stream};
 
 /// Where the stream stands: enough to continue exactly from here.
@@ -33,7 +34,32 @@ pub struct Cursor {
     pub example: u64,
 }
 
-/// One packed segment, numbered.
+/// What one example holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// One packed segment (MLM, GLM).
+    Single(Segment),
+    /// A sentence pair with its NSP / SOP label.
+    Pair(PairInstance),
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::Single(Segment::default())
+    }
+}
+
+impl Payload {
+    /// Text tokens (special tokens not counted).
+    pub fn n_tokens(&self) -> usize {
+        match self {
+            Payload::Single(s) => s.ids.len(),
+            Payload::Pair(p) => p.a.ids.len() + p.b.ids.len(),
+        }
+    }
+}
+
+/// One example, numbered.
 #[derive(Debug, Clone)]
 pub struct Example {
     /// Global example index; with `epoch` it keys the Masker's RNG.
@@ -41,7 +67,26 @@ pub struct Example {
     /// Epoch this example belongs to.
     pub epoch: u64,
     /// The tokens.
-    pub segment: Segment,
+    pub payload: Payload,
+}
+
+/// How a block of documents becomes examples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layout {
+    /// Pack each document's sentences into segments of at most `max_tokens`.
+    Segments {
+        /// Token budget per segment.
+        max_tokens: usize,
+    },
+    /// Sentence pairs as Google's `create_instances_from_document` builds them.
+    Pairs {
+        /// `max_seq_len - 3`.
+        max_num_tokens: usize,
+        /// Chance of a shorter target length.
+        short_seq_prob: f64,
+        /// NSP or SOP.
+        task: PairTask,
+    },
 }
 
 /// Errors from the stream.
@@ -65,8 +110,8 @@ pub struct StreamSettings {
     pub seed: u64,
     /// Documents per shuffle block.
     pub block_docs: usize,
-    /// Token budget per segment (sequence length minus special tokens).
-    pub max_tokens: usize,
+    /// Segments or sentence pairs.
+    pub layout: Layout,
     /// How records are read and judged.
     pub read: ReadSettings,
     /// Shuffle files and blocks (training) or keep file order (evaluation).
@@ -85,8 +130,8 @@ pub struct ExampleStream {
     order: Vec<usize>,
     /// The open reader, positioned after the current block.
     reader: Option<DocReader>,
-    /// Segments of the current block in shuffled order; `cursor.in_block` indexes into it.
-    block: Vec<Segment>,
+    /// Examples of the current block in shuffled order; `cursor.in_block` indexes into it.
+    block: Vec<Payload>,
     /// Whether `block` holds the block at `cursor.block_offset`.
     block_loaded: bool,
     /// Examples produced in the current epoch (an epoch of zero means an empty corpus).
@@ -163,8 +208,8 @@ impl ExampleStream {
             }
             let i = self.cursor.in_block as usize;
             if i < self.block.len() {
-                let segment = std::mem::take(&mut self.block[i]);
-                let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, segment };
+                let payload = std::mem::take(&mut self.block[i]);
+                let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload };
                 self.cursor.in_block += 1;
                 self.cursor.example += 1;
                 self.produced_this_epoch += 1;
@@ -200,23 +245,30 @@ impl ExampleStream {
             self.reader = Some(DocReader::open(span, self.cursor.block_offset, self.cursor.block_line, &self.settings.read)?);
         }
         let reader = self.reader.as_mut().expect("reader was just opened");
-        let mut segments = Vec::new();
-        let mut docs = 0;
-        while docs < self.settings.block_docs {
+        let mut docs: Vec<Vec<TokSentence>> = Vec::new();
+        while docs.len() < self.settings.block_docs {
             let Some(doc) = reader.next_doc(&mut self.skipped)? else { break };
-            docs += 1;
-            let sentences =
-                doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?;
-            segments.extend(pack_document(&sentences, self.settings.max_tokens));
+            docs.push(doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?);
         }
-        if docs == 0 {
+        if docs.is_empty() {
             return Ok(false);
         }
+        // One RNG per block: pair construction and the shuffle are pure functions of the block.
+        let key = [self.cursor.epoch, self.order[self.cursor.file] as u64, self.cursor.block_offset];
+        let mut rng = Rng::keyed(self.settings.seed, Stream::Block, &key);
+        let mut examples: Vec<Payload> = match self.settings.layout {
+            Layout::Segments { max_tokens } => {
+                docs.iter().flat_map(|d| pack_document(d, max_tokens)).map(Payload::Single).collect()
+            }
+            Layout::Pairs { max_num_tokens, short_seq_prob, task } => (0..docs.len())
+                .flat_map(|d| create_instances_from_document(&docs, d, max_num_tokens, short_seq_prob, task, &mut rng))
+                .map(Payload::Pair)
+                .collect(),
+        };
         if self.settings.shuffle {
-            let key = [self.cursor.epoch, self.order[self.cursor.file] as u64, self.cursor.block_offset];
-            Rng::keyed(self.settings.seed, Stream::Block, &key).shuffle(&mut segments);
+            rng.shuffle(&mut examples);
         }
-        self.block = segments;
+        self.block = examples;
         self.block_loaded = true;
         Ok(true)
     }

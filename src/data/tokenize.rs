@@ -31,7 +31,7 @@ pub enum TokenizerError {
         /// The missing token.
         token: &'static str,
     },
-    /// Encoding failed.
+    /// Encoding (or adding tokens) failed.
     #[error("tokenization failed")]
     Encode(#[source] tokenizers::Error),
 }
@@ -112,6 +112,35 @@ impl TextTokenizer {
         }
         special[ids.unk as usize] = false;
         Ok(TextTokenizer { inner, special, ids, vocab_size })
+    }
+
+    /// Adds `tokens` as special tokens where the vocabulary lacks them (GLM's `[sop]`,
+    /// `[eop]`, `[sMASK]`, `[gMASK]`); the vocabulary grows by the number added. Returns the id
+    /// of each token.
+    ///
+    /// # Errors
+    /// [`TokenizerError::Encode`] when the tokenizer refuses the tokens.
+    pub fn ensure_special(&mut self, tokens: &[&str]) -> Result<Vec<u32>, TokenizerError> {
+        let missing: Vec<tokenizers::AddedToken> =
+            tokens.iter().filter(|t| self.inner.token_to_id(t).is_none()).map(|t| tokenizers::AddedToken::from(*t, true)).collect();
+        if !missing.is_empty() {
+            self.inner.add_special_tokens(missing).map_err(TokenizerError::Encode)?;
+        }
+        self.vocab_size = self.inner.get_vocab_size(true);
+        self.special.resize(self.vocab_size, false);
+        Ok(tokens
+            .iter()
+            .map(|t| {
+                let id = self.inner.token_to_id(t).expect("the token was just added");
+                self.special[id as usize] = true;
+                id
+            })
+            .collect())
+    }
+
+    /// Id of a token, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// Ids of the BERT special tokens.

@@ -1,12 +1,31 @@
-//! The Masker's work on one batch: add `[CLS]` / `[SEP]`, corrupt, and collate into flat,
-//! padded buffers. Pure: the result depends only on the batch and the settings.
+//! The Masker's work on one batch: frame, corrupt and collate into flat, padded buffers.
+//! Pure: the result depends only on the batch and the settings.
 
 use std::sync::Arc;
 
+use super::glm::{corrupt, document_max_gen, GlmMode, GlmSettings};
 use super::mlm::{mask_sequence, MlmSettings, IGNORE};
 use crate::batch::{HostBatch, RawBatch};
+use crate::data::packing::Segment;
+use crate::data::stream::Payload;
 use crate::data::tokenize::SpecialIds;
 use crate::rng::{Rng, Stream};
+
+/// The corruption an objective applies.
+#[derive(Debug, Clone)]
+pub enum Corruption {
+    /// BERT MLM (on single segments or sentence pairs).
+    Mlm(MlmSettings),
+    /// GLM blank infilling; the mode is drawn per batch.
+    Glm {
+        /// Span settings.
+        settings: GlmSettings,
+        /// Chance of token-level blanks.
+        bert_prob: f64,
+        /// Chance of sentence-level blanks.
+        gap_sentence_prob: f64,
+    },
+}
 
 /// Everything the Masker needs besides the batch.
 #[derive(Debug, Clone)]
@@ -15,65 +34,162 @@ pub struct MaskContext {
     pub seed: u64,
     /// `Stream::Mask` for training, `Stream::EvalMask` for the held-out split.
     pub stream: Stream,
-    /// MLM knobs.
-    pub mlm: MlmSettings,
+    /// What to do to each example.
+    pub corruption: Corruption,
     /// Special-token flags per id.
     pub special: Arc<Vec<bool>>,
     /// `[CLS]`, `[SEP]`, `[PAD]` ids.
     pub ids: SpecialIds,
-    /// Longest sequence allowed (padding never goes past it).
+    /// Longest sequence allowed for BERT inputs (padding never goes past it).
     pub max_seq_len: usize,
 }
 
 /// Rounds the padded length up to a multiple of this (tensor-core and SIMD friendly).
 pub const PAD_MULTIPLE: usize = 8;
 
-/// Masks and collates one batch. Each example's RNG is keyed by `(seed, epoch, index)`, so the
-/// result is the same whichever worker runs it.
+/// One framed and corrupted row before padding.
+#[derive(Default)]
+struct Row {
+    ids: Vec<u32>,
+    labels: Vec<i64>,
+    types: Vec<i64>,
+    positions: Vec<i64>,
+    blocks: Vec<i64>,
+    prefix: usize,
+    pair: Option<i64>,
+}
+
+/// `[CLS] seg [SEP]` or `[CLS] a [SEP] b [SEP]`, with word starts and token types.
+fn frame_bert(p: &Payload, ids: &SpecialIds) -> (Vec<u32>, Vec<bool>, Vec<i64>, Option<i64>) {
+    let mut t = vec![ids.cls];
+    let mut w = vec![true];
+    let push = |seg: &Segment, t: &mut Vec<u32>, w: &mut Vec<bool>| {
+        t.extend_from_slice(&seg.ids);
+        w.extend_from_slice(&seg.word_start);
+        t.push(ids.sep);
+        w.push(true);
+    };
+    match p {
+        Payload::Single(seg) => {
+            push(seg, &mut t, &mut w);
+            let types = vec![0; t.len()];
+            (t, w, types, None)
+        }
+        Payload::Pair(pair) => {
+            push(&pair.a, &mut t, &mut w);
+            let a_len = t.len();
+            push(&pair.b, &mut t, &mut w);
+            let types = (0..t.len()).map(|i| (i >= a_len) as i64).collect();
+            (t, w, types, Some(pair.label as i64))
+        }
+    }
+}
+
+/// Masks and collates one batch. Each example's RNG is keyed by `(seed, epoch, index)` and a
+/// GLM batch's mode by `(seed, batch seq)`, so the result is the same whichever worker runs it.
 pub fn mask_and_collate(raw: RawBatch, ctx: &MaskContext) -> HostBatch {
-    let b = raw.examples.len();
-    let longest = raw.examples.iter().map(|e| e.segment.ids.len() + 2).max().unwrap_or(2);
-    let seq_len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
-    let seq_len = seq_len.min(ctx.max_seq_len.max(longest));
+    let rows: Vec<Row> = match &ctx.corruption {
+        Corruption::Mlm(mlm) => raw
+            .examples
+            .iter()
+            .map(|ex| {
+                let (mut ids, word_start, types, pair) = frame_bert(&ex.payload, &ctx.ids);
+                let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
+                let labels = mask_sequence(&mut ids, &word_start, &ctx.special, mlm, &mut rng);
+                Row { ids, labels, types, pair, ..Default::default() }
+            })
+            .collect(),
+        Corruption::Glm { settings, bert_prob, gap_sentence_prob } => {
+            let first = raw.examples.first().map_or(0, |e| e.epoch);
+            let mut batch_rng = Rng::keyed(ctx.seed, Stream::GlmBatch, &[ctx.stream as u64, first, raw.seq]);
+            let mode = GlmMode::draw(&mut batch_rng, *bert_prob, *gap_sentence_prob);
+            let xs: Vec<(Vec<u32>, Vec<usize>)> = raw
+                .examples
+                .iter()
+                .map(|ex| {
+                    let seg = match &ex.payload {
+                        Payload::Single(s) => s,
+                        Payload::Pair(p) => &p.a,
+                    };
+                    let mut x = Vec::with_capacity(seg.ids.len() + 1);
+                    x.push(ctx.ids.cls);
+                    x.extend_from_slice(&seg.ids);
+                    (x, seg.sentence_ends.iter().map(|&e| e as usize + 1).collect())
+                })
+                .collect();
+            let lens: Vec<usize> = xs.iter().map(|x| x.0.len()).collect();
+            let max_gen = document_max_gen(&lens, settings, &mut batch_rng);
+            raw.examples
+                .iter()
+                .zip(&xs)
+                .map(|(ex, (x, ends))| {
+                    let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
+                    let g = corrupt(x, ends, mode, max_gen, settings, &mut rng);
+                    Row {
+                        types: vec![0; g.input_ids.len()],
+                        ids: g.input_ids,
+                        labels: g.labels,
+                        positions: g.position_ids,
+                        blocks: g.block_position_ids,
+                        prefix: g.sep,
+                        pair: None,
+                    }
+                })
+                .collect()
+        }
+    };
+    collate(raw.seq, raw.cursor, rows, ctx)
+}
+
+fn collate(seq: u64, cursor: crate::data::stream::Cursor, rows: Vec<Row>, ctx: &MaskContext) -> HostBatch {
+    let b = rows.len();
+    let glm = matches!(ctx.corruption, Corruption::Glm { .. });
+    let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
+    let mut seq_len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+    if !glm {
+        // BERT's position table ends at max_seq_len; GLM's Part B reuses Part A positions.
+        seq_len = seq_len.min(ctx.max_seq_len.max(longest));
+    }
+    let n = b * seq_len;
     let mut batch = HostBatch {
-        seq: raw.seq,
-        cursor: raw.cursor,
+        seq,
+        cursor,
         batch_size: b,
         seq_len,
-        input_ids: vec![ctx.ids.pad as i64; b * seq_len],
-        token_type_ids: vec![0; b * seq_len],
+        input_ids: vec![ctx.ids.pad as i64; n],
+        token_type_ids: vec![0; n],
         lengths: Vec::with_capacity(b),
-        labels: vec![IGNORE; b * seq_len],
+        labels: vec![IGNORE; n],
         masked_positions: Vec::new(),
         masked_labels: Vec::new(),
+        position_ids: if glm { vec![0; n] } else { Vec::new() },
+        block_position_ids: if glm { vec![0; n] } else { Vec::new() },
+        prefix_len: Vec::new(),
+        pair_labels: Vec::new(),
         n_tokens: 0,
         n_scored: 0,
     };
-    // Scratch buffers reused across rows: no per-token allocation.
-    let mut tokens: Vec<u32> = Vec::with_capacity(longest);
-    let mut word_start: Vec<bool> = Vec::with_capacity(longest);
-    for (row, ex) in raw.examples.iter().enumerate() {
-        tokens.clear();
-        word_start.clear();
-        tokens.push(ctx.ids.cls);
-        tokens.extend_from_slice(&ex.segment.ids);
-        tokens.push(ctx.ids.sep);
-        word_start.push(true);
-        word_start.extend_from_slice(&ex.segment.word_start);
-        word_start.push(true);
-        let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
-        let labels = mask_sequence(&mut tokens, &word_start, &ctx.special, &ctx.mlm, &mut rng);
-        let base = row * seq_len;
-        for (j, (&t, &l)) in tokens.iter().zip(&labels).enumerate() {
+    for (r, row) in rows.into_iter().enumerate() {
+        let base = r * seq_len;
+        for (j, (&t, &l)) in row.ids.iter().zip(&row.labels).enumerate() {
             batch.input_ids[base + j] = t as i64;
             batch.labels[base + j] = l;
+            batch.token_type_ids[base + j] = row.types[j];
             if l != IGNORE {
                 batch.masked_positions.push((base + j) as i64);
                 batch.masked_labels.push(l);
             }
         }
-        batch.lengths.push(tokens.len() as i64);
-        batch.n_tokens += tokens.len();
+        if glm {
+            batch.position_ids[base..base + row.positions.len()].copy_from_slice(&row.positions);
+            batch.block_position_ids[base..base + row.blocks.len()].copy_from_slice(&row.blocks);
+            batch.prefix_len.push(row.prefix as i64);
+        }
+        if let Some(p) = row.pair {
+            batch.pair_labels.push(p);
+        }
+        batch.lengths.push(row.ids.len() as i64);
+        batch.n_tokens += row.ids.len();
     }
     batch.n_scored = batch.masked_positions.len();
     batch
@@ -82,8 +198,8 @@ pub fn mask_and_collate(raw: RawBatch, ctx: &MaskContext) -> HostBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Selection;
-    use crate::data::packing::Segment;
+    use crate::config::{MaskUnit, Selection};
+    use crate::data::pairs::PairInstance;
     use crate::data::stream::{Cursor, Example};
 
     pub(crate) fn ctx() -> MaskContext {
@@ -95,32 +211,30 @@ mod tests {
         MaskContext {
             seed: 5,
             stream: Stream::Mask,
-            mlm: MlmSettings {
+            corruption: Corruption::Mlm(MlmSettings {
                 mask_prob: 0.15,
                 mask_token_prob: 0.8,
                 random_token_prob: 0.1,
                 selection: Selection::Exact,
                 max_predictions: 0,
-                whole_word: false,
+                unit: MaskUnit::Token,
+                span_p: 0.2,
+                span_max: 10,
                 mask_id: 3,
                 vocab_size: 100,
-            },
+            }),
             special: Arc::new(special),
             ids,
             max_seq_len: 32,
         }
     }
 
+    fn seg(n: usize) -> Segment {
+        Segment { ids: (0..n as u32).map(|k| 10 + k % 80).collect(), word_start: vec![true; n], sentence_ends: vec![n as u32] }
+    }
+
     fn raw(lens: &[usize]) -> RawBatch {
-        let examples = lens
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| Example {
-                index: i as u64,
-                epoch: 0,
-                segment: Segment { ids: (0..n as u32).map(|k| 10 + k % 80).collect(), word_start: vec![true; n] },
-            })
-            .collect();
+        let examples = lens.iter().enumerate().map(|(i, &n)| Example { index: i as u64, epoch: 0, payload: Payload::Single(seg(n)) }).collect();
         RawBatch { seq: 7, examples, cursor: Cursor::default() }
     }
 
@@ -147,5 +261,16 @@ mod tests {
         c.max_seq_len = 31;
         let b = mask_and_collate(raw(&[29]), &c);
         assert_eq!(b.seq_len, 31);
+    }
+
+    #[test]
+    fn pairs_get_two_separators_segment_ids_and_their_label() {
+        let pair = PairInstance { a: seg(3), b: seg(4), label: 1 };
+        let r = RawBatch { seq: 0, examples: vec![Example { index: 0, epoch: 0, payload: Payload::Pair(pair) }], cursor: Cursor::default() };
+        let b = mask_and_collate(r, &ctx());
+        assert_eq!(b.lengths, vec![10]);
+        assert_eq!((b.input_ids[0], b.input_ids[4], b.input_ids[9]), (1, 2, 2));
+        assert_eq!(b.row(&b.token_type_ids, 0), &[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+        assert_eq!(b.pair_labels, vec![1]);
     }
 }

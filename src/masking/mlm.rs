@@ -9,7 +9,7 @@
 //! * Each scored position becomes `[MASK]` with `mask_token_prob`, a uniformly random id with
 //!   `random_token_prob`, and stays as it is otherwise (80 / 10 / 10 by default).
 
-use crate::config::Selection;
+use crate::config::{MaskUnit, Selection};
 use crate::rng::Rng;
 
 /// Label of a position that is not scored (PyTorch's `ignore_index`).
@@ -28,8 +28,12 @@ pub struct MlmSettings {
     pub selection: Selection,
     /// Cap for `exact` (0: none).
     pub max_predictions: usize,
-    /// Group sub-tokens into words.
-    pub whole_word: bool,
+    /// Tokens, whole words, or SpanBERT spans of whole words.
+    pub unit: MaskUnit,
+    /// SpanBERT: span lengths in words ~ Geometric(`span_p`), ...
+    pub span_p: f64,
+    /// ... clipped at `span_max` words.
+    pub span_max: usize,
     /// `[MASK]` id.
     pub mask_id: u32,
     /// Random replacements are drawn from `0..vocab_size`.
@@ -61,13 +65,15 @@ fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole
 /// `tokens` already carries its special tokens; `word_start` is parallel to it; `special`
 /// flags ids that are never chosen.
 pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng) -> Vec<i64> {
+    if s.unit == MaskUnit::Span {
+        return mask_spans(tokens, word_start, special, s, rng);
+    }
     let mut labels = vec![IGNORE; tokens.len()];
-    let mut groups = candidate_groups(tokens, word_start, special, s.whole_word);
+    let mut groups = candidate_groups(tokens, word_start, special, s.unit == MaskUnit::Word);
     let mut chosen: Vec<usize> = Vec::new();
     match s.selection {
         Selection::Exact => {
-            let target = ((tokens.len() as f64) * s.mask_prob).round_ties_even().max(1.0) as usize;
-            let target = if s.max_predictions > 0 { target.min(s.max_predictions) } else { target };
+            let target = budget(tokens.len(), s);
             rng.shuffle(&mut groups);
             for &(a, b) in &groups {
                 if chosen.len() >= target {
@@ -90,12 +96,83 @@ pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], 
     chosen.sort_unstable();
     for i in chosen {
         labels[i] = tokens[i] as i64;
-        let r = rng.next_f64();
-        if r < s.mask_token_prob {
-            tokens[i] = s.mask_id;
-        } else if r < s.mask_token_prob + s.random_token_prob {
-            tokens[i] = rng.below(s.vocab_size as u64) as u32;
+        match draw_replacement(s, rng) {
+            Replace::Mask => tokens[i] = s.mask_id,
+            Replace::Random => tokens[i] = rng.below(s.vocab_size as u64) as u32,
+            Replace::Keep => {}
         }
+    }
+    labels
+}
+
+/// Masking budget of a sequence: `round(len * mask_prob)` (ties to even), at least 1, capped.
+fn budget(len: usize, s: &MlmSettings) -> usize {
+    let target = ((len as f64) * s.mask_prob).round_ties_even().max(1.0) as usize;
+    if s.max_predictions > 0 {
+        target.min(s.max_predictions)
+    } else {
+        target
+    }
+}
+
+/// One replacement draw: `[MASK]`, a random id, or the token itself.
+enum Replace {
+    Mask,
+    Random,
+    Keep,
+}
+
+fn draw_replacement(s: &MlmSettings, rng: &mut Rng) -> Replace {
+    let r = rng.next_f64();
+    if r < s.mask_token_prob {
+        Replace::Mask
+    } else if r < s.mask_token_prob + s.random_token_prob {
+        Replace::Random
+    } else {
+        Replace::Keep
+    }
+}
+
+/// SpanBERT masking: spans of whole words with lengths ~ Geometric(p) clipped at `span_max`,
+/// at uniformly random starting words, until the budget is spent; spans never overlap and
+/// never exceed the budget. The 80/10/10 replacement is decided per span, as in SpanBERT.
+fn mask_spans(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng) -> Vec<i64> {
+    let mut labels = vec![IGNORE; tokens.len()];
+    let words = candidate_groups(tokens, word_start, special, true);
+    if words.is_empty() {
+        return labels;
+    }
+    let target = budget(tokens.len(), s);
+    let mut taken = vec![false; words.len()];
+    let mut covered = 0;
+    let ln_q = (1.0 - s.span_p).ln();
+    for _ in 0..20 * words.len() {
+        if covered >= target {
+            break;
+        }
+        // Geometric on {1, 2, ...} by inversion.
+        let u = 1.0 - rng.next_f64();
+        let len = ((u.ln() / ln_q).ceil().max(1.0) as usize).min(s.span_max.max(1));
+        let w0 = rng.below(words.len() as u64) as usize;
+        let w1 = (w0 + len).min(words.len());
+        let n_tok: usize = words[w0..w1].iter().map(|(a, b)| b - a).sum();
+        if taken[w0..w1].iter().any(|&t| t) || covered + n_tok > target {
+            continue;
+        }
+        let how = draw_replacement(s, rng);
+        for w in w0..w1 {
+            taken[w] = true;
+            let (a, b) = words[w];
+            for i in a..b {
+                labels[i] = tokens[i] as i64;
+                match how {
+                    Replace::Mask => tokens[i] = s.mask_id,
+                    Replace::Random => tokens[i] = rng.below(s.vocab_size as u64) as u32,
+                    Replace::Keep => {}
+                }
+            }
+        }
+        covered += n_tok;
     }
     labels
 }
@@ -117,7 +194,9 @@ mod tests {
             random_token_prob: 0.1,
             selection,
             max_predictions: 0,
-            whole_word,
+            unit: if whole_word { MaskUnit::Word } else { MaskUnit::Token },
+            span_p: 0.2,
+            span_max: 10,
             mask_id: MASK,
             vocab_size: V,
         }
@@ -218,6 +297,45 @@ mod tests {
                 assert!(n == 0 || n == b - a, "word {a}..{b} partly scored");
             }
         }
+    }
+
+    #[test]
+    fn span_masking_covers_the_budget_with_whole_word_spans() {
+        let sp = special();
+        let mut s = settings(Selection::Exact, true);
+        s.unit = MaskUnit::Span;
+        let (mut scored, mut total, mut spans, mut span_words) = (0usize, 0usize, 0usize, 0usize);
+        for seed in 0..500 {
+            let (orig, ws) = seq(120);
+            let mut t = orig.clone();
+            let labels = mask_sequence(&mut t, &ws, &sp, &s, &mut Rng::keyed(seed, Stream::Mask, &[]));
+            let n = labels.iter().filter(|&&l| l != IGNORE).count();
+            assert!(n <= budget(t.len(), &s), "never over budget");
+            scored += n;
+            total += t.len();
+            let words = candidate_groups(&orig, &ws, &sp, true);
+            let chosen: Vec<bool> = words.iter().map(|&(a, b)| {
+                let k = (a..b).filter(|&i| labels[i] != IGNORE).count();
+                assert!(k == 0 || k == b - a, "a word is partly masked");
+                k > 0
+            }).collect();
+            // Runs of chosen words are spans (adjacent spans merge here, so this undercounts).
+            let mut i = 0;
+            while i < chosen.len() {
+                if chosen[i] {
+                    let j = (i..chosen.len()).find(|&j| !chosen[j]).unwrap_or(chosen.len());
+                    spans += 1;
+                    span_words += j - i;
+                    i = j;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let rate = scored as f64 / total as f64;
+        assert!((rate - 0.15).abs() < 0.01, "rate {rate}");
+        let mean = span_words as f64 / spans as f64;
+        assert!(mean > 2.0, "spans are multi-word on average: {mean}");
     }
 
     #[test]

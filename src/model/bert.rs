@@ -167,13 +167,15 @@ impl Bert {
 }
 
 /// `BertForMaskedLM`: the encoder plus `cls.predictions` with the decoder tied to the word
-/// embeddings.
+/// embeddings. With a pair head (`bert.pooler`, `cls.seq_relationship`) it is
+/// `BertForPreTraining` (MLM + NSP / SOP).
 pub struct BertForMaskedLM {
     /// The encoder.
     pub bert: Bert,
     transform: nn::Linear,
     transform_norm: nn::LayerNorm,
     decoder_bias: Tensor,
+    pair_head: Option<(nn::Linear, nn::Linear)>,
 }
 
 /// Loss and what evaluation needs, from one MLM forward pass.
@@ -192,7 +194,23 @@ impl BertForMaskedLM {
         let transform = linear(&p / "transform" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
         let transform_norm = layer_norm(&p / "transform" / "LayerNorm", cfg.hidden_size, cfg.layer_norm_eps);
         let decoder_bias = p.zeros("bias", &[cfg.vocab_size]);
-        BertForMaskedLM { bert, transform, transform_norm, decoder_bias }
+        BertForMaskedLM { bert, transform, transform_norm, decoder_bias, pair_head: None }
+    }
+
+    /// `BertForPreTraining`: adds the pooler (dense + tanh on `[CLS]`) and the 2-way
+    /// `cls.seq_relationship` classifier for NSP or SOP.
+    pub fn with_pair_head(root: &nn::Path, cfg: &BertConfig) -> Self {
+        let mut m = Self::new(root, cfg);
+        let pooler = linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
+        let rel = linear(root / "cls" / "seq_relationship", cfg.hidden_size, 2, cfg.initializer_range);
+        m.pair_head = Some((pooler, rel));
+        m
+    }
+
+    /// NSP / SOP logits `[batch, 2]` from the `[CLS]` hidden state, if there is a pair head.
+    pub fn pair_logits(&self, hidden: &Tensor) -> Option<Tensor> {
+        let (pooler, rel) = self.pair_head.as_ref()?;
+        Some(rel.forward(&pooler.forward(&hidden.select(1, 0)).tanh()))
     }
 
     /// Vocabulary logits for hidden states of any leading shape `[..., hidden]`.

@@ -1,3 +1,4 @@
 //! Models with Hugging Face parameter names.
 
 pub mod bert;
+pub mod glm;

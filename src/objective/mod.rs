@@ -1,10 +1,18 @@
 //! Device halves of the objectives: batches on the device, losses, evaluation outputs.
+//!
+//! Every objective returns *sums* of its per-target losses; the Trainer divides by the counts
+//! of the whole update (known on the host), so gradient accumulation equals one big batch and
+//! normalising needs no sync.
 
-pub mod mlm;
+pub mod eval;
 
-use tch::{Device, Tensor};
+use tch::nn;
+use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batch::HostBatch;
+use crate::masking::mlm::IGNORE;
+use crate::model::bert::{BertConfig, BertForMaskedLM};
+use crate::model::glm::{Glm, GlmConfig};
 
 /// A [`HostBatch`] moved to the device.
 pub struct DeviceBatch {
@@ -18,8 +26,14 @@ pub struct DeviceBatch {
     pub masked_positions: Tensor,
     /// `[n_scored]` labels.
     pub masked_labels: Tensor,
-    /// Loss divisor, from the host.
+    /// GLM: `[batch, seq]` position and block-position rows, and `[batch]` Part A lengths.
+    pub glm: Option<(Tensor, Tensor, Tensor)>,
+    /// `[batch]` NSP / SOP labels.
+    pub pair_labels: Option<Tensor>,
+    /// Scored tokens (host count).
     pub n_scored: usize,
+    /// Rows (host count).
+    pub rows: usize,
 }
 
 impl DeviceBatch {
@@ -28,13 +42,122 @@ impl DeviceBatch {
     pub fn new(b: &HostBatch, device: Device) -> Self {
         let shape = [b.batch_size as i64, b.seq_len as i64];
         let up = |t: Tensor| if device.is_cuda() { t.pin_memory(device).to_device_(device, t.kind(), true, false) } else { t };
+        let glm = (!b.prefix_len.is_empty()).then(|| {
+            (
+                up(Tensor::from_slice(&b.position_ids).view(shape)),
+                up(Tensor::from_slice(&b.block_position_ids).view(shape)),
+                up(Tensor::from_slice(&b.prefix_len)),
+            )
+        });
         DeviceBatch {
             input_ids: up(Tensor::from_slice(&b.input_ids).view(shape)),
             token_type_ids: up(Tensor::from_slice(&b.token_type_ids).view(shape)),
             lengths: up(Tensor::from_slice(&b.lengths)),
             masked_positions: up(Tensor::from_slice(&b.masked_positions)),
             masked_labels: up(Tensor::from_slice(&b.masked_labels)),
+            glm,
+            pair_labels: (!b.pair_labels.is_empty()).then(|| up(Tensor::from_slice(&b.pair_labels))),
             n_scored: b.n_scored,
+            rows: b.batch_size,
         }
     }
+}
+
+/// Loss sums of one forward pass, and the logits evaluation needs.
+pub struct LossSums {
+    /// Sum of the token-level cross-entropy (MLM or GLM) over scored targets.
+    pub lm: Tensor,
+    /// Logits at the scored positions `[n_scored, vocab]`.
+    pub lm_logits: Tensor,
+    /// Sum of the pair cross-entropy over rows, and the pair logits `[batch, 2]`.
+    pub pair: Option<(Tensor, Tensor)>,
+}
+
+/// The model behind a pre-training objective.
+pub enum PretrainModel {
+    /// BERT with the MLM head (and a pair head for NSP / SOP).
+    Bert(BertForMaskedLM),
+    /// GLM with its tied output layer.
+    Glm(Glm),
+}
+
+/// Names of an objective's parts, for metric labels and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectiveNames {
+    /// The token-level part: `mlm` or `glm`.
+    pub lm: &'static str,
+    /// The pair part: `nsp`, `sop`, or none.
+    pub pair: Option<&'static str>,
+}
+
+/// Sizes of either architecture.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "architecture")]
+pub enum ModelSpec {
+    /// BERT (Hugging Face config names); `pair_head` adds NSP / SOP.
+    Bert {
+        /// Sizes.
+        #[serde(flatten)]
+        config: BertConfig,
+        /// With `bert.pooler` and `cls.seq_relationship`.
+        pair_head: bool,
+    },
+    /// GLM (GLM's names).
+    Glm {
+        /// Sizes.
+        #[serde(flatten)]
+        config: GlmConfig,
+    },
+}
+
+impl ModelSpec {
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> i64 {
+        match self {
+            ModelSpec::Bert { config, .. } => config.vocab_size,
+            ModelSpec::Glm { config } => config.vocab_size,
+        }
+    }
+}
+
+impl PretrainModel {
+    /// Creates the model's variables under `root`.
+    pub fn new(root: &nn::Path, spec: &ModelSpec) -> Self {
+        match spec {
+            ModelSpec::Bert { config, pair_head: false } => PretrainModel::Bert(BertForMaskedLM::new(root, config)),
+            ModelSpec::Bert { config, pair_head: true } => PretrainModel::Bert(BertForMaskedLM::with_pair_head(root, config)),
+            ModelSpec::Glm { config } => PretrainModel::Glm(Glm::new(root, config)),
+        }
+    }
+
+    /// Forward pass to the loss sums; output layers run on the scored positions only.
+    pub fn sums(&self, b: &DeviceBatch, train: bool) -> LossSums {
+        let (hidden, pair_logits) = match self {
+            PretrainModel::Bert(m) => {
+                let h = m.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+                let pair = b.pair_labels.as_ref().and_then(|_| m.pair_logits(&h));
+                (h, pair)
+            }
+            PretrainModel::Glm(m) => {
+                let (pos, block, prefix) = b.glm.as_ref().expect("a GLM batch carries 2-D positions");
+                (m.forward(&b.input_ids, pos, block, prefix, train), None)
+            }
+        };
+        let h = hidden.view([-1, hidden.size()[2]]).index_select(0, &b.masked_positions);
+        let lm_logits = match self {
+            PretrainModel::Bert(m) => m.predict(&h),
+            PretrainModel::Glm(m) => m.logits(&h),
+        };
+        let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, IGNORE, 0.0);
+        let pair = match (pair_logits, &b.pair_labels) {
+            (Some(logits), Some(labels)) => Some((logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, IGNORE, 0.0), logits)),
+            _ => None,
+        };
+        LossSums { lm, lm_logits, pair }
+    }
+}
+
+/// Accuracy helpers on the device.
+pub(crate) fn correct(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.argmax(-1, false).eq_tensor(labels).sum(Kind::Int64)
 }

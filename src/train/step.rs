@@ -11,14 +11,15 @@ use tch::{nn, Device, Kind, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::batch::HostBatch;
-use crate::model::bert::{BertConfig, BertForMaskedLM};
-use crate::objective::{mlm, DeviceBatch};
+use crate::objective::{DeviceBatch, ModelSpec, ObjectiveNames, PretrainModel};
 
 /// Device results of one update. The tensors are detached scalars on the device: reading them
 /// is a sync point, done only on logging steps.
 pub struct StepOutput {
-    /// Mean loss over the update's scored tokens.
+    /// The update's loss: token-level mean plus pair mean.
     pub loss: Tensor,
+    /// Each part's mean (`mlm`, `glm`, `nsp`, `sop`), for per-objective metrics.
+    pub parts: Vec<(&'static str, Tensor)>,
     /// Global gradient norm before clipping.
     pub grad_norm: Tensor,
     /// Learning rate used.
@@ -35,7 +36,8 @@ pub struct TrainState {
     /// All variables, by HF name.
     pub vs: nn::VarStore,
     /// The model.
-    pub model: BertForMaskedLM,
+    pub model: PretrainModel,
+    names: ObjectiveNames,
     opt: AdamW,
     schedule: LrSchedule,
     clip: f64,
@@ -59,14 +61,14 @@ fn step_seed(seed: u64, step: u64) -> i64 {
 
 impl TrainState {
     /// Builds a freshly initialised model on `device`; `seed` fixes the initial weights.
-    pub fn new(cfg: &BertConfig, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64) -> Self {
+    pub fn new(spec: &ModelSpec, names: ObjectiveNames, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64) -> Self {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = BertForMaskedLM::new(&vs.root(), cfg);
+        let model = PretrainModel::new(&vs.root(), spec);
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, adamw);
-        TrainState { vs, model, opt, schedule, clip, seed, step: 0 }
+        TrainState { vs, model, names, opt, schedule, clip, seed, step: 0 }
     }
 
     /// One optimizer update over `micro` (the accumulation group), unless the loss or the
@@ -75,21 +77,36 @@ impl TrainState {
     pub fn train_step(&mut self, micro: &[HostBatch]) -> StepResult {
         tch::manual_seed(step_seed(self.seed, self.step));
         let device = self.vs.device();
-        let scored: usize = micro.iter().map(|b| b.n_scored).sum::<usize>().max(1);
-        let mut loss_total = Tensor::zeros([], (Kind::Float, device));
+        // Divisors of the whole update, known on the host.
+        let scored = micro.iter().map(|b| b.n_scored).sum::<usize>().max(1) as f64;
+        let rows = micro.iter().map(|b| b.batch_size).sum::<usize>().max(1) as f64;
+        let mut lm_total = Tensor::zeros([], (Kind::Float, device));
+        let mut pair_total = Tensor::zeros([], (Kind::Float, device));
         for hb in micro {
             let b = DeviceBatch::new(hb, device);
-            // Weight each micro-batch by its share of the update's scored tokens.
-            let out = mlm::forward(&self.model, &b, true);
-            let loss = out.loss * (hb.n_scored.max(1) as f64 / scored as f64);
+            let out = self.model.sums(&b, true);
+            let mut loss = &out.lm / scored;
+            if let Some((pair, _)) = &out.pair {
+                let p = pair / rows;
+                pair_total += p.detach();
+                loss = loss + p;
+            }
+            lm_total += (out.lm / scored).detach();
             loss.backward();
-            loss_total += loss.detach();
         }
+        let mut parts = vec![(self.names.lm, lm_total.shallow_clone())];
+        let loss_total = match self.names.pair {
+            Some(task) => {
+                parts.push((task, pair_total.shallow_clone()));
+                &lm_total + &pair_total
+            }
+            None => lm_total,
+        };
         let grad_norm = self.opt.clip_grad_norm(self.clip);
         let lr = self.schedule.at(self.step);
         // Sync point: one boolean per update.
         let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
-        let out = StepOutput { loss: loss_total, grad_norm, lr };
+        let out = StepOutput { loss: loss_total, parts, grad_norm, lr };
         if !finite {
             self.opt.zero_grad();
             return StepResult::Skipped(out);
