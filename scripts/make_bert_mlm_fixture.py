@@ -11,7 +11,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
 
 def main(out_dir: pathlib.Path) -> None:
@@ -49,6 +49,23 @@ def main(out_dir: pathlib.Path) -> None:
     }, out_dir / "batch.safetensors")
     (out_dir / "config.json").write_text(cfg.to_json_string())
     print(f"wrote {out_dir}: loss {out.loss.item():.6f}")
+
+    # BertForPreTraining (MLM + NSP) on the same batch with next-sentence labels.
+    torch.manual_seed(99)
+    pre = BertForPreTraining(cfg).eval()
+    with torch.no_grad():
+        for p in pre.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pre_state = {k: v.contiguous() for k, v in pre.state_dict().items()
+                 if not k.startswith("cls.predictions.decoder.") and not k.endswith("position_ids")}
+    nsp = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        o = pre(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                labels=labels, next_sentence_label=nsp)
+    save_file(pre_state, out_dir / "pretraining_weights.safetensors")
+    save_file({"next_sentence_label": nsp, "seq_relationship_logits": o.seq_relationship_logits.contiguous(),
+               "loss": o.loss.reshape(1)}, out_dir / "pretraining_batch.safetensors")
+    print(f"pretraining loss {o.loss.item():.6f}")
 
 
 if __name__ == "__main__":

@@ -221,3 +221,38 @@ fn a_metrics_port_in_use_is_a_clear_error_naming_the_address() {
     assert!(err.contains(&addr) && err.to_lowercase().contains("in use"), "{err}");
     no_panic(&err);
 }
+
+#[test]
+fn preview_json_carries_each_objectives_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let (code, stdout, err) = run_cli(&["preview", c, "-n", "6", "--json", "--set", "objective.sentence_pair=\"nsp\""]);
+    assert_eq!(code, 0, "{err}");
+    for l in stdout.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(r["objective"], "mlm+nsp");
+        assert_eq!(r["attention"]["kind"], "bidirectional");
+        assert!(r["nsp_label"].as_i64().is_some_and(|l| l == 0 || l == 1), "{r}");
+        let types: Vec<i64> = serde_json::from_value(r["token_type_ids"].clone()).unwrap();
+        let tokens: Vec<String> = serde_json::from_value(r["tokens"].clone()).unwrap();
+        let first_b = types.iter().position(|&t| t == 1).expect("a B segment");
+        assert_eq!(tokens[first_b - 1], "[SEP]");
+        assert!(types[first_b..].iter().all(|&t| t == 1) && types[..first_b].iter().all(|&t| t == 0));
+        assert!(tokens.len() <= 64);
+    }
+    let (code, stdout, err) = run_cli(&["preview", c, "-n", "6", "--json", "--set", "objective.kind=\"glm\"", "--set", "model.max_position_embeddings=65"]);
+    assert_eq!(code, 0, "{err}");
+    for l in stdout.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(r["objective"], "glm");
+        assert_eq!(r["attention"]["kind"], "prefix_causal");
+        let sep = r["attention"]["prefix_len"].as_u64().unwrap() as usize;
+        let blocks: Vec<i64> = serde_json::from_value(r["block_position_ids"].clone()).unwrap();
+        let labels: Vec<i64> = serde_json::from_value(r["labels"].clone()).unwrap();
+        let tokens: Vec<String> = serde_json::from_value(r["tokens"].clone()).unwrap();
+        assert!(blocks[..sep].iter().all(|&b| b == 0) && labels[..sep].iter().all(|&l| l == -100));
+        assert!(tokens[sep..].first().is_some_and(|t| t == "[sop]" || t == "[gMASK]" ) || sep == tokens.len(), "{r}");
+        assert!(tokens[..sep].iter().any(|t| t == "[MASK]" || t == "[sMASK]" || t == "[gMASK]"), "{r}");
+    }
+}

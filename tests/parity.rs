@@ -76,3 +76,111 @@ fn adamw_matches_torch_adamw_on_the_fixture() {
     close(&state["exp_avg.layer.bias"], &f["exp_avg.b"], "exp_avg of the bias");
     close(&state["exp_avg_sq.layer.bias"], &f["exp_avg_sq.b"], "exp_avg_sq of the bias");
 }
+
+/// BERT with the NSP head against `BertForPreTraining`: total loss (MLM + NSP) and the
+/// `seq_relationship` logits.
+#[test]
+fn bert_pretraining_with_nsp_matches_transformers() {
+    use pretune::objective::{DeviceBatch, ModelSpec, PretrainModel};
+    let dir = fixture("bert_mlm");
+    let config: BertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = PretrainModel::new(&vs.root(), &ModelSpec::Bert { config, pair_head: true });
+    vs.load(dir.join("pretraining_weights.safetensors")).unwrap();
+    let batch: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("batch.safetensors")).unwrap().into_iter().collect();
+    let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("pretraining_batch.safetensors")).unwrap().into_iter().collect();
+
+    // The fixture batch as a HostBatch: our DeviceBatch carries the scored positions.
+    let v = |k: &str| Vec::<i64>::try_from(&batch[k].view([-1])).unwrap();
+    let labels = v("labels");
+    let (b, t) = (3usize, 16usize);
+    let scored: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != -100).collect();
+    let hb = pretune::batch::HostBatch {
+        seq: 0,
+        cursor: Default::default(),
+        batch_size: b,
+        seq_len: t,
+        input_ids: v("input_ids"),
+        token_type_ids: v("token_type_ids"),
+        lengths: v("lengths"),
+        masked_positions: scored.iter().map(|&i| i as i64).collect(),
+        masked_labels: scored.iter().map(|&i| labels[i]).collect(),
+        labels: labels.clone(),
+        position_ids: vec![],
+        block_position_ids: vec![],
+        prefix_len: vec![],
+        pair_labels: Vec::<i64>::try_from(&want["next_sentence_label"]).unwrap(),
+        n_tokens: 0,
+        n_scored: scored.len(),
+    };
+    let _g = tch::no_grad_guard();
+    let out = model.sums(&DeviceBatch::new(&hb, Device::Cpu), false);
+    let (pair_sum, pair_logits) = out.pair.expect("a pair head");
+    let d = (&pair_logits - &want["seq_relationship_logits"]).abs().max().double_value(&[]);
+    assert!(d < 1e-5, "seq_relationship logits differ by {d}");
+    let loss = out.lm.double_value(&[]) / scored.len() as f64 + pair_sum.double_value(&[]) / b as f64;
+    let hf = want["loss"].double_value(&[0]);
+    assert!((loss - hf).abs() < 1e-5, "MLM + NSP loss {loss} vs transformers {hf}");
+}
+
+/// GLM attention through the fused kernel equals a plain masked softmax, and Part A never
+/// sees Part B: changing Part B tokens leaves Part A's hidden states unchanged.
+#[test]
+fn glm_prefix_causal_attention_matches_an_explicit_reference() {
+    use pretune::masking::glm::{make_block_data, GlmIds, GlmSettings};
+    use pretune::model::glm::{Glm, GlmConfig};
+    use pretune::rng::{Rng, Stream};
+    let cfg = GlmConfig {
+        vocab_size: 60,
+        hidden_size: 32,
+        num_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 128,
+        max_sequence_length: 41,
+        hidden_dropout: 0.0,
+        attention_dropout: 0.0,
+        layernorm_epsilon: 1e-5,
+        init_method_std: 0.2,
+        explicit_attention: false,
+    };
+    tch::manual_seed(3);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let fused = Glm::new(&vs.root(), &cfg);
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let explicit = Glm::new(&vs2.root(), &GlmConfig { explicit_attention: true, ..cfg.clone() });
+    vs2.copy(&vs).unwrap();
+    let _ = &mut vs;
+
+    let ids = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
+    let s = GlmSettings { mask_ratio: 0.15, avg_block_length: 3.0, max_block_length: 40, gap_sentence_ratio: 0.15, gpt_min_ratio: 0.5, gpt_infill_prob: 0.5, shuffle_blocks: true, ids };
+    let x: Vec<u32> = std::iter::once(1).chain((0..30).map(|i| 10 + i % 50)).collect();
+    let rows = [
+        make_block_data(&x, &[(3, 6), (10, 12), (20, 25)], ids.mask, &s, &mut Rng::keyed(1, Stream::Mask, &[])),
+        make_block_data(&x, &[(15, 16)], ids.mask, &s, &mut Rng::keyed(2, Stream::Mask, &[])),
+    ];
+    let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap();
+    let pad = |v: &Vec<i64>| { let mut v = v.clone(); v.resize(t, 0); v };
+    let stack = |f: &dyn Fn(&pretune::masking::glm::GlmSample) -> Vec<i64>| {
+        Tensor::from_slice(&rows.iter().flat_map(|r| pad(&f(r))).collect::<Vec<i64>>()).view([2, t as i64])
+    };
+    let input = stack(&|r| r.input_ids.iter().map(|&i| i as i64).collect());
+    let pos = stack(&|r| r.position_ids.clone());
+    let block = stack(&|r| r.block_position_ids.clone());
+    let sep = Tensor::from_slice(&rows.iter().map(|r| r.sep as i64).collect::<Vec<_>>());
+
+    let _g = tch::no_grad_guard();
+    let a = fused.forward(&input, &pos, &block, &sep, false);
+    let b = explicit.forward(&input, &pos, &block, &sep, false);
+    let d = (&a - &b).abs().max().double_value(&[]);
+    assert!(d < 1e-5, "fused and explicit attention differ by {d}");
+
+    // Scramble every Part B token of row 0: its Part A outputs must not move.
+    let sep0 = rows[0].sep as i64;
+    let changed = input.copy();
+    let _ = changed.get(0).narrow(0, sep0, t as i64 - sep0).fill_(7);
+    let c = fused.forward(&changed, &pos, &block, &sep, false);
+    let da = (a.get(0).narrow(0, 0, sep0) - c.get(0).narrow(0, 0, sep0)).abs().max().double_value(&[]);
+    assert_eq!(da, 0.0, "Part A saw Part B");
+    let db = (a.get(0).narrow(0, sep0, t as i64 - sep0) - c.get(0).narrow(0, sep0, t as i64 - sep0)).abs().max().double_value(&[]);
+    assert!(db > 1e-3, "Part B depends on its own tokens");
+}

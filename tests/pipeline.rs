@@ -138,3 +138,123 @@ fn jsonl_and_globs_feed_the_same_pipeline() {
     let batches = first_batches(&p, 2, 3);
     assert!(batches.iter().all(|b| b.batch_size == 16 && b.n_scored > 0));
 }
+
+/// Whole-word masking groups sub-tokens by the tokenizer's word ids, so it works for a BPE
+/// tokenizer (no `##` continuations) as well as WordPiece.
+#[test]
+fn whole_word_masking_never_splits_a_word_with_wordpiece_or_bpe() {
+    use pretune::config::{MaskUnit, Selection};
+    use pretune::data::tokenize::TextTokenizer;
+    use pretune::masking::mlm::{mask_sequence, MlmSettings, IGNORE};
+    use pretune::rng::{Rng, Stream};
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = crate::util::root().join("data/sotu/valid.txt");
+    let bpe_path = dir.path().join("bpe.json");
+    let mut bpe = Tokenizer::new(BPE::default());
+    bpe.with_pre_tokenizer(Some(ByteLevel::default()));
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|t| AddedToken::from(*t, true)).collect();
+    let trainer = BpeTrainerBuilder::new()
+        .vocab_size(400)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    bpe.train_from_files(&mut TrainerWrapper::BpeTrainer(trainer), vec![corpus.to_string_lossy().into_owned()]).unwrap();
+    bpe.save(&bpe_path, false).unwrap();
+
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let sentences: Vec<&str> = text.lines().filter(|l| !l.is_empty()).take(300).collect();
+    for path in [crate::util::root().join("data/sotu/tokenizer.json"), bpe_path] {
+        let tok = TextTokenizer::load(&path, None).unwrap();
+        let ids = tok.special_ids();
+        let s = MlmSettings {
+            mask_prob: 0.15,
+            mask_token_prob: 0.8,
+            random_token_prob: 0.1,
+            selection: Selection::Exact,
+            max_predictions: 0,
+            unit: MaskUnit::Word,
+            span_p: 0.2,
+            span_max: 10,
+            mask_id: ids.mask,
+            vocab_size: tok.vocab_size(),
+        };
+        let mut multi_piece_words = 0;
+        for (k, sentence) in sentences.iter().enumerate() {
+            // Word ids straight from the tokenizers crate: the independent grouping.
+            let enc = tok.inner().encode(*sentence, false).unwrap();
+            let words: Vec<Option<u32>> = enc.get_word_ids().to_vec();
+            let enc_sentence = tok.encode(sentence).unwrap();
+            let mut t = vec![ids.cls];
+            t.extend(&enc_sentence.ids);
+            t.push(ids.sep);
+            let mut ws = vec![true];
+            ws.extend(&enc_sentence.word_start);
+            ws.push(true);
+            let labels = mask_sequence(&mut t, &ws, tok.special_mask(), &s, &mut Rng::keyed(k as u64, Stream::Mask, &[]));
+            let mut by_word: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+            for (i, w) in words.iter().enumerate() {
+                let e = by_word.entry(w.unwrap()).or_default();
+                e.0 += 1;
+                e.1 += (labels[i + 1] != IGNORE) as usize;
+            }
+            for (w, (n, masked)) in by_word {
+                multi_piece_words += (n > 1) as usize;
+                assert!(masked == 0 || masked == n, "{}: word {w} of {sentence:?} is partly masked", path.display());
+            }
+        }
+        assert!(multi_piece_words > 50, "{}: the test needs words of several pieces", path.display());
+    }
+}
+
+fn objective_run(overrides: &[&str]) -> (Vec<f64>, pretune::actors::RunSummary) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o: Vec<&str> = vec!["train.max_steps=60", "train.checkpoint_every=0", "data.eval_batches=2"];
+    o.extend(overrides);
+    let p = plan(dir.path(), &o);
+    let summary = run(p).unwrap();
+    let events = std::fs::read_to_string(dir.path().join("run/events.jsonl")).unwrap();
+    let losses = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+        .collect();
+    (losses, summary)
+}
+
+#[test]
+fn mlm_with_nsp_and_whole_words_learns() {
+    let (losses, s) = objective_run(&["objective.sentence_pair=\"nsp\"", "objective.unit=\"word\""]);
+    assert!(losses[0] > 9.0, "starts near ln(vocab) + ln 2: {losses:?}");
+    assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
+    let (_, m) = s.eval.unwrap();
+    let (nsp_loss, nsp_acc) = m.pair.expect("NSP metrics");
+    assert!(nsp_loss.is_finite() && (0.0..=1.0).contains(&nsp_acc));
+}
+
+#[test]
+fn mlm_with_sop_and_spans_learns() {
+    let (losses, s) = objective_run(&["objective.sentence_pair=\"sop\"", "objective.unit=\"span\""]);
+    assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
+    assert!(s.eval.unwrap().1.pair.is_some());
+}
+
+#[test]
+fn glm_blank_infilling_learns() {
+    let (losses, s) = objective_run(&[
+        "objective.kind=\"glm\"",
+        "model.max_position_embeddings=65",
+        "objective.glm.bert_prob=0.5",
+        "objective.glm.gap_sentence_prob=0.3",
+    ]);
+    assert!(losses[0] > 8.5, "{losses:?}");
+    assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
+    let (_, m) = s.eval.unwrap();
+    assert_eq!(m.names.lm, "glm");
+    assert!(m.scored_tokens > 0 && m.pair.is_none());
+}

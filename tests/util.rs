@@ -71,12 +71,15 @@ listen = ""
 }
 
 /// Runs `scripts/make_<name>_fixture.py` with the project's Python (transformers as the
-/// oracle) once per test process, and returns the fixture folder.
+/// oracle) unless its output is there, and returns the fixture folder. The script's `complete`
+/// marker must match the script's current digest, so an edited script regenerates.
 pub fn fixture(name: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap();
     let dir = root().join("target/fixtures").join(name);
-    if dir.join("batch.safetensors").exists() {
+    let script_text = std::fs::read(root().join(format!("scripts/make_{name}_fixture.py"))).unwrap();
+    let digest = format!("{:x}", script_text.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3)));
+    if std::fs::read_to_string(dir.join("complete")).is_ok_and(|d| d == digest) {
         return dir;
     }
     let python = root().join(".venv/bin/python");
@@ -84,6 +87,7 @@ pub fn fixture(name: &str) -> PathBuf {
     let script = root().join(format!("scripts/make_{name}_fixture.py"));
     let out = Command::new(&python).arg(&script).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("complete"), digest).unwrap();
     dir
 }
 
