@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 check='import sys, torch, transformers, safetensors; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
 if [ -x .venv/bin/python ] && .venv/bin/python -c "$check" 2>/dev/null; then
-    exit 0
+    PATH="$PWD/.venv/bin:$PATH" exec scripts/fetch-chinese.sh
 fi
 
 if ! python3 -m venv .venv 2>/dev/null; then
@@ -23,3 +23,6 @@ echo "setup: installing torch 2.13.0 and the test oracle into .venv (a few minut
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r scripts/requirements.txt
 .venv/bin/python -c "$check"
+
+# Chinese pre-training data for configs/pretrain-glm-chinese-tiny.toml and its test.
+PATH="$PWD/.venv/bin:$PATH" scripts/fetch-chinese.sh

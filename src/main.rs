@@ -168,7 +168,8 @@ fn print_summary(s: &pretune::actors::RunSummary) {
         (
             "eval",
             s.eval.map_or("none".into(), |(step, m)| {
-                format!("step {step}: loss {:.4}, perplexity {:.2}, accuracy {:.4}", m.loss, m.perplexity, m.accuracy)
+                let shown: Vec<String> = m.pairs().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                format!("step {step}: {}", shown.join(", "))
             }),
         ),
         ("checkpoint", s.checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),

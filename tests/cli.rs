@@ -256,3 +256,16 @@ fn preview_json_carries_each_objectives_fields() {
         assert!(tokens[..sep].iter().any(|t| t == "[MASK]" || t == "[sMASK]" || t == "[gMASK]"), "{r}");
     }
 }
+
+#[test]
+fn every_shipped_config_resolves_and_previews() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, stdout, err) = run_cli(&["preview", path.to_str().unwrap(), "-n", "2", "--json"]);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        assert_eq!(stdout.lines().count(), 2, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 6);
+}

