@@ -13,6 +13,8 @@
 //!   and the pure step policies (when to log, evaluate, checkpoint).
 //! * [`checkpoint`]: crash-safe checkpoint folders, checksums, retention.
 //! * [`metrics`]: the metric names (one list) and the Prometheus exporter.
+//! * [`finetune`]: task heads, labelled data, task metrics, early stopping, Hugging Face
+//!   import / export, prediction.
 //! * [`actors`]: every thread and actor: Loader, Masker workers, Trainer, Evaluator,
 //!   Checkpointer and the Coordinator. The only module that spawns threads.
 //!
@@ -32,6 +34,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod finetune;
 pub mod masking;
 pub mod metrics;
 pub mod model;

@@ -43,6 +43,27 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Export a checkpoint as a Hugging Face `transformers` folder.
+    Export {
+        /// Output folder.
+        #[arg(long, value_name = "OUT_DIR")]
+        hf: PathBuf,
+        /// A checkpoint folder, or a run's `checkpoints/` folder (its best, else its latest).
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
+    /// Predict with a fine-tuned checkpoint: JSONL out.
+    Predict {
+        /// A checkpoint folder, or a run's `checkpoints/` folder (its best, else its latest).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// JSONL / CSV / TSV texts, or CoNLL / JSONL `tokens` for NER.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSONL (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -80,7 +101,10 @@ fn report(e: &(dyn std::error::Error + 'static)) {
 }
 
 fn load_plan(path: &PathBuf, overrides: &[String]) -> Result<config::RunPlan, ConfigError> {
-    config::load_and_resolve(path, overrides)
+    match config::load_plan(path, overrides)? {
+        config::Plan::Pretrain(p) => Ok(p),
+        config::Plan::Finetune(_) => Err(ConfigError::Invalid { file: path.clone(), problems: vec!["task.kind: preview shows pre-training data; this is a fine-tuning config".into()] }),
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,8 +116,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Train { config, overrides, resume } => {
-            let mut plan = match load_plan(&config, &overrides) {
-                Ok(p) => p,
+            let mut plan = match config::load_plan(&config, &overrides) {
+                Ok(config::Plan::Pretrain(p)) => p,
+                Ok(config::Plan::Finetune(p)) => {
+                    if resume.is_some() {
+                        eprintln!("error: --resume applies to pre-training runs; fine-tuning restarts from its [init] weights");
+                        return ExitCode::from(2);
+                    }
+                    return match pretune::finetune::run::run(*p) {
+                        Ok(s) => {
+                            print_finetune_summary(&s);
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            report(&e);
+                            ExitCode::FAILURE
+                        }
+                    };
+                }
                 Err(e) => {
                     report(&e);
                     return ExitCode::from(2);
@@ -141,6 +181,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Export { hf, checkpoint } => match pretune::finetune::export::export_hf(&checkpoint, &hf) {
+            Ok(dir) => {
+                println!("exported {} to {}", dir.display(), hf.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report(&e);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Predict { checkpoint, input, output } => match pretune::finetune::predict::predict(&checkpoint, &input, output.as_deref()) {
+            Ok((dir, n)) => {
+                eprintln!("{n} predictions from {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Tokenizer { command: TokenizerCommand::Train { vocab_size, out, cased, files } } => {
             match pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out) {
                 Ok(t) => {
@@ -152,6 +212,32 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn print_finetune_summary(s: &pretune::finetune::run::FinetuneSummary) {
+    println!("\nfine-tuning summary");
+    let rows: Vec<(&str, String)> = vec![
+        ("status", if s.stopped_early { "stopped early (patience)".into() } else { "done".into() }),
+        ("steps", format!("{} ({:.2} epochs)", s.steps, s.epochs)),
+        ("tokens", s.tokens.to_string()),
+        ("time", format!("{:.1} s", s.elapsed_s)),
+        ("throughput", format!("{:.0} tokens/s", s.tokens_per_second)),
+        ("data wait", format!("{:.1} % of training time", 100.0 * s.data_wait_share)),
+        ("final loss", format!("{:.4}", s.final_loss)),
+        ("best", s.best.map_or("no evaluation".into(), |(step, v)| format!("{} {v:.4} at step {step}", s.metric))),
+        ("weights", format!("{} loaded, {} fresh, {} unused", s.init.loaded, s.init.missing.len(), s.init.unused.len())),
+        ("best checkpoint", s.best_checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),
+        ("output", s.out_dir.display().to_string()),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<17} {v}");
+    }
+    if let Some(m) = &s.last_eval {
+        println!("  last evaluation");
+        for (k, v) in m {
+            println!("    {k:<22} {v:.4}");
         }
     }
 }

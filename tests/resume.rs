@@ -321,5 +321,5 @@ fn retention_keeps_the_last_k_and_the_best_checkpoint() {
     assert_eq!(kept, want, "evals {evals:?}");
     let record = store.best_record().unwrap();
     assert_eq!(record.step, best_step);
-    assert_eq!(record.eval_loss, evals.iter().find(|e| e.0 == best_step).unwrap().1);
+    assert_eq!(record.score, evals.iter().find(|e| e.0 == best_step).unwrap().1);
 }

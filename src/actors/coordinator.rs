@@ -72,8 +72,8 @@ impl Handler<Wire> for Coordinator {
 /// `Some(new best)` when `loss` at `step` beats `best` (lower held-out loss wins).
 pub fn improves(best: Option<Best>, step: u64, loss: f64) -> Option<Best> {
     match best {
-        Some(b) if !(loss < b.eval_loss) => None,
-        _ if loss.is_finite() => Some(Best { step, eval_loss: loss }),
+        Some(b) if !(loss < b.score) => None,
+        _ if loss.is_finite() => Some(Best { step, score: loss }),
         _ => None,
     }
 }
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn best_is_the_lowest_finite_held_out_loss() {
         let b = improves(None, 10, 3.0).unwrap();
-        assert_eq!(b, Best { step: 10, eval_loss: 3.0 });
+        assert_eq!(b, Best { step: 10, score: 3.0 });
         assert!(improves(Some(b), 20, 3.5).is_none());
         assert!(improves(Some(b), 20, 3.0).is_none(), "ties keep the older checkpoint");
         assert!(improves(Some(b), 20, f64::NAN).is_none());

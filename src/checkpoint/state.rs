@@ -42,13 +42,15 @@ pub struct CheckpointState {
     pub files: BTreeMap<String, String>,
 }
 
-/// The best checkpoint by held-out loss.
+/// The best checkpoint by the monitored held-out number.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Best {
     /// Its step.
     pub step: u64,
-    /// Its held-out loss.
-    pub eval_loss: f64,
+    /// Lower is better: the held-out loss in pre-training; in fine-tuning the task metric,
+    /// negated when higher is better (accuracy, F1). (Read as `eval_loss` from early layouts.)
+    #[serde(alias = "eval_loss")]
+    pub score: f64,
 }
 
 /// Versions recorded in checkpoints and `pretune_build_info`.

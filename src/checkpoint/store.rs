@@ -142,7 +142,7 @@ impl CheckpointStore {
     }
 
     /// Marks the checkpoint of `best.step` as the best one (it is then never deleted by
-    /// retention) by writing `best.json` (`{"step", "eval_loss"}`) atomically. Nothing happens
+    /// retention) by writing `best.json` (`{"step", "score"}`) atomically. Nothing happens
     /// when that step has no checkpoint on disk.
     ///
     /// # Errors

@@ -69,6 +69,54 @@ pub struct RunConfig {
     pub pipeline: PipelineConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Fine-tuning: the task (absent for pre-training).
+    pub task: TaskConfig,
+    /// Fine-tuning: where the weights come from.
+    pub init: InitConfig,
+}
+
+/// `[task]`: set `kind` to fine-tune instead of pre-train.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    /// `sequence_classification`, `regression` or `token_classification`; absent = pre-training.
+    pub kind: Option<crate::model::heads::HeadKind>,
+    /// Label names in id order (default: the sorted labels of the training data).
+    pub labels: Vec<String>,
+    /// JSONL / CSV field of the text.
+    pub text_field: String,
+    /// JSONL / CSV field of the second text (pair tasks).
+    pub text_pair_field: String,
+    /// JSONL / CSV field of the label.
+    pub label_field: String,
+    /// Metric for early stopping and the best checkpoint: `accuracy`, `macro_f1`, `f1`
+    /// (entity-level), `mse` or `loss`.
+    pub metric: String,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            kind: None,
+            labels: Vec::new(),
+            text_field: "text".into(),
+            text_pair_field: "text_pair".into(),
+            label_field: "label".into(),
+            metric: String::new(),
+        }
+    }
+}
+
+/// `[init]`: the starting weights of fine-tuning (neither: a fresh model from `[model]`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct InitConfig {
+    /// One of our checkpoints: a checkpoint folder, or a run's `checkpoints/` folder (its best,
+    /// else its latest).
+    pub checkpoint: PathBuf,
+    /// A Hugging Face BERT folder: `config.json`, `model.safetensors`, `tokenizer.json` or
+    /// `vocab.txt`.
+    pub hf: PathBuf,
 }
 
 /// `[run]`
@@ -413,6 +461,16 @@ pub struct TrainConfig {
     pub nonfinite: NonFinitePolicy,
     /// Under `skip`, abort after this many non-finite updates in a row.
     pub max_nonfinite_in_a_row: u32,
+    /// Fine-tuning: passes over the training set (sets `max_steps` when non-zero).
+    pub epochs: u64,
+    /// Fine-tuning: stop after this many evaluations without improvement (0: never).
+    pub patience: u32,
+    /// Fine-tuning: learning rate of layer `l` (of L, head = L + 1) is `lr * decay^(L + 1 - l)`.
+    pub layerwise_lr_decay: f64,
+    /// Fine-tuning: keep the embeddings fixed.
+    pub freeze_embeddings: bool,
+    /// Fine-tuning: keep the first K encoder layers fixed.
+    pub freeze_layers: i64,
 }
 
 impl Default for TrainConfig {
@@ -437,6 +495,11 @@ impl Default for TrainConfig {
             keep_last: 3,
             nonfinite: NonFinitePolicy::Skip,
             max_nonfinite_in_a_row: 5,
+            epochs: 0,
+            patience: 0,
+            layerwise_lr_decay: 1.0,
+            freeze_embeddings: false,
+            freeze_layers: 0,
         }
     }
 }
@@ -537,6 +600,40 @@ fn remove_key(table: &mut toml::Table, path: &str) -> bool {
         }
     }
     cur.remove(*last).is_some()
+}
+
+/// A resolved run of either phase.
+pub enum Plan {
+    /// Pre-training (no `[task]`).
+    Pretrain(RunPlan),
+    /// Fine-tuning (`[task] kind` set).
+    Finetune(Box<crate::finetune::plan::FinetunePlan>),
+}
+
+/// Like [`load_and_resolve`], for either phase: `[task] kind` makes it a fine-tuning run.
+///
+/// # Errors
+/// [`ConfigError`] with every problem found.
+pub fn load_plan(file: &Path, overrides: &[String]) -> Result<Plan, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    let (config, problems) = from_table_lenient(table);
+    if config.task.kind.is_none() {
+        return load_and_resolve(file, overrides).map(Plan::Pretrain);
+    }
+    match crate::finetune::plan::resolve(file, config) {
+        Ok(plan) if problems.is_empty() => Ok(Plan::Finetune(Box::new(plan))),
+        Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
+        Err(ConfigError::Invalid { problems: more, .. }) => {
+            let mut all = problems;
+            all.extend(more);
+            Err(ConfigError::Invalid { file: file.to_owned(), problems: all })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads, overrides, deserializes and validates in one go, reporting every problem of the

@@ -14,7 +14,9 @@ use tch::{Kind, Reduction, Tensor};
 use crate::masking::mlm::IGNORE;
 
 /// Model sizes, serialized with the names of Hugging Face's `BertConfig` (`config.json`).
+/// Missing fields take BERT-base's values, as `transformers` does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BertConfig {
     /// Embedding rows.
     pub vocab_size: i64,
@@ -40,6 +42,25 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     /// `[PAD]` id: its embedding row starts at zero and gets no gradient from the input side.
     pub pad_token_id: i64,
+}
+
+impl Default for BertConfig {
+    fn default() -> Self {
+        BertConfig {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            initializer_range: 0.02,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+        }
+    }
 }
 
 impl BertConfig {

@@ -12,6 +12,8 @@ struct Slot {
     name: String,
     param: Tensor,
     decay: bool,
+    /// Multiplies the learning rate (layer-wise decay); 1 for a flat rate.
+    lr_scale: f64,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
 }
@@ -45,15 +47,25 @@ pub fn takes_weight_decay(name: &str) -> bool {
 impl AdamW {
     /// An optimizer over `params` (name, variable), in the given order.
     pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> Self {
+        Self::with_lr_scales(params.into_iter().map(|(n, t)| (n, t, 1.0)).collect(), cfg)
+    }
+
+    /// An optimizer whose parameters each scale the learning rate (layer-wise decay).
+    pub fn with_lr_scales(params: Vec<(String, Tensor, f64)>, cfg: AdamWConfig) -> Self {
         let slots = params
             .into_iter()
-            .map(|(name, param)| {
+            .map(|(name, param, lr_scale)| {
                 let exp_avg = param.zeros_like().detach();
                 let exp_avg_sq = param.zeros_like().detach();
-                Slot { decay: takes_weight_decay(&name), name, param, exp_avg, exp_avg_sq }
+                Slot { decay: takes_weight_decay(&name), name, param, lr_scale, exp_avg, exp_avg_sq }
             })
             .collect();
         AdamW { cfg, slots, step: 0 }
+    }
+
+    /// Names and learning-rate scales of the parameters it updates.
+    pub fn groups(&self) -> Vec<(String, f64)> {
+        self.slots.iter().map(|s| (s.name.clone(), s.lr_scale)).collect()
     }
 
     /// Updates taken so far.
@@ -96,13 +108,14 @@ impl AdamW {
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
         let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
         let bias_correction2 = 1.0 - beta2.powi(self.step as i32);
-        let step_size = lr / bias_correction1;
         let bc2_sqrt = bias_correction2.sqrt();
         for s in &mut self.slots {
             let grad = s.param.grad();
             if !grad.defined() {
                 continue;
             }
+            let lr = lr * s.lr_scale;
+            let step_size = lr / bias_correction1;
             if s.decay && weight_decay != 0.0 {
                 let _ = s.param.g_mul_scalar_(1.0 - lr * weight_decay);
             }

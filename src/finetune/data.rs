@@ -1,0 +1,431 @@
+//! Labelled data for fine-tuning: reading, label sets, encoding and collation.
+//!
+//! * Classification and regression: JSONL (`text`, optional `text_pair`, `label`; names
+//!   configurable) or CSV / TSV with a header naming the columns.
+//! * Token classification: CoNLL (`token<TAB>tag` per line, a blank line between sentences);
+//!   the label goes on the first sub-token of each word, -100 on the rest.
+//!
+//! Labelled sets are small, so they are read whole (unlike the pre-training corpus).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::data::tokenize::{TextTokenizer, TokenizerError};
+use crate::masking::mlm::IGNORE;
+
+/// Errors reading or encoding labelled data.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskDataError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    Record {
+        /// File.
+        path: PathBuf,
+        /// 1-based line (CSV: record number + 1 for the header).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A label the training data never had.
+    #[error("{}:{line}: label `{label}` is not in the label set {known:?} (from the training data or task.labels)", path.display())]
+    UnknownLabel {
+        /// File.
+        path: PathBuf,
+        /// Line.
+        line: u64,
+        /// The label.
+        label: String,
+        /// Known labels.
+        known: Vec<String>,
+    },
+    /// Tokenization failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// No records.
+    #[error("{0}: no labelled records")]
+    Empty(PathBuf),
+}
+
+/// Column / field names of classification data.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    /// Text field.
+    pub text: String,
+    /// Optional second text.
+    pub text_pair: String,
+    /// Label field.
+    pub label: String,
+}
+
+/// One classification record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClsRecord {
+    /// First text.
+    pub text: String,
+    /// Second text, for pair tasks.
+    pub pair: Option<String>,
+    /// Label as written (a class name, or a number for regression).
+    pub label: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Line.
+    pub line: u64,
+}
+
+/// One tagged sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedSentence {
+    /// Words.
+    pub words: Vec<String>,
+    /// One tag per word.
+    pub tags: Vec<String>,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Line of its first word.
+    pub line: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TaskDataError + '_ {
+    move |source| TaskDataError::Io { path: path.to_owned(), source }
+}
+
+fn json_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads classification records from JSONL, CSV or TSV (by extension).
+///
+/// # Errors
+/// [`TaskDataError`] naming the file and line of a bad record.
+pub fn read_classification(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDataError> {
+    read_records(path, fields, true)
+}
+
+/// Reads texts to predict (labels optional).
+///
+/// # Errors
+/// [`TaskDataError`] naming the file and line of a bad record.
+pub fn read_texts(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDataError> {
+    read_records(path, fields, false)
+}
+
+fn read_records(path: &Path, fields: &Fields, need_label: bool) -> Result<Vec<ClsRecord>, TaskDataError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let bad = |line: u64, message: String| TaskDataError::Record { path: path.to_owned(), line, message };
+    let mut out = Vec::new();
+    if matches!(ext, "csv" | "tsv") {
+        let mut r = csv::ReaderBuilder::new().delimiter(if ext == "tsv" { b'\t' } else { b',' }).flexible(false).from_path(path).map_err(|e| bad(1, e.to_string()))?;
+        let headers = r.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+        let col = |name: &str| headers.iter().position(|h| h.trim_start_matches('\u{feff}') == name);
+        let (t, l) = match (col(&fields.text), col(&fields.label)) {
+            (Some(t), l) if l.is_some() || !need_label => (t, l),
+            _ => return Err(bad(1, format!("the header needs columns `{}` and `{}`, it has {:?}", fields.text, fields.label, headers.iter().collect::<Vec<_>>()))),
+        };
+        let p = col(&fields.text_pair);
+        for (i, rec) in r.records().enumerate() {
+            let line = i as u64 + 2;
+            let rec = rec.map_err(|e| bad(line, e.to_string()))?;
+            out.push(ClsRecord {
+                text: rec.get(t).unwrap_or_default().to_owned(),
+                pair: p.and_then(|p| rec.get(p)).map(str::to_owned),
+                label: l.and_then(|l| rec.get(l)).unwrap_or_default().trim().to_owned(),
+                path: path.to_owned(),
+                line,
+            });
+        }
+    } else {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        for (i, l) in text.lines().enumerate() {
+            let line = i as u64 + 1;
+            if l.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(line, format!("bad JSON: {e}")))?;
+            let get = |k: &str| v.get(k).and_then(json_text);
+            let text = get(&fields.text).ok_or_else(|| bad(line, format!("no text field `{}`", fields.text)))?;
+            let label = match get(&fields.label) {
+                Some(l) => l,
+                None if !need_label => String::new(),
+                None => return Err(bad(line, format!("no label field `{}`", fields.label))),
+            };
+            out.push(ClsRecord { text, pair: get(&fields.text_pair), label, path: path.to_owned(), line });
+        }
+    }
+    if out.is_empty() {
+        return Err(TaskDataError::Empty(path.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Reads CoNLL-style `token<TAB>tag` lines (extra columns ignored; the tag is the last).
+///
+/// # Errors
+/// [`TaskDataError`] naming the file and line of a line without a tag.
+pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, TaskDataError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut out = Vec::new();
+    let mut cur = TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: 1 };
+    for (i, l) in text.lines().enumerate() {
+        let line = i as u64 + 1;
+        let l = l.trim_end();
+        if l.is_empty() || l.starts_with("-DOCSTART-") {
+            if !cur.words.is_empty() {
+                out.push(std::mem::replace(&mut cur, TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: line + 1 }));
+            }
+            cur.line = line + 1;
+            continue;
+        }
+        let cols: Vec<&str> = l.split(['\t', ' ']).filter(|c| !c.is_empty()).collect();
+        if cols.len() < 2 {
+            return Err(TaskDataError::Record { path: path.to_owned(), line, message: format!("expected `token<TAB>tag`, got {l:?}") });
+        }
+        cur.words.push(cols[0].to_owned());
+        cur.tags.push(cols[cols.len() - 1].to_owned());
+    }
+    if !cur.words.is_empty() {
+        out.push(cur);
+    }
+    if out.is_empty() {
+        return Err(TaskDataError::Empty(path.to_owned()));
+    }
+    Ok(out)
+}
+
+/// The label set of a task: names in a fixed order; the index is the class id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabelSet {
+    /// Class names by id.
+    pub names: Vec<String>,
+}
+
+impl LabelSet {
+    /// From the config when given, else the sorted distinct labels of the training data.
+    pub fn from_data<'a>(configured: &[String], seen: impl Iterator<Item = &'a str>) -> Self {
+        if !configured.is_empty() {
+            return LabelSet { names: configured.to_vec() };
+        }
+        let mut names: Vec<String> = seen.map(str::to_owned).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        names.shrink_to_fit();
+        LabelSet { names }
+    }
+
+    /// The id of `label`.
+    ///
+    /// # Errors
+    /// [`TaskDataError::UnknownLabel`] with the record's place.
+    pub fn id(&self, label: &str, path: &Path, line: u64) -> Result<usize, TaskDataError> {
+        self.names.iter().position(|n| n == label).ok_or_else(|| TaskDataError::UnknownLabel {
+            path: path.to_owned(),
+            line,
+            label: label.to_owned(),
+            known: self.names.clone(),
+        })
+    }
+}
+
+/// One encoded example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskExample {
+    /// `[CLS] A [SEP] (B [SEP])`.
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub types: Vec<u8>,
+    /// Classification: one class id; NER: a label per token (-100 off first sub-tokens);
+    /// regression: empty.
+    pub labels: Vec<i64>,
+    /// Regression target.
+    pub target: f32,
+    /// NER: for each word, the position of its first sub-token (`None` if truncated away).
+    pub word_starts: Vec<Option<usize>>,
+}
+
+/// Encodes a classification record (`label_id` none for regression).
+///
+/// # Errors
+/// Tokenization errors.
+pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option<usize>, target: f32, max_len: usize) -> Result<TaskExample, TaskDataError> {
+    let ids = tok.special_ids();
+    let mut a = tok.encode(&rec.text)?.ids;
+    let mut b = match &rec.pair {
+        Some(p) => Some(tok.encode(p)?.ids),
+        None => None,
+    };
+    // Longest-first truncation, as Hugging Face tokenizers do.
+    let budget = max_len - if b.is_some() { 3 } else { 2 };
+    while a.len() + b.as_ref().map_or(0, Vec::len) > budget {
+        match &mut b {
+            Some(bb) if bb.len() > a.len() => {
+                bb.pop();
+            }
+            _ => {
+                a.pop();
+            }
+        }
+    }
+    let mut out = vec![ids.cls];
+    out.extend(&a);
+    out.push(ids.sep);
+    let mut types = vec![0u8; out.len()];
+    if let Some(bb) = b {
+        out.extend(&bb);
+        out.push(ids.sep);
+        types.resize(out.len(), 1);
+    }
+    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![] })
+}
+
+/// Encodes a tagged sentence: each word tokenized alone, its tag on the first sub-token.
+///
+/// # Errors
+/// Unknown tags (with the sentence's place) and tokenization errors.
+pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet, max_len: usize) -> Result<TaskExample, TaskDataError> {
+    let sp = tok.special_ids();
+    let mut ids = vec![sp.cls];
+    let mut lab = vec![IGNORE];
+    let mut word_starts = Vec::with_capacity(s.words.len());
+    for (k, (w, t)) in s.words.iter().zip(&s.tags).enumerate() {
+        let class = labels.id(t, &s.path, s.line + k as u64)? as i64;
+        let mut pieces = tok.encode(w)?.ids;
+        if pieces.is_empty() {
+            pieces.push(sp.unk);
+        }
+        if ids.len() + pieces.len() > max_len - 1 {
+            word_starts.push(None);
+            continue;
+        }
+        word_starts.push(Some(ids.len()));
+        for (j, p) in pieces.iter().enumerate() {
+            ids.push(*p);
+            lab.push(if j == 0 { class } else { IGNORE });
+        }
+    }
+    ids.push(sp.sep);
+    lab.push(IGNORE);
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts })
+}
+
+/// A collated fine-tuning batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskBatch {
+    /// Rows.
+    pub batch_size: usize,
+    /// Padded length.
+    pub seq_len: usize,
+    /// `[batch, seq]`
+    pub input_ids: Vec<i64>,
+    /// `[batch, seq]`
+    pub token_type_ids: Vec<i64>,
+    /// `[batch]`
+    pub lengths: Vec<i64>,
+    /// Classification `[batch]`, NER `[batch, seq]` (-100 unscored); empty for regression.
+    pub labels: Vec<i64>,
+    /// Regression targets `[batch]`.
+    pub targets: Vec<f32>,
+    /// Scored targets (rows, or labelled tokens): the loss divisor.
+    pub n_targets: usize,
+    /// Non-padding tokens.
+    pub n_tokens: usize,
+}
+
+/// Pads and stacks examples (length rounded up to a multiple of 8).
+pub fn collate(examples: &[&TaskExample], pad: u32, per_token: bool) -> TaskBatch {
+    let b = examples.len();
+    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let t = longest.div_ceil(8) * 8;
+    let mut batch = TaskBatch {
+        batch_size: b,
+        seq_len: t,
+        input_ids: vec![pad as i64; b * t],
+        token_type_ids: vec![0; b * t],
+        lengths: Vec::with_capacity(b),
+        labels: if per_token { vec![IGNORE; b * t] } else { Vec::with_capacity(b) },
+        targets: Vec::with_capacity(b),
+        n_targets: 0,
+        n_tokens: 0,
+    };
+    for (r, e) in examples.iter().enumerate() {
+        for (j, (&id, &ty)) in e.ids.iter().zip(&e.types).enumerate() {
+            batch.input_ids[r * t + j] = id as i64;
+            batch.token_type_ids[r * t + j] = ty as i64;
+        }
+        if per_token {
+            batch.labels[r * t..r * t + e.labels.len()].copy_from_slice(&e.labels);
+            batch.n_targets += e.labels.iter().filter(|&&l| l != IGNORE).count();
+        } else {
+            batch.labels.extend(&e.labels);
+            batch.n_targets += 1;
+        }
+        batch.targets.push(e.target);
+        batch.lengths.push(e.ids.len() as i64);
+        batch.n_tokens += e.ids.len();
+    }
+    batch
+}
+
+/// Label counts, for the run report.
+pub fn label_counts<'a>(labels: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in labels {
+        *m.entry(l.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Fields {
+        Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() }
+    }
+
+    #[test]
+    fn jsonl_csv_and_tsv_read_the_same_records() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.jsonl"), "{\"text\": \"good film\", \"label\": \"pos\"}\n{\"text\": \"bad\", \"text_pair\": \"really\", \"label\": 0}\n").unwrap();
+        std::fs::write(d.path().join("a.csv"), "\u{feff}label,text\npos,\"good, film\"\nneg,bad\n").unwrap();
+        std::fs::write(d.path().join("a.tsv"), "text\tlabel\ngood film\tpos\n").unwrap();
+        let j = read_classification(&d.path().join("a.jsonl"), &fields()).unwrap();
+        assert_eq!((j[0].label.as_str(), j[1].label.as_str(), j[1].pair.as_deref()), ("pos", "0", Some("really")));
+        let c = read_classification(&d.path().join("a.csv"), &fields()).unwrap();
+        assert_eq!((c[0].text.as_str(), c[0].label.as_str(), c[1].line), ("good, film", "pos", 3));
+        let t = read_classification(&d.path().join("a.tsv"), &fields()).unwrap();
+        assert_eq!(t[0].text, "good film");
+        std::fs::write(d.path().join("b.jsonl"), "{\"text\": \"x\"}\n").unwrap();
+        let e = read_classification(&d.path().join("b.jsonl"), &fields()).unwrap_err().to_string();
+        assert!(e.contains("b.jsonl:1") && e.contains("label"), "{e}");
+    }
+
+    #[test]
+    fn unseen_labels_are_errors_naming_file_and_line() {
+        let set = LabelSet::from_data(&[], ["b", "a", "b"].into_iter());
+        assert_eq!(set.names, vec!["a", "b"]);
+        let e = set.id("c", Path::new("dev.jsonl"), 7).unwrap_err().to_string();
+        assert!(e.contains("dev.jsonl:7") && e.contains("`c`"), "{e}");
+    }
+
+    #[test]
+    fn conll_sentences_split_on_blank_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("n.txt");
+        std::fs::write(&p, "Empire\tB-facility\nState\tI-facility\n\nhi\tO\n").unwrap();
+        let s = read_conll(&p).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].tags, vec!["B-facility", "I-facility"]);
+        assert_eq!(s[1].line, 4);
+    }
+}

@@ -1,0 +1,187 @@
+//! Task metrics, pure and streaming (counts only: evaluation never keeps all logits).
+//!
+//! * Classification: accuracy, macro-F1, per-class precision and recall from a confusion
+//!   matrix.
+//! * NER: entity-level precision, recall and F1 with `seqeval`'s default (conlleval) chunking
+//!   of BIO / IOB2 tags: an entity starts at `B-X`, or at `I-X` after a tag of another type or
+//!   after `O`; it ends before `O`, `B-*`, or a tag of another type.
+
+use std::collections::{BTreeMap, HashSet};
+
+/// A confusion matrix over `n` classes (row = gold, column = predicted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    counts: Vec<Vec<u64>>,
+}
+
+/// Classification metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassMetrics {
+    /// Share right.
+    pub accuracy: f64,
+    /// Unweighted mean of the per-class F1.
+    pub macro_f1: f64,
+    /// Per class: precision.
+    pub precision: Vec<f64>,
+    /// Per class: recall.
+    pub recall: Vec<f64>,
+    /// Examples.
+    pub n: u64,
+}
+
+impl Confusion {
+    /// An empty matrix.
+    pub fn new(n: usize) -> Self {
+        Confusion { counts: vec![vec![0; n]; n] }
+    }
+
+    /// Counts one prediction.
+    pub fn add(&mut self, gold: usize, pred: usize) {
+        self.counts[gold][pred] += 1;
+    }
+
+    /// The metrics. A class never predicted has precision 0; never present, recall 0 (as
+    /// scikit-learn with `zero_division=0`).
+    pub fn metrics(&self) -> ClassMetrics {
+        let k = self.counts.len();
+        let n: u64 = self.counts.iter().flatten().sum();
+        let right: u64 = (0..k).map(|i| self.counts[i][i]).sum();
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision: Vec<f64> = (0..k).map(|c| ratio(self.counts[c][c], (0..k).map(|g| self.counts[g][c]).sum())).collect();
+        let recall: Vec<f64> = (0..k).map(|c| ratio(self.counts[c][c], self.counts[c].iter().sum())).collect();
+        let f1: Vec<f64> =
+            precision.iter().zip(&recall).map(|(&p, &r)| if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }).collect();
+        ClassMetrics { accuracy: ratio(right, n), macro_f1: f1.iter().sum::<f64>() / k.max(1) as f64, precision, recall, n }
+    }
+}
+
+/// An entity: `(type, start, end exclusive)`.
+pub type Entity = (String, usize, usize);
+
+fn split_tag(tag: &str) -> (char, &str) {
+    match tag.split_once('-') {
+        Some((p, t)) if p.len() == 1 => (p.chars().next().unwrap_or('O'), t),
+        _ => (if tag == "O" { 'O' } else { 'I' }, if tag == "O" { "" } else { tag }),
+    }
+}
+
+/// Entities of a tag sequence, as `seqeval` (default mode) reads them.
+pub fn entities(tags: &[&str]) -> Vec<Entity> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, usize)> = None;
+    for (i, tag) in tags.iter().enumerate() {
+        let (prefix, ty) = split_tag(tag);
+        let starts = match (&cur, prefix) {
+            (_, 'B') => true,
+            (Some((t, _)), 'I') => t != ty,
+            (None, 'I') => true,
+            _ => false,
+        };
+        let ends = prefix == 'O' || starts;
+        if ends {
+            if let Some((t, s)) = cur.take() {
+                out.push((t, s, i));
+            }
+        }
+        if starts {
+            cur = Some((ty.to_owned(), i));
+        }
+    }
+    if let Some((t, s)) = cur {
+        out.push((t, s, tags.len()));
+    }
+    out
+}
+
+/// Streaming entity-level counts over sentences.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityCounts {
+    /// Per type: (true positives, predicted, gold).
+    by_type: BTreeMap<String, (u64, u64, u64)>,
+}
+
+/// Entity-level metrics (micro-averaged, as `seqeval`'s `f1_score`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EntityMetrics {
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+    /// Gold entities.
+    pub support: u64,
+}
+
+impl EntityCounts {
+    /// Adds one sentence.
+    pub fn add(&mut self, gold: &[&str], pred: &[&str]) {
+        let g: HashSet<Entity> = entities(gold).into_iter().collect();
+        let p: HashSet<Entity> = entities(pred).into_iter().collect();
+        for e in &g {
+            self.by_type.entry(e.0.clone()).or_default().2 += 1;
+        }
+        for e in &p {
+            let c = self.by_type.entry(e.0.clone()).or_default();
+            c.1 += 1;
+            if g.contains(e) {
+                c.0 += 1;
+            }
+        }
+    }
+
+    /// Micro-averaged precision, recall and F1.
+    pub fn metrics(&self) -> EntityMetrics {
+        let (tp, pred, gold) = self.by_type.values().fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+        let p = if pred == 0 { 0.0 } else { tp as f64 / pred as f64 };
+        let r = if gold == 0 { 0.0 } else { tp as f64 / gold as f64 };
+        EntityMetrics { precision: p, recall: r, f1: if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }, support: gold }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_metrics_match_a_hand_computation() {
+        // gold: 0 0 0 1 1 2 ; pred: 0 0 1 1 2 2
+        let mut c = Confusion::new(3);
+        for (g, p) in [(0, 0), (0, 0), (0, 1), (1, 1), (1, 2), (2, 2)] {
+            c.add(g, p);
+        }
+        let m = c.metrics();
+        assert!((m.accuracy - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(m.precision, vec![1.0, 0.5, 0.5]);
+        assert_eq!(m.recall, vec![2.0 / 3.0, 0.5, 1.0]);
+        let f1 = [0.8, 0.5, 2.0 / 3.0];
+        assert!((m.macro_f1 - f1.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    }
+
+    /// Cases worked by hand against seqeval 1.2 (`seqeval.metrics.f1_score`, default mode).
+    #[test]
+    fn entities_follow_seqeval_default_chunking() {
+        assert_eq!(entities(&["B-PER", "I-PER", "O", "B-LOC"]), vec![("PER".into(), 0, 2), ("LOC".into(), 3, 4)]);
+        // An I- without a B- starts an entity (IOB1-tolerant conlleval behaviour).
+        assert_eq!(entities(&["O", "I-PER", "I-PER"]), vec![("PER".into(), 1, 3)]);
+        // A type change inside I- tags splits the entity.
+        assert_eq!(entities(&["B-PER", "I-LOC"]), vec![("PER".into(), 0, 1), ("LOC".into(), 1, 2)]);
+        // B- right after B- of the same type: two entities.
+        assert_eq!(entities(&["B-ORG", "B-ORG", "I-ORG"]), vec![("ORG".into(), 0, 1), ("ORG".into(), 1, 3)]);
+        assert_eq!(entities(&["O", "O"]), vec![]);
+    }
+
+    #[test]
+    fn entity_f1_is_micro_averaged_over_exact_matches() {
+        let mut c = EntityCounts::default();
+        // gold: PER(0,2) LOC(3,4); pred: PER(0,2) LOC(3,5) -> 1 tp of 2 pred, 2 gold
+        c.add(&["B-PER", "I-PER", "O", "B-LOC", "O"], &["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]);
+        // gold: MISC(1,2); pred: none
+        c.add(&["O", "B-MISC"], &["O", "O"]);
+        let m = c.metrics();
+        assert!((m.precision - 0.5).abs() < 1e-12);
+        assert!((m.recall - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m.f1 - 0.4).abs() < 1e-12);
+        assert_eq!(m.support, 3);
+    }
+}

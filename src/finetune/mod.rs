@@ -1,0 +1,11 @@
+//! Fine-tuning: task heads on a pre-trained encoder, labelled data, metrics, early stopping,
+//! Hugging Face import and export, prediction.
+
+pub mod data;
+pub mod export;
+pub mod init;
+pub mod metrics;
+pub mod plan;
+pub mod policy;
+pub mod predict;
+pub mod run;

@@ -1,0 +1,112 @@
+//! `pretune predict --checkpoint DIR --input FILE [--output FILE]`: JSONL predictions from a
+//! fine-tuned checkpoint (a run's best by default): label and probabilities per text, a score
+//! for regression, word-level tags for NER.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+use tch::{nn, Device, Kind};
+
+use super::data::{self, collate, Fields, LabelSet, TaggedSentence};
+use super::export::{describe, Described, ExportError};
+use super::init::find_checkpoint;
+use crate::data::tokenize::TextTokenizer;
+use crate::model::heads::{BertForTask, HeadKind};
+
+/// Writes predictions for `input` to `output` (stdout when `None`); returns the checkpoint used
+/// and the number of records.
+///
+/// # Errors
+/// A message naming what failed.
+pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result<(std::path::PathBuf, usize), String> {
+    let (dir, state) = find_checkpoint(checkpoint).map_err(|e| crate::error_chain(&e))?;
+    let spec = match describe(&state.model, &state.config).map_err(|e: ExportError| e.to_string())? {
+        Described::Task(s) => s,
+        Described::Pretrain(..) => return Err(format!("{} is a pre-training checkpoint: predict needs a fine-tuned one", dir.display())),
+    };
+    let tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len().max(1) as i64);
+    vs.load(dir.join("model.safetensors")).map_err(|e| e.to_string())?;
+    let labels = LabelSet { names: spec.labels.clone() };
+    let task = state.config.get("task").cloned().unwrap_or_default();
+    let field = |k: &str, d: &str| task.get(k).and_then(|v| v.as_str()).unwrap_or(d).to_owned();
+    let mut out: Box<dyn Write> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?)),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let pad = tok.special_ids().pad;
+    let _guard = tch::no_grad_guard();
+    let mut n = 0;
+    match spec.kind {
+        HeadKind::TokenClassification => {
+            let sentences = read_words(input)?;
+            for s in &sentences {
+                let tagged = TaggedSentence { words: s.clone(), tags: vec![labels.names[0].clone(); s.len()], path: input.to_owned(), line: 0 };
+                let ex = data::encode_tagged(&tok, &tagged, &labels, spec.max_seq_len).map_err(|e| e.to_string())?;
+                let b = collate(&[&ex], pad, true);
+                let logits = model.forward(&tensor2(&b.input_ids, &b), &tensor2(&b.token_type_ids, &b), &tch::Tensor::from_slice(&b.lengths), false);
+                let pred = Vec::<i64>::try_from(&logits.argmax(-1, false).view([-1])).unwrap_or_default();
+                let tags: Vec<&str> = ex.word_starts.iter().map(|w| w.map_or("O", |p| labels.names[pred[p] as usize].as_str())).collect();
+                writeln!(out, "{}", json!({"tokens": s, "tags": tags})).map_err(|e| e.to_string())?;
+                n += 1;
+            }
+        }
+        kind => {
+            let fields = Fields { text: field("text_field", "text"), text_pair: field("text_pair_field", "text_pair"), label: field("label_field", "label") };
+            let records = data::read_texts(input, &fields).map_err(|e| crate::error_chain(&e))?;
+            for r in &records {
+                let ex = data::encode_classification(&tok, r, None, 0.0, spec.max_seq_len).map_err(|e| e.to_string())?;
+                let b = collate(&[&ex], pad, false);
+                let logits = model.forward(&tensor2(&b.input_ids, &b), &tensor2(&b.token_type_ids, &b), &tch::Tensor::from_slice(&b.lengths), false);
+                let line = if kind == HeadKind::Regression {
+                    json!({"text": r.text, "score": logits.double_value(&[0, 0])})
+                } else {
+                    let p = Vec::<f64>::try_from(&logits.softmax(-1, Kind::Double).view([-1])).unwrap_or_default();
+                    let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
+                    let probs: serde_json::Map<String, serde_json::Value> = labels.names.iter().zip(&p).map(|(l, v)| (l.clone(), json!(v))).collect();
+                    json!({"text": r.text, "label": labels.names[best], "probabilities": probs})
+                };
+                writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                n += 1;
+            }
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    Ok((dir, n))
+}
+
+fn tensor2(v: &[i64], b: &data::TaskBatch) -> tch::Tensor {
+    tch::Tensor::from_slice(v).view([b.batch_size as i64, b.seq_len as i64])
+}
+
+/// Words per sentence from a CoNLL-style file (first column; tags, if any, ignored) or JSONL
+/// with a `tokens` array.
+fn read_words(path: &Path) -> Result<Vec<Vec<String>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        return text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                let v: serde_json::Value = serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+                serde_json::from_value(v["tokens"].clone()).map_err(|e| format!("{}:{}: `tokens`: {e}", path.display(), i + 1))
+            })
+            .collect();
+    }
+    let mut out = vec![];
+    let mut cur = vec![];
+    for l in text.lines() {
+        match l.split(['\t', ' ']).find(|c| !c.is_empty()) {
+            Some(w) => cur.push(w.to_owned()),
+            None if !cur.is_empty() => out.push(std::mem::take(&mut cur)),
+            None => {}
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}

@@ -1,0 +1,54 @@
+//! Task heads on the BERT encoder, with Hugging Face's names and semantics:
+//! `BertForSequenceClassification` (pooled `[CLS]`, dropout, `classifier`; one output for
+//! regression) and `BertForTokenClassification` (dropout, per-token `classifier`, no pooler).
+
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use super::bert::{Bert, BertConfig};
+
+/// Which head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// One label per sequence (cross-entropy).
+    SequenceClassification,
+    /// One number per sequence (mean squared error).
+    Regression,
+    /// One label per token (cross-entropy on first sub-tokens).
+    TokenClassification,
+}
+
+/// The encoder with a task head.
+pub struct BertForTask {
+    /// The encoder.
+    pub bert: Bert,
+    pooler: Option<nn::Linear>,
+    classifier: nn::Linear,
+    dropout: f64,
+    /// Which head.
+    pub kind: HeadKind,
+}
+
+impl BertForTask {
+    /// Creates `bert.*` (with `bert.pooler` for sequence heads) and `classifier` under `root`.
+    pub fn new(root: &nn::Path, cfg: &BertConfig, kind: HeadKind, num_labels: i64) -> Self {
+        let bert = Bert::new(root / "bert", cfg);
+        let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
+        let pooler = (kind != HeadKind::TokenClassification)
+            .then(|| nn::linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
+        let outputs = if kind == HeadKind::Regression { 1 } else { num_labels };
+        let classifier = nn::linear(root / "classifier", cfg.hidden_size, outputs, init);
+        BertForTask { bert, pooler, classifier, dropout: cfg.hidden_dropout_prob, kind }
+    }
+
+    /// Logits: `[batch, labels]` (regression: `[batch, 1]`) or `[batch, seq, labels]`.
+    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
+        let x = match &self.pooler {
+            Some(p) => p.forward(&h.select(1, 0)).tanh(),
+            None => h,
+        };
+        self.classifier.forward(&x.dropout(self.dropout, train))
+    }
+}
