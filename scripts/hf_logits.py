@@ -1,0 +1,16 @@
+"""Prints, as JSON, the flattened logits `transformers` computes for token ids with a model
+folder (used by the export round-trip tests).
+
+    .venv/bin/python scripts/hf_logits.py MODEL_DIR AutoModelForSequenceClassification '[[2, 5, 3]]'
+"""
+import json
+import sys
+
+import torch
+import transformers
+
+model_dir, auto_class, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor(ids)).logits
+print(json.dumps(logits.double().flatten().tolist()))
