@@ -14,15 +14,18 @@ setup:
 build: setup
 	cargo build
 
+# Both phases: pre-train the tiny BERT on the bundled corpus, then fine-tune it on the bundled
+# spam / ham set, with a final evaluation report.
 demo: build
 	./target/debug/pretune train configs/pretrain-mlm-tiny.toml
+	./target/debug/pretune train configs/finetune-cls-tiny.toml
 
 test: setup
 	cargo test
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup
-	.venv/bin/python scripts/make_bert_mlm_fixture.py target/fixtures/bert_mlm
+	for f in bert_mlm adamw heads minilm; do .venv/bin/python scripts/make_$${f}_fixture.py target/fixtures/$$f; done
 
 clean:
 	rm -rf target/fixtures runs

@@ -44,7 +44,7 @@ fn task_heads_match_transformers_logits_and_losses() {
                 (d, l)
             }
             HeadKind::Regression => (max_diff(&logits, want), logits.view([-1]).mse_loss(labels, Reduction::Mean)),
-            HeadKind::SequenceClassification => (max_diff(&logits, want), logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)),
+            _ => (max_diff(&logits, want), logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)),
         };
         assert!(d < 1e-5, "{name}: logits differ by {d}");
         let dl = (loss.double_value(&[]) - b[&format!("{name}_loss")].double_value(&[0])).abs();
@@ -237,7 +237,7 @@ fn freezing_and_layer_wise_decay_touch_exactly_the_intended_parameters() {
         .map(|s| s.to_string())
         .collect();
     let Plan::Finetune(plan) = config::load_plan(&cfg, &o).unwrap() else { panic!() };
-    let (vs, _, _) = build_model(&plan.bert, plan.kind, 2, &InitSource::Fresh, Device::Cpu, 3).unwrap();
+    let (vs, _, _) = build_model(&plan.bert, None, plan.kind, 2, &InitSource::Fresh, Device::Cpu, 3).unwrap();
     let before: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
     let s = run(*plan).unwrap();
     let after = read(&s.best_checkpoint.unwrap().join("model.safetensors"));
@@ -313,4 +313,86 @@ fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
     let (_, acc) = s.best.unwrap();
     eprintln!("MiniLM polarity accuracy after 40 updates: {acc:.4} ({:.0} tokens/s)", s.tokens_per_second);
     assert!(acc >= 0.65, "accuracy {acc}");
+}
+
+/// Cloze scores from the batched path equal a direct computation: each candidate's row run
+/// alone through the GLM, log-softmax over the whole vocabulary at every position, and the
+/// answer tokens' log-probabilities summed by hand.
+#[test]
+fn cloze_scores_equal_a_direct_computation() {
+    use pretune::finetune::cloze::{collate, scores, ClozeSpec};
+    use pretune::finetune::data::TaskExample;
+    use pretune::masking::glm::GlmIds;
+    use pretune::model::glm::{Glm, GlmConfig};
+    let cfg = GlmConfig {
+        vocab_size: 40,
+        hidden_size: 16,
+        num_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        max_sequence_length: 33,
+        hidden_dropout: 0.0,
+        attention_dropout: 0.0,
+        layernorm_epsilon: 1e-5,
+        init_method_std: 0.3,
+        explicit_attention: false,
+    };
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let glm = Glm::new(&vs.root(), &cfg);
+    let ids = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
+    let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], ids };
+    let ex = |toks: Vec<u32>, label: i64| {
+        let blank = toks.iter().position(|&t| t == 2);
+        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank] }
+    };
+    let examples = [ex(vec![1, 10, 11, 2, 12], 1), ex(vec![1, 13, 2, 14, 15, 16, 17], 0)];
+    let refs: Vec<&TaskExample> = examples.iter().collect();
+    let (batch, parts) = collate(&refs, &spec, 0);
+    let _g = tch::no_grad_guard();
+    let got = scores(&glm, &batch, &parts, Device::Cpu, false);
+    assert_eq!(got.size(), vec![2, 2]);
+    for (i, e) in examples.iter().enumerate() {
+        let blank = e.word_starts[0].unwrap() as i64;
+        for (c, answer) in spec.answers.iter().enumerate() {
+            let mut toks: Vec<i64> = e.ids.iter().map(|&t| t as i64).collect();
+            let a = toks.len();
+            toks.push(5);
+            toks.extend(answer[..answer.len() - 1].iter().map(|&t| t as i64));
+            let n = toks.len() as i64;
+            let pos: Vec<i64> = (0..a as i64).chain(std::iter::repeat(blank).take(answer.len())).collect();
+            let block: Vec<i64> = std::iter::repeat(0).take(a).chain(1..=answer.len() as i64).collect();
+            let h = glm.forward(&Tensor::from_slice(&toks).view([1, n]), &Tensor::from_slice(&pos).view([1, n]), &Tensor::from_slice(&block).view([1, n]), &Tensor::from_slice(&[a as i64]), false);
+            let lp = glm.logits(&h.get(0)).log_softmax(-1, Kind::Double);
+            let direct: f64 = answer.iter().enumerate().map(|(j, &t)| lp.double_value(&[(a + j) as i64, t as i64])).sum();
+            let batched = got.double_value(&[i as i64, c as i64]);
+            assert!((direct - batched).abs() < 1e-4, "example {i} candidate {c}: direct {direct} vs batched {batched}");
+        }
+    }
+}
+
+/// Pre-train a GLM briefly, then fine-tune it as a cloze task: every weight comes from the
+/// checkpoint (no new head) and the run evaluates.
+#[test]
+fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::util::tiny_config(dir.path());
+    let o: Vec<String> = ["train.max_steps=10", "data.eval=[]", "objective.kind=\"glm\"", "model.max_position_embeddings=65"].iter().map(|s| s.to_string()).collect();
+    pretune::actors::run(config::load_and_resolve(&cfg, &o).unwrap()).unwrap();
+    let spam = root().join("data/spam");
+    let ft = ft_config(dir.path(), "cloze", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
+    let text = std::fs::read_to_string(&ft).unwrap().replace(
+        "[task]\nkind = \"cloze\"",
+        &format!(
+            "[init]\ncheckpoint = \"{}\"\n[task]\nkind = \"cloze\"\npattern = \"{{text}} This message is [MASK].\"\n[task.verbalizers]\nham = \"a letter\"\nspam = \"an offer\"",
+            dir.path().join("run/checkpoints").display()
+        ),
+    );
+    std::fs::write(&ft, text).unwrap();
+    let s = finetune(&ft, &["train.epochs=0", "train.max_steps=6", "train.eval_every=6", &format!("run.out_dir={}", dir.path().join("cloze").display())]);
+    assert_eq!(s.init.missing, Vec::<String>::new(), "no new head");
+    assert!(s.init.loaded > 10);
+    let (_, acc) = s.best.unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(s.metric, "accuracy");
 }

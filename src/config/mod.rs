@@ -92,6 +92,10 @@ pub struct TaskConfig {
     /// Metric for early stopping and the best checkpoint: `accuracy`, `macro_f1`, `f1`
     /// (entity-level), `mse` or `loss`.
     pub metric: String,
+    /// Cloze: the pattern, with `{text}` and one `[MASK]` blank.
+    pub pattern: String,
+    /// Cloze: verbalizer text per label.
+    pub verbalizers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for TaskConfig {
@@ -103,6 +107,8 @@ impl Default for TaskConfig {
             text_pair_field: "text_pair".into(),
             label_field: "label".into(),
             metric: String::new(),
+            pattern: String::new(),
+            verbalizers: Default::default(),
         }
     }
 }

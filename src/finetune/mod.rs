@@ -1,6 +1,7 @@
 //! Fine-tuning: task heads on a pre-trained encoder, labelled data, metrics, early stopping,
 //! Hugging Face import and export, prediction.
 
+pub mod cloze;
 pub mod data;
 pub mod export;
 pub mod init;

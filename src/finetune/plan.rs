@@ -14,7 +14,10 @@ use crate::config::{ConfigError, RunConfig};
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
 use crate::model::heads::HeadKind;
+use crate::model::glm::GlmConfig;
 use crate::objective::ModelSpec;
+use super::cloze::{self, ClozeSpec};
+use crate::masking::glm::GlmIds;
 
 /// A validated fine-tuning run.
 pub struct FinetunePlan {
@@ -36,6 +39,8 @@ pub struct FinetunePlan {
     pub tokenizer_path: PathBuf,
     /// Encoder sizes.
     pub bert: BertConfig,
+    /// Cloze: the GLM and its pattern.
+    pub cloze: Option<(GlmConfig, ClozeSpec)>,
     /// Starting weights.
     pub init: InitSource,
     /// Device.
@@ -87,6 +92,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
         (HeadKind::SequenceClassification, "macro_f1") => ("macro_f1".to_owned(), Direction::Higher),
         (HeadKind::TokenClassification, "" | "f1") => ("f1".to_owned(), Direction::Higher),
         (HeadKind::Regression, "" | "mse") => ("mse".to_owned(), Direction::Lower),
+        (HeadKind::Cloze, "" | "accuracy") => ("accuracy".to_owned(), Direction::Higher),
         (_, "loss") => ("loss".to_owned(), Direction::Lower),
         (_, m) => {
             problems.push(format!("task.metric: `{m}` does not fit task.kind {kind:?} (accuracy, macro_f1, f1, mse or loss)"));
@@ -104,10 +110,31 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     };
     let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
 
+    if kind == HeadKind::Cloze {
+        if c.init.checkpoint.as_os_str().is_empty() {
+            problems.push("init.checkpoint: cloze fine-tuning starts from a GLM pre-training checkpoint".into());
+        }
+        if c.task.pattern.matches("[MASK]").count() != 1 || !c.task.pattern.contains("{text}") {
+            problems.push("task.pattern: needs `{text}` and exactly one `[MASK]`".into());
+        }
+        if c.task.verbalizers.len() < 2 {
+            problems.push("task.verbalizers: give verbalizer text for at least two labels".into());
+        }
+    }
+    let mut glm_config: Option<GlmConfig> = None;
     // Starting point: its model sizes and tokenizer.
     let (init, mut bert, init_tokenizer) = if !c.init.checkpoint.as_os_str().is_empty() {
         match find_checkpoint(&c.init.checkpoint) {
             Ok((dir, state)) => match serde_json::from_value::<ModelSpec>(state.model.clone()) {
+                Ok(ModelSpec::Glm { config }) if kind == HeadKind::Cloze => {
+                    let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
+                    glm_config = Some(config);
+                    (InitSource::Checkpoint(dir), BertConfig::default(), tok)
+                }
+                Ok(_) if kind == HeadKind::Cloze => {
+                    problems.push(format!("init.checkpoint: {} is not a GLM checkpoint (cloze needs one)", dir.display()));
+                    (InitSource::Fresh, BertConfig::default(), None)
+                }
                 Ok(ModelSpec::Bert { config, .. }) => {
                     let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
                     // A checkpoint of ours carries its tokenizer beside the weights when it can.
@@ -167,8 +194,9 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
         }
         Some(p) => TextTokenizer::load(p, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok(),
     };
-    if c.train.max_seq_len as i64 > bert.max_position_embeddings || c.train.max_seq_len < 4 {
-        problems.push(format!("train.max_seq_len: must be in [4, {}] (the model's positions)", bert.max_position_embeddings));
+    let positions = glm_config.as_ref().map_or(bert.max_position_embeddings, |g| g.max_sequence_length - 1);
+    if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
+        problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));
     }
     let expand = |key: &str, pats: &[String], problems: &mut Vec<String>| -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -189,7 +217,16 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
-    let tokenizer = Arc::new(tokenizer.expect("no problems means the tokenizer loaded"));
+    let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
+    let glm_ids = if kind == HeadKind::Cloze {
+        // The same tokens, added in the same order as in pre-training: the same ids.
+        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| invalid(vec![format!("tokenizer.path: {}", crate::error_chain(&e))]))?;
+        let ids = tokenizer.special_ids();
+        Some(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
+    } else {
+        None
+    };
+    let tokenizer = Arc::new(tokenizer);
     bert.vocab_size = bert.vocab_size.max(tokenizer.vocab_size() as i64);
     bert.pad_token_id = tokenizer.special_ids().pad as i64;
 
@@ -197,6 +234,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     let data_err = |e: data::TaskDataError| invalid(vec![format!("data: {}", crate::error_chain(&e))]);
     let max_len = c.train.max_seq_len;
     let fields = Fields { text: c.task.text_field.clone(), text_pair: c.task.text_pair_field.clone(), label: c.task.label_field.clone() };
+    let mut cloze_spec: Option<ClozeSpec> = None;
     let (labels, train, eval) = match kind {
         HeadKind::TokenClassification => {
             let read = |files: &[PathBuf]| -> Result<Vec<data::TaggedSentence>, data::TaskDataError> {
@@ -212,6 +250,36 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
             let enc = |s: &data::TaggedSentence| data::encode_tagged(&tokenizer, s, &labels, max_len);
             let train = tr.iter().map(enc).collect::<Result<Vec<_>, _>>().map_err(data_err)?;
             let eval = ev.iter().map(enc).collect::<Result<Vec<_>, _>>().map_err(data_err)?;
+            (labels, train, eval)
+        }
+        HeadKind::Cloze => {
+            let read = |files: &[PathBuf]| -> Result<Vec<data::ClsRecord>, data::TaskDataError> {
+                let mut v = Vec::new();
+                for f in files {
+                    v.extend(data::read_classification(f, &fields)?);
+                }
+                Ok(v)
+            };
+            let tr = read(&train_files).map_err(data_err)?;
+            let ev = read(&eval_files).map_err(data_err)?;
+            let labels = if c.task.labels.is_empty() { LabelSet { names: c.task.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.task.labels.clone() } };
+            let mut answers = Vec::new();
+            for l in &labels.names {
+                let text = c.task.verbalizers.get(l).ok_or_else(|| invalid(vec![format!("task.verbalizers: no verbalizer for label `{l}`")]))?;
+                let ids = tokenizer.encode(text).map_err(|e| invalid(vec![format!("task.verbalizers.{l}: {}", crate::error_chain(&e))]))?.ids;
+                if ids.is_empty() {
+                    return Err(invalid(vec![format!("task.verbalizers.{l}: `{text}` has no tokens")]));
+                }
+                answers.push(ids);
+            }
+            let spec = ClozeSpec { pattern: c.task.pattern.clone(), answers, ids: glm_ids.expect("set for cloze") };
+            let enc = |r: &data::ClsRecord| -> Result<TaskExample, data::TaskDataError> {
+                let id = labels.id(&r.label, &r.path, r.line)?;
+                cloze::encode(&tokenizer, r, id, &spec, max_len)
+            };
+            let train = tr.iter().map(enc).collect::<Result<Vec<_>, _>>().map_err(data_err)?;
+            let eval = ev.iter().map(enc).collect::<Result<Vec<_>, _>>().map_err(data_err)?;
+            cloze_spec = Some(spec);
             (labels, train, eval)
         }
         _ => {
@@ -259,6 +327,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
         tokenizer,
         tokenizer_path,
         bert,
+        cloze: glm_config.zip(cloze_spec),
         init,
         device,
         steps_per_epoch,

@@ -25,6 +25,9 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
         Described::Task(s) => s,
         Described::Pretrain(..) => return Err(format!("{} is a pre-training checkpoint: predict needs a fine-tuned one", dir.display())),
     };
+    if spec.kind == HeadKind::Cloze {
+        return Err("predict serves BERT task checkpoints; a GLM cloze checkpoint is evaluated by its fine-tuning run".into());
+    }
     let tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len().max(1) as i64);

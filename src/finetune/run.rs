@@ -13,6 +13,7 @@ use metrics::{counter, gauge, histogram};
 use serde_json::json;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
+use super::cloze::{ClozeParts, ClozeSpec};
 use super::data::{collate, LabelSet, TaskBatch, TaskExample};
 use super::init::{load_into, InitSource, LoadReport};
 use super::metrics::{Confusion, EntityCounts};
@@ -26,6 +27,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::masking::mlm::IGNORE;
 use crate::metrics::names;
 use crate::model::bert::BertConfig;
+use crate::model::glm::{Glm, GlmConfig};
 use crate::model::heads::{BertForTask, HeadKind};
 use crate::rng::{Rng, Stream};
 use crate::train::adamw::{AdamW, AdamWConfig};
@@ -49,6 +51,9 @@ pub struct TaskSpec {
     pub tokenizer: PathBuf,
     /// Longest input.
     pub max_seq_len: usize,
+    /// Cloze: the GLM's sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glm: Option<GlmConfig>,
 }
 
 /// Errors of a fine-tuning run.
@@ -130,10 +135,73 @@ fn to_device(b: &TaskBatch, device: Device) -> DevBatch {
     }
 }
 
+/// Collation for a task; cheap to clone into the Loader thread.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    kind: HeadKind,
+    cloze: Option<ClozeSpec>,
+    pad: u32,
+}
+
+/// A collated batch, with the cloze rows' extra fields.
+pub struct Batch {
+    /// Plain fields.
+    pub hb: TaskBatch,
+    /// Cloze: positions, Part A lengths, answer targets.
+    pub cloze: Option<ClozeParts>,
+}
+
+impl Batcher {
+    /// A batcher for `kind` (`cloze` needed for [`HeadKind::Cloze`]).
+    pub fn new(kind: HeadKind, cloze: Option<ClozeSpec>, pad: u32) -> Self {
+        Batcher { kind, cloze, pad }
+    }
+
+    /// Pads and stacks examples.
+    pub fn batch(&self, refs: &[&TaskExample]) -> Batch {
+        match &self.cloze {
+            Some(spec) if self.kind == HeadKind::Cloze => {
+                let (hb, parts) = super::cloze::collate(refs, spec, self.pad);
+                Batch { hb, cloze: Some(parts) }
+            }
+            _ => Batch { hb: collate(refs, self.pad, self.kind == HeadKind::TokenClassification), cloze: None },
+        }
+    }
+}
+
+/// The network of a task: a BERT with a head, or the pre-trained GLM scoring cloze answers.
+pub enum TaskNet {
+    /// BERT + head.
+    Bert(BertForTask),
+    /// GLM, its output layer reused unchanged.
+    Cloze(Glm),
+}
+
+impl TaskNet {
+    /// Logits (cloze: candidate scores `[examples, candidates]`) and the loss sum.
+    pub fn forward(&self, kind: HeadKind, b: &Batch, device: Device, train: bool) -> (Tensor, Tensor) {
+        match (self, &b.cloze) {
+            (TaskNet::Cloze(glm), Some(parts)) => {
+                let scores = super::cloze::scores(glm, &b.hb, parts, device, train);
+                let labels = Tensor::from_slice(&b.hb.labels).to_device(device);
+                let loss = scores.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, IGNORE, 0.0);
+                (scores, loss)
+            }
+            (TaskNet::Bert(m), _) => {
+                let d = to_device(&b.hb, device);
+                let logits = m.forward(&d.input_ids, &d.token_type_ids, &d.lengths, train);
+                let loss = loss_sum(kind, &logits, &d);
+                (logits, loss)
+            }
+            (TaskNet::Cloze(_), None) => unreachable!("a cloze net gets cloze batches"),
+        }
+    }
+}
+
 /// Sum of the per-target losses (cross-entropy, or squared error for regression).
 fn loss_sum(kind: HeadKind, logits: &Tensor, b: &DevBatch) -> Tensor {
     match kind {
-        HeadKind::SequenceClassification => logits.cross_entropy_loss::<Tensor>(&b.labels, None, Reduction::Sum, IGNORE, 0.0),
+        HeadKind::SequenceClassification | HeadKind::Cloze => logits.cross_entropy_loss::<Tensor>(&b.labels, None, Reduction::Sum, IGNORE, 0.0),
         HeadKind::TokenClassification => {
             let n = logits.size()[2];
             logits.view([-1, n]).cross_entropy_loss::<Tensor>(&b.labels, None, Reduction::Sum, IGNORE, 0.0)
@@ -143,22 +211,20 @@ fn loss_sum(kind: HeadKind, logits: &Tensor, b: &DevBatch) -> Tensor {
 }
 
 /// Held-out evaluation: streaming counts, never all logits at once.
-pub fn evaluate(model: &BertForTask, examples: &[TaskExample], labels: &LabelSet, batch_size: usize, pad: u32, device: Device) -> BTreeMap<String, f64> {
+pub fn evaluate(net: &TaskNet, kind: HeadKind, batcher: &Batcher, examples: &[TaskExample], labels: &LabelSet, batch_size: usize, device: Device) -> BTreeMap<String, f64> {
     let _guard = tch::no_grad_guard();
-    let kind = model.kind;
-    let per_token = kind == HeadKind::TokenClassification;
     let mut confusion = Confusion::new(labels.names.len().max(1));
     let mut entities = EntityCounts::default();
     let (mut loss, mut n_targets, mut sq) = (0.0, 0usize, 0.0);
     for chunk in examples.chunks(batch_size) {
         let refs: Vec<&TaskExample> = chunk.iter().collect();
-        let hb = collate(&refs, pad, per_token);
-        let b = to_device(&hb, device);
-        let logits = model.forward(&b.input_ids, &b.token_type_ids, &b.lengths, false);
-        loss += loss_sum(kind, &logits, &b).double_value(&[]);
+        let batch = batcher.batch(&refs);
+        let (logits, l) = net.forward(kind, &batch, device, false);
+        let hb = &batch.hb;
+        loss += l.double_value(&[]);
         n_targets += hb.n_targets;
         match kind {
-            HeadKind::SequenceClassification => {
+            HeadKind::SequenceClassification | HeadKind::Cloze => {
                 let pred = Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default();
                 for (g, p) in hb.labels.iter().zip(pred) {
                     confusion.add(*g as usize, p as usize);
@@ -197,10 +263,10 @@ pub fn evaluate(model: &BertForTask, examples: &[TaskExample], labels: &LabelSet
     let mut out = BTreeMap::new();
     out.insert("loss".to_owned(), loss / n_targets.max(1) as f64);
     match kind {
-        HeadKind::SequenceClassification | HeadKind::TokenClassification => {
+        HeadKind::SequenceClassification | HeadKind::TokenClassification | HeadKind::Cloze => {
             let m = confusion.metrics();
             out.insert("accuracy".into(), m.accuracy);
-            if kind == HeadKind::SequenceClassification {
+            if kind != HeadKind::TokenClassification {
                 out.insert("macro_f1".into(), m.macro_f1);
                 for (i, name) in labels.names.iter().enumerate() {
                     out.insert(format!("precision.{name}"), m.precision[i]);
@@ -224,10 +290,13 @@ pub fn evaluate(model: &BertForTask, examples: &[TaskExample], labels: &LabelSet
 ///
 /// # Errors
 /// [`FinetuneError::Init`].
-pub fn build_model(plan_bert: &BertConfig, kind: HeadKind, num_labels: usize, init: &InitSource, device: Device, seed: u64) -> Result<(nn::VarStore, BertForTask, LoadReport), FinetuneError> {
+pub fn build_model(plan_bert: &BertConfig, glm: Option<&GlmConfig>, kind: HeadKind, num_labels: usize, init: &InitSource, device: Device, seed: u64) -> Result<(nn::VarStore, TaskNet, LoadReport), FinetuneError> {
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = BertForTask::new(&vs.root(), plan_bert, kind, num_labels.max(1) as i64);
+    let model = match glm {
+        Some(g) if kind == HeadKind::Cloze => TaskNet::Cloze(Glm::new(&vs.root(), g)),
+        _ => TaskNet::Bert(BertForTask::new(&vs.root(), plan_bert, kind, num_labels.max(1) as i64)),
+    };
     let report = match init {
         InitSource::Fresh => LoadReport { loaded: 0, missing: vs.variables().into_keys().collect(), unused: vec![] },
         InitSource::Checkpoint(dir) => load_into(&vs, &dir.join("model.safetensors")).map_err(FinetuneError::Init)?,
@@ -254,7 +323,8 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
     }
     let device = plan.device;
     let kind = plan.kind;
-    let (vs, model, report) = build_model(&plan.bert, kind, plan.labels.names.len(), &plan.init, device, c.run.seed)?;
+    let glm_cfg = plan.cloze.as_ref().map(|(g, _)| g.clone());
+    let (vs, model, report) = build_model(&plan.bert, glm_cfg.as_ref(), kind, plan.labels.names.len(), &plan.init, device, c.run.seed)?;
     if !matches!(plan.init, InitSource::Fresh) {
         tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
     }
@@ -278,13 +348,13 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
 
     // Data plane: shuffled, collated batches through a bounded channel.
     let stop = StopFlag::new();
-    let (tx, rx) = bounded::<TaskBatch>(c.pipeline.prefetch.max(1));
-    let per_token = kind == HeadKind::TokenClassification;
+    let (tx, rx) = bounded::<Batch>(c.pipeline.prefetch.max(1));
     let pad = plan.tokenizer.special_ids().pad;
+    let batcher = Batcher::new(kind, plan.cloze.as_ref().map(|(_, s)| s.clone()), pad);
     let (bs, accum, seed, total_batches) = (t.batch_size, t.grad_accum, c.run.seed, plan.max_steps * t.grad_accum as u64);
     let train = std::sync::Arc::new(plan.train.clone());
     let loader = {
-        let (train, stop) = (train.clone(), stop.clone());
+        let (train, stop, batcher) = (train.clone(), stop.clone(), batcher.clone());
         std::thread::Builder::new()
             .name("finetune-loader".into())
             .spawn(move || {
@@ -299,9 +369,9 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
                             return;
                         }
                         let refs: Vec<&TaskExample> = chunk.iter().map(|&i| &train[i]).collect();
-                        let b = collate(&refs, pad, per_token);
-                        tokens.increment(b.n_tokens as u64);
-                        samples.increment(b.batch_size as u64);
+                        let b = batcher.batch(&refs);
+                        tokens.increment(b.hb.n_tokens as u64);
+                        samples.increment(refs.len() as u64);
                         if tx.send(b).is_err() {
                             return;
                         }
@@ -332,6 +402,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
         labels: plan.labels.names.clone(),
         tokenizer: plan.tokenizer_path.clone(),
         max_seq_len: t.max_seq_len,
+        glm: glm_cfg.clone(),
     };
     let spec_json = serde_json::to_value(&spec).unwrap_or_default();
     let config_json = serde_json::to_value(&c).unwrap_or_default();
@@ -377,12 +448,11 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
         depth.set(rx.len() as f64);
         let t0 = Instant::now();
         tch::manual_seed((Rng::keyed(seed, Stream::Dropout, &[u64::MAX, step]).next_u64() >> 1) as i64);
-        let n_targets = micro.iter().map(|b| b.n_targets).sum::<usize>().max(1) as f64;
+        let n_targets = micro.iter().map(|b| b.hb.n_targets).sum::<usize>().max(1) as f64;
         let mut total = Tensor::zeros([], (Kind::Float, device));
-        for hb in &micro {
-            let b = to_device(hb, device);
-            let logits = model.forward(&b.input_ids, &b.token_type_ids, &b.lengths, true);
-            let loss = loss_sum(kind, &logits, &b) / n_targets;
+        for b in &micro {
+            let (_, loss) = model.forward(kind, b, device, true);
+            let loss = loss / n_targets;
             loss.backward();
             total += loss.detach();
         }
@@ -404,7 +474,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
         opt.zero_grad();
         step += 1;
         step_h.record(t0.elapsed().as_secs_f64());
-        let (n_tok, n_seq) = micro.iter().fold((0u64, 0u64), |a, b| (a.0 + b.n_tokens as u64, a.1 + b.batch_size as u64));
+        let (n_tok, n_seq) = micro.iter().fold((0u64, 0u64), |a, b| (a.0 + b.hb.n_tokens as u64, a.1 + b.hb.n_targets as u64));
         summary.tokens += n_tok;
         tokens_c.increment(n_tok);
         samples_c.increment(n_seq);
@@ -434,7 +504,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
             (last_log, last_tokens, last_wait) = (now, summary.tokens, wait);
         }
         if !plan.eval.is_empty() && eval_due(step) {
-            let m = evaluate(&model, &plan.eval, &plan.labels, bs, pad, device);
+            let m = evaluate(&model, kind, &batcher, &plan.eval, &plan.labels, bs, device);
             for (k, v) in &m {
                 if !k.contains('.') {
                     gauge!(names::EVAL_METRIC, "phase" => FINETUNE, "metric" => k.clone()).set(*v);
@@ -525,5 +595,6 @@ pub fn task_label(kind: HeadKind) -> &'static str {
         HeadKind::SequenceClassification => "cls",
         HeadKind::Regression => "regression",
         HeadKind::TokenClassification => "tag",
+        HeadKind::Cloze => "cloze",
     }
 }

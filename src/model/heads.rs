@@ -17,6 +17,8 @@ pub enum HeadKind {
     Regression,
     /// One label per token (cross-entropy on first sub-tokens).
     TokenClassification,
+    /// GLM cloze: a pattern with a blank and verbalizers, scored by the pre-trained GLM.
+    Cloze,
 }
 
 /// The encoder with a task head.

@@ -1,0 +1,133 @@
+//! GLM cloze fine-tuning (OBJECTIVES.md G7): the task is put into the pre-training format, so
+//! fine-tuning reuses the blank-infilling objective and the pre-trained output layer unchanged.
+//!
+//! A pattern turns a text into Part A with one `[MASK]` blank (`"{text} It was [MASK]."`); each
+//! label has verbalizer text. For every candidate answer `a_1..a_m` one row holds
+//! `Part A + [sop] + a_1..a_{m-1}` with 2-D positions (the blank's position; block positions
+//! `1..m`), and its score is `sum_t log p(a_t)` read at the Part B positions: for single-token
+//! answers that is the logit at `[sop]`. Cross-entropy over the candidates' scores trains it.
+
+use tch::{Kind, Tensor};
+
+use super::data::{ClsRecord, TaskBatch, TaskDataError, TaskExample};
+use crate::data::tokenize::TextTokenizer;
+use crate::masking::glm::GlmIds;
+use crate::model::glm::Glm;
+
+/// Rows of a cloze batch beyond the plain fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClozeParts {
+    /// `[rows, seq]`
+    pub position_ids: Vec<i64>,
+    /// `[rows, seq]`
+    pub block_position_ids: Vec<i64>,
+    /// `[rows]` Part A lengths.
+    pub prefix_len: Vec<i64>,
+    /// Flat indices (`row * seq + col`) of every answer token's prediction.
+    pub target_pos: Vec<i64>,
+    /// The answer token expected there.
+    pub target_ids: Vec<i64>,
+    /// The row each target belongs to.
+    pub target_row: Vec<i64>,
+    /// Candidates per example.
+    pub candidates: usize,
+}
+
+/// The pattern and verbalizers, tokenized once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClozeSpec {
+    /// Pattern with `{text}` and one `[MASK]`.
+    pub pattern: String,
+    /// Answer tokens per label id.
+    pub answers: Vec<Vec<u32>>,
+    /// GLM's ids.
+    pub ids: GlmIds,
+}
+
+/// Builds Part A of one record: `[CLS]` + pattern with the text in, the blank as `[MASK]`; the
+/// text is cut from the end so that the longest answer still fits in `max_len`.
+///
+/// # Errors
+/// Tokenization errors.
+pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSpec, max_len: usize) -> Result<TaskExample, TaskDataError> {
+    let (before, after) = spec.pattern.split_once("[MASK]").unwrap_or((&spec.pattern, ""));
+    let (b0, b1) = before.split_once("{text}").unwrap_or((before, ""));
+    let (a0, a1) = after.split_once("{text}").unwrap_or((after, ""));
+    let has_text_before = before.contains("{text}");
+    let enc = |s: &str| -> Result<Vec<u32>, TaskDataError> { Ok(if s.trim().is_empty() { vec![] } else { tok.encode(s)?.ids }) };
+    let mut text = tok.encode(&rec.text)?.ids;
+    let (p0, p1, p2, p3) = (enc(b0)?, enc(b1)?, enc(a0)?, enc(a1)?);
+    let longest = spec.answers.iter().map(Vec::len).max().unwrap_or(1);
+    let fixed = 2 + p0.len() + p1.len() + p2.len() + p3.len() + longest;
+    text.truncate(max_len.saturating_sub(fixed).max(1));
+    let mut ids = vec![spec.ids.cls];
+    if has_text_before {
+        ids.extend(p0.iter().chain(&text).chain(&p1));
+        ids.push(spec.ids.mask);
+        ids.extend(&p2);
+    } else {
+        ids.extend(&p0);
+        ids.push(spec.ids.mask);
+        ids.extend(p2.iter().chain(&text).chain(&p3));
+    }
+    let blank = ids.iter().position(|&t| t == spec.ids.mask).expect("the pattern's blank");
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)] })
+}
+
+/// One row per (example, candidate), padded; the plain fields of [`TaskBatch`] hold the rows,
+/// `labels` the gold candidate per example.
+pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> (TaskBatch, ClozeParts) {
+    let k = spec.answers.len();
+    let rows = examples.len() * k;
+    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + spec.answers.iter().map(Vec::len).max().unwrap_or(1);
+    let t = longest.div_ceil(8) * 8;
+    let mut b = TaskBatch {
+        batch_size: rows,
+        seq_len: t,
+        input_ids: vec![pad as i64; rows * t],
+        token_type_ids: vec![0; rows * t],
+        lengths: Vec::with_capacity(rows),
+        labels: examples.iter().map(|e| e.labels[0]).collect(),
+        targets: vec![],
+        n_targets: examples.len(),
+        n_tokens: 0,
+    };
+    let mut parts = ClozeParts { position_ids: vec![0; rows * t], block_position_ids: vec![0; rows * t], candidates: k, ..Default::default() };
+    for (i, e) in examples.iter().enumerate() {
+        let blank = e.word_starts[0].expect("cloze examples record their blank") as i64;
+        for (c, answer) in spec.answers.iter().enumerate() {
+            let r = i * k + c;
+            let base = r * t;
+            let a = e.ids.len();
+            for (j, &id) in e.ids.iter().enumerate() {
+                b.input_ids[base + j] = id as i64;
+                parts.position_ids[base + j] = j as i64;
+            }
+            // Part B: [sop] a_1 .. a_{m-1}; the prediction at each place is the next answer token.
+            for (j, &target) in answer.iter().enumerate() {
+                let col = a + j;
+                b.input_ids[base + col] = if j == 0 { spec.ids.sop as i64 } else { answer[j - 1] as i64 };
+                parts.position_ids[base + col] = blank;
+                parts.block_position_ids[base + col] = j as i64 + 1;
+                parts.target_pos.push((base + col) as i64);
+                parts.target_ids.push(target as i64);
+                parts.target_row.push(r as i64);
+            }
+            parts.prefix_len.push(a as i64);
+            b.lengths.push((a + answer.len()) as i64);
+            b.n_tokens += a + answer.len();
+        }
+    }
+    (b, parts)
+}
+
+/// Candidate scores `[examples, candidates]`: the summed log-probability of each answer.
+pub fn scores(glm: &Glm, b: &TaskBatch, p: &ClozeParts, device: tch::Device, train: bool) -> Tensor {
+    let shape = [b.batch_size as i64, b.seq_len as i64];
+    let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+    let h = glm.forward(&t(&b.input_ids).view(shape), &t(&p.position_ids).view(shape), &t(&p.block_position_ids).view(shape), &t(&p.prefix_len), train);
+    let hs = h.view([-1, h.size()[2]]).index_select(0, &t(&p.target_pos));
+    let lp = glm.logits(&hs).log_softmax(-1, Kind::Float).gather(1, &t(&p.target_ids).unsqueeze(1), false).squeeze_dim(1);
+    let rows = Tensor::zeros([b.batch_size as i64], (Kind::Float, device)).index_add(0, &t(&p.target_row), &lp);
+    rows.view([-1, p.candidates as i64])
+}
