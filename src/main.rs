@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Plots from a run's events.jsonl: RUN_DIR/report/index.html and SVG files.
+    Report {
+        /// A run's output folder.
+        run_dir: PathBuf,
+    },
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -198,6 +203,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Report { run_dir } => match pretune::report::report(&run_dir) {
+            Ok(index) => {
+                println!("wrote {}", index.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report(&e);
                 ExitCode::FAILURE
             }
         },

@@ -2,7 +2,7 @@
 //! layer-wise decay and freezing, labels, prediction, and a real fine-tune of MiniLM.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use pretune::config::{self, Plan};
@@ -12,7 +12,7 @@ use pretune::model::bert::BertConfig;
 use pretune::model::heads::{BertForTask, HeadKind};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::util::{fixture, root, run_cli};
+use crate::util::{fixture, ft_config, root, run_cli};
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap().into_iter().collect()
@@ -76,50 +76,6 @@ fn minilm_from_its_hugging_face_folder_matches_transformers_hidden_states() {
     let want: Vec<i64> = Vec::<i64>::try_from(&b["input_ids"].get(0)).unwrap();
     let ours: Vec<i64> = std::iter::once(101).chain(ids.iter().map(|&i| i as i64)).chain(std::iter::once(102)).collect();
     assert_eq!(&want[..ours.len()], &ours[..]);
-}
-
-/// A tiny fine-tuning config on the bundled spam set (fresh weights unless `init` is given).
-fn ft_config(dir: &Path, kind: &str, train: &str, eval: &str, extra: &str) -> PathBuf {
-    let r = root();
-    let text = format!(
-        r#"
-[run]
-name = "ft-test"
-seed = 3
-out_dir = "{out}"
-device = "cpu"
-threads = 2
-[task]
-kind = "{kind}"
-[data]
-train = ["{train}"]
-eval = ["{eval}"]
-[tokenizer]
-path = "{r}/data/sotu/tokenizer.json"
-[model]
-hidden_size = 32
-num_layers = 2
-num_heads = 2
-intermediate_size = 64
-max_position_embeddings = 64
-[train]
-batch_size = 16
-max_seq_len = 64
-epochs = 1
-lr = 1e-3
-warmup_ratio = 0.1
-log_every = 5
-keep_last = 1
-{extra}
-[metrics]
-listen = ""
-"#,
-        out = dir.join("run").display(),
-        r = r.display()
-    );
-    let p = dir.join("ft.toml");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 fn finetune(cfg: &Path, overrides: &[&str]) -> FinetuneSummary {

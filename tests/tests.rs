@@ -2,6 +2,7 @@
 
 mod cli;
 mod finetune;
+mod observability;
 mod parity;
 mod pipeline;
 mod resume;

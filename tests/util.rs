@@ -109,3 +109,48 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).current_dir(root()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A tiny fine-tuning config on the bundled spam set (fresh weights unless `init` is given).
+pub fn ft_config(dir: &Path, kind: &str, train: &str, eval: &str, extra: &str) -> PathBuf {
+    let r = root();
+    let text = format!(
+        r#"
+[run]
+name = "ft-test"
+seed = 3
+out_dir = "{out}"
+device = "cpu"
+threads = 2
+[task]
+kind = "{kind}"
+[data]
+train = ["{train}"]
+eval = ["{eval}"]
+[tokenizer]
+path = "{r}/data/sotu/tokenizer.json"
+[model]
+hidden_size = 32
+num_layers = 2
+num_heads = 2
+intermediate_size = 64
+max_position_embeddings = 64
+[train]
+batch_size = 16
+max_seq_len = 64
+epochs = 1
+lr = 1e-3
+warmup_ratio = 0.1
+log_every = 5
+keep_last = 1
+{extra}
+[metrics]
+listen = ""
+"#,
+        out = dir.join("run").display(),
+        r = r.display()
+    );
+    let p = dir.join("ft.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+

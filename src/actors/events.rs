@@ -23,6 +23,8 @@ pub struct StepReport {
     pub step: u64,
     /// Mean loss of this update.
     pub loss: f64,
+    /// Each objective's part of it (`mlm`, `nsp`, `glm`, a task), when there are parts.
+    pub losses: std::collections::BTreeMap<&'static str, f64>,
     /// Learning rate of this update.
     pub lr: f64,
     /// Gradient norm before clipping.

@@ -156,7 +156,6 @@ impl Trainer {
         let step_h = histogram!(names::STEP_DURATION, "phase" => phase);
         let depth = gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer");
         let lr_g = gauge!(names::LEARNING_RATE, "phase" => phase);
-        let loss_g = gauge!(names::LOSS, "phase" => phase, "objective" => "mlm");
         let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
 
         let nonfinite_c = counter!(names::NONFINITE_STEPS, "phase" => phase);
@@ -237,7 +236,10 @@ impl Trainer {
                 // Sync point: the only place the loss leaves the device.
                 let loss = out.loss.double_value(&[]);
                 let grad_norm = out.grad_norm.double_value(&[]);
-                loss_g.set(loss);
+                let losses: std::collections::BTreeMap<&'static str, f64> = out.parts.iter().map(|(k, t)| (*k, t.double_value(&[]))).collect();
+                for (objective, v) in &losses {
+                    gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(*v);
+                }
                 grad_g.set(grad_norm);
                 let now = Instant::now();
                 let dt = now.duration_since(last_log_t).as_secs_f64().max(1e-9);
@@ -245,6 +247,7 @@ impl Trainer {
                     phase,
                     step,
                     loss,
+                    losses,
                     lr: out.lr,
                     grad_norm,
                     tokens: p.tokens,

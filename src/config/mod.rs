@@ -616,6 +616,26 @@ pub enum Plan {
     Finetune(Box<crate::finetune::plan::FinetunePlan>),
 }
 
+/// Fine-tuning defaults that follow practice (BERT paper App. A.3, Hugging Face's Trainer):
+/// lr 2e-5, 10 % linear warm-up then linear decay, weight decay 0.01, 3 epochs, batch 32,
+/// evaluation every epoch. They fill only keys the file does not set.
+fn apply_finetune_defaults(table: &mut toml::Table) {
+    let train = table.entry("train").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(train) = train.as_table_mut() else { return };
+    let defaults: [(&str, toml::Value); 7] = [
+        ("lr", toml::Value::Float(2e-5)),
+        ("warmup_ratio", toml::Value::Float(0.1)),
+        ("decay", toml::Value::String("linear".into())),
+        ("weight_decay", toml::Value::Float(0.01)),
+        ("epochs", toml::Value::Integer(3)),
+        ("batch_size", toml::Value::Integer(32)),
+        ("log_every", toml::Value::Integer(10)),
+    ];
+    for (k, v) in defaults {
+        train.entry(k).or_insert(v);
+    }
+}
+
 /// Like [`load_and_resolve`], for either phase: `[task] kind` makes it a fine-tuning run.
 ///
 /// # Errors
@@ -626,10 +646,12 @@ pub fn load_plan(file: &Path, overrides: &[String]) -> Result<Plan, ConfigError>
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let (config, problems) = from_table_lenient(table);
-    if config.task.kind.is_none() {
+    let is_finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
+    if !is_finetune {
         return load_and_resolve(file, overrides).map(Plan::Pretrain);
     }
+    apply_finetune_defaults(&mut table);
+    let (config, problems) = from_table_lenient(table);
     match crate::finetune::plan::resolve(file, config) {
         Ok(plan) if problems.is_empty() => Ok(Plan::Finetune(Box::new(plan))),
         Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),

@@ -491,6 +491,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
                 phase: FINETUNE,
                 step,
                 loss,
+                losses: [(task_label(kind), loss)].into_iter().collect(),
                 lr,
                 grad_norm: gn,
                 tokens: summary.tokens,
