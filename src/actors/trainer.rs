@@ -159,6 +159,7 @@ impl Trainer {
         let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
 
         let nonfinite_c = counter!(names::NONFINITE_STEPS, "phase" => phase);
+        let device_memory = crate::metrics::device::DeviceMemory::new(self.state.vs.device());
         let sp = self.start;
         let mut reorder = Reorder::new(sp.batches);
         let mut p = Progress { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
@@ -240,6 +241,7 @@ impl Trainer {
                 for (objective, v) in &losses {
                     gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(*v);
                 }
+                device_memory.record();
                 grad_g.set(grad_norm);
                 let now = Instant::now();
                 let dt = now.duration_since(last_log_t).as_secs_f64().max(1e-9);

@@ -395,6 +395,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
     let loss_g = gauge!(names::LOSS, "phase" => FINETUNE, "objective" => task_label(kind));
     let grad_g = gauge!(names::GRAD_NORM, "phase" => FINETUNE);
     let depth = gauge!(names::QUEUE_DEPTH, "queue" => "finetune_loader_to_trainer");
+    let device_memory = crate::metrics::device::DeviceMemory::new(device);
     let spec = TaskSpec {
         architecture: "BertForTask".into(),
         config: plan.bert.clone(),
@@ -485,6 +486,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
             let gn = grad_norm.double_value(&[]);
             loss_g.set(loss);
             grad_g.set(gn);
+            device_memory.record();
             let now = Instant::now();
             let dt = now.duration_since(last_log).as_secs_f64().max(1e-9);
             let r = StepReport {

@@ -5,6 +5,7 @@
 //! `masker`, `trainer`), `queue`, `objective`, `metric`, `reason`; every series also carries a
 //! global `run_id`.
 
+pub mod device;
 pub mod exporter;
 pub mod names;
 

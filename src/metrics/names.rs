@@ -30,6 +30,8 @@ pub const RECORDS_SKIPPED: &str = "pretune_records_skipped_total";
 pub const NONFINITE_STEPS: &str = "pretune_nonfinite_steps_total";
 /// Time the Trainer stalled to hand a checkpoint over (copying weights and moments).
 pub const CHECKPOINT_STALL: &str = "pretune_checkpoint_stall_seconds";
+/// Device memory in use on a CUDA device, by `device`.
+pub const DEVICE_MEMORY: &str = "pretune_device_memory_used_bytes";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -55,6 +57,7 @@ pub fn describe_all() {
     describe_histogram!(CHECKPOINT_DURATION, Unit::Seconds, "Time to write one checkpoint to disk.");
     describe_counter!(RECORDS_SKIPPED, Unit::Count, "Input records skipped as unreadable, by reason.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_gauge!(DEVICE_MEMORY, Unit::Bytes, "Memory in use on a CUDA device (NVML), sampled on logging steps.");
     describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
     describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
 }
