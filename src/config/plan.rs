@@ -70,7 +70,11 @@ fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<Pat
     out
 }
 
-fn parse_device(s: &str) -> Result<Device, String> {
+/// `auto`, `cpu`, `cuda`, `cuda:N`, checked against the machine.
+///
+/// # Errors
+/// A message naming `run.device`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
     match s {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),

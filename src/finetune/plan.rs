@@ -99,15 +99,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
             ("loss".to_owned(), Direction::Lower)
         }
     };
-    let device = match c.run.device.as_str() {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        d if d.starts_with("cuda") && tch::Cuda::is_available() => Device::Cuda(d.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0)),
-        d => {
-            problems.push(format!("run.device: `{d}` is not available"));
-            Device::Cpu
-        }
-    };
+    let device = crate::config::plan::parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
     let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
 
     if kind == HeadKind::Cloze {
@@ -235,6 +227,13 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     let max_len = c.train.max_seq_len;
     let fields = Fields { text: c.task.text_field.clone(), text_pair: c.task.text_pair_field.clone(), label: c.task.label_field.clone() };
     let mut cloze_spec: Option<ClozeSpec> = None;
+    let read = |files: &[PathBuf]| -> Result<Vec<data::ClsRecord>, data::TaskDataError> {
+        let mut v = Vec::new();
+        for f in files {
+            v.extend(data::read_classification(f, &fields)?);
+        }
+        Ok(v)
+    };
     let (labels, train, eval) = match kind {
         HeadKind::TokenClassification => {
             let read = |files: &[PathBuf]| -> Result<Vec<data::TaggedSentence>, data::TaskDataError> {
@@ -253,13 +252,6 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
             (labels, train, eval)
         }
         HeadKind::Cloze => {
-            let read = |files: &[PathBuf]| -> Result<Vec<data::ClsRecord>, data::TaskDataError> {
-                let mut v = Vec::new();
-                for f in files {
-                    v.extend(data::read_classification(f, &fields)?);
-                }
-                Ok(v)
-            };
             let tr = read(&train_files).map_err(data_err)?;
             let ev = read(&eval_files).map_err(data_err)?;
             let labels = if c.task.labels.is_empty() { LabelSet { names: c.task.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.task.labels.clone() } };
@@ -283,13 +275,6 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
             (labels, train, eval)
         }
         _ => {
-            let read = |files: &[PathBuf]| -> Result<Vec<data::ClsRecord>, data::TaskDataError> {
-                let mut v = Vec::new();
-                for f in files {
-                    v.extend(data::read_classification(f, &fields)?);
-                }
-                Ok(v)
-            };
             let tr = read(&train_files).map_err(data_err)?;
             let ev = read(&eval_files).map_err(data_err)?;
             let regression = kind == HeadKind::Regression;

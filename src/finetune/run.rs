@@ -32,6 +32,7 @@ use crate::model::heads::{BertForTask, HeadKind};
 use crate::rng::{Rng, Stream};
 use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::schedule::LrSchedule;
+use crate::train::step::cpu_copies;
 
 /// Phase label of fine-tuning.
 pub const FINETUNE: &str = "finetune";
@@ -408,6 +409,21 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
     let spec_json = serde_json::to_value(&spec).unwrap_or_default();
     let config_json = serde_json::to_value(&c).unwrap_or_default();
 
+    let checkpoint_state = |step: u64, tokens: u64, lr: f64, best: Option<Best>| CheckpointState {
+        format_version: FORMAT_VERSION,
+        step,
+        tokens_seen: tokens,
+        samples_seen: 0,
+        batches_seen: step * accum as u64,
+        cursor: Default::default(),
+        seed,
+        lr,
+        model: spec_json.clone(),
+        config: config_json.clone(),
+        versions: versions(),
+        best,
+        files: Default::default(),
+    };
     let (metric, direction) = plan.metric.clone();
     let mut early = EarlyStopping::new(t.patience, direction);
     let mut summary = FinetuneSummary {
@@ -518,33 +534,15 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
             let shown: Vec<String> = m.iter().filter(|(k, _)| !k.contains('.')).map(|(k, v)| format!("{k} {v:.4}")).collect();
             progress.println(&format!("eval  step {step} (epoch {:.2}): {}", step as f64 / plan.steps_per_epoch as f64, shown.join(", ")));
             let _ = writeln!(events, "{}", json!({ "phase": FINETUNE, "step": step, "eval": m }));
-            let score = if direction == Direction::Higher { -value } else { value };
-            let state = CheckpointState {
-                format_version: FORMAT_VERSION,
-                step,
-                tokens_seen: summary.tokens,
-                samples_seen: 0,
-                batches_seen: step * accum as u64,
-                cursor: Default::default(),
-                seed,
-                lr,
-                model: spec_json.clone(),
-                config: config_json.clone(),
-                versions: versions(),
-                best: summary.best.map(|(s, v)| Best { step: s, score: if direction == Direction::Higher { -v } else { v } }),
-                files: Default::default(),
-            };
-            let snapshot: Vec<(String, Tensor)> = {
-                let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
-                v.sort_by(|a, b| a.0.cmp(&b.0));
-                v
-            };
+            let score = |v: f64| if direction == Direction::Higher { -v } else { v };
+            let best = summary.best.map(|(s, v)| Best { step: s, score: score(v) });
+            let state = checkpoint_state(step, summary.tokens, lr, best);
             let moments: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).copy())).collect();
             let t_ck = Instant::now();
-            let dir = store.save(&snapshot, &moments, state, t.keep_last.max(1))?;
+            let dir = store.save(&cpu_copies(&vs), &moments, state, t.keep_last.max(1))?;
             histogram!(names::CHECKPOINT_DURATION).record(t_ck.elapsed().as_secs_f64());
             if verdict.improved {
-                store.set_best(Best { step, score })?;
+                store.set_best(Best { step, score: score(value) })?;
                 store.retain(t.keep_last.max(1));
                 summary.best = Some((step, value));
                 summary.best_checkpoint = Some(dir);
@@ -570,24 +568,8 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
     summary.data_wait_share = wait.as_secs_f64() / summary.elapsed_s.max(1e-9);
     if summary.best_checkpoint.is_none() {
         // No held-out set: the last state is what there is.
-        let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = CheckpointState {
-            format_version: FORMAT_VERSION,
-            step,
-            tokens_seen: summary.tokens,
-            samples_seen: 0,
-            batches_seen: step * accum as u64,
-            cursor: Default::default(),
-            seed,
-            lr: schedule.at(step),
-            model: spec_json,
-            config: config_json,
-            versions: versions(),
-            best: None,
-            files: Default::default(),
-        };
-        summary.best_checkpoint = Some(store.save(&v, &[], state, t.keep_last.max(1))?);
+        let state = checkpoint_state(step, summary.tokens, schedule.at(step), None);
+        summary.best_checkpoint = Some(store.save(&cpu_copies(&vs), &[], state, t.keep_last.max(1))?);
     }
     Ok(summary)
 }

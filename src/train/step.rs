@@ -54,6 +54,14 @@ pub enum StepResult {
     Skipped(StepOutput),
 }
 
+/// CPU copies of every variable of `vs`, sorted by name: what checkpoints and the Evaluator get.
+pub fn cpu_copies(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let _guard = tch::no_grad_guard();
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 fn step_seed(seed: u64, step: u64) -> i64 {
     let mut r = crate::rng::Rng::keyed(seed, crate::rng::Stream::Dropout, &[step]);
     (r.next_u64() >> 1) as i64
@@ -143,11 +151,7 @@ impl TrainState {
     /// Copies of the weights on the CPU, by name: what the Checkpointer and Evaluator get, so
     /// training can go on while they work.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
-        let _guard = tch::no_grad_guard();
-        let mut v: Vec<(String, Tensor)> =
-            self.vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        cpu_copies(&self.vs)
     }
 
     /// Copies of the optimizer moments on the CPU.
