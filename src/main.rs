@@ -64,6 +64,18 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Send a command to a running job's control endpoint (`control.listen`).
+    Ctl {
+        /// `host:port` of the endpoint.
+        addr: String,
+        /// `stop`, `evaluate`, `checkpoint`, `pause`, `resume` or `lr`.
+        command: String,
+        /// The new learning rate, for `lr`.
+        value: Option<String>,
+        /// The endpoint's token, if it has one.
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Plots from a run's events.jsonl: RUN_DIR/report/index.html and SVG files.
     Report {
         /// A run's output folder.
@@ -203,6 +215,20 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Ctl { addr, command, value, token } => match pretune::actors::control_http::send(&addr, &command, value.as_deref(), token.as_deref()) {
+            Ok((200, body)) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((code, body)) => {
+                eprintln!("error: {addr} answered {code}: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: cannot reach {addr}: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -22,7 +22,7 @@ fn plan(dir: &std::path::Path, overrides: &[&str]) -> config::RunPlan {
 
 fn first_batches(plan: &config::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
-    let (rx, handles) = spawn_data_plane(plan, &Default::default(), workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).unwrap();
+    let (rx, handles) = spawn_data_plane(plan, &Default::default(), workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}")), vec![]).unwrap();
     let mut reorder = Reorder::new(0);
     let out: Vec<HostBatch> = (0..n).map(|_| reorder.next(&rx, &stop).expect("a batch")).collect();
     stop.abort();

@@ -7,14 +7,14 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient};
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::checkpointer::{Checkpointer, Flush, MarkBest};
 use super::control::StopFlag;
 use crate::checkpoint::state::Best;
-use super::events::{Event, SharedError, TrainerTotals};
+use super::events::{Command, Event, SharedError, TrainerTotals};
 use super::progress::Progress;
 use crate::objective::eval::EvalMetrics;
 
@@ -58,6 +58,54 @@ pub struct Coordinator {
     checkpointer: Option<Addr<Checkpointer>>,
     /// Lowest held-out loss so far: the policy behind `best`.
     best: Option<Best>,
+    /// Custom actors that see every event but `Step` (they get `StepDone`). Sent with
+    /// `try_send`: a subscriber whose mailbox is full misses the event (counted in
+    /// `pretune_events_dropped_total`), so a slow subscriber never slows training.
+    subscribers: Vec<Recipient<Event>>,
+    /// To the Trainer, read at step boundaries.
+    control: Option<crossbeam_channel::Sender<Command>>,
+}
+
+/// Adds a subscriber.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<Event>);
+
+impl Handler<Subscribe> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, s: Subscribe, _: &mut Context<Self>) {
+        self.subscribers.push(s.0);
+    }
+}
+
+/// Connects the Coordinator to the Trainer's command channel.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct ControlChannel(pub crossbeam_channel::Sender<Command>);
+
+impl Handler<ControlChannel> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, c: ControlChannel, _: &mut Context<Self>) {
+        self.control = Some(c.0);
+    }
+}
+
+impl Handler<Command> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
+        let _ = writeln!(self.events, "{}", json!({ "command": cmd }));
+        match &self.control {
+            Some(tx) => {
+                if tx.try_send(cmd).is_err() {
+                    tracing::warn!("the Trainer's command queue is full or closed; command dropped");
+                }
+            }
+            None => tracing::warn!("no Trainer to command yet"),
+        }
+    }
 }
 
 impl Handler<Wire> for Coordinator {
@@ -97,6 +145,8 @@ impl Coordinator {
             done: Some(done),
             checkpointer: None,
             best: None,
+            subscribers: Vec::new(),
+            control: None,
         })
     }
 
@@ -161,7 +211,15 @@ impl Handler<Event> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, event: Event, ctx: &mut Context<Self>) {
+        if !matches!(event, Event::Step(_)) {
+            for s in &self.subscribers {
+                if s.try_send(event.clone()).is_err() {
+                    metrics::counter!(crate::metrics::names::EVENTS_DROPPED).increment(1);
+                }
+            }
+        }
         match event {
+            Event::StepDone(_) => {}
             Event::Step(r) => {
                 self.progress.step(&r);
                 self.log_event(serde_json::to_value(&r).unwrap_or_default());

@@ -62,12 +62,53 @@ pub struct TrainerTotals {
     pub interrupted: bool,
 }
 
+/// Every optimizer update, logged or not (no device sync: the loss is there only on logging
+/// steps).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepDone {
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+    /// Updates done.
+    pub step: u64,
+    /// Learning rate of this update.
+    pub lr: f64,
+    /// Tokens trained on so far.
+    pub tokens: u64,
+    /// The loss, on logging steps.
+    pub loss: Option<f64>,
+}
+
+/// Commands a subscriber (or the control endpoint) can give a running job. They take effect at
+/// the next step boundary.
+#[derive(Debug, Clone, PartialEq, actix::Message, Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Finish the current step, checkpoint, stop (like SIGTERM).
+    Stop,
+    /// Evaluate after the current step.
+    EvaluateNow,
+    /// Checkpoint after the current step.
+    CheckpointNow,
+    /// Use this learning rate from the next step on (replaces the schedule).
+    SetLearningRate {
+        /// The new rate.
+        lr: f64,
+    },
+    /// Stop taking steps until `Resume` (or `Stop`).
+    Pause,
+    /// Continue after `Pause`.
+    Resume,
+}
+
 /// Messages to the Coordinator.
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
 pub enum Event {
     /// A logged training step.
     Step(StepReport),
+    /// Every step (subscribers see these; the loss only on logging steps).
+    StepDone(StepDone),
     /// A held-out evaluation finished.
     Eval {
         /// Phase.

@@ -13,12 +13,14 @@
 
 pub mod checkpointer;
 pub mod control;
+pub mod control_http;
 pub mod coordinator;
 pub mod evaluator;
 pub mod events;
 pub mod loader;
 pub mod masker;
 pub mod progress;
+pub mod stage;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -223,9 +225,10 @@ pub fn spawn_data_plane(
     workers: usize,
     stop: StopFlag,
     events: events::EventSink,
+    stages: Vec<Box<dyn stage::DataStage>>,
 ) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
     let prefetch = plan.config.pipeline.prefetch;
-    let (raw_tx, raw_rx) = bounded(prefetch);
+    let (raw_tx, mut raw_rx) = bounded(prefetch);
     let (host_tx, host_rx) = bounded(prefetch);
     let loader = loader::Loader {
         stream: train_stream(plan, start.cursor),
@@ -237,6 +240,13 @@ pub fn spawn_data_plane(
         phase: PRETRAIN,
     };
     let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
+    // Custom stages chain between the Loader and the Maskers, each behind a bounded channel.
+    for (i, st) in stages.into_iter().enumerate() {
+        let (tx, rx) = bounded(prefetch);
+        let input = std::mem::replace(&mut raw_rx, rx);
+        let name = format!("stage-{i}-{}", st.name());
+        handles.push(spawn(name, Box::new(move || stage::run(st, input, tx)))?);
+    }
     for i in 0..workers {
         let (rx, tx, ctx, stop) = (raw_rx.clone(), host_tx.clone(), mask_context(plan, Stream::Mask), stop.clone());
         handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, ctx, stop, PRETRAIN)))?);
@@ -257,6 +267,62 @@ fn torch_threads(plan: &RunPlan) -> usize {
 /// # Errors
 /// [`RunError`] naming the failed stage with its causes.
 pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
+    Pipeline::new(plan).run()
+}
+
+/// Sends commands to a running job (stop, evaluate, checkpoint, set lr, pause, resume); given to
+/// subscriber factories. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller(actix::Addr<Coordinator>);
+
+impl Controller {
+    /// Queues a command; the Trainer applies it at the next step boundary.
+    pub fn send(&self, cmd: events::Command) {
+        self.0.do_send(cmd);
+    }
+}
+
+/// Builds a subscriber inside the run's actix system.
+pub type SubscriberFactory = Box<dyn FnOnce(Controller) -> actix::Recipient<events::Event>>;
+
+/// The pre-training pipeline from a plan, plus what a program adds: subscribers to the event
+/// stream and custom data stages. See `docs/extending.md`.
+pub struct Pipeline {
+    plan: RunPlan,
+    subscribers: Vec<SubscriberFactory>,
+    stages: Vec<Box<dyn stage::DataStage>>,
+}
+
+impl Pipeline {
+    /// The stages the config describes.
+    pub fn new(plan: RunPlan) -> Self {
+        Pipeline { plan, subscribers: Vec::new(), stages: Vec::new() }
+    }
+
+    /// Adds an actor that receives every event (`StepDone` each step, `Eval`, `Saved`,
+    /// `TrainerDone`, `Failed`). The factory runs inside the run's actix system, so it can
+    /// `start()` an actor; it gets a [`Controller`] to send commands with.
+    pub fn subscribe(mut self, factory: impl FnOnce(Controller) -> actix::Recipient<events::Event> + 'static) -> Self {
+        self.subscribers.push(Box::new(factory));
+        self
+    }
+
+    /// Adds a data stage between the Loader and the Masker workers (in the order added).
+    pub fn stage(mut self, stage: impl stage::DataStage) -> Self {
+        self.stages.push(Box::new(stage));
+        self
+    }
+
+    /// Runs to the end, a stop, or the first error.
+    ///
+    /// # Errors
+    /// [`RunError`].
+    pub fn run(self) -> Result<RunSummary, RunError> {
+        run_pipeline(self.plan, self.subscribers, self.stages)
+    }
+}
+
+fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<Box<dyn stage::DataStage>>) -> Result<RunSummary, RunError> {
     let c = plan.config.clone();
     let out_dir = c.run.out_dir.clone();
     let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
@@ -319,6 +385,16 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
         async move {
             let coordinator = coordinator.start();
             let mut handles = Vec::new();
+            for factory in subscribers {
+                coordinator.do_send(coordinator::Subscribe(factory(Controller(coordinator.clone()))));
+            }
+            let (control_tx, control_rx) = bounded::<events::Command>(64);
+            coordinator.do_send(coordinator::ControlChannel(control_tx));
+            if let Some(addr) = plan.control_addr {
+                control_http::start(addr, plan.config.control.token.clone(), coordinator.clone())
+                    .map_err(|e| RunError::Pipeline(format!("cannot serve control on {addr}: {e}")))?;
+                tracing::info!(%addr, "serving control commands");
+            }
             // The Evaluator's model is built before the Trainer seeds libtorch's generator.
             let evaluator = if plan.eval_spans.is_empty() {
                 None
@@ -345,7 +421,7 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                 let addr = coordinator.clone();
                 Arc::new(move |e| addr.do_send(e))
             };
-            let (host_rx, data_handles) = spawn_data_plane(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink)?;
+            let (host_rx, data_handles) = spawn_data_plane(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink, stages)?;
             handles.extend(data_handles);
 
             let t = &c.train;
@@ -401,6 +477,7 @@ pub fn run(plan: RunPlan) -> Result<RunSummary, RunError> {
                         start,
                         nonfinite,
                         max_nonfinite_in_a_row,
+                        control: control_rx,
                     }
                     .run()
                 }),

@@ -14,7 +14,7 @@ use super::checkpointer::{Checkpointer, Save};
 use super::control::{Permits, StopFlag};
 use super::coordinator::Coordinator;
 use super::evaluator::{Evaluate, Evaluator};
-use super::events::{Event, StepReport, TrainerTotals};
+use super::events::{Command, Event, StepDone, StepReport, TrainerTotals};
 use crate::batch::HostBatch;
 use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
 use crate::data::stream::Cursor;
@@ -89,6 +89,17 @@ pub struct Trainer {
     pub nonfinite: NonFinitePolicy,
     /// Under `skip`: abort after this many in a row.
     pub max_nonfinite_in_a_row: u32,
+    /// Commands from the Coordinator (subscribers, the control endpoint), read between steps.
+    pub control: Receiver<Command>,
+}
+
+/// What the commands received so far ask of the next steps.
+#[derive(Debug, Default)]
+struct Requests {
+    evaluate: bool,
+    checkpoint: bool,
+    lr: Option<f64>,
+    paused: bool,
 }
 
 /// Counters a run starts from: zero, or those of the checkpoint it resumes.
@@ -170,15 +181,22 @@ impl Trainer {
         let tokens_at_start = p.tokens;
         let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
         let mut interrupted = false;
+        let mut requests = Requests::default();
         while self.state.step < self.policy.max_steps {
+            self.take_commands(&mut requests);
             if self.stop.is_stopping() {
                 interrupted = !self.stop.is_abort();
                 break;
             }
+            if let Some(lr) = requests.lr {
+                self.state.set_lr_override(Some(lr));
+            }
             micro.clear();
             let wait_start = Instant::now();
-            for _ in 0..self.grad_accum {
+            while micro.len() < self.grad_accum {
                 match reorder.next(&self.rx, &self.stop) {
+                    // A custom stage may empty a batch: nothing to train on, but it is consumed.
+                    Some(b) if b.batch_size == 0 => (p.batches, p.cursor) = (b.seq + 1, b.cursor),
                     Some(b) => micro.push(b),
                     None => break,
                 }
@@ -232,7 +250,10 @@ impl Trainer {
             lr_g.set(out.lr);
 
             let step = self.state.step;
-            let due = self.policy.due(step);
+            let mut due = self.policy.due(step);
+            due.eval |= std::mem::take(&mut requests.evaluate) && self.evaluator.is_some();
+            due.checkpoint |= std::mem::take(&mut requests.checkpoint);
+            let mut logged_loss = None;
             if due.log {
                 // Sync point: the only place the loss leaves the device.
                 let loss = out.loss.double_value(&[]);
@@ -258,9 +279,11 @@ impl Trainer {
                     data_wait_share: (p.data_wait - last_log_wait).as_secs_f64() / dt,
                 };
                 totals.final_loss = loss;
+                logged_loss = Some(loss);
                 (last_log_t, last_log_tokens, last_log_wait) = (now, p.tokens, p.data_wait);
                 self.coordinator.do_send(Event::Step(report));
             }
+            self.coordinator.do_send(Event::StepDone(StepDone { phase, step, lr: out.lr, tokens: p.tokens, loss: logged_loss }));
             if !self.hand_over(due, &p, &mut totals)? {
                 break;
             }
@@ -276,6 +299,32 @@ impl Trainer {
         totals.data_wait_s = p.data_wait.as_secs_f64();
         totals.interrupted = interrupted;
         Ok(totals)
+    }
+
+    /// Applies the commands waiting in the control channel; while paused, blocks on it (the
+    /// data plane stalls behind the full channel, as back-pressure wants).
+    fn take_commands(&mut self, r: &mut Requests) {
+        loop {
+            let next = if r.paused && !self.stop.is_stopping() {
+                match self.control.recv_timeout(Duration::from_millis(100)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            } else {
+                self.control.try_recv().ok()
+            };
+            let Some(cmd) = next else { return };
+            tracing::info!(?cmd, step = self.state.step, "command");
+            match cmd {
+                Command::Stop => self.stop.request_graceful(),
+                Command::EvaluateNow => r.evaluate = true,
+                Command::CheckpointNow => r.checkpoint = true,
+                Command::SetLearningRate { lr } => r.lr = Some(lr),
+                Command::Pause => r.paused = true,
+                Command::Resume => r.paused = false,
+            }
+        }
     }
 
     /// Sends snapshots for what is due. `Ok(false)` when the run aborted while waiting.

@@ -73,6 +73,18 @@ pub struct RunConfig {
     pub task: TaskConfig,
     /// Fine-tuning: where the weights come from.
     pub init: InitConfig,
+    /// The live-control endpoint.
+    pub control: ControlConfig,
+}
+
+/// `[control]`: live control over HTTP (off by default).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `host:port`; empty turns it off. Anything but loopback needs `token`.
+    pub listen: String,
+    /// Shared secret: requests must send `Authorization: Bearer TOKEN`.
+    pub token: String,
 }
 
 /// `[task]`: set `kind` to fine-tune instead of pre-train.

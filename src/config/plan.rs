@@ -44,6 +44,8 @@ pub struct RunPlan {
     pub run_id: String,
     /// `--resume`: continue from a checkpoint.
     pub resume: Option<crate::checkpoint::resume::ResumeFrom>,
+    /// Live-control endpoint, if on.
+    pub control_addr: Option<SocketAddr>,
 }
 
 fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
@@ -150,6 +152,21 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
 
     let device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
     let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    let control_addr = match c.control.listen.trim() {
+        "" => None,
+        a => match a.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() && c.control.token.is_empty() {
+                    problems.push(format!("control.token: required when control.listen ({addr}) is not a loopback address"));
+                }
+                Some(addr)
+            }
+            Err(_) => {
+                problems.push(format!("control.listen: `{a}` is not a socket address (host:port)"));
+                None
+            }
+        },
+    };
 
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
@@ -237,7 +254,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids })
+    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr })
 }
 
 /// How the Loader reads records, from `[data]`.

@@ -32,6 +32,8 @@ pub const NONFINITE_STEPS: &str = "pretune_nonfinite_steps_total";
 pub const CHECKPOINT_STALL: &str = "pretune_checkpoint_stall_seconds";
 /// Device memory in use on a CUDA device, by `device`.
 pub const DEVICE_MEMORY: &str = "pretune_device_memory_used_bytes";
+/// Events a subscriber missed because its mailbox was full.
+pub const EVENTS_DROPPED: &str = "pretune_events_dropped_total";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -58,6 +60,7 @@ pub fn describe_all() {
     describe_counter!(RECORDS_SKIPPED, Unit::Count, "Input records skipped as unreadable, by reason.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
     describe_gauge!(DEVICE_MEMORY, Unit::Bytes, "Memory in use on a CUDA device (NVML), sampled on logging steps.");
+    describe_counter!(EVENTS_DROPPED, Unit::Count, "Events a slow subscriber missed (its mailbox was full).");
     describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
     describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
 }

@@ -42,6 +42,8 @@ pub struct TrainState {
     schedule: LrSchedule,
     clip: f64,
     seed: u64,
+    /// A learning rate set by a command, replacing the schedule.
+    lr_override: Option<f64>,
     /// Updates done.
     pub step: u64,
 }
@@ -76,7 +78,7 @@ impl TrainState {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, adamw);
-        TrainState { vs, model, names, opt, schedule, clip, seed, step: 0 }
+        TrainState { vs, model, names, opt, schedule, clip, seed, lr_override: None, step: 0 }
     }
 
     /// One optimizer update over `micro` (the accumulation group), unless the loss or the
@@ -111,7 +113,7 @@ impl TrainState {
             None => lm_total,
         };
         let grad_norm = self.opt.clip_grad_norm(self.clip);
-        let lr = self.schedule.at(self.step);
+        let lr = self.lr_override.unwrap_or_else(|| self.schedule.at(self.step));
         // Sync point: one boolean per update.
         let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
         let out = StepOutput { loss: loss_total, parts, grad_norm, lr };
@@ -123,6 +125,11 @@ impl TrainState {
         self.opt.zero_grad();
         self.step += 1;
         StepResult::Applied(out)
+    }
+
+    /// Replaces the schedule with a fixed rate (`None`: back to the schedule).
+    pub fn set_lr_override(&mut self, lr: Option<f64>) {
+        self.lr_override = lr;
     }
 
     /// Restores weights, optimizer moments and the step from a checkpoint folder.

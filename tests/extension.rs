@@ -1,0 +1,200 @@
+//! The public extension API: subscribers to the event stream, commands, custom data stages,
+//! and the live-control endpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, AsyncContext, Context, Handler};
+use pretune::actors::events::{Command, Event};
+use pretune::actors::stage::DataStage;
+use pretune::actors::{Controller, Pipeline};
+use pretune::batch::RawBatch;
+use pretune::checkpoint::CheckpointStore;
+use pretune::config;
+
+use crate::util::{bin, free_port, run_cli, tiny_config};
+
+/// What the collector saw: step, learning rate, loss, arrival time.
+type Seen = Arc<Mutex<Vec<(u64, f64, Option<f64>, Instant)>>>;
+
+/// Commands to send after a given step, each after a delay.
+type Script = Box<dyn Fn(u64) -> Vec<(Duration, Command)>>;
+
+struct Collector {
+    seen: Seen,
+    done: Arc<Mutex<bool>>,
+    ctl: Controller,
+    script: Script,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(100_000);
+    }
+}
+
+impl Handler<Event> for Collector {
+    type Result = ();
+    fn handle(&mut self, e: Event, ctx: &mut Context<Self>) {
+        match e {
+            Event::StepDone(s) => {
+                self.seen.lock().unwrap().push((s.step, s.lr, s.loss, Instant::now()));
+                for (delay, cmd) in (self.script)(s.step) {
+                    if delay.is_zero() {
+                        self.ctl.send(cmd);
+                    } else {
+                        ctx.run_later(delay, move |act, _| act.ctl.send(cmd));
+                    }
+                }
+            }
+            Event::TrainerDone(_) => *self.done.lock().unwrap() = true,
+            _ => {}
+        }
+    }
+}
+
+fn plan(dir: &std::path::Path, extra: &[&str]) -> config::RunPlan {
+    let cfg = tiny_config(dir);
+    let mut o: Vec<String> = vec!["data.eval=[]".into(), "train.log_every=1".into(), "train.checkpoint_every=0".into()];
+    o.extend(extra.iter().map(|s| s.to_string()));
+    config::load_and_resolve(&cfg, &o).unwrap()
+}
+
+fn run_with(plan: config::RunPlan, script: Script) -> (pretune::actors::RunSummary, Vec<(u64, f64, Option<f64>, Instant)>, bool) {
+    let seen: Seen = Default::default();
+    let done = Arc::new(Mutex::new(false));
+    let (s2, d2) = (seen.clone(), done.clone());
+    let summary = Pipeline::new(plan)
+        .subscribe(move |ctl| Collector { seen: s2, done: d2, ctl, script }.start().recipient())
+        .run()
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let done = *done.lock().unwrap();
+    (summary, seen, done)
+}
+
+#[test]
+fn a_subscriber_sees_every_step_event_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, seen, done) = run_with(plan(dir.path(), &["train.max_steps=25"]), Box::new(|_| vec![]));
+    assert_eq!(s.steps, 25);
+    assert_eq!(seen.iter().map(|x| x.0).collect::<Vec<_>>(), (1..=25).collect::<Vec<_>>());
+    assert!(seen.iter().all(|x| x.2.is_some()), "log_every = 1: every step carries its loss");
+    assert!(done, "the subscriber saw the phase end");
+}
+
+#[test]
+fn a_stop_command_ends_the_run_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: Script = Box::new(|step| if step == 5 { vec![(Duration::ZERO, Command::Stop)] } else { vec![] });
+    let (s, _, _) = run_with(plan(dir.path(), &["train.max_steps=5000"]), script);
+    assert!(s.interrupted && s.steps >= 5 && s.steps < 5000, "{s:?}");
+    let ck = s.checkpoint.expect("a checkpoint on stop");
+    assert_eq!(CheckpointStore::verify(&ck).unwrap().step, s.steps);
+}
+
+#[test]
+fn set_learning_rate_applies_from_a_following_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: Script = Box::new(|step| if step == 3 { vec![(Duration::ZERO, Command::SetLearningRate { lr: 0.0123 })] } else { vec![] });
+    let (_, seen, _) = run_with(plan(dir.path(), &["train.max_steps=30", "train.warmup_steps=0", "train.decay=\"constant\"", "train.lr=1e-3"]), script);
+    let lrs: Vec<f64> = seen.iter().map(|x| x.1).collect();
+    let k = lrs.iter().position(|&l| l == 0.0123).expect("the new rate took effect");
+    assert!(k >= 3, "not before the command: {lrs:?}");
+    assert!(lrs[..k].iter().all(|&l| l == 1e-3) && lrs[k..].iter().all(|&l| l == 0.0123), "{lrs:?}");
+}
+
+#[test]
+fn pause_stops_the_steps_and_resume_continues_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: Script = Box::new(|step| if step == 3 { vec![(Duration::ZERO, Command::Pause), (Duration::from_millis(1500), Command::Resume)] } else { vec![] });
+    let (s, seen, _) = run_with(plan(dir.path(), &["train.max_steps=12"]), script);
+    assert_eq!(s.steps, 12);
+    let longest = seen.windows(2).map(|w| w[1].3.duration_since(w[0].3)).max().unwrap();
+    assert!(longest >= Duration::from_millis(1200), "no pause seen: longest gap {longest:?}");
+}
+
+/// Drops examples shorter than `min` tokens.
+struct MinLength(usize);
+
+impl DataStage for MinLength {
+    fn name(&self) -> &str {
+        "min-length"
+    }
+    fn process(&mut self, mut batch: RawBatch) -> RawBatch {
+        batch.examples.retain(|e| e.payload.n_tokens() >= self.0);
+        batch
+    }
+}
+
+#[test]
+fn a_custom_stage_filters_what_reaches_the_batches() {
+    use pretune::actors::control::StopFlag;
+    use pretune::actors::spawn_data_plane;
+    use pretune::actors::trainer::Reorder;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), &[]);
+    let stop = StopFlag::new();
+    let (rx, handles) = spawn_data_plane(&p, &Default::default(), 2, stop.clone(), Arc::new(|e| panic!("{e:?}")), vec![Box::new(MinLength(40))]).unwrap();
+    let mut reorder = Reorder::new(0);
+    let batches: Vec<_> = (0..20).map(|_| reorder.next(&rx, &stop).unwrap()).collect();
+    stop.abort();
+    drop(rx);
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(batches.iter().flat_map(|b| b.lengths.iter()).all(|&l| l >= 42), "every row has >= 40 text tokens");
+    assert!(batches.iter().any(|b| b.batch_size < 16), "some examples were dropped");
+    assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_control_endpoint_needs_a_token_off_loopback_and_obeys_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let port = free_port();
+    let (code, _, err) = run_cli(&["train", c, "--set", &format!("control.listen=0.0.0.0:{port}")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("control.token"), "{err}");
+
+    let out = dir.path().join("ctl");
+    let mut child = std::process::Command::new(bin())
+        .args(["train", c, "--set", &format!("control.listen=0.0.0.0:{port}"), "--set", "control.token=s3cret"])
+        .args(["--set", "train.max_steps=100000", "--set", "train.log_every=1", "--set", "data.eval=[]", "--set", &format!("run.out_dir={}", out.display())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(out.join("events.jsonl")).is_ok_and(|t| t.lines().count() >= 2) {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = run_cli(&["ctl", &addr, "stop"]);
+    assert_eq!(code, 1, "refused without the token: {err}");
+    assert!(err.contains("401"), "{err}");
+    let (code, stdout, err) = run_cli(&["ctl", &addr, "lr", "0.0005", "--token", "s3cret"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("set_learning_rate"), "{stdout}");
+    let (code, _, err) = run_cli(&["ctl", &addr, "stop", "--token", "s3cret"]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let latest = CheckpointStore::new(out.join("checkpoints")).latest().expect("a checkpoint on stop");
+    CheckpointStore::verify(&latest).unwrap();
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"set_learning_rate\"") && events.contains("\"stop\""), "commands are logged");
+}
