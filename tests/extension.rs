@@ -198,3 +198,22 @@ fn the_control_endpoint_needs_a_token_off_loopback_and_obeys_it() {
     let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
     assert!(events.contains("\"set_learning_rate\"") && events.contains("\"stop\""), "commands are logged");
 }
+
+/// Every example runs on the tiny configs and prints what its README says.
+#[test]
+fn the_examples_run() {
+    let root = crate::util::root();
+    for (example, expect) in [
+        ("custom_logger", "\"event\":\"phase_done\""),
+        ("early_stop_on_plateau", "stopped: true"),
+        ("custom_stage", "the stage dropped"),
+        ("pretrain_then_finetune", "fine-tuning:"),
+    ] {
+        let exe = root.join("target/debug/examples").join(example);
+        assert!(exe.exists(), "{} is built by `cargo test`", exe.display());
+        let out = std::process::Command::new(&exe).current_dir(&root).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(expect), "{example} printed:\n{stdout}");
+    }
+}
