@@ -208,6 +208,7 @@ fn the_examples_run() {
         ("early_stop_on_plateau", "stopped: true"),
         ("custom_stage", "the stage dropped"),
         ("pretrain_then_finetune", "fine-tuning:"),
+        ("custom_objective", "shuffle_accuracy"),
     ] {
         let exe = root.join("target/debug/examples").join(example);
         assert!(exe.exists(), "{} is built by `cargo test`", exe.display());

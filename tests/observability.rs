@@ -18,9 +18,9 @@ impl Drop for Guard {
     }
 }
 
-fn train(cfg: &Path, port: u16, extra: &[&str]) -> Guard {
+fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> Guard {
     let mut c = Command::new(bin());
-    c.args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}"), "--set", "metrics.linger_s=4"]);
+    c.args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}"), "--set", &format!("metrics.linger_s={linger_s}")]);
     for e in extra {
         c.args(["--set", e]);
     }
@@ -108,15 +108,22 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     }
     // Phase 1: pre-training, with evaluations and checkpoints; long enough for several scrapes.
     let cfg = tiny_config(dir.path());
-    let mut run = train(&cfg, port, &["train.max_steps=240", "train.eval_every=80", "train.checkpoint_every=80", &format!("run.out_dir={}", dir.path().join("pre").display())]);
+    let mut run = train(&cfg, port, 4, &["train.max_steps=240", "train.eval_every=80", "train.checkpoint_every=80", &format!("run.out_dir={}", dir.path().join("pre").display())]);
     promtool_check(&scrape_when_training(port, "pretrain"));
     wait(&mut run, Duration::from_secs(120));
     // Phase 2: fine-tuning on the spam set, evaluated twice.
     let spam = root().join("data/spam");
     let ft = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
-    let mut run = train(&ft, port, &["train.epochs=0", "train.max_steps=60", "train.eval_every=20", &format!("run.out_dir={}", dir.path().join("ft").display())]);
+    // It lingers while the queries run: once a target is gone, Prometheus marks its gauges
+    // stale and instant queries of them return nothing.
+    let _run = train(&ft, port, 120, &["train.epochs=0", "train.max_steps=60", "train.eval_every=20", &format!("run.out_dir={}", dir.path().join("ft").display())]);
     promtool_check(&scrape_when_training(port, "finetune"));
-    wait(&mut run, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !http_get(port, "/metrics").unwrap_or_default().lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("finetune") && l.ends_with(" 60")) {
+        assert!(Instant::now() < deadline, "fine-tuning did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500)); // two more scrapes of the final values
 
     let rate = by_phase(&prom_query(prom_port, "sum by (phase) (rate(pretune_tokens_total{stage=\"trainer\"}[1m]))"));
     assert!(rate.get("pretrain").is_some_and(|&r| r > 0.0), "pretrain throughput: {rate:?}");

@@ -14,10 +14,11 @@ use crate::batch::{HostBatch, RawBatch};
 use crate::data::source::FileSpan;
 use crate::data::stream::{ExampleStream, StreamError, StreamSettings};
 use crate::data::tokenize::TextTokenizer;
-use crate::masking::collate::{mask_and_collate, MaskContext};
+
 use crate::metrics::names;
 use crate::objective::eval::evaluate;
-use crate::objective::{ModelSpec, ObjectiveNames, PretrainModel};
+use crate::objective::{CpuHalf, DeviceHalf, ObjectiveModel, ObjectiveNames};
+use crate::rng::Stream;
 
 /// Evaluate these weights (taken after `step`).
 #[derive(Message)]
@@ -39,8 +40,9 @@ pub struct EvalData {
     pub tokenizer: Arc<TextTokenizer>,
     /// Stream settings (no shuffle, no repeat).
     pub settings: StreamSettings,
-    /// Masking with the evaluation stream, so the masks never change between evaluations.
-    pub mask: MaskContext,
+    /// The objective's CPU half, run with the evaluation stream so the masks never change
+    /// between evaluations.
+    pub cpu: Arc<dyn CpuHalf>,
     /// Sequences per batch.
     pub batch_size: usize,
     /// At most this many batches.
@@ -67,7 +69,7 @@ impl EvalData {
                 break;
             }
             let raw = RawBatch { seq: out.len() as u64, examples, cursor: stream.cursor() };
-            out.push(mask_and_collate(raw, &self.mask));
+            out.push(self.cpu.collate(raw, Stream::EvalMask));
         }
         Ok(out)
     }
@@ -76,7 +78,7 @@ impl EvalData {
 /// The actor.
 pub struct Evaluator {
     vs: nn::VarStore,
-    model: PretrainModel,
+    model: Box<dyn ObjectiveModel>,
     names: ObjectiveNames,
     /// Variables by name, to copy snapshots in.
     vars: HashMap<String, Tensor>,
@@ -89,9 +91,10 @@ pub struct Evaluator {
 impl Evaluator {
     /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
     /// own model: variable initialisation draws from libtorch's global generator.
-    pub fn new(spec: &ModelSpec, names: ObjectiveNames, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
+    pub fn new(objective: &dyn DeviceHalf, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
         let vs = nn::VarStore::new(device);
-        let model = PretrainModel::new(&vs.root(), spec);
+        let model = objective.build(&vs.root());
+        let names = objective.names();
         let vars = vs.variables();
         Evaluator { vs, model, names, vars, data, batches: None, coordinator, permits }
     }
@@ -116,7 +119,7 @@ impl Handler<Evaluate> for Evaluator {
                     }
                 }
             });
-            Ok(evaluate(&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device(), self.names))
+            Ok(evaluate(self.model.as_ref(), self.batches.as_deref().unwrap_or_default(), self.vs.device(), self.names))
         })();
         self.permits.release();
         match result {

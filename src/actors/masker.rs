@@ -7,18 +7,19 @@ use metrics::counter;
 
 use super::control::StopFlag;
 use crate::batch::{HostBatch, RawBatch};
-use crate::masking::collate::{mask_and_collate, MaskContext};
+use crate::objective::CpuHalf;
+use crate::rng::Stream;
 use crate::metrics::names;
 
 /// One worker's loop. Ends when the Loader hangs up, the Trainer hangs up, or on abort.
-pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, ctx: MaskContext, stop: StopFlag, phase: &'static str) {
+pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dyn CpuHalf>, stop: StopFlag, phase: &'static str) {
     let tokens = counter!(names::TOKENS, "phase" => phase, "stage" => "masker");
     let samples = counter!(names::SAMPLES, "phase" => phase, "stage" => "masker");
     for raw in rx.iter() {
         if stop.is_abort() {
             return;
         }
-        let batch = mask_and_collate(raw, &ctx);
+        let batch = cpu.collate(raw, Stream::Mask);
         tokens.increment(batch.n_tokens as u64);
         samples.increment(batch.batch_size as u64);
         if tx.send(batch).is_err() {

@@ -45,6 +45,7 @@ use crate::masking::glm::GlmSettings;
 use crate::masking::mlm::MlmSettings;
 use crate::metrics::MetricsError;
 use crate::objective::eval::EvalMetrics;
+use crate::objective::{BuiltinCpu, BuiltinDevice, CpuHalf, DeviceHalf};
 use crate::rng::Stream;
 use crate::train::adamw::AdamWConfig;
 use crate::train::policy::StepPolicy;
@@ -194,14 +195,29 @@ pub fn mask_context(plan: &RunPlan, stream: Stream) -> MaskContext {
 
 /// Where the Evaluator's held-out batches come from.
 pub fn eval_data(plan: &RunPlan) -> evaluator::EvalData {
+    eval_data_with(plan, builtin_cpu(plan))
+}
+
+/// The held-out batches as a given CPU half makes them.
+pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn CpuHalf>) -> evaluator::EvalData {
     evaluator::EvalData {
         spans: plan.eval_spans.clone(),
         tokenizer: plan.tokenizer.clone(),
         settings: stream_settings(plan, false),
-        mask: mask_context(plan, Stream::EvalMask),
+        cpu,
         batch_size: plan.config.train.batch_size,
         max_batches: plan.config.data.eval_batches,
     }
+}
+
+/// The built-in CPU half of the plan's objective.
+pub fn builtin_cpu(plan: &RunPlan) -> Arc<dyn CpuHalf> {
+    Arc::new(BuiltinCpu { train: mask_context(plan, Stream::Mask), eval: mask_context(plan, Stream::EvalMask) })
+}
+
+/// The built-in device half of the plan's objective.
+pub fn builtin_device(plan: &RunPlan) -> Arc<dyn DeviceHalf> {
+    Arc::new(BuiltinDevice { spec: plan.model.clone(), names: plan.names })
 }
 
 /// The training example stream, from `cursor` (`Cursor::default()` for the start).
@@ -227,6 +243,22 @@ pub fn spawn_data_plane(
     events: events::EventSink,
     stages: Vec<Box<dyn stage::DataStage>>,
 ) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
+    spawn_data_plane_with(plan, start, workers, stop, events, stages, builtin_cpu(plan))
+}
+
+/// [`spawn_data_plane`] with a given CPU half in the Masker workers.
+///
+/// # Errors
+/// [`RunError::Pipeline`] when a thread cannot start.
+pub fn spawn_data_plane_with(
+    plan: &RunPlan,
+    start: &StartPoint,
+    workers: usize,
+    stop: StopFlag,
+    events: events::EventSink,
+    stages: Vec<Box<dyn stage::DataStage>>,
+    cpu: Arc<dyn CpuHalf>,
+) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
     let prefetch = plan.config.pipeline.prefetch;
     let (raw_tx, mut raw_rx) = bounded(prefetch);
     let (host_tx, host_rx) = bounded(prefetch);
@@ -248,8 +280,8 @@ pub fn spawn_data_plane(
         handles.push(spawn(name, Box::new(move || stage::run(st, input, tx)))?);
     }
     for i in 0..workers {
-        let (rx, tx, ctx, stop) = (raw_rx.clone(), host_tx.clone(), mask_context(plan, Stream::Mask), stop.clone());
-        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, ctx, stop, PRETRAIN)))?);
+        let (rx, tx, cpu, stop) = (raw_rx.clone(), host_tx.clone(), cpu.clone(), stop.clone());
+        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, PRETRAIN)))?);
     }
     Ok((host_rx, handles))
 }
@@ -291,12 +323,13 @@ pub struct Pipeline {
     plan: RunPlan,
     subscribers: Vec<SubscriberFactory>,
     stages: Vec<Box<dyn stage::DataStage>>,
+    objective: Option<(Arc<dyn CpuHalf>, Arc<dyn DeviceHalf>)>,
 }
 
 impl Pipeline {
     /// The stages the config describes.
     pub fn new(plan: RunPlan) -> Self {
-        Pipeline { plan, subscribers: Vec::new(), stages: Vec::new() }
+        Pipeline { plan, subscribers: Vec::new(), stages: Vec::new(), objective: None }
     }
 
     /// Adds an actor that receives every event (`StepDone` each step, `Eval`, `Saved`,
@@ -313,16 +346,34 @@ impl Pipeline {
         self
     }
 
+    /// Replaces the config's objective with a custom one: its CPU half runs in the Masker
+    /// workers (and builds the held-out batches), its device half builds the model the Trainer
+    /// and the Evaluator use. The built-in objectives go through the same traits.
+    pub fn objective(mut self, cpu: impl CpuHalf, device: impl DeviceHalf) -> Self {
+        self.objective = Some((Arc::new(cpu), Arc::new(device)));
+        self
+    }
+
     /// Runs to the end, a stop, or the first error.
     ///
     /// # Errors
     /// [`RunError`].
     pub fn run(self) -> Result<RunSummary, RunError> {
-        run_pipeline(self.plan, self.subscribers, self.stages)
+        let (cpu, device) = match self.objective {
+            Some(o) => o,
+            None => (builtin_cpu(&self.plan), builtin_device(&self.plan)),
+        };
+        run_pipeline(self.plan, self.subscribers, self.stages, cpu, device)
     }
 }
 
-fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<Box<dyn stage::DataStage>>) -> Result<RunSummary, RunError> {
+fn run_pipeline(
+    plan: RunPlan,
+    subscribers: Vec<SubscriberFactory>,
+    stages: Vec<Box<dyn stage::DataStage>>,
+    cpu: Arc<dyn CpuHalf>,
+    device_half: Arc<dyn DeviceHalf>,
+) -> Result<RunSummary, RunError> {
     let c = plan.config.clone();
     let out_dir = c.run.out_dir.clone();
     let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
@@ -349,7 +400,7 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
     };
     let start = match &resume_point {
         Some(rp) => {
-            let want = serde_json::to_value(&plan.model).unwrap_or_default();
+            let want = device_half.describe();
             if rp.state.model != want {
                 return Err(RunError::Incompatible {
                     dir: rp.dir.clone(),
@@ -399,7 +450,7 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
             let evaluator = if plan.eval_spans.is_empty() {
                 None
             } else {
-                let ev = evaluator::Evaluator::new(&plan.model, plan.names, plan.device, eval_data(&plan), coordinator.clone(), eval_permits.clone());
+                let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone(), eval_permits.clone());
                 let slot = Mutex::new(Some(ev));
                 let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
                 Some((addr, eval_permits))
@@ -421,7 +472,7 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
                 let addr = coordinator.clone();
                 Arc::new(move |e| addr.do_send(e))
             };
-            let (host_rx, data_handles) = spawn_data_plane(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink, stages)?;
+            let (host_rx, data_handles) = spawn_data_plane_with(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink, stages, cpu)?;
             handles.extend(data_handles);
 
             let t = &c.train;
@@ -434,16 +485,15 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
                 checkpoint_every: t.checkpoint_every,
                 can_eval: evaluator.is_some(),
             };
-            let names = plan.names;
             let trainer_parts = (
-                plan.model.clone(),
+                device_half.clone(),
                 plan.device,
                 c.run.seed,
                 adamw,
                 schedule,
                 t.clip_grad_norm,
                 serde_json::to_value(&c).unwrap_or_default(),
-                serde_json::to_value(&plan.model).unwrap_or_default(),
+                device_half.describe(),
             );
             let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
             let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
@@ -452,7 +502,7 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
                 "trainer".into(),
                 Box::new(move || {
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
-                    let mut state = TrainState::new(&model_cfg, names, device, seed, adamw, schedule, clip);
+                    let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip);
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {
                             stop2.abort();

@@ -2,7 +2,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{correct, DeviceBatch, ObjectiveNames, PretrainModel};
+use super::{correct, DeviceBatch, ObjectiveModel, ObjectiveNames};
 use crate::batch::HostBatch;
 
 /// Held-out metrics.
@@ -37,7 +37,7 @@ impl EvalMetrics {
 
 /// Evaluates `model` (eval mode, no grad) on host batches; sums on the device and reads the
 /// totals once at the end.
-pub fn evaluate(model: &PretrainModel, batches: &[HostBatch], device: Device, names: ObjectiveNames) -> EvalMetrics {
+pub fn evaluate(model: &dyn ObjectiveModel, batches: &[HostBatch], device: Device, names: ObjectiveNames) -> EvalMetrics {
     let _guard = tch::no_grad_guard();
     let zero = |k| Tensor::zeros([], (k, device));
     let (mut lm, mut lm_ok, mut pair, mut pair_ok) = (zero(Kind::Double), zero(Kind::Int64), zero(Kind::Double), zero(Kind::Int64));

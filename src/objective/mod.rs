@@ -9,7 +9,8 @@ pub mod eval;
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::batch::HostBatch;
+use crate::batch::{HostBatch, RawBatch};
+use crate::rng::Stream;
 use crate::masking::mlm::IGNORE;
 use crate::model::bert::{BertConfig, BertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
@@ -79,6 +80,73 @@ pub enum PretrainModel {
     Bert(BertForMaskedLM),
     /// GLM with its tied output layer.
     Glm(Glm),
+}
+
+/// The CPU half of an objective: corrupts and collates a raw batch in a Masker worker (or for
+/// the held-out split, with `Stream::EvalMask`). It must be a pure function of the batch, its
+/// randomness keyed by the examples' indices, so that the worker count and resumes never
+/// change a batch.
+pub trait CpuHalf: Send + Sync + 'static {
+    /// One host batch from one raw batch (keep `seq` and `cursor`).
+    fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch;
+}
+
+/// A model turning a device batch into loss sums (the device half, once built).
+pub trait ObjectiveModel: Send {
+    /// Token-level and pair-level loss sums; the Trainer divides by the update's counts.
+    fn sums(&self, batch: &DeviceBatch, train: bool) -> LossSums;
+}
+
+/// The device half of an objective: builds its model (encoder and head) under a VarStore root,
+/// on the Trainer's and the Evaluator's threads alike.
+pub trait DeviceHalf: Send + Sync + 'static {
+    /// Creates the variables and returns the model.
+    fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel>;
+    /// Names of its parts (metric labels, evaluation keys).
+    fn names(&self) -> ObjectiveNames;
+    /// What `state.json` records as the model; a resume must match it.
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// The built-in objectives' CPU half: MLM (with pairs) or GLM corruption from the config.
+pub struct BuiltinCpu {
+    /// Masking for training batches.
+    pub train: crate::masking::collate::MaskContext,
+    /// Masking for held-out batches.
+    pub eval: crate::masking::collate::MaskContext,
+}
+
+impl CpuHalf for BuiltinCpu {
+    fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch {
+        let ctx = if matches!(stream, Stream::EvalMask) { &self.eval } else { &self.train };
+        crate::masking::collate::mask_and_collate(raw, ctx)
+    }
+}
+
+/// The built-in objectives' device half: BERT (MLM, + NSP / SOP) or GLM from the config.
+pub struct BuiltinDevice {
+    /// Architecture and sizes.
+    pub spec: ModelSpec,
+    /// Part names.
+    pub names: ObjectiveNames,
+}
+
+impl DeviceHalf for BuiltinDevice {
+    fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel> {
+        Box::new(PretrainModel::new(root, &self.spec))
+    }
+    fn names(&self) -> ObjectiveNames {
+        self.names
+    }
+    fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(&self.spec).unwrap_or_default()
+    }
+}
+
+impl ObjectiveModel for PretrainModel {
+    fn sums(&self, batch: &DeviceBatch, train: bool) -> LossSums {
+        PretrainModel::sums(self, batch, train)
+    }
 }
 
 /// Names of an objective's parts, for metric labels and reports.

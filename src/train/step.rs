@@ -11,7 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::batch::HostBatch;
-use crate::objective::{DeviceBatch, ModelSpec, ObjectiveNames, PretrainModel};
+use crate::objective::{DeviceBatch, DeviceHalf, ObjectiveModel, ObjectiveNames};
 
 /// Device results of one update. The tensors are detached scalars on the device: reading them
 /// is a sync point, done only on logging steps.
@@ -36,7 +36,7 @@ pub struct TrainState {
     /// All variables, by HF name.
     pub vs: nn::VarStore,
     /// The model.
-    pub model: PretrainModel,
+    pub model: Box<dyn ObjectiveModel>,
     names: ObjectiveNames,
     opt: AdamW,
     schedule: LrSchedule,
@@ -71,10 +71,11 @@ fn step_seed(seed: u64, step: u64) -> i64 {
 
 impl TrainState {
     /// Builds a freshly initialised model on `device`; `seed` fixes the initial weights.
-    pub fn new(spec: &ModelSpec, names: ObjectiveNames, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64) -> Self {
+    pub fn new(objective: &dyn DeviceHalf, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64) -> Self {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = PretrainModel::new(&vs.root(), spec);
+        let model = objective.build(&vs.root());
+        let names: ObjectiveNames = objective.names();
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, adamw);
