@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use pretune::config::{self, Plan};
-use pretune::finetune::init::{load_into, InitSource};
-use pretune::finetune::run::{build_model, run, FinetuneSummary};
+use pretune::finetune::init::load_into;
+use pretune::finetune::run::{run, FinetuneSummary};
 use pretune::model::bert::BertConfig;
 use pretune::model::heads::{BertForTask, HeadKind};
 use tch::{nn, Device, Kind, Reduction, Tensor};
@@ -200,14 +200,23 @@ fn freezing_and_layer_wise_decay_touch_exactly_the_intended_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let spam = root().join("data/spam");
     let cfg = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
-    let o: Vec<String> = ["train.freeze_embeddings=true", "train.freeze_layers=1", "train.layerwise_lr_decay=0.5", "train.epochs=0", "train.max_steps=3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let Plan::Finetune(plan) = config::load_plan(&cfg, &o).unwrap() else { panic!() };
-    let (vs, _, _) = build_model(&plan.bert, None, plan.kind, 2, &InitSource::Fresh, Device::Cpu, 3).unwrap();
-    let before: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
-    let s = run(*plan).unwrap();
+    // A first short run gives known starting weights (a fresh init would draw from libtorch's
+    // process-wide generator, which other tests share).
+    let start = finetune(&cfg, &["train.epochs=0", "train.max_steps=1", &format!("run.out_dir={}", dir.path().join("start").display())]);
+    let start_ck = start.best_checkpoint.unwrap();
+    let before = read(&start_ck.join("model.safetensors"));
+    let o = [
+        format!("init.checkpoint={}", start_ck.display()),
+        "train.freeze_embeddings=true".into(),
+        "train.freeze_layers=1".into(),
+        "train.layerwise_lr_decay=0.5".into(),
+        "train.epochs=0".into(),
+        "train.max_steps=3".into(),
+        format!("run.out_dir={}", dir.path().join("frozen").display()),
+    ];
+    let o: Vec<&str> = o.iter().map(String::as_str).collect();
+    let s = finetune(&cfg, &o);
+    assert_eq!(s.init.missing, Vec::<String>::new(), "every weight comes from the first run");
     let after = read(&s.best_checkpoint.unwrap().join("model.safetensors"));
     for (name, t) in &before {
         let same = t.equal(&after[name]);

@@ -137,6 +137,16 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
                     problems.push(format!("init.checkpoint: {} is not a BERT checkpoint", dir.display()));
                     (InitSource::Fresh, BertConfig::default(), None)
                 }
+                // A fine-tuned checkpoint of ours: continue from its encoder (and head).
+                Err(_) if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") => {
+                    match serde_json::from_value::<super::run::TaskSpec>(state.model.clone()) {
+                        Ok(spec) => (InitSource::Checkpoint(dir), spec.config, Some(spec.tokenizer)),
+                        Err(e) => {
+                            problems.push(format!("init.checkpoint: {}: its task description is unreadable: {e}", dir.display()));
+                            (InitSource::Fresh, BertConfig::default(), None)
+                        }
+                    }
+                }
                 Err(e) => {
                     problems.push(format!("init.checkpoint: {}: its model description is unreadable: {e}", dir.display()));
                     (InitSource::Fresh, BertConfig::default(), None)

@@ -571,6 +571,10 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
         let state = checkpoint_state(step, summary.tokens, schedule.at(step), None);
         summary.best_checkpoint = Some(store.save(&cpu_copies(&vs), &[], state, t.keep_last.max(1))?);
     }
+    if plan.metrics_addr.is_some() && c.metrics.linger_s > 0.0 {
+        // Keep serving /metrics for a last scrape.
+        std::thread::sleep(Duration::from_secs_f64(c.metrics.linger_s));
+    }
     Ok(summary)
 }
 
