@@ -275,6 +275,26 @@ pub struct ModelConfig {
     pub initializer_range: f64,
 }
 
+impl ModelConfig {
+    /// The BERT sizes this section describes (Hugging Face names), for a vocabulary and `[PAD]`.
+    pub fn bert(&self, vocab_size: i64, pad_token_id: i64) -> crate::model::bert::BertConfig {
+        crate::model::bert::BertConfig {
+            vocab_size,
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_layers,
+            num_attention_heads: self.num_heads,
+            intermediate_size: self.intermediate_size,
+            hidden_dropout_prob: self.hidden_dropout,
+            attention_probs_dropout_prob: self.attention_dropout,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+            initializer_range: self.initializer_range,
+            layer_norm_eps: self.layer_norm_eps,
+            pad_token_id,
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {

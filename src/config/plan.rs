@@ -11,7 +11,6 @@ use super::{ConfigError, RunConfig};
 use crate::data::source::{document_offsets, FileSpan, ReadSettings};
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::glm::GlmIds;
-use crate::model::bert::BertConfig;
 use crate::model::glm::GlmConfig;
 use crate::objective::{ModelSpec, ObjectiveNames};
 use super::{ObjectiveKind, SentencePair};
@@ -215,20 +214,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
                 SentencePair::Nsp => Some("nsp"),
                 SentencePair::Sop => Some("sop"),
             };
-            let config = BertConfig {
-                vocab_size,
-                hidden_size: m.hidden_size,
-                num_hidden_layers: m.num_layers,
-                num_attention_heads: m.num_heads,
-                intermediate_size: m.intermediate_size,
-                hidden_dropout_prob: m.hidden_dropout,
-                attention_probs_dropout_prob: m.attention_dropout,
-                max_position_embeddings: m.max_position_embeddings,
-                type_vocab_size: m.type_vocab_size,
-                initializer_range: m.initializer_range,
-                layer_norm_eps: m.layer_norm_eps,
-                pad_token_id: tokenizer.special_ids().pad as i64,
-            };
+            let config = m.bert(vocab_size, tokenizer.special_ids().pad as i64);
             (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
         }
         ObjectiveKind::Glm => {

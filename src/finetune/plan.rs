@@ -172,21 +172,8 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
             }
         }
     } else {
-        let m = &c.model;
-        let cfg = BertConfig {
-            hidden_size: m.hidden_size,
-            num_hidden_layers: m.num_layers,
-            num_attention_heads: m.num_heads,
-            intermediate_size: m.intermediate_size,
-            hidden_dropout_prob: m.hidden_dropout,
-            attention_probs_dropout_prob: m.attention_dropout,
-            max_position_embeddings: m.max_position_embeddings,
-            type_vocab_size: m.type_vocab_size,
-            initializer_range: m.initializer_range,
-            layer_norm_eps: m.layer_norm_eps,
-            ..BertConfig::default()
-        };
-        (InitSource::Fresh, cfg, None)
+        // Vocabulary and [PAD] come from the tokenizer below.
+        (InitSource::Fresh, c.model.bert(0, 0), None)
     };
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };
     let tokenizer = match &tokenizer_path {
