@@ -138,11 +138,6 @@ impl TextTokenizer {
             .collect())
     }
 
-    /// Id of a token, if the vocabulary has it.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
     /// Ids of the BERT special tokens.
     pub fn special_ids(&self) -> SpecialIds {
         self.ids

@@ -7,7 +7,6 @@
 //!
 //! Labelled sets are small, so they are read whole (unlike the pre-training corpus).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
@@ -374,15 +373,6 @@ pub fn collate(examples: &[&TaskExample], pad: u32, per_token: bool) -> TaskBatc
         batch.n_tokens += e.ids.len();
     }
     batch
-}
-
-/// Label counts, for the run report.
-pub fn label_counts<'a>(labels: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for l in labels {
-        *m.entry(l.to_owned()).or_insert(0) += 1;
-    }
-    m
 }
 
 #[cfg(test)]

@@ -63,16 +63,6 @@ impl AdamW {
         AdamW { cfg, slots, step: 0 }
     }
 
-    /// Names and learning-rate scales of the parameters it updates.
-    pub fn groups(&self) -> Vec<(String, f64)> {
-        self.slots.iter().map(|s| (s.name.clone(), s.lr_scale)).collect()
-    }
-
-    /// Updates taken so far.
-    pub fn step_count(&self) -> u64 {
-        self.step
-    }
-
     /// Zeroes every gradient.
     pub fn zero_grad(&mut self) {
         for s in &mut self.slots {
