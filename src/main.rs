@@ -81,6 +81,15 @@ enum Command {
         /// A run's output folder.
         run_dir: PathBuf,
     },
+    /// Benchmarks: the workloads of `../shared/bench` (PyTorch + transformers) through
+    /// pretune, one JSON line on stdout. See BENCHMARKS.md and scripts/bench-side-by-side.sh.
+    Bench {
+        /// `tokenize`, `mask`, `pretrain`, `finetune` or `stream`.
+        #[arg(value_enum)]
+        workload: pretune::bench::Workload,
+        #[command(flatten)]
+        args: pretune::bench::BenchArgs,
+    },
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -235,6 +244,16 @@ fn main() -> ExitCode {
         Command::Report { run_dir } => match pretune::report::report(&run_dir) {
             Ok(index) => {
                 println!("wrote {}", index.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report(&e);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench { workload, args } => match pretune::bench::run(workload, &args) {
+            Ok(v) => {
+                println!("{v}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -83,7 +83,7 @@ pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError>
         if examples.is_empty() {
             break;
         }
-        let b = mask_and_collate(RawBatch { seq, examples, cursor: stream.cursor() }, &ctx);
+        let b = mask_and_collate(&RawBatch { seq, examples, cursor: stream.cursor() }, &ctx);
         rows.extend((0..b.batch_size).take(n - rows.len()).map(|r| row(plan, &b, r)));
         seq += 1;
     }

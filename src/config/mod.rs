@@ -650,7 +650,8 @@ pub enum Plan {
 
 /// Fine-tuning defaults that follow practice (BERT paper App. A.3, Hugging Face's Trainer):
 /// lr 2e-5, 10 % linear warm-up then linear decay, weight decay 0.01, 3 epochs, batch 32,
-/// evaluation every epoch. They fill only keys the file does not set.
+/// evaluation every epoch. They fill only keys the file does not set (no default `epochs` when
+/// `max_steps` is set).
 fn apply_finetune_defaults(table: &mut toml::Table) {
     let train = table.entry("train").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let Some(train) = train.as_table_mut() else { return };
@@ -663,7 +664,12 @@ fn apply_finetune_defaults(table: &mut toml::Table) {
         ("batch_size", toml::Value::Integer(32)),
         ("log_every", toml::Value::Integer(10)),
     ];
+    // A file that sets `max_steps` asks for that many updates: no default epoch count.
+    let has_max_steps = train.contains_key("max_steps");
     for (k, v) in defaults {
+        if k == "epochs" && has_max_steps {
+            continue;
+        }
         train.entry(k).or_insert(v);
     }
 }
@@ -753,5 +759,17 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.train.batch_size, 32);
         assert_eq!(c.objective.kind, ObjectiveKind::Mlm);
+    }
+
+    #[test]
+    fn finetune_defaults_fill_unset_keys_and_leave_max_steps_alone() {
+        let mut t: toml::Table = toml::from_str("[train]\nlr = 1e-3\n").unwrap();
+        apply_finetune_defaults(&mut t);
+        let c = from_table(Path::new("x.toml"), t).unwrap();
+        assert_eq!((c.train.lr, c.train.epochs, c.train.warmup_ratio), (1e-3, 3, 0.1));
+        let mut t: toml::Table = toml::from_str("[train]\nmax_steps = 15\n").unwrap();
+        apply_finetune_defaults(&mut t);
+        let c = from_table(Path::new("x.toml"), t).unwrap();
+        assert_eq!((c.train.max_steps, c.train.epochs), (15, 0), "max_steps set: no default epoch count");
     }
 }

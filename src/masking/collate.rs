@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::glm::{corrupt, document_max_gen, GlmMode, GlmSettings};
-use super::mlm::{mask_sequence, MlmSettings, IGNORE};
+use super::mlm::{mask_sequence_into, MaskScratch, MlmSettings, IGNORE};
 use crate::batch::{HostBatch, RawBatch};
 use crate::data::packing::Segment;
 use crate::data::stream::Payload;
@@ -59,10 +59,21 @@ struct Row {
     pair: Option<i64>,
 }
 
-/// `[CLS] seg [SEP]` or `[CLS] a [SEP] b [SEP]`, with word starts and token types.
-fn frame_bert(p: &Payload, ids: &SpecialIds) -> (Vec<u32>, Vec<bool>, Vec<i64>, Option<i64>) {
-    let mut t = vec![ids.cls];
-    let mut w = vec![true];
+/// Length of `[CLS] seg [SEP]` or `[CLS] a [SEP] b [SEP]`.
+fn framed_len(p: &Payload) -> usize {
+    match p {
+        Payload::Single(seg) => seg.ids.len() + 2,
+        Payload::Pair(pair) => pair.a.ids.len() + pair.b.ids.len() + 3,
+    }
+}
+
+/// Frames a BERT input into `t` (ids) and `w` (word starts), both cleared first; returns where
+/// segment B starts (the length for a single segment) and the pair label.
+fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w: &mut Vec<bool>) -> (usize, Option<i64>) {
+    t.clear();
+    w.clear();
+    t.push(ids.cls);
+    w.push(true);
     let push = |seg: &Segment, t: &mut Vec<u32>, w: &mut Vec<bool>| {
         t.extend_from_slice(&seg.ids);
         w.extend_from_slice(&seg.word_start);
@@ -71,34 +82,23 @@ fn frame_bert(p: &Payload, ids: &SpecialIds) -> (Vec<u32>, Vec<bool>, Vec<i64>, 
     };
     match p {
         Payload::Single(seg) => {
-            push(seg, &mut t, &mut w);
-            let types = vec![0; t.len()];
-            (t, w, types, None)
+            push(seg, t, w);
+            (t.len(), None)
         }
         Payload::Pair(pair) => {
-            push(&pair.a, &mut t, &mut w);
+            push(&pair.a, t, w);
             let a_len = t.len();
-            push(&pair.b, &mut t, &mut w);
-            let types = (0..t.len()).map(|i| (i >= a_len) as i64).collect();
-            (t, w, types, Some(pair.label as i64))
+            push(&pair.b, t, w);
+            (a_len, Some(pair.label as i64))
         }
     }
 }
 
 /// Masks and collates one batch. Each example's RNG is keyed by `(seed, epoch, index)` and a
 /// GLM batch's mode by `(seed, batch seq)`, so the result is the same whichever worker runs it.
-pub fn mask_and_collate(raw: RawBatch, ctx: &MaskContext) -> HostBatch {
+pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
     let rows: Vec<Row> = match &ctx.corruption {
-        Corruption::Mlm(mlm) => raw
-            .examples
-            .iter()
-            .map(|ex| {
-                let (mut ids, word_start, types, pair) = frame_bert(&ex.payload, &ctx.ids);
-                let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
-                let labels = mask_sequence(&mut ids, &word_start, &ctx.special, mlm, &mut rng);
-                Row { ids, labels, types, pair, ..Default::default() }
-            })
-            .collect(),
+        Corruption::Mlm(mlm) => return collate_mlm(raw, ctx, mlm),
         Corruption::Glm { settings, bert_prob, gap_sentence_prob } => {
             let first = raw.examples.first().map_or(0, |e| e.epoch);
             let mut batch_rng = Rng::keyed(ctx.seed, Stream::GlmBatch, &[ctx.stream as u64, first, raw.seq]);
@@ -138,37 +138,82 @@ pub fn mask_and_collate(raw: RawBatch, ctx: &MaskContext) -> HostBatch {
                 .collect()
         }
     };
-    collate(raw.seq, raw.cursor, rows, ctx)
+    collate(rows, raw, ctx)
 }
 
-fn collate(seq: u64, cursor: crate::data::stream::Cursor, rows: Vec<Row>, ctx: &MaskContext) -> HostBatch {
-    let b = rows.len();
-    let glm = matches!(ctx.corruption, Corruption::Glm { .. });
-    let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
-    let mut seq_len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
-    if !glm {
-        // BERT's position table ends at max_seq_len; GLM's Part B reuses Part A positions.
-        seq_len = seq_len.min(ctx.max_seq_len.max(longest));
+/// The padded length: the longest row rounded up to a multiple of 8, but (for BERT, whose
+/// position table ends there) not past `max_seq_len` unless a row is longer.
+fn padded_len(longest: usize, ctx: &MaskContext, glm: bool) -> usize {
+    let seq_len = longest.max(1).div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+    if glm {
+        // GLM's Part B reuses Part A positions.
+        seq_len
+    } else {
+        seq_len.min(ctx.max_seq_len.max(longest))
     }
-    let n = b * seq_len;
-    let mut batch = HostBatch {
-        seq,
-        cursor,
+}
+
+fn empty_batch(raw: &RawBatch, seq_len: usize, ctx: &MaskContext, glm: bool) -> HostBatch {
+    let (b, n) = (raw.examples.len(), raw.examples.len() * seq_len);
+    HostBatch {
+        seq: raw.seq,
+        cursor: raw.cursor,
         batch_size: b,
         seq_len,
         input_ids: vec![ctx.ids.pad as i64; n],
         token_type_ids: vec![0; n],
         lengths: Vec::with_capacity(b),
         labels: vec![IGNORE; n],
-        masked_positions: Vec::new(),
-        masked_labels: Vec::new(),
+        masked_positions: Vec::with_capacity(n / 5),
+        masked_labels: Vec::with_capacity(n / 5),
         position_ids: if glm { vec![0; n] } else { Vec::new() },
         block_position_ids: if glm { vec![0; n] } else { Vec::new() },
         prefix_len: Vec::new(),
         pair_labels: Vec::new(),
         n_tokens: 0,
         n_scored: 0,
-    };
+    }
+}
+
+/// BERT MLM straight into the batch buffers: one set of scratch buffers for the whole batch,
+/// nothing allocated per row or per token.
+fn collate_mlm(raw: &RawBatch, ctx: &MaskContext, mlm: &MlmSettings) -> HostBatch {
+    let longest = raw.examples.iter().map(|e| framed_len(&e.payload)).max().unwrap_or(1);
+    let seq_len = padded_len(longest, ctx, false);
+    let mut batch = empty_batch(raw, seq_len, ctx, false);
+    let (mut t, mut w) = (Vec::with_capacity(longest), Vec::with_capacity(longest));
+    let mut scratch = MaskScratch::default();
+    for (r, ex) in raw.examples.iter().enumerate() {
+        let (b_start, pair) = frame_bert_into(&ex.payload, &ctx.ids, &mut t, &mut w);
+        let (n, base) = (t.len(), r * seq_len);
+        let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
+        let labels = &mut batch.labels[base..base + n];
+        mask_sequence_into(&mut t, &w, &ctx.special, mlm, &mut rng, labels, &mut scratch);
+        for (j, &l) in labels.iter().enumerate() {
+            if l != IGNORE {
+                batch.masked_positions.push((base + j) as i64);
+                batch.masked_labels.push(l);
+            }
+        }
+        for (dst, &id) in batch.input_ids[base..base + n].iter_mut().zip(&t) {
+            *dst = id as i64;
+        }
+        batch.token_type_ids[base + b_start..base + n].fill(1);
+        if let Some(p) = pair {
+            batch.pair_labels.push(p);
+        }
+        batch.lengths.push(n as i64);
+        batch.n_tokens += n;
+    }
+    batch.n_scored = batch.masked_positions.len();
+    batch
+}
+
+fn collate(rows: Vec<Row>, raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
+    let glm = matches!(ctx.corruption, Corruption::Glm { .. });
+    let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
+    let seq_len = padded_len(longest, ctx, glm);
+    let mut batch = empty_batch(raw, seq_len, ctx, glm);
     for (r, row) in rows.into_iter().enumerate() {
         let base = r * seq_len;
         for (j, (&t, &l)) in row.ids.iter().zip(&row.labels).enumerate() {
@@ -240,7 +285,7 @@ mod tests {
 
     #[test]
     fn rows_are_framed_padded_to_a_multiple_of_8_and_counted() {
-        let b = mask_and_collate(raw(&[5, 11]), &ctx());
+        let b = mask_and_collate(&raw(&[5, 11]), &ctx());
         assert_eq!((b.batch_size, b.seq_len), (2, 16));
         assert_eq!(b.lengths, vec![7, 13]);
         assert_eq!(b.input_ids[0], 1);
@@ -255,11 +300,11 @@ mod tests {
 
     #[test]
     fn padding_never_exceeds_max_seq_len() {
-        let b = mask_and_collate(raw(&[29]), &ctx());
+        let b = mask_and_collate(&raw(&[29]), &ctx());
         assert_eq!(b.seq_len, 32);
         let mut c = ctx();
         c.max_seq_len = 31;
-        let b = mask_and_collate(raw(&[29]), &c);
+        let b = mask_and_collate(&raw(&[29]), &c);
         assert_eq!(b.seq_len, 31);
     }
 
@@ -267,10 +312,45 @@ mod tests {
     fn pairs_get_two_separators_segment_ids_and_their_label() {
         let pair = PairInstance { a: seg(3), b: seg(4), label: 1 };
         let r = RawBatch { seq: 0, examples: vec![Example { index: 0, epoch: 0, payload: Payload::Pair(pair) }], cursor: Cursor::default() };
-        let b = mask_and_collate(r, &ctx());
+        let b = mask_and_collate(&r, &ctx());
         assert_eq!(b.lengths, vec![10]);
         assert_eq!((b.input_ids[0], b.input_ids[4], b.input_ids[9]), (1, 2, 2));
         assert_eq!(b.row(&b.token_type_ids, 0), &[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
         assert_eq!(b.pair_labels, vec![1]);
+    }
+
+    /// The batch path (scratch buffers, straight into the batch) masks every row exactly as
+    /// `mask_sequence` does on that row alone, for each selection and unit.
+    #[test]
+    fn batch_masking_equals_row_by_row_masking() {
+        use crate::masking::mlm::mask_sequence;
+        for (selection, unit) in [(Selection::Exact, MaskUnit::Token), (Selection::Bernoulli, MaskUnit::Token), (Selection::Bernoulli, MaskUnit::Word), (Selection::Exact, MaskUnit::Span)] {
+            let mut c = ctx();
+            c.max_seq_len = 64;
+            if let Corruption::Mlm(m) = &mut c.corruption {
+                m.selection = selection;
+                m.unit = unit;
+            }
+            let Corruption::Mlm(m) = c.corruption.clone() else { unreachable!() };
+            let mut examples = Vec::new();
+            for i in 0..12u64 {
+                let mut a = seg(5 + i as usize * 3);
+                a.word_start.iter_mut().enumerate().for_each(|(k, w)| *w = k % 3 != 1);
+                let payload = if i % 2 == 0 { Payload::Single(a) } else { Payload::Pair(PairInstance { a, b: seg(7), label: (i % 4 == 1) as u8 as _ }) };
+                examples.push(Example { index: 100 + i, epoch: 2, payload });
+            }
+            let raw = RawBatch { seq: 3, examples, cursor: Cursor::default() };
+            let b = mask_and_collate(&raw, &c);
+            for (r, ex) in raw.examples.iter().enumerate() {
+                let (mut t, mut w) = (Vec::new(), Vec::new());
+                frame_bert_into(&ex.payload, &c.ids, &mut t, &mut w);
+                let mut rng = Rng::keyed(c.seed, c.stream, &[ex.epoch, ex.index]);
+                let labels = mask_sequence(&mut t, &w, &c.special, &m, &mut rng);
+                let ids: Vec<i64> = t.iter().map(|&x| x as i64).collect();
+                assert_eq!(b.row(&b.input_ids, r), &ids[..], "{selection:?} {unit:?} row {r}");
+                assert_eq!(b.row(&b.labels, r), &labels[..], "{selection:?} {unit:?} row {r}");
+            }
+            assert!(b.n_scored > 0);
+        }
     }
 }

@@ -40,13 +40,20 @@ pub struct MlmSettings {
     pub vocab_size: usize,
 }
 
-/// Groups of candidate positions: single tokens, or whole words.
-fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole_word: bool) -> Vec<(usize, usize)> {
-    let is_special = |t: u32| special.get(t as usize).copied().unwrap_or(false);
-    let mut groups: Vec<(usize, usize)> = Vec::new();
+/// Buffers the masking of one sequence needs, reused from row to row so the Masker's loop
+/// allocates nothing per row.
+#[derive(Debug, Default)]
+pub struct MaskScratch {
+    groups: Vec<(usize, usize)>,
+    chosen: Vec<usize>,
+}
+
+/// Groups of candidate positions (single tokens, or whole words) into `groups`.
+fn candidate_groups_into(tokens: &[u32], word_start: &[bool], special: &[bool], whole_word: bool, groups: &mut Vec<(usize, usize)>) {
+    groups.clear();
     let mut prev_special = true;
     for (i, &t) in tokens.iter().enumerate() {
-        if is_special(t) {
+        if special.get(t as usize).copied().unwrap_or(false) {
             prev_special = true;
             continue;
         }
@@ -57,6 +64,11 @@ fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole
         }
         prev_special = false;
     }
+}
+
+fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole_word: bool) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    candidate_groups_into(tokens, word_start, special, whole_word, &mut groups);
     groups
 }
 
@@ -65,17 +77,26 @@ fn candidate_groups(tokens: &[u32], word_start: &[bool], special: &[bool], whole
 /// `tokens` already carries its special tokens; `word_start` is parallel to it; `special`
 /// flags ids that are never chosen.
 pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng) -> Vec<i64> {
-    if s.unit == MaskUnit::Span {
-        return mask_spans(tokens, word_start, special, s, rng);
-    }
     let mut labels = vec![IGNORE; tokens.len()];
-    let mut groups = candidate_groups(tokens, word_start, special, s.unit == MaskUnit::Word);
-    let mut chosen: Vec<usize> = Vec::new();
+    mask_sequence_into(tokens, word_start, special, s, rng, &mut labels, &mut MaskScratch::default());
+    labels
+}
+
+/// [`mask_sequence`] writing the labels into `labels` (as long as `tokens`, all `IGNORE` on
+/// entry), with reusable buffers: the Masker's hot path.
+pub fn mask_sequence_into(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng, labels: &mut [i64], scratch: &mut MaskScratch) {
+    if s.unit == MaskUnit::Span {
+        labels.copy_from_slice(&mask_spans(tokens, word_start, special, s, rng));
+        return;
+    }
+    let MaskScratch { groups, chosen } = scratch;
+    candidate_groups_into(tokens, word_start, special, s.unit == MaskUnit::Word, groups);
+    chosen.clear();
     match s.selection {
         Selection::Exact => {
             let target = budget(tokens.len(), s);
-            rng.shuffle(&mut groups);
-            for &(a, b) in &groups {
+            rng.shuffle(groups);
+            for &(a, b) in groups.iter() {
                 if chosen.len() >= target {
                     break;
                 }
@@ -84,17 +105,18 @@ pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], 
                 }
                 chosen.extend(a..b);
             }
+            chosen.sort_unstable();
         }
         Selection::Bernoulli => {
-            for &(a, b) in &groups {
+            // Groups are in position order, so `chosen` comes out sorted.
+            for &(a, b) in groups.iter() {
                 if rng.next_f64() < s.mask_prob {
                     chosen.extend(a..b);
                 }
             }
         }
     }
-    chosen.sort_unstable();
-    for i in chosen {
+    for &i in chosen.iter() {
         labels[i] = tokens[i] as i64;
         match draw_replacement(s, rng) {
             Replace::Mask => tokens[i] = s.mask_id,
@@ -102,7 +124,6 @@ pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], 
             Replace::Keep => {}
         }
     }
-    labels
 }
 
 /// Masking budget of a sequence: `round(len * mask_prob)` (ties to even), at least 1, capped.

@@ -119,7 +119,7 @@ pub struct BuiltinCpu {
 impl CpuHalf for BuiltinCpu {
     fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch {
         let ctx = if matches!(stream, Stream::EvalMask) { &self.eval } else { &self.train };
-        crate::masking::collate::mask_and_collate(raw, ctx)
+        crate::masking::collate::mask_and_collate(&raw, ctx)
     }
 }
 

@@ -1,0 +1,294 @@
+//! `pretune bench`: the workloads of the PyTorch + transformers baseline
+//! (`../shared/bench/`) run through pretune's own code paths, on the same corpus, vocabulary,
+//! shapes and thread count. Each prints one JSON line, like the baseline's scripts, so
+//! `scripts/bench-side-by-side.sh` can run both alternately and print ratios.
+//!
+//! Timings live here and in `BENCHMARKS.md`, never in tests: the machines are noisy.
+//!
+//! * `tokenize`: the whole corpus, `encode_batch` in chunks of 10,000 sentences (the baseline's
+//!   call), and the Loader's own per-sentence path with word starts.
+//! * `mask`: the Masker's corruption + collation of batch × seq on one thread, per objective.
+//! * `pretrain`: BERT-mini MLM or MLM+NSP through the whole actor pipeline.
+//! * `finetune`: BERT-mini sequence classification (Austen vs King James) through the
+//!   fine-tuning loop, the baseline's task.
+//! * `stream`: the data plane alone over a whole epoch of a corpus repeated `scale` times, for
+//!   peak RSS against corpus size.
+
+mod input;
+pub mod sys;
+mod train;
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong in a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The generated config did not resolve.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::data::tokenize::TokenizerError),
+    /// The example stream failed.
+    #[error(transparent)]
+    Stream(#[from] crate::data::stream::StreamError),
+    /// Pre-training failed.
+    #[error(transparent)]
+    Run(#[from] crate::actors::RunError),
+    /// Fine-tuning failed.
+    #[error(transparent)]
+    Finetune(#[from] crate::finetune::run::FinetuneError),
+    /// The run ended without the numbers asked for.
+    #[error("{0}")]
+    Result(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io { path: path.to_owned(), source }
+}
+
+/// Which workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Tokenizer throughput over the corpus.
+    Tokenize,
+    /// Masking + collation throughput.
+    Mask,
+    /// BERT pre-training through the actor pipeline.
+    Pretrain,
+    /// Sequence-classification fine-tuning.
+    Finetune,
+    /// The data plane alone over a whole epoch.
+    Stream,
+}
+
+/// Pre-training objective of the `pretrain` workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchObjective {
+    /// Masked LM on packed segments (`BertForMaskedLM`).
+    Mlm,
+    /// Masked LM + next sentence prediction on sentence pairs (`BertForPreTraining`).
+    MlmNsp,
+}
+
+/// Model sizes (BERT's published shapes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchModel {
+    /// 4 layers, hidden 256, 4 heads, FFN 1024 (the CPU baseline's model).
+    Mini,
+    /// 12 layers, hidden 768, 12 heads, FFN 3072.
+    Base,
+    /// 24 layers, hidden 1024, 16 heads, FFN 4096.
+    Large,
+}
+
+impl BenchModel {
+    /// `(layers, hidden, heads, ffn)`.
+    pub fn shape(self) -> (usize, usize, usize, usize) {
+        match self {
+            BenchModel::Mini => (4, 256, 4, 1024),
+            BenchModel::Base => (12, 768, 12, 3072),
+            BenchModel::Large => (24, 1024, 16, 4096),
+        }
+    }
+}
+
+/// Settings shared by the workloads (defaults are the baseline's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// BERT-format corpus (`../shared/bench/make_corpus.sh`).
+    #[arg(long, default_value = ".bench-data/corpus.txt")]
+    pub corpus: PathBuf,
+    /// Tokenizer: the baseline's cached `tokenizer.json` or `vocab.txt`.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Scratch folder for generated configs, data and run output.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// libtorch intra-op threads (`pretrain`, `finetune`).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Masker workers (`pretrain`, `stream`); 0 keeps the config default.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: u64,
+    /// Seconds per `mask` variant; passes of `tokenize`.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// `pretrain`: the objective.
+    #[arg(long, value_enum, default_value_t = BenchObjective::MlmNsp)]
+    pub objective: BenchObjective,
+    /// `pretrain`, `finetune`: model size.
+    #[arg(long, value_enum, default_value_t = BenchModel::Mini)]
+    pub model: BenchModel,
+    /// `cpu`, `cuda`, `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// `fp32` or `bf16` (autocast on CUDA).
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// `pretrain`, `stream`: repeat the corpus this many times (peak RSS against corpus size).
+    #[arg(long, default_value_t = 1)]
+    pub scale: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs one workload; returns its JSON line.
+///
+/// # Errors
+/// [`BenchError`].
+pub fn run(w: Workload, a: &BenchArgs) -> Result<serde_json::Value, BenchError> {
+    std::fs::create_dir_all(&a.out).map_err(io_err(&a.out))?;
+    let mut v = match w {
+        Workload::Tokenize => input::tokenize(a)?,
+        Workload::Mask => input::mask(a)?,
+        Workload::Stream => input::stream(a)?,
+        Workload::Pretrain => train::pretrain(a)?,
+        Workload::Finetune => train::finetune(a)?,
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.insert("corpus".into(), a.corpus.display().to_string().into());
+        m.insert("versions".into(), versions());
+    }
+    Ok(v)
+}
+
+fn versions() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
+    serde_json::json!({
+        "pretune": env!("CARGO_PKG_VERSION"),
+        "tch": "0.26.0",
+        "cpu": cpu,
+        "nproc": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// A corpus file repeated `scale` times (documents stay documents); the file itself for 1.
+fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
+    if a.scale <= 1 {
+        return Ok(a.corpus.clone());
+    }
+    let path = a.out.join(format!("corpus-x{}.txt", a.scale));
+    let want = std::fs::metadata(&a.corpus).map_err(io_err(&a.corpus))?.len() * a.scale as u64 + a.scale as u64;
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(want) {
+        let text = std::fs::read(&a.corpus).map_err(io_err(&a.corpus))?;
+        let mut out = Vec::with_capacity(want as usize);
+        for _ in 0..a.scale {
+            out.extend_from_slice(&text);
+            out.push(b'\n');
+        }
+        std::fs::write(&path, out).map_err(io_err(&path))?;
+    }
+    Ok(path)
+}
+
+/// The pre-training config of a workload, as a user would write it.
+fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> String {
+    let (layers, hidden, heads, ffn) = a.model.shape();
+    let pair = match objective {
+        BenchObjective::Mlm => "none",
+        BenchObjective::MlmNsp => "nsp",
+    };
+    format!(
+        r#"[run]
+name = "bench"
+seed = {seed}
+out_dir = {out:?}
+device = {device:?}
+threads = {threads}
+
+[data]
+train = [{corpus:?}]
+
+[tokenizer]
+path = {tok:?}
+
+[model]
+hidden_size = {hidden}
+num_layers = {layers}
+num_heads = {heads}
+intermediate_size = {ffn}
+max_position_embeddings = 512
+hidden_dropout = 0.1
+attention_dropout = 0.1
+
+[objective]
+kind = "mlm"
+selection = {selection:?}
+unit = {unit:?}
+sentence_pair = {pair:?}
+
+[train]
+batch_size = {batch}
+max_seq_len = {seq}
+max_steps = {steps}
+lr = 1e-4
+warmup_steps = 0
+decay = "constant"
+weight_decay = 0.01
+clip_grad_norm = 1.0
+log_every = 1
+keep_last = 1
+
+[pipeline]
+masker_workers = {workers}
+prefetch = 4
+
+[metrics]
+listen = ""
+"#,
+        seed = a.seed,
+        out = out_dir.display().to_string(),
+        device = a.device,
+        threads = a.threads,
+        corpus = corpus.display().to_string(),
+        tok = a.tokenizer.display().to_string(),
+        batch = a.batch,
+        seq = a.seq,
+        steps = a.warmup + a.steps,
+        workers = a.workers.max(1),
+    )
+}
+
+/// Writes a generated config and loads it the way `pretune train` does.
+fn load_generated(out_dir: &Path, name: &str, toml: &str) -> Result<crate::config::Plan, BenchError> {
+    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    let path = out_dir.join(name);
+    std::fs::write(&path, toml).map_err(io_err(&path))?;
+    Ok(crate::config::load_plan(&path, &[])?)
+}
+
+/// A fresh output folder (events.jsonl appends, so an old one would mix runs).
+fn fresh_dir(path: &Path) -> Result<(), BenchError> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(io_err(path))?;
+    }
+    std::fs::create_dir_all(path).map_err(io_err(path))
+}

@@ -1,0 +1,284 @@
+//! Training workloads: pre-training through the actor pipeline and fine-tuning through its loop,
+//! timed from the runs' own `events.jsonl` (`log_every = 1`: on the CPU reading the loss each
+//! step costs nothing).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
+use super::{fresh_dir, io_err, load_generated, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
+use crate::config::Plan;
+
+/// One logged step of `events.jsonl`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct StepLine {
+    step: u64,
+    elapsed_s: f64,
+    tokens: u64,
+    loss: f64,
+    #[serde(default)]
+    data_wait_share: f64,
+}
+
+/// Timing of the steps after `warmup`, from a run's events.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timing {
+    /// Timed steps.
+    pub steps: u64,
+    /// Seconds of the timed steps.
+    pub seconds: f64,
+    /// Mean seconds per step.
+    pub s_per_step: f64,
+    /// Median, fastest, slowest.
+    #[serde(flatten)]
+    pub stats: StepStats,
+    /// Non-padding tokens per second.
+    pub real_tokens_per_s: f64,
+    /// Share of the timed steps the Trainer waited for data.
+    pub data_wait_share: f64,
+    /// Loss of the first and the last step.
+    pub loss_first_last: [f64; 2],
+}
+
+/// Reads the step lines of `events.jsonl` and times the steps after `warmup`.
+fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
+    let text = std::fs::read_to_string(events).map_err(io_err(events))?;
+    let steps: Vec<StepLine> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("elapsed_s").is_some() && v.get("step").is_some())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let base = steps.iter().position(|s| s.step == warmup).ok_or_else(|| BenchError::Result(format!("{}: no step {warmup} logged", events.display())))?;
+    let timed = &steps[base + 1..];
+    if timed.is_empty() {
+        return Err(BenchError::Result(format!("{}: no step after the warm-up", events.display())));
+    }
+    let mut prev = steps[base].elapsed_s;
+    let mut times = Vec::with_capacity(timed.len());
+    let mut waited = 0.0;
+    for s in timed {
+        let dt = s.elapsed_s - prev;
+        waited += s.data_wait_share * dt;
+        times.push(dt);
+        prev = s.elapsed_s;
+    }
+    let seconds = timed.last().map_or(0.0, |s| s.elapsed_s) - steps[base].elapsed_s;
+    let tokens = timed.last().map_or(0, |s| s.tokens) - steps[base].tokens;
+    Ok(Timing {
+        steps: timed.len() as u64,
+        seconds: round4(seconds),
+        s_per_step: round4(seconds / timed.len() as f64),
+        stats: StepStats::of(&times).expect("not empty"),
+        real_tokens_per_s: (tokens as f64 / seconds).round(),
+        data_wait_share: round4(waited / seconds),
+        loss_first_last: [round4(steps[0].loss), round4(timed.last().map_or(f64::NAN, |s| s.loss))],
+    })
+}
+
+/// Dense matmul FLOPs of one BERT training step (3 × forward; a multiply-add is 2), the
+/// baseline's `common.bert_train_flops`: the MLM decoder counted over every position, as
+/// `transformers` computes it. pretune's sparse decoder does less work than this counts, so the
+/// "achieved" figure is the baseline-equivalent rate.
+fn train_flops(a: &BenchArgs, vocab: usize, head: &str) -> f64 {
+    let (l, h, _, i) = a.model.shape();
+    let (l, h, i, v, b, s) = (l as f64, h as f64, i as f64, vocab as f64, a.batch as f64, a.seq as f64);
+    let tokens = b * s;
+    let mut fwd = l * (2.0 * tokens * (4.0 * h * h + 2.0 * h * i) + 4.0 * b * s * s * h);
+    match head {
+        "pretraining" => fwd += 2.0 * tokens * (h * h + h * v) + 2.0 * b * (h * h + 2.0 * h),
+        "mlm" => fwd += 2.0 * tokens * (h * h + h * v),
+        _ => fwd += 2.0 * b * (h * h + 2.0 * h),
+    }
+    3.0 * fwd
+}
+
+fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> Value {
+    let sps = 1.0 / t.s_per_step;
+    json!({
+        "batch": a.batch, "seq": a.seq, "threads": a.threads, "device": a.device, "precision": a.precision,
+        "model": a.model, "warmup_steps": a.warmup,
+        "timing": t,
+        "steps_per_s": round4(sps), "sequences_per_s": round4(sps * a.batch as f64),
+        "tokens_per_s": (sps * (a.batch * a.seq) as f64).round(),
+        "train_step_gflop_dense_equivalent": round1(flops / 1e9),
+        "achieved_gflops_dense_equivalent": round1(flops * sps / 1e9),
+        "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
+    })
+}
+
+/// BERT pre-training through the whole pipeline (Loader, Masker workers, Trainer, Coordinator),
+/// masked like `DataCollatorForLanguageModeling` (each token with p = 0.15, 80/10/10).
+pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
+    let name = format!("pretrain-{:?}-x{}", a.objective, a.scale).to_lowercase();
+    let dir = a.out.join(&name);
+    fresh_dir(&dir)?;
+    let corpus = scaled_corpus(a)?;
+    let toml = pretrain_toml(a, &dir, &corpus, a.objective, "bernoulli", "token");
+    let plan = match load_generated(&dir, "bench.toml", &toml)? {
+        Plan::Pretrain(p) => p,
+        Plan::Finetune(_) => return Err(BenchError::Result("not a pre-training config".into())),
+    };
+    let vocab = plan.tokenizer.vocab_size();
+    let mon = CpuMonitor::start();
+    crate::actors::run(plan)?;
+    let cpu = mon.finish();
+    let t = timing(&dir.join("events.jsonl"), a.warmup)?;
+    let head = match a.objective {
+        super::BenchObjective::Mlm => "mlm",
+        super::BenchObjective::MlmNsp => "pretraining",
+    };
+    let mut v = summary(a, &t, train_flops(a, vocab, head), cpu);
+    v["bench"] = "pretrain".into();
+    v["variant"] = name.into();
+    v["objective"] = serde_json::to_value(a.objective).unwrap_or_default();
+    v["masker_workers"] = a.workers.max(1).into();
+    v["scale"] = a.scale.into();
+    v["vocab_size"] = vocab.into();
+    Ok(v)
+}
+
+/// The baseline's fine-tuning task: windows of consecutive sentences up to `seq - 2` tokens,
+/// labelled by source (Jane Austen or the King James Bible, whose first chapter opens "In the
+/// beginning God"). Returns JSONL lines.
+fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
+    let tok = crate::data::tokenize::TextTokenizer::load(&a.tokenizer, None)?;
+    let text = std::fs::read_to_string(&a.corpus).map_err(io_err(&a.corpus))?;
+    let mut out = Vec::new();
+    let mut kjv = false;
+    for doc in text.split("\n\n").map(str::trim).filter(|d| !d.is_empty()) {
+        let lines: Vec<&str> = doc.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        kjv |= lines.first().is_some_and(|l| l.starts_with("In the beginning God"));
+        let label = if kjv { "kjv" } else { "austen" };
+        let (mut cur, mut len) = (Vec::new(), 0usize);
+        for s in lines {
+            let n = tok.encode(s)?.ids.len();
+            if !cur.is_empty() && len + n > a.seq - 2 {
+                out.push(json!({"text": cur.join(" "), "label": label}).to_string());
+                cur.clear();
+                len = 0;
+            }
+            cur.push(s);
+            len += n;
+        }
+        if !cur.is_empty() {
+            out.push(json!({"text": cur.join(" "), "label": label}).to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// BERT sequence classification through the fine-tuning loop (fresh weights, like the
+/// baseline's `BertForSequenceClassification` from a config).
+pub fn finetune(a: &BenchArgs) -> Result<Value, BenchError> {
+    let dir = a.out.join("finetune-seqcls");
+    fresh_dir(&dir)?;
+    let data = a.out.join("finetune-data");
+    let train = data.join("train.jsonl");
+    let dev = data.join("dev.jsonl");
+    if !train.exists() {
+        let lines = classification_windows(a)?;
+        std::fs::create_dir_all(&data).map_err(io_err(&data))?;
+        std::fs::write(&dev, lines.iter().step_by(100).take(64).cloned().collect::<Vec<_>>().join("\n") + "\n").map_err(io_err(&dev))?;
+        std::fs::write(&train, lines.join("\n") + "\n").map_err(io_err(&train))?;
+    }
+    let (layers, hidden, heads, ffn) = a.model.shape();
+    let toml = format!(
+        r#"[run]
+name = "bench-finetune"
+seed = {seed}
+out_dir = {out:?}
+device = {device:?}
+threads = {threads}
+
+[task]
+kind = "sequence_classification"
+metric = "accuracy"
+
+[data]
+train = [{train:?}]
+eval = [{dev:?}]
+
+[tokenizer]
+path = {tok:?}
+
+[model]
+hidden_size = {hidden}
+num_layers = {layers}
+num_heads = {heads}
+intermediate_size = {ffn}
+max_position_embeddings = 512
+hidden_dropout = 0.1
+attention_dropout = 0.1
+
+[train]
+batch_size = {batch}
+max_seq_len = {seq}
+max_steps = {steps}
+epochs = 0
+lr = 1e-4
+warmup_ratio = 0.0
+decay = "constant"
+weight_decay = 0.01
+clip_grad_norm = 0.0
+log_every = 1
+keep_last = 1
+
+[metrics]
+listen = ""
+"#,
+        seed = a.seed,
+        out = dir.display().to_string(),
+        device = a.device,
+        threads = a.threads,
+        train = train.display().to_string(),
+        dev = dev.display().to_string(),
+        tok = a.tokenizer.display().to_string(),
+        batch = a.batch,
+        seq = a.seq,
+        steps = a.warmup + a.steps,
+    );
+    let plan = match load_generated(&dir, "bench.toml", &toml)? {
+        Plan::Finetune(p) => p,
+        Plan::Pretrain(_) => return Err(BenchError::Result("not a fine-tuning config".into())),
+    };
+    let examples = plan.train.len();
+    let mon = CpuMonitor::start();
+    crate::finetune::run::run(*plan)?;
+    let cpu = mon.finish();
+    let t = timing(&dir.join("events.jsonl"), a.warmup)?;
+    let mut v = summary(a, &t, train_flops(a, 0, "seqcls"), cpu);
+    v["bench"] = "finetune".into();
+    v["variant"] = "seqcls".into();
+    v["train_examples"] = examples.into();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_starts_after_the_warmup_and_weights_data_wait_by_step_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let lines = [
+            r#"{"step":1,"elapsed_s":5.0,"tokens":100,"loss":9.0,"data_wait_share":0.9}"#,
+            r#"{"step":2,"elapsed_s":6.0,"tokens":200,"loss":8.0,"data_wait_share":0.5}"#,
+            r#"{"phase":"pretrain","step":2,"metrics":{}}"#,
+            r#"{"step":3,"elapsed_s":7.0,"tokens":300,"loss":7.5,"data_wait_share":0.0}"#,
+            r#"{"step":4,"elapsed_s":10.0,"tokens":400,"loss":7.0,"data_wait_share":0.1}"#,
+        ];
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        let t = timing(&p, 2).unwrap();
+        assert_eq!(t.steps, 2);
+        assert_eq!(t.seconds, 4.0);
+        assert_eq!(t.s_per_step, 2.0);
+        assert_eq!(t.stats.s_per_step_median, 3.0);
+        assert_eq!(t.real_tokens_per_s, 50.0);
+        assert!((t.data_wait_share - 0.3 / 4.0).abs() < 1e-4, "{}", t.data_wait_share);
+        assert_eq!(t.loss_first_last, [9.0, 7.0]);
+        assert!(timing(&p, 9).is_err());
+    }
+}
