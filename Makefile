@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test fixtures clean
+.PHONY: setup build demo test bench fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -22,6 +22,11 @@ demo: build
 
 test: setup
 	cargo test
+
+# pretune against the PyTorch + transformers baseline in ../shared/bench, side by side
+# (release build, alternating rounds, medians and ratios; about 25 minutes on 2 cores).
+bench: setup
+	scripts/bench-side-by-side.sh
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup

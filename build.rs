@@ -1,17 +1,65 @@
-//! Link-time fixes for libtorch from the PyPI wheel (see `../shared/design/ENV.md` §4).
+//! Link-time fixes for libtorch from the PyPI wheel (see `../shared/design/ENV.md` §4), and the
+//! C++ shim (`csrc/pretune_shim.cpp`).
 //!
 //! * An rpath to torch's `lib/`, so binaries and tests run without `LD_LIBRARY_PATH`.
 //! * `libtorch_cuda.so` force-linked with `--no-as-needed`: nothing references its symbols
 //!   directly, so the default `--as-needed` drops it and libtorch never registers CUDA.
+//! * The shim: c10d process groups (Gloo when Debian's `libgloo-dev` headers are present, NCCL
+//!   too when CUDA and NCCL headers are found) and the autocast dtype, which tch lacks.
+use std::path::{Path, PathBuf};
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=csrc/pretune_shim.cpp");
+    println!("cargo:rerun-if-env-changed=PRETUNE_CUDA_INCLUDE");
+    println!("cargo:rerun-if-changed=/usr/include/gloo/algorithm.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+    let lib = PathBuf::from(lib);
+    if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    shim(&lib);
+}
+
+fn shim(lib: &Path) {
+    let include = lib.join("../include");
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .file("csrc/pretune_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-w")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("GLOG_USE_GLOG_EXPORT", None);
+    if Path::new("/usr/include/gloo/algorithm.h").exists() {
+        b.define("PRETUNE_C10D", None).define("USE_C10D_GLOO", None).include("/usr/include");
+        if let Some(cuda) = cuda_includes(lib) {
+            b.define("PRETUNE_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+            for dir in cuda {
+                b.include(dir);
+            }
+        }
+    } else {
+        println!("cargo:warning=no Gloo headers (/usr/include/gloo): distributed training is disabled in this build; install libgloo-dev");
+    }
+    b.compile("pretune_shim");
+}
+
+/// CUDA runtime, CRT and NCCL headers for the NCCL backend: `PRETUNE_CUDA_INCLUDE` (a
+/// colon-separated list), else the wheel's `nvidia/*/include` folders when they hold
+/// `cuda_runtime_api.h`, `crt/host_config.h` and `nccl.h` (ENV.md §5).
+fn cuda_includes(lib: &Path) -> Option<Vec<PathBuf>> {
+    if let Ok(v) = std::env::var("PRETUNE_CUDA_INCLUDE") {
+        return Some(std::env::split_paths(&v).collect());
+    }
+    let nvidia = lib.join("../../nvidia");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&nvidia).ok()?.filter_map(|e| Some(e.ok()?.path().join("include"))).filter(|p| p.is_dir()).collect();
+    let has = |f: &str| dirs.iter().any(|d| d.join(f).exists());
+    (has("cuda_runtime_api.h") && has("crt/host_config.h") && has("nccl.h")).then_some(dirs)
 }

@@ -91,7 +91,8 @@ def main():
         pairs.append(("trainer", (B("bench_trainer.py") + steps + ["--variants", "trainer_pretraining_w0"], hf_env), []))
     if want("finetune"):
         pairs.append(("finetune_cls", (B("bench_finetune_cls.py") + ["--warmup", "3", "--steps", str(a.steps + 4), "--variants", "seqcls"], hf_env),
-                      [("finetune", ours("finetune", "--warmup", "3", "--steps", str(a.steps + 4)), {})]))
+                      [("finetune", ours("finetune", "--warmup", "3", "--steps", str(a.steps + 4)), {}),
+                       ("finetune_grouped", ours("finetune", "--group-by-length", "--warmup", "3", "--steps", str(a.steps + 4)), {})]))
 
     results = {}  # key -> list of per-round JSON
 
@@ -186,6 +187,8 @@ def render(results, a):
     row("MLM+NSP pre-training with 2 Masker workers (thread budget) vs 1", "tokens/s", "ours_pretrain_mlm_nsp_2maskers", top("tokens_per_s"), "ours_pretrain_mlm_nsp", top("tokens_per_s"))
     row("MLM pre-training vs plain loop, pre-masked batches", "tokens/s", "ours_pretrain_mlm", top("tokens_per_s"), "base_train_mlm", variant("mlm_precollated", "tokens_per_s"))
     row("sequence-classification fine-tuning vs plain loop", "tokens/s", "ours_finetune", top("tokens_per_s"), "base_finetune_cls", variant("seqcls", "tokens_per_s"), 1.3)
+    row("fine-tuning with group_by_length vs plain loop (fixed 128 padding)", "tokens/s", "ours_finetune_grouped", top("tokens_per_s"), "base_finetune_cls", variant("seqcls", "tokens_per_s"), 1.3)
+    row("fine-tuning, non-padding tokens/s, grouped vs plain loop", "tokens/s", "ours_finetune_grouped", lambda d: d["timing"]["real_tokens_per_s"], "base_finetune_cls", lambda d: by_variant(d)["seqcls"]["tokens_per_s"] * by_variant(d)["seqcls"]["mean_nonpad_tokens_per_seq"] / 128)
     row("peak RSS, MLM+NSP pre-training vs plain loop + DataLoader", "MB", "ours_pretrain_mlm_nsp", top("peak_rss_mb"), "base_train_mlm", rss("pretraining_loader_w0"), 0.5, True)
     row("peak RSS, MLM+NSP pre-training vs HF Trainer", "MB", "ours_pretrain_mlm_nsp", top("peak_rss_mb"), "base_trainer", rss("trainer_pretraining_w0"), 0.5, True)
     row("peak RSS, fine-tuning", "MB", "ours_finetune", top("peak_rss_mb"), "base_finetune_cls", rss("seqcls"), 0.5, True)

@@ -35,6 +35,8 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
+mod ffi;
 pub mod finetune;
 pub mod masking;
 pub mod metrics;

@@ -29,6 +29,19 @@ enum Command {
         #[arg(long, value_name = "auto|PATH")]
         resume: Option<pretune::checkpoint::resume::ResumeFrom>,
     },
+    /// Run N local ranks of `train` (data-parallel, like `torchrun --nproc-per-node N`):
+    /// `pretune launch --nproc 2 CONFIG [--set K=V] [--resume auto]`.
+    Launch {
+        /// Ranks to start on this machine.
+        #[arg(long, default_value_t = 2)]
+        nproc: usize,
+        /// Rendezvous port (default: a free one).
+        #[arg(long)]
+        master_port: Option<u16>,
+        /// `train` arguments: the config and its options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        train_args: Vec<String>,
+    },
     /// Print what the Masker produces for the first N examples.
     Preview {
         /// TOML config file.
@@ -251,6 +264,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Launch { nproc, master_port, train_args } => {
+            if nproc == 0 {
+                eprintln!("error: --nproc must be at least 1");
+                return ExitCode::from(2);
+            }
+            match pretune::dist::launch::launch(nproc, master_port, &train_args) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    report(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bench { workload, args } => match pretune::bench::run(workload, &args) {
             Ok(v) => {
                 println!("{v}");

@@ -1,6 +1,7 @@
 //! The one integration-test binary (linking libtorch once instead of per file).
 
 mod cli;
+mod distributed;
 mod extension;
 mod finetune;
 mod observability;

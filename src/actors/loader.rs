@@ -28,6 +28,9 @@ pub struct Loader {
     pub events: EventSink,
     /// `pretrain` or `finetune`.
     pub phase: &'static str,
+    /// `(rank, world)` of a distributed run: the Loader reads global batches of
+    /// `batch_size × world` examples and keeps this rank's slice ([`crate::dist::shard_range`]).
+    pub shard: Option<(usize, usize)>,
 }
 
 impl Loader {
@@ -44,9 +47,11 @@ impl Loader {
         let samples = counter!(names::SAMPLES, "phase" => self.phase, "stage" => "loader");
         let depth = metrics::gauge!(names::QUEUE_DEPTH, "queue" => "loader_to_masker");
         let mut seq = self.first_seq;
+        let (rank, world) = self.shard.unwrap_or((0, 1));
+        let global = self.batch_size * world;
         while !self.stop.is_stopping() {
-            let mut examples = Vec::with_capacity(self.batch_size);
-            while examples.len() < self.batch_size {
+            let mut examples = Vec::with_capacity(global);
+            while examples.len() < global {
                 match self.stream.next_example()? {
                     Some(e) => examples.push(e),
                     None => break,
@@ -58,6 +63,11 @@ impl Loader {
             }
             if examples.is_empty() {
                 return Ok(());
+            }
+            if world > 1 {
+                let keep = crate::dist::shard_range(examples.len(), rank, world);
+                examples.truncate(keep.end);
+                examples.drain(..keep.start);
             }
             tokens.increment(examples.iter().map(|e| e.payload.n_tokens() as u64).sum());
             samples.increment(examples.len() as u64);

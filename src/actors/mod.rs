@@ -94,6 +94,9 @@ pub enum RunError {
         /// What differs.
         reason: String,
     },
+    /// The process group could not be formed.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// A thread could not be started, or the run ended without a result.
     #[error("the pipeline broke down: {0}")]
     Pipeline(String),
@@ -270,6 +273,7 @@ pub fn spawn_data_plane_with(
         stop: stop.clone(),
         events,
         phase: PRETRAIN,
+        shard: plan.dist.as_ref().map(|d| (d.rank, d.world)),
     };
     let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
     // Custom stages chain between the Loader and the Maskers, each behind a bounded channel.
@@ -375,20 +379,36 @@ fn run_pipeline(
     device_half: Arc<dyn DeviceHalf>,
 ) -> Result<RunSummary, RunError> {
     let c = plan.config.clone();
-    let out_dir = c.run.out_dir.clone();
+    let (rank, world) = plan.dist.as_ref().map_or((0, 1), |d| (d.rank, d.world));
+    // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
+    let run_dir = c.run.out_dir.clone();
+    let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
     let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
     std::fs::create_dir_all(&out_dir).map_err(out_err)?;
     let resolved = toml::to_string(&c).unwrap_or_default();
     std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
     if let Some(addr) = plan.metrics_addr {
-        crate::metrics::install(addr, &plan.run_id)?;
+        let labels: Vec<(&str, String)> = if world > 1 { vec![("rank", rank.to_string())] } else { Vec::new() };
+        crate::metrics::install_with(addr, &plan.run_id, &labels)?;
         tracing::info!(%addr, "serving Prometheus metrics");
     }
+    // Form the process group before anything heavy, so a bad rendezvous fails fast.
+    let process_group = match &plan.dist {
+        Some(env) => {
+            let timeout = std::time::Duration::from_secs_f64(c.dist.timeout_s);
+            tracing::info!(rank, world, addr = %format!("{}:{}", env.master_addr, env.master_port), "joining the process group");
+            Some(crate::dist::ProcessGroup::connect(env, crate::dist::Backend::for_device(plan.device), timeout)?)
+        }
+        None => None,
+    };
     tch::set_num_threads(torch_threads(&plan) as i32);
 
-    let ckpt_root = out_dir.join("checkpoints");
+    let ckpt_root = run_dir.join("checkpoints");
     let store = CheckpointStore::new(&ckpt_root);
-    store.clean_temporaries();
+    if rank == 0 {
+        // Never under rank 0's feet.
+        store.clean_temporaries();
+    }
     let resume_point = match &plan.resume {
         Some(from) => choose(&store, &ckpt_root, from)?,
         None => {
@@ -401,6 +421,15 @@ fn run_pipeline(
     let start = match &resume_point {
         Some(rp) => {
             let want = device_half.describe();
+            if rp.state.world_size != world {
+                return Err(RunError::Incompatible {
+                    dir: rp.dir.clone(),
+                    reason: format!(
+                        "it was written by a run of {} rank(s) and this run has {world}: the data shards and the global batch depend on the world size; resume with WORLD_SIZE={} (or start afresh)",
+                        rp.state.world_size, rp.state.world_size
+                    ),
+                });
+            }
             if rp.state.model != want {
                 return Err(RunError::Incompatible {
                     dir: rp.dir.clone(),
@@ -441,13 +470,13 @@ fn run_pipeline(
             }
             let (control_tx, control_rx) = bounded::<events::Command>(64);
             coordinator.do_send(coordinator::ControlChannel(control_tx));
-            if let Some(addr) = plan.control_addr {
+            if let Some(addr) = plan.control_addr.filter(|_| rank == 0) {
                 control_http::start(addr, plan.config.control.token.clone(), coordinator.clone())
                     .map_err(|e| RunError::Pipeline(format!("cannot serve control on {addr}: {e}")))?;
                 tracing::info!(%addr, "serving control commands");
             }
             // The Evaluator's model is built before the Trainer seeds libtorch's generator.
-            let evaluator = if plan.eval_spans.is_empty() {
+            let evaluator = if plan.eval_spans.is_empty() || rank != 0 {
                 None
             } else {
                 let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone(), eval_permits.clone());
@@ -497,17 +526,26 @@ fn run_pipeline(
             );
             let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
             let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
+            let (precision, bucket_bytes) = (t.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize);
             let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
             handles.push(spawn(
                 "trainer".into(),
                 Box::new(move || {
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
                     let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip);
+                    state.set_precision(precision);
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {
                             stop2.abort();
                             let error: SharedError = Arc::new(RunError::Incompatible { dir, reason: e });
                             coord.do_send(events::Event::Failed { stage: "trainer", error });
+                            return;
+                        }
+                    }
+                    if let Some(pg) = process_group {
+                        if let Err(e) = state.attach_dist(pg, bucket_bytes) {
+                            stop2.abort();
+                            coord.do_send(events::Event::Failed { stage: "trainer", error: Arc::new(e) });
                             return;
                         }
                     }

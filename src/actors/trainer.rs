@@ -118,6 +118,9 @@ pub struct StartPoint {
 /// Why the Trainer stopped the run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
+    /// A collective failed: another rank died, stopped or timed out.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// Too many non-finite updates (or one, under `abort`).
     #[error("non-finite loss or gradient norm at step {step} (loss {loss}, gradient norm {grad_norm}); {count} such update(s) in a row (train.nonfinite = {policy})")]
     NonFinite {
@@ -173,6 +176,7 @@ impl Trainer {
         let device_memory = crate::metrics::device::DeviceMemory::new(self.state.vs.device());
         let sp = self.start;
         let mut reorder = Reorder::new(sp.batches);
+        let first_step = self.state.step;
         let mut p = Progress { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
         let mut nonfinite_in_a_row = 0u32;
         let mut totals = TrainerTotals::default();
@@ -184,7 +188,11 @@ impl Trainer {
         let mut requests = Requests::default();
         while self.state.step < self.policy.max_steps {
             self.take_commands(&mut requests);
-            if self.stop.is_stopping() {
+            // In a data-parallel run every rank stops after the same step.
+            if self.state.any_rank(self.stop.is_stopping())? {
+                if !self.stop.is_stopping() {
+                    self.stop.request_graceful();
+                }
                 interrupted = !self.stop.is_abort();
                 break;
             }
@@ -210,7 +218,7 @@ impl Trainer {
                 break;
             }
             let t0 = Instant::now();
-            let result = self.state.train_step(&micro);
+            let result = self.state.train_step(&micro)?;
             step_h.record(t0.elapsed().as_secs_f64());
             let out = match result {
                 StepResult::Applied(out) => {
@@ -237,7 +245,8 @@ impl Trainer {
                     continue;
                 }
             };
-            let (n_tok, n_seq) = micro.iter().fold((0u64, 0u64), |a, b| (a.0 + b.n_tokens as u64, a.1 + b.batch_size as u64));
+            // Over all ranks.
+            let (n_tok, n_seq) = (out.tokens, out.samples);
             p.tokens += n_tok;
             p.samples += n_seq;
             let last = micro.last().expect("micro holds grad_accum >= 1 batches");
@@ -292,6 +301,11 @@ impl Trainer {
             let due = self.policy.due_on_stop(self.state.step);
             self.hand_over(due, &p, &mut totals)?;
         }
+        let (rank, world) = self.state.rank_world();
+        if world > 1 {
+            let done = (self.state.step - first_step).max(1) as f64;
+            tracing::info!(rank, world, allreduce_ms_per_step = 1e3 * self.state.comm_seconds() / done, "all-reduce time");
+        }
         totals.steps = self.state.step;
         totals.tokens = p.tokens - tokens_at_start;
         totals.samples = p.samples;
@@ -316,6 +330,11 @@ impl Trainer {
             };
             let Some(cmd) = next else { return };
             tracing::info!(?cmd, step = self.state.step, "command");
+            if self.state.rank_world().1 > 1 && matches!(cmd, Command::SetLearningRate { .. } | Command::Pause) {
+                // Only rank 0 hears commands: these would make the ranks diverge or time out.
+                tracing::warn!(?cmd, "not supported in a data-parallel run: ignored");
+                continue;
+            }
             match cmd {
                 Command::Stop => self.stop.request_graceful(),
                 Command::EvaluateNow => r.evaluate = true,
@@ -339,7 +358,8 @@ impl Trainer {
                 totals.evals_requested += 1;
             }
         }
-        if due.checkpoint {
+        // Only rank 0 writes checkpoints (every rank holds the same weights).
+        if due.checkpoint && self.state.rank_world().0 == 0 {
             let t0 = Instant::now();
             if !self.state.weights_finite() {
                 return Err(TrainerError::NonFiniteWeights(step));
@@ -362,6 +382,7 @@ impl Trainer {
                 versions: versions(),
                 best: None,
                 files: BTreeMap::new(),
+                world_size: self.state.rank_world().1,
             };
             let model = self.state.snapshot();
             let optimizer = self.state.optimizer_snapshot();
@@ -373,3 +394,4 @@ impl Trainer {
         Ok(true)
     }
 }
+

@@ -155,6 +155,13 @@ pub struct BenchArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Training workloads: read the loss every N steps (on CUDA, every read is a sync: use 10
+    /// or more, and a warm-up that is a multiple of it).
+    #[arg(long, default_value_t = 1)]
+    pub log_every: u64,
+    /// `finetune`: batch examples of similar length (`train.group_by_length`).
+    #[arg(long)]
+    pub group_by_length: bool,
 }
 
 /// Runs one workload; returns its JSON line.
@@ -254,8 +261,9 @@ warmup_steps = 0
 decay = "constant"
 weight_decay = 0.01
 clip_grad_norm = 1.0
-log_every = 1
+log_every = {log_every}
 keep_last = 1
+precision = {precision:?}
 
 [pipeline]
 masker_workers = {workers}
@@ -274,6 +282,8 @@ listen = ""
         seq = a.seq,
         steps = a.warmup + a.steps,
         workers = a.workers.max(1),
+        log_every = a.log_every.max(1),
+        precision = a.precision,
     )
 }
 

@@ -55,21 +55,24 @@ fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
     if timed.is_empty() {
         return Err(BenchError::Result(format!("{}: no step after the warm-up", events.display())));
     }
-    let mut prev = steps[base].elapsed_s;
+    // Logged steps may be `log_every` apart: an interval's time is shared by its steps.
+    let (mut prev_t, mut prev_step) = (steps[base].elapsed_s, steps[base].step);
     let mut times = Vec::with_capacity(timed.len());
     let mut waited = 0.0;
     for s in timed {
-        let dt = s.elapsed_s - prev;
+        let dt = s.elapsed_s - prev_t;
         waited += s.data_wait_share * dt;
-        times.push(dt);
-        prev = s.elapsed_s;
+        times.push(dt / (s.step - prev_step).max(1) as f64);
+        (prev_t, prev_step) = (s.elapsed_s, s.step);
     }
-    let seconds = timed.last().map_or(0.0, |s| s.elapsed_s) - steps[base].elapsed_s;
-    let tokens = timed.last().map_or(0, |s| s.tokens) - steps[base].tokens;
+    let last = timed.last().expect("not empty");
+    let n_steps = last.step - steps[base].step;
+    let seconds = last.elapsed_s - steps[base].elapsed_s;
+    let tokens = last.tokens - steps[base].tokens;
     Ok(Timing {
-        steps: timed.len() as u64,
+        steps: n_steps,
         seconds: round4(seconds),
-        s_per_step: round4(seconds / timed.len() as f64),
+        s_per_step: round4(seconds / n_steps.max(1) as f64),
         stats: StepStats::of(&times).expect("not empty"),
         real_tokens_per_s: (tokens as f64 / seconds).round(),
         data_wait_share: round4(waited / seconds),
@@ -222,8 +225,10 @@ warmup_ratio = 0.0
 decay = "constant"
 weight_decay = 0.01
 clip_grad_norm = 0.0
-log_every = 1
+log_every = {log_every}
 keep_last = 1
+precision = {precision:?}
+group_by_length = {group}
 
 [metrics]
 listen = ""
@@ -238,6 +243,9 @@ listen = ""
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,
+        log_every = a.log_every.max(1),
+        precision = a.precision,
+        group = a.group_by_length,
     );
     let plan = match load_generated(&dir, "bench.toml", &toml)? {
         Plan::Finetune(p) => p,
@@ -250,7 +258,7 @@ listen = ""
     let t = timing(&dir.join("events.jsonl"), a.warmup)?;
     let mut v = summary(a, &t, train_flops(a, 0, "seqcls"), cpu);
     v["bench"] = "finetune".into();
-    v["variant"] = "seqcls".into();
+    v["variant"] = if a.group_by_length { "seqcls_group_by_length" } else { "seqcls" }.into();
     v["train_examples"] = examples.into();
     Ok(v)
 }

@@ -40,6 +40,14 @@ pub struct CheckpointState {
     pub best: Option<Best>,
     /// sha256 of every other file in the folder.
     pub files: BTreeMap<String, String>,
+    /// Ranks of the run that wrote it (a resume needs the same number: the data shards and the
+    /// global batch depend on it).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The best checkpoint by the monitored held-out number.

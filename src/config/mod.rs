@@ -75,6 +75,37 @@ pub struct RunConfig {
     pub init: InitConfig,
     /// The live-control endpoint.
     pub control: ControlConfig,
+    /// Data-parallel settings (used when `WORLD_SIZE` > 1).
+    pub dist: DistConfig,
+}
+
+/// `[dist]`: data-parallel training over c10d; the ranks come from the torchrun variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    /// Gradient bucket size for the all-reduce, in MiB (PyTorch DDP's default is 25).
+    pub bucket_mb: f64,
+    /// Seconds a rendezvous or a collective may take before the run fails: how long a hung
+    /// rank can hold the others (a rank that dies is noticed at once).
+    pub timeout_s: f64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig { bucket_mb: 25.0, timeout_s: 120.0 }
+    }
+}
+
+/// Arithmetic of the forward and backward passes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32.
+    #[default]
+    Fp32,
+    /// Autocast to bfloat16 (matmuls and attention in bf16, reductions and weights in fp32);
+    /// CUDA only: on the CPU it is slower than fp32 without AVX-512 BF16.
+    Bf16,
 }
 
 /// `[control]`: live control over HTTP (off by default).
@@ -509,6 +540,12 @@ pub struct TrainConfig {
     pub freeze_embeddings: bool,
     /// Fine-tuning: keep the first K encoder layers fixed.
     pub freeze_layers: i64,
+    /// `fp32`, or `bf16` autocast (CUDA).
+    pub precision: Precision,
+    /// Fine-tuning: batch examples of similar length (shuffled, then sorted by length within
+    /// windows of 50 batches, batches shuffled), like `transformers`' `group_by_length`: less
+    /// padding, same examples per epoch.
+    pub group_by_length: bool,
 }
 
 impl Default for TrainConfig {
@@ -538,6 +575,8 @@ impl Default for TrainConfig {
             layerwise_lr_decay: 1.0,
             freeze_embeddings: false,
             freeze_layers: 0,
+            precision: Precision::Fp32,
+            group_by_length: false,
         }
     }
 }

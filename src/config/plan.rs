@@ -45,6 +45,9 @@ pub struct RunPlan {
     pub resume: Option<crate::checkpoint::resume::ResumeFrom>,
     /// Live-control endpoint, if on.
     pub control_addr: Option<SocketAddr>,
+    /// This process's place in a data-parallel run (`WORLD_SIZE` > 1), from the torchrun
+    /// variables.
+    pub dist: Option<crate::dist::DistEnv>,
 }
 
 fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
@@ -149,8 +152,20 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     check(c.data.max_line_bytes > 0, "data.max_line_bytes: must be positive");
     check(!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both");
 
-    let device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
-    let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    check(c.dist.bucket_mb > 0.0, "dist.bucket_mb: must be positive");
+    check(c.dist.timeout_s > 0.0, "dist.timeout_s: must be positive");
+    let mut device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
+    let mut metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    let dist = crate::dist::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    if let Some(d) = &dist {
+        // One GPU per local rank; each rank serves metrics on base port + rank.
+        if let Device::Cuda(0) = device {
+            device = Device::Cuda(d.local_rank);
+        }
+        if let Some(a) = metrics_addr.as_mut() {
+            a.set_port(a.port() + d.rank as u16);
+        }
+    }
     let control_addr = match c.control.listen.trim() {
         "" => None,
         a => match a.parse::<SocketAddr>() {
@@ -240,7 +255,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr })
+    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist })
 }
 
 /// How the Loader reads records, from `[data]`.

@@ -90,6 +90,27 @@ pub fn frozen(name: &str, freeze_embeddings: bool, freeze_layers: i64, layers: i
     (freeze_embeddings && d == 0) || (d >= 1 && d <= freeze_layers && d <= layers)
 }
 
+/// Windows of this many batches are sorted by length under `group_by_length`.
+const LENGTH_WINDOW_BATCHES: usize = 50;
+
+/// The order of one epoch's examples, to be cut into batches of `batch`: a seeded shuffle, or
+/// with `group_by_length`, a shuffle, then each window of 50 batches sorted by length (longest
+/// first), then the batches themselves shuffled, so batches hold similar lengths (less padding)
+/// while every example still comes once and batch order stays random.
+pub fn epoch_batches(lens: &[usize], batch: usize, group_by_length: bool, rng: &mut crate::rng::Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    rng.shuffle(&mut order);
+    if !group_by_length || batch == 0 {
+        return order;
+    }
+    for window in order.chunks_mut(batch * LENGTH_WINDOW_BATCHES) {
+        window.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    }
+    let mut batches: Vec<&[usize]> = order.chunks(batch).collect();
+    rng.shuffle(&mut batches);
+    batches.concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +139,19 @@ mod tests {
         assert!(frozen("bert.encoder.layer.1.output.dense.bias", false, 2, l));
         assert!(!frozen("bert.encoder.layer.2.output.dense.bias", false, 2, l));
         assert!(!frozen("classifier.weight", true, 99, l));
+    }
+
+    #[test]
+    fn grouping_by_length_keeps_every_example_once_and_cuts_padding() {
+        use crate::rng::{Rng, Stream};
+        let lens: Vec<usize> = (0..1000).map(|i| 20 + (i * 7919) % 100).collect();
+        let padded = |order: &[usize]| -> usize { order.chunks(10).map(|c| c.iter().map(|&i| lens[i]).max().unwrap() * c.len()).sum() };
+        let plain = epoch_batches(&lens, 10, false, &mut Rng::keyed(1, Stream::Block, &[0]));
+        let grouped = epoch_batches(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0]));
+        let mut sorted = grouped.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "a permutation");
+        assert!(padded(&grouped) * 10 < padded(&plain) * 8, "{} vs {}", padded(&grouped), padded(&plain));
+        assert_eq!(grouped, epoch_batches(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0])), "seeded");
     }
 }

@@ -353,6 +353,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
     let pad = plan.tokenizer.special_ids().pad;
     let batcher = Batcher::new(kind, plan.cloze.as_ref().map(|(_, s)| s.clone()), pad);
     let (bs, accum, seed, total_batches) = (t.batch_size, t.grad_accum, c.run.seed, plan.max_steps * t.grad_accum as u64);
+    let group_by_length = t.group_by_length;
     let train = std::sync::Arc::new(plan.train.clone());
     let loader = {
         let (train, stop, batcher) = (train.clone(), stop.clone(), batcher.clone());
@@ -363,8 +364,9 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
                 let samples = counter!(names::SAMPLES, "phase" => FINETUNE, "stage" => "loader");
                 let mut sent = 0u64;
                 for epoch in 0.. {
-                    let mut order: Vec<usize> = (0..train.len()).collect();
-                    Rng::keyed(seed, Stream::Block, &[u64::MAX, epoch]).shuffle(&mut order);
+                    let mut rng = Rng::keyed(seed, Stream::Block, &[u64::MAX, epoch]);
+                    let lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
+                    let order = super::policy::epoch_batches(&lens, bs, group_by_length, &mut rng);
                     for chunk in order.chunks(bs) {
                         if sent >= total_batches || stop.is_stopping() {
                             return;
@@ -423,6 +425,7 @@ pub fn run(plan: FinetunePlan) -> Result<FinetuneSummary, FinetuneError> {
         versions: versions(),
         best,
         files: Default::default(),
+        world_size: 1,
     };
     let (metric, direction) = plan.metric.clone();
     let mut early = EarlyStopping::new(t.patience, direction);

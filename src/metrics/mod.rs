@@ -44,8 +44,18 @@ pub fn parse_listen(listen: &str) -> Result<Option<SocketAddr>, MetricsError> {
 /// # Errors
 /// [`MetricsError::Install`] when the port is taken or a recorder exists.
 pub fn install(addr: SocketAddr, run_id: &str) -> Result<(), MetricsError> {
+    install_with(addr, run_id, &[])
+}
+
+/// [`install`] with more global labels (`rank` in a data-parallel run).
+///
+/// # Errors
+/// As [`install`].
+pub fn install_with(addr: SocketAddr, run_id: &str, labels: &[(&str, String)]) -> Result<(), MetricsError> {
     let build = || {
-        PrometheusBuilder::new()
+        labels
+            .iter()
+            .fold(PrometheusBuilder::new(), |b, (k, v)| b.add_global_label(*k, v.clone()))
             .add_global_label("run_id", run_id)
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .and_then(|b| b.install_recorder())

@@ -30,6 +30,8 @@ pub const RECORDS_SKIPPED: &str = "pretune_records_skipped_total";
 pub const NONFINITE_STEPS: &str = "pretune_nonfinite_steps_total";
 /// Time the Trainer stalled to hand a checkpoint over (copying weights and moments).
 pub const CHECKPOINT_STALL: &str = "pretune_checkpoint_stall_seconds";
+/// Histogram: seconds per update spent in gradient and count all-reduces (data-parallel runs).
+pub const ALLREDUCE: &str = "pretune_allreduce_seconds";
 /// Device memory in use on a CUDA device, by `device`.
 pub const DEVICE_MEMORY: &str = "pretune_device_memory_used_bytes";
 /// Events a subscriber missed because its mailbox was full.
@@ -63,6 +65,7 @@ pub fn describe_all() {
     describe_counter!(EVENTS_DROPPED, Unit::Count, "Events a slow subscriber missed (its mailbox was full).");
     describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
     describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
+    describe_histogram!(ALLREDUCE, Unit::Seconds, "Time an update spent in all-reduces (data-parallel runs).");
 }
 
 /// Sets `pretune_build_info{version, tch_version, libtorch_version} 1`.

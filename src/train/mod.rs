@@ -4,3 +4,4 @@ pub mod adamw;
 pub mod schedule;
 pub mod step;
 pub mod policy;
+pub mod precision;

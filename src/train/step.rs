@@ -24,6 +24,18 @@ pub struct StepOutput {
     pub grad_norm: Tensor,
     /// Learning rate used.
     pub lr: f64,
+    /// Non-padding tokens of the update, over all ranks.
+    pub tokens: u64,
+    /// Sequences of the update, over all ranks.
+    pub samples: u64,
+}
+
+/// A data-parallel run's process group and gradient buckets.
+struct DistParts {
+    pg: crate::dist::ProcessGroup,
+    grads: crate::dist::GradSync,
+    /// Seconds spent in all-reduces so far.
+    comm_s: f64,
 }
 
 /// The model, its variables and its optimizer: owned by the Trainer thread alone.
@@ -46,6 +58,8 @@ pub struct TrainState {
     lr_override: Option<f64>,
     /// Updates done.
     pub step: u64,
+    dist: Option<DistParts>,
+    precision: crate::config::Precision,
 }
 
 /// What became of one update.
@@ -79,18 +93,90 @@ impl TrainState {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, adamw);
-        TrainState { vs, model, names, opt, schedule, clip, seed, lr_override: None, step: 0 }
+        TrainState { vs, model, names, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default() }
+    }
+
+    /// Forward and backward in `precision` (bf16 autocasts on CUDA; see
+    /// [`super::precision`]).
+    pub fn set_precision(&mut self, precision: crate::config::Precision) {
+        self.precision = precision;
+    }
+
+    /// Joins a data-parallel run: every rank takes rank 0's weights (after a resume too, so
+    /// they start identical), and gradients are summed over the ranks in buckets of
+    /// `bucket_bytes` before each update.
+    ///
+    /// # Errors
+    /// [`crate::dist::DistError`] when the broadcast fails.
+    pub fn attach_dist(&mut self, pg: crate::dist::ProcessGroup, bucket_bytes: usize) -> Result<(), crate::dist::DistError> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        pg.broadcast_vars(&tensors)?;
+        // Moments too: a resumed run's are equal anyway, this makes it certain.
+        let moments: Vec<Tensor> = self.opt.state_tensors().into_iter().map(|(_, t)| t.shallow_clone()).collect();
+        if !moments.is_empty() {
+            pg.broadcast_vars(&moments)?;
+        }
+        let trainable: Vec<Tensor> = tensors.into_iter().filter(Tensor::requires_grad).collect();
+        let grads = crate::dist::GradSync::new(&trainable, bucket_bytes);
+        tracing::info!(rank = pg.rank, world = pg.world, buckets = grads.len(), "joined the process group");
+        self.dist = Some(DistParts { pg, grads, comm_s: 0.0 });
+        Ok(())
+    }
+
+    /// Whether any rank wants to stop (every rank calls this once per update, so all stop
+    /// after the same step); `flag` itself in a single-process run.
+    ///
+    /// # Errors
+    /// [`crate::dist::DistError`] when the all-reduce fails (a rank died).
+    pub fn any_rank(&self, flag: bool) -> Result<bool, crate::dist::DistError> {
+        let Some(d) = &self.dist else { return Ok(flag) };
+        let mut t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(self.vs.device());
+        d.pg.all_reduce_sum(&mut t)?;
+        Ok(t.double_value(&[0]) > 0.0)
+    }
+
+    /// Seconds spent in all-reduces so far (0 without a process group).
+    pub fn comm_seconds(&self) -> f64 {
+        self.dist.as_ref().map_or(0.0, |d| d.comm_s)
+    }
+
+    /// Rank and world size (0 and 1 without a process group).
+    pub fn rank_world(&self) -> (usize, usize) {
+        self.dist.as_ref().map_or((0, 1), |d| (d.pg.rank, d.pg.world))
     }
 
     /// One optimizer update over `micro` (the accumulation group), unless the loss or the
     /// gradient norm is not finite. That check reads one flag off the device (a sync point per
     /// update, accepted so that a bad update never reaches the weights or the moments).
-    pub fn train_step(&mut self, micro: &[HostBatch]) -> StepResult {
+    ///
+    /// In a data-parallel run the divisors are the global counts (one small all-reduce), the
+    /// gradients are summed over the ranks before clipping, and the reported loss is global.
+    ///
+    /// # Errors
+    /// [`crate::dist::DistError`] when a collective fails.
+    pub fn train_step(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
         tch::manual_seed(step_seed(self.seed, self.step));
         let device = self.vs.device();
-        // Divisors of the whole update, known on the host.
-        let scored = micro.iter().map(|b| b.n_scored).sum::<usize>().max(1) as f64;
-        let rows = micro.iter().map(|b| b.batch_size).sum::<usize>().max(1) as f64;
+        // Divisors of the whole update, known on the host (summed over the ranks).
+        let mut counts = [
+            micro.iter().map(|b| b.n_scored).sum::<usize>() as f64,
+            micro.iter().map(|b| b.batch_size).sum::<usize>() as f64,
+            micro.iter().map(|b| b.n_tokens).sum::<usize>() as f64,
+        ];
+        let mut comm = std::time::Duration::ZERO;
+        if let Some(d) = &self.dist {
+            let t0 = std::time::Instant::now();
+            let mut t = Tensor::from_slice(&counts).to_device(device);
+            d.pg.all_reduce_sum(&mut t)?;
+            comm += t0.elapsed();
+            let v: Vec<f64> = Vec::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
+            counts.copy_from_slice(&v[..3]);
+        }
+        let scored = counts[0].max(1.0);
+        let rows = counts[1].max(1.0);
+        let _autocast = super::precision::Autocast::enter(self.precision, device);
         let mut lm_total = Tensor::zeros([], (Kind::Float, device));
         let mut pair_total = Tensor::zeros([], (Kind::Float, device));
         for hb in micro {
@@ -105,6 +191,19 @@ impl TrainState {
             lm_total += (out.lm / scored).detach();
             loss.backward();
         }
+        drop(_autocast);
+        if let Some(d) = &mut self.dist {
+            let t0 = std::time::Instant::now();
+            d.grads.sum(&d.pg)?;
+            // The loss parts are sums over this rank's share of the global divisors.
+            let mut both = Tensor::stack(&[&lm_total, &pair_total], 0);
+            d.pg.all_reduce_sum(&mut both)?;
+            lm_total = both.get(0);
+            pair_total = both.get(1);
+            comm += t0.elapsed();
+            d.comm_s += comm.as_secs_f64();
+            metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
+        }
         let mut parts = vec![(self.names.lm, lm_total.shallow_clone())];
         let loss_total = match self.names.pair {
             Some(task) => {
@@ -117,15 +216,15 @@ impl TrainState {
         let lr = self.lr_override.unwrap_or_else(|| self.schedule.at(self.step));
         // Sync point: one boolean per update.
         let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
-        let out = StepOutput { loss: loss_total, parts, grad_norm, lr };
+        let out = StepOutput { loss: loss_total, parts, grad_norm, lr, tokens: counts[2] as u64, samples: counts[1] as u64 };
         if !finite {
             self.opt.zero_grad();
-            return StepResult::Skipped(out);
+            return Ok(StepResult::Skipped(out));
         }
         self.opt.step(lr);
         self.opt.zero_grad();
         self.step += 1;
-        StepResult::Applied(out)
+        Ok(StepResult::Applied(out))
     }
 
     /// Replaces the schedule with a fixed rate (`None`: back to the schedule).

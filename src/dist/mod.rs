@@ -1,0 +1,390 @@
+//! Data-parallel training on libtorch's own c10d (ProcessGroupGloo on the CPU,
+//! ProcessGroupNCCL on CUDA) through the small C++ shim in `csrc/`.
+//!
+//! * [`DistEnv`]: the torchrun rendezvous variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//!   `MASTER_ADDR`, `MASTER_PORT`).
+//! * [`ProcessGroup`]: connect (rank 0 serves the TCPStore), all-reduce, broadcast, barrier;
+//!   failures are [`DistError`]s with c10d's message, never aborts, and every collective has
+//!   a timeout, so a dead or stuck rank ends the others with an error instead of a hang.
+//! * [`GradSync`]: gradients flattened into buckets of a configurable size, one all-reduce per
+//!   bucket.
+//!
+//! How a run divides the work (see `docs/distributed.md`): every rank reads the same stream and
+//! the Loader keeps rank r's share of each global batch (`batch_size × world_size` examples),
+//! so shards are disjoint, cover the data, and the run equals one process with the global
+//! batch. Losses are normalised by the global counts (one small all-reduce per update), so the
+//! summed gradients are the global batch's gradient.
+
+pub mod launch;
+
+use std::ffi::CString;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::ffi;
+
+/// What went wrong in distributed set-up or a collective.
+#[derive(Debug, thiserror::Error)]
+pub enum DistError {
+    /// A rendezvous variable is missing or malformed.
+    #[error("distributed environment: {0}")]
+    Env(String),
+    /// This build has no c10d.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Connecting the process group failed (the store or the peers did not answer in time).
+    #[error("rank {rank} of {world}: cannot form the process group at {addr}: {message}")]
+    Connect {
+        /// This rank.
+        rank: usize,
+        /// Ranks expected.
+        world: usize,
+        /// `MASTER_ADDR:MASTER_PORT`.
+        addr: String,
+        /// c10d's message.
+        message: String,
+    },
+    /// A collective failed: a peer died, hung up, or timed out.
+    #[error("rank {rank} of {world}: {op} failed (another rank died, stopped or timed out): {message}")]
+    Collective {
+        /// This rank.
+        rank: usize,
+        /// Ranks.
+        world: usize,
+        /// `all-reduce`, `broadcast`, `barrier`.
+        op: &'static str,
+        /// c10d's message.
+        message: String,
+    },
+}
+
+/// The torchrun rendezvous: who this process is and where rank 0's store listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistEnv {
+    /// Global rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world: usize,
+    /// Rank on this machine (picks the CUDA device).
+    pub local_rank: usize,
+    /// Rank 0's host.
+    pub master_addr: String,
+    /// Rank 0's TCPStore port.
+    pub master_port: u16,
+}
+
+impl DistEnv {
+    /// Reads the variables through `get` (the process environment in [`DistEnv::from_env`]).
+    /// `None` without `WORLD_SIZE` (or with `WORLD_SIZE=1`): a single-process run.
+    ///
+    /// # Errors
+    /// [`DistError::Env`] naming the variable that is missing or malformed.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<DistEnv>, DistError> {
+        let Some(world) = get("WORLD_SIZE") else { return Ok(None) };
+        let num = |k: &str, v: &str| v.trim().parse::<usize>().map_err(|_| DistError::Env(format!("{k}={v:?} is not a number")));
+        let world = num("WORLD_SIZE", &world)?;
+        // `PRETUNE_FORCE_DIST=1` keeps a process group at WORLD_SIZE=1 (the one-GPU NCCL
+        // smoke test: NCCL refuses two ranks on one device).
+        if world == 0 || (world == 1 && get("PRETUNE_FORCE_DIST").is_none()) {
+            return Ok(None);
+        }
+        let need = |k: &str| get(k).ok_or_else(|| DistError::Env(format!("WORLD_SIZE={world} but {k} is not set")));
+        let rank = num("RANK", &need("RANK")?)?;
+        if rank >= world {
+            return Err(DistError::Env(format!("RANK={rank} is not below WORLD_SIZE={world}")));
+        }
+        let local_rank = match get("LOCAL_RANK") {
+            Some(v) => num("LOCAL_RANK", &v)?,
+            None => rank,
+        };
+        let port = need("MASTER_PORT")?;
+        let master_port = port.trim().parse::<u16>().map_err(|_| DistError::Env(format!("MASTER_PORT={port:?} is not a port")))?;
+        let master_addr = get("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        Ok(Some(DistEnv { rank, world, local_rank, master_addr, master_port }))
+    }
+
+    /// [`DistEnv::from_vars`] over the process environment.
+    ///
+    /// # Errors
+    /// As there.
+    pub fn from_env() -> Result<Option<DistEnv>, DistError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+}
+
+/// Which c10d backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: CPU tensors.
+    Gloo,
+    /// NCCL: CUDA tensors.
+    Nccl,
+}
+
+impl Backend {
+    /// NCCL for CUDA devices, Gloo otherwise.
+    pub fn for_device(d: Device) -> Self {
+        if d.is_cuda() {
+            Backend::Nccl
+        } else {
+            Backend::Gloo
+        }
+    }
+}
+
+/// A c10d process group. Used from one thread (the Trainer's).
+pub struct ProcessGroup {
+    ptr: *mut std::ffi::c_void,
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world: usize,
+    /// The backend in use.
+    pub backend: Backend,
+}
+
+// SAFETY: the group is created and used by one thread at a time (the Trainer moves it into its
+// own thread and keeps it there); c10d's objects are not tied to the creating thread.
+unsafe impl Send for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Connects: rank 0 serves the TCPStore at `MASTER_ADDR:MASTER_PORT`, the others join;
+    /// returns when all `world` ranks are in, or fails after `timeout`.
+    ///
+    /// # Errors
+    /// [`DistError::Unavailable`] for a build without c10d (or NCCL), [`DistError::Connect`].
+    pub fn connect(env: &DistEnv, backend: Backend, timeout: std::time::Duration) -> Result<Self, DistError> {
+        // SAFETY: no arguments.
+        let available = unsafe { ffi::pt_c10d_available() };
+        if available == 0 {
+            return Err(DistError::Unavailable("pretune was built without c10d: install Debian's libgloo-dev and rebuild".into()));
+        }
+        if backend == Backend::Nccl && available & 2 == 0 {
+            return Err(DistError::Unavailable("this build has no NCCL backend: CUDA and NCCL headers were not found at build time (docs/distributed.md)".into()));
+        }
+        let host = CString::new(env.master_addr.clone()).map_err(|_| DistError::Env("MASTER_ADDR holds a NUL byte".into()))?;
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let b = match backend {
+            Backend::Gloo => 0,
+            Backend::Nccl => 1,
+        };
+        // SAFETY: `host` outlives the call; the shim copies it.
+        let ptr = unsafe { ffi::pt_pg_new(b, host.as_ptr(), env.master_port as i32, env.rank as i32, env.world as i32, ms) };
+        if ptr.is_null() {
+            return Err(DistError::Connect {
+                rank: env.rank,
+                world: env.world,
+                addr: format!("{}:{}", env.master_addr, env.master_port),
+                message: ffi::last_error(),
+            });
+        }
+        Ok(ProcessGroup { ptr, rank: env.rank, world: env.world, backend })
+    }
+
+    fn check(&self, rc: i32, op: &'static str) -> Result<(), DistError> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(DistError::Collective { rank: self.rank, world: self.world, op, message: ffi::last_error() })
+        }
+    }
+
+    /// Sums `t` over all ranks, in place. `t` must be contiguous.
+    ///
+    /// # Errors
+    /// [`DistError::Collective`].
+    pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
+        // SAFETY: `t` is a live tensor; the shim wraps the same storage.
+        let rc = unsafe { ffi::pt_pg_allreduce_sum(self.ptr, t.as_mut_ptr()) };
+        self.check(rc, "all-reduce")
+    }
+
+    /// Overwrites `t` with rank `root`'s values, in place.
+    ///
+    /// # Errors
+    /// [`DistError::Collective`].
+    pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
+        // SAFETY: as above.
+        let rc = unsafe { ffi::pt_pg_broadcast(self.ptr, t.as_mut_ptr(), root as i32) };
+        self.check(rc, "broadcast")
+    }
+
+    /// Waits for every rank.
+    ///
+    /// # Errors
+    /// [`DistError::Collective`].
+    pub fn barrier(&self) -> Result<(), DistError> {
+        // SAFETY: a live group.
+        let rc = unsafe { ffi::pt_pg_barrier(self.ptr) };
+        self.check(rc, "barrier")
+    }
+
+    /// Makes every rank's variables equal rank 0's (start of a run, after a resume).
+    ///
+    /// # Errors
+    /// [`DistError::Collective`].
+    pub fn broadcast_vars(&self, vars: &[Tensor]) -> Result<(), DistError> {
+        let _guard = tch::no_grad_guard();
+        let mut flat = Tensor::cat(&vars.iter().map(|v| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+        self.broadcast(&mut flat, 0)?;
+        let mut off = 0;
+        for v in vars {
+            let n = v.numel() as i64;
+            v.detach().copy_(&flat.narrow(0, off, n).view_as(v));
+            off += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: created by pt_pg_new, freed once.
+        unsafe { ffi::pt_pg_free(self.ptr) };
+    }
+}
+
+/// Gradient all-reduce in buckets: parameters in a fixed order (the same on every rank) are
+/// grouped until a bucket holds `bucket_bytes`; each bucket's gradients are flattened into one
+/// tensor, summed over ranks in one call, and copied back.
+pub struct GradSync {
+    buckets: Vec<Vec<Tensor>>,
+}
+
+impl GradSync {
+    /// Buckets over `params` (in the order given) of at most `bucket_bytes` each (a larger
+    /// tensor gets a bucket of its own).
+    pub fn new(params: &[Tensor], bucket_bytes: usize) -> Self {
+        let groups = bucket_ranges(&params.iter().map(|p| p.numel() * 4).collect::<Vec<_>>(), bucket_bytes);
+        GradSync { buckets: groups.into_iter().map(|r| params[r].iter().map(|p| p.shallow_clone()).collect()).collect() }
+    }
+
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Sums every gradient over the ranks (a missing gradient counts as zeros).
+    ///
+    /// # Errors
+    /// [`DistError::Collective`].
+    pub fn sum(&self, pg: &ProcessGroup) -> Result<(), DistError> {
+        let _guard = tch::no_grad_guard();
+        for bucket in &self.buckets {
+            let flat: Vec<Tensor> = bucket
+                .iter()
+                .map(|p| {
+                    let g = p.grad();
+                    if g.defined() {
+                        g.reshape([-1])
+                    } else {
+                        Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
+                    }
+                })
+                .collect();
+            let mut flat = Tensor::cat(&flat, 0);
+            pg.all_reduce_sum(&mut flat)?;
+            let mut off = 0;
+            for p in bucket {
+                let n = p.numel() as i64;
+                let mut g = p.grad();
+                // A parameter without a gradient has none on every rank (same model): skip it.
+                if g.defined() {
+                    g.copy_(&flat.narrow(0, off, n).view_as(p));
+                }
+                off += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Groups consecutive sizes into ranges of at most `cap` bytes (a single larger item alone).
+pub fn bucket_ranges(sizes: &[usize], cap: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &s) in sizes.iter().enumerate() {
+        if i > start && bytes + s > cap {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += s;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+/// The examples of a global batch that belong to `rank`: the `rank`-th of `world` equal
+/// slices (the global batch holds `world × per_rank` examples; a short last batch is split as
+/// evenly as it goes, earlier ranks first).
+pub fn shard_range(len: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let (q, r) = (len / world, len % world);
+    let start = rank * q + rank.min(r);
+    start..start + q + usize::from(rank < r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Option<DistEnv>, DistError> {
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        DistEnv::from_vars(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn torchrun_variables_are_read_and_checked() {
+        assert_eq!(env(&[]).unwrap(), None);
+        assert_eq!(env(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None);
+        let forced = env(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("MASTER_PORT", "9"), ("PRETUNE_FORCE_DIST", "1")]).unwrap().unwrap();
+        assert_eq!((forced.rank, forced.world), (0, 1));
+        let e = env(&[("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]).unwrap().unwrap();
+        assert_eq!(e, DistEnv { rank: 1, world: 2, local_rank: 1, master_addr: "10.0.0.1".into(), master_port: 29500 });
+        let e = env(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_PORT", "1234")]).unwrap().unwrap();
+        assert_eq!((e.local_rank, e.master_addr.as_str()), (1, "127.0.0.1"));
+        for (vars, needle) in [
+            (vec![("WORLD_SIZE", "2"), ("MASTER_PORT", "1")], "RANK is not set"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_PORT", "1")], "not below"),
+            (vec![("WORLD_SIZE", "two")], "WORLD_SIZE"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "0")], "MASTER_PORT"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")], "not a port"),
+        ] {
+            let e = env(&vars).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn shards_are_disjoint_and_cover_the_global_batch() {
+        for len in [0, 1, 7, 8, 64] {
+            for world in [1, 2, 3, 8] {
+                let mut seen = vec![0; len];
+                let mut sizes = Vec::new();
+                for rank in 0..world {
+                    let r = shard_range(len, rank, world);
+                    sizes.push(r.len());
+                    for i in r {
+                        seen[i] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "len {len} world {world}: {seen:?}");
+                assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_respect_the_cap_and_keep_order() {
+        assert_eq!(bucket_ranges(&[4, 4, 4, 10, 1, 1], 8), vec![0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(bucket_ranges(&[], 8), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(bucket_ranges(&[100], 8), vec![0..1]);
+    }
+}

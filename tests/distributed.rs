@@ -1,0 +1,244 @@
+//! Data parallelism over c10d Gloo: 2 ranks on loopback, each its own `pretune` process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pretune::actors::control::StopFlag;
+use pretune::actors::loader::Loader;
+use pretune::actors::train_stream;
+use pretune::checkpoint::CheckpointStore;
+use tch::Tensor;
+
+use crate::util::{bin, free_port, root, run_cli, tiny_config};
+
+/// The tiny config without dropout (each rank draws its own masks: an exact comparison with one
+/// process needs none), logging every step, a constant rate.
+fn sets(batch: usize, steps: u64) -> Vec<String> {
+    [
+        format!("train.batch_size={batch}"),
+        format!("train.max_steps={steps}"),
+        "train.log_every=1".into(),
+        "train.checkpoint_every=3".into(),
+        "train.decay=\"constant\"".into(),
+        "train.warmup_steps=1".into(),
+        "model.hidden_dropout=0.0".into(),
+        "model.attention_dropout=0.0".into(),
+        "pipeline.masker_workers=1".into(),
+        "dist.timeout_s=60".into(),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn with_sets(mut args: Vec<String>, sets: &[String]) -> Vec<String> {
+    for s in sets {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    args
+}
+
+fn cli(args: &[String]) -> (i32, String, String) {
+    run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn latest(run: &Path) -> PathBuf {
+    CheckpointStore::new(run.join("checkpoints")).latest().expect("a checkpoint")
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+/// `step -> (loss, tokens)` of a run's events.
+fn steps(events: &Path) -> BTreeMap<u64, (f64, u64)> {
+    std::fs::read_to_string(events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, (v.get("loss")?.as_f64()?, v.get("tokens")?.as_u64()?))))
+        .collect()
+}
+
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_with_twice_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let two = dir.path().join("two");
+    let one = dir.path().join("one");
+    let mut s2 = sets(8, 6);
+    s2.push(format!("run.out_dir=\"{}\"", two.display()));
+    let (code, _, err) = cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s2));
+    assert_eq!(code, 0, "{err}");
+    let mut s1 = sets(16, 6);
+    s1.push(format!("run.out_dir=\"{}\"", one.display()));
+    let (code, _, err) = cli(&with_sets(vec!["train".into(), cfg.display().to_string()], &s1));
+    assert_eq!(code, 0, "{err}");
+
+    let (a, b) = (latest(&two), latest(&one));
+    assert!(a.ends_with("step-00000006") && b.ends_with("step-00000006"), "{} {}", a.display(), b.display());
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    let mut worst = (0.0f64, String::new());
+    for (k, t) in &wa {
+        let d = (t - &wb[k]).abs().max().double_value(&[]);
+        if d > worst.0 {
+            worst = (d, k.clone());
+        }
+    }
+    assert!(worst.0 < 1e-6, "largest difference {} in {}", worst.0, worst.1);
+    // A real run, not two copies of nothing: the weights moved.
+    let init_gap = weights(&two.join("checkpoints/step-00000003")).iter().map(|(k, t)| (t - &wa[k]).abs().max().double_value(&[])).fold(0.0, f64::max);
+    assert!(init_gap > 1e-4, "weights did not change between steps 3 and 6");
+
+    // The logged loss and token counts are global: the same as one process's.
+    let (e2, e1) = (steps(&two.join("events.jsonl")), steps(&one.join("events.jsonl")));
+    for step in 1..=6 {
+        let ((l2, t2), (l1, t1)) = (e2[&step], e1[&step]);
+        assert!((l2 - l1).abs() < 1e-4, "step {step}: loss {l2} vs {l1}");
+        assert_eq!(t2, t1, "step {step}: tokens");
+    }
+    // Only rank 0 writes checkpoints; rank 1 keeps its own log.
+    assert!(two.join("ranks/rank-1/events.jsonl").exists());
+    assert!(!two.join("ranks/rank-1/checkpoints").exists());
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["world_size"], 2);
+}
+
+/// The real Loader with a shard: each rank's batches are its slice of the global batch, so the
+/// ranks' examples are disjoint and together are exactly one process's with the global batch.
+#[test]
+fn the_ranks_read_disjoint_shards_that_cover_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let plan = pretune::config::load_and_resolve(&cfg, &["train.batch_size=4".into()]).unwrap();
+    let batches = |shard: Option<(usize, usize)>, batch_size: usize| -> Vec<BTreeSet<u64>> {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let loader = Loader {
+            stream: train_stream(&plan, Default::default()),
+            batch_size,
+            first_seq: 0,
+            tx,
+            stop: StopFlag::new(),
+            events: std::sync::Arc::new(|_| {}),
+            phase: "pretrain",
+            shard,
+        };
+        let h = std::thread::spawn(move || loader.run());
+        let out: Vec<BTreeSet<u64>> = rx.iter().take(40).map(|b| b.examples.iter().map(|e| e.index).collect()).collect();
+        drop(rx);
+        h.join().unwrap();
+        out
+    };
+    let whole = batches(None, 8);
+    let (r0, r1) = (batches(Some((0, 2)), 4), batches(Some((1, 2)), 4));
+    assert_eq!(whole.len(), 40);
+    let mut seen = BTreeSet::new();
+    for i in 0..40 {
+        assert_eq!((r0[i].len(), r1[i].len()), (4, 4), "batch {i}");
+        assert!(r0[i].is_disjoint(&r1[i]), "batch {i} overlaps");
+        let union: BTreeSet<u64> = r0[i].union(&r1[i]).copied().collect();
+        assert_eq!(union, whole[i], "batch {i}: the ranks' union is the global batch");
+        assert!(union.iter().all(|x| seen.insert(*x)), "an example came twice");
+    }
+    // Consecutive: nothing dropped.
+    assert_eq!(seen.iter().copied().collect::<Vec<_>>(), (0..320).collect::<Vec<_>>());
+}
+
+#[test]
+fn killing_one_rank_ends_the_other_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let port = free_port().to_string();
+    let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &sets(8, 100_000));
+    args.push("--set".into());
+    args.push("train.checkpoint_every=0".into());
+    let spawn = |rank: &str| {
+        Command::new(bin())
+            .args(&args)
+            .current_dir(root())
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rank0 = spawn("0");
+    let mut rank1 = spawn("1");
+    let t0 = Instant::now();
+    while steps_logged(&run.join("events.jsonl")) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the ranks never trained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rank1.kill().unwrap();
+    let killed = Instant::now();
+    let out = wait_with_timeout(rank0, Duration::from_secs(90));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rank 0 should fail: {err}");
+    assert!(killed.elapsed() < Duration::from_secs(90));
+    assert!(err.contains("rank 0 of 2") && err.contains("failed"), "unclear error: {err}");
+    let _ = rank1.wait();
+}
+
+fn steps_logged(events: &Path) -> usize {
+    std::fs::read_to_string(events).map(|s| s.lines().filter(|l| l.contains("\"elapsed_s\"")).count()).unwrap_or(0)
+}
+
+fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let launch = |out: &Path, steps: u64, resume: bool| {
+        let mut s = sets(8, steps);
+        s.push(format!("run.out_dir=\"{}\"", out.display()));
+        let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+        if resume {
+            args.extend(["--resume".into(), "auto".into()]);
+        }
+        let (code, _, err) = cli(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    let straight = dir.path().join("straight");
+    launch(&straight, 6, false);
+    let resumed = dir.path().join("resumed");
+    launch(&resumed, 3, false);
+    launch(&resumed, 6, true);
+    let (a, b) = (weights(&latest(&straight)), weights(&latest(&resumed)));
+    for (k, t) in &a {
+        assert!(t.equal(&b[k]), "{k} differs after the resume");
+    }
+    let (ea, eb) = (steps(&straight.join("events.jsonl")), steps(&resumed.join("events.jsonl")));
+    for step in 4..=6 {
+        assert_eq!(ea[&step], eb[&step], "step {step}");
+    }
+
+    // One process cannot continue a 2-rank run.
+    let mut s = sets(8, 9);
+    s.push(format!("run.out_dir=\"{}\"", resumed.display()));
+    let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &s);
+    args.extend(["--resume".into(), "auto".into()]);
+    let (code, _, err) = cli(&args);
+    assert_ne!(code, 0);
+    assert!(err.contains("2 rank(s)") && err.contains("WORLD_SIZE=2"), "{err}");
+}
