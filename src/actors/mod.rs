@@ -290,10 +290,20 @@ pub fn spawn_data_plane_with(
     Ok((host_rx, handles))
 }
 
-/// libtorch intra-op threads: the configured number, or the cores left after the data plane.
+/// libtorch intra-op threads: the configured number, or the machine's cores shared among the
+/// ranks on it (`LOCAL_WORLD_SIZE`, else all ranks), so local ranks do not oversubscribe.
 fn torch_threads(plan: &RunPlan) -> usize {
-    match plan.config.run.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse::<usize>().ok());
+    thread_budget(plan.config.run.threads, cores, plan.dist.as_ref().map(|d| local.unwrap_or(d.world)))
+}
+
+/// The thread-budget policy: a configured count wins; otherwise every core, divided among the
+/// local ranks of a data-parallel run. The Masker workers are not subtracted: measured on 2
+/// cores they use under 1 % of a core per BERT-mini step (BENCHMARKS.md).
+pub fn thread_budget(configured: usize, cores: usize, local_ranks: Option<usize>) -> usize {
+    match configured {
+        0 => (cores / local_ranks.unwrap_or(1).max(1)).max(1),
         n => n,
     }
 }
@@ -602,4 +612,17 @@ fn run_pipeline(
         interrupted: t.interrupted,
         out_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_budget;
+
+    #[test]
+    fn threads_are_shared_among_local_ranks_unless_configured() {
+        assert_eq!(thread_budget(0, 16, None), 16);
+        assert_eq!(thread_budget(0, 16, Some(4)), 4);
+        assert_eq!(thread_budget(0, 2, Some(4)), 1);
+        assert_eq!(thread_budget(3, 16, Some(4)), 3);
+    }
 }
