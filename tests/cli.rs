@@ -275,3 +275,41 @@ fn every_shipped_config_parses_and_pretraining_ones_preview() {
     }
     assert!(n >= 10);
 }
+
+/// `pretune bench`: every workload runs on the bundled corpus and prints one JSON line with
+/// sane contents (a smoke test of the entry point; the timings themselves live in BENCHMARKS.md).
+#[test]
+fn bench_workloads_print_one_json_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let common = ["--corpus", "data/sotu/train.txt", "--tokenizer", "data/sotu/tokenizer.json", "--out", &out];
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&common);
+        let (code, stdout, err) = run_cli(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+    };
+    let mask = bench(&["mask", "--seconds", "0.05", "--batch", "8", "--seq", "64"]);
+    let variants: Vec<&str> = mask["results"].as_array().unwrap().iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    assert_eq!(variants, ["mlm_bernoulli", "mlm_exact", "mlm_wwm", "nsp_pairs", "glm_blank_infilling"]);
+    for r in mask["results"].as_array().unwrap() {
+        assert!(r["sequences_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let frac = mask["results"][0]["sanity"]["scored_frac"].as_f64().unwrap();
+    assert!((0.05..0.3).contains(&frac), "scored share {frac}");
+
+    let tok = bench(&["tokenize"]);
+    let r = &tok["results"][0];
+    assert!(r["tokens"].as_u64().unwrap() > 100_000 && r["tokens_per_s"].as_f64().unwrap() > 0.0, "{tok}");
+
+    let pre = bench(&["pretrain", "--objective", "mlm", "--batch", "8", "--seq", "64", "--warmup", "1", "--steps", "2"]);
+    assert_eq!(pre["timing"]["steps"], 2, "{pre}");
+    assert!(pre["tokens_per_s"].as_f64().unwrap() > 0.0 && pre["peak_rss_mb"].as_f64().unwrap() > 10.0, "{pre}");
+    assert_eq!(pre["train_step_gflop_dense_equivalent"].as_f64().unwrap() > 0.0, true);
+
+    let stream = bench(&["stream", "--batch", "8", "--seq", "64"]);
+    assert!(stream["sequences"].as_u64().unwrap() > 100, "{stream}");
+}
