@@ -59,7 +59,10 @@ fn cuda_includes(lib: &Path) -> Option<Vec<PathBuf>> {
         return Some(std::env::split_paths(&v).collect());
     }
     let nvidia = lib.join("../../nvidia");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&nvidia).ok()?.filter_map(|e| Some(e.ok()?.path().join("include"))).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&nvidia).ok()?.filter_map(|e| Some(e.ok()?.path().join("include"))).filter(|p| p.is_dir()).collect();
+    // `nvidia-cuda-cccl` puts <nv/target> and <cuda/std/...> under include/cccl.
+    let cccl: Vec<PathBuf> = dirs.iter().map(|d| d.join("cccl")).filter(|d| d.is_dir()).collect();
+    dirs.extend(cccl);
     let has = |f: &str| dirs.iter().any(|d| d.join(f).exists());
     (has("cuda_runtime_api.h") && has("crt/host_config.h") && has("nccl.h")).then_some(dirs)
 }
