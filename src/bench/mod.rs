@@ -218,7 +218,6 @@ fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
 
 /// The pre-training config of a workload, as a user would write it.
 fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> String {
-    let (layers, hidden, heads, ffn) = a.model.shape();
     let pair = match objective {
         BenchObjective::Mlm => "none",
         BenchObjective::MlmNsp => "nsp",
@@ -237,15 +236,7 @@ train = [{corpus:?}]
 [tokenizer]
 path = {tok:?}
 
-[model]
-hidden_size = {hidden}
-num_layers = {layers}
-num_heads = {heads}
-intermediate_size = {ffn}
-max_position_embeddings = 512
-hidden_dropout = 0.1
-attention_dropout = 0.1
-
+{model}
 [objective]
 kind = "mlm"
 selection = {selection:?}
@@ -281,9 +272,19 @@ listen = ""
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,
+        model = model_section(a),
         workers = a.workers.max(1),
         log_every = a.log_every.max(1),
         precision = a.precision,
+    )
+}
+
+/// The `[model]` table of a workload: BERT's shape, the baseline's dropout and positions.
+fn model_section(a: &BenchArgs) -> String {
+    let (layers, hidden, heads, ffn) = a.model.shape();
+    format!(
+        "[model]\nhidden_size = {hidden}\nnum_layers = {layers}\nnum_heads = {heads}\nintermediate_size = {ffn}\n\
+         max_position_embeddings = 512\nhidden_dropout = 0.1\nattention_dropout = 0.1\n"
     )
 }
 

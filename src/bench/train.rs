@@ -186,7 +186,6 @@ pub fn finetune(a: &BenchArgs) -> Result<Value, BenchError> {
         std::fs::write(&dev, lines.iter().step_by(100).take(64).cloned().collect::<Vec<_>>().join("\n") + "\n").map_err(io_err(&dev))?;
         std::fs::write(&train, lines.join("\n") + "\n").map_err(io_err(&train))?;
     }
-    let (layers, hidden, heads, ffn) = a.model.shape();
     let toml = format!(
         r#"[run]
 name = "bench-finetune"
@@ -206,15 +205,7 @@ eval = [{dev:?}]
 [tokenizer]
 path = {tok:?}
 
-[model]
-hidden_size = {hidden}
-num_layers = {layers}
-num_heads = {heads}
-intermediate_size = {ffn}
-max_position_embeddings = 512
-hidden_dropout = 0.1
-attention_dropout = 0.1
-
+{model}
 [train]
 batch_size = {batch}
 max_seq_len = {seq}
@@ -243,6 +234,7 @@ listen = ""
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,
+        model = super::model_section(a),
         log_every = a.log_every.max(1),
         precision = a.precision,
         group = a.group_by_length,
