@@ -153,9 +153,12 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let port = free_port().to_string();
+    let metrics = free_port();
     let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &sets(8, 100_000));
-    args.push("--set".into());
-    args.push("train.checkpoint_every=0".into());
+    for s in ["train.checkpoint_every=0".to_string(), format!("metrics.listen=\"127.0.0.1:{metrics}\"")] {
+        args.push("--set".into());
+        args.push(s);
+    }
     let spawn = |rank: &str| {
         Command::new(bin())
             .args(&args)
@@ -175,6 +178,11 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
     while steps_logged(&run.join("events.jsonl")) < 3 {
         assert!(t0.elapsed() < Duration::from_secs(120), "the ranks never trained");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each rank serves its metrics on the base port + its rank, labelled with it.
+    for rank in 0..2u16 {
+        let body = crate::util::http_get(metrics + rank, "/metrics").unwrap_or_default();
+        assert!(body.contains(&format!("rank=\"{rank}\"")) && body.contains("pretune_steps_total"), "rank {rank}: {body}");
     }
     rank1.kill().unwrap();
     let killed = Instant::now();
