@@ -250,3 +250,29 @@ fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
     assert_ne!(code, 0);
     assert!(err.contains("2 rank(s)") && err.contains("WORLD_SIZE=2"), "{err}");
 }
+
+/// SIGTERM to the launcher reaches every rank once; the ranks agree to stop after the same
+/// step, rank 0 writes the final checkpoint, and everything exits 0.
+#[test]
+fn a_signal_to_the_launcher_stops_every_rank_at_the_same_step_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &sets(8, 100_000));
+    args.extend(["--set".into(), "train.checkpoint_every=0".into()]);
+    let launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while steps_logged(&run.join("events.jsonl")) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the ranks never trained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: a pid we spawned.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let out = wait_with_timeout(launcher, Duration::from_secs(90));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let last = |events: &Path| *steps(events).keys().last().unwrap();
+    let (s0, s1) = (last(&run.join("events.jsonl")), last(&run.join("ranks/rank-1/events.jsonl")));
+    assert_eq!(s0, s1, "the ranks stopped after different steps");
+    assert!(latest(&run).ends_with(format!("step-{s0:08}")), "{}", latest(&run).display());
+}

@@ -4,6 +4,7 @@
 //! SIGKILL after a grace period), so a launch never hangs on a dead rank; SIGINT / SIGTERM to
 //! the launcher are passed on to every rank.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ pub fn launch(nproc: usize, master_port: Option<u16>, train_args: &[String]) -> 
             .env("LOCAL_WORLD_SIZE", nproc.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
+            // Their own process group: a terminal's Ctrl-C reaches the launcher only, which
+            // passes it on once (a rank treats a second signal as "exit now").
+            .process_group(0)
             .spawn();
         match child {
             Ok(c) => children.push(Some(c)),
