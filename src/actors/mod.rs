@@ -294,8 +294,7 @@ pub fn spawn_data_plane_with(
 /// ranks on it (`LOCAL_WORLD_SIZE`, else all ranks), so local ranks do not oversubscribe.
 fn torch_threads(plan: &RunPlan) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let local = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse::<usize>().ok());
-    thread_budget(plan.config.run.threads, cores, plan.dist.as_ref().map(|d| local.unwrap_or(d.world)))
+    thread_budget(plan.config.run.threads, cores, plan.dist.as_ref().map(|d| d.local_world))
 }
 
 /// The thread-budget policy: a configured count wins; otherwise every core, divided among the

@@ -8,12 +8,12 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor};
-use super::{fresh_dir, io_err, load_generated, pretrain_toml, scaled_corpus, BenchArgs, BenchError, BenchObjective};
+use super::{fresh_dir, io_err, load_pretrain, pretrain_toml, scaled_corpus, BenchArgs, BenchError, BenchObjective};
 use crate::actors::control::StopFlag;
 use crate::actors::trainer::StartPoint;
 use crate::actors::{mask_context, spawn_data_plane, train_stream};
 use crate::batch::RawBatch;
-use crate::config::{Plan, RunPlan};
+use crate::config::RunPlan;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::collate::mask_and_collate;
 use crate::masking::mlm::IGNORE;
@@ -83,10 +83,7 @@ fn pretrain_plan(a: &BenchArgs, name: &str, objective: BenchObjective, selection
     if glm {
         toml = toml.replace("kind = \"mlm\"", "kind = \"glm\"").replace("sentence_pair = \"none\"\n", "");
     }
-    match load_generated(&dir, "config.toml", &toml)? {
-        Plan::Pretrain(p) => Ok(p),
-        Plan::Finetune(_) => Err(BenchError::Result("a pre-training config resolved as fine-tuning".into())),
-    }
+    load_pretrain(&dir, "config.toml", &toml)
 }
 
 /// The first `n` raw batches of the plan's training stream, and the seconds the Loader's path
@@ -167,10 +164,7 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     let corpus = scaled_corpus(a)?;
     let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
     let toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token");
-    let plan = match load_generated(&dir, "config.toml", &toml)? {
-        Plan::Pretrain(p) => p,
-        Plan::Finetune(_) => return Err(BenchError::Result("not a pre-training config".into())),
-    };
+    let plan = load_pretrain(&dir, "config.toml", &toml)?;
     let rss_start = super::sys::rss_mb();
     let stop = StopFlag::new();
     let sink: crate::actors::events::EventSink = Arc::new(|_| {});

@@ -288,12 +288,17 @@ fn model_section(a: &BenchArgs) -> String {
     )
 }
 
-/// Writes a generated config and loads it the way `pretune train` does.
-fn load_generated(out_dir: &Path, name: &str, toml: &str) -> Result<crate::config::Plan, BenchError> {
+/// Writes a generated config; returns its path.
+fn write_config(out_dir: &Path, name: &str, toml: &str) -> Result<PathBuf, BenchError> {
     std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let path = out_dir.join(name);
     std::fs::write(&path, toml).map_err(io_err(&path))?;
-    Ok(crate::config::load_plan(&path, &[])?)
+    Ok(path)
+}
+
+/// Writes a generated pre-training config and resolves it the way `pretune train` does.
+fn load_pretrain(out_dir: &Path, name: &str, toml: &str) -> Result<crate::config::RunPlan, BenchError> {
+    Ok(crate::config::load_and_resolve(&write_config(out_dir, name, toml)?, &[])?)
 }
 
 /// A fresh output folder (events.jsonl appends, so an old one would mix runs).

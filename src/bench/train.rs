@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
-use super::{fresh_dir, io_err, load_generated, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
+use super::{fresh_dir, io_err, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
 use crate::config::Plan;
 
 /// One logged step of `events.jsonl`.
@@ -119,10 +119,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
     fresh_dir(&dir)?;
     let corpus = scaled_corpus(a)?;
     let toml = pretrain_toml(a, &dir, &corpus, a.objective, "bernoulli", "token");
-    let plan = match load_generated(&dir, "bench.toml", &toml)? {
-        Plan::Pretrain(p) => p,
-        Plan::Finetune(_) => return Err(BenchError::Result("not a pre-training config".into())),
-    };
+    let plan = super::load_pretrain(&dir, "bench.toml", &toml)?;
     let vocab = plan.tokenizer.vocab_size();
     let mon = CpuMonitor::start();
     crate::actors::run(plan)?;
@@ -239,7 +236,7 @@ listen = ""
         precision = a.precision,
         group = a.group_by_length,
     );
-    let plan = match load_generated(&dir, "bench.toml", &toml)? {
+    let plan = match crate::config::load_plan(&super::write_config(&dir, "bench.toml", &toml)?, &[])? {
         Plan::Finetune(p) => p,
         Plan::Pretrain(_) => return Err(BenchError::Result("not a fine-tuning config".into())),
     };

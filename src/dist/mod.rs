@@ -19,7 +19,7 @@ pub mod launch;
 
 use std::ffi::CString;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::ffi;
 
@@ -67,6 +67,8 @@ pub struct DistEnv {
     pub world: usize,
     /// Rank on this machine (picks the CUDA device).
     pub local_rank: usize,
+    /// Ranks on this machine (`LOCAL_WORLD_SIZE`, else all of them): they share its cores.
+    pub local_world: usize,
     /// Rank 0's host.
     pub master_addr: String,
     /// Rank 0's TCPStore port.
@@ -97,10 +99,14 @@ impl DistEnv {
             Some(v) => num("LOCAL_RANK", &v)?,
             None => rank,
         };
+        let local_world = match get("LOCAL_WORLD_SIZE") {
+            Some(v) => num("LOCAL_WORLD_SIZE", &v)?.max(1),
+            None => world,
+        };
         let port = need("MASTER_PORT")?;
         let master_port = port.trim().parse::<u16>().map_err(|_| DistError::Env(format!("MASTER_PORT={port:?} is not a port")))?;
         let master_addr = get("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
-        Ok(Some(DistEnv { rank, world, local_rank, master_addr, master_port }))
+        Ok(Some(DistEnv { rank, world, local_rank, local_world, master_addr, master_port }))
     }
 
     /// [`DistEnv::from_vars`] over the process environment.
@@ -225,15 +231,29 @@ impl ProcessGroup {
     /// [`DistError::Collective`].
     pub fn broadcast_vars(&self, vars: &[Tensor]) -> Result<(), DistError> {
         let _guard = tch::no_grad_guard();
-        let mut flat = Tensor::cat(&vars.iter().map(|v| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+        let mut flat = flatten(vars.iter().map(Tensor::detach));
         self.broadcast(&mut flat, 0)?;
-        let mut off = 0;
-        for v in vars {
-            let n = v.numel() as i64;
-            v.detach().copy_(&flat.narrow(0, off, n).view_as(v));
-            off += n;
-        }
+        copy_slices(&flat, vars, Tensor::detach);
         Ok(())
+    }
+}
+
+/// One flat 1-D tensor of `ts`, in order: one collective call instead of one per tensor.
+fn flatten(ts: impl Iterator<Item = Tensor>) -> Tensor {
+    Tensor::cat(&ts.map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
+}
+
+/// Copies consecutive slices of `flat`, shaped like each of `like`, into `target(like)`; an
+/// undefined target is passed over (its slice skipped).
+fn copy_slices(flat: &Tensor, like: &[Tensor], target: impl Fn(&Tensor) -> Tensor) {
+    let mut off = 0;
+    for t in like {
+        let n = t.numel() as i64;
+        let mut dst = target(t);
+        if dst.defined() {
+            dst.copy_(&flat.narrow(0, off, n).view_as(t));
+        }
+        off += n;
     }
 }
 
@@ -276,29 +296,17 @@ impl GradSync {
     pub fn sum(&self, pg: &ProcessGroup) -> Result<(), DistError> {
         let _guard = tch::no_grad_guard();
         for bucket in &self.buckets {
-            let flat: Vec<Tensor> = bucket
-                .iter()
-                .map(|p| {
-                    let g = p.grad();
-                    if g.defined() {
-                        g.reshape([-1])
-                    } else {
-                        Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
-                    }
-                })
-                .collect();
-            let mut flat = Tensor::cat(&flat, 0);
-            pg.all_reduce_sum(&mut flat)?;
-            let mut off = 0;
-            for p in bucket {
-                let n = p.numel() as i64;
-                let mut g = p.grad();
-                // A parameter without a gradient has none on every rank (same model): skip it.
+            // A missing gradient travels as zeros, so every rank sends the same sizes.
+            let mut flat = flatten(bucket.iter().map(|p| {
+                let g = p.grad();
                 if g.defined() {
-                    g.copy_(&flat.narrow(0, off, n).view_as(p));
+                    g
+                } else {
+                    Tensor::zeros_like(p)
                 }
-                off += n;
-            }
+            }));
+            pg.all_reduce_sum(&mut flat)?;
+            copy_slices(&flat, bucket, Tensor::grad);
         }
         Ok(())
     }
@@ -347,9 +355,9 @@ mod tests {
         let forced = env(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("MASTER_PORT", "9"), ("PRETUNE_FORCE_DIST", "1")]).unwrap().unwrap();
         assert_eq!((forced.rank, forced.world), (0, 1));
         let e = env(&[("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]).unwrap().unwrap();
-        assert_eq!(e, DistEnv { rank: 1, world: 2, local_rank: 1, master_addr: "10.0.0.1".into(), master_port: 29500 });
-        let e = env(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_PORT", "1234")]).unwrap().unwrap();
-        assert_eq!((e.local_rank, e.master_addr.as_str()), (1, "127.0.0.1"));
+        assert_eq!(e, DistEnv { rank: 1, world: 2, local_rank: 1, local_world: 2, master_addr: "10.0.0.1".into(), master_port: 29500 });
+        let e = env(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_PORT", "1234")]).unwrap().unwrap();
+        assert_eq!((e.local_rank, e.local_world, e.master_addr.as_str()), (1, 2, "127.0.0.1"));
         for (vars, needle) in [
             (vec![("WORLD_SIZE", "2"), ("MASTER_PORT", "1")], "RANK is not set"),
             (vec![("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_PORT", "1")], "not below"),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::glm::{corrupt, document_max_gen, GlmMode, GlmSettings};
+use super::glm::{corrupt, document_max_gen, GlmMode, GlmSample, GlmSettings};
 use super::mlm::{mask_sequence_into, MaskScratch, MlmSettings, IGNORE};
 use crate::batch::{HostBatch, RawBatch};
 use crate::data::packing::Segment;
@@ -47,17 +47,6 @@ pub struct MaskContext {
 /// Rounds the padded length up to a multiple of this (tensor-core and SIMD friendly).
 pub const PAD_MULTIPLE: usize = 8;
 
-/// One framed and corrupted row before padding.
-#[derive(Default)]
-struct Row {
-    ids: Vec<u32>,
-    labels: Vec<i64>,
-    types: Vec<i64>,
-    positions: Vec<i64>,
-    blocks: Vec<i64>,
-    prefix: usize,
-    pair: Option<i64>,
-}
 
 /// Length of `[CLS] seg [SEP]` or `[CLS] a [SEP] b [SEP]`.
 fn framed_len(p: &Payload) -> usize {
@@ -97,7 +86,7 @@ fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w: &mut Vec<
 /// Masks and collates one batch. Each example's RNG is keyed by `(seed, epoch, index)` and a
 /// GLM batch's mode by `(seed, batch seq)`, so the result is the same whichever worker runs it.
 pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
-    let rows: Vec<Row> = match &ctx.corruption {
+    let rows: Vec<GlmSample> = match &ctx.corruption {
         Corruption::Mlm(mlm) => return collate_mlm(raw, ctx, mlm),
         Corruption::Glm { settings, bert_prob, gap_sentence_prob } => {
             let first = raw.examples.first().map_or(0, |e| e.epoch);
@@ -124,21 +113,12 @@ pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
                 .zip(&xs)
                 .map(|(ex, (x, ends))| {
                     let mut rng = Rng::keyed(ctx.seed, ctx.stream, &[ex.epoch, ex.index]);
-                    let g = corrupt(x, ends, mode, max_gen, settings, &mut rng);
-                    Row {
-                        types: vec![0; g.input_ids.len()],
-                        ids: g.input_ids,
-                        labels: g.labels,
-                        positions: g.position_ids,
-                        blocks: g.block_position_ids,
-                        prefix: g.sep,
-                        pair: None,
-                    }
+                    corrupt(x, ends, mode, max_gen, settings, &mut rng)
                 })
                 .collect()
         }
     };
-    collate(rows, raw, ctx)
+    collate_glm(rows, raw, ctx)
 }
 
 /// The padded length: the longest row rounded up to a multiple of 8, but (for BERT, whose
@@ -209,32 +189,26 @@ fn collate_mlm(raw: &RawBatch, ctx: &MaskContext, mlm: &MlmSettings) -> HostBatc
     batch
 }
 
-fn collate(rows: Vec<Row>, raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
-    let glm = matches!(ctx.corruption, Corruption::Glm { .. });
-    let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
-    let seq_len = padded_len(longest, ctx, glm);
-    let mut batch = empty_batch(raw, seq_len, ctx, glm);
+/// GLM samples into the batch buffers (segment ids stay 0: GLM has none).
+fn collate_glm(rows: Vec<GlmSample>, raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
+    let longest = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(1);
+    let seq_len = padded_len(longest, ctx, true);
+    let mut batch = empty_batch(raw, seq_len, ctx, true);
     for (r, row) in rows.into_iter().enumerate() {
-        let base = r * seq_len;
-        for (j, (&t, &l)) in row.ids.iter().zip(&row.labels).enumerate() {
+        let (base, n) = (r * seq_len, row.input_ids.len());
+        for (j, (&t, &l)) in row.input_ids.iter().zip(&row.labels).enumerate() {
             batch.input_ids[base + j] = t as i64;
             batch.labels[base + j] = l;
-            batch.token_type_ids[base + j] = row.types[j];
             if l != IGNORE {
                 batch.masked_positions.push((base + j) as i64);
                 batch.masked_labels.push(l);
             }
         }
-        if glm {
-            batch.position_ids[base..base + row.positions.len()].copy_from_slice(&row.positions);
-            batch.block_position_ids[base..base + row.blocks.len()].copy_from_slice(&row.blocks);
-            batch.prefix_len.push(row.prefix as i64);
-        }
-        if let Some(p) = row.pair {
-            batch.pair_labels.push(p);
-        }
-        batch.lengths.push(row.ids.len() as i64);
-        batch.n_tokens += row.ids.len();
+        batch.position_ids[base..base + row.position_ids.len()].copy_from_slice(&row.position_ids);
+        batch.block_position_ids[base..base + row.block_position_ids.len()].copy_from_slice(&row.block_position_ids);
+        batch.prefix_len.push(row.sep as i64);
+        batch.lengths.push(n as i64);
+        batch.n_tokens += n;
     }
     batch.n_scored = batch.masked_positions.len();
     batch
