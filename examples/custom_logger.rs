@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let plan = pretune::config::load_and_resolve(std::path::Path::new(&path), &overrides)?;
+    let plan = pretune::plan::load_and_resolve(std::path::Path::new(&path), &overrides)?;
     let summary = Pipeline::new(plan).subscribe(|_| JsonLogger { out: Box::new(std::io::stdout()) }.start().recipient()).run()?;
     eprintln!("{} steps, final loss {:.4}", summary.steps, summary.final_loss);
     Ok(())

@@ -1,8 +1,9 @@
 //! A new objective through the same traits the built-in ones use: shuffled-sentence
-//! detection beside MLM. The CPU half (run in the Masker workers) rotates the sentences of half
-//! the sequences, keyed by each example's index, and labels them; the device half adds its own
+//! detection beside MLM. The collator (run in the Masker workers) rotates the sentences of half
+//! the sequences, keyed by each example's index, and labels them; the objective adds its own
 //! head (mean-pooled hidden states, a 2-way linear layer named `shuffle_head`) to a BERT with
-//! the MLM head, and returns both loss sums.
+//! the MLM head, and returns both loss parts. Evaluation uses the default (each part's mean
+//! loss); the best checkpoint follows `mlm_loss`.
 //!
 //! ```sh
 //! make build && cargo run --example custom_objective -- configs/pretrain-mlm-tiny.toml
@@ -15,14 +16,14 @@ use pretune::batch::{HostBatch, RawBatch};
 use pretune::data::packing::Segment;
 use pretune::data::stream::Payload;
 use pretune::model::bert::{BertConfig, BertForMaskedLM};
-use pretune::objective::{CpuHalf, DeviceBatch, DeviceHalf, LossSums, ModelSpec, ObjectiveModel, ObjectiveNames};
+use pretune::objective::{Collator, DeviceBatch, Direction, LossPart, ModelSpec, Monitor, Objective, ObjectiveModel, Per};
 use pretune::rng::{Rng, Stream};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
-/// CPU half: rotate the sentences of about half the sequences (label 1), then MLM as usual.
+/// Collator: rotate the sentences of about half the sequences (label 1), then MLM as usual.
 struct ShuffleCpu {
-    mlm: Arc<dyn CpuHalf>,
+    mlm: Arc<dyn Collator>,
     seed: u64,
 }
 
@@ -38,7 +39,7 @@ fn sentences(seg: &Segment) -> Vec<Segment> {
     out
 }
 
-impl CpuHalf for ShuffleCpu {
+impl Collator for ShuffleCpu {
     fn collate(&self, mut raw: RawBatch, stream: Stream) -> HostBatch {
         let labels: Vec<i64> = raw
             .examples
@@ -66,7 +67,7 @@ impl CpuHalf for ShuffleCpu {
     }
 }
 
-/// Device half: BERT + MLM head + its own shuffle head.
+/// Objective: BERT + MLM head + its own shuffle head.
 struct ShuffleDevice {
     config: BertConfig,
 }
@@ -77,7 +78,7 @@ struct ShuffleModel {
 }
 
 impl ObjectiveModel for ShuffleModel {
-    fn sums(&self, b: &DeviceBatch, train: bool) -> LossSums {
+    fn losses(&self, b: &DeviceBatch, train: bool) -> Vec<LossPart> {
         let h = self.mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
         let (rows, t, width) = h.size3().expect("[batch, seq, hidden]");
         let lm_logits = self.mlm.predict(&h.view([-1, width]).index_select(0, &b.masked_positions));
@@ -86,19 +87,22 @@ impl ObjectiveModel for ShuffleModel {
         let real = Tensor::arange(t, (Kind::Int64, h.device())).view([1, t]).lt_tensor(&b.lengths.view([rows, 1])).to_kind(Kind::Float).unsqueeze(-1);
         let pooled = (&h * &real).sum_dim_intlist(1, false, Kind::Float) / real.sum_dim_intlist(1, false, Kind::Float);
         let logits = self.head.forward(&pooled);
-        let pair = b.pair_labels.as_ref().map(|l| (logits.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, -100, 0.0), logits));
-        LossSums { lm, lm_logits, pair }
+        let mut parts = vec![LossPart { name: "mlm", sum: lm, per: Per::Target }];
+        if let Some(l) = &b.pair_labels {
+            parts.push(LossPart { name: "shuffle", sum: logits.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, -100, 0.0), per: Per::Example });
+        }
+        parts
     }
 }
 
-impl DeviceHalf for ShuffleDevice {
+impl Objective for ShuffleDevice {
     fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel> {
         let mlm = BertForMaskedLM::new(root, &self.config);
         let head = nn::linear(root / "shuffle_head", self.config.hidden_size, 2, Default::default());
         Box::new(ShuffleModel { mlm, head })
     }
-    fn names(&self) -> ObjectiveNames {
-        ObjectiveNames { lm: "mlm", pair: Some("shuffle") }
+    fn monitor(&self) -> Monitor {
+        Monitor { metric: "mlm_loss".into(), direction: Direction::Lower }
     }
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "architecture": "BertWithShuffleHead", "config": self.config })
@@ -111,12 +115,11 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let plan = pretune::config::load_and_resolve(std::path::Path::new(&path), &overrides)?;
+    let plan = pretune::plan::load_and_resolve(std::path::Path::new(&path), &overrides)?;
     let ModelSpec::Bert { config, .. } = plan.model.clone() else { anyhow::bail!("use an MLM config") };
     let cpu = ShuffleCpu { mlm: builtin_cpu(&plan), seed: plan.config.run.seed };
     let summary = Pipeline::new(plan).objective(cpu, ShuffleDevice { config }).run()?;
     let (step, m) = summary.eval.expect("an evaluation at the end");
-    let shown: Vec<String> = m.pairs().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    println!("{} steps, final loss {:.4}; eval at step {step}: {}", summary.steps, summary.final_loss, shown.join(", "));
+    println!("{} steps, final loss {:.4}; eval at step {step}: {}", summary.steps, summary.final_loss, m.summary());
     Ok(())
 }

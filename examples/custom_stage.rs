@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     let path = args.next().unwrap_or_else(|| "configs/pretrain-mlm-tiny.toml".into());
     let min_tokens: usize = args.next().map_or(Ok(48), |s| s.parse())?;
     let overrides: Vec<String> = ["train.max_steps=20", "run.out_dir=runs/example-custom-stage", "metrics.listen=", "data.eval=[]"].iter().map(|s| s.to_string()).collect();
-    let plan = pretune::config::load_and_resolve(std::path::Path::new(&path), &overrides)?;
+    let plan = pretune::plan::load_and_resolve(std::path::Path::new(&path), &overrides)?;
     let (dropped, kept) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let stage = DropShort { min_tokens, dropped: dropped.clone(), kept: kept.clone() };
     let summary = Pipeline::new(plan).stage(stage).run()?;

@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let plan = pretune::config::load_and_resolve(std::path::Path::new(&path), &overrides)?;
+    let plan = pretune::plan::load_and_resolve(std::path::Path::new(&path), &overrides)?;
     let summary = Pipeline::new(plan)
         .subscribe(|ctl| PlateauStop { ctl, patience: 5, min_delta: 0.05, best: f64::INFINITY, stale: 0, sent: false }.start().recipient())
         .run()?;

@@ -1,6 +1,14 @@
 //! The data plane's messages: plain host data, no tch.
+//!
+//! One batch type serves every objective of both phases: pre-training fills the token-level
+//! fields (masked positions, 2-D positions, pair labels), a fine-tuning task the row-level ones
+//! (`row_labels`, `row_targets`) or reuses the token-level ones (token classification scores
+//! the first sub-token of each word through `masked_positions`; cloze its answer tokens).
 
 use crate::data::stream::{Cursor, Example};
+
+/// Label of a position or row that is not scored (PyTorch's `ignore_index` default).
+pub const IGNORE: i64 = -100;
 
 /// A batch of packed, not yet corrupted examples, numbered by the Loader.
 #[derive(Debug, Clone)]
@@ -14,7 +22,7 @@ pub struct RawBatch {
 }
 
 /// A collated batch ready for the device: row-major `[batch, seq_len]` buffers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HostBatch {
     /// Batch number (from [`RawBatch::seq`]).
     pub seq: u64,
@@ -47,8 +55,24 @@ pub struct HostBatch {
     pub pair_labels: Vec<i64>,
     /// Non-padding tokens in the batch.
     pub n_tokens: usize,
-    /// Scored positions: the loss divisor, known on the host so normalising needs no sync.
+    /// Scored positions: the divisor of token-level losses, known on the host so normalising
+    /// needs no sync.
     pub n_scored: usize,
+    /// Examples: the divisor of row-level losses (NSP, classification, regression, cloze).
+    /// Equal to `batch_size` except for cloze, where each example spans one row per candidate.
+    pub n_examples: usize,
+    /// Class id per example (sequence classification; cloze: the gold candidate); empty
+    /// otherwise.
+    pub row_labels: Vec<i64>,
+    /// Regression target per example; empty otherwise.
+    pub row_targets: Vec<f32>,
+    /// Cloze: the row of each scored answer token (scores are summed per row).
+    pub target_rows: Vec<i64>,
+    /// Cloze: rows (candidates) per example; 0 otherwise.
+    pub candidates: usize,
+    /// Token classification: per row, each word's first sub-token (`None` when truncation cut
+    /// the word off). Evaluation maps predictions back to words with it.
+    pub word_starts: Vec<Vec<Option<usize>>>,
 }
 
 impl HostBatch {

@@ -45,6 +45,7 @@ pub mod objective;
 pub mod rng;
 pub mod train;
 pub mod actors;
+pub mod plan;
 pub mod preview;
 pub mod report;
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pretune::config::{self, ConfigError};
+use pretune::config::ConfigError;
+use pretune::plan;
 
 #[derive(Parser)]
 #[command(name = "pretune", version, about = "Pre-train and fine-tune transformer language models on libtorch")]
@@ -139,11 +140,12 @@ fn report(e: &(dyn std::error::Error + 'static)) {
     }
 }
 
-fn load_plan(path: &PathBuf, overrides: &[String]) -> Result<config::RunPlan, ConfigError> {
-    match config::load_plan(path, overrides)? {
-        config::Plan::Pretrain(p) => Ok(p),
-        config::Plan::Finetune(_) => Err(ConfigError::Invalid { file: path.clone(), problems: vec!["task.kind: preview shows pre-training data; this is a fine-tuning config".into()] }),
+fn load_plan(path: &PathBuf, overrides: &[String]) -> Result<plan::RunPlan, ConfigError> {
+    let p = plan::load_and_resolve(path, overrides)?;
+    if p.task.is_some() {
+        return Err(ConfigError::Invalid { file: path.clone(), problems: vec!["task.kind: preview shows pre-training data; this is a fine-tuning config".into()] });
     }
+    Ok(p)
 }
 
 fn main() -> ExitCode {
@@ -155,24 +157,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Train { config, overrides, resume } => {
-            let mut plan = match config::load_plan(&config, &overrides) {
-                Ok(config::Plan::Pretrain(p)) => p,
-                Ok(config::Plan::Finetune(p)) => {
-                    if resume.is_some() {
-                        eprintln!("error: --resume applies to pre-training runs; fine-tuning restarts from its [init] weights");
-                        return ExitCode::from(2);
-                    }
-                    return match pretune::finetune::run::run(*p) {
-                        Ok(s) => {
-                            print_finetune_summary(&s);
-                            ExitCode::SUCCESS
-                        }
-                        Err(e) => {
-                            report(&e);
-                            ExitCode::FAILURE
-                        }
-                    };
-                }
+            let mut plan = match plan::load_and_resolve(&config, &overrides) {
+                Ok(p) => p,
                 Err(e) => {
                     report(&e);
                     return ExitCode::from(2);
@@ -302,53 +288,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_finetune_summary(s: &pretune::finetune::run::FinetuneSummary) {
-    println!("\nfine-tuning summary");
-    let rows: Vec<(&str, String)> = vec![
-        ("status", if s.stopped_early { "stopped early (patience)".into() } else { "done".into() }),
-        ("steps", format!("{} ({:.2} epochs)", s.steps, s.epochs)),
-        ("tokens", s.tokens.to_string()),
-        ("time", format!("{:.1} s", s.elapsed_s)),
-        ("throughput", format!("{:.0} tokens/s", s.tokens_per_second)),
-        ("data wait", format!("{:.1} % of training time", 100.0 * s.data_wait_share)),
-        ("final loss", format!("{:.4}", s.final_loss)),
-        ("best", s.best.map_or("no evaluation".into(), |(step, v)| format!("{} {v:.4} at step {step}", s.metric))),
-        ("weights", format!("{} loaded, {} fresh, {} unused", s.init.loaded, s.init.missing.len(), s.init.unused.len())),
-        ("best checkpoint", s.best_checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),
-        ("output", s.out_dir.display().to_string()),
-    ];
-    for (k, v) in rows {
-        println!("  {k:<17} {v}");
-    }
-    if let Some(m) = &s.last_eval {
-        println!("  last evaluation");
-        for (k, v) in m {
-            println!("    {k:<22} {v:.4}");
-        }
-    }
-}
-
 fn print_summary(s: &pretune::actors::RunSummary) {
-    let rows: Vec<(&str, String)> = vec![
-        ("status", if s.interrupted { "interrupted (checkpoint written)".into() } else { "done".into() }),
-        ("steps", s.steps.to_string()),
+    let status = match s.ended_by {
+        "early stopping" => "stopped early (patience)".to_owned(),
+        "signal or stop command" => "interrupted (checkpoint written)".to_owned(),
+        limit => format!("done ({limit} reached)"),
+    };
+    let mut rows: Vec<(&str, String)> = vec![
+        ("status", status),
+        ("steps", match s.epochs {
+            Some(e) => format!("{} ({e:.2} epochs)", s.steps),
+            None => s.steps.to_string(),
+        }),
         ("tokens", s.tokens.to_string()),
         ("time", format!("{:.1} s", s.elapsed_s)),
         ("throughput", format!("{:.0} tokens/s", s.tokens_per_second)),
         ("data wait", format!("{:.1} % of training time", 100.0 * s.data_wait_share)),
         ("final loss", format!("{:.4}", s.final_loss)),
-        (
-            "eval",
-            s.eval.map_or("none".into(), |(step, m)| {
-                let shown: Vec<String> = m.pairs().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                format!("step {step}: {}", shown.join(", "))
-            }),
-        ),
+        ("eval", s.eval.as_ref().map_or("none".into(), |(step, m)| format!("step {step}: {}", m.summary()))),
+        ("best", s.best.map_or("no evaluation".into(), |(step, v)| format!("{} {v:.4} at step {step}", s.metric))),
         ("checkpoint", s.checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),
+        ("best checkpoint", s.best_checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())),
         ("checkpoint stall", format!("{:.3} s max", s.max_checkpoint_stall_s)),
         ("output", s.out_dir.display().to_string()),
     ];
-    println!("\nrun summary");
+    if let Some(r) = &s.init {
+        rows.insert(rows.len() - 1, ("weights", format!("{} loaded, {} fresh, {} unused", r.loaded, r.missing.len(), r.unused.len())));
+    }
+    println!("\n{} summary", if s.phase == pretune::plan::FINETUNE { "fine-tuning" } else { "run" });
     for (k, v) in rows {
         println!("  {k:<17} {v}");
     }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::actors::{mask_context, train_stream};
 use crate::batch::{HostBatch, RawBatch};
-use crate::config::RunPlan;
+use crate::plan::RunPlan;
 use crate::data::stream::StreamError;
 use crate::masking::collate::mask_and_collate;
 use crate::masking::mlm::IGNORE;

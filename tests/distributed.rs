@@ -113,7 +113,7 @@ fn two_ranks_end_with_the_weights_of_one_process_with_twice_the_batch() {
 fn the_ranks_read_disjoint_shards_that_cover_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let plan = pretune::config::load_and_resolve(&cfg, &["train.batch_size=4".into()]).unwrap();
+    let plan = pretune::plan::load_and_resolve(&cfg, &["train.batch_size=4".into()]).unwrap();
     let batches = |shard: Option<(usize, usize)>, batch_size: usize| -> Vec<BTreeSet<u64>> {
         let (tx, rx) = crossbeam_channel::bounded(64);
         let loader = Loader {

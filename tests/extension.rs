@@ -54,14 +54,14 @@ impl Handler<Event> for Collector {
     }
 }
 
-fn plan(dir: &std::path::Path, extra: &[&str]) -> config::RunPlan {
+fn plan(dir: &std::path::Path, extra: &[&str]) -> pretune::plan::RunPlan {
     let cfg = tiny_config(dir);
     let mut o: Vec<String> = vec!["data.eval=[]".into(), "train.log_every=1".into(), "train.checkpoint_every=0".into()];
     o.extend(extra.iter().map(|s| s.to_string()));
-    config::load_and_resolve(&cfg, &o).unwrap()
+    pretune::plan::load_and_resolve(&cfg, &o).unwrap()
 }
 
-fn run_with(plan: config::RunPlan, script: Script) -> (pretune::actors::RunSummary, Vec<(u64, f64, Option<f64>, Instant)>, bool) {
+fn run_with(plan: pretune::plan::RunPlan, script: Script) -> (pretune::actors::RunSummary, Vec<(u64, f64, Option<f64>, Instant)>, bool) {
     let seen: Seen = Default::default();
     let done = Arc::new(Mutex::new(false));
     let (s2, d2) = (seen.clone(), done.clone());

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use pretune::config::{self, Plan};
+use pretune::actors::{run, RunSummary};
 use pretune::finetune::init::load_into;
-use pretune::finetune::run::{run, FinetuneSummary};
 use pretune::model::bert::BertConfig;
 use pretune::model::heads::{BertForTask, HeadKind};
 use tch::{nn, Device, Kind, Reduction, Tensor};
@@ -78,12 +77,11 @@ fn minilm_from_its_hugging_face_folder_matches_transformers_hidden_states() {
     assert_eq!(&want[..ours.len()], &ours[..]);
 }
 
-fn finetune(cfg: &Path, overrides: &[&str]) -> FinetuneSummary {
+fn finetune(cfg: &Path, overrides: &[&str]) -> RunSummary {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    match config::load_plan(cfg, &o).unwrap() {
-        Plan::Finetune(p) => run(*p).unwrap(),
-        Plan::Pretrain(_) => panic!("not a fine-tuning config"),
-    }
+    let plan = pretune::plan::load_and_resolve(cfg, &o).unwrap();
+    assert_eq!(plan.phase(), "finetune");
+    run(plan).unwrap()
 }
 
 /// Runs `scripts/hf_logits.py` with the project's transformers and returns its logits.
@@ -112,7 +110,7 @@ fn exported_checkpoints_load_in_transformers_with_the_same_logits() {
     let theirs = hf_logits(&out, "AutoModelForSequenceClassification", &ids);
 
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
-    let spec: pretune::finetune::run::TaskSpec = serde_json::from_value(state.model).unwrap();
+    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, 2);
     vs.load(ck.join("model.safetensors")).unwrap();
@@ -133,7 +131,7 @@ fn exported_mlm_and_token_classification_checkpoints_match_transformers() {
     // An MLM checkpoint from a short pre-training run.
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::util::tiny_config(dir.path());
-    let plan = config::load_and_resolve(&cfg, &["train.max_steps=3".into(), "data.eval=[]".into()]).unwrap();
+    let plan = pretune::plan::load_and_resolve(&cfg, &["train.max_steps=3".into(), "data.eval=[]".into()]).unwrap();
     let model_spec = plan.model.clone();
     pretune::actors::run(plan).unwrap();
     let out = dir.path().join("hf-mlm");
@@ -165,7 +163,7 @@ fn exported_mlm_and_token_classification_checkpoints_match_transformers() {
     let theirs = hf_logits(&out, "AutoModelForTokenClassification", &ids);
     assert_eq!(theirs.len(), 5 * 21, "21 WNUT tags per token");
     let ck = s.best_checkpoint.clone().unwrap();
-    let spec: pretune::finetune::run::TaskSpec = serde_json::from_value(pretune::checkpoint::CheckpointStore::verify(&ck).unwrap().model).unwrap();
+    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(pretune::checkpoint::CheckpointStore::verify(&ck).unwrap().model).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len() as i64);
     vs.load(ck.join("model.safetensors")).unwrap();
@@ -216,14 +214,14 @@ fn freezing_and_layer_wise_decay_touch_exactly_the_intended_parameters() {
     ];
     let o: Vec<&str> = o.iter().map(String::as_str).collect();
     let s = finetune(&cfg, &o);
-    assert_eq!(s.init.missing, Vec::<String>::new(), "every weight comes from the first run");
+    assert_eq!(s.init.clone().unwrap().missing, Vec::<String>::new(), "every weight comes from the first run");
     let after = read(&s.best_checkpoint.unwrap().join("model.safetensors"));
     for (name, t) in &before {
         let same = t.equal(&after[name]);
         let should_freeze = name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
         assert_eq!(same, should_freeze, "{name}: frozen = {should_freeze}, unchanged = {same}");
     }
-    use pretune::finetune::policy::lr_scale;
+    use pretune::train::groups::lr_scale;
     assert_eq!(lr_scale("bert.encoder.layer.1.output.dense.weight", 2, 0.5), 0.5);
     assert_eq!(lr_scale("classifier.weight", 2, 0.5), 1.0);
 }
@@ -285,8 +283,7 @@ fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
         "metrics.listen=".into(),
     ]
     .to_vec();
-    let Plan::Finetune(plan) = config::load_plan(&cfg, &o).unwrap() else { panic!() };
-    let s = run(*plan).unwrap();
+    let s = run(pretune::plan::load_and_resolve(&cfg, &o).unwrap()).unwrap();
     let (_, acc) = s.best.unwrap();
     eprintln!("MiniLM polarity accuracy after 40 updates: {acc:.4} ({:.0} tokens/s)", s.tokens_per_second);
     assert!(acc >= 0.65, "accuracy {acc}");
@@ -298,6 +295,7 @@ fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
 #[test]
 fn cloze_scores_equal_a_direct_computation() {
     use pretune::finetune::cloze::{collate, scores, ClozeSpec};
+    use pretune::objective::DeviceBatch;
     use pretune::finetune::data::TaskExample;
     use pretune::masking::glm::GlmIds;
     use pretune::model::glm::{Glm, GlmConfig};
@@ -325,9 +323,9 @@ fn cloze_scores_equal_a_direct_computation() {
     };
     let examples = [ex(vec![1, 10, 11, 2, 12], 1), ex(vec![1, 13, 2, 14, 15, 16, 17], 0)];
     let refs: Vec<&TaskExample> = examples.iter().collect();
-    let (batch, parts) = collate(&refs, &spec, 0);
+    let batch = collate(&refs, &spec, 0);
     let _g = tch::no_grad_guard();
-    let got = scores(&glm, &batch, &parts, Device::Cpu, false);
+    let got = scores(&glm, &DeviceBatch::new(&batch, Device::Cpu), false);
     assert_eq!(got.size(), vec![2, 2]);
     for (i, e) in examples.iter().enumerate() {
         let blank = e.word_starts[0].unwrap() as i64;
@@ -355,7 +353,7 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::util::tiny_config(dir.path());
     let o: Vec<String> = ["train.max_steps=10", "data.eval=[]", "objective.kind=\"glm\"", "model.max_position_embeddings=65"].iter().map(|s| s.to_string()).collect();
-    pretune::actors::run(config::load_and_resolve(&cfg, &o).unwrap()).unwrap();
+    pretune::actors::run(pretune::plan::load_and_resolve(&cfg, &o).unwrap()).unwrap();
     let spam = root().join("data/spam");
     let ft = ft_config(dir.path(), "cloze", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
     let text = std::fs::read_to_string(&ft).unwrap().replace(

@@ -14,13 +14,13 @@ use tch::{nn, Device};
 
 use crate::util::tiny_config;
 
-fn plan(dir: &std::path::Path, overrides: &[&str]) -> config::RunPlan {
+fn plan(dir: &std::path::Path, overrides: &[&str]) -> pretune::plan::RunPlan {
     let path = tiny_config(dir);
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     config::resolve(&path, config::load(&path, &overrides).unwrap()).unwrap()
 }
 
-fn first_batches(plan: &config::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
+fn first_batches(plan: &pretune::plan::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
     let (rx, handles) = spawn_data_plane(plan, &Default::default(), workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}")), vec![]).unwrap();
     let mut reorder = Reorder::new(0);

@@ -15,8 +15,8 @@ use tch::Tensor;
 
 use crate::util::{bin, tiny_config};
 
-fn plan(cfg: &Path, overrides: &[String]) -> config::RunPlan {
-    config::load_and_resolve(cfg, overrides).unwrap()
+fn plan(cfg: &Path, overrides: &[String]) -> pretune::plan::RunPlan {
+    pretune::plan::load_and_resolve(cfg, overrides).unwrap()
 }
 
 fn sets(pairs: &[&str]) -> Vec<String> {

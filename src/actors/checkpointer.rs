@@ -26,12 +26,20 @@ pub struct Save {
     pub state: CheckpointState,
     /// How long the Trainer stalled to hand this over.
     pub stall_s: f64,
+    /// An evaluation of these weights is under way: keep the checkpoint until its verdict.
+    pub evaluated: bool,
 }
 
-/// The evaluation at `step` is the best so far: keep its checkpoint (now or once written).
+/// The verdict on the evaluation at `step`: `best` when it is the best so far (keep its
+/// checkpoint, now or once written); otherwise retention may delete it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MarkBest(pub Best);
+pub struct Verdict {
+    /// Step evaluated.
+    pub step: u64,
+    /// The new best, when this evaluation is it.
+    pub best: Option<Best>,
+}
 
 /// Answered once every earlier message is handled (the mailbox is processed in order).
 #[derive(Message)]
@@ -48,15 +56,20 @@ pub struct Checkpointer {
     pub coordinator: Addr<Coordinator>,
     /// Given back after every write, success or not.
     pub permits: Permits,
-    /// Best checkpoint by held-out loss (from the Coordinator, or the resumed checkpoint).
+    /// Best checkpoint by the monitored metric (from the Coordinator, or the resumed
+    /// checkpoint).
     pub best: Option<Best>,
+    /// Checkpoints whose evaluation has no verdict yet (spared by retention).
+    pub awaiting: std::collections::BTreeSet<u64>,
+    /// Verdicts that came before their checkpoint was written.
+    pub judged: std::collections::BTreeSet<u64>,
 }
 
 impl Checkpointer {
     fn point_best(&self) {
         if let Some(b) = self.best {
             match self.store.set_best(b) {
-                Ok(true) => self.store.retain(self.keep_last),
+                Ok(true) => self.retain(),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not mark the best checkpoint"),
             }
@@ -70,12 +83,27 @@ impl Handler<Flush> for Checkpointer {
     fn handle(&mut self, _: Flush, _: &mut SyncContext<Self>) {}
 }
 
-impl Handler<MarkBest> for Checkpointer {
+impl Checkpointer {
+    fn retain(&self) {
+        let spare: Vec<u64> = self.awaiting.iter().copied().collect();
+        self.store.retain(self.keep_last, &spare);
+    }
+}
+
+impl Handler<Verdict> for Checkpointer {
     type Result = ();
 
-    fn handle(&mut self, msg: MarkBest, _: &mut SyncContext<Self>) {
-        self.best = Some(msg.0);
-        self.point_best();
+    fn handle(&mut self, msg: Verdict, _: &mut SyncContext<Self>) {
+        if !self.awaiting.remove(&msg.step) {
+            self.judged.insert(msg.step);
+        }
+        match msg.best {
+            Some(b) => {
+                self.best = Some(b);
+                self.point_best();
+            }
+            None => self.retain(),
+        }
     }
 }
 
@@ -91,7 +119,11 @@ impl Handler<Save> for Checkpointer {
         let step = msg.state.step;
         let mut state = msg.state;
         state.best = self.best;
-        let result = self.store.save(&msg.model, &msg.optimizer, state, self.keep_last);
+        if msg.evaluated && !self.judged.remove(&step) {
+            self.awaiting.insert(step);
+        }
+        let spare: Vec<u64> = self.awaiting.iter().copied().collect();
+        let result = self.store.save(&msg.model, &msg.optimizer, state, self.keep_last, &spare);
         if result.is_ok() && self.best.is_some_and(|b| b.step == step) {
             self.point_best();
         }

@@ -11,12 +11,13 @@ use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipie
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::checkpointer::{Checkpointer, Flush, MarkBest};
+use super::checkpointer::{Checkpointer, Flush, Verdict};
 use super::control::StopFlag;
 use crate::checkpoint::state::Best;
 use super::events::{Command, Event, SharedError, TrainerTotals};
 use super::progress::Progress;
 use crate::objective::eval::EvalMetrics;
+use crate::train::policy::Monitor;
 
 /// How the run ended, as the Coordinator saw it.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct Outcome {
     pub last_eval: Option<(u64, EvalMetrics)>,
     /// The last checkpoint written.
     pub last_checkpoint: Option<PathBuf>,
+    /// The best evaluation: step and the monitored metric's value.
+    pub best: Option<(u64, f64)>,
     /// Longest Trainer stall for a checkpoint hand-over, in seconds.
     pub max_checkpoint_stall_s: f64,
     /// First failure, if any.
@@ -56,8 +59,10 @@ pub struct Coordinator {
     saves_seen: u64,
     done: Option<oneshot::Sender<Outcome>>,
     checkpointer: Option<Addr<Checkpointer>>,
-    /// Lowest held-out loss so far: the policy behind `best`.
+    /// Best monitored score so far (lower is better): the policy behind `best`.
     best: Option<Best>,
+    /// The metric that decides `best`.
+    monitor: Monitor,
     /// Custom actors that see every event but `Step` (they get `StepDone`). Sent with
     /// `try_send`: a subscriber whose mailbox is full misses the event (counted in
     /// `pretune_events_dropped_total`), so a slow subscriber never slows training.
@@ -114,14 +119,17 @@ impl Handler<Wire> for Coordinator {
     fn handle(&mut self, w: Wire, _: &mut Context<Self>) {
         self.checkpointer = Some(w.checkpointer);
         self.best = w.best;
+        if let (Some(b), Some(o)) = (w.best, self.outcome.as_mut()) {
+            o.best = Some((b.step, if self.monitor.direction == crate::train::policy::Direction::Higher { -b.score } else { b.score }));
+        }
     }
 }
 
-/// `Some(new best)` when `loss` at `step` beats `best` (lower held-out loss wins).
-pub fn improves(best: Option<Best>, step: u64, loss: f64) -> Option<Best> {
+/// `Some(new best)` when `score` at `step` beats `best` (lower wins: a [`Monitor`] score).
+pub fn improves(best: Option<Best>, step: u64, score: f64) -> Option<Best> {
     match best {
-        Some(b) if !(loss < b.score) => None,
-        _ if loss.is_finite() => Some(Best { step, score: loss }),
+        Some(b) if !(score < b.score) => None,
+        _ if score.is_finite() => Some(Best { step, score }),
         _ => None,
     }
 }
@@ -131,20 +139,21 @@ impl Coordinator {
     ///
     /// # Errors
     /// When `events.jsonl` cannot be created.
-    pub fn new(out_dir: &Path, stop: StopFlag, progress: Progress, done: oneshot::Sender<Outcome>) -> std::io::Result<Self> {
+    pub fn new(out_dir: &Path, stop: StopFlag, progress: Progress, done: oneshot::Sender<Outcome>, monitor: Monitor) -> std::io::Result<Self> {
         // Appended to, so a resumed run continues the same log.
         let events = BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(out_dir.join("events.jsonl"))?);
         Ok(Coordinator {
             stop,
             events,
             progress,
-            outcome: Some(Outcome { totals: None, last_eval: None, last_checkpoint: None, max_checkpoint_stall_s: 0.0, failure: None }),
+            outcome: Some(Outcome { totals: None, last_eval: None, last_checkpoint: None, best: None, max_checkpoint_stall_s: 0.0, failure: None }),
             owed: None,
             evals_seen: 0,
             saves_seen: 0,
             done: Some(done),
             checkpointer: None,
             best: None,
+            monitor,
             subscribers: Vec::new(),
             control: None,
         })
@@ -226,19 +235,20 @@ impl Handler<Event> for Coordinator {
             }
             Event::Eval { phase, step, metrics } => {
                 self.evals_seen += 1;
-                let shown: Vec<String> = metrics.pairs().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                self.progress.println(&format!("eval  step {step}: {} ({} scored tokens)", shown.join(", "), metrics.scored_tokens));
-                let eval: serde_json::Map<String, serde_json::Value> =
-                    metrics.pairs().iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-                self.log_event(json!({ "phase": phase, "step": step, "eval": eval }));
+                self.progress.println(&format!("eval  step {step}: {}", metrics.summary()));
+                self.log_event(json!({ "phase": phase, "step": step, "eval": metrics }));
+                let best = self.monitor.score(&metrics).and_then(|score| improves(self.best, step, score));
+                if let Some(b) = best {
+                    self.best = Some(b);
+                    if let Some(o) = self.outcome.as_mut() {
+                        o.best = metrics.get(&self.monitor.metric).map(|v| (step, v));
+                    }
+                }
+                if let Some(ck) = &self.checkpointer {
+                    ck.do_send(Verdict { step, best });
+                }
                 if let Some(o) = self.outcome.as_mut() {
                     o.last_eval = Some((step, metrics));
-                }
-                if let Some(b) = improves(self.best, step, metrics.loss) {
-                    self.best = Some(b);
-                    if let Some(ck) = &self.checkpointer {
-                        ck.do_send(MarkBest(b));
-                    }
                 }
                 self.finish_if_settled(ctx);
             }
@@ -277,7 +287,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn best_is_the_lowest_finite_held_out_loss() {
+    fn best_is_the_lowest_finite_score() {
         let b = improves(None, 10, 3.0).unwrap();
         assert_eq!(b, Best { step: 10, score: 3.0 });
         assert!(improves(Some(b), 20, 3.5).is_none());

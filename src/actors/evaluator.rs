@@ -11,13 +11,9 @@ use super::control::Permits;
 use super::coordinator::Coordinator;
 use super::events::Event;
 use crate::batch::{HostBatch, RawBatch};
-use crate::data::source::FileSpan;
-use crate::data::stream::{ExampleStream, StreamError, StreamSettings};
-use crate::data::tokenize::TextTokenizer;
-
+use crate::data::stream::{ExampleSource, StreamError};
 use crate::metrics::names;
-use crate::objective::eval::evaluate;
-use crate::objective::{CpuHalf, DeviceHalf, ObjectiveModel, ObjectiveNames};
+use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
 use crate::rng::Stream;
 
 /// Evaluate these weights (taken after `step`).
@@ -32,17 +28,16 @@ pub struct Evaluate {
     pub weights: Vec<(String, Tensor)>,
 }
 
+/// Opens the held-out examples from the start (no shuffle, no repeat).
+pub type OpenSource = Box<dyn Fn() -> Box<dyn ExampleSource> + Send>;
+
 /// Where the held-out batches come from; they are built once, on first use, on this thread.
 pub struct EvalData {
-    /// Held-out spans.
-    pub spans: Vec<FileSpan>,
-    /// Tokenizer.
-    pub tokenizer: Arc<TextTokenizer>,
-    /// Stream settings (no shuffle, no repeat).
-    pub settings: StreamSettings,
-    /// The objective's CPU half, run with the evaluation stream so the masks never change
+    /// The held-out examples.
+    pub source: OpenSource,
+    /// The objective's collator, run with the evaluation stream so the masks never change
     /// between evaluations.
-    pub cpu: Arc<dyn CpuHalf>,
+    pub cpu: Arc<dyn Collator>,
     /// Sequences per batch.
     pub batch_size: usize,
     /// At most this many batches.
@@ -55,7 +50,7 @@ impl EvalData {
     /// # Errors
     /// As the training stream.
     pub fn build(&self) -> Result<Vec<HostBatch>, StreamError> {
-        let mut stream = ExampleStream::new(self.spans.clone(), self.tokenizer.clone(), self.settings.clone(), Default::default());
+        let mut stream = (self.source)();
         let mut out = Vec::new();
         while out.len() < self.max_batches {
             let mut examples = Vec::with_capacity(self.batch_size);
@@ -75,28 +70,31 @@ impl EvalData {
     }
 }
 
+/// An evaluation's result, for the Trainer's early-stopping policy.
+pub type EvalResult = (u64, EvalMetrics);
+
 /// The actor.
 pub struct Evaluator {
     vs: nn::VarStore,
     model: Box<dyn ObjectiveModel>,
-    names: ObjectiveNames,
     /// Variables by name, to copy snapshots in.
     vars: HashMap<String, Tensor>,
     data: EvalData,
     batches: Option<Vec<HostBatch>>,
     coordinator: Addr<Coordinator>,
     permits: Permits,
+    /// Results back to the Trainer (early stopping waits on them).
+    results: crossbeam_channel::Sender<EvalResult>,
 }
 
 impl Evaluator {
     /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
     /// own model: variable initialisation draws from libtorch's global generator.
-    pub fn new(objective: &dyn DeviceHalf, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits) -> Self {
+    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Self {
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
-        let names = objective.names();
         let vars = vs.variables();
-        Evaluator { vs, model, names, vars, data, batches: None, coordinator, permits }
+        Evaluator { vs, model, vars, data, batches: None, coordinator, permits, results }
     }
 }
 
@@ -119,12 +117,15 @@ impl Handler<Evaluate> for Evaluator {
                     }
                 }
             });
-            Ok(evaluate(self.model.as_ref(), self.batches.as_deref().unwrap_or_default(), self.vs.device(), self.names))
+            Ok(self.model.evaluate(self.batches.as_deref().unwrap_or_default(), self.vs.device()))
         })();
+        if let Ok(m) = &result {
+            let _ = self.results.try_send((msg.step, m.clone()));
+        }
         self.permits.release();
         match result {
             Ok(metrics) => {
-                for (name, value) in metrics.pairs() {
+                for (name, value) in metrics.pairs().into_iter().filter(|(k, _)| !k.contains('.')) {
                     metrics::gauge!(names::EVAL_METRIC, "phase" => msg.phase, "metric" => name).set(value);
                 }
                 self.coordinator.do_send(Event::Eval { phase: msg.phase, step: msg.step, metrics });

@@ -58,8 +58,12 @@ pub struct TrainerTotals {
     pub evals_requested: u64,
     /// Checkpoints requested (the Coordinator waits for that many results).
     pub checkpoints_requested: u64,
-    /// Stopped early on a signal.
+    /// Stopped early on a signal or a stop command (a checkpoint was written).
     pub interrupted: bool,
+    /// Stopped by early stopping (no better monitored metric in `patience` evaluations).
+    pub stopped_early: bool,
+    /// What loading the starting weights (`[init]`) did; `None` on a resume.
+    pub init: Option<crate::finetune::init::LoadReport>,
 }
 
 /// Every optimizer update, logged or not (no device sync: the loss is there only on logging

@@ -9,13 +9,13 @@ use metrics::counter;
 use super::control::StopFlag;
 use super::events::{Event, EventSink};
 use crate::batch::RawBatch;
-use crate::data::stream::{ExampleStream, StreamError};
+use crate::data::stream::{ExampleSource, StreamError};
 use crate::metrics::names;
 
 /// Everything the Loader thread owns.
 pub struct Loader {
-    /// The example source, positioned at the resume cursor.
-    pub stream: ExampleStream,
+    /// The example source (corpus or labelled set), positioned at the resume cursor.
+    pub stream: Box<dyn ExampleSource>,
     /// Sequences per batch.
     pub batch_size: usize,
     /// Number of the first batch to send.
@@ -56,6 +56,9 @@ impl Loader {
                     Some(e) => examples.push(e),
                     None => break,
                 }
+                if self.stream.batch_ends_here() {
+                    break;
+                }
             }
             for bad in self.stream.take_skipped() {
                 counter!(names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
@@ -63,6 +66,12 @@ impl Loader {
             }
             if examples.is_empty() {
                 return Ok(());
+            }
+            if world > 1 && examples.len() < world {
+                // A tail too short to give every rank an example: every rank drops it alike,
+                // so the ranks keep taking the same steps.
+                tracing::warn!(examples = examples.len(), world, "dropping an epoch's last batch: fewer examples than ranks");
+                continue;
             }
             if world > 1 {
                 let keep = crate::dist::shard_range(examples.len(), rank, world);

@@ -35,18 +35,22 @@ use serde::Serialize;
 use crate::batch::HostBatch;
 use crate::checkpoint::resume::choose;
 use crate::checkpoint::CheckpointStore;
-use crate::config::RunPlan;
-use crate::data::stream::{Cursor, ExampleStream, StreamSettings};
 use crate::config::{ObjectiveKind, SentencePair};
+use crate::data::labelled::{LabelledStream, Ordering};
 use crate::data::pairs::PairTask;
-use crate::data::stream::Layout;
+use crate::data::stream::{Cursor, ExampleSource, ExampleStream, Layout, StreamSettings};
+use crate::finetune::init::LoadReport;
+use crate::finetune::task::{TaskCollator, TaskObjective};
 use crate::masking::collate::{Corruption, MaskContext};
 use crate::masking::glm::GlmSettings;
 use crate::masking::mlm::MlmSettings;
 use crate::metrics::MetricsError;
 use crate::objective::eval::EvalMetrics;
-use crate::objective::{BuiltinCpu, BuiltinDevice, CpuHalf, DeviceHalf};
+use crate::objective::{BuiltinCollator, Collator, Objective, Pretraining};
+use crate::plan::RunPlan;
 use crate::rng::Stream;
+use crate::train::groups::ParamGroups;
+use crate::train::policy::EarlyStopping;
 use crate::train::adamw::AdamWConfig;
 use crate::train::policy::StepPolicy;
 use crate::train::schedule::LrSchedule;
@@ -56,8 +60,7 @@ use coordinator::{Coordinator, Outcome};
 use events::SharedError;
 use trainer::StartPoint;
 
-/// Phase label of pre-training.
-pub const PRETRAIN: &str = "pretrain";
+pub use crate::plan::{FINETUNE, PRETRAIN};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +100,19 @@ pub enum RunError {
     /// The process group could not be formed.
     #[error(transparent)]
     Dist(#[from] crate::dist::DistError),
+    /// The starting weights (`[init]`) could not be loaded.
+    #[error("cannot load the starting weights: {0}")]
+    Init(String),
     /// A thread could not be started, or the run ended without a result.
     #[error("the pipeline broke down: {0}")]
     Pipeline(String),
 }
 
-/// What a finished run reports.
+/// What a finished run reports, in either phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
     /// Updates done.
     pub steps: u64,
     /// Tokens trained on.
@@ -121,8 +129,22 @@ pub struct RunSummary {
     pub final_loss: f64,
     /// Last held-out evaluation `(step, metrics)`.
     pub eval: Option<(u64, EvalMetrics)>,
+    /// The monitored metric (best checkpoint, early stopping).
+    pub metric: String,
+    /// Best evaluation: step and the monitored metric's value.
+    pub best: Option<(u64, f64)>,
     /// Last checkpoint folder.
     pub checkpoint: Option<PathBuf>,
+    /// The best checkpoint (else the latest): what `export` and `predict` use by default.
+    pub best_checkpoint: Option<PathBuf>,
+    /// Epochs done, when the run counts epochs.
+    pub epochs: Option<f64>,
+    /// What ended the run: `max_steps`, `epochs`, `early stopping`, `signal or stop command`.
+    pub ended_by: &'static str,
+    /// Stopped by early stopping.
+    pub stopped_early: bool,
+    /// What loading `[init]` did (`None` on a resume or a fresh start).
+    pub init: Option<LoadReport>,
     /// Longest Trainer stall for a checkpoint hand-over, seconds.
     pub max_checkpoint_stall_s: f64,
     /// Stopped early by a signal (a checkpoint was written).
@@ -148,7 +170,7 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
         seed: c.run.seed,
         block_docs: c.data.shuffle_block_docs,
         layout,
-        read: crate::config::plan::read_settings(&c.data),
+        read: crate::plan::read_settings(&c.data),
         shuffle: train,
         repeat: train,
     }
@@ -201,31 +223,63 @@ pub fn eval_data(plan: &RunPlan) -> evaluator::EvalData {
     eval_data_with(plan, builtin_cpu(plan))
 }
 
-/// The held-out batches as a given CPU half makes them.
-pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn CpuHalf>) -> evaluator::EvalData {
-    evaluator::EvalData {
-        spans: plan.eval_spans.clone(),
-        tokenizer: plan.tokenizer.clone(),
-        settings: stream_settings(plan, false),
-        cpu,
-        batch_size: plan.config.train.batch_size,
-        max_batches: plan.config.data.eval_batches,
+/// Whether the plan has held-out data to evaluate on.
+pub fn has_eval(plan: &RunPlan) -> bool {
+    match &plan.task {
+        Some(t) => !t.eval.is_empty(),
+        None => !plan.eval_spans.is_empty(),
     }
 }
 
-/// The built-in CPU half of the plan's objective.
-pub fn builtin_cpu(plan: &RunPlan) -> Arc<dyn CpuHalf> {
-    Arc::new(BuiltinCpu { train: mask_context(plan, Stream::Mask), eval: mask_context(plan, Stream::EvalMask) })
+/// The held-out batches as a given collator makes them: the whole labelled dev set, or up to
+/// `data.eval_batches` batches of the held-out corpus.
+pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn Collator>) -> evaluator::EvalData {
+    let source: evaluator::OpenSource = match &plan.task {
+        Some(t) => {
+            let (examples, ordering) = (t.eval.clone(), Ordering { seed: plan.config.run.seed, shuffle: false, repeat: false, batch: plan.config.train.batch_size, group_by_length: false });
+            Box::new(move || Box::new(LabelledStream::new(examples.clone(), ordering, Cursor::default())) as Box<dyn ExampleSource>)
+        }
+        None => {
+            let (spans, tokenizer, settings) = (plan.eval_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, false));
+            Box::new(move || Box::new(ExampleStream::new(spans.clone(), tokenizer.clone(), settings.clone(), Cursor::default())) as Box<dyn ExampleSource>)
+        }
+    };
+    evaluator::EvalData {
+        source,
+        cpu,
+        batch_size: plan.config.train.batch_size,
+        max_batches: if plan.task.is_some() { usize::MAX } else { plan.config.data.eval_batches },
+    }
 }
 
-/// The built-in device half of the plan's objective.
-pub fn builtin_device(plan: &RunPlan) -> Arc<dyn DeviceHalf> {
-    Arc::new(BuiltinDevice { spec: plan.model.clone(), names: plan.names })
+/// The built-in collator of the plan's objective: the task's, or MLM / GLM corruption.
+pub fn builtin_cpu(plan: &RunPlan) -> Arc<dyn Collator> {
+    match &plan.task {
+        Some(t) => Arc::new(TaskCollator { kind: t.spec.kind, cloze: t.cloze.clone(), pad: plan.tokenizer.special_ids().pad }),
+        None => Arc::new(BuiltinCollator { train: mask_context(plan, Stream::Mask), eval: mask_context(plan, Stream::EvalMask) }),
+    }
 }
 
-/// The training example stream, from `cursor` (`Cursor::default()` for the start).
-pub fn train_stream(plan: &RunPlan, cursor: Cursor) -> ExampleStream {
-    ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), cursor)
+/// The built-in objective of the plan: the task, or pre-training.
+pub fn builtin_objective(plan: &RunPlan) -> Arc<dyn Objective> {
+    match &plan.task {
+        Some(t) => Arc::new(TaskObjective { spec: t.spec.clone(), monitor: t.monitor.clone() }),
+        None => Arc::new(Pretraining { spec: plan.model.clone(), names: plan.names }),
+    }
+}
+
+/// The training example source, from `cursor` (`Cursor::default()` for the start): the
+/// streamed corpus, or the labelled set in seeded epochs.
+pub fn train_stream(plan: &RunPlan, cursor: Cursor) -> Box<dyn ExampleSource> {
+    match &plan.task {
+        Some(t) => {
+            let world = plan.dist.as_ref().map_or(1, |d| d.world);
+            let t_cfg = &plan.config.train;
+            let ordering = Ordering { seed: plan.config.run.seed, shuffle: true, repeat: true, batch: t_cfg.batch_size * world, group_by_length: t_cfg.group_by_length };
+            Box::new(LabelledStream::new(t.train.clone(), ordering, cursor))
+        }
+        None => Box::new(ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), cursor)),
+    }
 }
 
 fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, RunError> {
@@ -249,7 +303,8 @@ pub fn spawn_data_plane(
     spawn_data_plane_with(plan, start, workers, stop, events, stages, builtin_cpu(plan))
 }
 
-/// [`spawn_data_plane`] with a given CPU half in the Masker workers.
+/// [`spawn_data_plane`] with a given collator in the Masker workers.
+
 ///
 /// # Errors
 /// [`RunError::Pipeline`] when a thread cannot start.
@@ -260,9 +315,10 @@ pub fn spawn_data_plane_with(
     stop: StopFlag,
     events: events::EventSink,
     stages: Vec<Box<dyn stage::DataStage>>,
-    cpu: Arc<dyn CpuHalf>,
+    cpu: Arc<dyn Collator>,
 ) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
     let prefetch = plan.config.pipeline.prefetch;
+    let phase = plan.phase();
     let (raw_tx, mut raw_rx) = bounded(prefetch);
     let (host_tx, host_rx) = bounded(prefetch);
     let loader = loader::Loader {
@@ -272,7 +328,7 @@ pub fn spawn_data_plane_with(
         tx: raw_tx,
         stop: stop.clone(),
         events,
-        phase: PRETRAIN,
+        phase,
         shard: plan.dist.as_ref().map(|d| (d.rank, d.world)),
     };
     let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
@@ -285,7 +341,7 @@ pub fn spawn_data_plane_with(
     }
     for i in 0..workers {
         let (rx, tx, cpu, stop) = (raw_rx.clone(), host_tx.clone(), cpu.clone(), stop.clone());
-        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, PRETRAIN)))?);
+        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, phase)))?);
     }
     Ok((host_rx, handles))
 }
@@ -336,7 +392,7 @@ pub struct Pipeline {
     plan: RunPlan,
     subscribers: Vec<SubscriberFactory>,
     stages: Vec<Box<dyn stage::DataStage>>,
-    objective: Option<(Arc<dyn CpuHalf>, Arc<dyn DeviceHalf>)>,
+    objective: Option<(Arc<dyn Collator>, Arc<dyn Objective>)>,
 }
 
 impl Pipeline {
@@ -359,10 +415,11 @@ impl Pipeline {
         self
     }
 
-    /// Replaces the config's objective with a custom one: its CPU half runs in the Masker
-    /// workers (and builds the held-out batches), its device half builds the model the Trainer
-    /// and the Evaluator use. The built-in objectives go through the same traits.
-    pub fn objective(mut self, cpu: impl CpuHalf, device: impl DeviceHalf) -> Self {
+    /// Replaces the config's objective (or task) with a custom one: its collator runs in the
+    /// Masker workers (and builds the held-out batches), its objective builds the model the
+    /// Trainer and the Evaluator use. The built-in objectives and tasks go through the same
+    /// traits.
+    pub fn objective(mut self, cpu: impl Collator, device: impl Objective) -> Self {
         self.objective = Some((Arc::new(cpu), Arc::new(device)));
         self
     }
@@ -374,7 +431,7 @@ impl Pipeline {
     pub fn run(self) -> Result<RunSummary, RunError> {
         let (cpu, device) = match self.objective {
             Some(o) => o,
-            None => (builtin_cpu(&self.plan), builtin_device(&self.plan)),
+            None => (builtin_cpu(&self.plan), builtin_objective(&self.plan)),
         };
         run_pipeline(self.plan, self.subscribers, self.stages, cpu, device)
     }
@@ -384,10 +441,12 @@ fn run_pipeline(
     plan: RunPlan,
     subscribers: Vec<SubscriberFactory>,
     stages: Vec<Box<dyn stage::DataStage>>,
-    cpu: Arc<dyn CpuHalf>,
-    device_half: Arc<dyn DeviceHalf>,
+    cpu: Arc<dyn Collator>,
+    device_half: Arc<dyn Objective>,
 ) -> Result<RunSummary, RunError> {
     let c = plan.config.clone();
+    let phase = plan.phase();
+    let monitor = device_half.monitor();
     let (rank, world) = plan.dist.as_ref().map_or((0, 1), |d| (d.rank, d.world));
     // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
     let run_dir = c.run.out_dir.clone();
@@ -462,9 +521,11 @@ fn run_pipeline(
     let eval_permits = Permits::new(1);
     let ckpt_permits = Permits::new(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
-    let progress = progress::Progress::new(c.train.max_steps, PRETRAIN);
-    let coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx).map_err(out_err)?;
+    let progress = progress::Progress::new(c.train.max_steps, phase);
+    let coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx, monitor.clone()).map_err(out_err)?;
+    let (results_tx, results_rx) = crossbeam_channel::unbounded();
 
+    let metric = monitor.metric.clone();
     let system = actix::System::new();
     let plan = Arc::new(plan);
     let result = system.block_on({
@@ -485,10 +546,10 @@ fn run_pipeline(
                 tracing::info!(%addr, "serving control commands");
             }
             // The Evaluator's model is built before the Trainer seeds libtorch's generator.
-            let evaluator = if plan.eval_spans.is_empty() || rank != 0 {
+            let evaluator = if !has_eval(&plan) || rank != 0 {
                 None
             } else {
-                let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone(), eval_permits.clone());
+                let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone(), eval_permits.clone(), results_tx);
                 let slot = Mutex::new(Some(ev));
                 let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
                 Some((addr, eval_permits))
@@ -500,6 +561,8 @@ fn run_pipeline(
                     coordinator: coordinator.clone(),
                     permits: ckpt_permits.clone(),
                     best: resumed_best,
+                    awaiting: Default::default(),
+                    judged: Default::default(),
                 };
                 let slot = Mutex::new(Some(ck));
                 SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
@@ -520,9 +583,13 @@ fn run_pipeline(
                 max_steps: t.max_steps,
                 log_every: t.log_every,
                 eval_every: t.eval_every,
+                epoch_steps: plan.epoch_steps,
                 checkpoint_every: t.checkpoint_every,
                 can_eval: evaluator.is_some(),
             };
+            let groups = ParamGroups { freeze_embeddings: t.freeze_embeddings, freeze_layers: t.freeze_layers, layerwise_lr_decay: t.layerwise_lr_decay };
+            let early = (monitor.clone(), EarlyStopping::new(t.patience, monitor.direction));
+            let init_source = plan.init.clone();
             let trainer_parts = (
                 device_half.clone(),
                 plan.device,
@@ -541,14 +608,27 @@ fn run_pipeline(
                 "trainer".into(),
                 Box::new(move || {
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
-                    let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip);
+                    let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip, groups);
                     state.set_precision(precision);
+                    let mut init = None;
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {
                             stop2.abort();
                             let error: SharedError = Arc::new(RunError::Incompatible { dir, reason: e });
                             coord.do_send(events::Event::Failed { stage: "trainer", error });
                             return;
+                        }
+                    } else if !matches!(init_source, crate::finetune::init::InitSource::Fresh) {
+                        match state.load_start(&init_source) {
+                            Ok(report) => {
+                                tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
+                                init = Some(report);
+                            }
+                            Err(e) => {
+                                stop2.abort();
+                                coord.do_send(events::Event::Failed { stage: "trainer", error: Arc::new(RunError::Init(e)) });
+                                return;
+                            }
                         }
                     }
                     if let Some(pg) = process_group {
@@ -570,11 +650,14 @@ fn run_pipeline(
                         seed,
                         config_json,
                         model_json,
-                        phase: PRETRAIN,
+                        phase,
                         start,
                         nonfinite,
                         max_nonfinite_in_a_row,
                         control: control_rx,
+                        results: results_rx,
+                        early,
+                        init,
                     }
                     .run()
                 }),
@@ -597,7 +680,25 @@ fn run_pipeline(
     if plan.metrics_addr.is_some() && linger > 0.0 {
         std::thread::sleep(std::time::Duration::from_secs_f64(linger));
     }
+    let ended_by = if t.stopped_early {
+        "early stopping"
+    } else if t.interrupted {
+        "signal or stop command"
+    } else if plan.epoch_steps > 0 {
+        "epochs"
+    } else {
+        "max_steps"
+    };
+    let store = CheckpointStore::new(run_dir.join("checkpoints"));
     Ok(RunSummary {
+        phase,
+        metric,
+        best: outcome.best,
+        best_checkpoint: store.best().filter(|d| d.join("state.json").exists()).or_else(|| store.latest()),
+        epochs: (plan.epoch_steps > 0).then(|| t.steps as f64 / plan.epoch_steps as f64),
+        ended_by,
+        stopped_early: t.stopped_early,
+        init: t.init.clone(),
         steps: t.steps,
         tokens: t.tokens,
         samples: t.samples,

@@ -13,13 +13,13 @@ use metrics::{counter, gauge, histogram};
 use super::checkpointer::{Checkpointer, Save};
 use super::control::{Permits, StopFlag};
 use super::coordinator::Coordinator;
-use super::evaluator::{Evaluate, Evaluator};
+use super::evaluator::{EvalResult, Evaluate, Evaluator};
 use super::events::{Command, Event, StepDone, StepReport, TrainerTotals};
 use crate::batch::HostBatch;
 use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
 use crate::data::stream::Cursor;
 use crate::metrics::names;
-use crate::train::policy::{Due, StepPolicy};
+use crate::train::policy::{Due, EarlyStopping, Monitor, StepPolicy};
 use crate::config::NonFinitePolicy;
 use crate::train::step::{StepResult, TrainState};
 
@@ -91,6 +91,14 @@ pub struct Trainer {
     pub max_nonfinite_in_a_row: u32,
     /// Commands from the Coordinator (subscribers, the control endpoint), read between steps.
     pub control: Receiver<Command>,
+    /// Evaluation results from the Evaluator, for early stopping.
+    pub results: Receiver<EvalResult>,
+    /// The monitored metric and the patience policy on it. With patience, the Trainer waits
+    /// for each evaluation's verdict before the next step, so a run stops after the same step
+    /// whatever the timing (as `transformers`' Trainer, which evaluates in line).
+    pub early: (Monitor, EarlyStopping),
+    /// What loading `[init]` did (reported with the totals).
+    pub init: Option<crate::finetune::init::LoadReport>,
 }
 
 /// What the commands received so far ask of the next steps.
@@ -185,6 +193,8 @@ impl Trainer {
         let tokens_at_start = p.tokens;
         let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
         let mut interrupted = false;
+        let mut stopped_early = false;
+        let mut last_checkpoint = None;
         let mut requests = Requests::default();
         while self.state.step < self.policy.max_steps {
             self.take_commands(&mut requests);
@@ -193,7 +203,7 @@ impl Trainer {
                 if !self.stop.is_stopping() {
                     self.stop.request_graceful();
                 }
-                interrupted = !self.stop.is_abort();
+                interrupted = !self.stop.is_abort() && !stopped_early;
                 break;
             }
             if let Some(lr) = requests.lr {
@@ -261,7 +271,7 @@ impl Trainer {
             let step = self.state.step;
             let mut due = self.policy.due(step);
             due.eval |= std::mem::take(&mut requests.evaluate) && self.evaluator.is_some();
-            due.checkpoint |= std::mem::take(&mut requests.checkpoint);
+            due.checkpoint |= std::mem::take(&mut requests.checkpoint) || due.eval;
             let mut logged_loss = None;
             if due.log {
                 // Sync point: the only place the loss leaves the device.
@@ -293,13 +303,24 @@ impl Trainer {
                 self.coordinator.do_send(Event::Step(report));
             }
             self.coordinator.do_send(Event::StepDone(StepDone { phase, step, lr: out.lr, tokens: p.tokens, loss: logged_loss }));
-            if !self.hand_over(due, &p, &mut totals)? {
+            if !self.hand_over(due, &p, &mut totals, &mut last_checkpoint)? {
                 break;
             }
+            if due.eval && self.evaluator.is_some() && self.early.1.patience > 0 && self.state.rank_world().0 == 0 && step < self.policy.max_steps {
+                match self.verdict(step) {
+                    Some(true) => {
+                        tracing::info!(step, metric = %self.early.0.metric, patience = self.early.1.patience, "early stop: no better metric in `patience` evaluations");
+                        stopped_early = true;
+                        self.stop.request_graceful();
+                    }
+                    Some(false) => {}
+                    None => break,
+                }
+            }
         }
-        if interrupted {
+        if interrupted || stopped_early {
             let due = self.policy.due_on_stop(self.state.step);
-            self.hand_over(due, &p, &mut totals)?;
+            self.hand_over(due, &p, &mut totals, &mut last_checkpoint)?;
         }
         let (rank, world) = self.state.rank_world();
         if world > 1 {
@@ -312,7 +333,30 @@ impl Trainer {
         totals.elapsed_s = start.elapsed().as_secs_f64();
         totals.data_wait_s = p.data_wait.as_secs_f64();
         totals.interrupted = interrupted;
+        totals.stopped_early = stopped_early;
+        totals.init = self.init.take();
         Ok(totals)
+    }
+
+    /// Waits for the evaluation of `step` and applies the early-stopping policy: `Some(stop?)`,
+    /// or `None` when the run aborted while waiting.
+    fn verdict(&mut self, step: u64) -> Option<bool> {
+        loop {
+            if self.stop.is_abort() {
+                return None;
+            }
+            match self.results.recv_timeout(Duration::from_millis(100)) {
+                Ok((s, metrics)) => {
+                    let value = metrics.get(&self.early.0.metric).unwrap_or(f64::NAN);
+                    let verdict = self.early.1.update(value);
+                    if s >= step {
+                        return Some(verdict.stop);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     /// Applies the commands waiting in the control channel; while paused, blocks on it (the
@@ -347,7 +391,7 @@ impl Trainer {
     }
 
     /// Sends snapshots for what is due. `Ok(false)` when the run aborted while waiting.
-    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals) -> Result<bool, TrainerError> {
+    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals, last_checkpoint: &mut Option<u64>) -> Result<bool, TrainerError> {
         let step = self.state.step;
         if due.eval {
             if let Some((addr, permits)) = &self.evaluator {
@@ -359,7 +403,8 @@ impl Trainer {
             }
         }
         // Only rank 0 writes checkpoints (every rank holds the same weights).
-        if due.checkpoint && self.state.rank_world().0 == 0 {
+        if due.checkpoint && self.state.rank_world().0 == 0 && *last_checkpoint != Some(step) {
+            *last_checkpoint = Some(step);
             let t0 = Instant::now();
             if !self.state.weights_finite() {
                 return Err(TrainerError::NonFiniteWeights(step));
@@ -388,7 +433,7 @@ impl Trainer {
             let optimizer = self.state.optimizer_snapshot();
             let stall_s = t0.elapsed().as_secs_f64();
             histogram!(names::CHECKPOINT_STALL).record(stall_s);
-            addr.do_send(Save { model, optimizer, state, stall_s });
+            addr.do_send(Save { model, optimizer, state, stall_s, evaluated: due.eval && self.evaluator.is_some() });
             totals.checkpoints_requested += 1;
         }
         Ok(true)

@@ -13,7 +13,7 @@ use crate::actors::control::StopFlag;
 use crate::actors::trainer::StartPoint;
 use crate::actors::{mask_context, spawn_data_plane, train_stream};
 use crate::batch::RawBatch;
-use crate::config::RunPlan;
+use crate::plan::RunPlan;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::collate::mask_and_collate;
 use crate::masking::mlm::IGNORE;

@@ -41,12 +41,9 @@ pub enum BenchError {
     /// The example stream failed.
     #[error(transparent)]
     Stream(#[from] crate::data::stream::StreamError),
-    /// Pre-training failed.
+    /// Training (either phase) failed.
     #[error(transparent)]
     Run(#[from] crate::actors::RunError),
-    /// Fine-tuning failed.
-    #[error(transparent)]
-    Finetune(#[from] crate::finetune::run::FinetuneError),
     /// The run ended without the numbers asked for.
     #[error("{0}")]
     Result(String),
@@ -297,8 +294,8 @@ fn write_config(out_dir: &Path, name: &str, toml: &str) -> Result<PathBuf, Bench
 }
 
 /// Writes a generated pre-training config and resolves it the way `pretune train` does.
-fn load_pretrain(out_dir: &Path, name: &str, toml: &str) -> Result<crate::config::RunPlan, BenchError> {
-    Ok(crate::config::load_and_resolve(&write_config(out_dir, name, toml)?, &[])?)
+fn load_pretrain(out_dir: &Path, name: &str, toml: &str) -> Result<crate::plan::RunPlan, BenchError> {
+    Ok(crate::plan::load_and_resolve(&write_config(out_dir, name, toml)?, &[])?)
 }
 
 /// A fresh output folder (events.jsonl appends, so an old one would mix runs).

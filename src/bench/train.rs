@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
 use super::{fresh_dir, io_err, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
-use crate::config::Plan;
 
 /// One logged step of `events.jsonl`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -236,13 +235,11 @@ listen = ""
         precision = a.precision,
         group = a.group_by_length,
     );
-    let plan = match crate::config::load_plan(&super::write_config(&dir, "bench.toml", &toml)?, &[])? {
-        Plan::Finetune(p) => p,
-        Plan::Pretrain(_) => return Err(BenchError::Result("not a fine-tuning config".into())),
-    };
-    let examples = plan.train.len();
+    let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
+    let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
+    let examples = task.train.len();
     let mon = CpuMonitor::start();
-    crate::finetune::run::run(*plan)?;
+    crate::actors::run(plan)?;
     let cpu = mon.finish();
     let t = timing(&dir.join("events.jsonl"), a.warmup)?;
     let mut v = summary(a, &t, train_flops(a, 0, "seqcls"), cpu);

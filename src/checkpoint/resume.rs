@@ -57,9 +57,9 @@ pub enum ResumeError {
 /// [`ResumeError`].
 pub fn choose(store: &CheckpointStore, root: &Path, from: &ResumeFrom) -> Result<Option<ResumePoint>, ResumeError> {
     match from {
-        ResumeFrom::Path(dir) => {
-            let state = CheckpointStore::verify(dir).map_err(|source| ResumeError::Bad { dir: dir.clone(), source })?;
-            Ok(Some(ResumePoint { dir: dir.clone(), state }))
+        ResumeFrom::Path(path) => {
+            let (dir, state) = locate(path).map_err(|source| ResumeError::Bad { dir: path.clone(), source })?;
+            Ok(Some(ResumePoint { dir, state }))
         }
         ResumeFrom::Auto => {
             let mut candidates: Vec<PathBuf> = store.latest().into_iter().collect();
@@ -83,4 +83,22 @@ pub fn choose(store: &CheckpointStore, root: &Path, from: &ResumeFrom) -> Result
             Err(ResumeError::NoneUsable(root.to_owned()))
         }
     }
+}
+
+/// The checkpoint folder meant by `path`, verified: a checkpoint folder itself, or a run's
+/// folder or its `checkpoints/` folder, where the best checkpoint wins over the latest. The one
+/// way `--resume PATH`, `[init] checkpoint`, `export` and `predict` find a checkpoint.
+///
+/// # Errors
+/// When nothing there verifies.
+pub fn locate(path: &Path) -> Result<(PathBuf, CheckpointState), CheckpointError> {
+    let dir = if path.join("state.json").exists() {
+        path.to_owned()
+    } else {
+        let root = if path.join("checkpoints").is_dir() { path.join("checkpoints") } else { path.to_owned() };
+        let store = CheckpointStore::new(&root);
+        store.best().filter(|b| b.join("state.json").exists()).or_else(|| store.latest()).unwrap_or(root)
+    };
+    let state = CheckpointStore::verify(&dir)?;
+    Ok((dir, state))
 }

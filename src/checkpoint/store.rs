@@ -101,6 +101,7 @@ impl CheckpointStore {
         optimizer: &[(String, Tensor)],
         mut state: CheckpointState,
         keep_last: usize,
+        spare: &[u64],
     ) -> Result<PathBuf, CheckpointError> {
         let name = Self::dir_name(state.step);
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
@@ -127,7 +128,7 @@ impl CheckpointStore {
         fs::rename(&tmp, &dest).map_err(io(&dest))?;
         fsync(&self.root)?;
         self.set_pointer("latest", &name)?;
-        self.retain(keep_last);
+        self.retain(keep_last, spare);
         Ok(dest)
     }
 
@@ -185,11 +186,15 @@ impl CheckpointStore {
             .collect()
     }
 
-    /// Deletes old checkpoints beyond `keep_last`, never the ones `latest` and `best` name. A
-    /// failed delete is a warning, not an error: it costs disk, not correctness.
-    pub fn retain(&self, keep_last: usize) {
+    /// Deletes old checkpoints beyond `keep_last`, never the ones `latest` and `best` name nor
+    /// the `spare` steps (evaluations without a verdict yet: one may become the best). A failed
+    /// delete is a warning, not an error: it costs disk, not correctness.
+    pub fn retain(&self, keep_last: usize, spare: &[u64]) {
         let keep = [self.latest(), self.best()];
         for step in policy::to_delete(&self.steps(), keep_last) {
+            if spare.contains(&step) {
+                continue;
+            }
             let dir = self.root.join(Self::dir_name(step));
             if keep.iter().any(|k| k.as_deref() == Some(dir.as_path())) {
                 continue;

@@ -1,18 +1,16 @@
-//! Run configuration: TOML structs that mirror the component tree, `--set` overrides, and
-//! resolution into a validated [`RunPlan`](plan::RunPlan).
+//! Run configuration: TOML structs that mirror the component tree and `--set` overrides.
+//! Validation into a plan lives in [`crate::plan`].
 //!
 //! Every struct denies unknown fields, so a typo is an error that names the key path and the
 //! file (`train.max_step: unknown field ...` in `configs/x.toml`), never a silently ignored knob.
 
 mod overrides;
-pub mod plan;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use overrides::apply_override;
-pub use plan::{resolve, RunPlan};
 
 /// Errors from reading, overriding or validating a config. All are usage errors (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -621,14 +619,7 @@ impl Default for MetricsConfig {
 /// [`ConfigError`] for an unreadable file, bad TOML, a bad override, or an unknown, missing or
 /// mistyped key.
 pub fn load(file: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
-    let mut table: toml::Table = toml::from_str(&text)
-        .map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
-    for o in overrides {
-        apply_override(&mut table, o)?;
-    }
-    from_table(file, table)
+    from_table(file, read_table(file, overrides)?)
 }
 
 /// Deserializes a (possibly overridden) table, naming the offending key on error.
@@ -646,7 +637,7 @@ pub fn from_table(file: &Path, table: toml::Table) -> Result<RunConfig, ConfigEr
 
 /// Deserializes as much as possible: each bad key is reported, dropped (so its default
 /// applies) and deserialization retried, so one pass reports every key problem at once.
-fn from_table_lenient(mut table: toml::Table) -> (RunConfig, Vec<String>) {
+pub fn from_table_lenient(mut table: toml::Table) -> (RunConfig, Vec<String>) {
     let mut problems = Vec::new();
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, RunConfig>(toml::Value::Table(table.clone())) {
@@ -679,19 +670,11 @@ fn remove_key(table: &mut toml::Table, path: &str) -> bool {
     cur.remove(*last).is_some()
 }
 
-/// A resolved run of either phase.
-pub enum Plan {
-    /// Pre-training (no `[task]`).
-    Pretrain(RunPlan),
-    /// Fine-tuning (`[task] kind` set).
-    Finetune(Box<crate::finetune::plan::FinetunePlan>),
-}
-
 /// Fine-tuning defaults that follow practice (BERT paper App. A.3, Hugging Face's Trainer):
 /// lr 2e-5, 10 % linear warm-up then linear decay, weight decay 0.01, 3 epochs, batch 32,
 /// evaluation every epoch. They fill only keys the file does not set (no default `epochs` when
 /// `max_steps` is set).
-fn apply_finetune_defaults(table: &mut toml::Table) {
+pub fn apply_finetune_defaults(table: &mut toml::Table) {
     let train = table.entry("train").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let Some(train) = train.as_table_mut() else { return };
     let defaults: [(&str, toml::Value); 7] = [
@@ -703,65 +686,27 @@ fn apply_finetune_defaults(table: &mut toml::Table) {
         ("batch_size", toml::Value::Integer(32)),
         ("log_every", toml::Value::Integer(10)),
     ];
-    // A file that sets `max_steps` asks for that many updates: no default epoch count.
-    let has_max_steps = train.contains_key("max_steps");
+    // A file (or `--set`) that sets `max_steps` asks for that many updates: it overrides the
+    // epoch count, as `transformers`' `max_steps` overrides `num_train_epochs`.
+    if train.contains_key("max_steps") {
+        train.insert("epochs".into(), toml::Value::Integer(0));
+    }
     for (k, v) in defaults {
-        if k == "epochs" && has_max_steps {
-            continue;
-        }
         train.entry(k).or_insert(v);
     }
 }
 
-/// Like [`load_and_resolve`], for either phase: `[task] kind` makes it a fine-tuning run.
+/// Reads `file` as TOML and applies `--set` overrides in order.
 ///
 /// # Errors
-/// [`ConfigError`] with every problem found.
-pub fn load_plan(file: &Path, overrides: &[String]) -> Result<Plan, ConfigError> {
+/// [`ConfigError`] for an unreadable file, bad TOML or a bad override.
+pub fn read_table(file: &Path, overrides: &[String]) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let is_finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
-    if !is_finetune {
-        return load_and_resolve(file, overrides).map(Plan::Pretrain);
-    }
-    apply_finetune_defaults(&mut table);
-    let (config, problems) = from_table_lenient(table);
-    match crate::finetune::plan::resolve(file, config) {
-        Ok(plan) if problems.is_empty() => Ok(Plan::Finetune(Box::new(plan))),
-        Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
-        Err(ConfigError::Invalid { problems: more, .. }) => {
-            let mut all = problems;
-            all.extend(more);
-            Err(ConfigError::Invalid { file: file.to_owned(), problems: all })
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads, overrides, deserializes and validates in one go, reporting every problem of the
-/// file at once: bad keys and invalid values together.
-///
-/// # Errors
-/// [`ConfigError`].
-pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax { file: file.to_owned(), source })?;
-    for o in overrides {
-        apply_override(&mut table, o)?;
-    }
-    let (config, mut problems) = from_table_lenient(table);
-    match resolve(file, config) {
-        Ok(plan) if problems.is_empty() => Ok(plan),
-        Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
-        Err(ConfigError::Invalid { problems: more, .. }) => {
-            problems.extend(more);
-            Err(ConfigError::Invalid { file: file.to_owned(), problems })
-        }
-        Err(e) => Err(e),
-    }
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -806,9 +751,9 @@ mod tests {
         apply_finetune_defaults(&mut t);
         let c = from_table(Path::new("x.toml"), t).unwrap();
         assert_eq!((c.train.lr, c.train.epochs, c.train.warmup_ratio), (1e-3, 3, 0.1));
-        let mut t: toml::Table = toml::from_str("[train]\nmax_steps = 15\n").unwrap();
+        let mut t: toml::Table = toml::from_str("[train]\nmax_steps = 15\nepochs = 8\n").unwrap();
         apply_finetune_defaults(&mut t);
         let c = from_table(Path::new("x.toml"), t).unwrap();
-        assert_eq!((c.train.max_steps, c.train.epochs), (15, 0), "max_steps set: no default epoch count");
+        assert_eq!((c.train.max_steps, c.train.epochs), (15, 0), "max_steps set: it overrides the epochs");
     }
 }

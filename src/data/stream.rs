@@ -35,12 +35,14 @@ pub struct Cursor {
 }
 
 /// What one example holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// One packed segment (MLM, GLM).
     Single(Segment),
     /// A sentence pair with its NSP / SOP label.
     Pair(PairInstance),
+    /// An encoded labelled example (fine-tuning), shared with the source that holds it.
+    Labelled(Arc<super::labelled::TaskExample>),
 }
 
 impl Default for Payload {
@@ -55,6 +57,7 @@ impl Payload {
         match self {
             Payload::Single(s) => s.ids.len(),
             Payload::Pair(p) => p.a.ids.len() + p.b.ids.len(),
+            Payload::Labelled(e) => e.ids.len(),
         }
     }
 }
@@ -118,6 +121,40 @@ pub struct StreamSettings {
     pub shuffle: bool,
     /// Start a new epoch at the end (training) or stop (evaluation).
     pub repeat: bool,
+}
+
+/// Where the Loader takes examples from: the streamed pre-training corpus
+/// ([`ExampleStream`]) or a labelled set ([`super::labelled::LabelledStream`]). Both number
+/// their examples and describe their position with a [`Cursor`], so a resume seeks.
+pub trait ExampleSource: Send {
+    /// The next example; `None` at the end (only without repeat).
+    ///
+    /// # Errors
+    /// Reading or tokenizing failed (or a bad record under `on_error = "fail"`).
+    fn next_example(&mut self) -> Result<Option<Example>, StreamError>;
+    /// Position after the last example handed out.
+    fn cursor(&self) -> Cursor;
+    /// Records skipped since the last call.
+    fn take_skipped(&mut self) -> Vec<BadRecord> {
+        Vec::new()
+    }
+    /// Whether a batch must end after the last example handed out (an epoch boundary of a
+    /// labelled set: its last batch may be short, as with a `DataLoader`).
+    fn batch_ends_here(&self) -> bool {
+        false
+    }
+}
+
+impl ExampleSource for ExampleStream {
+    fn next_example(&mut self) -> Result<Option<Example>, StreamError> {
+        ExampleStream::next_example(self)
+    }
+    fn cursor(&self) -> Cursor {
+        ExampleStream::cursor(self)
+    }
+    fn take_skipped(&mut self) -> Vec<BadRecord> {
+        ExampleStream::take_skipped(self)
+    }
 }
 
 /// Iterator-like source of [`Example`]s.

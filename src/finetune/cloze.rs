@@ -9,29 +9,13 @@
 
 use tch::{Kind, Tensor};
 
-use super::data::{ClsRecord, TaskBatch, TaskDataError, TaskExample};
+use super::data::{ClsRecord, TaskDataError};
+use crate::batch::{HostBatch, IGNORE};
+use crate::data::labelled::TaskExample;
+use crate::objective::DeviceBatch;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::glm::GlmIds;
 use crate::model::glm::Glm;
-
-/// Rows of a cloze batch beyond the plain fields.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClozeParts {
-    /// `[rows, seq]`
-    pub position_ids: Vec<i64>,
-    /// `[rows, seq]`
-    pub block_position_ids: Vec<i64>,
-    /// `[rows]` Part A lengths.
-    pub prefix_len: Vec<i64>,
-    /// Flat indices (`row * seq + col`) of every answer token's prediction.
-    pub target_pos: Vec<i64>,
-    /// The answer token expected there.
-    pub target_ids: Vec<i64>,
-    /// The row each target belongs to.
-    pub target_row: Vec<i64>,
-    /// Candidates per example.
-    pub candidates: usize,
-}
 
 /// The pattern and verbalizers, tokenized once.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,60 +58,69 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)] })
 }
 
-/// One row per (example, candidate), padded; the plain fields of [`TaskBatch`] hold the rows,
-/// `labels` the gold candidate per example.
-pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> (TaskBatch, ClozeParts) {
+/// One row per (example, candidate), padded, with GLM's 2-D positions and Part A lengths;
+/// `masked_positions` / `masked_labels` hold every answer token's prediction place and token,
+/// `target_rows` its row, `row_labels` the gold candidate per example.
+pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> HostBatch {
     let k = spec.answers.len();
     let rows = examples.len() * k;
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + spec.answers.iter().map(Vec::len).max().unwrap_or(1);
     let t = longest.div_ceil(8) * 8;
-    let mut b = TaskBatch {
+    let mut b = HostBatch {
         batch_size: rows,
         seq_len: t,
         input_ids: vec![pad as i64; rows * t],
         token_type_ids: vec![0; rows * t],
         lengths: Vec::with_capacity(rows),
-        labels: examples.iter().map(|e| e.labels[0]).collect(),
-        targets: vec![],
-        n_targets: examples.len(),
-        n_tokens: 0,
+        position_ids: vec![0; rows * t],
+        block_position_ids: vec![0; rows * t],
+        row_labels: examples.iter().map(|e| e.labels.first().copied().unwrap_or(IGNORE)).collect(),
+        n_examples: examples.len(),
+        candidates: k,
+        ..Default::default()
     };
-    let mut parts = ClozeParts { position_ids: vec![0; rows * t], block_position_ids: vec![0; rows * t], candidates: k, ..Default::default() };
     for (i, e) in examples.iter().enumerate() {
-        let blank = e.word_starts[0].expect("cloze examples record their blank") as i64;
+        let blank = e.word_starts.first().copied().flatten().unwrap_or(0) as i64;
         for (c, answer) in spec.answers.iter().enumerate() {
             let r = i * k + c;
             let base = r * t;
             let a = e.ids.len();
             for (j, &id) in e.ids.iter().enumerate() {
                 b.input_ids[base + j] = id as i64;
-                parts.position_ids[base + j] = j as i64;
+                b.position_ids[base + j] = j as i64;
             }
             // Part B: [sop] a_1 .. a_{m-1}; the prediction at each place is the next answer token.
             for (j, &target) in answer.iter().enumerate() {
                 let col = a + j;
                 b.input_ids[base + col] = if j == 0 { spec.ids.sop as i64 } else { answer[j - 1] as i64 };
-                parts.position_ids[base + col] = blank;
-                parts.block_position_ids[base + col] = j as i64 + 1;
-                parts.target_pos.push((base + col) as i64);
-                parts.target_ids.push(target as i64);
-                parts.target_row.push(r as i64);
+                b.position_ids[base + col] = blank;
+                b.block_position_ids[base + col] = j as i64 + 1;
+                b.masked_positions.push((base + col) as i64);
+                b.masked_labels.push(target as i64);
+                b.target_rows.push(r as i64);
             }
-            parts.prefix_len.push(a as i64);
+            b.prefix_len.push(a as i64);
             b.lengths.push((a + answer.len()) as i64);
             b.n_tokens += a + answer.len();
         }
     }
-    (b, parts)
+    b.n_scored = b.masked_positions.len();
+    b
 }
 
 /// Candidate scores `[examples, candidates]`: the summed log-probability of each answer.
-pub fn scores(glm: &Glm, b: &TaskBatch, p: &ClozeParts, device: tch::Device, train: bool) -> Tensor {
-    let shape = [b.batch_size as i64, b.seq_len as i64];
-    let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
-    let h = glm.forward(&t(&b.input_ids).view(shape), &t(&p.position_ids).view(shape), &t(&p.block_position_ids).view(shape), &t(&p.prefix_len), train);
-    let hs = h.view([-1, h.size()[2]]).index_select(0, &t(&p.target_pos));
-    let lp = glm.logits(&hs).log_softmax(-1, Kind::Float).gather(1, &t(&p.target_ids).unsqueeze(1), false).squeeze_dim(1);
-    let rows = Tensor::zeros([b.batch_size as i64], (Kind::Float, device)).index_add(0, &t(&p.target_row), &lp);
-    rows.view([-1, p.candidates as i64])
+pub fn scores(glm: &Glm, b: &DeviceBatch, train: bool) -> Tensor {
+    let device = b.input_ids.device();
+    let Some((pos, block, prefix)) = &b.glm else {
+        return Tensor::zeros([b.n_examples as i64, b.candidates.max(1) as i64], (Kind::Float, device));
+    };
+    let h = glm.forward(&b.input_ids, pos, block, prefix, train);
+    let hs = h.view([-1, h.size()[2]]).index_select(0, &b.masked_positions);
+    let lp = glm.logits(&hs).log_softmax(-1, Kind::Float).gather(1, &b.masked_labels.unsqueeze(1), false).squeeze_dim(1);
+    let rows = Tensor::zeros([b.rows as i64], (Kind::Float, device));
+    let rows = match &b.target_rows {
+        Some(r) => rows.index_add(0, r, &lp),
+        None => rows,
+    };
+    rows.view([-1, b.candidates.max(1) as i64])
 }

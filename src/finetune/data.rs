@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
-use crate::masking::mlm::IGNORE;
+use crate::batch::IGNORE;
 
 /// Errors reading or encoding labelled data.
 #[derive(Debug, thiserror::Error)]
@@ -236,21 +236,7 @@ impl LabelSet {
     }
 }
 
-/// One encoded example.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskExample {
-    /// `[CLS] A [SEP] (B [SEP])`.
-    pub ids: Vec<u32>,
-    /// Segment ids.
-    pub types: Vec<u8>,
-    /// Classification: one class id; NER: a label per token (-100 off first sub-tokens);
-    /// regression: empty.
-    pub labels: Vec<i64>,
-    /// Regression target.
-    pub target: f32,
-    /// NER: for each word, the position of its first sub-token (`None` if truncated away).
-    pub word_starts: Vec<Option<usize>>,
-}
+pub use crate::data::labelled::TaskExample;
 
 /// Encodes a classification record (`label_id` none for regression).
 ///
@@ -315,64 +301,6 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     ids.push(sp.sep);
     lab.push(IGNORE);
     Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts })
-}
-
-/// A collated fine-tuning batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskBatch {
-    /// Rows.
-    pub batch_size: usize,
-    /// Padded length.
-    pub seq_len: usize,
-    /// `[batch, seq]`
-    pub input_ids: Vec<i64>,
-    /// `[batch, seq]`
-    pub token_type_ids: Vec<i64>,
-    /// `[batch]`
-    pub lengths: Vec<i64>,
-    /// Classification `[batch]`, NER `[batch, seq]` (-100 unscored); empty for regression.
-    pub labels: Vec<i64>,
-    /// Regression targets `[batch]`.
-    pub targets: Vec<f32>,
-    /// Scored targets (rows, or labelled tokens): the loss divisor.
-    pub n_targets: usize,
-    /// Non-padding tokens.
-    pub n_tokens: usize,
-}
-
-/// Pads and stacks examples (length rounded up to a multiple of 8).
-pub fn collate(examples: &[&TaskExample], pad: u32, per_token: bool) -> TaskBatch {
-    let b = examples.len();
-    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let t = longest.div_ceil(8) * 8;
-    let mut batch = TaskBatch {
-        batch_size: b,
-        seq_len: t,
-        input_ids: vec![pad as i64; b * t],
-        token_type_ids: vec![0; b * t],
-        lengths: Vec::with_capacity(b),
-        labels: if per_token { vec![IGNORE; b * t] } else { Vec::with_capacity(b) },
-        targets: Vec::with_capacity(b),
-        n_targets: 0,
-        n_tokens: 0,
-    };
-    for (r, e) in examples.iter().enumerate() {
-        for (j, (&id, &ty)) in e.ids.iter().zip(&e.types).enumerate() {
-            batch.input_ids[r * t + j] = id as i64;
-            batch.token_type_ids[r * t + j] = ty as i64;
-        }
-        if per_token {
-            batch.labels[r * t..r * t + e.labels.len()].copy_from_slice(&e.labels);
-            batch.n_targets += e.labels.iter().filter(|&&l| l != IGNORE).count();
-        } else {
-            batch.labels.extend(&e.labels);
-            batch.n_targets += 1;
-        }
-        batch.targets.push(e.target);
-        batch.lengths.push(e.ids.len() as i64);
-        batch.n_tokens += e.ids.len();
-    }
-    batch
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use super::init::find_checkpoint;
-use super::run::TaskSpec;
+use crate::checkpoint::resume::locate as find_checkpoint;
+use super::task::TaskSpec;
 use crate::checkpoint::CheckpointError;
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;

@@ -1,5 +1,5 @@
-//! Where fine-tuning weights come from: one of our checkpoints, a Hugging Face BERT folder, or
-//! nothing (fresh). Weights are copied by name; what the task needs but the source lacks is
+//! Where starting weights come from (`[init]`, both phases): one of our checkpoints, a Hugging
+//! Face BERT folder, or nothing (fresh). Weights are copied by name; what the task needs but the source lacks is
 //! initialised fresh and listed, and what the source has but the task does not use is listed.
 
 use std::collections::HashMap;
@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Tensor};
 
-use crate::checkpoint::state::CheckpointState;
-use crate::checkpoint::{CheckpointError, CheckpointStore};
+use super::task::TaskSpec;
+use crate::config::InitConfig;
+use crate::model::bert::BertConfig;
+use crate::objective::ModelSpec;
+
 
 /// The starting point.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,21 +35,138 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-/// Finds the checkpoint folder meant by `path`: a checkpoint folder itself, or a run's
-/// `checkpoints/` (or run) folder, where the best checkpoint wins over the latest.
+
+/// What a starting point says about the model it holds.
+#[derive(Debug, Clone)]
+pub enum StartModel {
+    /// A pre-training checkpoint of ours.
+    Pretrain(ModelSpec),
+    /// A fine-tuned checkpoint of ours.
+    Task(TaskSpec),
+    /// A Hugging Face BERT folder.
+    Hf(BertConfig),
+}
+
+/// A located starting point (`[init]`).
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// Where the weights are.
+    pub source: InitSource,
+    /// Its architecture and sizes.
+    pub model: StartModel,
+    /// The tokenizer that goes with it, if it names one.
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl StartModel {
+    /// The BERT encoder's sizes, if it is a BERT.
+    pub fn bert(&self) -> Option<BertConfig> {
+        match self {
+            StartModel::Pretrain(ModelSpec::Bert { config, .. }) | StartModel::Hf(config) => Some(config.clone()),
+            StartModel::Task(t) => Some(t.config.clone()),
+            StartModel::Pretrain(ModelSpec::Glm { .. }) => None,
+        }
+    }
+
+    /// The pre-training model to continue: `want`'s architecture and heads with the starting
+    /// point's sizes.
+    ///
+    /// # Errors
+    /// When the architectures differ (GLM weights for a BERT objective or the reverse).
+    pub fn pretrain_spec(&self, want: &ModelSpec) -> Result<ModelSpec, String> {
+        match (self, want) {
+            (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => Ok(ModelSpec::Glm { config: config.clone() }),
+            (_, ModelSpec::Bert { pair_head, .. }) => match self.bert() {
+                Some(config) => Ok(ModelSpec::Bert { config, pair_head: *pair_head }),
+                None => Err("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")".into()),
+            },
+            (_, ModelSpec::Glm { .. }) => Err("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")".into()),
+        }
+    }
+}
+
+/// `model.hidden_dropout` / `model.attention_dropout` when the file (or `--set`) gives them:
+/// they override the starting point's, as `from_pretrained(..., hidden_dropout_prob=0.0)`
+/// does in `transformers`.
+pub fn dropout_overrides(table: &toml::Table) -> (Option<f64>, Option<f64>) {
+    let get = |k: &str| table.get("model").and_then(|m| m.get(k)).and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
+    (get("hidden_dropout"), get("attention_dropout"))
+}
+
+/// Applies [`dropout_overrides`] to a BERT's sizes.
+pub fn override_bert_dropout(cfg: &mut BertConfig, table: &toml::Table) {
+    let (h, a) = dropout_overrides(table);
+    if let Some(h) = h {
+        cfg.hidden_dropout_prob = h;
+    }
+    if let Some(a) = a {
+        cfg.attention_probs_dropout_prob = a;
+    }
+}
+
+/// Applies [`dropout_overrides`] to either architecture.
+pub fn override_dropout(model: &mut ModelSpec, table: &toml::Table) {
+    match model {
+        ModelSpec::Bert { config, .. } => override_bert_dropout(config, table),
+        ModelSpec::Glm { config } => {
+            let (h, a) = dropout_overrides(table);
+            if let Some(h) = h {
+                config.hidden_dropout = h;
+            }
+            if let Some(a) = a {
+                config.attention_dropout = a;
+            }
+        }
+    }
+}
+
+/// Locates `[init]`: `None` without one.
 ///
 /// # Errors
-/// When nothing there verifies.
-pub fn find_checkpoint(path: &Path) -> Result<(PathBuf, CheckpointState), CheckpointError> {
-    let dir = if path.join("state.json").exists() {
-        path.to_owned()
-    } else {
-        let root = if path.join("checkpoints").is_dir() { path.join("checkpoints") } else { path.to_owned() };
-        let store = CheckpointStore::new(&root);
-        store.best().filter(|b| b.join("state.json").exists()).or_else(|| store.latest()).unwrap_or(root)
-    };
-    let state = CheckpointStore::verify(&dir)?;
-    Ok((dir, state))
+/// A message starting with the key (`init.checkpoint: ...`, `init.hf: ...`).
+pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, String> {
+    let (ck, hf) = (!init.checkpoint.as_os_str().is_empty(), !init.hf.as_os_str().is_empty());
+    if ck && hf {
+        return Err("init: give either init.checkpoint or init.hf, not both".into());
+    }
+    if ck {
+        let (dir, state) = crate::checkpoint::resume::locate(&init.checkpoint).map_err(|e| format!("init.checkpoint: {}", crate::error_chain(&e)))?;
+        let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
+        // A checkpoint of ours carries its tokenizer beside the weights when it can.
+        let tok = if dir.join("tokenizer.json").exists() { Some(dir.join("tokenizer.json")) } else { tok };
+        let model = if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") {
+            let spec: TaskSpec = serde_json::from_value(state.model.clone()).map_err(|e| format!("init.checkpoint: {}: its task description is unreadable: {e}", dir.display()))?;
+            let tok = Some(spec.tokenizer.clone());
+            return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(spec), tokenizer: tok }));
+        } else {
+            serde_json::from_value::<ModelSpec>(state.model.clone()).map_err(|e| format!("init.checkpoint: {}: its model description is unreadable: {e}", dir.display()))?
+        };
+        return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Pretrain(model), tokenizer: tok }));
+    }
+    if hf {
+        let dir = init.hf.clone();
+        let cfg = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<BertConfig>(&t).map_err(|e| e.to_string()))
+            .map_err(|e| format!("init.hf: {}/config.json: {e}", dir.display()))?;
+        if !dir.join("model.safetensors").exists() {
+            return Err(format!("init.hf: {} has no model.safetensors (only safetensors is read)", dir.display()));
+        }
+        let tok = ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists());
+        return Ok(Some(Start { source: InitSource::Hf(dir), model: StartModel::Hf(cfg), tokenizer: tok }));
+    }
+    Ok(None)
+}
+
+/// Loads `source`'s weights into `vs` by name (nothing for a fresh start).
+///
+/// # Errors
+/// A message naming the file or a mis-shaped tensor.
+pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, String> {
+    match source {
+        InitSource::Fresh => Ok(LoadReport { loaded: 0, missing: Vec::new(), unused: Vec::new() }),
+        InitSource::Checkpoint(dir) | InitSource::Hf(dir) => load_into(vs, &dir.join("model.safetensors")),
+    }
 }
 
 /// Hugging Face `BertModel` files name tensors without the `bert.` prefix.

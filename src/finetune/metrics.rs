@@ -139,6 +139,52 @@ impl EntityCounts {
     }
 }
 
+/// Pearson's correlation of two series (0 when either is constant).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (x[..n].iter().sum::<f64>() / n as f64, y[..n].iter().sum::<f64>() / n as f64);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (dx, dy) = (x[i] - mx, y[i] - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+/// Ranks from 1, ties sharing their mean rank (as `scipy.stats.rankdata`).
+fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation: Pearson's on the ranks.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +229,15 @@ mod tests {
         assert!((m.recall - 1.0 / 3.0).abs() < 1e-12);
         assert!((m.f1 - 0.4).abs() < 1e-12);
         assert_eq!(m.support, 3);
+    }
+
+    #[test]
+    fn correlations_match_scipy() {
+        // Python 3.11: statistics.correlation(x, y), and on the mean ranks (scipy.stats.rankdata).
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0];
+        let y = [2.0, 1.0, 4.0, 3.0, 7.0, 6.0];
+        assert!((pearson(&x, &y) - 0.8635115366415456).abs() < 1e-12, "{}", pearson(&x, &y));
+        assert!((spearman(&x, &y) - 0.8696565534786727).abs() < 1e-12, "{}", spearman(&x, &y));
+        assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
     }
 }

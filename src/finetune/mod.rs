@@ -7,6 +7,6 @@ pub mod export;
 pub mod init;
 pub mod metrics;
 pub mod plan;
-pub mod policy;
+
 pub mod predict;
-pub mod run;
+pub mod task;

@@ -1,16 +1,14 @@
-//! A fine-tuning config resolved: starting weights found, tokenizer loaded, labelled data read
-//! and encoded, steps and the monitored metric derived.
+//! The task of a fine-tuning config resolved: starting weights found, tokenizer loaded,
+//! labelled data read and encoded, steps and the monitored metric derived.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tch::Device;
-
 use super::data::{self, Fields, LabelSet, TaskExample};
-use super::init::{find_checkpoint, InitSource};
-use super::policy::Direction;
-use crate::config::{ConfigError, RunConfig};
+use super::init::{InitSource, StartModel};
+use super::task::TaskSpec;
+use crate::config::RunConfig;
+use crate::train::policy::{Direction, Monitor};
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
 use crate::model::heads::HeadKind;
@@ -19,44 +17,31 @@ use crate::objective::ModelSpec;
 use super::cloze::{self, ClozeSpec};
 use crate::masking::glm::GlmIds;
 
-/// A validated fine-tuning run.
-pub struct FinetunePlan {
-    /// Config file.
-    pub file: PathBuf,
-    /// The config.
-    pub config: RunConfig,
-    /// The head.
-    pub kind: HeadKind,
+/// The fine-tuning part of a [`crate::plan::RunPlan`]: the task, its encoded labelled data,
+/// the starting model and the derived step counts.
+pub struct TaskPlan {
+    /// What checkpoints record about the task model.
+    pub spec: TaskSpec,
     /// Class names (empty for regression).
     pub labels: LabelSet,
     /// Encoded training examples.
-    pub train: Vec<TaskExample>,
-    /// Encoded held-out examples (may be empty).
-    pub eval: Vec<TaskExample>,
+    pub train: Arc<Vec<Arc<TaskExample>>>,
+    /// Encoded held-out examples (may be empty: then no evaluation).
+    pub eval: Arc<Vec<Arc<TaskExample>>>,
+    /// Cloze: the pattern's answers.
+    pub cloze: Option<ClozeSpec>,
+    /// Metric for the best checkpoint and early stopping.
+    pub monitor: Monitor,
     /// Tokenizer (saved with checkpoints and exports).
     pub tokenizer: Arc<TextTokenizer>,
-    /// Where the tokenizer came from.
-    pub tokenizer_path: PathBuf,
-    /// Encoder sizes.
-    pub bert: BertConfig,
-    /// Cloze: the GLM and its pattern.
-    pub cloze: Option<(GlmConfig, ClozeSpec)>,
+    /// The network's base architecture (the BERT encoder, or the GLM for cloze).
+    pub model: ModelSpec,
     /// Starting weights.
     pub init: InitSource,
-    /// Device.
-    pub device: Device,
-    /// Updates per epoch.
-    pub steps_per_epoch: u64,
-    /// Updates in the run.
+    /// Updates in the run (`train.max_steps` when set, else epochs × updates per epoch).
     pub max_steps: u64,
-    /// Warm-up updates.
-    pub warmup_steps: u64,
-    /// Monitored metric and its direction.
-    pub metric: (String, Direction),
-    /// Prometheus endpoint.
-    pub metrics_addr: Option<SocketAddr>,
-    /// `run_id` label.
-    pub run_id: String,
+    /// Updates per epoch when counting epochs, else 0.
+    pub epoch_steps: u64,
 }
 
 fn resolve_path(p: &Path, base: Option<&Path>) -> PathBuf {
@@ -66,41 +51,34 @@ fn resolve_path(p: &Path, base: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Validates a fine-tuning config (one with `[task] kind`).
+/// Validates the task of a fine-tuning config (one with `[task] kind`) and encodes its data;
+/// `world` ranks share each global batch.
 ///
 /// # Errors
-/// [`ConfigError::Invalid`] listing every problem, with key paths.
-pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigError> {
-    let c = &config;
-    let kind = c.task.kind.expect("a fine-tuning config has task.kind");
+/// Every problem found, each starting with its key path.
+pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<TaskPlan, Vec<String>> {
+    let Some(kind) = c.task.kind else { return Err(vec!["task.kind: missing".into()]) };
     let mut problems: Vec<String> = Vec::new();
-    let invalid = |problems: Vec<String>| ConfigError::Invalid { file: file.to_owned(), problems };
+    let invalid = |problems: Vec<String>| problems;
     if c.train.batch_size == 0 || c.train.grad_accum == 0 {
-        problems.push("train.batch_size, train.grad_accum: must be positive".into());
+        return Err(vec!["train.batch_size, train.grad_accum: must be positive".into()]);
     }
     if c.train.epochs == 0 && c.train.max_steps == 0 {
         problems.push("train.epochs: give epochs or max_steps".into());
     }
-    if !(0.0..=1.0).contains(&c.train.layerwise_lr_decay) || c.train.layerwise_lr_decay == 0.0 {
-        problems.push("train.layerwise_lr_decay: must be in (0, 1]".into());
-    }
-    if !c.init.checkpoint.as_os_str().is_empty() && !c.init.hf.as_os_str().is_empty() {
-        problems.push("init: give either init.checkpoint or init.hf, not both".into());
-    }
-    let metric = match (kind, c.task.metric.as_str()) {
+    let (metric, direction) = match (kind, c.task.metric.as_str()) {
         (HeadKind::SequenceClassification, "" | "accuracy") => ("accuracy".to_owned(), Direction::Higher),
         (HeadKind::SequenceClassification, "macro_f1") => ("macro_f1".to_owned(), Direction::Higher),
         (HeadKind::TokenClassification, "" | "f1") => ("f1".to_owned(), Direction::Higher),
         (HeadKind::Regression, "" | "mse") => ("mse".to_owned(), Direction::Lower),
+        (HeadKind::Regression, m @ ("pearson" | "spearman")) => (m.to_owned(), Direction::Higher),
         (HeadKind::Cloze, "" | "accuracy") => ("accuracy".to_owned(), Direction::Higher),
         (_, "loss") => ("loss".to_owned(), Direction::Lower),
         (_, m) => {
-            problems.push(format!("task.metric: `{m}` does not fit task.kind {kind:?} (accuracy, macro_f1, f1, mse or loss)"));
+            problems.push(format!("task.metric: `{m}` does not fit task.kind {kind:?} (accuracy, macro_f1, f1, mse, pearson, spearman or loss)"));
             ("loss".to_owned(), Direction::Lower)
         }
     };
-    let device = crate::config::plan::parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
-    let metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
 
     if kind == HeadKind::Cloze {
         if c.init.checkpoint.as_os_str().is_empty() {
@@ -115,66 +93,46 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     }
     let mut glm_config: Option<GlmConfig> = None;
     // Starting point: its model sizes and tokenizer.
-    let (init, mut bert, init_tokenizer) = if !c.init.checkpoint.as_os_str().is_empty() {
-        match find_checkpoint(&c.init.checkpoint) {
-            Ok((dir, state)) => match serde_json::from_value::<ModelSpec>(state.model.clone()) {
-                Ok(ModelSpec::Glm { config }) if kind == HeadKind::Cloze => {
-                    let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
-                    glm_config = Some(config);
-                    (InitSource::Checkpoint(dir), BertConfig::default(), tok)
-                }
-                Ok(_) if kind == HeadKind::Cloze => {
-                    problems.push(format!("init.checkpoint: {} is not a GLM checkpoint (cloze needs one)", dir.display()));
-                    (InitSource::Fresh, BertConfig::default(), None)
-                }
-                Ok(ModelSpec::Bert { config, .. }) => {
-                    let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
-                    // A checkpoint of ours carries its tokenizer beside the weights when it can.
-                    let tok = if dir.join("tokenizer.json").exists() { Some(dir.join("tokenizer.json")) } else { tok };
-                    (InitSource::Checkpoint(dir), config, tok)
-                }
-                Ok(_) => {
-                    problems.push(format!("init.checkpoint: {} is not a BERT checkpoint", dir.display()));
-                    (InitSource::Fresh, BertConfig::default(), None)
-                }
-                // A fine-tuned checkpoint of ours: continue from its encoder (and head).
-                Err(_) if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") => {
-                    match serde_json::from_value::<super::run::TaskSpec>(state.model.clone()) {
-                        Ok(spec) => (InitSource::Checkpoint(dir), spec.config, Some(spec.tokenizer)),
-                        Err(e) => {
-                            problems.push(format!("init.checkpoint: {}: its task description is unreadable: {e}", dir.display()));
-                            (InitSource::Fresh, BertConfig::default(), None)
-                        }
-                    }
-                }
-                Err(e) => {
-                    problems.push(format!("init.checkpoint: {}: its model description is unreadable: {e}", dir.display()));
+    let (init, mut bert, init_tokenizer) = match super::init::resolve_start(&c.init) {
+        Err(e) => {
+            problems.push(e);
+            (InitSource::Fresh, BertConfig::default(), None)
+        }
+        Ok(None) => (InitSource::Fresh, c.model.bert(0, 0), None),
+        Ok(Some(st)) => match (&st.model, kind) {
+            (StartModel::Pretrain(ModelSpec::Glm { config }), HeadKind::Cloze) => {
+                glm_config = Some(config.clone());
+                (st.source.clone(), BertConfig::default(), st.tokenizer.clone())
+            }
+            (_, HeadKind::Cloze) => {
+                problems.push(format!("init.checkpoint: {:?} is not a GLM pre-training checkpoint (cloze needs one)", st.source));
+                (InitSource::Fresh, BertConfig::default(), None)
+            }
+            (m, _) => match m.bert() {
+                Some(cfg) => (st.source.clone(), cfg, st.tokenizer.clone()),
+                None => {
+                    problems.push(format!("init.checkpoint: {:?} is not a BERT checkpoint", st.source));
                     (InitSource::Fresh, BertConfig::default(), None)
                 }
             },
-            Err(e) => {
-                problems.push(format!("init.checkpoint: {}", crate::error_chain(&e)));
-                (InitSource::Fresh, BertConfig::default(), None)
-            }
-        }
-    } else if !c.init.hf.as_os_str().is_empty() {
-        let dir = c.init.hf.clone();
-        let cfg = std::fs::read_to_string(dir.join("config.json")).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<BertConfig>(&t).map_err(|e| e.to_string()));
-        let tok = ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists());
-        if !dir.join("model.safetensors").exists() {
-            problems.push(format!("init.hf: {} has no model.safetensors (only safetensors is read)", dir.display()));
-        }
-        match cfg {
-            Ok(cfg) => (InitSource::Hf(dir), cfg, tok),
-            Err(e) => {
-                problems.push(format!("init.hf: {}/config.json: {e}", dir.display()));
-                (InitSource::Fresh, BertConfig::default(), None)
-            }
-        }
-    } else {
-        // Vocabulary and [PAD] come from the tokenizer below.
-        (InitSource::Fresh, c.model.bert(0, 0), None)
+        },
     };
+    if !matches!(init, InitSource::Fresh) {
+        super::init::override_bert_dropout(&mut bert, table);
+        if let Some(g) = glm_config.as_mut() {
+            let mut spec = ModelSpec::Glm { config: g.clone() };
+            super::init::override_dropout(&mut spec, table);
+            if let ModelSpec::Glm { config } = spec {
+                *g = config;
+            }
+        }
+        let sizes = ["hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "vocab_size"];
+        for k in sizes {
+            if table.get("model").and_then(|m| m.get(k)).is_some() {
+                problems.push(format!("model.{k}: the architecture comes from [init]; only model.hidden_dropout and model.attention_dropout can be set"));
+            }
+        }
+    }
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };
     let tokenizer = match &tokenizer_path {
         None => {
@@ -187,19 +145,8 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
         problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));
     }
-    let expand = |key: &str, pats: &[String], problems: &mut Vec<String>| -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for p in pats {
-            let found: Vec<PathBuf> = glob::glob(p).map(|g| g.filter_map(Result::ok).filter(|p| p.is_file()).collect()).unwrap_or_default();
-            if found.is_empty() {
-                problems.push(format!("{key}: file not found: `{p}`"));
-            }
-            out.extend(found);
-        }
-        out
-    };
-    let train_files = expand("data.train", &c.data.train, &mut problems);
-    let eval_files = expand("data.eval", &c.data.eval, &mut problems);
+    let train_files = crate::plan::expand(&c.data.train, "data.train", &mut problems);
+    let eval_files = crate::plan::expand(&c.data.eval, "data.eval", &mut problems);
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
@@ -209,7 +156,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
     let glm_ids = if kind == HeadKind::Cloze {
         // The same tokens, added in the same order as in pre-training: the same ids.
-        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| invalid(vec![format!("tokenizer.path: {}", crate::error_chain(&e))]))?;
+        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| vec![format!("tokenizer.path: {}", crate::error_chain(&e))])?;
         let ids = tokenizer.special_ids();
         Some(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
     } else {
@@ -220,7 +167,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     bert.pad_token_id = tokenizer.special_ids().pad as i64;
 
     // Data.
-    let data_err = |e: data::TaskDataError| invalid(vec![format!("data: {}", crate::error_chain(&e))]);
+    let data_err = |e: data::TaskDataError| vec![format!("data: {}", crate::error_chain(&e))];
     let max_len = c.train.max_seq_len;
     let fields = Fields { text: c.task.text_field.clone(), text_pair: c.task.text_pair_field.clone(), label: c.task.label_field.clone() };
     let mut cloze_spec: Option<ClozeSpec> = None;
@@ -293,30 +240,26 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<FinetunePlan, ConfigErr
     if kind != HeadKind::Regression && labels.names.len() < 2 {
         return Err(invalid(vec![format!("task.labels: need at least 2 labels, found {:?}", labels.names)]));
     }
-    let per_step = (c.train.batch_size * c.train.grad_accum) as u64;
-    let steps_per_epoch = (train.len() as u64).div_ceil(per_step).max(1);
-    let max_steps = if c.train.epochs > 0 { c.train.epochs * steps_per_epoch } else { c.train.max_steps };
-    let warmup_steps = if c.train.warmup_steps > 0 { c.train.warmup_steps } else { (c.train.warmup_ratio * max_steps as f64).round() as u64 };
-    let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
+    let monitor = Monitor { metric, direction };
+    // Batches of an epoch end at its last example (a short last batch, as a DataLoader), and
+    // the ranks of a data-parallel run share each global batch.
+    let batches_per_epoch = (train.len() as u64).div_ceil((c.train.batch_size * world) as u64).max(1);
+    let epoch_steps = batches_per_epoch.div_ceil(c.train.grad_accum as u64).max(1);
+    let (max_steps, epoch_steps) = if c.train.epochs > 0 { (c.train.epochs * epoch_steps, epoch_steps) } else { (c.train.max_steps, 0) };
     let tokenizer_path = resolve_path(&tokenizer_path.expect("checked above"), None);
-    Ok(FinetunePlan {
-        file: file.to_owned(),
-        config,
+    let spec = TaskSpec {
+        architecture: "BertForTask".into(),
+        config: bert.clone(),
         kind,
-        labels,
-        train,
-        eval,
-        tokenizer,
-        tokenizer_path,
-        bert,
-        cloze: glm_config.zip(cloze_spec),
-        init,
-        device,
-        steps_per_epoch,
-        max_steps,
-        warmup_steps,
-        metric,
-        metrics_addr,
-        run_id,
-    })
+        labels: labels.names.clone(),
+        tokenizer: tokenizer_path,
+        max_seq_len: c.train.max_seq_len,
+        glm: glm_config.clone(),
+    };
+    let model = match &glm_config {
+        Some(g) => ModelSpec::Glm { config: g.clone() },
+        None => ModelSpec::Bert { config: bert, pair_head: false },
+    };
+    let share = |v: Vec<TaskExample>| Arc::new(v.into_iter().map(Arc::new).collect::<Vec<_>>());
+    Ok(TaskPlan { spec, labels, train: share(train), eval: share(eval), cloze: cloze_spec, monitor, tokenizer, model, init, max_steps, epoch_steps })
 }

@@ -8,11 +8,13 @@ use std::path::Path;
 use serde_json::json;
 use tch::{nn, Device, Kind};
 
-use super::data::{self, collate, Fields, LabelSet, TaggedSentence};
+use super::data::{self, Fields, LabelSet, TaggedSentence};
+use super::task::{collate_plain, TaskNet};
+use crate::objective::DeviceBatch;
 use super::export::{describe, Described, ExportError};
-use super::init::find_checkpoint;
+use crate::checkpoint::resume::locate as find_checkpoint;
 use crate::data::tokenize::TextTokenizer;
-use crate::model::heads::{BertForTask, HeadKind};
+use crate::model::heads::HeadKind;
 
 /// Writes predictions for `input` to `output` (stdout when `None`); returns the checkpoint used
 /// and the number of records.
@@ -30,7 +32,7 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
     }
     let tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len().max(1) as i64);
+    let model = TaskNet::new(&vs.root(), &spec);
     vs.load(dir.join("model.safetensors")).map_err(|e| e.to_string())?;
     let labels = LabelSet { names: spec.labels.clone() };
     let task = state.config.get("task").cloned().unwrap_or_default();
@@ -48,10 +50,12 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
             for s in &sentences {
                 let tagged = TaggedSentence { words: s.clone(), tags: vec![labels.names[0].clone(); s.len()], path: input.to_owned(), line: 0 };
                 let ex = data::encode_tagged(&tok, &tagged, &labels, spec.max_seq_len).map_err(|e| e.to_string())?;
-                let b = collate(&[&ex], pad, true);
-                let logits = model.forward(&tensor2(&b.input_ids, &b), &tensor2(&b.token_type_ids, &b), &tch::Tensor::from_slice(&b.lengths), false);
+                let b = collate_plain(&[&ex], pad, HeadKind::TokenClassification);
+                // Tag logits at each surviving word's first sub-token, in word order.
+                let logits = model.outputs(&DeviceBatch::new(&b, Device::Cpu), false);
                 let pred = Vec::<i64>::try_from(&logits.argmax(-1, false).view([-1])).unwrap_or_default();
-                let tags: Vec<&str> = ex.word_starts.iter().map(|w| w.map_or("O", |p| labels.names[pred[p] as usize].as_str())).collect();
+                let mut next = pred.iter();
+                let tags: Vec<&str> = ex.word_starts.iter().map(|w| w.and_then(|_| next.next()).map_or("O", |&p| labels.names[p as usize].as_str())).collect();
                 writeln!(out, "{}", json!({"tokens": s, "tags": tags})).map_err(|e| e.to_string())?;
                 n += 1;
             }
@@ -61,10 +65,10 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
             let records = data::read_texts(input, &fields).map_err(|e| crate::error_chain(&e))?;
             for r in &records {
                 let ex = data::encode_classification(&tok, r, None, 0.0, spec.max_seq_len).map_err(|e| e.to_string())?;
-                let b = collate(&[&ex], pad, false);
-                let logits = model.forward(&tensor2(&b.input_ids, &b), &tensor2(&b.token_type_ids, &b), &tch::Tensor::from_slice(&b.lengths), false);
+                let b = collate_plain(&[&ex], pad, kind);
+                let logits = model.outputs(&DeviceBatch::new(&b, Device::Cpu), false);
                 let line = if kind == HeadKind::Regression {
-                    json!({"text": r.text, "score": logits.double_value(&[0, 0])})
+                    json!({"text": r.text, "score": logits.double_value(&[0])})
                 } else {
                     let p = Vec::<f64>::try_from(&logits.softmax(-1, Kind::Double).view([-1])).unwrap_or_default();
                     let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
@@ -78,10 +82,6 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
     }
     out.flush().map_err(|e| e.to_string())?;
     Ok((dir, n))
-}
-
-fn tensor2(v: &[i64], b: &data::TaskBatch) -> tch::Tensor {
-    tch::Tensor::from_slice(v).view([b.batch_size as i64, b.seq_len as i64])
 }
 
 /// Words per sentence from a CoNLL-style file (first column; tags, if any, ignored) or JSONL

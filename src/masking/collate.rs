@@ -53,6 +53,8 @@ fn framed_len(p: &Payload) -> usize {
     match p {
         Payload::Single(seg) => seg.ids.len() + 2,
         Payload::Pair(pair) => pair.a.ids.len() + pair.b.ids.len() + 3,
+        // Already framed by its encoder.
+        Payload::Labelled(e) => e.ids.len(),
     }
 }
 
@@ -80,6 +82,15 @@ fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w: &mut Vec<
             push(&pair.b, t, w);
             (a_len, Some(pair.label as i64))
         }
+        // Masked language modelling over task text: framed already, every token a word start.
+        Payload::Labelled(e) => {
+            t.clear();
+            w.clear();
+            t.extend_from_slice(&e.ids);
+            w.resize(t.len(), true);
+            let b_start = e.types.iter().position(|&ty| ty == 1).unwrap_or(t.len());
+            (b_start, None)
+        }
     }
 }
 
@@ -99,6 +110,14 @@ pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
                     let seg = match &ex.payload {
                         Payload::Single(s) => s,
                         Payload::Pair(p) => &p.a,
+                        // GLM over task text: its tokens after `[CLS]`, one sentence.
+                        Payload::Labelled(e) => {
+                            let body: Vec<u32> = e.ids.iter().skip(1).copied().collect();
+                            let mut x = Vec::with_capacity(body.len() + 1);
+                            x.push(ctx.ids.cls);
+                            x.extend_from_slice(&body);
+                            return (x, vec![body.len() + 1]);
+                        }
                     };
                     let mut x = Vec::with_capacity(seg.ids.len() + 1);
                     x.push(ctx.ids.cls);
@@ -152,6 +171,8 @@ fn empty_batch(raw: &RawBatch, seq_len: usize, ctx: &MaskContext, glm: bool) -> 
         pair_labels: Vec::new(),
         n_tokens: 0,
         n_scored: 0,
+        n_examples: b,
+        ..Default::default()
     }
 }
 

@@ -12,8 +12,7 @@
 use crate::config::{MaskUnit, Selection};
 use crate::rng::Rng;
 
-/// Label of a position that is not scored (PyTorch's `ignore_index`).
-pub const IGNORE: i64 = -100;
+pub use crate::batch::IGNORE;
 
 /// Masking knobs, resolved from `[objective]`.
 #[derive(Debug, Clone, Copy, PartialEq)]

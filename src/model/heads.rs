@@ -53,4 +53,12 @@ impl BertForTask {
         };
         self.classifier.forward(&x.dropout(self.dropout, train))
     }
+
+    /// Token-classification logits at flat positions (`row * seq + col`) only: the head and
+    /// the loss skip every unlabelled token, as the MLM decoder skips unmasked ones.
+    pub fn logits_at(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
+        let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
+        let h = h.view([-1, h.size()[2]]).index_select(0, positions);
+        self.classifier.forward(&h.dropout(self.dropout, train))
+    }
 }

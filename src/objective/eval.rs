@@ -1,43 +1,48 @@
-//! Held-out metrics of a pre-training objective.
+//! Held-out metrics: named values an objective computes over the held-out batches.
+
+use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};
 
-use super::{correct, DeviceBatch, ObjectiveModel, ObjectiveNames};
+use super::{correct, DeviceBatch, ObjectiveModel, ObjectiveNames, Per, PretrainModel};
 use crate::batch::HostBatch;
 
-/// Held-out metrics.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+/// Held-out metrics by name (`mlm_loss`, `perplexity`, `accuracy`, `f1`, `precision.spam`,
+/// ...). Names with a dot are per-class details: logged in `events.jsonl`, not exported as
+/// gauges.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(transparent)]
 pub struct EvalMetrics {
-    /// Which objective.
-    pub names: ObjectiveNames,
-    /// Mean token-level cross-entropy per scored target (MLM or GLM Part B).
-    pub loss: f64,
-    /// `exp(loss)`.
-    pub perplexity: f64,
-    /// Share of scored targets whose arg-max prediction is right.
-    pub accuracy: f64,
-    /// Scored targets the numbers are over.
-    pub scored_tokens: u64,
-    /// Pair task (NSP / SOP): mean loss and accuracy over rows.
-    pub pair: Option<(f64, f64)>,
+    /// The values.
+    pub values: BTreeMap<String, f64>,
 }
 
 impl EvalMetrics {
-    /// `(name, value)` pairs, for metrics and events: `mlm_loss`, `perplexity`, `accuracy`,
-    /// and `nsp_loss` / `nsp_accuracy` (or `sop_*`) with a pair task.
+    /// `(name, value)` pairs in name order.
     pub fn pairs(&self) -> Vec<(String, f64)> {
-        let mut v = vec![(format!("{}_loss", self.names.lm), self.loss), ("perplexity".into(), self.perplexity), ("accuracy".into(), self.accuracy)];
-        if let (Some(task), Some((loss, acc))) = (self.names.pair, self.pair) {
-            v.push((format!("{task}_loss"), loss));
-            v.push((format!("{task}_accuracy"), acc));
-        }
-        v
+        self.values.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// One value.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.get(name).copied()
+    }
+
+    /// The headline values (no per-class details), as `name value` text.
+    pub fn summary(&self) -> String {
+        let shown: Vec<String> = self.values.iter().filter(|(k, _)| !k.contains('.')).map(|(k, v)| format!("{k} {v:.4}")).collect();
+        shown.join(", ")
+    }
+
+    fn insert(&mut self, k: impl Into<String>, v: f64) {
+        self.values.insert(k.into(), v);
     }
 }
 
-/// Evaluates `model` (eval mode, no grad) on host batches; sums on the device and reads the
-/// totals once at the end.
-pub fn evaluate(model: &dyn ObjectiveModel, batches: &[HostBatch], device: Device, names: ObjectiveNames) -> EvalMetrics {
+/// Pre-training metrics: mean token-level cross-entropy per scored target (`mlm_loss` or
+/// `glm_loss`), `perplexity`, arg-max `accuracy`, and with a pair task `nsp_loss` /
+/// `nsp_accuracy` (or `sop_*`). Sums stay on the device; the totals are read once at the end.
+pub fn evaluate(model: &PretrainModel, batches: &[HostBatch], device: Device, names: ObjectiveNames) -> EvalMetrics {
     let _guard = tch::no_grad_guard();
     let zero = |k| Tensor::zeros([], (k, device));
     let (mut lm, mut lm_ok, mut pair, mut pair_ok) = (zero(Kind::Double), zero(Kind::Int64), zero(Kind::Double), zero(Kind::Int64));
@@ -58,6 +63,48 @@ pub fn evaluate(model: &dyn ObjectiveModel, batches: &[HostBatch], device: Devic
     }
     let n = scored.max(1) as f64;
     let loss = lm.double_value(&[]) / n;
-    let pair = (rows > 0).then(|| (pair.double_value(&[]) / rows as f64, pair_ok.int64_value(&[]) as f64 / rows as f64));
-    EvalMetrics { names, loss, perplexity: loss.exp(), accuracy: lm_ok.int64_value(&[]) as f64 / n, scored_tokens: scored, pair }
+    let mut m = EvalMetrics::default();
+    m.insert(format!("{}_loss", names.lm), loss);
+    m.insert("perplexity", loss.exp());
+    m.insert("accuracy", lm_ok.int64_value(&[]) as f64 / n);
+    if let (Some(task), true) = (names.pair, rows > 0) {
+        m.insert(format!("{task}_loss"), pair.double_value(&[]) / rows as f64);
+        m.insert(format!("{task}_accuracy"), pair_ok.int64_value(&[]) as f64 / rows as f64);
+    }
+    m
+}
+
+/// The default held-out metrics of any objective: each loss part's mean over its divisor
+/// (`{part}_loss`) and their sum (`loss`).
+pub fn loss_means<M: ObjectiveModel + ?Sized>(model: &M, batches: &[HostBatch], device: Device) -> EvalMetrics {
+    let _guard = tch::no_grad_guard();
+    let mut sums: BTreeMap<&'static str, (Tensor, Per)> = BTreeMap::new();
+    let (mut scored, mut examples) = (0usize, 0usize);
+    for hb in batches {
+        let b = DeviceBatch::new(hb, device);
+        for part in model.losses(&b, false) {
+            let s = part.sum.to_kind(Kind::Double);
+            match sums.get_mut(part.name) {
+                Some((acc, _)) => *acc += s,
+                None => {
+                    sums.insert(part.name, (s, part.per));
+                }
+            }
+        }
+        scored += hb.n_scored;
+        examples += hb.n_examples;
+    }
+    let mut m = EvalMetrics::default();
+    let mut total = 0.0;
+    for (name, (sum, per)) in sums {
+        let n = match per {
+            Per::Target => scored,
+            Per::Example => examples,
+        };
+        let v = sum.double_value(&[]) / n.max(1) as f64;
+        total += v;
+        m.insert(format!("{name}_loss"), v);
+    }
+    m.insert("loss", total);
+    m
 }

@@ -1,19 +1,24 @@
-//! Device halves of the objectives: batches on the device, losses, evaluation outputs.
+//! Objectives: what turns a raw batch into a collated one (a [`Collator`], run in the Masker
+//! workers), and what builds the model that turns a device batch into losses and evaluation
+//! metrics (an [`Objective`], built on the Trainer's and the Evaluator's threads). Pre-training
+//! objectives (MLM, NSP / SOP, GLM) and fine-tuning tasks (classification, regression, token
+//! classification, cloze) go through these same traits, and so does a user's own objective.
 //!
-//! Every objective returns *sums* of its per-target losses; the Trainer divides by the counts
-//! of the whole update (known on the host), so gradient accumulation equals one big batch and
-//! normalising needs no sync.
+//! Every objective returns *sums* of its per-target losses, each with what it is averaged
+//! over ([`Per`]); the Trainer divides by the counts of the whole update (known on the host),
+//! so gradient accumulation equals one big batch and normalising needs no sync.
 
 pub mod eval;
 
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::batch::{HostBatch, RawBatch};
+use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::rng::Stream;
-use crate::masking::mlm::IGNORE;
 use crate::model::bert::{BertConfig, BertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
+pub use crate::train::policy::{Direction, Monitor};
+pub use eval::EvalMetrics;
 
 /// A [`HostBatch`] moved to the device.
 pub struct DeviceBatch {
@@ -31,10 +36,20 @@ pub struct DeviceBatch {
     pub glm: Option<(Tensor, Tensor, Tensor)>,
     /// `[batch]` NSP / SOP labels.
     pub pair_labels: Option<Tensor>,
+    /// `[examples]` class ids (classification, cloze).
+    pub row_labels: Option<Tensor>,
+    /// `[examples]` regression targets.
+    pub row_targets: Option<Tensor>,
+    /// `[n_scored]` cloze: the row of each answer token.
+    pub target_rows: Option<Tensor>,
+    /// Cloze: rows per example.
+    pub candidates: usize,
     /// Scored tokens (host count).
     pub n_scored: usize,
     /// Rows (host count).
     pub rows: usize,
+    /// Examples (host count).
+    pub n_examples: usize,
 }
 
 impl DeviceBatch {
@@ -50,6 +65,7 @@ impl DeviceBatch {
                 up(Tensor::from_slice(&b.prefix_len)),
             )
         });
+        let opt = |v: &[i64]| (!v.is_empty()).then(|| up(Tensor::from_slice(v)));
         DeviceBatch {
             input_ids: up(Tensor::from_slice(&b.input_ids).view(shape)),
             token_type_ids: up(Tensor::from_slice(&b.token_type_ids).view(shape)),
@@ -57,21 +73,35 @@ impl DeviceBatch {
             masked_positions: up(Tensor::from_slice(&b.masked_positions)),
             masked_labels: up(Tensor::from_slice(&b.masked_labels)),
             glm,
-            pair_labels: (!b.pair_labels.is_empty()).then(|| up(Tensor::from_slice(&b.pair_labels))),
+            pair_labels: opt(&b.pair_labels),
+            row_labels: opt(&b.row_labels),
+            row_targets: (!b.row_targets.is_empty()).then(|| up(Tensor::from_slice(&b.row_targets))),
+            target_rows: opt(&b.target_rows),
+            candidates: b.candidates,
             n_scored: b.n_scored,
             rows: b.batch_size,
+            n_examples: b.n_examples,
         }
     }
 }
 
-/// Loss sums of one forward pass, and the logits evaluation needs.
-pub struct LossSums {
-    /// Sum of the token-level cross-entropy (MLM or GLM) over scored targets.
-    pub lm: Tensor,
-    /// Logits at the scored positions `[n_scored, vocab]`.
-    pub lm_logits: Tensor,
-    /// Sum of the pair cross-entropy over rows, and the pair logits `[batch, 2]`.
-    pub pair: Option<(Tensor, Tensor)>,
+/// What a loss part is averaged over: the update's scored tokens or its examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// Scored tokens (`n_scored`): MLM, GLM, token classification.
+    Target,
+    /// Examples (`n_examples`): NSP / SOP, classification, regression, cloze.
+    Example,
+}
+
+/// One named part of an objective's loss: a sum over this batch's targets or examples.
+pub struct LossPart {
+    /// Metric label and log name (`mlm`, `nsp`, `glm`, `cls`, `tag`, ...).
+    pub name: &'static str,
+    /// Sum of the per-target (or per-example) losses.
+    pub sum: Tensor,
+    /// The divisor.
+    pub per: Per,
 }
 
 /// The model behind a pre-training objective.
@@ -82,80 +112,118 @@ pub enum PretrainModel {
     Glm(Glm),
 }
 
-/// The CPU half of an objective: corrupts and collates a raw batch in a Masker worker (or for
-/// the held-out split, with `Stream::EvalMask`). It must be a pure function of the batch, its
-/// randomness keyed by the examples' indices, so that the worker count and resumes never
-/// change a batch.
-pub trait CpuHalf: Send + Sync + 'static {
+/// The collating half of an objective: encodes, corrupts and collates a raw batch in a Masker
+/// worker (or for the held-out split, with `Stream::EvalMask`). It must be a pure function of
+/// the batch, its randomness keyed by the examples' indices, so that the worker count and
+/// resumes never change a batch.
+pub trait Collator: Send + Sync + 'static {
     /// One host batch from one raw batch (keep `seq` and `cursor`).
     fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch;
 }
 
-/// A model turning a device batch into loss sums (the device half, once built).
+/// A model turning a device batch into loss parts, and held-out batches into metrics.
 pub trait ObjectiveModel: Send {
-    /// Token-level and pair-level loss sums; the Trainer divides by the update's counts.
-    fn sums(&self, batch: &DeviceBatch, train: bool) -> LossSums;
+    /// The loss parts of one batch (sums); the Trainer divides each by the update's count.
+    fn losses(&self, batch: &DeviceBatch, train: bool) -> Vec<LossPart>;
+
+    /// Held-out metrics over `batches` (eval mode, no grad). The default reports each part's
+    /// mean loss as `{part}_loss` and their total as `loss`; objectives override it to add
+    /// accuracies, F1 and the like.
+    fn evaluate(&self, batches: &[HostBatch], device: Device) -> EvalMetrics {
+        eval::loss_means(self, batches, device)
+    }
 }
 
-/// The device half of an objective: builds its model (encoder and head) under a VarStore root,
-/// on the Trainer's and the Evaluator's threads alike.
-pub trait DeviceHalf: Send + Sync + 'static {
+/// The model-building half of an objective: creates its variables (encoder and heads) under a
+/// VarStore root, on the Trainer's and the Evaluator's threads alike.
+pub trait Objective: Send + Sync + 'static {
     /// Creates the variables and returns the model.
     fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel>;
-    /// Names of its parts (metric labels, evaluation keys).
-    fn names(&self) -> ObjectiveNames;
     /// What `state.json` records as the model; a resume must match it.
     fn describe(&self) -> serde_json::Value;
+    /// The evaluation metric that picks the best checkpoint and drives early stopping.
+    fn monitor(&self) -> Monitor {
+        Monitor { metric: "loss".into(), direction: Direction::Lower }
+    }
 }
 
-/// The built-in objectives' CPU half: MLM (with pairs) or GLM corruption from the config.
-pub struct BuiltinCpu {
+/// The built-in pre-training objectives' collator: MLM (with pairs) or GLM corruption.
+pub struct BuiltinCollator {
     /// Masking for training batches.
     pub train: crate::masking::collate::MaskContext,
     /// Masking for held-out batches.
     pub eval: crate::masking::collate::MaskContext,
 }
 
-impl CpuHalf for BuiltinCpu {
+impl Collator for BuiltinCollator {
     fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch {
         let ctx = if matches!(stream, Stream::EvalMask) { &self.eval } else { &self.train };
         crate::masking::collate::mask_and_collate(&raw, ctx)
     }
 }
 
-/// The built-in objectives' device half: BERT (MLM, + NSP / SOP) or GLM from the config.
-pub struct BuiltinDevice {
+/// The built-in pre-training objectives: BERT (MLM, + NSP / SOP) or GLM from the config.
+pub struct Pretraining {
     /// Architecture and sizes.
     pub spec: ModelSpec,
     /// Part names.
     pub names: ObjectiveNames,
 }
 
-impl DeviceHalf for BuiltinDevice {
+impl Objective for Pretraining {
     fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel> {
-        Box::new(PretrainModel::new(root, &self.spec))
-    }
-    fn names(&self) -> ObjectiveNames {
-        self.names
+        Box::new(PretrainNet { model: PretrainModel::new(root, &self.spec), names: self.names })
     }
     fn describe(&self) -> serde_json::Value {
         serde_json::to_value(&self.spec).unwrap_or_default()
     }
-}
-
-impl ObjectiveModel for PretrainModel {
-    fn sums(&self, batch: &DeviceBatch, train: bool) -> LossSums {
-        PretrainModel::sums(self, batch, train)
+    fn monitor(&self) -> Monitor {
+        Monitor { metric: format!("{}_loss", self.names.lm), direction: Direction::Lower }
     }
 }
 
-/// Names of an objective's parts, for metric labels and reports.
+/// A pre-training model with its part names: what [`Pretraining`] builds.
+pub struct PretrainNet {
+    /// The network.
+    pub model: PretrainModel,
+    /// Its parts' names.
+    pub names: ObjectiveNames,
+}
+
+impl ObjectiveModel for PretrainNet {
+    fn losses(&self, batch: &DeviceBatch, train: bool) -> Vec<LossPart> {
+        let out = self.model.sums(batch, train);
+        let names = self.names;
+        let mut parts = vec![LossPart { name: names.lm, sum: out.lm, per: Per::Target }];
+        if let (Some((sum, _)), Some(pair)) = (out.pair, names.pair) {
+            parts.push(LossPart { name: pair, sum, per: Per::Example });
+        }
+        parts
+    }
+
+    fn evaluate(&self, batches: &[HostBatch], device: Device) -> EvalMetrics {
+        eval::evaluate(&self.model, batches, device, self.names)
+    }
+}
+
+/// Names of a pre-training objective's parts, for metric labels and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectiveNames {
     /// The token-level part: `mlm` or `glm`.
     pub lm: &'static str,
     /// The pair part: `nsp`, `sop`, or none.
     pub pair: Option<&'static str>,
+}
+
+/// Token-level and pair-level loss sums of a pre-training model, with the logits evaluation
+/// needs.
+pub struct LossSums {
+    /// Sum of the token-level cross-entropy (MLM or GLM) over scored targets.
+    pub lm: Tensor,
+    /// Logits at the scored positions `[n_scored, vocab]`.
+    pub lm_logits: Tensor,
+    /// Sum of the pair cross-entropy over rows, and the pair logits `[batch, 2]`.
+    pub pair: Option<(Tensor, Tensor)>,
 }
 
 /// Sizes of either architecture.

@@ -1,6 +1,7 @@
 //! Optimisation: our AdamW (with saveable state), schedules, and one training step.
 
 pub mod adamw;
+pub mod groups;
 pub mod schedule;
 pub mod step;
 pub mod policy;

@@ -1,5 +1,92 @@
 //! When to log, evaluate and checkpoint: pure functions of the step, tested without threads.
 
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Accuracy, F1.
+    Higher,
+    /// Loss, MSE.
+    Lower,
+}
+
+/// Early stopping with patience on one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    /// Evaluations without improvement before stopping (0: never stop).
+    pub patience: u32,
+    /// Which way is better.
+    pub direction: Direction,
+    best: Option<f64>,
+    stale: u32,
+}
+
+/// The verdict after one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// This evaluation is the best so far (keep its checkpoint).
+    pub improved: bool,
+    /// Stop training now.
+    pub stop: bool,
+}
+
+impl EarlyStopping {
+    /// A fresh policy.
+    pub fn new(patience: u32, direction: Direction) -> Self {
+        EarlyStopping { patience, direction, best: None, stale: 0 }
+    }
+
+    /// Takes one evaluation's value.
+    ///
+    /// ```
+    /// use pretune::train::policy::{Direction, EarlyStopping};
+    /// let mut p = EarlyStopping::new(2, Direction::Higher);
+    /// assert!(p.update(0.5).improved);
+    /// assert!(!p.update(0.4).stop);
+    /// assert!(p.update(0.5).stop, "a tie is no improvement: two stale evaluations");
+    /// ```
+    pub fn update(&mut self, value: f64) -> Verdict {
+        let better = match (self.best, self.direction) {
+            (None, _) => value.is_finite(),
+            (Some(b), Direction::Higher) => value > b,
+            (Some(b), Direction::Lower) => value < b,
+        };
+        if better {
+            self.best = Some(value);
+            self.stale = 0;
+        } else {
+            self.stale += 1;
+        }
+        Verdict { improved: better, stop: self.patience > 0 && self.stale >= self.patience }
+    }
+
+    /// The best value so far.
+    pub fn best(&self) -> Option<f64> {
+        self.best
+    }
+}
+
+/// The evaluation metric that picks the best checkpoint and drives early stopping.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Monitor {
+    /// Metric name as the objective reports it (`mlm_loss`, `accuracy`, `f1`, ...).
+    pub metric: String,
+    /// Which way is better.
+    pub direction: Direction,
+}
+
+impl Monitor {
+    /// The metric as a score where lower is better (what `best.json` stores); `None` when the
+    /// evaluation lacks it or it is not finite.
+    pub fn score(&self, metrics: &crate::objective::EvalMetrics) -> Option<f64> {
+        let v = metrics.get(&self.metric).filter(|v| v.is_finite())?;
+        Some(match self.direction {
+            Direction::Lower => v,
+            Direction::Higher => -v,
+        })
+    }
+}
+
 /// What is due after an update.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Due {
@@ -18,8 +105,11 @@ pub struct StepPolicy {
     pub max_steps: u64,
     /// Log every N steps (>= 1).
     pub log_every: u64,
-    /// Evaluate every N steps (0: only at the end).
+    /// Evaluate every N steps (0: at the end of every epoch when the run counts epochs, else
+    /// only at the end).
     pub eval_every: u64,
+    /// Updates per epoch when the run counts epochs (`train.epochs`); 0 otherwise.
+    pub epoch_steps: u64,
     /// Checkpoint every N steps (0: only at the end).
     pub checkpoint_every: u64,
     /// Whether there is a held-out split at all.
@@ -31,19 +121,18 @@ impl StepPolicy {
     ///
     /// ```
     /// use pretune::train::policy::StepPolicy;
-    /// let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 4, checkpoint_every: 0, can_eval: true };
-    /// assert!(p.due(4).eval && !p.due(4).log && !p.due(4).checkpoint);
+    /// let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 4, checkpoint_every: 0, can_eval: true, epoch_steps: 0 };
+    /// assert!(p.due(4).eval && !p.due(4).log && p.due(4).checkpoint, "an evaluation checkpoints too");
+    /// assert!(!p.due(5).eval && p.due(5).log && !p.due(5).checkpoint);
     /// let end = p.due(10);
     /// assert!(end.log && end.eval && end.checkpoint);
     /// ```
     pub fn due(&self, step: u64) -> Due {
         let every = |n: u64| n > 0 && step % n == 0;
         let last = step >= self.max_steps;
-        Due {
-            log: last || every(self.log_every) || step == 1,
-            eval: self.can_eval && (last || every(self.eval_every)),
-            checkpoint: last || every(self.checkpoint_every),
-        }
+        let eval = self.can_eval && (last || every(self.eval_every) || (self.eval_every == 0 && every(self.epoch_steps)));
+        // Every evaluation checkpoints too, so the best evaluation always has its weights.
+        Due { log: last || every(self.log_every) || step == 1, eval, checkpoint: last || eval || every(self.checkpoint_every) }
     }
 
     /// What is due when the run stops early at `step` (Ctrl-C): a checkpoint, so it can resume.
@@ -58,15 +147,43 @@ mod tests {
 
     #[test]
     fn without_eval_split_nothing_evaluates() {
-        let p = StepPolicy { max_steps: 4, log_every: 1, eval_every: 1, checkpoint_every: 2, can_eval: false };
+        let p = StepPolicy { max_steps: 4, log_every: 1, eval_every: 1, checkpoint_every: 2, can_eval: false, epoch_steps: 0 };
         assert!((1..=4).all(|s| !p.due(s).eval));
         assert_eq!((1..=4).filter(|&s| p.due(s).checkpoint).collect::<Vec<_>>(), vec![2, 4]);
     }
 
     #[test]
     fn first_step_is_logged_so_a_user_sees_the_starting_loss() {
-        let p = StepPolicy { max_steps: 100, log_every: 50, eval_every: 0, checkpoint_every: 0, can_eval: true };
+        let p = StepPolicy { max_steps: 100, log_every: 50, eval_every: 0, checkpoint_every: 0, can_eval: true, epoch_steps: 0 };
         assert_eq!((1..=100).filter(|&s| p.due(s).log).collect::<Vec<_>>(), vec![1, 50, 100]);
         assert_eq!((1..=100).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![100]);
+    }
+    #[test]
+    fn patience_counts_evaluations_without_improvement() {
+        let mut p = EarlyStopping::new(3, Direction::Lower);
+        let v: Vec<Verdict> = [1.0, 0.8, 0.9, 0.85, 0.8, 0.7, 0.9].iter().map(|&x| p.update(x)).collect();
+        assert_eq!(v.iter().map(|v| v.improved).collect::<Vec<_>>(), vec![true, true, false, false, false, true, false]);
+        assert_eq!(v.iter().map(|v| v.stop).collect::<Vec<_>>(), vec![false, false, false, false, true, false, false]);
+        assert_eq!(p.best(), Some(0.7));
+        let mut never = EarlyStopping::new(0, Direction::Higher);
+        assert!((0..10).all(|_| !never.update(0.1).stop));
+    }
+
+
+    #[test]
+    fn eval_every_zero_means_every_epoch_when_counting_epochs() {
+        let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 0, checkpoint_every: 0, can_eval: true, epoch_steps: 4 };
+        assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![4, 8, 10]);
+        let p = StepPolicy { eval_every: 3, ..p };
+        assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![3, 6, 9, 10]);
+    }
+
+    #[test]
+    fn a_monitor_scores_lower_is_better() {
+        let mut m = crate::objective::EvalMetrics::default();
+        m.values.insert("accuracy".into(), 0.75);
+        let acc = Monitor { metric: "accuracy".into(), direction: Direction::Higher };
+        assert_eq!(acc.score(&m), Some(-0.75));
+        assert_eq!(Monitor { metric: "f1".into(), direction: Direction::Higher }.score(&m), None);
     }
 }

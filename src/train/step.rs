@@ -11,14 +11,15 @@ use tch::{nn, Device, Kind, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::batch::HostBatch;
-use crate::objective::{DeviceBatch, DeviceHalf, ObjectiveModel, ObjectiveNames};
+use super::groups::ParamGroups;
+use crate::objective::{DeviceBatch, Objective, ObjectiveModel, Per};
 
 /// Device results of one update. The tensors are detached scalars on the device: reading them
 /// is a sync point, done only on logging steps.
 pub struct StepOutput {
     /// The update's loss: token-level mean plus pair mean.
     pub loss: Tensor,
-    /// Each part's mean (`mlm`, `glm`, `nsp`, `sop`), for per-objective metrics.
+    /// Each part's mean (`mlm`, `glm`, `nsp`, `sop`, `cls`, ...), for per-objective metrics.
     pub parts: Vec<(&'static str, Tensor)>,
     /// Global gradient norm before clipping.
     pub grad_norm: Tensor,
@@ -49,7 +50,6 @@ pub struct TrainState {
     pub vs: nn::VarStore,
     /// The model.
     pub model: Box<dyn ObjectiveModel>,
-    names: ObjectiveNames,
     opt: AdamW,
     schedule: LrSchedule,
     clip: f64,
@@ -85,15 +85,34 @@ fn step_seed(seed: u64, step: u64) -> i64 {
 
 impl TrainState {
     /// Builds a freshly initialised model on `device`; `seed` fixes the initial weights.
-    pub fn new(objective: &dyn DeviceHalf, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64) -> Self {
+    /// `groups` freezes parameters (they never reach the optimizer) and scales learning rates
+    /// per layer.
+    pub fn new(objective: &dyn Objective, device: Device, seed: u64, adamw: AdamWConfig, schedule: LrSchedule, clip: f64, groups: ParamGroups) -> Self {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
-        let names: ObjectiveNames = objective.names();
-        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let opt = AdamW::new(params, adamw);
-        TrainState { vs, model, names, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default() }
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let layers = super::groups::count_layers(vars.iter().map(|(n, _)| n.as_str()));
+        let mut params = Vec::with_capacity(vars.len());
+        for (name, var) in vars {
+            if groups.frozen(&name, layers) {
+                let _ = var.set_requires_grad(false);
+                continue;
+            }
+            let scale = groups.lr_scale(&name, layers);
+            params.push((name, var, scale));
+        }
+        let opt = AdamW::with_lr_scales(params, adamw);
+        TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default() }
+    }
+
+    /// Copies the starting weights (`[init]`) in by name; a fresh start loads nothing.
+    ///
+    /// # Errors
+    /// A message naming the file or a mis-shaped tensor.
+    pub fn load_start(&mut self, source: &crate::finetune::init::InitSource) -> Result<crate::finetune::init::LoadReport, String> {
+        crate::finetune::init::load_start(&self.vs, source)
     }
 
     /// Forward and backward in `precision` (bf16 autocasts on CUDA; see
@@ -162,7 +181,7 @@ impl TrainState {
         // Divisors of the whole update, known on the host (summed over the ranks).
         let mut counts = [
             micro.iter().map(|b| b.n_scored).sum::<usize>() as f64,
-            micro.iter().map(|b| b.batch_size).sum::<usize>() as f64,
+            micro.iter().map(|b| b.n_examples).sum::<usize>() as f64,
             micro.iter().map(|b| b.n_tokens).sum::<usize>() as f64,
         ];
         let mut comm = std::time::Duration::ZERO;
@@ -175,43 +194,46 @@ impl TrainState {
             counts.copy_from_slice(&v[..3]);
         }
         let scored = counts[0].max(1.0);
-        let rows = counts[1].max(1.0);
+        let examples = counts[1].max(1.0);
         let _autocast = super::precision::Autocast::enter(self.precision, device);
-        let mut lm_total = Tensor::zeros([], (Kind::Float, device));
-        let mut pair_total = Tensor::zeros([], (Kind::Float, device));
+        // Each part's mean over the update, in the order the objective reports them.
+        let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
         for hb in micro {
             let b = DeviceBatch::new(hb, device);
-            let out = self.model.sums(&b, true);
-            let mut loss = &out.lm / scored;
-            if let Some((pair, _)) = &out.pair {
-                let p = pair / rows;
-                pair_total += p.detach();
-                loss = loss + p;
+            let mut loss: Option<Tensor> = None;
+            for part in self.model.losses(&b, true) {
+                let l = part.sum / if part.per == Per::Target { scored } else { examples };
+                match parts.iter_mut().find(|(n, _)| *n == part.name) {
+                    Some((_, acc)) => *acc += l.detach(),
+                    None => parts.push((part.name, l.detach())),
+                }
+                loss = Some(match loss {
+                    Some(total) => total + l,
+                    None => l,
+                });
             }
-            lm_total += (out.lm / scored).detach();
-            loss.backward();
+            if let Some(loss) = loss {
+                loss.backward();
+            }
         }
         drop(_autocast);
         if let Some(d) = &mut self.dist {
             let t0 = std::time::Instant::now();
             d.grads.sum(&d.pg)?;
             // The loss parts are sums over this rank's share of the global divisors.
-            let mut both = Tensor::stack(&[&lm_total, &pair_total], 0);
-            d.pg.all_reduce_sum(&mut both)?;
-            lm_total = both.get(0);
-            pair_total = both.get(1);
+            if !parts.is_empty() {
+                let views: Vec<&Tensor> = parts.iter().map(|(_, t)| t).collect();
+                let mut all = Tensor::stack(&views, 0).to_kind(Kind::Float);
+                d.pg.all_reduce_sum(&mut all)?;
+                for (i, (_, t)) in parts.iter_mut().enumerate() {
+                    *t = all.get(i as i64);
+                }
+            }
             comm += t0.elapsed();
             d.comm_s += comm.as_secs_f64();
             metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
         }
-        let mut parts = vec![(self.names.lm, lm_total.shallow_clone())];
-        let loss_total = match self.names.pair {
-            Some(task) => {
-                parts.push((task, pair_total.shallow_clone()));
-                &lm_total + &pair_total
-            }
-            None => lm_total,
-        };
+        let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t)| acc + t.to_kind(Kind::Float));
         let grad_norm = self.opt.clip_grad_norm(self.clip);
         let lr = self.lr_override.unwrap_or_else(|| self.schedule.at(self.step));
         // Sync point: one boolean per update.

@@ -1,5 +1,7 @@
-//! Raw config to a validated plan: files found, tokenizer loaded, sizes derived, every problem
-//! reported at once (ripgrep's low-level / high-level args split).
+//! Raw config to one validated plan, for both phases: files found, tokenizer loaded, the
+//! starting weights located, labelled data encoded, sizes and steps derived, every problem
+//! reported at once (ripgrep's low-level / high-level args split). A `[task]` makes the run a
+//! fine-tuning run; everything else is shared.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,13 +9,19 @@ use std::sync::Arc;
 
 use tch::Device;
 
-use super::{ConfigError, RunConfig};
+use crate::config::{self, ConfigError, ObjectiveKind, RunConfig, SentencePair};
 use crate::data::source::{document_offsets, FileSpan, ReadSettings};
 use crate::data::tokenize::TextTokenizer;
+use crate::finetune::init::InitSource;
+use crate::finetune::plan::TaskPlan;
 use crate::masking::glm::GlmIds;
 use crate::model::glm::GlmConfig;
 use crate::objective::{ModelSpec, ObjectiveNames};
-use super::{ObjectiveKind, SentencePair};
+
+/// Phase label of pre-training.
+pub const PRETRAIN: &str = "pretrain";
+/// Phase label of fine-tuning.
+pub const FINETUNE: &str = "finetune";
 
 /// A run, validated and with everything derived that components need.
 pub struct RunPlan {
@@ -48,9 +56,26 @@ pub struct RunPlan {
     /// This process's place in a data-parallel run (`WORLD_SIZE` > 1), from the torchrun
     /// variables.
     pub dist: Option<crate::dist::DistEnv>,
+    /// Starting weights (`[init]`): fresh, one of our checkpoints, or a Hugging Face folder.
+    pub init: InitSource,
+    /// Fine-tuning: the task, its labelled data and its monitored metric.
+    pub task: Option<TaskPlan>,
+    /// Updates per epoch when the run counts epochs (`train.epochs`), else 0.
+    pub epoch_steps: u64,
 }
 
-fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
+impl RunPlan {
+    /// `pretrain` or `finetune`: the `phase` label of every metric and event.
+    pub fn phase(&self) -> &'static str {
+        if self.task.is_some() {
+            FINETUNE
+        } else {
+            PRETRAIN
+        }
+    }
+}
+
+pub(crate) fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in patterns {
         if p.contains(['*', '?', '[']) {
@@ -96,7 +121,61 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
 /// # Errors
 /// [`ConfigError::Invalid`] listing every problem found, each with its key path.
 pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
+    resolve_with(file, config, &toml::Table::new())
+}
+
+/// Keys only one phase reads: set in the other, they would be silently ignored, so they are
+/// errors naming the key and saying why.
+fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
     let mut problems = Vec::new();
+    let has = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).is_some();
+    if finetune {
+        if table.contains_key("objective") {
+            problems.push("objective: fine-tuning trains the [task]'s objective; [objective] configures pre-training corruption (remove it)".into());
+        }
+        for key in ["eval_holdout_docs", "eval_batches", "format", "text_field", "shuffle_block_docs", "max_line_bytes"] {
+            if has("data", key) {
+                problems.push(format!("data.{key}: applies to the pre-training corpus; labelled data is read with [task] fields (remove it)"));
+            }
+        }
+    } else {
+        if table.get("task").and_then(toml::Value::as_table).is_some_and(|t| !t.is_empty()) {
+            problems.push("task.kind: [task] keys are set but no task.kind: set task.kind to fine-tune (or remove [task])".into());
+        }
+        if has("train", "epochs") {
+            problems.push("train.epochs: pre-training streams its corpus and counts updates: set train.max_steps".into());
+        }
+        if has("train", "group_by_length") {
+            problems.push("train.group_by_length: pre-training packs segments to train.max_seq_len, so there is no padding to save (remove it)".into());
+        }
+    }
+    problems
+}
+
+/// [`resolve`], with the table the config came from, to tell keys set in the file from defaults.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem found, each with its key path.
+pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> Result<RunPlan, ConfigError> {
+    let finetune = config.task.kind.is_some();
+    let mut problems = phase_key_problems(table, finetune);
+    let dist = crate::dist::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    // Fine-tuning's task: its data, labels, starting model and step count.
+    let task = if finetune {
+        let world = dist.as_ref().map_or(1, |d| d.world);
+        match crate::finetune::plan::resolve_task(&config, table, world) {
+            Ok(t) => Some(t),
+            Err(more) => {
+                problems.extend(more);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(t) = &task {
+        config.train.max_steps = t.max_steps;
+    }
     let c = &config;
     let mut check = |ok: bool, msg: &str| {
         if !ok {
@@ -115,37 +194,43 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     check(c.train.eps > 0.0, "train.eps: must be positive");
     check(c.train.clip_grad_norm >= 0.0, "train.clip_grad_norm: must not be negative (0 turns clipping off)");
     check(c.train.max_seq_len >= 3, "train.max_seq_len: must be at least 3 ([CLS], a token, [SEP])");
-    check(
-        c.train.max_seq_len as i64 <= c.model.max_position_embeddings,
-        "train.max_seq_len: must not exceed model.max_position_embeddings",
-    );
-    check(c.model.hidden_size > 0 && c.model.num_layers > 0 && c.model.num_heads > 0, "model: sizes must be positive");
-    check(c.model.num_heads > 0 && c.model.hidden_size % c.model.num_heads.max(1) == 0, "model.num_heads: must divide model.hidden_size");
-    check(c.model.intermediate_size > 0, "model.intermediate_size: must be positive");
+    check(c.train.layerwise_lr_decay > 0.0 && c.train.layerwise_lr_decay <= 1.0, "train.layerwise_lr_decay: must be in (0, 1]");
+    check(c.train.freeze_layers >= 0, "train.freeze_layers: must not be negative");
     check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
     check((0.0..1.0).contains(&c.model.attention_dropout), "model.attention_dropout: must be in [0, 1)");
-    let o = &c.objective;
-    check(o.mask_prob > 0.0 && o.mask_prob < 1.0, "objective.mask_prob: must be in (0, 1)");
-    check(
-        o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
-        "objective.mask_token_prob + objective.random_token_prob: must be within [0, 1]",
-    );
-    let glm = o.kind == ObjectiveKind::Glm;
-    check(!(glm && o.sentence_pair != SentencePair::None), "objective.sentence_pair: GLM has no sentence-pair task (use kind = \"mlm\")");
-    check(
-        !glm || (c.train.max_seq_len as i64) < c.model.max_position_embeddings,
-        "model.max_position_embeddings: GLM needs more than train.max_seq_len (the prefix-LM layout uses position max_seq_len)",
-    );
-    let g = &o.glm;
-    check(
-        (0.0..=1.0).contains(&g.bert_prob) && (0.0..=1.0).contains(&g.gap_sentence_prob) && g.bert_prob + g.gap_sentence_prob <= 1.0,
-        "objective.glm.bert_prob + objective.glm.gap_sentence_prob: must be within [0, 1]",
-    );
-    check(g.max_block_length >= 2, "objective.glm.max_block_length: must be at least 2");
-    check(g.avg_block_length > 0.0, "objective.glm.avg_block_length: must be positive");
-    check(o.span_p > 0.0 && o.span_p < 1.0, "objective.span_p: must be in (0, 1)");
-    check(o.span_max > 0, "objective.span_max: must be positive");
-    check((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]");
+    if !finetune {
+        check(
+            c.train.max_seq_len as i64 <= c.model.max_position_embeddings,
+            "train.max_seq_len: must not exceed model.max_position_embeddings",
+        );
+        check(c.model.hidden_size > 0 && c.model.num_layers > 0 && c.model.num_heads > 0, "model: sizes must be positive");
+        check(c.model.num_heads > 0 && c.model.hidden_size % c.model.num_heads.max(1) == 0, "model.num_heads: must divide model.hidden_size");
+        check(c.model.intermediate_size > 0, "model.intermediate_size: must be positive");
+        check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
+        check((0.0..1.0).contains(&c.model.attention_dropout), "model.attention_dropout: must be in [0, 1)");
+        let o = &c.objective;
+        check(o.mask_prob > 0.0 && o.mask_prob < 1.0, "objective.mask_prob: must be in (0, 1)");
+        check(
+            o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
+            "objective.mask_token_prob + objective.random_token_prob: must be within [0, 1]",
+        );
+        let glm = o.kind == ObjectiveKind::Glm;
+        check(!(glm && o.sentence_pair != SentencePair::None), "objective.sentence_pair: GLM has no sentence-pair task (use kind = \"mlm\")");
+        check(
+            !glm || (c.train.max_seq_len as i64) < c.model.max_position_embeddings,
+            "model.max_position_embeddings: GLM needs more than train.max_seq_len (the prefix-LM layout uses position max_seq_len)",
+        );
+        let g = &o.glm;
+        check(
+            (0.0..=1.0).contains(&g.bert_prob) && (0.0..=1.0).contains(&g.gap_sentence_prob) && g.bert_prob + g.gap_sentence_prob <= 1.0,
+            "objective.glm.bert_prob + objective.glm.gap_sentence_prob: must be within [0, 1]",
+        );
+        check(g.max_block_length >= 2, "objective.glm.max_block_length: must be at least 2");
+        check(g.avg_block_length > 0.0, "objective.glm.avg_block_length: must be positive");
+        check(o.span_p > 0.0 && o.span_p < 1.0, "objective.span_p: must be in (0, 1)");
+        check(o.span_max > 0, "objective.span_max: must be positive");
+        check((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]");
+    }
     check(c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive");
     check(c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive");
     check(c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive");
@@ -156,7 +241,6 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     check(c.dist.timeout_s > 0.0, "dist.timeout_s: must be positive");
     let mut device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
     let mut metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
-    let dist = crate::dist::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
     if let Some(d) = &dist {
         // One GPU per local rank; each rank serves metrics on base port + rank.
         if let Device::Cuda(0) = device {
@@ -182,6 +266,16 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
         },
     };
 
+    if finetune {
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+        }
+        let t = task.expect("no problems means the task resolved");
+        let (tokenizer, model, init, epoch_steps) = (t.tokenizer.clone(), t.model.clone(), t.init.clone(), t.epoch_steps);
+        let names = ObjectiveNames { lm: crate::finetune::task::task_label(t.spec.kind), pair: None };
+        return Ok(finish(file, config, (Vec::new(), Vec::new()), tokenizer, model, names, None, device, metrics_addr, control_addr, dist, init, Some(t), epoch_steps));
+    }
+    let start = crate::finetune::init::resolve_start(&c.init).map_err(|e| problems.push(e)).unwrap_or(None);
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
@@ -222,7 +316,7 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
     let tokenizer = Arc::new(tokenizer);
     let m = &c.model;
     let vocab_size = tokenizer.vocab_size() as i64;
-    let (model, names) = match c.objective.kind {
+    let (mut model, names) = match c.objective.kind {
         ObjectiveKind::Mlm => {
             let pair = match c.objective.sentence_pair {
                 SentencePair::None => None,
@@ -249,17 +343,53 @@ pub fn resolve(file: &Path, config: RunConfig) -> Result<RunPlan, ConfigError> {
             (ModelSpec::Glm { config }, ObjectiveNames { lm: "glm", pair: None })
         }
     };
+    // Continued pre-training: the architecture comes from the starting point.
+    let init = match start {
+        Some(st) => {
+            match (st.model.pretrain_spec(&model), &mut model) {
+                (Ok(spec), m) => *m = spec,
+                (Err(e), _) => return Err(ConfigError::Invalid { file: file.to_owned(), problems: vec![e] }),
+            }
+            crate::finetune::init::override_dropout(&mut model, table);
+            st.source
+        }
+        None => InitSource::Fresh,
+    };
+    if let ModelSpec::Bert { config: b, .. } = &mut model {
+        b.vocab_size = b.vocab_size.max(vocab_size);
+    }
+    Ok(finish(file, config, (train_spans, eval_spans), tokenizer, model, names, glm_ids, device, metrics_addr, control_addr, dist, init, None, 0))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    file: &Path,
+    config: RunConfig,
+    (train_spans, eval_spans): (Vec<FileSpan>, Vec<FileSpan>),
+    tokenizer: Arc<TextTokenizer>,
+    model: ModelSpec,
+    names: ObjectiveNames,
+    glm_ids: Option<GlmIds>,
+    device: Device,
+    metrics_addr: Option<SocketAddr>,
+    control_addr: Option<SocketAddr>,
+    dist: Option<crate::dist::DistEnv>,
+    init: InitSource,
+    task: Option<TaskPlan>,
+    epoch_steps: u64,
+) -> RunPlan {
+    let c = &config;
     let warmup_steps = if c.train.warmup_steps > 0 {
         c.train.warmup_steps
     } else {
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    Ok(RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist })
+    RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist, init, task, epoch_steps }
 }
 
 /// How the Loader reads records, from `[data]`.
-pub fn read_settings(d: &super::DataConfig) -> ReadSettings {
+pub fn read_settings(d: &config::DataConfig) -> ReadSettings {
     ReadSettings { text_field: d.text_field.clone(), on_error: d.on_error, max_line_bytes: d.max_line_bytes }
 }
 
@@ -287,4 +417,27 @@ fn hold_out(train: &mut Vec<FileSpan>, n: usize, settings: &ReadSettings) -> Res
     }
     held.reverse();
     Ok(held)
+}
+
+/// Reads, overrides, deserializes and validates in one go, for either phase (`[task] kind`
+/// makes it fine-tuning, with its defaults for unset keys), reporting every problem of the file
+/// at once: bad keys and invalid values together.
+///
+/// # Errors
+/// [`ConfigError`].
+pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
+    let mut table = config::read_table(file, overrides)?;
+    if table.get("task").and_then(|t| t.get("kind")).is_some() {
+        config::apply_finetune_defaults(&mut table);
+    }
+    let (config, mut problems) = config::from_table_lenient(table.clone());
+    match resolve_with(file, config, &table) {
+        Ok(plan) if problems.is_empty() => Ok(plan),
+        Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
+        Err(ConfigError::Invalid { problems: more, .. }) => {
+            problems.extend(more);
+            Err(ConfigError::Invalid { file: file.to_owned(), problems })
+        }
+        Err(e) => Err(e),
+    }
 }

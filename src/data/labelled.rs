@@ -1,0 +1,196 @@
+//! Labelled examples as a Loader source: the fine-tuning counterpart of
+//! [`super::stream::ExampleStream`], with the same [`Cursor`] semantics.
+//!
+//! A labelled set is small enough to encode once and hold in memory. Each epoch's order is a
+//! pure function of `(seed, epoch)` (a seeded shuffle, or `group_by_length` batching), so the
+//! cursor `(epoch, position in the epoch, example index)` is all a resume needs: it recomputes
+//! the epoch's order and seeks, it never replays.
+
+use std::sync::Arc;
+
+use super::stream::{Cursor, Example, ExampleSource, Payload, StreamError};
+use crate::rng::{Rng, Stream};
+
+/// One encoded labelled example.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskExample {
+    /// `[CLS] A [SEP] (B [SEP])` (cloze: Part A with its blank).
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub types: Vec<u8>,
+    /// Classification: one class id; token classification: a label per token (-100 off first
+    /// sub-tokens); regression: empty.
+    pub labels: Vec<i64>,
+    /// Regression target.
+    pub target: f32,
+    /// Token classification: for each word, the position of its first sub-token (`None` if
+    /// truncated away). Cloze: the blank's position.
+    pub word_starts: Vec<Option<usize>>,
+}
+
+/// Windows of this many batches are sorted by length under `group_by_length`.
+const LENGTH_WINDOW_BATCHES: usize = 50;
+
+/// The order of one epoch's examples, to be cut into batches of `batch`: a seeded shuffle, or
+/// with `group_by_length`, a shuffle, then each window of 50 batches sorted by length (longest
+/// first), then the batches themselves shuffled, so batches hold similar lengths (less padding)
+/// while every example still comes once and batch order stays random (what `transformers`'
+/// `group_by_length` does).
+pub fn epoch_order(lens: &[usize], batch: usize, group_by_length: bool, rng: &mut Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    rng.shuffle(&mut order);
+    if !group_by_length || batch == 0 {
+        return order;
+    }
+    for window in order.chunks_mut(batch * LENGTH_WINDOW_BATCHES) {
+        window.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    }
+    let mut batches: Vec<&[usize]> = order.chunks(batch).collect();
+    rng.shuffle(&mut batches);
+    batches.concat()
+}
+
+/// How a [`LabelledStream`] orders its examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ordering {
+    /// Seeds every epoch's order.
+    pub seed: u64,
+    /// Shuffle each epoch (training) or keep file order (evaluation).
+    pub shuffle: bool,
+    /// Start a new epoch at the end (training) or stop (evaluation).
+    pub repeat: bool,
+    /// Examples per (global) batch: the unit of `group_by_length`.
+    pub batch: usize,
+    /// Batch examples of similar length.
+    pub group_by_length: bool,
+}
+
+/// A labelled set as an [`ExampleSource`].
+pub struct LabelledStream {
+    examples: Arc<Vec<Arc<TaskExample>>>,
+    ordering: Ordering,
+    cursor: Cursor,
+    /// `cursor.epoch`'s order (empty until first needed).
+    order: Vec<usize>,
+}
+
+impl LabelledStream {
+    /// A stream positioned at `cursor` (`Cursor::default()` for the start). Only `epoch`,
+    /// `in_block` (position in the epoch) and `example` of the cursor are used.
+    pub fn new(examples: Arc<Vec<Arc<TaskExample>>>, ordering: Ordering, cursor: Cursor) -> Self {
+        LabelledStream { examples, ordering, cursor, order: Vec::new() }
+    }
+
+    fn load_order(&mut self) {
+        let n = self.examples.len();
+        self.order = if self.ordering.shuffle {
+            let lens: Vec<usize> = self.examples.iter().map(|e| e.ids.len()).collect();
+            let mut rng = Rng::keyed(self.ordering.seed, Stream::Block, &[u64::MAX, self.cursor.epoch]);
+            epoch_order(&lens, self.ordering.batch, self.ordering.group_by_length, &mut rng)
+        } else {
+            (0..n).collect()
+        };
+    }
+}
+
+impl ExampleSource for LabelledStream {
+    fn next_example(&mut self) -> Result<Option<Example>, StreamError> {
+        let n = self.examples.len() as u64;
+        if n == 0 {
+            return Err(StreamError::Empty("the labelled set".into()));
+        }
+        if self.cursor.in_block >= n {
+            if !self.ordering.repeat {
+                return Ok(None);
+            }
+            self.cursor.epoch += 1;
+            self.cursor.in_block = 0;
+            self.order.clear();
+        }
+        if self.order.is_empty() {
+            self.load_order();
+        }
+        let i = self.order[self.cursor.in_block as usize];
+        let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload: Payload::Labelled(self.examples[i].clone()) };
+        self.cursor.in_block += 1;
+        self.cursor.example += 1;
+        Ok(Some(ex))
+    }
+
+    fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    fn batch_ends_here(&self) -> bool {
+        self.cursor.in_block >= self.examples.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: usize) -> Arc<Vec<Arc<TaskExample>>> {
+        Arc::new((0..n).map(|i| Arc::new(TaskExample { ids: vec![1; 3 + i % 7], labels: vec![i as i64], ..Default::default() })).collect())
+    }
+
+    fn label(e: &Example) -> i64 {
+        match &e.payload {
+            Payload::Labelled(t) => t.labels[0],
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn grouping_by_length_keeps_every_example_once_and_cuts_padding() {
+        let lens: Vec<usize> = (0..1000).map(|i| 20 + (i * 7919) % 100).collect();
+        let padded = |order: &[usize]| -> usize { order.chunks(10).map(|c| c.iter().map(|&i| lens[i]).max().unwrap() * c.len()).sum() };
+        let plain = epoch_order(&lens, 10, false, &mut Rng::keyed(1, Stream::Block, &[0]));
+        let grouped = epoch_order(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0]));
+        let mut sorted = grouped.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "a permutation");
+        assert!(padded(&grouped) * 10 < padded(&plain) * 8, "{} vs {}", padded(&grouped), padded(&plain));
+        assert_eq!(grouped, epoch_order(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0])), "seeded");
+    }
+
+    #[test]
+    fn every_epoch_is_a_new_permutation_and_a_cursor_seeks_into_it() {
+        for group in [false, true] {
+            let ordering = Ordering { seed: 7, shuffle: true, repeat: true, batch: 4, group_by_length: group };
+            let mut s = LabelledStream::new(set(10), ordering, Cursor::default());
+            let mut seen = Vec::new();
+            let mut ends = Vec::new();
+            for k in 0..25 {
+                seen.push(label(&s.next_example().unwrap().unwrap()));
+                if s.batch_ends_here() {
+                    ends.push(k);
+                }
+            }
+            let mut e0 = seen[..10].to_vec();
+            e0.sort_unstable();
+            assert_eq!(e0, (0..10).collect::<Vec<i64>>());
+            assert_ne!(seen[..10], seen[10..20], "epochs are shuffled differently");
+            assert_eq!(ends, vec![9, 19], "the epoch ends a batch");
+            // Seek: a stream started from the cursor after 13 examples continues identically.
+            let mut a = LabelledStream::new(set(10), ordering, Cursor::default());
+            for _ in 0..13 {
+                a.next_example().unwrap();
+            }
+            let mut b = LabelledStream::new(set(10), ordering, a.cursor());
+            for k in 13..25 {
+                let (x, y) = (a.next_example().unwrap().unwrap(), b.next_example().unwrap().unwrap());
+                assert_eq!((label(&x), x.index, x.epoch), (label(&y), y.index, y.epoch));
+                assert_eq!(label(&x), seen[k]);
+            }
+        }
+    }
+
+    #[test]
+    fn evaluation_order_is_file_order_and_ends() {
+        let ordering = Ordering { seed: 7, shuffle: false, repeat: false, batch: 4, group_by_length: false };
+        let mut s = LabelledStream::new(set(5), ordering, Cursor::default());
+        let got: Vec<i64> = std::iter::from_fn(|| s.next_example().unwrap()).map(|e| label(&e)).collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+}
