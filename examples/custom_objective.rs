@@ -2,8 +2,8 @@
 //! detection beside MLM. The collator (run in the Masker workers) rotates the sentences of half
 //! the sequences, keyed by each example's index, and labels them; the objective adds its own
 //! head (mean-pooled hidden states, a 2-way linear layer named `shuffle_head`) to a BERT with
-//! the MLM head, and returns both loss parts. Evaluation uses the default (each part's mean
-//! loss); the best checkpoint follows `mlm_loss`.
+//! the MLM head, and returns both loss parts. Its evaluation adds `shuffle_accuracy` to the
+//! default (each part's mean loss); the best checkpoint follows `mlm_loss`.
 //!
 //! ```sh
 //! make build && cargo run --example custom_objective -- configs/pretrain-mlm-tiny.toml
@@ -16,7 +16,9 @@ use pretune::batch::{HostBatch, RawBatch};
 use pretune::data::packing::Segment;
 use pretune::data::stream::Payload;
 use pretune::model::bert::{BertConfig, BertForMaskedLM};
-use pretune::objective::{Collator, DeviceBatch, Direction, LossPart, ModelSpec, Monitor, Objective, ObjectiveModel, Per};
+use pretune::batch::IGNORE;
+use pretune::objective::eval::loss_means;
+use pretune::objective::{Collator, DeviceBatch, Direction, EvalMetrics, LossPart, ModelSpec, Monitor, Objective, ObjectiveModel, Per};
 use pretune::rng::{Rng, Stream};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
@@ -77,16 +79,39 @@ struct ShuffleModel {
     head: nn::Linear,
 }
 
-impl ObjectiveModel for ShuffleModel {
-    fn losses(&self, b: &DeviceBatch, train: bool) -> Vec<LossPart> {
-        let h = self.mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
-        let (rows, t, width) = h.size3().expect("[batch, seq, hidden]");
-        let lm_logits = self.mlm.predict(&h.view([-1, width]).index_select(0, &b.masked_positions));
-        let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, -100, 0.0);
+impl ShuffleModel {
+    fn shuffle_logits(&self, h: &Tensor, b: &DeviceBatch) -> Tensor {
+        let (rows, t, _) = h.size3().expect("[batch, seq, hidden]");
         // Mean over each row's real tokens.
         let real = Tensor::arange(t, (Kind::Int64, h.device())).view([1, t]).lt_tensor(&b.lengths.view([rows, 1])).to_kind(Kind::Float).unsqueeze(-1);
-        let pooled = (&h * &real).sum_dim_intlist(1, false, Kind::Float) / real.sum_dim_intlist(1, false, Kind::Float);
-        let logits = self.head.forward(&pooled);
+        let pooled = (h * &real).sum_dim_intlist(1, false, Kind::Float) / real.sum_dim_intlist(1, false, Kind::Float);
+        self.head.forward(&pooled)
+    }
+}
+
+impl ObjectiveModel for ShuffleModel {
+    /// The default metrics (`mlm_loss`, `shuffle_loss`, `loss`) plus `shuffle_accuracy`.
+    fn evaluate(&self, batches: &[HostBatch], device: tch::Device) -> EvalMetrics {
+        let mut m = loss_means(self, batches, device);
+        let _g = tch::no_grad_guard();
+        let (mut right, mut n) = (0i64, 0i64);
+        for hb in batches {
+            let b = DeviceBatch::new(hb, device);
+            let Some(labels) = &b.pair_labels else { continue };
+            let h = self.mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, false);
+            right += self.shuffle_logits(&h, &b).argmax(-1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
+            n += labels.ne(IGNORE).sum(Kind::Int64).int64_value(&[]);
+        }
+        m.values.insert("shuffle_accuracy".into(), right as f64 / n.max(1) as f64);
+        m
+    }
+
+    fn losses(&self, b: &DeviceBatch, train: bool) -> Vec<LossPart> {
+        let h = self.mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+        let width = h.size()[2];
+        let lm_logits = self.mlm.predict(&h.view([-1, width]).index_select(0, &b.masked_positions));
+        let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, -100, 0.0);
+        let logits = self.shuffle_logits(&h, b);
         let mut parts = vec![LossPart { name: "mlm", sum: lm, per: Per::Target }];
         if let Some(l) = &b.pair_labels {
             parts.push(LossPart { name: "shuffle", sum: logits.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, -100, 0.0), per: Per::Example });

@@ -346,9 +346,16 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     // Continued pre-training: the architecture comes from the starting point.
     let init = match start {
         Some(st) => {
-            match (st.model.pretrain_spec(&model), &mut model) {
-                (Ok(spec), m) => *m = spec,
-                (Err(e), _) => return Err(ConfigError::Invalid { file: file.to_owned(), problems: vec![e] }),
+            let mut problems = Vec::new();
+            match st.model.pretrain_spec(&model) {
+                Ok(spec) => model = spec,
+                Err(e) => problems.push(e),
+            }
+            if let ModelSpec::Bert { config: b, .. } = &model {
+                problems.extend(crate::finetune::init::size_conflicts(table, b));
+            }
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid { file: file.to_owned(), problems });
             }
             crate::finetune::init::override_dropout(&mut model, table);
             st.source
@@ -427,10 +434,15 @@ fn hold_out(train: &mut Vec<FileSpan>, n: usize, settings: &ReadSettings) -> Res
 /// [`ConfigError`].
 pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
     let mut table = config::read_table(file, overrides)?;
-    if table.get("task").and_then(|t| t.get("kind")).is_some() {
+    let finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
+    if finetune {
         config::apply_finetune_defaults(&mut table);
     }
     let (config, mut problems) = config::from_table_lenient(table.clone());
+    if finetune && config.task.kind.is_none() {
+        // An unknown task: nothing else can be judged without knowing the phase.
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+    }
     match resolve_with(file, config, &table) {
         Ok(plan) if problems.is_empty() => Ok(plan),
         Ok(_) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),

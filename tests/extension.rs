@@ -10,7 +10,7 @@ use pretune::actors::stage::DataStage;
 use pretune::actors::{Controller, Pipeline};
 use pretune::batch::RawBatch;
 use pretune::checkpoint::CheckpointStore;
-use pretune::config;
+
 
 use crate::util::{bin, free_port, run_cli, tiny_config};
 
@@ -209,6 +209,7 @@ fn the_examples_run() {
         ("custom_stage", "the stage dropped"),
         ("pretrain_then_finetune", "fine-tuning:"),
         ("custom_objective", "shuffle_accuracy"),
+        ("multilabel_head", "accuracy.long"),
     ] {
         let exe = root.join("target/debug/examples").join(example);
         assert!(exe.exists(), "{} is built by `cargo test`", exe.display());

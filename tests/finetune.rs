@@ -365,8 +365,9 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
     );
     std::fs::write(&ft, text).unwrap();
     let s = finetune(&ft, &["train.epochs=0", "train.max_steps=6", "train.eval_every=6", &format!("run.out_dir={}", dir.path().join("cloze").display())]);
-    assert_eq!(s.init.missing, Vec::<String>::new(), "no new head");
-    assert!(s.init.loaded > 10);
+    let init = s.init.clone().expect("loaded from [init]");
+    assert_eq!(init.missing, Vec::<String>::new(), "no new head");
+    assert!(init.loaded > 10);
     let (_, acc) = s.best.unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(s.metric, "accuracy");

@@ -112,6 +112,8 @@ fn bert_pretraining_with_nsp_matches_transformers() {
         pair_labels: Vec::<i64>::try_from(&want["next_sentence_label"]).unwrap(),
         n_tokens: 0,
         n_scored: scored.len(),
+        n_examples: b,
+        ..Default::default()
     };
     let _g = tch::no_grad_guard();
     let out = model.sums(&DeviceBatch::new(&hb, Device::Cpu), false);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pretune::actors::{run, RunError};
 use pretune::checkpoint::CheckpointStore;
-use pretune::config;
+
 use pretune::rng::{Rng, Stream};
 use tch::Tensor;
 

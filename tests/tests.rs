@@ -2,6 +2,7 @@
 
 mod cli;
 mod distributed;
+mod engine;
 mod extension;
 mod finetune;
 mod observability;

@@ -590,6 +590,10 @@ fn run_pipeline(
             let groups = ParamGroups { freeze_embeddings: t.freeze_embeddings, freeze_layers: t.freeze_layers, layerwise_lr_decay: t.layerwise_lr_decay };
             let early = (monitor.clone(), EarlyStopping::new(t.patience, monitor.direction));
             let init_source = plan.init.clone();
+            let init_from = match &resume_point {
+                Some(rp) => rp.state.init.clone(),
+                None => plan.init.describe(),
+            };
             let trainer_parts = (
                 device_half.clone(),
                 plan.device,
@@ -658,6 +662,7 @@ fn run_pipeline(
                         results: results_rx,
                         early,
                         init,
+                        init_from,
                     }
                     .run()
                 }),

@@ -99,6 +99,8 @@ pub struct Trainer {
     pub early: (Monitor, EarlyStopping),
     /// What loading `[init]` did (reported with the totals).
     pub init: Option<crate::finetune::init::LoadReport>,
+    /// Where the starting weights came from, for every `state.json`.
+    pub init_from: Option<String>,
 }
 
 /// What the commands received so far ask of the next steps.
@@ -428,6 +430,7 @@ impl Trainer {
                 best: None,
                 files: BTreeMap::new(),
                 world_size: self.state.rank_world().1,
+                init: self.init_from.clone(),
             };
             let model = self.state.snapshot();
             let optimizer = self.state.optimizer_snapshot();

@@ -44,6 +44,10 @@ pub struct CheckpointState {
     /// global batch depend on it).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Where the run's starting weights came from (`[init]`): `checkpoint DIR` or `hf DIR`;
+    /// absent for a fresh start. Kept across resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 fn one() -> usize {

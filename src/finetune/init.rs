@@ -24,6 +24,17 @@ pub enum InitSource {
     Hf(PathBuf),
 }
 
+impl InitSource {
+    /// What `state.json` records: `checkpoint DIR`, `hf DIR`, or nothing for a fresh start.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            InitSource::Fresh => None,
+            InitSource::Checkpoint(d) => Some(format!("checkpoint {}", d.display())),
+            InitSource::Hf(d) => Some(format!("hf {}", d.display())),
+        }
+    }
+}
+
 /// What a load did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LoadReport {
@@ -118,6 +129,26 @@ pub fn override_dropout(model: &mut ModelSpec, table: &toml::Table) {
             }
         }
     }
+}
+
+/// `[model]` sizes the file sets that differ from the starting point's: the architecture comes
+/// from `[init]`, so a size may be restated but not changed.
+pub fn size_conflicts(table: &toml::Table, start: &BertConfig) -> Vec<String> {
+    let Some(model) = table.get("model").and_then(toml::Value::as_table) else { return Vec::new() };
+    let pairs = [
+        ("hidden_size", start.hidden_size),
+        ("num_layers", start.num_hidden_layers),
+        ("num_heads", start.num_attention_heads),
+        ("intermediate_size", start.intermediate_size),
+        ("max_position_embeddings", start.max_position_embeddings),
+    ];
+    pairs
+        .iter()
+        .filter_map(|(k, want)| {
+            let got = model.get(*k)?.as_integer()?;
+            (got != *want).then(|| format!("model.{k}: {got} differs from the starting point's {want} (the architecture comes from [init]; remove the key)"))
+        })
+        .collect()
 }
 
 /// Locates `[init]`: `None` without one.

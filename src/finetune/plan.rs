@@ -126,11 +126,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
                 *g = config;
             }
         }
-        let sizes = ["hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "vocab_size"];
-        for k in sizes {
-            if table.get("model").and_then(|m| m.get(k)).is_some() {
-                problems.push(format!("model.{k}: the architecture comes from [init]; only model.hidden_dropout and model.attention_dropout can be set"));
-            }
+        if glm_config.is_none() {
+            problems.extend(super::init::size_conflicts(table, &bert));
         }
     }
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };

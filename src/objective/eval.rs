@@ -41,7 +41,8 @@ impl EvalMetrics {
 
 /// Pre-training metrics: mean token-level cross-entropy per scored target (`mlm_loss` or
 /// `glm_loss`), `perplexity`, arg-max `accuracy`, and with a pair task `nsp_loss` /
-/// `nsp_accuracy` (or `sop_*`). Sums stay on the device; the totals are read once at the end.
+/// `nsp_accuracy` (or `sop_*`), and the count they are over (`scored_tokens`). Sums stay on
+/// the device; the totals are read once at the end.
 pub fn evaluate(model: &PretrainModel, batches: &[HostBatch], device: Device, names: ObjectiveNames) -> EvalMetrics {
     let _guard = tch::no_grad_guard();
     let zero = |k| Tensor::zeros([], (k, device));
@@ -67,6 +68,7 @@ pub fn evaluate(model: &PretrainModel, batches: &[HostBatch], device: Device, na
     m.insert(format!("{}_loss", names.lm), loss);
     m.insert("perplexity", loss.exp());
     m.insert("accuracy", lm_ok.int64_value(&[]) as f64 / n);
+    m.insert("scored_tokens", scored as f64);
     if let (Some(task), true) = (names.pair, rows > 0) {
         m.insert(format!("{task}_loss"), pair.double_value(&[]) / rows as f64);
         m.insert(format!("{task}_accuracy"), pair_ok.int64_value(&[]) as f64 / rows as f64);
