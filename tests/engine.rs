@@ -119,23 +119,24 @@ fn fine_tuning_resumes_bit_identically_mid_epoch_with_and_without_group_by_lengt
             assert_eq!(CheckpointStore::verify(&ckpt(&out, 90)).unwrap().init, state.init, "kept across a resume");
         }
 
-        // kill -9 at random moments, then `--resume auto` to the end.
+        // kill -9 once the log shows a given step (checkpoints every 7: the kill lands between
+        // them, mid-epoch), each time resuming with `--resume auto`; then run to the end.
         let killed = dir.path().join(format!("killed-{group}"));
         let mut rng = Rng::keyed(7, Stream::Mask, &[group as u64]);
         let mut kills = 0;
-        for _ in 0..4 {
+        for target in [10 + rng.below(20), 50 + rng.below(20)] {
             let mut child = spawn(&cfg, &killed, &base, true);
-            let deadline = Instant::now() + Duration::from_millis(900 + rng.below(1500));
-            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(10));
+            while losses(&killed).keys().max().copied().unwrap_or(0) < target && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(2));
             }
             if child.try_wait().unwrap().is_some() {
-                break;
+                continue;
             }
             child.kill().unwrap();
             child.wait().unwrap();
             kills += 1;
         }
+        assert!(kills >= 1, "the runs ended before they could be killed");
         let mut child = spawn(&cfg, &killed, &base, true);
         assert!(wait_bounded(&mut child, Duration::from_secs(180)).success());
         eprintln!("group_by_length = {group}: {kills} kills");
