@@ -32,12 +32,14 @@
 
 pub mod batch;
 pub mod bench;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dist;
 mod ffi;
 pub mod finetune;
+pub mod http;
 pub mod masking;
 pub mod metrics;
 pub mod model;

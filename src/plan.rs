@@ -203,7 +203,9 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
             c.train.max_seq_len as i64 <= c.model.max_position_embeddings,
             "train.max_seq_len: must not exceed model.max_position_embeddings",
         );
-        check(c.model.hidden_size > 0 && c.model.num_layers > 0 && c.model.num_heads > 0, "model: sizes must be positive");
+        check(c.model.hidden_size > 0, "model.hidden_size: must be positive");
+        check(c.model.num_layers > 0, "model.num_layers: must be positive");
+        check(c.model.num_heads > 0, "model.num_heads: must be positive");
         check(c.model.num_heads > 0 && c.model.hidden_size % c.model.num_heads.max(1) == 0, "model.num_heads: must divide model.hidden_size");
         check(c.model.intermediate_size > 0, "model.intermediate_size: must be positive");
         check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
@@ -247,7 +249,10 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
             device = Device::Cuda(d.local_rank);
         }
         if let Some(a) = metrics_addr.as_mut() {
-            a.set_port(a.port() + d.rank as u16);
+            match u16::try_from(d.rank).ok().and_then(|r| a.port().checked_add(r)) {
+                Some(port) => a.set_port(port),
+                None => problems.push(format!("metrics.listen: port {} + rank {} is past 65535", a.port(), d.rank)),
+            }
         }
     }
     let control_addr = match c.control.listen.trim() {
@@ -267,10 +272,9 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     };
 
     if finetune {
-        if !problems.is_empty() {
+        let Some(t) = task.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid { file: file.to_owned(), problems });
-        }
-        let t = task.expect("no problems means the task resolved");
+        };
         let (tokenizer, model, init, epoch_steps) = (t.tokenizer.clone(), t.model.clone(), t.init.clone(), t.epoch_steps);
         let names = ObjectiveNames { lm: crate::finetune::task::task_label(t.spec.kind), pair: None };
         return Ok(finish(file, config, (Vec::new(), Vec::new()), tokenizer, model, names, None, device, metrics_addr, control_addr, dist, init, Some(t), epoch_steps));
@@ -323,7 +327,7 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
                 SentencePair::Nsp => Some("nsp"),
                 SentencePair::Sop => Some("sop"),
             };
-            let config = m.bert(vocab_size, tokenizer.special_ids().pad as i64);
+            let config = crate::model::bert::BertConfig::from_section(m, vocab_size, tokenizer.special_ids().pad as i64);
             (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
         }
         ObjectiveKind::Glm => {

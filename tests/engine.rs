@@ -369,3 +369,49 @@ fn every_key_takes_effect_or_is_an_error_in_both_phases() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("max_steps reached") && stdout.contains("steps             5"), "{stdout}");
 }
+
+/// The non-finite policy guards fine-tuning as it guards pre-training: updates that blow up are
+/// skipped and counted, the run fails after N in a row with the reason, and every checkpoint on
+/// disk holds finite weights.
+#[test]
+fn a_fine_tuning_run_that_blows_up_stops_with_finite_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spam_config(dir.path());
+    let out = dir.path().join("nan");
+    let sets = ["train.lr=1e30", "train.warmup_ratio=0", "train.clip_grad_norm=0", "train.checkpoint_every=1", "train.max_nonfinite_in_a_row=3", "data.eval=[]"];
+    let (code, _, err) = cli(&args(&cfg, &out, &sets));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("non-finite") && err.contains("3 such update(s) in a row"), "{err}");
+    let store = CheckpointStore::new(out.join("checkpoints"));
+    assert!(!store.steps().is_empty());
+    for step in store.steps() {
+        for (name, t) in weights(&ckpt(&out, step)) {
+            assert!(bool::try_from(t.isfinite().all()).unwrap(), "{name} at step {step} is not finite");
+        }
+    }
+}
+
+/// `pretune check` resolves what a run would, without training: a summary line when all is
+/// well, every problem at once (a port in use, an unwritable output folder) with exit 2.
+#[test]
+fn check_resolves_a_run_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spam_config(dir.path());
+    let out = dir.path().join("never");
+    let (code, stdout, err) = cli(&[vec!["check".to_string(), cfg.display().to_string()], vec!["--set".into(), format!("run.out_dir=\"{}\"", out.display())]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("ok: finetune run, 720 training / 180 held-out examples, 2 labels, 45 updates (45 per epoch)"), "{stdout}");
+    assert!(!out.exists(), "a check creates nothing");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let sets = [format!("metrics.listen=\"127.0.0.1:{port}\""), format!("run.out_dir=\"{}\"", file.join("sub").display())];
+    let mut a = vec!["check".to_string(), cfg.display().to_string()];
+    for s in &sets {
+        a.extend(["--set".to_string(), s.clone()]);
+    }
+    let (code, _, err) = cli(&a);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("metrics.listen") && err.contains("run.out_dir"), "{err}");
+}

@@ -2,9 +2,11 @@
 
 mod cli;
 mod distributed;
+mod endpoints;
 mod engine;
 mod extension;
 mod finetune;
+mod fuzz;
 mod observability;
 mod parity;
 mod pipeline;

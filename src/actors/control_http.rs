@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+
 use actix::Addr;
 
 use super::coordinator::Coordinator;
@@ -26,55 +27,32 @@ pub fn parse(path: &str) -> Option<Command> {
     }
 }
 
-fn respond(s: &mut TcpStream, status: &str, body: &str) {
-    let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-}
-
-fn serve(mut s: TcpStream, token: &str, coordinator: &Addr<Coordinator>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut buf = [0u8; 4096];
-    let mut req = Vec::new();
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
+/// Answers one request: the token rule first, then `POST` and a known command.
+pub fn answer(req: &crate::http::Request, token: &str, coordinator: &Addr<Coordinator>) -> crate::http::Response {
+    let json = |status: u16, body: String| crate::http::Response::new(status, "application/json", body);
+    if !token.is_empty() && req.authorization.as_deref().map(str::trim) != Some(format!("Bearer {token}").as_str()) {
+        return json(401, "{\"error\": \"missing or wrong token\"}".into());
     }
-    let text = String::from_utf8_lossy(&req);
-    let mut lines = text.lines();
-    let mut first = lines.next().unwrap_or("").split_whitespace();
-    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or("/"));
-    if !token.is_empty() {
-        let ok = lines.any(|l| l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {token}")));
-        if !ok {
-            return respond(&mut s, "401 Unauthorized", "{\"error\": \"missing or wrong token\"}");
-        }
+    if req.method != "POST" {
+        return json(405, "{\"error\": \"use POST\"}".into());
     }
-    if method != "POST" {
-        return respond(&mut s, "405 Method Not Allowed", "{\"error\": \"use POST\"}");
-    }
-    match parse(path) {
+    match parse(&req.target) {
         Some(cmd) => {
             let body = serde_json::json!({ "ok": true, "command": cmd }).to_string();
             coordinator.do_send(cmd);
-            respond(&mut s, "200 OK", &body);
+            json(200, body)
         }
-        None => respond(&mut s, "404 Not Found", "{\"error\": \"unknown command: stop, evaluate, checkpoint, pause, resume, lr?value=X\"}"),
+        None => json(404, "{\"error\": \"unknown command: stop, evaluate, checkpoint, pause, resume, lr?value=X\"}".into()),
     }
 }
 
-/// Binds `addr` and serves commands on a thread until the process ends.
+/// Binds `addr` and serves commands (through [`crate::http`]) until the process ends.
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub fn start(addr: SocketAddr, token: String, coordinator: Addr<Coordinator>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    std::thread::Builder::new().name("control-http".into()).spawn(move || {
-        for s in listener.incoming().flatten() {
-            serve(s, &token, &coordinator);
-        }
-    })?;
-    Ok(())
+    crate::http::serve(listener, "control-http", std::sync::Arc::new(move |req: &crate::http::Request| answer(req, &token, &coordinator)))
 }
 
 /// `pretune ctl`: sends one command and returns the status line and body.

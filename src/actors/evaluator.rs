@@ -26,6 +26,8 @@ pub struct Evaluate {
     pub phase: &'static str,
     /// CPU copies of every variable, by name.
     pub weights: Vec<(String, Tensor)>,
+    /// libtorch threads for this evaluation.
+    pub threads: usize,
 }
 
 /// Opens the held-out examples from the start (no shuffle, no repeat).
@@ -106,6 +108,7 @@ impl Handler<Evaluate> for Evaluator {
     type Result = ();
 
     fn handle(&mut self, msg: Evaluate, _: &mut SyncContext<Self>) {
+        tch::set_num_threads(msg.threads.max(1) as i32);
         let result = (|| -> Result<_, StreamError> {
             if self.batches.is_none() {
                 self.batches = Some(self.data.build()?);

@@ -101,6 +101,9 @@ pub struct Trainer {
     pub init: Option<crate::finetune::init::LoadReport>,
     /// Where the starting weights came from, for every `state.json`.
     pub init_from: Option<String>,
+    /// libtorch threads of the run (the Evaluator gets them for the evaluation after the last
+    /// step, one thread before that).
+    pub threads: usize,
 }
 
 /// What the commands received so far ask of the next steps.
@@ -400,7 +403,10 @@ impl Trainer {
                 if !permits.acquire(&self.stop) {
                     return Ok(false);
                 }
-                addr.do_send(Evaluate { step, phase: self.phase, weights: self.state.snapshot() });
+                // Mid-run the Evaluator shares the cores with training: one thread (see
+                // `actors::run_pipeline`); after the last step it has them all.
+                let threads = if step >= self.policy.max_steps || self.stop.is_stopping() { self.threads } else { 1 };
+                addr.do_send(Evaluate { step, phase: self.phase, weights: self.state.snapshot(), threads });
                 totals.evals_requested += 1;
             }
         }

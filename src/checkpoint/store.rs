@@ -228,3 +228,33 @@ impl CheckpointStore {
         Ok(state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(store: &CheckpointStore, step: u64) {
+        let dir = store.root.join(CheckpointStore::dir_name(step));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("state.json"), "{}").unwrap();
+    }
+
+    #[test]
+    fn retention_spares_latest_best_and_checkpoints_awaiting_a_verdict() {
+        let d = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(d.path());
+        for s in [10, 20, 30, 40, 50] {
+            fake(&store, s);
+        }
+        store.set_pointer("latest", &CheckpointStore::dir_name(50)).unwrap();
+        store.set_best(Best { step: 10, score: 1.0 }).unwrap();
+        store.retain(1, &[30]);
+        let mut steps = store.steps();
+        steps.sort_unstable();
+        assert_eq!(steps, vec![10, 30, 50], "best 10, awaiting 30, latest 50");
+        store.retain(1, &[]);
+        let mut steps = store.steps();
+        steps.sort_unstable();
+        assert_eq!(steps, vec![10, 50], "30 goes once its verdict is in");
+    }
+}

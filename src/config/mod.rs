@@ -116,12 +116,26 @@ pub struct ControlConfig {
     pub token: String,
 }
 
+/// A fine-tuning task: which head (or, for cloze, which reuse of the pre-trained output layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// One label per sequence (cross-entropy).
+    SequenceClassification,
+    /// One number per sequence (mean squared error).
+    Regression,
+    /// One label per token (cross-entropy on first sub-tokens).
+    TokenClassification,
+    /// GLM cloze: a pattern with a blank and verbalizers, scored by the pre-trained GLM.
+    Cloze,
+}
+
 /// `[task]`: set `kind` to fine-tune instead of pre-train.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     /// `sequence_classification`, `regression` or `token_classification`; absent = pre-training.
-    pub kind: Option<crate::model::heads::HeadKind>,
+    pub kind: Option<TaskKind>,
     /// Label names in id order (default: the sorted labels of the training data).
     pub labels: Vec<String>,
     /// JSONL / CSV field of the text.
@@ -302,26 +316,6 @@ pub struct ModelConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal initialisation.
     pub initializer_range: f64,
-}
-
-impl ModelConfig {
-    /// The BERT sizes this section describes (Hugging Face names), for a vocabulary and `[PAD]`.
-    pub fn bert(&self, vocab_size: i64, pad_token_id: i64) -> crate::model::bert::BertConfig {
-        crate::model::bert::BertConfig {
-            vocab_size,
-            hidden_size: self.hidden_size,
-            num_hidden_layers: self.num_layers,
-            num_attention_heads: self.num_heads,
-            intermediate_size: self.intermediate_size,
-            hidden_dropout_prob: self.hidden_dropout,
-            attention_probs_dropout_prob: self.attention_dropout,
-            max_position_embeddings: self.max_position_embeddings,
-            type_vocab_size: self.type_vocab_size,
-            initializer_range: self.initializer_range,
-            layer_norm_eps: self.layer_norm_eps,
-            pad_token_id,
-        }
-    }
 }
 
 impl Default for ModelConfig {

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
 use crate::batch::IGNORE;
+use crate::config::BadRecordPolicy;
+use crate::data::source::BadRecord;
 
 /// Errors reading or encoding labelled data.
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +108,43 @@ fn json_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Reads classification records from JSONL, CSV or TSV (by extension).
+/// What to do with a malformed record: `data.on_error` (`skip`: count it and go on; `fail`:
+/// stop with its file and line).
+pub struct BadRecords<'a> {
+    /// The policy.
+    pub policy: BadRecordPolicy,
+    /// Records skipped so far (under `skip`).
+    pub skipped: &'a mut Vec<BadRecord>,
+}
+
+impl BadRecords<'_> {
+    fn judge(&mut self, path: &Path, line: u64, reason: &'static str, message: String) -> Result<(), TaskDataError> {
+        match self.policy {
+            BadRecordPolicy::Fail => Err(TaskDataError::Record { path: path.to_owned(), line, message }),
+            BadRecordPolicy::Skip => {
+                self.skipped.push(BadRecord { path: path.to_owned(), line, reason, detail: message });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads classification records from JSONL, CSV or TSV (by extension); a malformed record is
+/// an error with its file and line.
 ///
 /// # Errors
 /// [`TaskDataError`] naming the file and line of a bad record.
 pub fn read_classification(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDataError> {
-    read_records(path, fields, true)
+    let mut skipped = Vec::new();
+    read_records(path, fields, true, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut skipped })
+}
+
+/// [`read_classification`] under a bad-record policy.
+///
+/// # Errors
+/// An unreadable or empty file; a bad record under `fail`.
+pub fn read_classification_with(path: &Path, fields: &Fields, bad: &mut BadRecords) -> Result<Vec<ClsRecord>, TaskDataError> {
+    read_records(path, fields, true, bad)
 }
 
 /// Reads texts to predict (labels optional).
@@ -119,10 +152,16 @@ pub fn read_classification(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord
 /// # Errors
 /// [`TaskDataError`] naming the file and line of a bad record.
 pub fn read_texts(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDataError> {
-    read_records(path, fields, false)
+    let mut skipped = Vec::new();
+    read_records(path, fields, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut skipped })
 }
 
-fn read_records(path: &Path, fields: &Fields, need_label: bool) -> Result<Vec<ClsRecord>, TaskDataError> {
+/// Lines of a file as bytes (`\r\n` or `\n`), numbered from 1.
+fn byte_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+}
+
+fn read_records(path: &Path, fields: &Fields, need_label: bool, bad_records: &mut BadRecords) -> Result<Vec<ClsRecord>, TaskDataError> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let bad = |line: u64, message: String| TaskDataError::Record { path: path.to_owned(), line, message };
     let mut out = Vec::new();
@@ -137,7 +176,13 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool) -> Result<Vec<Cl
         let p = col(&fields.text_pair);
         for (i, rec) in r.records().enumerate() {
             let line = i as u64 + 2;
-            let rec = rec.map_err(|e| bad(line, e.to_string()))?;
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    bad_records.judge(path, line, "bad_csv", e.to_string())?;
+                    continue;
+                }
+            };
             out.push(ClsRecord {
                 text: rec.get(t).unwrap_or_default().to_owned(),
                 pair: p.and_then(|p| rec.get(p)).map(str::to_owned),
@@ -147,19 +192,34 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool) -> Result<Vec<Cl
             });
         }
     } else {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        for (i, l) in text.lines().enumerate() {
-            let line = i as u64 + 1;
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        for (line, raw) in byte_lines(&bytes) {
+            let Ok(l) = std::str::from_utf8(raw) else {
+                bad_records.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
+                continue;
+            };
             if l.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(line, format!("bad JSON: {e}")))?;
+            let v: serde_json::Value = match serde_json::from_str(l) {
+                Ok(v) => v,
+                Err(e) => {
+                    bad_records.judge(path, line, "bad_json", format!("bad JSON: {e}"))?;
+                    continue;
+                }
+            };
             let get = |k: &str| v.get(k).and_then(json_text);
-            let text = get(&fields.text).ok_or_else(|| bad(line, format!("no text field `{}`", fields.text)))?;
+            let Some(text) = get(&fields.text) else {
+                bad_records.judge(path, line, "missing_field", format!("no text field `{}` (a string, number or boolean)", fields.text))?;
+                continue;
+            };
             let label = match get(&fields.label) {
                 Some(l) => l,
                 None if !need_label => String::new(),
-                None => return Err(bad(line, format!("no label field `{}`", fields.label))),
+                None => {
+                    bad_records.judge(path, line, "missing_field", format!("no label field `{}`", fields.label))?;
+                    continue;
+                }
             };
             out.push(ClsRecord { text, pair: get(&fields.text_pair), label, path: path.to_owned(), line });
         }
@@ -170,32 +230,51 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool) -> Result<Vec<Cl
     Ok(out)
 }
 
-/// Reads CoNLL-style `token<TAB>tag` lines (extra columns ignored; the tag is the last).
+/// Reads CoNLL-style `token<TAB>tag` lines (extra columns ignored; the tag is the last); a
+/// malformed line is an error with its file and line.
 ///
 /// # Errors
 /// [`TaskDataError`] naming the file and line of a line without a tag.
 pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, TaskDataError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut skipped = Vec::new();
+    read_conll_with(path, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut skipped })
+}
+
+/// [`read_conll`] under a bad-record policy: under `skip`, a sentence with a malformed line is
+/// skipped whole.
+///
+/// # Errors
+/// An unreadable or empty file; a bad line under `fail`.
+pub fn read_conll_with(path: &Path, bad_records: &mut BadRecords) -> Result<Vec<TaggedSentence>, TaskDataError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
     let mut out = Vec::new();
     let mut cur = TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: 1 };
-    for (i, l) in text.lines().enumerate() {
-        let line = i as u64 + 1;
+    let mut broken = false;
+    for (line, raw) in byte_lines(&bytes) {
+        let Ok(l) = std::str::from_utf8(raw) else {
+            bad_records.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
+            broken = true;
+            continue;
+        };
         let l = l.trim_end();
         if l.is_empty() || l.starts_with("-DOCSTART-") {
-            if !cur.words.is_empty() {
-                out.push(std::mem::replace(&mut cur, TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: line + 1 }));
+            let done = std::mem::replace(&mut cur, TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: line + 1 });
+            if !done.words.is_empty() && !broken {
+                out.push(done);
             }
-            cur.line = line + 1;
+            broken = false;
             continue;
         }
         let cols: Vec<&str> = l.split(['\t', ' ']).filter(|c| !c.is_empty()).collect();
         if cols.len() < 2 {
-            return Err(TaskDataError::Record { path: path.to_owned(), line, message: format!("expected `token<TAB>tag`, got {l:?}") });
+            bad_records.judge(path, line, "bad_conll", format!("expected `token<TAB>tag`, got {:?}", l.chars().take(80).collect::<String>()))?;
+            broken = true;
+            continue;
         }
         cur.words.push(cols[0].to_owned());
         cur.tags.push(cols[cols.len() - 1].to_owned());
     }
-    if !cur.words.is_empty() {
+    if !cur.words.is_empty() && !broken {
         out.push(cur);
     }
     if out.is_empty() {

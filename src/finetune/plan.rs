@@ -42,6 +42,9 @@ pub struct TaskPlan {
     pub max_steps: u64,
     /// Updates per epoch when counting epochs, else 0.
     pub epoch_steps: u64,
+    /// Malformed records skipped while reading (`data.on_error = "skip"`), reported when the
+    /// run starts.
+    pub skipped: Vec<crate::data::source::BadRecord>,
 }
 
 fn resolve_path(p: &Path, base: Option<&Path>) -> PathBuf {
@@ -61,7 +64,9 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let mut problems: Vec<String> = Vec::new();
     let invalid = |problems: Vec<String>| problems;
     if c.train.batch_size == 0 || c.train.grad_accum == 0 {
-        return Err(vec!["train.batch_size, train.grad_accum: must be positive".into()]);
+        // Reported by the shared checks (`train.batch_size` / `train.grad_accum: must be
+        // positive`); nothing below can be derived without them.
+        return Err(Vec::new());
     }
     if c.train.epochs == 0 && c.train.max_steps == 0 {
         problems.push("train.epochs: give epochs or max_steps".into());
@@ -98,7 +103,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             problems.push(e);
             (InitSource::Fresh, BertConfig::default(), None)
         }
-        Ok(None) => (InitSource::Fresh, c.model.bert(0, 0), None),
+        Ok(None) => (InitSource::Fresh, crate::model::bert::BertConfig::from_section(&c.model, 0, 0), None),
         Ok(Some(st)) => match (&st.model, kind) {
             (StartModel::Pretrain(ModelSpec::Glm { config }), HeadKind::Cloze) => {
                 glm_config = Some(config.clone());
@@ -133,7 +138,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };
     let tokenizer = match &tokenizer_path {
         None => {
-            problems.push("tokenizer.path: no tokenizer given and the starting point has none".into());
+            problems.push("tokenizer.path: no tokenizer given, and no init.checkpoint / init.hf to take one from".into());
             None
         }
         Some(p) => TextTokenizer::load(p, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok(),
@@ -168,10 +173,13 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let max_len = c.train.max_seq_len;
     let fields = Fields { text: c.task.text_field.clone(), text_pair: c.task.text_pair_field.clone(), label: c.task.label_field.clone() };
     let mut cloze_spec: Option<ClozeSpec> = None;
+    // Malformed records are skipped and counted, or fatal, per `data.on_error`.
+    let skipped = std::cell::RefCell::new(Vec::new());
     let read = |files: &[PathBuf]| -> Result<Vec<data::ClsRecord>, data::TaskDataError> {
         let mut v = Vec::new();
         for f in files {
-            v.extend(data::read_classification(f, &fields)?);
+            let mut sk = skipped.borrow_mut();
+            v.extend(data::read_classification_with(f, &fields, &mut data::BadRecords { policy: c.data.on_error, skipped: &mut sk })?);
         }
         Ok(v)
     };
@@ -180,7 +188,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             let read = |files: &[PathBuf]| -> Result<Vec<data::TaggedSentence>, data::TaskDataError> {
                 let mut v = Vec::new();
                 for f in files {
-                    v.extend(data::read_conll(f)?);
+                    let mut sk = skipped.borrow_mut();
+                    v.extend(data::read_conll_with(f, &mut data::BadRecords { policy: c.data.on_error, skipped: &mut sk })?);
                 }
                 Ok(v)
             };
@@ -240,9 +249,9 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let monitor = Monitor { metric, direction };
     // Batches of an epoch end at its last example (a short last batch, as a DataLoader), and
     // the ranks of a data-parallel run share each global batch.
-    let batches_per_epoch = (train.len() as u64).div_ceil((c.train.batch_size * world) as u64).max(1);
+    let batches_per_epoch = (train.len() as u64).div_ceil(c.train.batch_size.saturating_mul(world) as u64).max(1);
     let epoch_steps = batches_per_epoch.div_ceil(c.train.grad_accum as u64).max(1);
-    let (max_steps, epoch_steps) = if c.train.epochs > 0 { (c.train.epochs * epoch_steps, epoch_steps) } else { (c.train.max_steps, 0) };
+    let (max_steps, epoch_steps) = if c.train.epochs > 0 { (c.train.epochs.saturating_mul(epoch_steps), epoch_steps) } else { (c.train.max_steps, 0) };
     let tokenizer_path = resolve_path(&tokenizer_path.expect("checked above"), None);
     let spec = TaskSpec {
         architecture: "BertForTask".into(),
@@ -258,5 +267,6 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         None => ModelSpec::Bert { config: bert, pair_head: false },
     };
     let share = |v: Vec<TaskExample>| Arc::new(v.into_iter().map(Arc::new).collect::<Vec<_>>());
-    Ok(TaskPlan { spec, labels, train: share(train), eval: share(eval), cloze: cloze_spec, monitor, tokenizer, model, init, max_steps, epoch_steps })
+    let skipped = skipped.into_inner();
+    Ok(TaskPlan { spec, labels, train: share(train), eval: share(eval), cloze: cloze_spec, monitor, tokenizer, model, init, max_steps, epoch_steps, skipped })
 }

@@ -1,5 +1,5 @@
-//! The `/metrics` endpoint: the exporter's rendering plus floating-point counters, served by a
-//! small HTTP loop on its own thread.
+//! The `/metrics` endpoint: the exporter's rendering plus floating-point counters, served by
+//! [`crate::http`] on its own thread (with `/health`).
 //!
 //! Why not the exporter's own listener: `metrics` counters are integers, and the metrics
 //! contract has a counter in seconds (`pretune_data_wait_seconds_total`). Prometheus counters
@@ -7,11 +7,9 @@
 //! rules. So the float counters live here and are appended to the exporter's text.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -88,42 +86,18 @@ pub fn render(handle: &PrometheusHandle) -> String {
     s
 }
 
-fn serve_one(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = [0u8; 4096];
-    let mut req = Vec::new();
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 64 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
-    }
-    let path = String::from_utf8_lossy(&req).split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let (status, ctype, body) = if path == "/health" {
-        ("200 OK", "text/plain", "OK\n".to_owned())
-    } else {
-        ("200 OK", "text/plain; version=0.0.4", render(handle))
-    };
-    write!(stream, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-    stream.flush()
-}
-
 /// Binds `addr`, installs the global recorder (with `run_id` as a global label) and serves
 /// scrapes from a dedicated thread until the process exits.
 pub(crate) fn start(addr: SocketAddr, handle_builder: impl FnOnce() -> Result<PrometheusHandle, String>, run_id: &str) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let handle = handle_builder()?;
     registry().lock().expect("metrics registry poisoned").global = vec![("run_id".into(), run_id.into())];
-    std::thread::Builder::new()
-        .name("metrics-http".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = serve_one(stream, &handle);
-            }
-        })
-        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
-    Ok(())
+    let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| match req.target.split('?').next().unwrap_or("/") {
+        "/health" => crate::http::Response::new(200, "text/plain", "OK\n"),
+        "/" | "/metrics" => crate::http::Response::new(200, "text/plain; version=0.0.4", render(&handle)),
+        _ => crate::http::Response::new(404, "text/plain", "not found: /metrics or /health\n"),
+    });
+    crate::http::serve(listener, "metrics-http", handler).map_err(|e| format!("cannot start the metrics server: {e}"))
 }
 
 #[cfg(test)]

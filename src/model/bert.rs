@@ -44,6 +44,26 @@ pub struct BertConfig {
     pub pad_token_id: i64,
 }
 
+impl BertConfig {
+    /// The sizes a `[model]` section describes, for a vocabulary and `[PAD]`.
+    pub fn from_section(m: &crate::config::ModelConfig, vocab_size: i64, pad_token_id: i64) -> Self {
+        BertConfig {
+            vocab_size,
+            hidden_size: m.hidden_size,
+            num_hidden_layers: m.num_layers,
+            num_attention_heads: m.num_heads,
+            intermediate_size: m.intermediate_size,
+            hidden_dropout_prob: m.hidden_dropout,
+            attention_probs_dropout_prob: m.attention_dropout,
+            max_position_embeddings: m.max_position_embeddings,
+            type_vocab_size: m.type_vocab_size,
+            initializer_range: m.initializer_range,
+            layer_norm_eps: m.layer_norm_eps,
+            pad_token_id,
+        }
+    }
+}
+
 impl Default for BertConfig {
     fn default() -> Self {
         BertConfig {

@@ -7,19 +7,8 @@ use tch::Tensor;
 
 use super::bert::{Bert, BertConfig};
 
-/// Which head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeadKind {
-    /// One label per sequence (cross-entropy).
-    SequenceClassification,
-    /// One number per sequence (mean squared error).
-    Regression,
-    /// One label per token (cross-entropy on first sub-tokens).
-    TokenClassification,
-    /// GLM cloze: a pattern with a blank and verbalizers, scored by the pre-trained GLM.
-    Cloze,
-}
+/// Which head: the task kind of the config (`task.kind`).
+pub use crate::config::TaskKind as HeadKind;
 
 /// The encoder with a task head.
 pub struct BertForTask {

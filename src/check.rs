@@ -1,0 +1,92 @@
+//! `pretune check CONFIG`: everything a run would resolve, without training. The plan already
+//! finds files, loads the tokenizer, locates `[init]` and reads the labelled data; this adds
+//! what only starting would show: the output folder is writable, the ports are free, and the
+//! starting weights load into the model the config builds.
+
+use std::path::Path;
+
+use crate::plan::RunPlan;
+
+/// What a successful check found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+    /// Training examples (fine-tuning) or training files (pre-training).
+    pub train: String,
+    /// Updates in the run.
+    pub steps: u64,
+    /// Updates per epoch, when counting epochs.
+    pub epoch_steps: u64,
+    /// Trainable parameters of the model.
+    pub parameters: i64,
+    /// Starting weights: `fresh`, or where they come from and how many tensors load.
+    pub init: String,
+}
+
+impl CheckReport {
+    /// One line for humans.
+    pub fn line(&self) -> String {
+        let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
+        format!("ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}", self.phase, self.train, self.steps, self.parameters, self.init)
+    }
+}
+
+/// Checks what a run needs beyond the plan; every problem at once.
+///
+/// # Errors
+/// One line per problem, each starting with its key path.
+pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
+    let mut problems = Vec::new();
+    let out = &plan.config.run.out_dir;
+    if let Err(e) = writable(out) {
+        problems.push(format!("run.out_dir: {} is not writable: {e}", out.display()));
+    }
+    for (key, addr) in [("metrics.listen", plan.metrics_addr), ("control.listen", plan.control_addr)] {
+        if let Some(a) = addr {
+            if let Err(e) = std::net::TcpListener::bind(a) {
+                problems.push(format!("{key}: cannot listen on {a}: {e}"));
+            }
+        }
+    }
+    let objective = crate::actors::builtin_objective(plan);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = objective.build(&vs.root());
+    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let init = match &plan.init {
+        crate::finetune::init::InitSource::Fresh => "fresh".to_owned(),
+        source => match crate::finetune::init::load_start(&vs, source) {
+            Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
+            Err(e) => {
+                problems.push(format!("init: {e}"));
+                String::new()
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let train = match &plan.task {
+        Some(t) => format!("{} training / {} held-out examples, {} labels", t.train.len(), t.eval.len(), t.labels.names.len()),
+        None => format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len()),
+    };
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init })
+}
+
+/// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does
+/// not exist yet (a check creates nothing).
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let mut at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    while !at.exists() {
+        at = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !at.is_dir() {
+        return Err(std::io::Error::other(format!("{} is not a folder", at.display())));
+    }
+    let probe = at.join(format!(".pretune-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
