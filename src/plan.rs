@@ -145,9 +145,6 @@ fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
         if has("train", "epochs") {
             problems.push("train.epochs: pre-training streams its corpus and counts updates: set train.max_steps".into());
         }
-        if has("train", "group_by_length") {
-            problems.push("train.group_by_length: pre-training packs segments to train.max_seq_len, so there is no padding to save (remove it)".into());
-        }
     }
     problems
 }

@@ -202,6 +202,7 @@ fn no_malformed_data_file_reaches_a_panic() {
                     read: pretune::data::source::ReadSettings { text_field: "text".into(), on_error: policy, max_line_bytes: 1 << 20 },
                     shuffle: false,
                     repeat: false,
+                    group_batch: 0,
                 };
                 let span = pretune::data::source::FileSpan::whole(file.clone(), pretune::config::DataFormat::Auto);
                 let got = catch_unwind(AssertUnwindSafe(|| {

@@ -281,3 +281,36 @@ fn glm_on_chinese_text_learns() {
     assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
     assert!(s.eval.unwrap().1.get("scored_tokens").unwrap() > 0.0);
 }
+
+/// `group_by_length` in pre-training: sentence pairs (whose lengths vary with
+/// `short_seq_prob`) batched by length pad less, and a stream started from a mid-block cursor
+/// continues exactly as the uninterrupted one.
+#[test]
+fn group_by_length_cuts_pre_training_padding_and_keeps_the_cursor_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = ["objective.sentence_pair=\"nsp\"", "objective.short_seq_prob=0.5", "train.batch_size=8"];
+    let padding = |group: bool| -> (usize, usize) {
+        let mut o = pairs.to_vec();
+        let g = format!("train.group_by_length={group}");
+        o.push(&g);
+        let p = plan(dir.path(), &o);
+        first_batches(&p, 2, 40).iter().fold((0, 0), |(pad, tok), b| (pad + b.batch_size * b.seq_len - b.n_tokens, tok + b.n_tokens))
+    };
+    let ((plain_pad, plain_tok), (grouped_pad, grouped_tok)) = (padding(false), padding(true));
+    assert!(grouped_pad * 2 < plain_pad, "padding {grouped_pad} (grouped) vs {plain_pad} ({plain_tok} vs {grouped_tok} tokens)");
+
+    let mut o = pairs.to_vec();
+    o.push("train.group_by_length=true");
+    let p = plan(dir.path(), &o);
+    let mut a = train_stream(&p, Default::default());
+    let all: Vec<_> = (0..300).map(|_| a.next_example().unwrap().unwrap()).collect();
+    let mut at = train_stream(&p, Default::default());
+    for _ in 0..137 {
+        at.next_example().unwrap();
+    }
+    let mut b = train_stream(&p, at.cursor());
+    for want in &all[137..] {
+        let got = b.next_example().unwrap().unwrap();
+        assert_eq!((got.index, &got.payload), (want.index, &want.payload));
+    }
+}

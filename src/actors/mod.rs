@@ -173,6 +173,7 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
         read: crate::plan::read_settings(&c.data),
         shuffle: train,
         repeat: train,
+        group_batch: if train && c.train.group_by_length { c.train.batch_size.saturating_mul(plan.dist.as_ref().map_or(1, |d| d.world)) } else { 0 },
     }
 }
 

@@ -121,6 +121,10 @@ pub struct StreamSettings {
     pub shuffle: bool,
     /// Start a new epoch at the end (training) or stop (evaluation).
     pub repeat: bool,
+    /// `group_by_length` with batches of this many examples (0: off): each block's shuffled
+    /// examples are sorted by length in windows of 50 batches and the batches shuffled, as the
+    /// labelled source does.
+    pub group_batch: usize,
 }
 
 /// Where the Loader takes examples from: the streamed pre-training corpus
@@ -302,7 +306,12 @@ impl ExampleStream {
                 .map(Payload::Pair)
                 .collect(),
         };
-        if self.settings.shuffle {
+        if self.settings.shuffle && self.settings.group_batch > 0 {
+            let lens: Vec<usize> = examples.iter().map(Payload::n_tokens).collect();
+            let order = super::labelled::epoch_order(&lens, self.settings.group_batch, true, &mut rng);
+            let mut slots: Vec<Option<Payload>> = examples.into_iter().map(Some).collect();
+            examples = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        } else if self.settings.shuffle {
             rng.shuffle(&mut examples);
         }
         self.block = examples;
