@@ -352,8 +352,9 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e),
             }
-            if let ModelSpec::Bert { config: b, .. } = &model {
-                problems.extend(crate::finetune::init::size_conflicts(table, b));
+            match &model {
+                ModelSpec::Bert { config: b, .. } => problems.extend(crate::finetune::init::size_conflicts(table, b)),
+                ModelSpec::Glm { config: g } => problems.extend(crate::finetune::init::glm_size_conflicts(table, g)),
             }
             if !problems.is_empty() {
                 return Err(ConfigError::Invalid { file: file.to_owned(), problems });

@@ -310,6 +310,14 @@ fn pre_training_stops_early_and_freezes_like_fine_tuning() {
     let (code, _, err) = cli(&args(&cfg, &start, &["train.max_steps=2", "data.eval=[]"]));
     assert_eq!(code, 0, "{err}");
     let from = ckpt(&start, 2);
+    // The architecture comes from [init]: restating a size is fine, changing one is an error.
+    let mut a = vec!["check".to_string(), cfg.display().to_string()];
+    for s in [format!("init.checkpoint=\"{}\"", from.display()), "model.hidden_size=48".into(), "model.hidden_dropout=0.0".into()] {
+        a.extend(["--set".to_string(), s]);
+    }
+    let (code, _, err) = cli(&a);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("model.hidden_size: 48 differs from the starting point's 64"), "{err}");
     let out = dir.path().join("frozen");
     // lr 1e-30 after warm-up: the held-out loss cannot improve, so patience 2 stops after the
     // third evaluation; embeddings and layer 0 frozen, continued from the checkpoint.

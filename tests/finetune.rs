@@ -363,6 +363,9 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
             dir.path().join("run/checkpoints").display()
         ),
     );
+    // The GLM's sizes come from the checkpoint: drop the fresh-model [model] section.
+    let (head, tail) = text.split_once("[model]").unwrap();
+    let text = format!("{head}{}", &tail[tail.find("[train]").unwrap()..]);
     std::fs::write(&ft, text).unwrap();
     let s = finetune(&ft, &["train.epochs=0", "train.max_steps=6", "train.eval_every=6", &format!("run.out_dir={}", dir.path().join("cloze").display())]);
     let init = s.init.clone().expect("loaded from [init]");

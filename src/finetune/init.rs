@@ -104,8 +104,12 @@ pub fn dropout_overrides(table: &toml::Table) -> (Option<f64>, Option<f64>) {
     (get("hidden_dropout"), get("attention_dropout"))
 }
 
-/// Applies [`dropout_overrides`] to a BERT's sizes.
+/// Applies [`dropout_overrides`] to a BERT's sizes, and `model.initializer_range` (it only
+/// draws the weights the starting point lacks, such as a new head).
 pub fn override_bert_dropout(cfg: &mut BertConfig, table: &toml::Table) {
+    if let Some(r) = table.get("model").and_then(|m| m.get("initializer_range")).and_then(toml::Value::as_float) {
+        cfg.initializer_range = r;
+    }
     let (h, a) = dropout_overrides(table);
     if let Some(h) = h {
         cfg.hidden_dropout_prob = h;
@@ -141,14 +145,39 @@ pub fn size_conflicts(table: &toml::Table, start: &BertConfig) -> Vec<String> {
         ("num_heads", start.num_attention_heads),
         ("intermediate_size", start.intermediate_size),
         ("max_position_embeddings", start.max_position_embeddings),
+        ("type_vocab_size", start.type_vocab_size),
     ];
-    pairs
+    let mut out: Vec<String> = pairs
         .iter()
         .filter_map(|(k, want)| {
             let got = model.get(*k)?.as_integer()?;
             (got != *want).then(|| format!("model.{k}: {got} differs from the starting point's {want} (the architecture comes from [init]; remove the key)"))
         })
-        .collect()
+        .collect();
+    if let Some(eps) = model.get("layer_norm_eps").and_then(toml::Value::as_float) {
+        if eps != start.layer_norm_eps {
+            out.push(format!("model.layer_norm_eps: {eps} differs from the starting point's {} (remove the key)", start.layer_norm_eps));
+        }
+    }
+    out
+}
+
+/// [`size_conflicts`] for a GLM starting point.
+pub fn glm_size_conflicts(table: &toml::Table, start: &crate::model::glm::GlmConfig) -> Vec<String> {
+    let Some(model) = table.get("model").and_then(toml::Value::as_table) else { return Vec::new() };
+    [
+        ("hidden_size", start.hidden_size),
+        ("num_layers", start.num_layers),
+        ("num_heads", start.num_attention_heads),
+        ("intermediate_size", start.intermediate_size),
+        ("max_position_embeddings", start.max_sequence_length),
+    ]
+    .iter()
+    .filter_map(|(k, want)| {
+        let got = model.get(*k)?.as_integer()?;
+        (got != *want).then(|| format!("model.{k}: {got} differs from the starting point's {want} (the architecture comes from [init]; remove the key)"))
+    })
+    .collect()
 }
 
 /// Locates `[init]`: `None` without one.

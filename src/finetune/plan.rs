@@ -131,8 +131,9 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
                 *g = config;
             }
         }
-        if glm_config.is_none() {
-            problems.extend(super::init::size_conflicts(table, &bert));
+        match &glm_config {
+            None => problems.extend(super::init::size_conflicts(table, &bert)),
+            Some(g) => problems.extend(super::init::glm_size_conflicts(table, g)),
         }
     }
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };
