@@ -14,9 +14,8 @@ use pretune::actors::events::{Command as Cmd, Event};
 use pretune::actors::{Controller, Pipeline};
 use pretune::checkpoint::CheckpointStore;
 use pretune::rng::{Rng, Stream};
-use tch::Tensor;
 
-use crate::util::{bin, ft_config, root, run_cli, tiny_config};
+use crate::util::{assert_same_weights, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights};
 
 /// A tiny sequence-classification run on the bundled spam set (720 examples: 45 batches of 16
 /// per epoch), no held-out evaluation unless asked.
@@ -38,9 +37,6 @@ fn cli(a: &[String]) -> (i32, String, String) {
     run_cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
-}
 
 fn max_diff(a: &Path, b: &Path) -> (f64, String) {
     let (wa, wb) = (weights(a), weights(b));
@@ -55,12 +51,6 @@ fn max_diff(a: &Path, b: &Path) -> (f64, String) {
     worst
 }
 
-fn assert_same_weights(a: &Path, b: &Path) {
-    let (wa, wb) = (weights(a), weights(b));
-    for (k, t) in &wa {
-        assert!(t.equal(&wb[k]), "{k} differs between {} and {}", a.display(), b.display());
-    }
-}
 
 /// `step -> loss` from `events.jsonl`.
 fn losses(out: &Path) -> BTreeMap<u64, f64> {
@@ -152,19 +142,6 @@ fn spawn(cfg: &Path, out: &Path, sets: &[&str], resume: bool) -> Child {
     Command::new(bin()).args(&a).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// SIGTERM on a fine-tuning run: the step finishes, a checkpoint is written at it, exit 0; a
 /// second signal exits at once with 130.

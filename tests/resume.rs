@@ -11,9 +11,8 @@ use pretune::actors::{run, RunError};
 use pretune::checkpoint::CheckpointStore;
 
 use pretune::rng::{Rng, Stream};
-use tch::Tensor;
 
-use crate::util::{bin, tiny_config};
+use crate::util::{assert_same_weights, bin, tiny_config, wait_bounded, weights};
 
 fn plan(cfg: &Path, overrides: &[String]) -> pretune::plan::RunPlan {
     pretune::plan::load_and_resolve(cfg, overrides).unwrap()
@@ -37,17 +36,7 @@ fn out_step(store: &CheckpointStore, step: u64) -> PathBuf {
     store.latest().unwrap().parent().unwrap().join(CheckpointStore::dir_name(step))
 }
 
-fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
-}
 
-fn assert_same_weights(a: &Path, b: &Path) {
-    let (wa, wb) = (weights(a), weights(b));
-    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
-    for (k, t) in &wa {
-        assert!(t.equal(&wb[k]), "{k} differs between {} and {}", a.display(), b.display());
-    }
-}
 
 /// Runs `pretune train` in its own process: libtorch's generator is process-global, and other
 /// tests of this binary draw from it concurrently, so bit-exact comparisons need a process each.
@@ -109,19 +98,6 @@ fn spawn_train(cfg: &Path, out: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn kill_9_at_random_points_then_resume_ends_with_the_uninterrupted_weights() {

@@ -154,3 +154,32 @@ listen = ""
     p
 }
 
+
+/// Waits for `child` at most `limit` (then kills it and fails the test).
+pub fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The weights of a checkpoint folder, by name.
+pub fn weights(dir: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+/// Fails unless two checkpoints hold bit-identical weights.
+pub fn assert_same_weights(a: &Path, b: &Path) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, t) in &wa {
+        assert!(t.equal(&wb[k]), "{k} differs between {} and {}", a.display(), b.display());
+    }
+}

@@ -305,7 +305,6 @@ pub fn spawn_data_plane(
 }
 
 /// [`spawn_data_plane`] with a given collator in the Masker workers.
-
 ///
 /// # Errors
 /// [`RunError::Pipeline`] when a thread cannot start.

@@ -178,10 +178,10 @@ mod tests {
                 a.next_example().unwrap();
             }
             let mut b = LabelledStream::new(set(10), ordering, a.cursor());
-            for k in 13..25 {
+            for want in &seen[13..25] {
                 let (x, y) = (a.next_example().unwrap().unwrap(), b.next_example().unwrap().unwrap());
                 assert_eq!((label(&x), x.index, x.epoch), (label(&y), y.index, y.epoch));
-                assert_eq!(label(&x), seen[k]);
+                assert_eq!(label(&x), *want);
             }
         }
     }

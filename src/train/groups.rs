@@ -55,6 +55,11 @@ pub fn frozen(name: &str, freeze_embeddings: bool, freeze_layers: i64, layers: i
     (freeze_embeddings && d == 0) || (d >= 1 && d <= freeze_layers && d <= layers)
 }
 
+/// Encoder layers of a model, from its variable names (`bert.encoder.layer.N.`).
+pub fn count_layers<'a>(names: impl Iterator<Item = &'a str>) -> i64 {
+    names.filter_map(|n| n.strip_prefix("bert.encoder.layer.")?.split('.').next()?.parse::<i64>().ok()).max().map_or(0, |l| l + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,9 +78,4 @@ mod tests {
         assert!(!frozen("bert.encoder.layer.2.output.dense.bias", false, 2, l));
         assert!(!frozen("classifier.weight", true, 99, l));
     }
-}
-
-/// Encoder layers of a model, from its variable names (`bert.encoder.layer.N.`).
-pub fn count_layers<'a>(names: impl Iterator<Item = &'a str>) -> i64 {
-    names.filter_map(|n| n.strip_prefix("bert.encoder.layer.")?.split('.').next()?.parse::<i64>().ok()).max().map_or(0, |l| l + 1)
 }
