@@ -41,7 +41,7 @@ fn wait(g: &mut Guard, limit: Duration) {
 
 /// Polls `/metrics` until the trainer has counted tokens, then returns the page.
 fn scrape_when_training(port: u16, phase: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         let body = http_get(port, "/metrics").unwrap_or_default();
         if body.lines().any(|l| l.starts_with("pretune_tokens_total{") && l.contains(&format!("phase=\"{phase}\"")) && l.contains("stage=\"trainer\"") && !l.ends_with(" 0")) {
@@ -110,7 +110,8 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     let cfg = tiny_config(dir.path());
     let mut run = train(&cfg, port, 4, &["train.max_steps=240", "train.eval_every=80", "train.checkpoint_every=80", &format!("run.out_dir={}", dir.path().join("pre").display())]);
     promtool_check(&scrape_when_training(port, "pretrain"));
-    wait(&mut run, Duration::from_secs(120));
+    // Bounds, not timings: generous for a loaded 2-core CI machine.
+    wait(&mut run, Duration::from_secs(400));
     // Phase 2: fine-tuning on the spam set, evaluated twice.
     let spam = root().join("data/spam");
     let ft = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
@@ -118,7 +119,7 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     // stale and instant queries of them return nothing.
     let _run = train(&ft, port, 120, &["train.epochs=0", "train.max_steps=60", "train.eval_every=20", &format!("run.out_dir={}", dir.path().join("ft").display())]);
     promtool_check(&scrape_when_training(port, "finetune"));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(400);
     while !http_get(port, "/metrics").unwrap_or_default().lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("finetune") && l.ends_with(" 60")) {
         assert!(Instant::now() < deadline, "fine-tuning did not finish");
         std::thread::sleep(Duration::from_millis(200));
