@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, free_port, root, tiny_config};
+use crate::util::{bin, free_port, root, tiny_config, KillOnDrop};
 
 /// Opens `half` connections that send half a request and `garbage` that send random bytes,
 /// and keeps them open.
@@ -51,7 +51,7 @@ fn endpoints_answer_within_a_second_while_hostile_clients_hold_connections() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     let (mport, cport) = (free_port(), free_port());
-    let mut child = Command::new(bin())
+    let mut child = KillOnDrop(Command::new(bin())
         .args(["train", cfg.to_str().unwrap()])
         .args(["--set", "train.max_steps=100000", "--set", "data.eval=[]", "--set", "train.log_every=1"])
         .args(["--set", &format!("metrics.listen=\"127.0.0.1:{mport}\""), "--set", &format!("control.listen=\"127.0.0.1:{cport}\"")])
@@ -60,7 +60,7 @@ fn endpoints_answer_within_a_second_while_hostile_clients_hold_connections() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     while request_ok(mport).is_none() {
         assert!(Instant::now() < deadline, "the metrics endpoint never came up");
@@ -129,7 +129,7 @@ fn endpoints_answer_within_a_second_while_hostile_clients_hold_connections() {
     assert_eq!(code, 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success());
             break;
         }

@@ -15,7 +15,7 @@ use pretune::actors::{Controller, Pipeline};
 use pretune::checkpoint::CheckpointStore;
 use pretune::rng::{Rng, Stream};
 
-use crate::util::{assert_same_weights, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights};
+use crate::util::{assert_same_weights, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights, KillOnDrop};
 
 /// A tiny sequence-classification run on the bundled spam set (720 examples: 45 batches of 16
 /// per epoch), no held-out evaluation unless asked.
@@ -151,7 +151,8 @@ fn a_signal_checkpoints_a_fine_tuning_run_and_a_second_one_exits_at_once() {
     let cfg = spam_config(dir.path());
     let out = dir.path().join("term");
     let sets = ["train.epochs=1000", "train.log_every=1", "data.eval=[]"];
-    let mut child = spawn(&cfg, &out, &sets, false);
+    let mut guard = KillOnDrop(spawn(&cfg, &out, &sets, false));
+    let child = &mut guard.0;
     let deadline = Instant::now() + Duration::from_secs(180);
     while losses(&out).keys().max().copied().unwrap_or(0) < 3 {
         assert!(Instant::now() < deadline, "no step 3");
@@ -159,13 +160,14 @@ fn a_signal_checkpoints_a_fine_tuning_run_and_a_second_one_exits_at_once() {
     }
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(wait_bounded(&mut child, Duration::from_secs(60)).code(), Some(0));
+    assert_eq!(wait_bounded(child, Duration::from_secs(60)).code(), Some(0));
     let latest = CheckpointStore::new(out.join("checkpoints")).latest().expect("a checkpoint on SIGTERM");
     let state = CheckpointStore::verify(&latest).unwrap();
     assert_eq!(state.step, losses(&out).keys().max().copied().unwrap(), "at the last finished step");
 
     let out2 = dir.path().join("twice");
-    let mut child = spawn(&cfg, &out2, &sets, false);
+    let mut guard = KillOnDrop(spawn(&cfg, &out2, &sets, false));
+    let child = &mut guard.0;
     while losses(&out2).is_empty() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -174,7 +176,7 @@ fn a_signal_checkpoints_a_fine_tuning_run_and_a_second_one_exits_at_once() {
         libc::kill(child.id() as i32, libc::SIGINT);
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    assert_eq!(wait_bounded(&mut child, Duration::from_secs(30)).code(), Some(130));
+    assert_eq!(wait_bounded(child, Duration::from_secs(30)).code(), Some(130));
 }
 
 /// Sends scripted commands after given steps and records what it saw.

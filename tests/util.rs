@@ -183,3 +183,15 @@ pub fn assert_same_weights(a: &Path, b: &Path) {
         assert!(t.equal(&wb[k]), "{k} differs between {} and {}", a.display(), b.display());
     }
 }
+
+/// The training process, killed if the test fails before it ends (it would train on for
+/// 100,000 steps and load the machine).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
