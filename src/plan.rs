@@ -352,14 +352,11 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e),
             }
-            match &model {
-                ModelSpec::Bert { config: b, .. } => problems.extend(crate::finetune::init::size_conflicts(table, b)),
-                ModelSpec::Glm { config: g } => problems.extend(crate::finetune::init::glm_size_conflicts(table, g)),
-            }
+            problems.extend(crate::finetune::init::size_conflicts(table, &model));
             if !problems.is_empty() {
                 return Err(ConfigError::Invalid { file: file.to_owned(), problems });
             }
-            crate::finetune::init::override_dropout(&mut model, table);
+            crate::finetune::init::apply_overrides(&mut model, table);
             st.source
         }
         None => InitSource::Fresh,

@@ -15,7 +15,7 @@ use pretune::actors::{Controller, Pipeline};
 use pretune::checkpoint::CheckpointStore;
 use pretune::rng::{Rng, Stream};
 
-use crate::util::{assert_same_weights, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights, KillOnDrop};
+use crate::util::{assert_same_weights, losses, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights, KillOnDrop};
 
 /// A tiny sequence-classification run on the bundled spam set (720 examples: 45 batches of 16
 /// per epoch), no held-out evaluation unless asked.
@@ -52,15 +52,6 @@ fn max_diff(a: &Path, b: &Path) -> (f64, String) {
 }
 
 
-/// `step -> loss` from `events.jsonl`.
-fn losses(out: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
-}
 
 fn ckpt(out: &Path, step: u64) -> PathBuf {
     out.join("checkpoints").join(CheckpointStore::dir_name(step))

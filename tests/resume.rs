@@ -12,7 +12,7 @@ use pretune::checkpoint::CheckpointStore;
 
 use pretune::rng::{Rng, Stream};
 
-use crate::util::{assert_same_weights, bin, tiny_config, wait_bounded, weights};
+use crate::util::{assert_same_weights, losses, bin, tiny_config, wait_bounded, weights};
 
 fn plan(cfg: &Path, overrides: &[String]) -> pretune::plan::RunPlan {
     pretune::plan::load_and_resolve(cfg, overrides).unwrap()
@@ -22,15 +22,6 @@ fn sets(pairs: &[&str]) -> Vec<String> {
     pairs.iter().map(|s| s.to_string()).collect()
 }
 
-/// `step -> loss` from `events.jsonl` (bit-exact: serde_json round-trips f64).
-fn losses(out: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
-}
 
 fn out_step(store: &CheckpointStore, step: u64) -> PathBuf {
     store.latest().unwrap().parent().unwrap().join(CheckpointStore::dir_name(step))

@@ -195,3 +195,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+
+/// `step -> loss` of every logged step in a run's `events.jsonl` (bit-exact: serde_json
+/// round-trips f64); empty while the file does not exist yet.
+pub fn losses(out: &Path) -> std::collections::BTreeMap<u64, f64> {
+    std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}

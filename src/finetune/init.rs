@@ -104,80 +104,68 @@ pub fn dropout_overrides(table: &toml::Table) -> (Option<f64>, Option<f64>) {
     (get("hidden_dropout"), get("attention_dropout"))
 }
 
-/// Applies [`dropout_overrides`] to a BERT's sizes, and `model.initializer_range` (it only
-/// draws the weights the starting point lacks, such as a new head).
-pub fn override_bert_dropout(cfg: &mut BertConfig, table: &toml::Table) {
-    if let Some(r) = table.get("model").and_then(|m| m.get("initializer_range")).and_then(toml::Value::as_float) {
-        cfg.initializer_range = r;
-    }
-    let (h, a) = dropout_overrides(table);
-    if let Some(h) = h {
-        cfg.hidden_dropout_prob = h;
-    }
-    if let Some(a) = a {
-        cfg.attention_probs_dropout_prob = a;
-    }
-}
-
-/// Applies [`dropout_overrides`] to either architecture.
-pub fn override_dropout(model: &mut ModelSpec, table: &toml::Table) {
-    match model {
-        ModelSpec::Bert { config, .. } => override_bert_dropout(config, table),
-        ModelSpec::Glm { config } => {
-            let (h, a) = dropout_overrides(table);
-            if let Some(h) = h {
-                config.hidden_dropout = h;
+/// Applies the file's overrides to the starting point's model: [`dropout_overrides`] in
+/// either architecture, and for BERT `model.initializer_range` (it only draws the weights the
+/// starting point lacks, such as a new head).
+pub fn apply_overrides(model: &mut ModelSpec, table: &toml::Table) {
+    let (hidden, attention) = dropout_overrides(table);
+    let (h, a) = match model {
+        ModelSpec::Bert { config, .. } => {
+            if let Some(r) = table.get("model").and_then(|m| m.get("initializer_range")).and_then(toml::Value::as_float) {
+                config.initializer_range = r;
             }
-            if let Some(a) = a {
-                config.attention_dropout = a;
-            }
+            (&mut config.hidden_dropout_prob, &mut config.attention_probs_dropout_prob)
         }
+        ModelSpec::Glm { config } => (&mut config.hidden_dropout, &mut config.attention_dropout),
+    };
+    if let Some(v) = hidden {
+        *h = v;
+    }
+    if let Some(v) = attention {
+        *a = v;
     }
 }
 
 /// `[model]` sizes the file sets that differ from the starting point's: the architecture comes
 /// from `[init]`, so a size may be restated but not changed.
-pub fn size_conflicts(table: &toml::Table, start: &BertConfig) -> Vec<String> {
+pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
     let Some(model) = table.get("model").and_then(toml::Value::as_table) else { return Vec::new() };
-    let pairs = [
-        ("hidden_size", start.hidden_size),
-        ("num_layers", start.num_hidden_layers),
-        ("num_heads", start.num_attention_heads),
-        ("intermediate_size", start.intermediate_size),
-        ("max_position_embeddings", start.max_position_embeddings),
-        ("type_vocab_size", start.type_vocab_size),
-    ];
-    let mut out: Vec<String> = pairs
+    let (sizes, eps) = match start {
+        ModelSpec::Bert { config: c, .. } => (
+            vec![
+                ("hidden_size", c.hidden_size),
+                ("num_layers", c.num_hidden_layers),
+                ("num_heads", c.num_attention_heads),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_position_embeddings),
+                ("type_vocab_size", c.type_vocab_size),
+            ],
+            Some(c.layer_norm_eps),
+        ),
+        ModelSpec::Glm { config: c } => (
+            vec![
+                ("hidden_size", c.hidden_size),
+                ("num_layers", c.num_layers),
+                ("num_heads", c.num_attention_heads),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_sequence_length),
+            ],
+            None,
+        ),
+    };
+    let mut out: Vec<String> = sizes
         .iter()
         .filter_map(|(k, want)| {
             let got = model.get(*k)?.as_integer()?;
             (got != *want).then(|| format!("model.{k}: {got} differs from the starting point's {want} (the architecture comes from [init]; remove the key)"))
         })
         .collect();
-    if let Some(eps) = model.get("layer_norm_eps").and_then(toml::Value::as_float) {
-        if eps != start.layer_norm_eps {
-            out.push(format!("model.layer_norm_eps: {eps} differs from the starting point's {} (remove the key)", start.layer_norm_eps));
+    if let (Some(want), Some(got)) = (eps, model.get("layer_norm_eps").and_then(toml::Value::as_float)) {
+        if got != want {
+            out.push(format!("model.layer_norm_eps: {got} differs from the starting point's {want} (remove the key)"));
         }
     }
     out
-}
-
-/// [`size_conflicts`] for a GLM starting point.
-pub fn glm_size_conflicts(table: &toml::Table, start: &crate::model::glm::GlmConfig) -> Vec<String> {
-    let Some(model) = table.get("model").and_then(toml::Value::as_table) else { return Vec::new() };
-    [
-        ("hidden_size", start.hidden_size),
-        ("num_layers", start.num_layers),
-        ("num_heads", start.num_attention_heads),
-        ("intermediate_size", start.intermediate_size),
-        ("max_position_embeddings", start.max_sequence_length),
-    ]
-    .iter()
-    .filter_map(|(k, want)| {
-        let got = model.get(*k)?.as_integer()?;
-        (got != *want).then(|| format!("model.{k}: {got} differs from the starting point's {want} (the architecture comes from [init]; remove the key)"))
-    })
-    .collect()
 }
 
 /// Locates `[init]`: `None` without one.

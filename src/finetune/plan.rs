@@ -123,18 +123,16 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         },
     };
     if !matches!(init, InitSource::Fresh) {
-        super::init::override_bert_dropout(&mut bert, table);
-        if let Some(g) = glm_config.as_mut() {
-            let mut spec = ModelSpec::Glm { config: g.clone() };
-            super::init::override_dropout(&mut spec, table);
-            if let ModelSpec::Glm { config } = spec {
-                *g = config;
-            }
-        }
-        match &glm_config {
-            None => problems.extend(super::init::size_conflicts(table, &bert)),
-            Some(g) => problems.extend(super::init::glm_size_conflicts(table, g)),
-        }
+        let mut start = match glm_config.take() {
+            Some(config) => ModelSpec::Glm { config },
+            None => ModelSpec::Bert { config: bert, pair_head: false },
+        };
+        super::init::apply_overrides(&mut start, table);
+        problems.extend(super::init::size_conflicts(table, &start));
+        (bert, glm_config) = match start {
+            ModelSpec::Glm { config } => (BertConfig::default(), Some(config)),
+            ModelSpec::Bert { config, .. } => (config, None),
+        };
     }
     let tokenizer_path = if !c.tokenizer.path.as_os_str().is_empty() { Some(c.tokenizer.path.clone()) } else { init_tokenizer };
     let tokenizer = match &tokenizer_path {
