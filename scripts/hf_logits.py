@@ -12,5 +12,7 @@ import transformers
 model_dir, auto_class, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
 with torch.no_grad():
-    logits = model(input_ids=torch.tensor(ids)).logits
+    out = model(input_ids=torch.tensor(ids))
+    # Question answering: start and end logits, interleaved per token as `[batch, seq, 2]`.
+    logits = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
 print(json.dumps(logits.double().flatten().tolist()))

@@ -5,6 +5,9 @@
 //! (`row_labels`, `row_targets`) or reuses the token-level ones (token classification scores
 //! the first sub-token of each word through `masked_positions`; cloze its answer tokens).
 
+use std::sync::Arc;
+
+use crate::data::labelled::QaWindow;
 use crate::data::stream::{Cursor, Example};
 
 /// Label of a position or row that is not scored (PyTorch's `ignore_index` default).
@@ -61,8 +64,8 @@ pub struct HostBatch {
     /// Examples: the divisor of row-level losses (NSP, classification, regression, cloze).
     /// Equal to `batch_size` except for cloze, where each example spans one row per candidate.
     pub n_examples: usize,
-    /// Class id per example (sequence classification; cloze: the gold candidate); empty
-    /// otherwise.
+    /// Class id per example (sequence classification; cloze: the gold candidate; question
+    /// answering: the start and the end token of each row, two per row); empty otherwise.
     pub row_labels: Vec<i64>,
     /// Regression target per example; empty otherwise.
     pub row_targets: Vec<f32>,
@@ -73,6 +76,9 @@ pub struct HostBatch {
     /// Token classification: per row, each word's first sub-token (`None` when truncation cut
     /// the word off). Evaluation maps predictions back to words with it.
     pub word_starts: Vec<Vec<Option<usize>>>,
+    /// Question answering, held-out and prediction batches: each row's window (its offsets
+    /// in the context), to turn logits into answer text.
+    pub windows: Vec<Arc<QaWindow>>,
 }
 
 impl HostBatch {

@@ -67,7 +67,25 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         return Err(problems);
     }
     let train = match &plan.task {
-        Some(t) => format!("{} training / {} held-out examples, {} labels", t.train.len(), t.eval.len(), t.labels.names.len()),
+        Some(t) => {
+            let data = if t.spec.qa.is_some() {
+                // A question becomes one window or several: both counts matter.
+                let questions = |v: &[std::sync::Arc<crate::data::labelled::TaskExample>]| {
+                    v.iter().filter_map(|e| e.window.as_ref()).map(|w| w.question + 1).max().unwrap_or(0)
+                };
+                format!("{} training windows / {} held-out questions in {} windows", t.train.len(), questions(&t.eval), t.eval.len())
+            } else {
+                format!("{} training / {} held-out examples, {} labels", t.train.len(), t.eval.len(), t.labels.names.len())
+            };
+            match t.skipped.first() {
+                Some(b) => {
+                    let n = t.skipped.len();
+                    let s = if n == 1 { "" } else { "s" };
+                    format!("{data}, {n} malformed record{s} skipped (first: {}:{}: {})", b.path.display(), b.line, b.detail)
+                }
+                None => data,
+            }
+        }
         None => format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len()),
     };
     Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init })

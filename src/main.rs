@@ -1,4 +1,5 @@
-//! The `pretune` command line: train, preview, tokenizer train.
+//! The `pretune` command line: train, launch, check, preview, export, predict, evaluate, ctl,
+//! report, bench, tokenizer train.
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a bad config or bad usage.
 
@@ -86,6 +87,19 @@ enum Command {
         /// Output JSONL (default: stdout).
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// A fine-tuned checkpoint's task metrics on a labelled file (the format the task trained
+    /// on: JSONL / CSV / TSV, CoNLL, SQuAD JSON or JSONL).
+    Evaluate {
+        /// A checkpoint folder, or a run's `checkpoints/` folder (its best, else its latest).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The labelled file.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a command to a running job's control endpoint (`control.listen`).
     Ctl {
@@ -175,6 +189,29 @@ fn install_panic_hook() {
         // SAFETY: _exit only ends the process (other threads may hold libtorch state).
         unsafe { libc::_exit(1) }
     }));
+}
+
+/// `pretune evaluate`'s output: a table of the task's headline metrics (per-class details
+/// after), or with `--json` one object of every metric plus the checkpoint, task and counts.
+fn print_evaluation(ev: &pretune::finetune::evaluate::Evaluation, json: bool) {
+    let m = &ev.metrics.values;
+    if json {
+        let mut obj: serde_json::Map<String, serde_json::Value> = m.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        obj.insert("checkpoint".into(), serde_json::json!(ev.checkpoint));
+        obj.insert("task".into(), serde_json::json!(ev.kind));
+        obj.insert("records".into(), serde_json::json!(ev.records));
+        obj.insert("skipped".into(), serde_json::json!(ev.skipped.len()));
+        println!("{}", serde_json::Value::Object(obj));
+        return;
+    }
+    println!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
+    let head = pretune::finetune::evaluate::headline(ev.kind);
+    let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
+    for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {
+        if let Some(v) = m.get(&k) {
+            println!("  {k:<24} {v:>12.4}");
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -277,6 +314,16 @@ fn main() -> ExitCode {
         Command::Predict { checkpoint, input, output } => match pretune::finetune::predict::predict(&checkpoint, &input, output.as_deref()) {
             Ok((dir, n)) => {
                 eprintln!("{n} predictions from {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Evaluate { checkpoint, data, json } => match pretune::finetune::evaluate::evaluate(&checkpoint, &data) {
+            Ok(ev) => {
+                print_evaluation(&ev, json);
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -77,7 +77,7 @@ fn minilm_from_its_hugging_face_folder_matches_transformers_hidden_states() {
     assert_eq!(&want[..ours.len()], &ours[..]);
 }
 
-fn finetune(cfg: &Path, overrides: &[&str]) -> RunSummary {
+pub(crate) fn finetune(cfg: &Path, overrides: &[&str]) -> RunSummary {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let plan = pretune::plan::load_and_resolve(cfg, &o).unwrap();
     assert_eq!(plan.phase(), "finetune");
@@ -85,7 +85,7 @@ fn finetune(cfg: &Path, overrides: &[&str]) -> RunSummary {
 }
 
 /// Runs `scripts/hf_logits.py` with the project's transformers and returns its logits.
-fn hf_logits(model_dir: &Path, auto_class: &str, ids: &[Vec<i64>]) -> Vec<f64> {
+pub(crate) fn hf_logits(model_dir: &Path, auto_class: &str, ids: &[Vec<i64>]) -> Vec<f64> {
     let out = Command::new(root().join(".venv/bin/python"))
         .arg(root().join("scripts/hf_logits.py"))
         .args([model_dir.to_str().unwrap(), auto_class, &serde_json::to_string(ids).unwrap()])
@@ -319,7 +319,7 @@ fn cloze_scores_equal_a_direct_computation() {
     let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], ids };
     let ex = |toks: Vec<u32>, label: i64| {
         let blank = toks.iter().position(|&t| t == 2);
-        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank] }
+        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], window: None }
     };
     let examples = [ex(vec![1, 10, 11, 2, 12], 1), ex(vec![1, 13, 2, 14, 15, 16, 17], 0)];
     let refs: Vec<&TaskExample> = examples.iter().collect();

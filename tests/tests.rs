@@ -10,5 +10,6 @@ mod fuzz;
 mod observability;
 mod parity;
 mod pipeline;
+mod qa;
 mod resume;
 mod util;

@@ -128,13 +128,16 @@ pub enum TaskKind {
     TokenClassification,
     /// GLM cloze: a pattern with a blank and verbalizers, scored by the pre-trained GLM.
     Cloze,
+    /// Extractive question answering (SQuAD): start and end logits per token.
+    QuestionAnswering,
 }
 
 /// `[task]`: set `kind` to fine-tune instead of pre-train.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
-    /// `sequence_classification`, `regression` or `token_classification`; absent = pre-training.
+    /// `sequence_classification`, `regression`, `token_classification`, `cloze` or
+    /// `question_answering`; absent = pre-training.
     pub kind: Option<TaskKind>,
     /// Label names in id order (default: the sorted labels of the training data).
     pub labels: Vec<String>,
@@ -145,12 +148,24 @@ pub struct TaskConfig {
     /// JSONL / CSV field of the label.
     pub label_field: String,
     /// Metric for early stopping and the best checkpoint: `accuracy`, `macro_f1`, `f1`
-    /// (entity-level), `mse` or `loss`.
+    /// (entity-level; SQuAD token F1 for question answering), `exact_match`, `mse`, `pearson`,
+    /// `spearman` or `loss`.
     pub metric: String,
     /// Cloze: the pattern, with `{text}` and one `[MASK]` blank.
     pub pattern: String,
     /// Cloze: verbalizer text per label.
     pub verbalizers: std::collections::BTreeMap<String, String>,
+    /// Question answering: context tokens shared by consecutive windows of a long context.
+    pub doc_stride: usize,
+    /// Question answering: start and end candidates per window in post-processing.
+    pub n_best_size: usize,
+    /// Question answering: the longest answer, in tokens.
+    pub max_answer_length: usize,
+    /// Use only the first N training records (0: all), as `run_qa.py`'s `--max_train_samples`:
+    /// a CPU-sized run on a large set.
+    pub max_train_examples: usize,
+    /// Evaluate on only the first N held-out records (0: all).
+    pub max_eval_examples: usize,
 }
 
 impl Default for TaskConfig {
@@ -164,6 +179,11 @@ impl Default for TaskConfig {
             metric: String::new(),
             pattern: String::new(),
             verbalizers: Default::default(),
+            doc_stride: 128,
+            n_best_size: 20,
+            max_answer_length: 30,
+            max_train_examples: 0,
+            max_eval_examples: 0,
         }
     }
 }
@@ -669,6 +689,7 @@ fn remove_key(table: &mut toml::Table, path: &str) -> bool {
 /// evaluation every epoch. They fill only keys the file does not set (no default `epochs` when
 /// `max_steps` is set).
 pub fn apply_finetune_defaults(table: &mut toml::Table) {
+    let qa = table.get("task").and_then(|t| t.get("kind")).and_then(|k| k.as_str()) == Some("question_answering");
     let train = table.entry("train").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let Some(train) = train.as_table_mut() else { return };
     let defaults: [(&str, toml::Value); 7] = [
@@ -684,6 +705,10 @@ pub fn apply_finetune_defaults(table: &mut toml::Table) {
     // epoch count, as `transformers`' `max_steps` overrides `num_train_epochs`.
     if train.contains_key("max_steps") {
         train.insert("epochs".into(), toml::Value::Integer(0));
+    }
+    // Question answering reads long contexts: `run_qa.py`'s 384-token windows.
+    if qa {
+        train.entry("max_seq_len").or_insert(toml::Value::Integer(384));
     }
     for (k, v) in defaults {
         train.entry(k).or_insert(v);

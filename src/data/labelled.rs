@@ -26,6 +26,46 @@ pub struct TaskExample {
     /// Token classification: for each word, the position of its first sub-token (`None` if
     /// truncated away). Cloze: the blank's position.
     pub word_starts: Vec<Option<usize>>,
+    /// Question answering, held-out and prediction windows only: where the window's tokens
+    /// sit in the context, to turn logits back into answer text (training windows need only
+    /// their start / end labels, so 88 k SQuAD windows do not carry offsets).
+    pub window: Option<Arc<QaWindow>>,
+}
+
+/// One reference answer: its text and where it starts in the context.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QaAnswer {
+    /// The answer text.
+    pub text: String,
+    /// Its first character's index in the context, in characters (Unicode scalar values, as
+    /// SQuAD's `answer_start` counts them in Python), not bytes.
+    pub start: usize,
+}
+
+/// A question with its context and reference answers (SQuAD).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QaRecord {
+    /// The question's id.
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The paragraph, shared by all its questions.
+    pub context: Arc<str>,
+    /// Reference answers: training uses the first, evaluation scores against all of them.
+    pub answers: Vec<QaAnswer>,
+}
+
+/// One window of a question's context: the map from its tokens back to the context, for
+/// post-processing. Windows of one question are consecutive and share `question`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QaWindow {
+    /// Index of the question in its set.
+    pub question: usize,
+    /// The question, its context and its answers.
+    pub record: Arc<QaRecord>,
+    /// Per token of the window: the character span in the context it covers, `None` for the
+    /// question and special tokens (no answer can start or end there).
+    pub offsets: Vec<Option<(u32, u32)>>,
 }
 
 /// Windows of this many batches are sorted by length under `group_by_length`.

@@ -28,6 +28,34 @@ pub struct ClozeSpec {
     pub ids: GlmIds,
 }
 
+/// GLM's special tokens in a BERT tokenizer: the same tokens, added in the same order as in
+/// pre-training, get the same ids.
+///
+/// # Errors
+/// The tokenizer refuses them (with the key to blame).
+pub fn glm_ids(tokenizer: &mut TextTokenizer) -> Result<GlmIds, String> {
+    let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| format!("tokenizer.path: {}", crate::error_chain(&e)))?;
+    let ids = tokenizer.special_ids();
+    Ok(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
+}
+
+/// The verbalizers' tokens, in label order.
+///
+/// # Errors
+/// A label without a verbalizer, or one with no tokens (naming the key).
+pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::collections::BTreeMap<String, String>) -> Result<Vec<Vec<u32>>, String> {
+    let mut answers = Vec::new();
+    for l in labels {
+        let text = verbalizers.get(l).ok_or_else(|| format!("task.verbalizers: no verbalizer for label `{l}`"))?;
+        let ids = tokenizer.encode(text).map_err(|e| format!("task.verbalizers.{l}: {}", crate::error_chain(&e)))?.ids;
+        if ids.is_empty() {
+            return Err(format!("task.verbalizers.{l}: `{text}` has no tokens"));
+        }
+        answers.push(ids);
+    }
+    Ok(answers)
+}
+
 /// Builds Part A of one record: `[CLS]` + pattern with the text in, the blank as `[MASK]`; the
 /// text is cut from the end so that the longest answer still fits in `max_len`.
 ///
@@ -55,7 +83,7 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
         ids.extend(p2.iter().chain(&text).chain(&p3));
     }
     let blank = ids.iter().position(|&t| t == spec.ids.mask).expect("the pattern's blank");
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)] })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None })
 }
 
 /// One row per (example, candidate), padded, with GLM's 2-D positions and Part A lengths;

@@ -118,7 +118,7 @@ pub struct BadRecords<'a> {
 }
 
 impl BadRecords<'_> {
-    fn judge(&mut self, path: &Path, line: u64, reason: &'static str, message: String) -> Result<(), TaskDataError> {
+    pub(crate) fn judge(&mut self, path: &Path, line: u64, reason: &'static str, message: String) -> Result<(), TaskDataError> {
         match self.policy {
             BadRecordPolicy::Fail => Err(TaskDataError::Record { path: path.to_owned(), line, message }),
             BadRecordPolicy::Skip => {
@@ -349,7 +349,7 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
         out.push(ids.sep);
         types.resize(out.len(), 1);
     }
-    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![] })
+    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None })
 }
 
 /// Encodes a tagged sentence: each word tokenized alone, its tag on the first sub-token.
@@ -379,7 +379,7 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     }
     ids.push(sp.sep);
     lab.push(IGNORE);
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None })
 }
 
 #[cfg(test)]

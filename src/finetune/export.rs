@@ -1,6 +1,6 @@
 //! `pretune export --hf OUT --checkpoint DIR`: a folder `transformers` loads with
 //! `AutoModelForMaskedLM` / `AutoModelForSequenceClassification` /
-//! `AutoModelForTokenClassification`: `config.json`, `model.safetensors` (with the `format: pt`
+//! `AutoModelForTokenClassification` / `AutoModelForQuestionAnswering`: `config.json`, `model.safetensors` (with the `format: pt`
 //! metadata `transformers` checks) and `tokenizer.json`. Only safetensors is written.
 
 use std::collections::HashMap;
@@ -99,6 +99,7 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
                 HeadKind::SequenceClassification => ("BertForSequenceClassification", json!({"num_labels": spec.labels.len(), "id2label": id2label, "label2id": label2id, "problem_type": "single_label_classification"})),
                 HeadKind::Regression => ("BertForSequenceClassification", json!({"num_labels": 1, "problem_type": "regression"})),
                 HeadKind::TokenClassification => ("BertForTokenClassification", json!({"num_labels": spec.labels.len(), "id2label": id2label, "label2id": label2id})),
+                HeadKind::QuestionAnswering => ("BertForQuestionAnswering", json!({"num_labels": 2, "doc_stride": spec.qa.unwrap_or_default().doc_stride})),
                 HeadKind::Cloze => return Err(ExportError::Unsupported("a GLM cloze model has no Hugging Face `transformers` architecture to export to".into())),
             };
             (spec.config.clone(), arch, extra, spec.tokenizer.clone())

@@ -5,6 +5,8 @@
 //! * NER: entity-level precision, recall and F1 with `seqeval`'s default (conlleval) chunking
 //!   of BIO / IOB2 tags: an entity starts at `B-X`, or at `I-X` after a tag of another type or
 //!   after `O`; it ends before `O`, `B-*`, or a tag of another type.
+//! * Extractive QA: SQuAD v1.1's exact match and token F1 after its answer normalisation, as
+//!   `transformers.data.metrics.squad_metrics` computes them.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -52,6 +54,95 @@ impl Confusion {
         let f1: Vec<f64> =
             precision.iter().zip(&recall).map(|(&p, &r)| if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }).collect();
         ClassMetrics { accuracy: ratio(right, n), macro_f1: f1.iter().sum::<f64>() / k.max(1) as f64, precision, recall, n }
+    }
+}
+
+/// SQuAD's answer normalisation: lower case, ASCII punctuation removed, the words `a`, `an`
+/// and `the` removed, whitespace collapsed. A word is a run of Unicode letters, digits and
+/// `_`, what Python's `\b` sees.
+pub fn normalize_answer(s: &str) -> String {
+    let lower: String = s.to_lowercase().chars().filter(|c| !c.is_ascii_punctuation()).collect();
+    // `\b(a|an|the)\b` matches exactly the word runs spelled so; they become a space.
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut kept = String::with_capacity(lower.len());
+    let mut run = String::new();
+    for c in lower.chars().chain(std::iter::once(' ')) {
+        if word(c) {
+            run.push(c);
+            continue;
+        }
+        if !run.is_empty() {
+            kept.push_str(if matches!(run.as_str(), "a" | "an" | "the") { " " } else { &run });
+            run.clear();
+        }
+        kept.push(c);
+    }
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Exact match (1 or 0) of a prediction against one reference, after normalisation.
+pub fn squad_exact(prediction: &str, reference: &str) -> f64 {
+    f64::from(u8::from(normalize_answer(prediction) == normalize_answer(reference)))
+}
+
+/// Token F1 of a prediction against one reference: the bag-of-words overlap of the normalised
+/// texts. When either is empty, 1 if both are, else 0 (`transformers`' `compute_f1`).
+pub fn squad_f1(prediction: &str, reference: &str) -> f64 {
+    let (p, r) = (normalize_answer(prediction), normalize_answer(reference));
+    let (p, r): (Vec<&str>, Vec<&str>) = (p.split(' ').filter(|w| !w.is_empty()).collect(), r.split(' ').filter(|w| !w.is_empty()).collect());
+    if p.is_empty() || r.is_empty() {
+        return f64::from(u8::from(p == r));
+    }
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for w in &r {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut same = 0;
+    for w in &p {
+        if let Some(c) = counts.get_mut(w).filter(|c| **c > 0) {
+            *c -= 1;
+            same += 1;
+        }
+    }
+    if same == 0 {
+        return 0.0;
+    }
+    let (precision, recall) = (same as f64 / p.len() as f64, same as f64 / r.len() as f64);
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// SQuAD v1.1 totals over questions: each question's best exact match and F1 over its
+/// references, averaged, in percent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SquadScore {
+    exact: f64,
+    f1: f64,
+    n: u64,
+}
+
+impl SquadScore {
+    /// Scores one question against its references. References that normalise to nothing are
+    /// dropped, and a question left without any is scored against `""`
+    /// (`squad_metrics.get_raw_scores`).
+    pub fn add(&mut self, prediction: &str, references: &[&str]) {
+        let mut refs: Vec<&str> = references.iter().copied().filter(|r| !normalize_answer(r).is_empty()).collect();
+        if refs.is_empty() {
+            refs.push("");
+        }
+        self.exact += refs.iter().map(|r| squad_exact(prediction, r)).fold(0.0, f64::max);
+        self.f1 += refs.iter().map(|r| squad_f1(prediction, r)).fold(0.0, f64::max);
+        self.n += 1;
+    }
+
+    /// `(exact_match, f1)` in percent.
+    pub fn percent(&self) -> (f64, f64) {
+        let n = self.n.max(1) as f64;
+        (100.0 * self.exact / n, 100.0 * self.f1 / n)
+    }
+
+    /// Questions scored.
+    pub fn questions(&self) -> u64 {
+        self.n
     }
 }
 

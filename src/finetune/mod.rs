@@ -3,10 +3,12 @@
 
 pub mod cloze;
 pub mod data;
+pub mod evaluate;
 pub mod export;
 pub mod init;
 pub mod metrics;
 pub mod plan;
 
 pub mod predict;
+pub mod qa;
 pub mod task;

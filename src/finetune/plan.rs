@@ -15,7 +15,8 @@ use crate::model::heads::HeadKind;
 use crate::model::glm::GlmConfig;
 use crate::objective::ModelSpec;
 use super::cloze::{self, ClozeSpec};
-use crate::masking::glm::GlmIds;
+use super::qa::{self, QaSettings};
+use crate::data::labelled::QaRecord;
 
 /// The fine-tuning part of a [`crate::plan::RunPlan`]: the task, its encoded labelled data,
 /// the starting model and the derived step counts.
@@ -45,6 +46,14 @@ pub struct TaskPlan {
     /// Malformed records skipped while reading (`data.on_error = "skip"`), reported when the
     /// run starts.
     pub skipped: Vec<crate::data::source::BadRecord>,
+}
+
+/// The first `n` records (all when `n` is 0): `task.max_train_examples` / `max_eval_examples`.
+fn first<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    if n > 0 {
+        v.truncate(n);
+    }
+    v
 }
 
 fn resolve_path(p: &Path, base: Option<&Path>) -> PathBuf {
@@ -78,9 +87,10 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         (HeadKind::Regression, "" | "mse") => ("mse".to_owned(), Direction::Lower),
         (HeadKind::Regression, m @ ("pearson" | "spearman")) => (m.to_owned(), Direction::Higher),
         (HeadKind::Cloze, "" | "accuracy") => ("accuracy".to_owned(), Direction::Higher),
+        (HeadKind::QuestionAnswering, m @ ("" | "f1" | "exact_match")) => (if m.is_empty() { "f1" } else { m }.to_owned(), Direction::Higher),
         (_, "loss") => ("loss".to_owned(), Direction::Lower),
         (_, m) => {
-            problems.push(format!("task.metric: `{m}` does not fit task.kind {kind:?} (accuracy, macro_f1, f1, mse, pearson, spearman or loss)"));
+            problems.push(format!("task.metric: `{m}` does not fit task.kind {kind:?} (accuracy, macro_f1, f1, exact_match, mse, pearson, spearman or loss)"));
             ("loss".to_owned(), Direction::Lower)
         }
     };
@@ -94,6 +104,26 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         }
         if c.task.verbalizers.len() < 2 {
             problems.push("task.verbalizers: give verbalizer text for at least two labels".into());
+        }
+    }
+    if kind != HeadKind::QuestionAnswering {
+        let task = table.get("task").and_then(toml::Value::as_table);
+        for key in ["doc_stride", "n_best_size", "max_answer_length"] {
+            if task.is_some_and(|t| t.contains_key(key)) {
+                problems.push(format!("task.{key}: only task.kind = \"question_answering\" reads it"));
+            }
+        }
+    }
+    let qa_settings = QaSettings { doc_stride: c.task.doc_stride, n_best_size: c.task.n_best_size, max_answer_length: c.task.max_answer_length };
+    if kind == HeadKind::QuestionAnswering {
+        if c.task.n_best_size == 0 {
+            problems.push("task.n_best_size: must be positive".into());
+        }
+        if c.task.max_answer_length == 0 {
+            problems.push("task.max_answer_length: must be positive".into());
+        }
+        if c.task.doc_stride + 5 > c.train.max_seq_len {
+            problems.push(format!("task.doc_stride: {} leaves no room for the context in windows of train.max_seq_len = {} tokens (must be at most {})", c.task.doc_stride, c.train.max_seq_len, c.train.max_seq_len.saturating_sub(5)));
         }
     }
     let mut glm_config: Option<GlmConfig> = None;
@@ -155,14 +185,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         return Err(invalid(problems));
     }
     let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
-    let glm_ids = if kind == HeadKind::Cloze {
-        // The same tokens, added in the same order as in pre-training: the same ids.
-        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| vec![format!("tokenizer.path: {}", crate::error_chain(&e))])?;
-        let ids = tokenizer.special_ids();
-        Some(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
-    } else {
-        None
-    };
+    let glm_ids = if kind == HeadKind::Cloze { Some(cloze::glm_ids(&mut tokenizer).map_err(|e| vec![e])?) } else { None };
     let tokenizer = Arc::new(tokenizer);
     bert.vocab_size = bert.vocab_size.max(tokenizer.vocab_size() as i64);
     bert.pad_token_id = tokenizer.special_ids().pad as i64;
@@ -182,7 +205,31 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         }
         Ok(v)
     };
+    let (train_limit, eval_limit) = (c.task.max_train_examples, c.task.max_eval_examples);
     let (labels, train, eval) = match kind {
+        HeadKind::QuestionAnswering => {
+            let read = |files: &[PathBuf], need: qa::Need| -> Result<Vec<Arc<QaRecord>>, data::TaskDataError> {
+                let mut v = Vec::new();
+                for f in files {
+                    let mut sk = skipped.borrow_mut();
+                    v.extend(qa::read_squad(f, need, &mut data::BadRecords { policy: c.data.on_error, skipped: &mut sk })?.into_iter().map(Arc::new));
+                }
+                Ok(v)
+            };
+            let tr = first(read(&train_files, qa::Need::Trained).map_err(data_err)?, train_limit);
+            let ev = first(read(&eval_files, qa::Need::Scored).map_err(data_err)?, eval_limit);
+            let mut windows = qa::QaWindows::new(&tokenizer, max_len, c.task.doc_stride).map_err(|e| vec![e])?;
+            let mut cut = |recs: &[Arc<QaRecord>], keep_offsets: bool| -> Result<Vec<TaskExample>, data::TaskDataError> {
+                let mut out = Vec::new();
+                for (i, r) in recs.iter().enumerate() {
+                    out.extend(windows.windows(i, r, keep_offsets)?);
+                }
+                Ok(out)
+            };
+            let train = cut(&tr, false).map_err(data_err)?;
+            let eval = cut(&ev, true).map_err(data_err)?;
+            (LabelSet { names: vec![] }, train, eval)
+        }
         HeadKind::TokenClassification => {
             let read = |files: &[PathBuf]| -> Result<Vec<data::TaggedSentence>, data::TaskDataError> {
                 let mut v = Vec::new();
@@ -192,8 +239,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
                 }
                 Ok(v)
             };
-            let tr = read(&train_files).map_err(data_err)?;
-            let ev = read(&eval_files).map_err(data_err)?;
+            let tr = first(read(&train_files).map_err(data_err)?, train_limit);
+            let ev = first(read(&eval_files).map_err(data_err)?, eval_limit);
             let labels = LabelSet::from_data(&c.task.labels, tr.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
             let enc = |s: &data::TaggedSentence| data::encode_tagged(&tokenizer, s, &labels, max_len);
             let train = tr.iter().map(enc).collect::<Result<Vec<_>, _>>().map_err(data_err)?;
@@ -201,18 +248,10 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             (labels, train, eval)
         }
         HeadKind::Cloze => {
-            let tr = read(&train_files).map_err(data_err)?;
-            let ev = read(&eval_files).map_err(data_err)?;
+            let tr = first(read(&train_files).map_err(data_err)?, train_limit);
+            let ev = first(read(&eval_files).map_err(data_err)?, eval_limit);
             let labels = if c.task.labels.is_empty() { LabelSet { names: c.task.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.task.labels.clone() } };
-            let mut answers = Vec::new();
-            for l in &labels.names {
-                let text = c.task.verbalizers.get(l).ok_or_else(|| invalid(vec![format!("task.verbalizers: no verbalizer for label `{l}`")]))?;
-                let ids = tokenizer.encode(text).map_err(|e| invalid(vec![format!("task.verbalizers.{l}: {}", crate::error_chain(&e))]))?.ids;
-                if ids.is_empty() {
-                    return Err(invalid(vec![format!("task.verbalizers.{l}: `{text}` has no tokens")]));
-                }
-                answers.push(ids);
-            }
+            let answers = cloze::answers(&tokenizer, &labels.names, &c.task.verbalizers).map_err(|e| invalid(vec![e]))?;
             let spec = ClozeSpec { pattern: c.task.pattern.clone(), answers, ids: glm_ids.expect("set for cloze") };
             let enc = |r: &data::ClsRecord| -> Result<TaskExample, data::TaskDataError> {
                 let id = labels.id(&r.label, &r.path, r.line)?;
@@ -224,8 +263,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             (labels, train, eval)
         }
         _ => {
-            let tr = read(&train_files).map_err(data_err)?;
-            let ev = read(&eval_files).map_err(data_err)?;
+            let tr = first(read(&train_files).map_err(data_err)?, train_limit);
+            let ev = first(read(&eval_files).map_err(data_err)?, eval_limit);
             let regression = kind == HeadKind::Regression;
             let labels = if regression { LabelSet { names: vec![] } } else { LabelSet::from_data(&c.task.labels, tr.iter().map(|r| r.label.as_str())) };
             let enc = |r: &data::ClsRecord| -> Result<TaskExample, data::TaskDataError> {
@@ -242,7 +281,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             (labels, train, eval)
         }
     };
-    if kind != HeadKind::Regression && labels.names.len() < 2 {
+    if !matches!(kind, HeadKind::Regression | HeadKind::QuestionAnswering) && labels.names.len() < 2 {
         return Err(invalid(vec![format!("task.labels: need at least 2 labels, found {:?}", labels.names)]));
     }
     let monitor = Monitor { metric, direction };
@@ -260,6 +299,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         tokenizer: tokenizer_path,
         max_seq_len: c.train.max_seq_len,
         glm: glm_config.clone(),
+        qa: (kind == HeadKind::QuestionAnswering).then_some(qa_settings),
     };
     let model = match &glm_config {
         Some(g) => ModelSpec::Glm { config: g.clone() },

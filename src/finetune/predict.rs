@@ -1,6 +1,8 @@
 //! `pretune predict --checkpoint DIR --input FILE [--output FILE]`: JSONL predictions from a
 //! fine-tuned checkpoint (a run's best by default): label and probabilities per text, a score
-//! for regression, word-level tags for NER.
+//! for regression, word-level tags for NER, and for question answering (SQuAD JSON or JSONL
+//! in) `{"id", "answer", "score", "start"}` per question, `start` a character offset in the
+//! context (`null` with an empty answer when no span qualifies).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,12 +11,17 @@ use serde_json::json;
 use tch::{nn, Device, Kind};
 
 use super::data::{self, Fields, LabelSet, TaggedSentence};
-use super::task::{collate_plain, TaskNet};
+use super::qa;
+use super::task::{add_window_logits, collate_plain, TaskNet};
+use crate::config::BadRecordPolicy;
 use crate::objective::DeviceBatch;
 use super::export::{describe, Described, ExportError};
 use crate::checkpoint::resume::locate as find_checkpoint;
 use crate::data::tokenize::TextTokenizer;
 use crate::model::heads::HeadKind;
+
+/// Question-answering windows per forward pass.
+const PREDICT_WINDOWS: usize = 32;
 
 /// Writes predictions for `input` to `output` (stdout when `None`); returns the checkpoint used
 /// and the number of records.
@@ -45,6 +52,38 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
     let _guard = tch::no_grad_guard();
     let mut n = 0;
     match spec.kind {
+        HeadKind::QuestionAnswering => {
+            let settings = spec.qa.unwrap_or_default();
+            let records = qa::read_squad(input, qa::Need::Nothing, &mut data::BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).map_err(|e| crate::error_chain(&e))?;
+            let mut windows = qa::QaWindows::new(&tok, spec.max_seq_len, settings.doc_stride)?;
+            let mut answers = qa::Answers::new(settings);
+            let mut pending: Vec<data::TaskExample> = Vec::new();
+            let run = |pending: &mut Vec<data::TaskExample>, answers: &mut qa::Answers| {
+                let refs: Vec<&data::TaskExample> = pending.iter().collect();
+                let b = collate_plain(&refs, pad, HeadKind::QuestionAnswering);
+                add_window_logits(&model.outputs(&DeviceBatch::new(&b, Device::Cpu), false), &b, answers);
+                pending.clear();
+            };
+            // Batched over windows, whatever question they belong to.
+            for (i, r) in records.into_iter().enumerate() {
+                pending.extend(windows.windows(i, &std::sync::Arc::new(r), true).map_err(|e| crate::error_chain(&e))?);
+                if pending.len() >= PREDICT_WINDOWS {
+                    run(&mut pending, &mut answers);
+                }
+                // Windows ready so far are answered; write finished questions as they come.
+                for (rec, p) in answers.done.drain(..) {
+                    writeln!(out, "{}", json!({"id": rec.id, "answer": p.text, "score": p.score, "start": p.start})).map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+            }
+            if !pending.is_empty() {
+                run(&mut pending, &mut answers);
+            }
+            for (rec, p) in answers.finish() {
+                writeln!(out, "{}", json!({"id": rec.id, "answer": p.text, "score": p.score, "start": p.start})).map_err(|e| e.to_string())?;
+                n += 1;
+            }
+        }
         HeadKind::TokenClassification => {
             let sentences = read_words(input)?;
             for s in &sentences {

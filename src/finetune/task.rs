@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::cloze::ClozeSpec;
+use super::qa::{Answers, QaSettings};
 use super::data::LabelSet;
-use super::metrics::{pearson, spearman, Confusion, EntityCounts};
+use super::metrics::{pearson, spearman, Confusion, EntityCounts, SquadScore};
 use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::data::labelled::TaskExample;
 use crate::data::stream::Payload;
@@ -38,6 +39,9 @@ pub struct TaskSpec {
     /// Cloze: the GLM's sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glm: Option<GlmConfig>,
+    /// Question answering: windows and post-processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaSettings>,
 }
 
 /// The `objective` label of a task's loss.
@@ -47,8 +51,14 @@ pub fn task_label(kind: HeadKind) -> &'static str {
         HeadKind::Regression => "regression",
         HeadKind::TokenClassification => "tag",
         HeadKind::Cloze => "cloze",
+        HeadKind::QuestionAnswering => "qa",
     }
 }
+
+/// The start / end logit of padding positions: far below any real logit, so padding is never
+/// an answer and takes no share of the softmax (`transformers` scores padding too, which makes
+/// its loss depend on how far a batch is padded).
+pub const QA_PAD_LOGIT: f64 = -1e4;
 
 /// Collates labelled examples: padded rows, the labels where the task's loss reads them.
 #[derive(Debug, Clone)]
@@ -121,6 +131,10 @@ pub fn collate_plain(examples: &[&TaskExample], pad: u32, kind: HeadKind) -> Hos
                 batch.word_starts.push(e.word_starts.clone());
             }
             HeadKind::Regression => batch.row_targets.push(e.target),
+            HeadKind::QuestionAnswering => {
+                batch.row_labels.extend(e.labels.iter().take(2));
+                batch.windows.extend(e.window.clone());
+            }
             _ => batch.row_labels.push(e.labels.first().copied().unwrap_or(IGNORE)),
         }
         batch.lengths.push(e.ids.len() as i64);
@@ -161,6 +175,7 @@ pub struct TaskNet {
     net: Net,
     kind: HeadKind,
     labels: LabelSet,
+    qa: QaSettings,
 }
 
 impl TaskNet {
@@ -170,18 +185,25 @@ impl TaskNet {
             (Some(g), HeadKind::Cloze) => Net::Cloze(Glm::new(root, g)),
             _ => Net::Bert(BertForTask::new(root, &s.config, s.kind, s.labels.len().max(1) as i64)),
         };
-        TaskNet { net, kind: s.kind, labels: LabelSet { names: s.labels.clone() } }
+        TaskNet { net, kind: s.kind, labels: LabelSet { names: s.labels.clone() }, qa: s.qa.unwrap_or_default() }
     }
 
     /// The task's outputs: class logits `[examples, labels]`, regression scores `[examples]`,
     /// tag logits at the scored positions `[n_scored, labels]`, or cloze candidate scores
-    /// `[examples, candidates]` (summed answer log-probabilities).
+    /// `[examples, candidates]` (summed answer log-probabilities), or answer start and end
+    /// logits `[windows, seq, 2]` (padding at -10⁴: never a candidate, no share of the loss).
     pub fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
         match &self.net {
             Net::Cloze(glm) => super::cloze::scores(glm, b, train),
             Net::Bert(m) => match self.kind {
                 HeadKind::TokenClassification => m.logits_at(&b.input_ids, &b.token_type_ids, &b.lengths, &b.masked_positions, train),
                 HeadKind::Regression => m.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train).view([-1]),
+                HeadKind::QuestionAnswering => {
+                    let logits = m.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+                    let t = logits.size()[1];
+                    let pad = Tensor::arange(t, (Kind::Int64, logits.device())).unsqueeze(0).ge_tensor(&b.lengths.unsqueeze(1));
+                    logits.masked_fill(&pad.unsqueeze(2), QA_PAD_LOGIT)
+                }
                 _ => m.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train),
             },
         }
@@ -192,6 +214,15 @@ impl TaskNet {
         let ce = |labels: &Tensor| out.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, IGNORE, 0.0);
         match self.kind {
             HeadKind::TokenClassification => ce(&b.masked_labels),
+            // `BertForQuestionAnswering`: the mean of the start and end cross-entropies.
+            HeadKind::QuestionAnswering => match &b.row_labels {
+                Some(l) => {
+                    let l = l.view([-1, 2]);
+                    let ce = |k: i64| out.select(2, k).cross_entropy_loss::<Tensor>(&l.select(1, k), None, Reduction::Sum, IGNORE, 0.0);
+                    (ce(0) + ce(1)) * 0.5
+                }
+                None => out.sum(Kind::Float) * 0.0,
+            },
             HeadKind::Regression => match &b.row_targets {
                 Some(t) => out.to_kind(Kind::Float).mse_loss(t, Reduction::Sum),
                 None => out.sum(Kind::Float) * 0.0,
@@ -229,12 +260,14 @@ impl ObjectiveModel for TaskNet {
         let mut entities = EntityCounts::default();
         let (mut loss, mut n_targets) = (0.0, 0usize);
         let (mut preds, mut golds) = (Vec::new(), Vec::new());
+        let mut answers = Answers::new(self.qa);
         for hb in batches {
             let b = DeviceBatch::new(hb, device);
             let out = self.outputs(&b, false);
             loss += self.loss_sum(&out, &b).double_value(&[]);
             n_targets += if self.per() == Per::Target { hb.n_scored } else { hb.n_examples };
             match self.kind {
+                HeadKind::QuestionAnswering => add_window_logits(&out, hb, &mut answers),
                 HeadKind::Regression => {
                     preds.extend(Vec::<f64>::try_from(&out.to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default());
                     golds.extend(hb.row_targets.iter().map(|&t| t as f64));
@@ -277,6 +310,17 @@ impl ObjectiveModel for TaskNet {
         let mut m = EvalMetrics::default();
         m.values.insert("loss".into(), loss / n_targets.max(1) as f64);
         match self.kind {
+            HeadKind::QuestionAnswering => {
+                let mut score = SquadScore::default();
+                for (rec, p) in answers.finish() {
+                    let refs: Vec<&str> = rec.answers.iter().map(|a| a.text.as_str()).collect();
+                    score.add(&p.text, &refs);
+                }
+                let (em, f1) = score.percent();
+                m.values.insert("exact_match".into(), em);
+                m.values.insert("f1".into(), f1);
+                m.values.insert("questions".into(), score.questions() as f64);
+            }
             HeadKind::Regression => {
                 let mse = preds.iter().zip(&golds).map(|(p, g)| (p - g).powi(2)).sum::<f64>() / preds.len().max(1) as f64;
                 m.values.insert("mse".into(), mse);
@@ -301,6 +345,19 @@ impl ObjectiveModel for TaskNet {
             }
         }
         m
+    }
+}
+
+/// Feeds a batch's start / end logits (`[rows, seq, 2]`), row by row cut at its length, to
+/// the answer collector (rows without a window are skipped).
+pub fn add_window_logits(out: &Tensor, hb: &HostBatch, answers: &mut Answers) {
+    let logits = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+    let flat = Vec::<f32>::try_from(&logits.view([-1])).unwrap_or_default();
+    let t = hb.seq_len;
+    for (r, w) in hb.windows.iter().enumerate() {
+        let n = hb.lengths[r] as usize;
+        let (start, end): (Vec<f32>, Vec<f32>) = flat[r * t * 2..(r * t + n) * 2].chunks(2).map(|p| (p[0], p[1])).unzip();
+        answers.add(w, &start, &end);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Task heads on the BERT encoder, with Hugging Face's names and semantics:
 //! `BertForSequenceClassification` (pooled `[CLS]`, dropout, `classifier`; one output for
-//! regression) and `BertForTokenClassification` (dropout, per-token `classifier`, no pooler).
+//! regression), `BertForTokenClassification` (dropout, per-token `classifier`, no pooler) and
+//! `BertForQuestionAnswering` (`qa_outputs` to start and end logits, no pooler, no dropout).
 
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -26,14 +27,19 @@ impl BertForTask {
     pub fn new(root: &nn::Path, cfg: &BertConfig, kind: HeadKind, num_labels: i64) -> Self {
         let bert = Bert::new(root / "bert", cfg);
         let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
-        let pooler = (kind != HeadKind::TokenClassification)
-            .then(|| nn::linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
-        let outputs = if kind == HeadKind::Regression { 1 } else { num_labels };
-        let classifier = nn::linear(root / "classifier", cfg.hidden_size, outputs, init);
-        BertForTask { bert, pooler, classifier, dropout: cfg.hidden_dropout_prob, kind }
+        let per_token = matches!(kind, HeadKind::TokenClassification | HeadKind::QuestionAnswering);
+        let pooler = (!per_token).then(|| nn::linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
+        let (name, outputs, dropout) = match kind {
+            HeadKind::Regression => ("classifier", 1, cfg.hidden_dropout_prob),
+            HeadKind::QuestionAnswering => ("qa_outputs", 2, 0.0),
+            _ => ("classifier", num_labels, cfg.hidden_dropout_prob),
+        };
+        let classifier = nn::linear(root / name, cfg.hidden_size, outputs, init);
+        BertForTask { bert, pooler, classifier, dropout, kind }
     }
 
-    /// Logits: `[batch, labels]` (regression: `[batch, 1]`) or `[batch, seq, labels]`.
+    /// Logits: `[batch, labels]` (regression: `[batch, 1]`) or `[batch, seq, labels]`
+    /// (question answering: `[batch, seq, 2]`, start and end).
     pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
         let x = match &self.pooler {

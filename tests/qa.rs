@@ -1,0 +1,366 @@
+//! Extractive question answering against `transformers` (fixture made by
+//! `scripts/make_qa_fixture.py`): the head and its loss, the windows and their labels, the
+//! post-processing, the SQuAD metrics; then a run, `predict`, `evaluate` and `export` end to
+//! end on SQuAD-shaped data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pretune::batch::HostBatch;
+use pretune::config::BadRecordPolicy;
+use pretune::data::tokenize::TextTokenizer;
+use pretune::finetune::data::BadRecords;
+use pretune::finetune::metrics::{squad_exact, squad_f1};
+use pretune::finetune::qa::{self, Answers, QaSettings, QaWindows};
+use pretune::finetune::task::{add_window_logits, TaskNet, TaskSpec};
+use pretune::model::bert::BertConfig;
+use pretune::model::heads::HeadKind;
+use pretune::objective::{DeviceBatch, ObjectiveModel};
+use serde_json::Value;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::util::{fixture, root};
+
+fn qa_spec(config: BertConfig) -> TaskSpec {
+    TaskSpec {
+        architecture: "BertForTask".into(),
+        config,
+        kind: HeadKind::QuestionAnswering,
+        labels: vec![],
+        tokenizer: Default::default(),
+        max_seq_len: 96,
+        glm: None,
+        qa: Some(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12 }),
+    }
+}
+
+#[test]
+fn qa_head_logits_and_loss_match_bert_for_question_answering() {
+    let dir = fixture("qa");
+    let cfg: BertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("head_config.json")).unwrap()).unwrap();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = TaskNet::new(&vs.root(), &qa_spec(cfg));
+    vs.load(dir.join("head_weights.safetensors")).unwrap();
+    let f: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("head_batch.safetensors")).unwrap().into_iter().collect();
+    let v = |k: &str| Vec::<i64>::try_from(&f[k].view([-1])).unwrap();
+    let lengths = v("lengths");
+    let (b, t) = (lengths.len(), f["input_ids"].size()[1] as usize);
+    let mut row_labels = Vec::new();
+    for (s, e) in v("start_positions").into_iter().zip(v("end_positions")) {
+        row_labels.extend([s, e]);
+    }
+    let hb = HostBatch {
+        batch_size: b,
+        seq_len: t,
+        input_ids: v("input_ids"),
+        token_type_ids: v("token_type_ids"),
+        lengths: lengths.clone(),
+        n_examples: b,
+        row_labels,
+        ..Default::default()
+    };
+    let _g = tch::no_grad_guard();
+    let db = DeviceBatch::new(&hb, Device::Cpu);
+    let out = net.outputs(&db, false);
+    let valid = Tensor::arange(t as i64, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&f["lengths"].unsqueeze(1));
+    for (k, name) in [(0, "start_logits"), (1, "end_logits")] {
+        let d = (out.select(2, k) - &f[name]).abs().masked_fill(&valid.logical_not(), 0.0).max().double_value(&[]);
+        assert!(d < 1e-5, "{name} differ from transformers by {d}");
+    }
+    // Our loss is a sum over windows; transformers' the mean of each window's loss, run alone.
+    let parts = net.losses(&db, false);
+    let got = parts[0].sum.double_value(&[]) / b as f64;
+    let want = f["loss"].double_value(&[0]);
+    assert!((got - want).abs() < 1e-5, "loss {got} vs transformers {want}");
+}
+
+fn fixture_windows() -> (Vec<Arc<pretune::data::labelled::QaRecord>>, Vec<pretune::data::labelled::TaskExample>, Vec<Value>) {
+    let dir = fixture("qa");
+    let recs: Vec<_> = qa::read_squad(&dir.join("records.jsonl"), qa::Need::Trained, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let tok = TextTokenizer::load(&root().join(".cache/minilm/model/tokenizer.json"), None).unwrap();
+    let mut w = QaWindows::new(&tok, 96, 32).unwrap();
+    let mut ours = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        ours.extend(w.windows(i, r, true).unwrap());
+    }
+    let want: Vec<Value> = std::fs::read_to_string(dir.join("windows.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (recs, ours, want)
+}
+
+#[test]
+fn windows_and_labels_match_the_fast_tokenizer_and_run_qa() {
+    let (recs, ours, want) = fixture_windows();
+    assert_eq!(recs.len(), 155);
+    assert_eq!(ours.len(), want.len(), "window count");
+    let mut overran = 0;
+    for (k, (o, w)) in ours.iter().zip(&want).enumerate() {
+        let ids: Vec<u32> = serde_json::from_value(w["input_ids"].clone()).unwrap();
+        let types: Vec<u8> = serde_json::from_value(w["token_type_ids"].clone()).unwrap();
+        let offsets: Vec<Option<(u32, u32)>> = serde_json::from_value(w["offsets"].clone()).unwrap();
+        let window = o.window.as_ref().unwrap();
+        assert_eq!(window.question as u64, w["question"].as_u64().unwrap(), "window {k}: question");
+        assert_eq!(o.ids, ids, "window {k}: input ids");
+        assert_eq!(o.types, types, "window {k}: token types");
+        assert_eq!(window.offsets, offsets, "window {k}: offsets");
+        let (s, e) = (w["start"].as_i64().unwrap(), w["end"].as_i64().unwrap());
+        if w["overran"].as_bool().unwrap() {
+            // run_qa.py walks onto [SEP] when the answer starts in the window's last context
+            // token; we stay on that token.
+            overran += 1;
+            let last = offsets.iter().rposition(Option::is_some).unwrap() as i64;
+            assert_eq!(o.labels, vec![last, e], "window {k}: labels where run_qa.py overruns");
+        } else {
+            assert_eq!(o.labels, vec![s, e], "window {k}: start / end labels");
+        }
+    }
+    assert!(overran <= 2, "{overran} windows where run_qa.py walks off the context");
+    assert!(ours.iter().filter(|o| o.labels == [0, 0]).count() > 50, "windows without the answer are labelled at [CLS]");
+}
+
+#[test]
+fn postprocessing_matches_run_qa_on_fixed_logits() {
+    let (_, ours, _) = fixture_windows();
+    let dir = fixture("qa");
+    let f: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("logits.safetensors")).unwrap().into_iter().collect();
+    let (start, end) = (Vec::<f32>::try_from(&f["start"]).unwrap(), Vec::<f32>::try_from(&f["end"]).unwrap());
+    let mut answers = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12 });
+    let mut at = 0;
+    for o in &ours {
+        let n = o.ids.len();
+        answers.add(o.window.as_ref().unwrap(), &start[at..at + n], &end[at..at + n]);
+        at += n;
+    }
+    let want: HashMap<String, String> = serde_json::from_str(&std::fs::read_to_string(dir.join("predictions.json")).unwrap()).unwrap();
+    let got = answers.finish();
+    assert_eq!(got.len(), want.len());
+    for (rec, p) in &got {
+        assert_eq!(&p.text, &want[&rec.id], "question {}", rec.id);
+        if let Some(s) = p.start {
+            // The offset is a character index into the context.
+            assert!(rec.context.chars().skip(s).collect::<String>().starts_with(&p.text));
+        }
+    }
+    // The same through batches: padding and batch boundaries change nothing.
+    let mut batched = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12 });
+    let mut at = 0;
+    for chunk in ours.chunks(7) {
+        let refs: Vec<_> = chunk.iter().collect();
+        let hb = pretune::finetune::task::collate_plain(&refs, 0, HeadKind::QuestionAnswering);
+        let mut logits = vec![pretune::finetune::task::QA_PAD_LOGIT as f32; hb.batch_size * hb.seq_len * 2];
+        for (r, o) in chunk.iter().enumerate() {
+            for j in 0..o.ids.len() {
+                logits[(r * hb.seq_len + j) * 2] = start[at + j];
+                logits[(r * hb.seq_len + j) * 2 + 1] = end[at + j];
+            }
+            at += o.ids.len();
+        }
+        add_window_logits(&Tensor::from_slice(&logits).view([hb.batch_size as i64, hb.seq_len as i64, 2]), &hb, &mut batched);
+    }
+    let batched = batched.finish();
+    assert_eq!(batched.iter().map(|(_, p)| p.text.clone()).collect::<Vec<_>>(), got.iter().map(|(_, p)| p.text.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn squad_exact_match_and_f1_match_transformers_squad_metrics() {
+    let dir = fixture("qa");
+    let mut n = 0;
+    for l in std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let (p, g) = (v["pred"].as_str().unwrap(), v["gold"].as_str().unwrap());
+        assert_eq!(squad_exact(p, g), v["exact"].as_f64().unwrap(), "exact match of {p:?} vs {g:?}");
+        assert!((squad_f1(p, g) - v["f1"].as_f64().unwrap()).abs() < 1e-12, "F1 of {p:?} vs {g:?}: {} vs {}", squad_f1(p, g), v["f1"]);
+        n += 1;
+    }
+    assert!(n > 100);
+}
+
+/// The first `n` SQuAD dev questions as `datasets`-style JSONL (long ones first: several
+/// windows each at 128 tokens), and the same questions as SQuAD JSON.
+fn squad_subset(dir: &std::path::Path, skip: usize, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dev: Value = serde_json::from_str(&std::fs::read_to_string(root().join(".cache/squad/dev-v1.1.json")).unwrap()).unwrap();
+    let mut rows = Vec::new();
+    let mut paragraphs = Vec::new();
+    'all: for article in dev["data"].as_array().unwrap() {
+        for para in article["paragraphs"].as_array().unwrap() {
+            let mut qas = Vec::new();
+            for qa in para["qas"].as_array().unwrap() {
+                rows.push(serde_json::json!({"id": qa["id"], "question": qa["question"], "context": para["context"],
+                    "answers": {"text": qa["answers"].as_array().unwrap().iter().map(|a| a["text"].clone()).collect::<Vec<_>>(),
+                                "answer_start": qa["answers"].as_array().unwrap().iter().map(|a| a["answer_start"].clone()).collect::<Vec<_>>()}}));
+                if rows.len() > skip {
+                    qas.push(qa.clone());
+                }
+                if rows.len() >= skip + n {
+                    paragraphs.push(serde_json::json!({"context": para["context"], "qas": qas}));
+                    break 'all;
+                }
+            }
+            if !qas.is_empty() {
+                paragraphs.push(serde_json::json!({"context": para["context"], "qas": qas}));
+            }
+        }
+    }
+    let jsonl = dir.join(format!("squad-{skip}.jsonl"));
+    std::fs::write(&jsonl, rows[skip..].iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let json = dir.join(format!("squad-{skip}.json"));
+    std::fs::write(&json, serde_json::json!({"version": "1.1", "data": [{"title": "subset", "paragraphs": paragraphs}]}).to_string()).unwrap();
+    (jsonl, json)
+}
+
+#[test]
+fn question_answering_trains_predicts_evaluates_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, _) = squad_subset(dir.path(), 0, 96);
+    let (_, dev) = squad_subset(dir.path(), 200, 40);
+    let cfg = dir.path().join("qa.toml");
+    std::fs::write(&cfg, format!(r#"
+[run]
+name = "qa-test"
+seed = 1
+out_dir = "{out}"
+device = "cpu"
+threads = 2
+[init]
+hf = "{r}/.cache/minilm/model"
+[task]
+kind = "question_answering"
+doc_stride = 32
+[data]
+train = ["{train}"]
+eval = ["{dev}"]
+[train]
+batch_size = 8
+max_seq_len = 128
+max_steps = 12
+lr = 5e-5
+log_every = 4
+keep_last = 1
+[metrics]
+listen = ""
+"#, out = dir.path().join("run").display(), r = root().display(), train = train.display(), dev = dev.display())).unwrap();
+    let s = crate::finetune::finetune(&cfg, &[]);
+    let (_, m) = s.eval.clone().expect("an evaluation at the end");
+    let (em, f1) = (m.get("exact_match").unwrap(), m.get("f1").unwrap());
+    assert_eq!(m.get("questions"), Some(40.0));
+    assert!(f1 >= em && f1 <= 100.0 && em >= 0.0, "EM {em}, F1 {f1}");
+    assert_eq!(s.metric, "f1");
+
+    // `evaluate` on the checkpoint reproduces the run's evaluation.
+    let run = dir.path().join("run/checkpoints");
+    let (code, out, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["task"], "question_answering");
+    assert_eq!(v["records"], 40);
+    for k in ["exact_match", "f1"] {
+        assert!((v[k].as_f64().unwrap() - m.get(k).unwrap()).abs() < 1e-9, "{k}: evaluate {} vs the run {}", v[k], m.get(k).unwrap());
+    }
+    let (code, table, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("exact_match") && table.contains("f1"), "{table}");
+
+    // `predict`: one line per question; `start` is a character offset whose text is the
+    // answer, also for Unicode and a context of more than 100 windows.
+    let long_context: String = (0..3000).map(|i| format!("Word{i} é 世 👋. ")).collect();
+    let odd = [
+        serde_json::json!({"id": "long", "question": "Which word?", "context": long_context}),
+        serde_json::json!({"id": "empty-question", "question": "", "context": "Zoë met José in Paris."}),
+        serde_json::json!({"id": "no-context", "question": "Who?", "context": ""}),
+    ];
+    let input = dir.path().join("predict.jsonl");
+    let mut text = std::fs::read_to_string(&dev.with_extension("jsonl")).unwrap();
+    for o in &odd {
+        text.push_str(&format!("{o}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let (code, out, err) = crate::util::run_cli(&["predict", "--checkpoint", run.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 43);
+    let contexts: HashMap<String, String> = std::fs::read_to_string(&input).unwrap().lines().map(|l| {
+        let v: Value = serde_json::from_str(l).unwrap();
+        (v["id"].as_str().unwrap().to_owned(), v["context"].as_str().unwrap().to_owned())
+    }).collect();
+    for l in &lines {
+        let (id, answer) = (l["id"].as_str().unwrap(), l["answer"].as_str().unwrap());
+        match l["start"].as_u64() {
+            Some(s) => assert!(contexts[id].chars().skip(s as usize).collect::<String>().starts_with(answer), "{l}"),
+            None => assert_eq!(answer, "", "{l}"),
+        }
+    }
+    assert!(lines.iter().any(|l| l["id"] == "long" && !l["answer"].as_str().unwrap().is_empty()));
+    assert_eq!(lines.iter().find(|l| l["id"] == "no-context").unwrap()["answer"], "");
+
+    // `export --hf`: AutoModelForQuestionAnswering loads it with the same logits.
+    let hf = dir.path().join("hf");
+    let (code, _, err) = crate::util::run_cli(&["export", "--hf", hf.to_str().unwrap(), "--checkpoint", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForQuestionAnswering");
+    let ids = vec![vec![101i64, 2040, 2003, 2009, 102, 3000, 2001, 2182, 1012, 102]];
+    let theirs = crate::finetune::hf_logits(&hf, "AutoModelForQuestionAnswering", &ids);
+    let ck = s.best_checkpoint.clone().unwrap();
+    let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
+    let spec: TaskSpec = serde_json::from_value(state.model).unwrap();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = TaskNet::new(&vs.root(), &spec);
+    vs.load(ck.join("model.safetensors")).unwrap();
+    let hb = HostBatch { batch_size: 1, seq_len: 10, input_ids: ids[0].clone(), token_type_ids: vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1], lengths: vec![10], n_examples: 1, ..Default::default() };
+    let _g = tch::no_grad_guard();
+    let ours = Vec::<f64>::try_from(&net.outputs(&DeviceBatch::new(&hb, Device::Cpu), false).to_kind(Kind::Double).view([-1])).unwrap();
+    // hf_logits.py passes no token types: compare with all-zero types.
+    let hb0 = HostBatch { token_type_ids: vec![0; 10], ..hb };
+    let ours0 = Vec::<f64>::try_from(&net.outputs(&DeviceBatch::new(&hb0, Device::Cpu), false).to_kind(Kind::Double).view([-1])).unwrap();
+    assert_eq!(ours0.len(), theirs.len());
+    for (a, b) in ours0.iter().zip(&theirs) {
+        assert!((a - b).abs() < 1e-4, "ours {ours0:?} vs transformers {theirs:?}");
+    }
+    assert_ne!(ours, ours0, "token types matter");
+}
+
+#[test]
+fn a_training_answer_that_is_not_in_its_context_is_a_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, _) = squad_subset(dir.path(), 0, 20);
+    let mut text = std::fs::read_to_string(&train).unwrap();
+    text.push_str(r#"{"id": "wrong", "question": "Who?", "context": "Nobody was there.", "answers": {"text": ["Bob"], "answer_start": [0]}}"#);
+    text.push('\n');
+    std::fs::write(&train, text).unwrap();
+    let cfg = dir.path().join("qa.toml");
+    let write = |on_error: &str| std::fs::write(&cfg, format!(r#"
+[run]
+out_dir = "{out}"
+device = "cpu"
+[init]
+hf = "{r}/.cache/minilm/model"
+[task]
+kind = "question_answering"
+[data]
+train = ["{train}"]
+on_error = "{on_error}"
+[train]
+max_steps = 1
+batch_size = 4
+max_seq_len = 128
+doc_stride = 32
+[metrics]
+listen = ""
+"#, out = dir.path().join("run").display(), r = root().display(), train = train.display())).unwrap();
+    write("fail");
+    let (code, _, err) = crate::util::run_cli(&["check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("train.doc_stride"), "a task key under [train] is named: {err}");
+    let fixed = std::fs::read_to_string(&cfg).unwrap().replace("doc_stride = 32\n", "").replace("[train]\n", "[train]\n").replace("kind = \"question_answering\"\n", "kind = \"question_answering\"\ndoc_stride = 32\n");
+    std::fs::write(&cfg, &fixed).unwrap();
+    let (code, _, err) = crate::util::run_cli(&["check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("squad-0.jsonl:21") && err.contains("question `wrong`") && err.contains("\"Bob\""), "{err}");
+    std::fs::write(&cfg, fixed.replace("on_error = \"fail\"", "on_error = \"skip\"")).unwrap();
+    let (code, out, err) = crate::util::run_cli(&["check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("1 malformed"), "the skipped record is reported: {out}{err}");
+}
