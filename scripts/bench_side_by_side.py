@@ -52,7 +52,7 @@ def main():
     p.add_argument("--steps", type=int, default=8, help="timed training steps per run (both sides)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mask-seconds", type=float, default=2.0)
-    p.add_argument("--only", default="", help="comma list: mask,tokenize,pretrain,finetune,memory")
+    p.add_argument("--only", default="", help="comma list: mask,tokenize,pretrain,finetune,qa,memory")
     p.add_argument("--out", default="")
     a = p.parse_args()
 
@@ -93,6 +93,14 @@ def main():
         pairs.append(("finetune_cls", (B("bench_finetune_cls.py") + ["--warmup", "3", "--steps", str(a.steps + 4), "--variants", "seqcls"], hf_env),
                       [("finetune", ours("finetune", "--warmup", "3", "--steps", str(a.steps + 4)), {}),
                        ("finetune_grouped", ours("finetune", "--group-by-length", "--warmup", "3", "--steps", str(a.steps + 4)), {})]))
+    if want("qa"):
+        # Extractive QA from the pre-trained MiniLM on SQuAD windows (the CPU override of
+        # configs/finetune-qa-minilm.toml): scripts/qa_peer.py --bench is the plain loop.
+        qa = ["--batch", "16", "--seq", "256"]
+        qa_steps = ["--warmup", "2", "--steps", str(a.steps)]
+        pairs.append(("finetune_qa", ([a.py, "scripts/qa_peer.py", "--bench", "--threads", "2", *qa, "--stride", "96", *qa_steps], hf_env),
+                      [("finetune_qa", [a.pretune, "bench", "finetune", "--task", "qa", *qa, "--doc-stride", "96", *qa_steps,
+                                        "--out", os.path.join(out, "runs")], {})]))
 
     results = {}  # key -> list of per-round JSON
 
@@ -189,6 +197,9 @@ def render(results, a):
     row("sequence-classification fine-tuning vs plain loop", "tokens/s", "ours_finetune", top("tokens_per_s"), "base_finetune_cls", variant("seqcls", "tokens_per_s"), 1.3)
     row("fine-tuning with group_by_length vs plain loop (fixed 128 padding)", "tokens/s", "ours_finetune_grouped", top("tokens_per_s"), "base_finetune_cls", variant("seqcls", "tokens_per_s"), 1.3)
     row("fine-tuning, non-padding tokens/s, grouped vs plain loop", "tokens/s", "ours_finetune_grouped", lambda d: d["timing"]["real_tokens_per_s"], "base_finetune_cls", lambda d: by_variant(d)["seqcls"]["tokens_per_s"] * by_variant(d)["seqcls"]["mean_nonpad_tokens_per_seq"] / 128)
+    row("QA fine-tuning (MiniLM from its pre-trained weights, SQuAD windows of 256, batch 16), batch × 256 tokens/s", "tokens/s",
+        "ours_finetune_qa", top("tokens_per_s"), "base_finetune_qa", top("tokens_per_s"))
+    row("QA fine-tuning, non-padding tokens/s (ours pad to the batch's longest window, run_qa.py to 256)", "tokens/s", "ours_finetune_qa", lambda d: d["timing"]["real_tokens_per_s"], "base_finetune_qa", top("real_tokens_per_s"))
     row("peak RSS, MLM+NSP pre-training vs plain loop + DataLoader", "MB", "ours_pretrain_mlm_nsp", top("peak_rss_mb"), "base_train_mlm", rss("pretraining_loader_w0"), 0.5, True)
     row("peak RSS, MLM+NSP pre-training vs HF Trainer", "MB", "ours_pretrain_mlm_nsp", top("peak_rss_mb"), "base_trainer", rss("trainer_pretraining_w0"), 0.5, True)
     row("peak RSS, fine-tuning", "MB", "ours_finetune", top("peak_rss_mb"), "base_finetune_cls", rss("seqcls"), 0.5, True)

@@ -10,7 +10,8 @@
 //! * `mask`: the Masker's corruption + collation of batch × seq on one thread, per objective.
 //! * `pretrain`: BERT-mini MLM or MLM+NSP through the whole actor pipeline.
 //! * `finetune`: BERT-mini sequence classification (Austen vs King James) through the
-//!   fine-tuning loop, the baseline's task.
+//!   fine-tuning loop, the baseline's task; `--task qa`: extractive question answering from a
+//!   pre-trained BERT on SQuAD windows (`scripts/qa_peer.py --bench` is the peer).
 //! * `stream`: the data plane alone over a whole epoch of a corpus repeated `scale` times, for
 //!   peak RSS against corpus size.
 
@@ -107,8 +108,9 @@ pub struct BenchArgs {
     /// BERT-format corpus (`../shared/bench/make_corpus.sh`).
     #[arg(long, default_value = ".bench-data/corpus.txt")]
     pub corpus: PathBuf,
-    /// Tokenizer: the baseline's cached `tokenizer.json` or `vocab.txt`.
-    #[arg(long)]
+    /// Tokenizer: the baseline's cached `tokenizer.json` or `vocab.txt` (every workload but
+    /// `finetune --task qa`, whose model brings its own).
+    #[arg(long, default_value = "")]
     pub tokenizer: PathBuf,
     /// Scratch folder for generated configs, data and run output.
     #[arg(long, default_value = "runs/bench")]
@@ -159,6 +161,28 @@ pub struct BenchArgs {
     /// `finetune`: batch examples of similar length (`train.group_by_length`).
     #[arg(long)]
     pub group_by_length: bool,
+    /// `finetune`: the task.
+    #[arg(long, value_enum, default_value_t = BenchTask::Seqcls)]
+    pub task: BenchTask,
+    /// `finetune --task qa`: SQuAD training file.
+    #[arg(long, default_value = ".cache/squad/train-v1.1.json")]
+    pub squad: PathBuf,
+    /// `finetune --task qa`: the pre-trained BERT folder it starts from.
+    #[arg(long, default_value = ".cache/minilm/model")]
+    pub init: PathBuf,
+    /// `finetune --task qa`: tokens shared by consecutive windows.
+    #[arg(long, default_value_t = 96)]
+    pub doc_stride: usize,
+}
+
+/// The task of the `finetune` workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchTask {
+    /// BERT-mini from scratch on the baseline's Austen / King James classification.
+    Seqcls,
+    /// Extractive QA: a pre-trained BERT (`--init`) on SQuAD windows (`BertForQuestionAnswering`).
+    Qa,
 }
 
 /// Runs one workload; returns its JSON line.
@@ -172,6 +196,7 @@ pub fn run(w: Workload, a: &BenchArgs) -> Result<serde_json::Value, BenchError> 
         Workload::Mask => input::mask(a)?,
         Workload::Stream => input::stream(a)?,
         Workload::Pretrain => train::pretrain(a)?,
+        Workload::Finetune if a.task == BenchTask::Qa => train::finetune_qa(a)?,
         Workload::Finetune => train::finetune(a)?,
     };
     if let Some(m) = v.as_object_mut() {

@@ -83,14 +83,15 @@ fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
 /// baseline's `common.bert_train_flops`: the MLM decoder counted over every position, as
 /// `transformers` computes it. pretune's sparse decoder does less work than this counts, so the
 /// "achieved" figure is the baseline-equivalent rate.
-fn train_flops(a: &BenchArgs, vocab: usize, head: &str) -> f64 {
-    let (l, h, _, i) = a.model.shape();
+fn train_flops(a: &BenchArgs, shape: (usize, usize, usize, usize), vocab: usize, head: &str) -> f64 {
+    let (l, h, _, i) = shape;
     let (l, h, i, v, b, s) = (l as f64, h as f64, i as f64, vocab as f64, a.batch as f64, a.seq as f64);
     let tokens = b * s;
     let mut fwd = l * (2.0 * tokens * (4.0 * h * h + 2.0 * h * i) + 4.0 * b * s * s * h);
     match head {
         "pretraining" => fwd += 2.0 * tokens * (h * h + h * v) + 2.0 * b * (h * h + 2.0 * h),
         "mlm" => fwd += 2.0 * tokens * (h * h + h * v),
+        "qa" => fwd += 2.0 * tokens * 2.0 * h,
         _ => fwd += 2.0 * b * (h * h + 2.0 * h),
     }
     3.0 * fwd
@@ -128,7 +129,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
         super::BenchObjective::Mlm => "mlm",
         super::BenchObjective::MlmNsp => "pretraining",
     };
-    let mut v = summary(a, &t, train_flops(a, vocab, head), cpu);
+    let mut v = summary(a, &t, train_flops(a, a.model.shape(), vocab, head), cpu);
     v["bench"] = "pretrain".into();
     v["variant"] = name.into();
     v["objective"] = serde_json::to_value(a.objective).unwrap_or_default();
@@ -242,10 +243,86 @@ listen = ""
     crate::actors::run(plan)?;
     let cpu = mon.finish();
     let t = timing(&dir.join("events.jsonl"), a.warmup)?;
-    let mut v = summary(a, &t, train_flops(a, 0, "seqcls"), cpu);
+    let mut v = summary(a, &t, train_flops(a, a.model.shape(), 0, "seqcls"), cpu);
     v["bench"] = "finetune".into();
     v["variant"] = if a.group_by_length { "seqcls_group_by_length" } else { "seqcls" }.into();
     v["train_examples"] = examples.into();
+    Ok(v)
+}
+
+/// Extractive question answering from a pre-trained BERT (`--init`, all-MiniLM-L6-v2 by
+/// default) on SQuAD windows of `--seq` tokens, `--doc-stride` apart, through the fine-tuning
+/// loop: the workload of `configs/finetune-qa-minilm.toml`'s CPU override, timed.
+pub fn finetune_qa(a: &BenchArgs) -> Result<Value, BenchError> {
+    let dir = a.out.join("finetune-qa");
+    fresh_dir(&dir)?;
+    // Enough questions for every step (a question gives one window or more).
+    let questions = (a.warmup + a.steps) as usize * a.batch;
+    let toml = format!(
+        r#"[run]
+name = "bench-finetune-qa"
+seed = {seed}
+out_dir = {out:?}
+device = {device:?}
+threads = {threads}
+
+[init]
+hf = {init:?}
+
+[task]
+kind = "question_answering"
+doc_stride = {stride}
+max_train_examples = {questions}
+
+[data]
+train = [{train:?}]
+
+[train]
+batch_size = {batch}
+max_seq_len = {seq}
+max_steps = {steps}
+epochs = 0
+lr = 5e-5
+warmup_ratio = 0.0
+decay = "constant"
+weight_decay = 0.01
+clip_grad_norm = 1.0
+log_every = {log_every}
+keep_last = 1
+precision = {precision:?}
+
+[metrics]
+listen = ""
+"#,
+        seed = a.seed,
+        out = dir.display().to_string(),
+        device = a.device,
+        threads = a.threads,
+        init = a.init.display().to_string(),
+        stride = a.doc_stride,
+        train = a.squad.display().to_string(),
+        batch = a.batch,
+        seq = a.seq,
+        steps = a.warmup + a.steps,
+        log_every = a.log_every.max(1),
+        precision = a.precision,
+    );
+    let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
+    let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
+    let windows = task.train.len();
+    let c = &task.spec.config;
+    let shape = (c.num_hidden_layers as usize, c.hidden_size as usize, c.num_attention_heads as usize, c.intermediate_size as usize);
+    let mon = CpuMonitor::start();
+    crate::actors::run(plan)?;
+    let cpu = mon.finish();
+    let t = timing(&dir.join("events.jsonl"), a.warmup)?;
+    let mut v = summary(a, &t, train_flops(a, shape, 0, "qa"), cpu);
+    v["bench"] = "finetune".into();
+    v["variant"] = "qa".into();
+    v["model"] = a.init.display().to_string().into();
+    v["doc_stride"] = a.doc_stride.into();
+    v["train_questions"] = questions.into();
+    v["train_windows"] = windows.into();
     Ok(v)
 }
 
