@@ -11,8 +11,12 @@ import transformers
 
 model_dir, auto_class, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
+# Rows of different lengths are padded with 0 and masked out (the logits of padding come back
+# too, flattened as [batch, longest, ...]).
+longest = max(len(r) for r in ids)
+mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in ids])
 with torch.no_grad():
-    out = model(input_ids=torch.tensor(ids))
+    out = model(input_ids=torch.tensor([r + [0] * (longest - len(r)) for r in ids]), attention_mask=mask)
     # Question answering: start and end logits, interleaved per token as `[batch, seq, 2]`.
     logits = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
 print(json.dumps(logits.double().flatten().tolist()))

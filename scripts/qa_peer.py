@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pathlib
+import resource
 import sys
 import time
 
@@ -49,7 +50,8 @@ def squad_records(path, limit):
 def encode(tok, recs, seq, stride):
     """run_qa.py's prepare_train_features / prepare_validation_features in one pass."""
     enc = tok([r[1].lstrip() for r in recs], [r[2] for r in recs], truncation="only_second", max_length=seq, stride=stride,
-              return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
+              return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True,
+              return_attention_mask=True, padding="max_length")
     feats = []
     for w, ex in enumerate(enc["overflow_to_sample_mapping"]):
         ids, offsets, seqids = enc["input_ids"][w], enc["offset_mapping"][w], enc.sequence_ids(w)
@@ -167,7 +169,8 @@ def main():
            "steps": len(times), "seconds": round(sum(times), 3), "s_per_step": round(sum(times) / len(times), 4),
            "s_per_step_median": round(float(np.median(times)), 4),
            "tokens_per_s": round(len(times) * a.batch * a.seq / sum(times)), "real_tokens_per_s": round(real / sum(times)),
-           "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)], "torch": torch.__version__}
+           "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)], "torch": torch.__version__,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if not a.bench:
         res.update({"lr": a.lr, "seed": a.seed, "train_seconds": round(train_s, 1)})
         dev = squad_records(a.dev, a.max_eval)

@@ -55,7 +55,7 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
     let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let init = match &plan.init {
         crate::finetune::init::InitSource::Fresh => "fresh".to_owned(),
-        source => match crate::finetune::init::load_start(&vs, source) {
+        source => match crate::finetune::init::load_start(&vs, source).and_then(|r| crate::finetune::init::complete_for_cloze(r, plan.task.as_ref().is_some_and(|t| t.spec.kind == crate::model::heads::HeadKind::Cloze))) {
             Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
             Err(e) => {
                 problems.push(format!("init: {e}"));

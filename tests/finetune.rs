@@ -316,7 +316,7 @@ fn cloze_scores_equal_a_direct_computation() {
     let vs = nn::VarStore::new(Device::Cpu);
     let glm = Glm::new(&vs.root(), &cfg);
     let ids = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
-    let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], ids };
+    let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], model: pretune::finetune::cloze::ClozeModel::Glm(ids) };
     let ex = |toks: Vec<u32>, label: i64| {
         let blank = toks.iter().position(|&t| t == 2);
         TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], window: None }
@@ -395,4 +395,110 @@ fn fetched_labelled_sets_read_with_their_label_sets() {
     let tags = LabelSet::from_data(&[], ner.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
     assert_eq!(tags.names.len(), 21, "{:?}", tags.names);
     assert!(ner.len() > 1800);
+}
+
+/// Cloze on BERT's MLM head (PET): pre-train a tiny BERT briefly, fine-tune it as a cloze task
+/// with a one-token and a two-token verbalizer. No weight is new; the label scores equal the
+/// verbalizers' log-probabilities that `transformers`' `BertForMaskedLM` computes on the
+/// exported weights; it beats the majority class; predict, evaluate and export serve it; a
+/// BERT without an MLM head is refused.
+#[test]
+fn bert_cloze_fine_tuning_scores_with_the_mlm_head() {
+    use pretune::finetune::cloze::{bert_scores, encode, ClozeModel, ClozeSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::util::tiny_config(dir.path());
+    pretune::actors::run(pretune::plan::load_and_resolve(&cfg, &["train.max_steps=20".into(), "data.eval=[]".into()]).unwrap()).unwrap();
+    let spam = root().join("data/spam");
+    let ft = ft_config(dir.path(), "cloze", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
+    let text = std::fs::read_to_string(&ft).unwrap().replace(
+        "[task]\nkind = \"cloze\"",
+        &format!(
+            "[init]\ncheckpoint = \"{}\"\n[task]\nkind = \"cloze\"\npattern = \"{{text}} This message is [MASK].\"\n[task.verbalizers]\nham = \"personal\"\nspam = \"an offer\"",
+            dir.path().join("run/checkpoints").display()
+        ),
+    );
+    let (head, tail) = text.split_once("[model]").unwrap();
+    std::fs::write(&ft, format!("{head}{}", &tail[tail.find("[train]").unwrap()..])).unwrap();
+    let s = finetune(&ft, &["train.epochs=3", "train.eval_every=0", &format!("run.out_dir={}", dir.path().join("cloze").display())]);
+    let init = s.init.clone().expect("loaded from [init]");
+    assert_eq!(init.missing, Vec::<String>::new(), "no fresh parameter");
+    let (_, acc) = s.best.unwrap();
+    assert!(acc > 0.6, "cloze accuracy {acc} does not beat the majority class (0.54) clearly");
+
+    // Scores against transformers on the exported BertForMaskedLM.
+    let ck = s.best_checkpoint.clone().unwrap();
+    let out = dir.path().join("hf-cloze");
+    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForMaskedLM");
+    assert_eq!(config["pretune_cloze"]["verbalizers"]["spam"], "an offer");
+    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(pretune::checkpoint::CheckpointStore::verify(&ck).unwrap().model).unwrap();
+    let tok = pretune::data::tokenize::TextTokenizer::load(&spec.tokenizer, None).unwrap();
+    let answers = vec![tok.encode("personal").unwrap().ids, tok.encode("an offer").unwrap().ids];
+    assert_eq!((answers[0].len(), answers[1].len()), (1, 2), "one single-token and one two-token verbalizer");
+    let cloze = ClozeSpec { pattern: "{text} This message is [MASK].".into(), answers: answers.clone(), model: ClozeModel::bert(&tok) };
+    let fields = pretune::finetune::data::Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() };
+    let recs = pretune::finetune::data::read_classification(&spam.join("dev.jsonl"), &fields).unwrap();
+    let examples: Vec<_> = recs.iter().take(3).map(|r| encode(&tok, r, 0, &cloze, 64).unwrap()).collect();
+    let b = pretune::finetune::cloze::collate(&examples.iter().collect::<Vec<_>>(), &cloze, tok.special_ids().pad);
+    assert_eq!(b.batch_size, 6, "one row per example and answer length");
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = pretune::model::bert::BertForMaskedLM::new(&vs.root(), &spec.config);
+    vs.load(ck.join("model.safetensors")).unwrap();
+    let ours = tch::no_grad(|| bert_scores(&net, &pretune::objective::DeviceBatch::new(&b, Device::Cpu), false));
+    let ours = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
+    // transformers: each example's pattern with 1 and 2 [MASK]s, the log-softmax at the masks.
+    let mask = tok.special_ids().mask as i64;
+    let mut rows = Vec::new();
+    for e in &examples {
+        let blank = e.word_starts[0].unwrap();
+        for m in [1, 2] {
+            let mut r: Vec<i64> = e.ids.iter().map(|&t| t as i64).collect();
+            r.splice(blank..=blank, std::iter::repeat_n(mask, m));
+            rows.push((r, blank));
+        }
+    }
+    let ids: Vec<Vec<i64>> = rows.iter().map(|r| r.0.clone()).collect();
+    let logits = hf_logits(&out, "AutoModelForMaskedLM", &ids);
+    let (longest, vocab) = (ids.iter().map(Vec::len).max().unwrap(), spec.config.vocab_size as usize);
+    let log_p = |row: usize, pos: usize, token: u32| {
+        let l = &logits[(row * longest + pos) * vocab..(row * longest + pos + 1) * vocab];
+        let m = l.iter().cloned().fold(f64::MIN, f64::max);
+        l[token as usize] - m - l.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    for (i, _) in examples.iter().enumerate() {
+        let (_, blank) = rows[2 * i];
+        let theirs = [log_p(2 * i, blank, answers[0][0]), log_p(2 * i + 1, blank, answers[1][0]) + log_p(2 * i + 1, blank + 1, answers[1][1])];
+        for c in 0..2 {
+            assert!((ours[2 * i + c] - theirs[c]).abs() < 1e-5, "example {i} label {c}: ours {} vs transformers {}", ours[2 * i + c], theirs[c]);
+        }
+    }
+
+    // predict and evaluate serve the cloze checkpoint.
+    let input = dir.path().join("texts.jsonl");
+    std::fs::write(&input, "{\"text\": \"Win a free prize now, click here!\"}\n{\"text\": \"See you at lunch tomorrow.\"}\n").unwrap();
+    let (code, stdout, err) = run_cli(&["predict", "--checkpoint", ck.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p: f64 = ["ham", "spam"].iter().map(|l| v["probabilities"][l].as_f64().unwrap()).sum();
+        assert!((p - 1.0).abs() < 1e-6 && v["label"].is_string(), "{line}");
+    }
+    assert_eq!(stdout.lines().count(), 2);
+    let (code, stdout, err) = run_cli(&["evaluate", "--checkpoint", ck.to_str().unwrap(), "--data", spam.join("dev.jsonl").to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!((v["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9, "evaluate {v} vs the run's {acc}");
+
+    // A BERT without an MLM head (a sentence-embedding model) cannot fill blanks.
+    let text = std::fs::read_to_string(&ft).unwrap();
+    let at = text.find("checkpoint = ").unwrap();
+    let end = at + text[at..].find('\n').unwrap();
+    let minilm = format!("{}hf = \"{}\"{}", &text[..at], root().join(".cache/minilm/model").display(), &text[end..]);
+    let minilm = minilm.replace("[tokenizer]\npath", "[tokenizer]\n# path");
+    std::fs::write(&ft, minilm).unwrap();
+    let (code, _, err) = run_cli(&["check", ft.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cls.predictions"), "names the missing MLM head: {err}");
 }

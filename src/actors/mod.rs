@@ -602,6 +602,7 @@ fn run_pipeline(
             let groups = ParamGroups { freeze_embeddings: t.freeze_embeddings, freeze_layers: t.freeze_layers, layerwise_lr_decay: t.layerwise_lr_decay };
             let early = (monitor.clone(), EarlyStopping::new(t.patience, monitor.direction));
             let init_source = plan.init.clone();
+            let cloze = plan.task.as_ref().is_some_and(|t| t.spec.kind == crate::model::heads::HeadKind::Cloze);
             let init_from = match &resume_point {
                 Some(rp) => rp.state.init.clone(),
                 None => plan.init.describe(),
@@ -636,7 +637,7 @@ fn run_pipeline(
                             return;
                         }
                     } else if !matches!(init_source, crate::finetune::init::InitSource::Fresh) {
-                        match state.load_start(&init_source) {
+                        match state.load_start(&init_source).and_then(|r| crate::finetune::init::complete_for_cloze(r, cloze)) {
                             Ok(report) => {
                                 tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
                                 init = Some(report);

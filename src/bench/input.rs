@@ -33,7 +33,7 @@ fn sentences(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
 /// like the baseline's `encode_batch` rows), and the Loader's per-sentence `encode` with word
 /// starts (one thread: the Loader is one thread). Best of three passes each.
 pub fn tokenize(a: &BenchArgs) -> Result<Value, BenchError> {
-    let tok = TextTokenizer::load(&a.tokenizer, None)?;
+    let tok = TextTokenizer::load(a.tokenizer()?, None)?;
     let sents = sentences(a)?;
     let bytes: usize = sents.iter().map(|s| s.len()).sum();
     let passes = 3;
@@ -79,7 +79,7 @@ pub fn tokenize(a: &BenchArgs) -> Result<Value, BenchError> {
 
 fn pretrain_plan(a: &BenchArgs, name: &str, objective: BenchObjective, selection: &str, unit: &str, glm: bool) -> Result<RunPlan, BenchError> {
     let dir = a.out.join(name);
-    let mut toml = pretrain_toml(a, &dir, &a.corpus, objective, selection, unit);
+    let mut toml = pretrain_toml(a, &dir, &a.corpus, objective, selection, unit)?;
     if glm {
         toml = toml.replace("kind = \"mlm\"", "kind = \"glm\"").replace("sentence_pair = \"none\"\n", "");
     }
@@ -163,7 +163,7 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     fresh_dir(&dir)?;
     let corpus = scaled_corpus(a)?;
     let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
-    let toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token");
+    let toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token")?;
     let plan = load_pretrain(&dir, "config.toml", &toml)?;
     let rss_start = super::sys::rss_mb();
     let stop = StopFlag::new();

@@ -110,8 +110,8 @@ pub struct BenchArgs {
     pub corpus: PathBuf,
     /// Tokenizer: the baseline's cached `tokenizer.json` or `vocab.txt` (every workload but
     /// `finetune --task qa`, whose model brings its own).
-    #[arg(long, default_value = "")]
-    pub tokenizer: PathBuf,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Scratch folder for generated configs, data and run output.
     #[arg(long, default_value = "runs/bench")]
     pub out: PathBuf,
@@ -185,6 +185,16 @@ pub enum BenchTask {
     Qa,
 }
 
+impl BenchArgs {
+    /// `--tokenizer`, which every workload but `finetune --task qa` needs.
+    ///
+    /// # Errors
+    /// When it was not given.
+    pub fn tokenizer(&self) -> Result<&Path, BenchError> {
+        self.tokenizer.as_deref().ok_or_else(|| BenchError::Result("--tokenizer is required by this workload (the baseline's cached tokenizer.json or vocab.txt)".into()))
+    }
+}
+
 /// Runs one workload; returns its JSON line.
 ///
 /// # Errors
@@ -239,12 +249,12 @@ fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
 }
 
 /// The pre-training config of a workload, as a user would write it.
-fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> String {
+fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> Result<String, BenchError> {
     let pair = match objective {
         BenchObjective::Mlm => "none",
         BenchObjective::MlmNsp => "nsp",
     };
-    format!(
+    Ok(format!(
         r#"[run]
 name = "bench"
 seed = {seed}
@@ -290,7 +300,7 @@ listen = ""
         device = a.device,
         threads = a.threads,
         corpus = corpus.display().to_string(),
-        tok = a.tokenizer.display().to_string(),
+        tok = a.tokenizer()?.display().to_string(),
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,
@@ -298,7 +308,7 @@ listen = ""
         workers = a.workers.max(1),
         log_every = a.log_every.max(1),
         precision = a.precision,
-    )
+    ))
 }
 
 /// The `[model]` table of a workload: BERT's shape, the baseline's dropout and positions.

@@ -118,7 +118,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
     let dir = a.out.join(&name);
     fresh_dir(&dir)?;
     let corpus = scaled_corpus(a)?;
-    let toml = pretrain_toml(a, &dir, &corpus, a.objective, "bernoulli", "token");
+    let toml = pretrain_toml(a, &dir, &corpus, a.objective, "bernoulli", "token")?;
     let plan = super::load_pretrain(&dir, "bench.toml", &toml)?;
     let vocab = plan.tokenizer.vocab_size();
     let mon = CpuMonitor::start();
@@ -143,7 +143,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
 /// labelled by source (Jane Austen or the King James Bible, whose first chapter opens "In the
 /// beginning God"). Returns JSONL lines.
 fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
-    let tok = crate::data::tokenize::TextTokenizer::load(&a.tokenizer, None)?;
+    let tok = crate::data::tokenize::TextTokenizer::load(a.tokenizer()?, None)?;
     let text = std::fs::read_to_string(&a.corpus).map_err(io_err(&a.corpus))?;
     let mut out = Vec::new();
     let mut kjv = false;
@@ -227,7 +227,7 @@ listen = ""
         threads = a.threads,
         train = train.display().to_string(),
         dev = dev.display().to_string(),
-        tok = a.tokenizer.display().to_string(),
+        tok = a.tokenizer()?.display().to_string(),
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,

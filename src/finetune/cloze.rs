@@ -1,11 +1,17 @@
-//! GLM cloze fine-tuning (OBJECTIVES.md G7): the task is put into the pre-training format, so
-//! fine-tuning reuses the blank-infilling objective and the pre-trained output layer unchanged.
+//! Cloze fine-tuning: the task is put into the pre-training format, so fine-tuning reuses the
+//! pre-training objective and its output layer unchanged, with no new weights.
 //!
-//! A pattern turns a text into Part A with one `[MASK]` blank (`"{text} It was [MASK]."`); each
-//! label has verbalizer text. For every candidate answer `a_1..a_m` one row holds
-//! `Part A + [sop] + a_1..a_{m-1}` with 2-D positions (the blank's position; block positions
-//! `1..m`), and its score is `sum_t log p(a_t)` read at the Part B positions: for single-token
-//! answers that is the logit at `[sop]`. Cross-entropy over the candidates' scores trains it.
+//! A pattern turns a text into a sequence with one blank (`"{text} It was [MASK]."`); each
+//! label has verbalizer text, and the label's score is the summed log-probability of its
+//! verbalizer's tokens in the blank. Cross-entropy over the labels' scores trains it.
+//!
+//! * GLM (OBJECTIVES.md G7): for every candidate answer `a_1..a_m` one row holds
+//!   `Part A + [sop] + a_1..a_{m-1}` with 2-D positions (the blank's position; block positions
+//!   `1..m`), scored at the Part B positions: for single-token answers the logit at `[sop]`.
+//! * BERT (PET, Schick & Schütze 2021): the MLM head reads the blank, written as as many
+//!   `[MASK]` tokens as the verbalizer has tokens; the sequence ends with `[SEP]` as in
+//!   pre-training. Candidates of the same length share a row, so single-token verbalizers
+//!   cost one row per example.
 
 use tch::{Kind, Tensor};
 
@@ -15,6 +21,7 @@ use crate::data::labelled::TaskExample;
 use crate::objective::DeviceBatch;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::glm::GlmIds;
+use crate::model::bert::BertForMaskedLM;
 use crate::model::glm::Glm;
 
 /// The pattern and verbalizers, tokenized once.
@@ -24,8 +31,39 @@ pub struct ClozeSpec {
     pub pattern: String,
     /// Answer tokens per label id.
     pub answers: Vec<Vec<u32>>,
-    /// GLM's ids.
-    pub ids: GlmIds,
+    /// The pre-trained model that fills the blank.
+    pub model: ClozeModel,
+}
+
+/// Which pre-training objective a cloze task reuses, with the special tokens it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClozeModel {
+    /// GLM blank infilling.
+    Glm(GlmIds),
+    /// BERT's MLM head.
+    Bert {
+        /// `[CLS]`
+        cls: u32,
+        /// `[MASK]`
+        mask: u32,
+        /// `[SEP]`
+        sep: u32,
+    },
+}
+
+impl ClozeModel {
+    /// BERT's ids from its tokenizer.
+    pub fn bert(tokenizer: &TextTokenizer) -> Self {
+        let ids = tokenizer.special_ids();
+        ClozeModel::Bert { cls: ids.cls, mask: ids.mask, sep: ids.sep }
+    }
+
+    fn cls_mask(&self) -> (u32, u32) {
+        match *self {
+            ClozeModel::Glm(g) => (g.cls, g.mask),
+            ClozeModel::Bert { cls, mask, .. } => (cls, mask),
+        }
+    }
 }
 
 /// GLM's special tokens in a BERT tokenizer: the same tokens, added in the same order as in
@@ -37,6 +75,19 @@ pub fn glm_ids(tokenizer: &mut TextTokenizer) -> Result<GlmIds, String> {
     let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| format!("tokenizer.path: {}", crate::error_chain(&e)))?;
     let ids = tokenizer.special_ids();
     Ok(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
+}
+
+/// The cloze model of a fine-tuned checkpoint's task (`None` for other tasks), with the
+/// special tokens added to its tokenizer as in the run (GLM's).
+///
+/// # Errors
+/// The tokenizer refuses GLM's tokens.
+pub fn model_of(spec: &super::task::TaskSpec, tokenizer: &mut TextTokenizer) -> Result<Option<ClozeModel>, String> {
+    Ok(match (spec.kind, &spec.glm) {
+        (crate::model::heads::HeadKind::Cloze, Some(_)) => Some(ClozeModel::Glm(glm_ids(tokenizer)?)),
+        (crate::model::heads::HeadKind::Cloze, None) => Some(ClozeModel::bert(tokenizer)),
+        _ => None,
+    })
 }
 
 /// The verbalizers' tokens, in label order.
@@ -56,8 +107,9 @@ pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::
     Ok(answers)
 }
 
-/// Builds Part A of one record: `[CLS]` + pattern with the text in, the blank as `[MASK]`; the
-/// text is cut from the end so that the longest answer still fits in `max_len`.
+/// Builds the pattern of one record: `[CLS]` + pattern with the text in, the blank as one
+/// `[MASK]` (BERT: then `[SEP]`); the text is cut from the end so that the longest answer
+/// (GLM: its Part B; BERT: its `[MASK]` slots) still fits in `max_len`.
 ///
 /// # Errors
 /// Tokenization errors.
@@ -72,24 +124,83 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     let longest = spec.answers.iter().map(Vec::len).max().unwrap_or(1);
     let fixed = 2 + p0.len() + p1.len() + p2.len() + p3.len() + longest;
     text.truncate(max_len.saturating_sub(fixed).max(1));
-    let mut ids = vec![spec.ids.cls];
+    let (cls, mask) = spec.model.cls_mask();
+    let mut ids = vec![cls];
     if has_text_before {
         ids.extend(p0.iter().chain(&text).chain(&p1));
-        ids.push(spec.ids.mask);
+        ids.push(mask);
         ids.extend(&p2);
     } else {
         ids.extend(&p0);
-        ids.push(spec.ids.mask);
+        ids.push(mask);
         ids.extend(p2.iter().chain(&text).chain(&p3));
     }
-    let blank = ids.iter().position(|&t| t == spec.ids.mask).expect("the pattern's blank");
+    let blank = ids.iter().position(|&t| t == mask).expect("the pattern's blank");
+    if let ClozeModel::Bert { sep, .. } = spec.model {
+        ids.push(sep);
+    }
     Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None })
+}
+
+/// The rows of a batch: GLM's [`collate_glm`] or BERT's [`collate_bert`].
+pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> HostBatch {
+    match spec.model {
+        ClozeModel::Glm(ids) => collate_glm(examples, spec, ids, pad),
+        ClozeModel::Bert { mask, .. } => collate_bert(examples, spec, mask, pad),
+    }
+}
+
+/// One row per (example, distinct answer length): the blank written as that many `[MASK]`s.
+/// `masked_positions` / `masked_labels` hold every answer token's `[MASK]` and token,
+/// `target_rows` its candidate (`example * candidates + label`), `row_labels` the gold label.
+pub fn collate_bert(examples: &[&TaskExample], spec: &ClozeSpec, mask: u32, pad: u32) -> HostBatch {
+    let k = spec.answers.len();
+    let mut lens: Vec<usize> = spec.answers.iter().map(Vec::len).collect();
+    lens.sort_unstable();
+    lens.dedup();
+    let rows = examples.len() * lens.len();
+    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + lens.last().copied().unwrap_or(1) - 1;
+    let t = longest.div_ceil(crate::masking::collate::PAD_MULTIPLE) * crate::masking::collate::PAD_MULTIPLE;
+    let mut b = HostBatch {
+        batch_size: rows,
+        seq_len: t,
+        input_ids: vec![pad as i64; rows * t],
+        token_type_ids: vec![0; rows * t],
+        lengths: Vec::with_capacity(rows),
+        row_labels: examples.iter().map(|e| e.labels.first().copied().unwrap_or(IGNORE)).collect(),
+        n_examples: examples.len(),
+        candidates: k,
+        ..Default::default()
+    };
+    for (i, e) in examples.iter().enumerate() {
+        let blank = e.word_starts.first().copied().flatten().unwrap_or(0);
+        for (li, &m) in lens.iter().enumerate() {
+            let r = i * lens.len() + li;
+            let row = e.ids[..blank].iter().copied().chain(std::iter::repeat_n(mask, m)).chain(e.ids[blank + 1..].iter().copied());
+            let mut n = 0;
+            for (j, id) in row.enumerate() {
+                b.input_ids[r * t + j] = id as i64;
+                n += 1;
+            }
+            b.lengths.push(n as i64);
+            b.n_tokens += n;
+            for (c, answer) in spec.answers.iter().enumerate().filter(|(_, a)| a.len() == m) {
+                for (j, &target) in answer.iter().enumerate() {
+                    b.masked_positions.push((r * t + blank + j) as i64);
+                    b.masked_labels.push(target as i64);
+                    b.target_rows.push((i * k + c) as i64);
+                }
+            }
+        }
+    }
+    b.n_scored = b.masked_positions.len();
+    b
 }
 
 /// One row per (example, candidate), padded, with GLM's 2-D positions and Part A lengths;
 /// `masked_positions` / `masked_labels` hold every answer token's prediction place and token,
 /// `target_rows` its row, `row_labels` the gold candidate per example.
-pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> HostBatch {
+pub fn collate_glm(examples: &[&TaskExample], spec: &ClozeSpec, ids: GlmIds, pad: u32) -> HostBatch {
     let k = spec.answers.len();
     let rows = examples.len() * k;
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + spec.answers.iter().map(Vec::len).max().unwrap_or(1);
@@ -120,7 +231,7 @@ pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> HostBat
             // Part B: [sop] a_1 .. a_{m-1}; the prediction at each place is the next answer token.
             for (j, &target) in answer.iter().enumerate() {
                 let col = a + j;
-                b.input_ids[base + col] = if j == 0 { spec.ids.sop as i64 } else { answer[j - 1] as i64 };
+                b.input_ids[base + col] = if j == 0 { ids.sop as i64 } else { answer[j - 1] as i64 };
                 b.position_ids[base + col] = blank;
                 b.block_position_ids[base + col] = j as i64 + 1;
                 b.masked_positions.push((base + col) as i64);
@@ -136,7 +247,23 @@ pub fn collate(examples: &[&TaskExample], spec: &ClozeSpec, pad: u32) -> HostBat
     b
 }
 
-/// Candidate scores `[examples, candidates]`: the summed log-probability of each answer.
+/// BERT's candidate scores `[examples, candidates]`: the MLM head's summed log-probability of
+/// each verbalizer's tokens at its `[MASK]` slots.
+pub fn bert_scores(mlm: &BertForMaskedLM, b: &DeviceBatch, train: bool) -> Tensor {
+    let device = b.input_ids.device();
+    let k = b.candidates.max(1) as i64;
+    let h = mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+    let hs = h.view([-1, h.size()[2]]).index_select(0, &b.masked_positions);
+    let lp = mlm.predict(&hs).log_softmax(-1, Kind::Float).gather(1, &b.masked_labels.unsqueeze(1), false).squeeze_dim(1);
+    let scores = Tensor::zeros([b.n_examples as i64 * k], (Kind::Float, device));
+    let scores = match &b.target_rows {
+        Some(r) => scores.index_add(0, r, &lp),
+        None => scores,
+    };
+    scores.view([-1, k])
+}
+
+/// GLM's candidate scores `[examples, candidates]`: the summed log-probability of each answer.
 pub fn scores(glm: &Glm, b: &DeviceBatch, train: bool) -> Tensor {
     let device = b.input_ids.device();
     let Some((pos, block, prefix)) = &b.glm else {

@@ -54,7 +54,7 @@ pub fn evaluate(checkpoint: &Path, file: &Path) -> Result<Evaluation, String> {
     let task: TaskConfig = state.config.get("task").cloned().map(serde_json::from_value).transpose().map_err(|e| format!("{}: state.json task: {e}", dir.display()))?.unwrap_or_default();
     let policy: BadRecordPolicy = state.config.pointer("/data/on_error").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or(BadRecordPolicy::Fail);
     let mut tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
-    let glm_ids = if spec.kind == HeadKind::Cloze { Some(super::cloze::glm_ids(&mut tok)?) } else { None };
+    let cloze_model = super::cloze::model_of(&spec, &mut tok)?;
     let labels = LabelSet { names: spec.labels.clone() };
     let mut skipped = Vec::new();
     let mut bad = BadRecords { policy, skipped: &mut skipped };
@@ -79,8 +79,8 @@ pub fn evaluate(checkpoint: &Path, file: &Path) -> Result<Evaluation, String> {
         }
         kind => {
             let recs = data::read_classification_with(file, &fields, &mut bad).map_err(err)?;
-            let spec_cloze = match glm_ids {
-                Some(ids) => Some(super::cloze::ClozeSpec { pattern: task.pattern.clone(), answers: super::cloze::answers(&tok, &labels.names, &task.verbalizers)?, ids }),
+            let spec_cloze = match cloze_model {
+                Some(model) => Some(super::cloze::ClozeSpec { pattern: task.pattern.clone(), answers: super::cloze::answers(&tok, &labels.names, &task.verbalizers)?, model }),
                 None => None,
             };
             let mut out = Vec::with_capacity(recs.len());

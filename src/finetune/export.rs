@@ -1,5 +1,6 @@
 //! `pretune export --hf OUT --checkpoint DIR`: a folder `transformers` loads with
-//! `AutoModelForMaskedLM` / `AutoModelForSequenceClassification` /
+//! `AutoModelForMaskedLM` (pre-training, and cloze on BERT's MLM head with its pattern and
+//! verbalizers under `pretune_cloze` in `config.json`) / `AutoModelForSequenceClassification` /
 //! `AutoModelForTokenClassification` / `AutoModelForQuestionAnswering`: `config.json`, `model.safetensors` (with the `format: pt`
 //! metadata `transformers` checks) and `tokenizer.json`. Only safetensors is written.
 
@@ -100,7 +101,13 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
                 HeadKind::Regression => ("BertForSequenceClassification", json!({"num_labels": 1, "problem_type": "regression"})),
                 HeadKind::TokenClassification => ("BertForTokenClassification", json!({"num_labels": spec.labels.len(), "id2label": id2label, "label2id": label2id})),
                 HeadKind::QuestionAnswering => ("BertForQuestionAnswering", json!({"num_labels": 2, "doc_stride": spec.qa.unwrap_or_default().doc_stride})),
-                HeadKind::Cloze => return Err(ExportError::Unsupported("a GLM cloze model has no Hugging Face `transformers` architecture to export to".into())),
+                HeadKind::Cloze if spec.glm.is_some() => return Err(ExportError::Unsupported("a GLM cloze model has no Hugging Face `transformers` architecture to export to".into())),
+                // The MLM head is the model: `BertForMaskedLM`, with the pattern and the
+                // verbalizers a user needs to score labels the way the run did.
+                HeadKind::Cloze => {
+                    let task = state.config.get("task").cloned().unwrap_or_default();
+                    ("BertForMaskedLM", json!({"pretune_cloze": {"pattern": task.get("pattern"), "verbalizers": task.get("verbalizers"), "labels": spec.labels}, "id2label": id2label, "label2id": label2id}))
+                }
             };
             (spec.config.clone(), arch, extra, spec.tokenizer.clone())
         }

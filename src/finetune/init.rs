@@ -46,6 +46,20 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
+/// Cloze fine-tuning adds no weights: every variable must come from the starting point (a
+/// BERT without its MLM head, such as a sentence-embedding model, cannot fill blanks).
+///
+/// # Errors
+/// Naming the variables the starting point lacks.
+pub fn complete_for_cloze(report: LoadReport, cloze: bool) -> Result<LoadReport, String> {
+    if cloze && !report.missing.is_empty() {
+        return Err(format!(
+            "cloze fine-tuning reuses the pre-trained output layer, but the starting weights lack {:?} (start from an MLM or GLM pre-training checkpoint, or a BertForMaskedLM / BertForPreTraining folder)",
+            report.missing
+        ));
+    }
+    Ok(report)
+}
 
 /// What a starting point says about the model it holds.
 #[derive(Debug, Clone)]

@@ -96,8 +96,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     };
 
     if kind == HeadKind::Cloze {
-        if c.init.checkpoint.as_os_str().is_empty() {
-            problems.push("init.checkpoint: cloze fine-tuning starts from a GLM pre-training checkpoint".into());
+        if c.init.checkpoint.as_os_str().is_empty() && c.init.hf.as_os_str().is_empty() {
+            problems.push("init: cloze fine-tuning reuses a pre-trained output layer: give init.checkpoint (a GLM or BERT MLM pre-training checkpoint) or init.hf (a BertForMaskedLM / BertForPreTraining folder)".into());
         }
         if c.task.pattern.matches("[MASK]").count() != 1 || !c.task.pattern.contains("{text}") {
             problems.push("task.pattern: needs `{text}` and exactly one `[MASK]`".into());
@@ -139,8 +139,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
                 glm_config = Some(config.clone());
                 (st.source.clone(), BertConfig::default(), st.tokenizer.clone())
             }
-            (_, HeadKind::Cloze) => {
-                problems.push(format!("init.checkpoint: {:?} is not a GLM pre-training checkpoint (cloze needs one)", st.source));
+            (StartModel::Task(_), HeadKind::Cloze) => {
+                problems.push(format!("init.checkpoint: {:?} is a fine-tuned task checkpoint; cloze starts from a pre-training checkpoint (GLM, or BERT with its MLM head)", st.source));
                 (InitSource::Fresh, BertConfig::default(), None)
             }
             (m, _) => match m.bert() {
@@ -185,7 +185,11 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         return Err(invalid(problems));
     }
     let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
-    let glm_ids = if kind == HeadKind::Cloze { Some(cloze::glm_ids(&mut tokenizer).map_err(|e| vec![e])?) } else { None };
+    let cloze_model = match (kind, &glm_config) {
+        (HeadKind::Cloze, Some(_)) => Some(cloze::ClozeModel::Glm(cloze::glm_ids(&mut tokenizer).map_err(|e| vec![e])?)),
+        (HeadKind::Cloze, None) => Some(cloze::ClozeModel::bert(&tokenizer)),
+        _ => None,
+    };
     let tokenizer = Arc::new(tokenizer);
     bert.vocab_size = bert.vocab_size.max(tokenizer.vocab_size() as i64);
     bert.pad_token_id = tokenizer.special_ids().pad as i64;
@@ -252,7 +256,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             let ev = first(read(&eval_files).map_err(data_err)?, eval_limit);
             let labels = if c.task.labels.is_empty() { LabelSet { names: c.task.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.task.labels.clone() } };
             let answers = cloze::answers(&tokenizer, &labels.names, &c.task.verbalizers).map_err(|e| invalid(vec![e]))?;
-            let spec = ClozeSpec { pattern: c.task.pattern.clone(), answers, ids: glm_ids.expect("set for cloze") };
+            let spec = ClozeSpec { pattern: c.task.pattern.clone(), answers, model: cloze_model.expect("set for cloze") };
             let enc = |r: &data::ClsRecord| -> Result<TaskExample, data::TaskDataError> {
                 let id = labels.id(&r.label, &r.path, r.line)?;
                 cloze::encode(&tokenizer, r, id, &spec, max_len)

@@ -1,6 +1,6 @@
 //! `pretune predict --checkpoint DIR --input FILE [--output FILE]`: JSONL predictions from a
-//! fine-tuned checkpoint (a run's best by default): label and probabilities per text, a score
-//! for regression, word-level tags for NER, and for question answering (SQuAD JSON or JSONL
+//! fine-tuned checkpoint (a run's best by default): label and probabilities per text
+//! (classification, and cloze on GLM or BERT's MLM head), a score for regression, word-level tags for NER, and for question answering (SQuAD JSON or JSONL
 //! in) `{"id", "answer", "score", "start"}` per question, `start` a character offset in the
 //! context (`null` with an empty answer when no span qualifies).
 
@@ -34,10 +34,8 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
         Described::Task(s) => s,
         Described::Pretrain(..) => return Err(format!("{} is a pre-training checkpoint: predict needs a fine-tuned one", dir.display())),
     };
-    if spec.kind == HeadKind::Cloze {
-        return Err("predict serves BERT task checkpoints; a GLM cloze checkpoint is evaluated by its fine-tuning run".into());
-    }
-    let tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
+    let mut tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
+    let cloze_model = super::cloze::model_of(&spec, &mut tok)?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = TaskNet::new(&vs.root(), &spec);
     vs.load(dir.join("model.safetensors")).map_err(|e| e.to_string())?;
@@ -102,9 +100,21 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
         kind => {
             let fields = Fields { text: field("text_field", "text"), text_pair: field("text_pair_field", "text_pair"), label: field("label_field", "label") };
             let records = data::read_texts(input, &fields).map_err(|e| crate::error_chain(&e))?;
+            // Cloze (GLM or BERT's MLM head): the label scores are the verbalizers' summed
+            // log-probabilities in the blank; the probabilities their softmax, as in training.
+            let cloze = match cloze_model {
+                Some(m) => {
+                    let verbalizers: std::collections::BTreeMap<String, String> =
+                        task.get("verbalizers").cloned().map(serde_json::from_value).transpose().map_err(|e| format!("{}: state.json task.verbalizers: {e}", dir.display()))?.unwrap_or_default();
+                    Some(super::cloze::ClozeSpec { pattern: field("pattern", ""), answers: super::cloze::answers(&tok, &labels.names, &verbalizers)?, model: m })
+                }
+                None => None,
+            };
             for r in &records {
-                let ex = data::encode_classification(&tok, r, None, 0.0, spec.max_seq_len).map_err(|e| e.to_string())?;
-                let b = collate_plain(&[&ex], pad, kind);
+                let b = match &cloze {
+                    Some(c) => super::cloze::collate(&[&super::cloze::encode(&tok, r, 0, c, spec.max_seq_len).map_err(|e| e.to_string())?], c, pad),
+                    None => collate_plain(&[&data::encode_classification(&tok, r, None, 0.0, spec.max_seq_len).map_err(|e| e.to_string())?], pad, kind),
+                };
                 let logits = model.outputs(&DeviceBatch::new(&b, Device::Cpu), false);
                 let line = if kind == HeadKind::Regression {
                     json!({"text": r.text, "score": logits.double_value(&[0])})

@@ -15,7 +15,7 @@ use super::metrics::{pearson, spearman, Confusion, EntityCounts, SquadScore};
 use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::data::labelled::TaskExample;
 use crate::data::stream::Payload;
-use crate::model::bert::BertConfig;
+use crate::model::bert::{BertConfig, BertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
 use crate::model::heads::{BertForTask, HeadKind};
 use crate::objective::{Collator, DeviceBatch, EvalMetrics, LossPart, Monitor, Objective, ObjectiveModel, Per};
@@ -36,7 +36,7 @@ pub struct TaskSpec {
     pub tokenizer: PathBuf,
     /// Longest input.
     pub max_seq_len: usize,
-    /// Cloze: the GLM's sizes.
+    /// Cloze on a GLM: its sizes (cloze without it runs on BERT's MLM head, sized by `config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glm: Option<GlmConfig>,
     /// Question answering: windows and post-processing.
@@ -168,9 +168,12 @@ impl Objective for TaskObjective {
 enum Net {
     Bert(BertForTask),
     Cloze(Glm),
+    /// Cloze on BERT's MLM head (`BertForMaskedLM`'s weights, nothing new).
+    BertCloze(BertForMaskedLM),
 }
 
-/// The network of a task: a BERT with a head, or the pre-trained GLM scoring cloze answers.
+/// The network of a task: a BERT with a head, or a pre-trained GLM or BERT MLM scoring cloze
+/// answers.
 pub struct TaskNet {
     net: Net,
     kind: HeadKind,
@@ -183,6 +186,7 @@ impl TaskNet {
     pub fn new(root: &nn::Path, s: &TaskSpec) -> Self {
         let net = match (&s.glm, s.kind) {
             (Some(g), HeadKind::Cloze) => Net::Cloze(Glm::new(root, g)),
+            (None, HeadKind::Cloze) => Net::BertCloze(BertForMaskedLM::new(root, &s.config)),
             _ => Net::Bert(BertForTask::new(root, &s.config, s.kind, s.labels.len().max(1) as i64)),
         };
         TaskNet { net, kind: s.kind, labels: LabelSet { names: s.labels.clone() }, qa: s.qa.unwrap_or_default() }
@@ -195,6 +199,7 @@ impl TaskNet {
     pub fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
         match &self.net {
             Net::Cloze(glm) => super::cloze::scores(glm, b, train),
+            Net::BertCloze(mlm) => super::cloze::bert_scores(mlm, b, train),
             Net::Bert(m) => match self.kind {
                 HeadKind::TokenClassification => m.logits_at(&b.input_ids, &b.token_type_ids, &b.lengths, &b.masked_positions, train),
                 HeadKind::Regression => m.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train).view([-1]),
