@@ -38,6 +38,31 @@ pub struct PreviewRow {
     /// SOP label (1 = swapped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sop_label: Option<i64>,
+    /// BERT inputs: the word each token belongs to (`null` for `[CLS]` / `[SEP]`), counted
+    /// from 0 per row; whole-word masking masks a word's tokens together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_ids: Option<Vec<Option<usize>>>,
+}
+
+/// The word of each token of a framed BERT input (`None` for special tokens).
+fn word_ids(raw: &crate::data::stream::Payload, ctx: &crate::masking::collate::MaskContext) -> Vec<Option<usize>> {
+    let (mut t, mut w) = (Vec::new(), Vec::new());
+    crate::masking::collate::frame_bert_into(raw, &ctx.ids, &mut t, &mut w);
+    let mut word = None;
+    t.iter()
+        .zip(&w)
+        .map(|(&id, &start)| {
+            if ctx.special.get(id as usize).copied().unwrap_or(false) {
+                return None;
+            }
+            word = Some(match word {
+                Some(k) if !start => k,
+                Some(k) => k + 1,
+                None => 0,
+            });
+            word
+        })
+        .collect()
 }
 
 fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
@@ -58,6 +83,7 @@ fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
         attention: if glm { json!({"kind": "prefix_causal", "prefix_len": b.prefix_len[r]}) } else { json!({"kind": "bidirectional"}) },
         nsp_label: label.filter(|_| pair == Some("nsp")),
         sop_label: label.filter(|_| pair == Some("sop")),
+        word_ids: None,
         input_ids,
     }
 }
@@ -83,8 +109,14 @@ pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError>
         if examples.is_empty() {
             break;
         }
-        let b = mask_and_collate(&RawBatch { seq, examples, cursor: stream.cursor() }, &ctx);
-        rows.extend((0..b.batch_size).take(n - rows.len()).map(|r| row(plan, &b, r)));
+        let raw = RawBatch { seq, examples, cursor: stream.cursor() };
+        let b = mask_and_collate(&raw, &ctx);
+        let bert = b.prefix_len.is_empty();
+        rows.extend((0..b.batch_size).take(n - rows.len()).map(|r| {
+            let mut row = row(plan, &b, r);
+            row.word_ids = bert.then(|| word_ids(&raw.examples[r].payload, &ctx));
+            row
+        }));
         seq += 1;
     }
     Ok(rows)

@@ -491,14 +491,56 @@ fn bert_cloze_fine_tuning_scores_with_the_mlm_head() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!((v["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9, "evaluate {v} vs the run's {acc}");
 
-    // A BERT without an MLM head (a sentence-embedding model) cannot fill blanks.
+    // A Hugging Face BertForMaskedLM folder starts a cloze run with every weight; a BERT
+    // without an MLM head (a sentence-embedding model) cannot fill blanks.
     let text = std::fs::read_to_string(&ft).unwrap();
     let at = text.find("checkpoint = ").unwrap();
     let end = at + text[at..].find('\n').unwrap();
-    let minilm = format!("{}hf = \"{}\"{}", &text[..at], root().join(".cache/minilm/model").display(), &text[end..]);
-    let minilm = minilm.replace("[tokenizer]\npath", "[tokenizer]\n# path");
-    std::fs::write(&ft, minilm).unwrap();
+    let from_hf = |folder: &Path| format!("{}hf = \"{}\"{}", &text[..at], folder.display(), &text[end..]).replace("[tokenizer]\npath", "[tokenizer]\n# path");
+    std::fs::write(&ft, from_hf(&out)).unwrap();
+    let (code, stdout, err) = run_cli(&["check", ft.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains(" 0 fresh"), "{stdout}");
+    std::fs::write(&ft, from_hf(&root().join(".cache/minilm/model"))).unwrap();
     let (code, _, err) = run_cli(&["check", ft.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cls.predictions"), "names the missing MLM head: {err}");
+}
+
+/// The Chinese path end to end with the shipped configs, cut short: the whole-word-masking
+/// tiny BERT pre-trains on People's Daily, then fine-tunes on the Chinese review sentiment set
+/// and evaluates on its held-out split.
+#[test]
+fn chinese_pretrain_then_finetune_configs_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = root();
+    let zh = r.join(".cache/zh");
+    let pre: Vec<String> = vec![
+        format!("run.out_dir=\"{}\"", dir.path().join("pre").display()),
+        format!("data.train=[\"{}\"]", zh.join("people-daily.jsonl").display()),
+        format!("tokenizer.path=\"{}\"", zh.join("vocab.txt").display()),
+        "data.eval_holdout_docs=50".into(),
+        "train.max_steps=20".into(),
+        "train.eval_every=20".into(),
+        "train.checkpoint_every=20".into(),
+        "metrics.listen=\"\"".into(),
+    ];
+    let s = run(pretune::plan::load_and_resolve(&r.join("configs/pretrain-mlm-chinese-tiny.toml"), &pre).unwrap()).unwrap();
+    assert!(s.eval.is_some());
+    let sent = r.join(".cache/zh-sentiment");
+    let ft: Vec<String> = vec![
+        format!("run.out_dir=\"{}\"", dir.path().join("ft").display()),
+        format!("init.checkpoint=\"{}\"", dir.path().join("pre/checkpoints").display()),
+        format!("data.train=[\"{}\"]", sent.join("train.jsonl").display()),
+        format!("data.eval=[\"{}\"]", sent.join("dev.jsonl").display()),
+        "task.max_train_examples=320".into(),
+        "task.max_eval_examples=200".into(),
+        "train.epochs=1".into(),
+        "metrics.listen=\"\"".into(),
+    ];
+    let s = run(pretune::plan::load_and_resolve(&r.join("configs/finetune-cls-chinese-tiny.toml"), &ft).unwrap()).unwrap();
+    let (_, acc) = s.best.expect("evaluated");
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(s.metric, "accuracy");
+    assert!(s.init.unwrap().loaded > 10, "starts from the Chinese checkpoint");
 }

@@ -153,6 +153,11 @@ fn malformed(kind: &str) -> Vec<(&'static str, Vec<u8>)> {
         _ => b"   \n\t\n".to_vec(),
     };
     cases.push(("missing columns", missing));
+    if kind == "pretrain-jsonl" {
+        // A segmentation that does not spell its text, or is not a list of strings.
+        let words = "{\"text\": \"我爱北京\", \"words\": [\"我\", \"爱\"]}\n{\"text\": \"我\", \"words\": [\"我\", \"爱\"]}\n{\"text\": \"我\", \"words\": [1]}\n{\"text\": \"我\", \"words\": \"我\"}\n{\"text\": \"\", \"words\": []}\n";
+        cases.push(("bad word segmentation", words.as_bytes().to_vec()));
+    }
     cases
 }
 
@@ -203,6 +208,7 @@ fn no_malformed_data_file_reaches_a_panic() {
                     shuffle: false,
                     repeat: false,
                     group_batch: 0,
+                    whole_words: true,
                 };
                 let span = pretune::data::source::FileSpan::whole(file.clone(), pretune::config::DataFormat::Auto);
                 let got = catch_unwind(AssertUnwindSafe(|| {

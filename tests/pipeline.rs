@@ -314,3 +314,51 @@ fn group_by_length_cuts_pre_training_padding_and_keeps_the_cursor_exact() {
         assert_eq!((got.index, &got.payload), (want.index, &want.payload));
     }
 }
+
+/// Chinese whole-word masking (Chinese-BERT-wwm) on People's Daily with its source
+/// segmentation: over many seeds every masked word is masked whole, 15 % of the tokens are
+/// scored, and 80 / 10 / 10 holds; words of several characters are common, so the test bites.
+#[test]
+fn chinese_whole_word_masking_masks_segmented_words_whole() {
+    let zh = crate::util::root().join(".cache/zh");
+    assert!(zh.join("people-daily.jsonl").exists(), "run `make setup` (scripts/fetch-chinese.sh) to fetch the Chinese data");
+    let cfg = crate::util::root().join("configs/pretrain-mlm-chinese-tiny.toml");
+    let (mut tokens, mut scored, mut as_mask, mut kept, mut multi_char_words) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    for seed in 0..12 {
+        let o: Vec<String> = vec![
+            format!("run.seed={seed}"),
+            format!("data.train=[\"{}\"]", zh.join("people-daily.jsonl").display()),
+            format!("tokenizer.path=\"{}\"", zh.join("vocab.txt").display()),
+            "data.eval_holdout_docs=0".into(),
+            "metrics.listen=\"\"".into(),
+        ];
+        let plan = pretune::plan::load_and_resolve(&cfg, &o).unwrap();
+        let mask = plan.tokenizer.special_ids().mask as i64;
+        for row in pretune::preview::preview(&plan, 48).unwrap() {
+            let words = row.word_ids.clone().expect("BERT rows carry word ids");
+            let mut by_word: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+            for (i, w) in words.iter().enumerate() {
+                let Some(w) = w else { continue };
+                let e = by_word.entry(*w).or_default();
+                e.0 += 1;
+                let label = row.labels[i];
+                if label != pretune::masking::mlm::IGNORE {
+                    e.1 += 1;
+                    scored += 1;
+                    as_mask += (row.input_ids[i] == mask) as usize;
+                    kept += (row.input_ids[i] == label) as usize;
+                }
+                tokens += 1;
+            }
+            for (w, (n, masked)) in by_word {
+                multi_char_words += (n > 1) as usize;
+                assert!(masked == 0 || masked == n, "seed {seed}: word {w} ({n} characters) is partly masked: {:?}", row.tokens);
+            }
+        }
+    }
+    let rate = scored as f64 / tokens as f64;
+    let (m, k) = (as_mask as f64 / scored as f64, kept as f64 / scored as f64);
+    assert!(multi_char_words > 2000, "{multi_char_words} words of several characters");
+    assert!((rate - 0.15).abs() < 0.01, "scored rate {rate} over {tokens} tokens");
+    assert!((m - 0.8).abs() < 0.02 && (k - 0.1).abs() < 0.015 && (1.0 - m - k - 0.1).abs() < 0.015, "80/10/10: [MASK] {m}, kept {k}");
+}

@@ -174,6 +174,7 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
         shuffle: train,
         repeat: train,
         group_batch: if train && c.train.group_by_length { c.train.batch_size.saturating_mul(plan.dist.as_ref().map_or(1, |d| d.world)) } else { 0 },
+        whole_words: o.kind == ObjectiveKind::Mlm && o.unit != crate::config::MaskUnit::Token,
     }
 }
 

@@ -55,6 +55,44 @@ pub struct RawDoc {
     pub offset: u64,
     /// Non-empty, trimmed lines. For JSONL, the text split on newlines.
     pub sentences: Vec<String>,
+    /// Word segmentation given with the text (JSONL field `words`): per sentence, per
+    /// character, whether a word starts there. Chinese whole-word masking reads it.
+    pub word_starts: Option<Vec<Vec<bool>>>,
+}
+
+/// The JSONL field that carries a document's segmentation: its words in order, as strings
+/// (`{"text": "我爱北京", "words": ["我", "爱", "北京"]}`), kept apart from the text so the
+/// tokenizer never sees the boundaries.
+pub const WORDS_FIELD: &str = "words";
+
+/// Marks, per sentence and character, where the `words` of a document start. Whitespace is
+/// ignored on both sides (it is a boundary anyway); the words' characters must spell the
+/// sentences' characters exactly.
+///
+/// # Errors
+/// Where words and text part ways.
+pub fn word_starts(sentences: &[String], words: &[&str]) -> Result<Vec<Vec<bool>>, String> {
+    let mut chars = words.iter().flat_map(|w| w.chars().filter(|c| !c.is_whitespace()).enumerate().map(|(i, c)| (c, i == 0)));
+    let mut out = Vec::with_capacity(sentences.len());
+    for (k, sentence) in sentences.iter().enumerate() {
+        let mut starts = Vec::with_capacity(sentence.chars().count());
+        for (j, c) in sentence.chars().enumerate() {
+            if c.is_whitespace() {
+                starts.push(true);
+                continue;
+            }
+            match chars.next() {
+                Some((w, start)) if w == c => starts.push(start),
+                Some((w, _)) => return Err(format!("`words` spell {w:?} where the text has {c:?} (line {} of the text, character {j})", k + 1)),
+                None => return Err(format!("`words` end before the text (line {} of the text, character {j})", k + 1)),
+            }
+        }
+        out.push(starts);
+    }
+    match chars.next() {
+        Some((w, _)) => Err(format!("`words` go on after the text ends ({w:?})")),
+        None => Ok(out),
+    }
 }
 
 /// A record that could not be read, counted under `reason`.
@@ -243,9 +281,9 @@ impl DocReader {
                             break;
                         }
                     }
-                    Line::Text(t) => doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new() }).sentences.push(t),
+                    Line::Text(t) => doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new(), word_starts: None }).sentences.push(t),
                     Line::Bad(reason, detail) => {
-                        doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new() });
+                        doc.get_or_insert_with(|| RawDoc { offset: start, sentences: Vec::new(), word_starts: None });
                         if spoiled.is_none() {
                             spoiled = Some(self.bad(lineno, reason, detail));
                         }
@@ -273,14 +311,24 @@ impl DocReader {
             let field = &self.settings.text_field;
             let record = match serde_json::from_str::<serde_json::Value>(&text) {
                 Ok(v) => match v.get(field) {
-                    Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                    Some(serde_json::Value::String(s)) => {
+                        let sentences: Vec<String> = s.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                        match v.get(WORDS_FIELD) {
+                            None | Some(serde_json::Value::Null) => Ok((sentences, None)),
+                            Some(serde_json::Value::Array(a)) => match a.iter().map(serde_json::Value::as_str).collect::<Option<Vec<&str>>>() {
+                                Some(words) => word_starts(&sentences, &words).map(|w| (sentences, Some(w))).map_err(|e| ("bad_words", e)),
+                                None => Err(("bad_words", format!("field `{WORDS_FIELD}` is not an array of strings"))),
+                            },
+                            Some(_) => Err(("bad_words", format!("field `{WORDS_FIELD}` is not an array of strings"))),
+                        }
+                    }
                     Some(_) => Err(("bad_field", format!("field `{field}` is not a string"))),
                     None => Err(("missing_field", format!("no field `{field}`"))),
                 },
                 Err(e) => Err(("bad_json", e.to_string())),
             };
-            let sentences: Vec<String> = match record {
-                Ok(t) => t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            let (sentences, word_starts) = match record {
+                Ok(t) => t,
                 Err((reason, detail)) => {
                     self.judge(self.bad(lineno, reason, detail), skipped)?;
                     continue;
@@ -290,7 +338,7 @@ impl DocReader {
                 self.judge(self.bad(lineno, "empty", "empty document".into()), skipped)?;
                 continue;
             }
-            return Ok(Some(RawDoc { offset: start, sentences }));
+            return Ok(Some(RawDoc { offset: start, sentences, word_starts }));
         }
         Ok(None)
     }
@@ -387,6 +435,24 @@ mod tests {
         let docs = read_all(&FileSpan::whole(j, DataFormat::Auto), 0, &mut skipped);
         assert_eq!(docs.len(), 1);
         assert_eq!(skipped[0].reason, "empty");
+    }
+
+    #[test]
+    fn words_mark_where_segmented_words_start_and_must_spell_the_text() {
+        let sentences = vec!["我爱 北京。".to_owned(), "天安门".to_owned()];
+        let w = word_starts(&sentences, &["我", "爱", "北京", "。", "天安门"]).unwrap();
+        assert_eq!(w[0], vec![true, true, true, true, false, true]);
+        assert_eq!(w[1], vec![true, false, false]);
+        assert!(word_starts(&sentences, &["我", "爱", "北", "。", "天安门"]).unwrap_err().contains("'京'"));
+        assert!(word_starts(&sentences, &["我爱北京。天安门", "了"]).unwrap_err().contains("go on"));
+        assert!(word_starts(&sentences, &["我爱北京。"]).unwrap_err().contains("end before"));
+        // A JSONL document whose words do not spell it is a bad record, counted.
+        let (_d, p) = tmp("{\"text\": \"我爱北京\", \"words\": [\"我\", \"爱\", \"北京\"]}\n{\"text\": \"你好\", \"words\": [\"你\"]}\n{\"text\": \"好\", \"words\": 3}\n", "jsonl");
+        let mut skipped = Vec::new();
+        let docs = read_all(&FileSpan::whole(p, DataFormat::Auto), 0, &mut skipped);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].word_starts, Some(vec![vec![true, true, true, false]]));
+        assert_eq!(skipped.iter().map(|b| (b.line, b.reason)).collect::<Vec<_>>(), vec![(2, "bad_words"), (3, "bad_words")]);
     }
 
     #[test]

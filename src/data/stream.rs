@@ -125,6 +125,15 @@ pub struct StreamSettings {
     /// examples are sorted by length in windows of 50 batches and the batches shuffled, as the
     /// labelled source does.
     pub group_batch: usize,
+    /// Whole-word masking reads the words: warn once when Chinese text comes without its
+    /// segmentation (each character is then a word of its own).
+    pub whole_words: bool,
+}
+
+/// CJK Unified Ideographs (and extension A, compatibility ideographs): the characters BERT's
+/// pre-tokenizer splits one by one.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF)
 }
 
 /// Where the Loader takes examples from: the streamed pre-training corpus
@@ -179,6 +188,8 @@ pub struct ExampleStream {
     produced_this_epoch: u64,
     /// Records skipped since the last call to [`ExampleStream::take_skipped`].
     skipped: Vec<BadRecord>,
+    /// The unsegmented-Chinese warning was given.
+    warned_unsegmented: bool,
 }
 
 impl ExampleStream {
@@ -195,6 +206,7 @@ impl ExampleStream {
             block_loaded: false,
             produced_this_epoch: cursor.example,
             skipped: Vec::new(),
+            warned_unsegmented: false,
         };
         s.order = s.file_order(cursor.epoch);
         s
@@ -289,7 +301,17 @@ impl ExampleStream {
         let mut docs: Vec<Vec<TokSentence>> = Vec::new();
         while docs.len() < self.settings.block_docs {
             let Some(doc) = reader.next_doc(&mut self.skipped)? else { break };
-            docs.push(doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?);
+            let sentences = match &doc.word_starts {
+                Some(starts) => doc.sentences.iter().zip(starts).map(|(s, w)| self.tokenizer.encode_segmented(s, w)).collect::<Result<Vec<_>, _>>()?,
+                None => {
+                    if self.settings.whole_words && !self.warned_unsegmented && doc.sentences.iter().any(|s| s.chars().any(is_cjk)) {
+                        self.warned_unsegmented = true;
+                        tracing::warn!(file = %span.path.display(), "Chinese text without a word segmentation (JSONL field `words`): whole-word masking masks its characters one by one");
+                    }
+                    doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            docs.push(sentences);
         }
         if docs.is_empty() {
             return Ok(false);

@@ -169,6 +169,25 @@ impl TextTokenizer {
         Ok(TokSentence { ids: enc.get_ids().to_vec(), word_start })
     }
 
+    /// Encodes one sentence whose word segmentation is given (`starts`: per character, whether
+    /// a word starts there): a token starts a word when the segmentation says its first
+    /// character does and the tokenizer did not split it off the word before (a `##` piece).
+    /// Chinese text is tokenized character by character, so this is what makes whole-word
+    /// masking mask every character of a segmented word together.
+    ///
+    /// # Errors
+    /// [`TokenizerError::Encode`].
+    pub fn encode_segmented(&self, text: &str, starts: &[bool]) -> Result<TokSentence, TokenizerError> {
+        let enc = self.inner.encode_char_offsets(text, false).map_err(TokenizerError::Encode)?;
+        let words = enc.get_word_ids();
+        let mut word_start = Vec::with_capacity(words.len());
+        for (i, (w, &(a, _))) in words.iter().zip(enc.get_offsets()).enumerate() {
+            let piece = i > 0 && w.is_some() && *w == words[i - 1];
+            word_start.push(i == 0 || (!piece && starts.get(a).copied().unwrap_or(true)));
+        }
+        Ok(TokSentence { ids: enc.get_ids().to_vec(), word_start })
+    }
+
     /// The string of one id (for `pretune preview`).
     pub fn id_to_token(&self, id: u32) -> String {
         self.inner.id_to_token(id).unwrap_or_else(|| format!("<{id}>"))

@@ -60,7 +60,7 @@ fn framed_len(p: &Payload) -> usize {
 
 /// Frames a BERT input into `t` (ids) and `w` (word starts), both cleared first; returns where
 /// segment B starts (the length for a single segment) and the pair label.
-fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w: &mut Vec<bool>) -> (usize, Option<i64>) {
+pub(crate) fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w: &mut Vec<bool>) -> (usize, Option<i64>) {
     t.clear();
     w.clear();
     t.push(ids.cls);
