@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench fixtures clean
+.PHONY: setup build demo test bench pretraining-pays fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -27,6 +27,11 @@ test: setup
 # (release build, alternating rounds, medians and ratios; about 25 minutes on 2 cores).
 bench: setup
 	scripts/bench-side-by-side.sh
+
+# What pre-training buys: fine-tuning with and without it, 3 seeds per cell, into
+# docs/pretraining-pays.md (about 30 minutes on 2 cores).
+pretraining-pays: setup
+	scripts/pretraining-pays.sh
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup
