@@ -162,9 +162,9 @@ class Plan:
             t.update({"epochs": 0, "max_steps": steps, "eval_every": steps})
         elif few:
             # 64 examples, 4 updates per epoch: evaluate every epoch.
-            t.update({"epochs": epochs or 12, "eval_every": 0})
+            t.update({"epochs": epochs or 8, "eval_every": 0})
         else:
-            t.update({"epochs": 0, "max_steps": steps, "eval_every": max(1, steps // 4)})
+            t.update({"epochs": 0, "max_steps": steps, "eval_every": max(1, steps // 2)})
         if minilm:
             t["layerwise_lr_decay"] = 0.9
         sections["train"] = t
@@ -291,9 +291,9 @@ def main():
     p.add_argument("--pretune", default=str(ROOT / "target/release/pretune"))
     p.add_argument("--out", default=str(ROOT / "runs/pretraining-pays"))
     p.add_argument("--doc", default=str(ROOT / "docs/pretraining-pays.md"))
-    p.add_argument("--steps", type=int, default=100, help="updates of an all-data run (tiny models)")
-    p.add_argument("--minilm-steps", type=int, default=40, help="updates of an all-data MiniLM run")
-    p.add_argument("--max-eval", type=int, default=0, help="dev examples scored (0: all)")
+    p.add_argument("--steps", type=int, default=60, help="updates of an all-data run (tiny models)")
+    p.add_argument("--minilm-steps", type=int, default=30, help="updates of an all-data MiniLM run")
+    p.add_argument("--max-eval", type=int, default=400, help="dev examples scored (0: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="one seed, 2 updates per run, 4 pre-training steps")
     p.add_argument("--table-only", action="store_true", help="re-render the table from the runs in --out")
@@ -304,10 +304,11 @@ def main():
     if not a.table_only:
         plan.pretrain()
         plan.all_runs()
-        (plan.out / "meta.json").write_text(json.dumps({"seconds": round(time.time() - t0), "smoke": a.smoke, "steps": a.steps, "minilm_steps": a.minilm_steps,
+        (plan.out / "meta.json").write_text(json.dumps({"seconds": round(time.time() - t0), "smoke": a.smoke, "steps": a.steps, "minilm_steps": a.minilm_steps, "max_eval": a.max_eval,
                                                         "cpu": cpu(), "date": time.strftime("%Y-%m-%d")}))
     m = json.loads((plan.out / "meta.json").read_text()) if (plan.out / "meta.json").exists() else {}
-    meta = f"{len(plan.seeds())} seed(s); all data = {m.get('steps')} updates (MiniLM {m.get('minilm_steps')}); {m.get('cpu')}, {m.get('date')}, {m.get('seconds')} s in all" + (" — SMOKE RUN" if m.get("smoke") else "")
+    meta = (f"{len(plan.seeds())} seed(s); all data = {m.get('steps')} updates (MiniLM {m.get('minilm_steps')}); the first {m.get('max_eval') or 'all'} dev examples; "
+            f"{m.get('cpu')}, {m.get('date')}, {m.get('seconds')} s in all" + (" — SMOKE RUN" if m.get("smoke") else ""))
     table = render(plan.out, meta)
     write_doc(pathlib.Path(a.doc), table)
     print(table)
