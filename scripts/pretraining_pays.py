@@ -196,7 +196,7 @@ class Plan:
         out.write_text(run([self.a.pretune, "evaluate", "--checkpoint", ck, "--data", train, "--json"], self.log))
 
     def seeds(self):
-        return [1] if self.a.smoke else [1, 2, 3]
+        return [1] if self.a.smoke else list(range(1, SEEDS + 1))
 
     def all_runs(self):
         data = self.out / "data"
@@ -237,31 +237,40 @@ def last_acc(run_dir):
     return e[-1] if e else None
 
 
-def cell(xs):
+SEEDS = 3
+
+
+def cell(xs, seeds=None):
+    """Mean ± standard deviation in percent; `(n=K)` when fewer seeds than planned finished."""
     xs = [x for x in xs if x is not None]
     if not xs:
         return "–"
     m = statistics.mean(xs)
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+    short = f" (n={len(xs)})" if seeds and len(xs) < seeds else ""
+    return f"{100 * m:.1f} ± {100 * sd:.1f}{short}"
 
 
 def seed_dirs(d):
     return sorted(p for p in d.glob("seed*") if p.is_dir()) if d.exists() else []
 
 
-def render(out, meta):
+def render(out, meta, seeds):
     runs = out / "runs"
+
+    def c(xs):
+        return cell(xs, seeds)
+
     lines = [START, "", f"Accuracy on the dev set in percent, mean ± standard deviation over seeds ({meta}).", "",
              "| data | labelled | " + " | ".join(COLS.values()) + " |", "|---|---|" + "---|" * len(COLS)]
     for row, r in ROWS.items():
         for size, sname in SIZES.items():
-            cells = [cell([best_acc(s) for s in seed_dirs(runs / row / col / size)]) if applies(row, col) else "n/a" for col in COLS]
+            cells = [c([best_acc(s) for s in seed_dirs(runs / row / col / size)]) if applies(row, col) else "n/a" for col in COLS]
             lines.append(f"| {r['name']} | {sname} | " + " | ".join(cells) + " |")
     lines += ["", "Learning rate, tiny BERT (ours) with a classification head, spam, all data:", "",
               "| lr | dev accuracy |", "|---|---|"]
     for lr in ("2e-5", "1e-4", "1e-3"):
-        lines.append(f"| {lr} | {cell([best_acc(s) for s in seed_dirs(runs / 'lr' / lr)])} |")
+        lines.append(f"| {lr} | {c([best_acc(s) for s in seed_dirs(runs / 'lr' / lr)])} |")
     lines += ["", "Over-fitting on 32 examples per class (spam, tiny BERT, 30 epochs at most):", "",
               "| | train accuracy | dev accuracy | gap |", "|---|---|---|---|"]
     for es, label, pick, which in (("without", "no early stopping, last checkpoint", last_acc, "last"), ("with", "early stopping (patience 3), best checkpoint", best_acc, "best")):
@@ -272,7 +281,7 @@ def render(out, meta):
                 tr.append(json.loads(f.read_text().strip().splitlines()[-1]).get("accuracy"))
                 dv.append(pick(s))
         gap = [a - b for a, b in zip(tr, dv) if a is not None and b is not None]
-        lines.append(f"| {label} | {cell(tr)} | {cell(dv)} | {cell(gap)} |")
+        lines.append(f"| {label} | {c(tr)} | {c(dv)} | {c(gap)} |")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -307,9 +316,14 @@ def main():
         (plan.out / "meta.json").write_text(json.dumps({"seconds": round(time.time() - t0), "smoke": a.smoke, "steps": a.steps, "minilm_steps": a.minilm_steps, "max_eval": a.max_eval,
                                                         "cpu": cpu(), "date": time.strftime("%Y-%m-%d")}))
     m = json.loads((plan.out / "meta.json").read_text()) if (plan.out / "meta.json").exists() else {}
+    if not m:
+        # Rendered from a run that did not finish: say so, and what it had done.
+        done = len(list((plan.out / "runs").rglob("done")))
+        m = {"steps": a.steps, "minilm_steps": a.minilm_steps, "max_eval": a.max_eval, "cpu": cpu(), "date": time.strftime("%Y-%m-%d"),
+             "seconds": f"an unfinished run ({done} fine-tuning runs done)", "smoke": a.smoke}
     meta = (f"{len(plan.seeds())} seed(s); all data = {m.get('steps')} updates (MiniLM {m.get('minilm_steps')}); the first {m.get('max_eval') or 'all'} dev examples; "
-            f"{m.get('cpu')}, {m.get('date')}, {m.get('seconds')} s in all" + (" — SMOKE RUN" if m.get("smoke") else ""))
-    table = render(plan.out, meta)
+            f"{m.get('cpu')}, {m.get('date')}, " + (f"{m.get('seconds')} s in all" if isinstance(m.get('seconds'), int) else str(m.get('seconds'))) + (" — SMOKE RUN" if m.get("smoke") else ""))
+    table = render(plan.out, meta, len(plan.seeds()))
     write_doc(pathlib.Path(a.doc), table)
     print(table)
 
