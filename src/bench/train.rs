@@ -169,6 +169,21 @@ fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
     Ok(out)
 }
 
+/// The `[train]` and `[metrics]` tables of a fine-tuning workload: the run's shapes and step
+/// count at a constant learning rate without warm-up, so every timed step does the same work.
+fn train_section(a: &BenchArgs, lr: &str, clip: &str) -> String {
+    format!(
+        "[train]\nbatch_size = {}\nmax_seq_len = {}\nmax_steps = {}\nepochs = 0\nlr = {lr}\nwarmup_ratio = 0.0\ndecay = \"constant\"\n\
+         weight_decay = 0.01\nclip_grad_norm = {clip}\nlog_every = {}\nkeep_last = 1\nprecision = {:?}\ngroup_by_length = {}\n\n[metrics]\nlisten = \"\"\n",
+        a.batch,
+        a.seq,
+        a.warmup + a.steps,
+        a.log_every.max(1),
+        a.precision,
+        a.group_by_length,
+    )
+}
+
 /// BERT sequence classification through the fine-tuning loop (fresh weights, like the
 /// baseline's `BertForSequenceClassification` from a config).
 pub fn finetune(a: &BenchArgs) -> Result<Value, BenchError> {
@@ -203,24 +218,7 @@ eval = [{dev:?}]
 path = {tok:?}
 
 {model}
-[train]
-batch_size = {batch}
-max_seq_len = {seq}
-max_steps = {steps}
-epochs = 0
-lr = 1e-4
-warmup_ratio = 0.0
-decay = "constant"
-weight_decay = 0.01
-clip_grad_norm = 0.0
-log_every = {log_every}
-keep_last = 1
-precision = {precision:?}
-group_by_length = {group}
-
-[metrics]
-listen = ""
-"#,
+{train_section}"#,
         seed = a.seed,
         out = dir.display().to_string(),
         device = a.device,
@@ -228,13 +226,8 @@ listen = ""
         train = train.display().to_string(),
         dev = dev.display().to_string(),
         tok = a.tokenizer()?.display().to_string(),
-        batch = a.batch,
-        seq = a.seq,
-        steps = a.warmup + a.steps,
         model = super::model_section(a),
-        log_every = a.log_every.max(1),
-        precision = a.precision,
-        group = a.group_by_length,
+        train_section = train_section(a, "1e-4", "0.0"),
     );
     let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
     let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
@@ -277,23 +270,7 @@ max_train_examples = {questions}
 [data]
 train = [{train:?}]
 
-[train]
-batch_size = {batch}
-max_seq_len = {seq}
-max_steps = {steps}
-epochs = 0
-lr = 5e-5
-warmup_ratio = 0.0
-decay = "constant"
-weight_decay = 0.01
-clip_grad_norm = 1.0
-log_every = {log_every}
-keep_last = 1
-precision = {precision:?}
-
-[metrics]
-listen = ""
-"#,
+{train_section}"#,
         seed = a.seed,
         out = dir.display().to_string(),
         device = a.device,
@@ -301,11 +278,7 @@ listen = ""
         init = a.init.display().to_string(),
         stride = a.doc_stride,
         train = a.squad.display().to_string(),
-        batch = a.batch,
-        seq = a.seq,
-        steps = a.warmup + a.steps,
-        log_every = a.log_every.max(1),
-        precision = a.precision,
+        train_section = train_section(a, "5e-5", "1.0"),
     );
     let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
     let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
