@@ -192,6 +192,9 @@ pub struct QaWindows {
     stride: usize,
     /// Questions cut short so a window keeps room for context (run_qa.py would stop).
     pub questions_truncated: usize,
+    /// The last context and its encoding: SQuAD asks several questions in a row about one
+    /// paragraph, which is then tokenized once.
+    last_context: Option<(Arc<str>, tokenizers::Encoding)>,
 }
 
 /// The tokens a window keeps for the context beyond its stride: a question longer than
@@ -209,7 +212,7 @@ impl QaWindows {
             return Err(format!("task.doc_stride: {stride} leaves no room for the context in windows of train.max_seq_len = {max_len} tokens (must be below {})", max_len.saturating_sub(4)));
         }
         let ids = tok.special_ids();
-        Ok(QaWindows { tokenizer: tok.inner().clone(), cls: ids.cls, sep: ids.sep, max_len, stride, questions_truncated: 0 })
+        Ok(QaWindows { tokenizer: tok.inner().clone(), cls: ids.cls, sep: ids.sep, max_len, stride, questions_truncated: 0, last_context: None })
     }
 
     /// The windows of question `index` of a set: training windows carry `[start, end]` labels;
@@ -220,7 +223,12 @@ impl QaWindows {
     pub fn windows(&mut self, index: usize, rec: &Arc<QaRecord>, keep_offsets: bool) -> Result<Vec<TaskExample>, TokenizerError> {
         let encode = |text: &str| self.tokenizer.encode_char_offsets(text, false).map_err(TokenizerError::Encode);
         let question = encode(rec.question.trim_start())?;
-        let context = encode(&rec.context)?;
+        let same = self.last_context.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &rec.context) || **c == *rec.context);
+        if !same {
+            let encoding = encode(&rec.context)?;
+            self.last_context = Some((rec.context.clone(), encoding));
+        }
+        let context = &self.last_context.as_ref().expect("set just above").1;
         // Room for context beyond the stride, or the window could not slide.
         let room = self.max_len - 3 - self.stride - MIN_NEW_CONTEXT;
         let mut q: &[u32] = question.get_ids();
