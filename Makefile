@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench pretraining-pays fixtures clean
+.PHONY: setup build demo test bench bench-bf16 pretraining-pays fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -27,6 +27,11 @@ test: setup
 # (release build, alternating rounds, medians and ratios; about 25 minutes on 2 cores).
 bench: setup
 	scripts/bench-side-by-side.sh
+
+# The same in bf16 on both sides (baseline: CPU autocast, Trainer bf16=True; pretune:
+# precision = "bf16"). Worth it on CPUs with AMX-BF16 or AVX512-BF16.
+bench-bf16: setup
+	scripts/bench-side-by-side.sh --bf16
 
 # What pre-training buys: fine-tuning with and without it, 3 seeds per cell, into
 # docs/pretraining-pays.md (about 30 minutes on 2 cores).

@@ -8,6 +8,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <chrono>
 #include <cstring>
@@ -57,6 +59,52 @@ int pt_autocast_set(int device_type, int enabled, int dtype) {
 
 int pt_autocast_is_enabled(int device_type) {
   return at::autocast::is_autocast_enabled(device_type == 1 ? at::kCUDA : at::kCPU) ? 1 : 0;
+}
+
+// libtorch's profiler (what torch.profiler drives), CPU activities, on the calling thread.
+int pt_profiler_start() {
+  return guarded([&] {
+    using namespace torch::profiler::impl;
+    ProfilerConfig cfg(ProfilerState::KINETO);
+    std::set<ActivityType> acts{ActivityType::CPU};
+    torch::autograd::profiler::prepareProfiler(cfg, acts);
+    torch::autograd::profiler::enableProfiler(cfg, acts);
+  });
+}
+
+// Stops the profiler and writes its Chrome trace (JSON) to `path`.
+int pt_profiler_stop(const char* path) {
+  return guarded([&] {
+    auto result = torch::autograd::profiler::disableProfiler();
+    if (!result) throw std::runtime_error("the profiler was not running");
+    result->save(path);
+  });
+}
+
+// A named scope in the trace (torch.profiler.record_function): ops inside it nest under it.
+void* pt_scope_enter(const char* name) {
+  auto* rf = new at::RecordFunction(at::RecordScope::USER_SCOPE);
+  if (rf->isActive()) rf->before(name);
+  return rf;
+}
+
+void pt_scope_exit(void* scope) { delete static_cast<at::RecordFunction*>(scope); }
+
+// torch.optim.AdamW(fused=True)'s kernel over n parameters sharing one learning rate and weight
+// decay: one pass over each parameter, gradient and both moments.
+int pt_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs, int n,
+                   double step, double lr, double beta1, double beta2, double weight_decay, double eps) {
+  return guarded([&] {
+    std::vector<at::Tensor> p, g, m, v, steps;
+    for (int i = 0; i < n; ++i) {
+      p.push_back(*params[i]);
+      g.push_back(*grads[i]);
+      m.push_back(*exp_avgs[i]);
+      v.push_back(*exp_avg_sqs[i]);
+      steps.push_back(at::full({}, step, params[i]->options().dtype(at::kFloat)));
+    }
+    at::_fused_adamw_(p, g, m, v, {}, steps, lr, beta1, beta2, weight_decay, eps, false, false, std::nullopt, std::nullopt);
+  });
 }
 
 int pt_c10d_available() {

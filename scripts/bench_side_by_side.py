@@ -54,6 +54,8 @@ def main():
     p.add_argument("--mask-seconds", type=float, default=2.0)
     p.add_argument("--only", default="", help="comma list: mask,tokenize,pretrain,finetune,qa,memory")
     p.add_argument("--out", default="")
+    p.add_argument("--bf16", action="store_true", help="both sides in bf16: the baseline's --bf16 (CPU autocast, Trainer bf16=True), "
+                   "pretune's --precision bf16; compare only within one precision")
     a = p.parse_args()
 
     corpus = os.path.join(a.data, "corpus.txt")
@@ -74,6 +76,9 @@ def main():
     B = lambda script: [a.py, os.path.join(a.bench_dir, script), "--corpus", corpus, "--cache-dir", cache]  # noqa: E731
     ours = lambda *args: [a.pretune, "bench", *args, "--corpus", corpus, "--tokenizer", tokenizer, "--out", os.path.join(out, "runs")]  # noqa: E731
     steps = ["--warmup", str(a.warmup), "--steps", str(a.steps)]
+    # Training workloads state their precision on both sides (pretune's bench defaults to fp32).
+    bprec = ["--bf16"] if a.bf16 else []
+    oprec = ["--precision", "bf16" if a.bf16 else "fp32"]
     hf_env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
     # (name, baseline command + env, our commands [(label, cmd, env)])
@@ -86,22 +91,22 @@ def main():
                       [("tokenize_rayon1", ours("tokenize"), {"RAYON_NUM_THREADS": "1"}),
                        ("tokenize_rayon2", ours("tokenize"), {"RAYON_NUM_THREADS": "2"})]))
     if want("pretrain"):
-        pairs.append(("train_mlm", (B("bench_train_mlm.py") + steps + ["--variants", "pretraining_precollated,mlm_precollated,pretraining_loader_w0"], hf_env),
-                      [("pretrain_mlm_nsp", ours("pretrain", "--objective", "mlm-nsp", *steps), {}),
-                       ("pretrain_mlm", ours("pretrain", "--objective", "mlm", *steps), {}),
-                       ("pretrain_mlm_nsp_2maskers", ours("pretrain", "--objective", "mlm-nsp", "--workers", "2", *steps), {})]))
-        pairs.append(("trainer", (B("bench_trainer.py") + steps + ["--variants", "trainer_pretraining_w0"], hf_env), []))
+        pairs.append(("train_mlm", (B("bench_train_mlm.py") + steps + bprec + ["--variants", "pretraining_precollated,mlm_precollated,pretraining_loader_w0"], hf_env),
+                      [("pretrain_mlm_nsp", ours("pretrain", "--objective", "mlm-nsp", *steps, *oprec), {}),
+                       ("pretrain_mlm", ours("pretrain", "--objective", "mlm", *steps, *oprec), {}),
+                       ("pretrain_mlm_nsp_2maskers", ours("pretrain", "--objective", "mlm-nsp", "--workers", "2", *steps, *oprec), {})]))
+        pairs.append(("trainer", (B("bench_trainer.py") + steps + bprec + ["--variants", "trainer_pretraining_w0"], hf_env), []))
     if want("finetune"):
-        pairs.append(("finetune_cls", (B("bench_finetune_cls.py") + ["--warmup", "3", "--steps", str(a.steps + 4), "--variants", "seqcls"], hf_env),
-                      [("finetune", ours("finetune", "--warmup", "3", "--steps", str(a.steps + 4)), {}),
-                       ("finetune_grouped", ours("finetune", "--group-by-length", "--warmup", "3", "--steps", str(a.steps + 4)), {})]))
+        pairs.append(("finetune_cls", (B("bench_finetune_cls.py") + ["--warmup", "3", "--steps", str(a.steps + 4), "--variants", "seqcls"] + bprec, hf_env),
+                      [("finetune", ours("finetune", "--warmup", "3", "--steps", str(a.steps + 4), *oprec), {}),
+                       ("finetune_grouped", ours("finetune", "--group-by-length", "--warmup", "3", "--steps", str(a.steps + 4), *oprec), {})]))
     if want("qa"):
         # Extractive QA from the pre-trained MiniLM on SQuAD windows (the CPU override of
         # configs/finetune-qa-minilm.toml): scripts/qa_peer.py --bench is the plain loop.
         qa = ["--batch", "16", "--seq", "256"]
         qa_steps = ["--warmup", "2", "--steps", str(a.steps)]
-        pairs.append(("finetune_qa", ([a.py, "scripts/qa_peer.py", "--bench", "--threads", "2", *qa, "--stride", "96", *qa_steps], hf_env),
-                      [("finetune_qa", [a.pretune, "bench", "finetune", "--task", "qa", *qa, "--doc-stride", "96", *qa_steps,
+        pairs.append(("finetune_qa", ([a.py, "scripts/qa_peer.py", "--bench", "--threads", "2", *qa, "--stride", "96", *qa_steps, *bprec], hf_env),
+                      [("finetune_qa", [a.pretune, "bench", "finetune", "--task", "qa", *qa, "--doc-stride", "96", *qa_steps, *oprec,
                                         "--out", os.path.join(out, "runs")], {})]))
 
     results = {}  # key -> list of per-round JSON
@@ -130,7 +135,7 @@ def main():
             print(f"[memory] pretune stream x{scale}", file=sys.stderr, flush=True)
             record(f"ours_stream_x{scale}", run_json(ours("stream", "--scale", str(scale)), {}, log))
         print("[memory] pretune pretrain on the corpus x10", file=sys.stderr, flush=True)
-        record("ours_pretrain_mlm_nsp_x10", run_json(ours("pretrain", "--objective", "mlm-nsp", "--scale", "10", *steps), {}, log))
+        record("ours_pretrain_mlm_nsp_x10", run_json(ours("pretrain", "--objective", "mlm-nsp", "--scale", "10", *steps, *oprec), {}, log))
 
     report = render(results, a)
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -191,7 +196,7 @@ def render(results, a):
     row("tokenization, encode_batch, 1 thread", "tokens/s", "ours_tokenize_rayon1", variant("encode_batch", "tokens_per_s"), "base_tokenize", variant("raw_rayon1", "tokens_per_s"))
     row("tokenization, encode_batch, 2 threads", "tokens/s", "ours_tokenize_rayon2", variant("encode_batch", "tokens_per_s"), "base_tokenize", variant("raw_rayon2", "tokens_per_s"))
     row("tokenization, Loader path (word starts) 1 thread vs transformers call 2 threads", "tokens/s", "ours_tokenize_rayon1", variant("loader_encode_with_word_starts", "tokens_per_s"), "base_tokenize", variant("hf_call_rayon2", "tokens_per_s"))
-    row("MLM+NSP pre-training vs HF Trainer", "tokens/s", "ours_pretrain_mlm_nsp", top("tokens_per_s"), "base_trainer", variant("trainer_pretraining_w0", "tokens_per_s"), 2)
+    row("MLM+NSP pre-training vs HF Trainer", "tokens/s", "ours_pretrain_mlm_nsp", top("tokens_per_s"), "base_trainer", variant("trainer_pretraining_w0", "tokens_per_s"), 2.5)
     row("MLM+NSP pre-training vs plain loop + DataLoader + collator", "tokens/s", "ours_pretrain_mlm_nsp", top("tokens_per_s"), "base_train_mlm", variant("pretraining_loader_w0", "tokens_per_s"))
     row("MLM+NSP pre-training vs plain loop, pre-masked batches", "tokens/s", "ours_pretrain_mlm_nsp", top("tokens_per_s"), "base_train_mlm", variant("pretraining_precollated", "tokens_per_s"))
     row("MLM+NSP pre-training with 2 Masker workers (thread budget) vs 1", "tokens/s", "ours_pretrain_mlm_nsp_2maskers", top("tokens_per_s"), "ours_pretrain_mlm_nsp", top("tokens_per_s"))
@@ -232,7 +237,10 @@ def render(results, a):
     d = (results.get("ours_pretrain_mlm_nsp_x10") or [None])[0]
     if d and "error" not in d:
         extra.append(f"- MLM+NSP pre-training on the corpus x10: peak RSS {d['peak_rss_mb']:.0f} MB, {d['tokens_per_s']:,.0f} tokens/s.")
-    head = f"Rounds: {a.rounds}, timed steps per training run: {a.steps} (warm-up {a.warmup}); ratios are medians of pretune over medians of the baseline.\n\n"
+    cpu = next((d.get("cpu_model") for v in results.values() for d in v if d.get("cpu_model")), "")
+    units = next((d.get("bf16_units") for v in results.values() for d in v if d.get("bf16_units")), "")
+    head = f"Precision: {'bf16 (autocast) on both sides' if a.bf16 else 'fp32 on both sides'}. CPU: {cpu or 'unknown'} ({units or 'bf16 units unknown'}).\n"
+    head += f"Rounds: {a.rounds}, timed steps per training run: {a.steps} (warm-up {a.warmup}); ratios are medians of pretune over medians of the baseline.\n\n"
     return head + "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n"
 
 

@@ -124,6 +124,7 @@ def main():
     p.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", os.cpu_count() or 1)))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bench", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU (fp32 weights and AdamW), as the baseline's --bf16")
     p.add_argument("--out", default="")
     a = p.parse_args()
 
@@ -153,7 +154,8 @@ def main():
         at += a.batch
         x = tensors(batch)
         t0 = time.perf_counter()
-        out = model(**x, start_positions=torch.tensor([f["start"] for f in batch]), end_positions=torch.tensor([f["end"] for f in batch]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            out = model(**x, start_positions=torch.tensor([f["start"] for f in batch]), end_positions=torch.tensor([f["end"] for f in batch]))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -164,7 +166,7 @@ def main():
             times.append(time.perf_counter() - t0)
             real += int(x["attention_mask"].sum())
     train_s = time.perf_counter() - t_train
-    res = {"bench": "finetune_qa", "side": "transformers", "model": "BertForQuestionAnswering (all-MiniLM-L6-v2)", "threads": a.threads,
+    res = {"bench": "finetune_qa", "side": "transformers", "model": "BertForQuestionAnswering (all-MiniLM-L6-v2)", "threads": a.threads, "bf16": a.bf16,
            "batch": a.batch, "seq": a.seq, "stride": a.stride, "train_questions": len(recs), "train_windows": len(feats),
            "steps": len(times), "seconds": round(sum(times), 3), "s_per_step": round(sum(times) / len(times), 4),
            "s_per_step_median": round(float(np.median(times)), 4),

@@ -1,5 +1,7 @@
-//! The C ABI of `csrc/pretune_shim.cpp`: c10d process groups and the autocast dtype, which
-//! tch does not expose. Safe wrappers live in [`crate::dist`] and [`crate::train::precision`].
+//! The C ABI of `csrc/pretune_shim.cpp`: c10d process groups, the autocast dtype, libtorch's
+//! profiler and the fused AdamW kernel, which tch does not expose. Safe wrappers live in
+//! [`crate::dist`], [`crate::train::precision`], [`crate::train::profile`] and
+//! [`crate::train::adamw`].
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
@@ -9,6 +11,24 @@ extern "C" {
     pub(crate) fn pt_last_error() -> *const c_char;
     pub(crate) fn pt_autocast_set(device_type: c_int, enabled: c_int, dtype: c_int) -> c_int;
     pub(crate) fn pt_autocast_is_enabled(device_type: c_int) -> c_int;
+    pub(crate) fn pt_profiler_start() -> c_int;
+    pub(crate) fn pt_profiler_stop(path: *const c_char) -> c_int;
+    pub(crate) fn pt_scope_enter(name: *const c_char) -> *mut c_void;
+    pub(crate) fn pt_scope_exit(scope: *mut c_void);
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn pt_fused_adamw(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        n: c_int,
+        step: f64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> c_int;
     pub(crate) fn pt_c10d_available() -> c_int;
     pub(crate) fn pt_pg_new(backend: c_int, host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: c_int) -> *mut c_void;
     pub(crate) fn pt_pg_allreduce_sum(pg: *mut c_void, t: *mut C_tensor) -> c_int;

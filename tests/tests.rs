@@ -10,6 +10,7 @@ mod fuzz;
 mod observability;
 mod parity;
 mod pipeline;
+mod precision;
 mod qa;
 mod resume;
 mod util;

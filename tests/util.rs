@@ -54,6 +54,9 @@ log_every = 10
 eval_every = 0
 checkpoint_every = 30
 keep_last = 2
+# Pinned: `auto` would pick bf16 on a CPU with bf16 units, and the exact comparisons (resume,
+# 2 ranks = 1 process, parity with transformers) hold in fp32 on every machine.
+precision = "fp32"
 
 [pipeline]
 masker_workers = 2
@@ -142,6 +145,7 @@ lr = 1e-3
 warmup_ratio = 0.1
 log_every = 5
 keep_last = 1
+precision = "fp32"
 {extra}
 [metrics]
 listen = ""

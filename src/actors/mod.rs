@@ -541,6 +541,7 @@ fn run_pipeline(
     let metric = monitor.metric.clone();
     let system = actix::System::new();
     let plan = Arc::new(plan);
+    let profile_dir = crate::train::profile::dir_of(&out_dir);
     let result = system.block_on({
         let plan = plan.clone();
         let stop = stop.clone();
@@ -620,7 +621,10 @@ fn run_pipeline(
             );
             let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
             let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
-            let (precision, bucket_bytes) = (t.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize);
+            let choice = crate::train::precision::resolve(t.precision, plan.device);
+            tracing::info!(precision = ?choice.precision, why = %choice.why, "arithmetic");
+            let (precision, bucket_bytes) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize);
+            let profile = crate::train::profile::Window::new(t.profile_start, t.profile_steps, profile_dir.clone());
             let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
             handles.push(spawn(
                 "trainer".into(),
@@ -629,6 +633,7 @@ fn run_pipeline(
                     let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
                     let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip, groups);
                     state.set_precision(precision);
+                    state.set_profile(profile);
                     let mut init = None;
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {

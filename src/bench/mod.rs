@@ -145,9 +145,15 @@ pub struct BenchArgs {
     /// `cpu`, `cuda`, `auto`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// `fp32` or `bf16` (autocast on CUDA).
+    /// `fp32`, `bf16` (autocast) or `auto` (bf16 where the hardware has bf16 units); fp32 by
+    /// default so that a side-by-side comparison states its precision.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Training workloads: profile this many steps after the warm-up with libtorch's profiler
+    /// and add the self-time breakdown per op group to the JSON (0: off; the profiled steps are
+    /// slower, so time and profile in separate runs).
+    #[arg(long, default_value_t = 0)]
+    pub profile: u64,
     /// `pretrain`, `stream`: repeat the corpus this many times (peak RSS against corpus size).
     #[arg(long, default_value_t = 1)]
     pub scale: usize,
@@ -287,6 +293,8 @@ clip_grad_norm = 1.0
 log_every = {log_every}
 keep_last = 1
 precision = {precision:?}
+profile_steps = {profile}
+profile_start = {warmup}
 
 [pipeline]
 masker_workers = {workers}
@@ -308,6 +316,8 @@ listen = ""
         workers = a.workers.max(1),
         log_every = a.log_every.max(1),
         precision = a.precision,
+        profile = a.profile,
+        warmup = a.warmup,
     ))
 }
 

@@ -24,6 +24,14 @@ pub fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| round1(kb / 1024.0))
 }
 
+/// The CPU's model name (`/proc/cpuinfo`), or an empty string.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_default()
+}
+
 /// Rounds to one decimal (JSON readability).
 pub fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0

@@ -97,10 +97,19 @@ fn train_flops(a: &BenchArgs, shape: (usize, usize, usize, usize), vocab: usize,
     3.0 * fwd
 }
 
+/// What the bench's device says about bf16 units (recorded next to every number).
+fn bf16_units(device: &str) -> String {
+    let device = if device.starts_with("cuda") { tch::Device::cuda_if_available() } else { tch::Device::Cpu };
+    match crate::train::precision::probe(device) {
+        crate::train::precision::Bf16Support::Native(how) | crate::train::precision::Bf16Support::Missing(how) => how,
+    }
+}
+
 fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> Value {
     let sps = 1.0 / t.s_per_step;
-    json!({
+    let mut v = json!({
         "batch": a.batch, "seq": a.seq, "threads": a.threads, "device": a.device, "precision": a.precision,
+        "cpu_model": super::sys::cpu_model(), "bf16_units": bf16_units(&a.device),
         "model": a.model, "warmup_steps": a.warmup,
         "timing": t,
         "steps_per_s": round4(sps), "sequences_per_s": round4(sps * a.batch as f64),
@@ -108,7 +117,21 @@ fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> V
         "train_step_gflop_dense_equivalent": round1(flops / 1e9),
         "achieved_gflops_dense_equivalent": round1(flops * sps / 1e9),
         "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
-    })
+    });
+    if a.profile > 0 {
+        v["profiled_steps"] = a.profile.into();
+        v["gemm_flop_per_step"] = round1(flops / 1e9).into();
+    }
+    v
+}
+
+/// The profile's breakdown of a run in `dir`, when `--profile` asked for one.
+fn with_profile(mut v: Value, a: &BenchArgs, dir: &Path) -> Value {
+    if a.profile > 0 {
+        let file = crate::train::profile::dir_of(dir).join("breakdown.json");
+        v["profile"] = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+    }
+    v
 }
 
 /// BERT pre-training through the whole pipeline (Loader, Masker workers, Trainer, Coordinator),
@@ -136,7 +159,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
     v["masker_workers"] = a.workers.max(1).into();
     v["scale"] = a.scale.into();
     v["vocab_size"] = vocab.into();
-    Ok(v)
+    Ok(with_profile(v, a, &dir))
 }
 
 /// The baseline's fine-tuning task: windows of consecutive sentences up to `seq - 2` tokens,
@@ -174,12 +197,14 @@ fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
 fn train_section(a: &BenchArgs, lr: &str, clip: &str) -> String {
     format!(
         "[train]\nbatch_size = {}\nmax_seq_len = {}\nmax_steps = {}\nepochs = 0\nlr = {lr}\nwarmup_ratio = 0.0\ndecay = \"constant\"\n\
-         weight_decay = 0.01\nclip_grad_norm = {clip}\nlog_every = {}\nkeep_last = 1\nprecision = {:?}\ngroup_by_length = {}\n\n[metrics]\nlisten = \"\"\n",
+         weight_decay = 0.01\nclip_grad_norm = {clip}\nlog_every = {}\nkeep_last = 1\nprecision = {:?}\nprofile_steps = {}\nprofile_start = {}\ngroup_by_length = {}\n\n[metrics]\nlisten = \"\"\n",
         a.batch,
         a.seq,
         a.warmup + a.steps,
         a.log_every.max(1),
         a.precision,
+        a.profile,
+        a.warmup,
         a.group_by_length,
     )
 }
@@ -240,7 +265,7 @@ path = {tok:?}
     v["bench"] = "finetune".into();
     v["variant"] = if a.group_by_length { "seqcls_group_by_length" } else { "seqcls" }.into();
     v["train_examples"] = examples.into();
-    Ok(v)
+    Ok(with_profile(v, a, &dir))
 }
 
 /// Extractive question answering from a pre-trained BERT (`--init`, all-MiniLM-L6-v2 by
@@ -296,7 +321,7 @@ train = [{train:?}]
     v["doc_stride"] = a.doc_stride.into();
     v["train_questions"] = questions.into();
     v["train_windows"] = windows.into();
-    Ok(v)
+    Ok(with_profile(v, a, &dir))
 }
 
 #[cfg(test)]

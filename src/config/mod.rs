@@ -98,11 +98,15 @@ impl Default for DistConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Everything in fp32.
+    /// bf16 where the hardware has bf16 units (CUDA 8.0+, a CPU with AMX-BF16 or
+    /// AVX512-BF16), fp32 elsewhere: `train::precision::resolve` decides and logs why.
     #[default]
+    Auto,
+    /// Everything in fp32.
     Fp32,
-    /// Autocast to bfloat16 (matmuls and attention in bf16, reductions and weights in fp32);
-    /// CUDA only: on the CPU it is slower than fp32 without AVX-512 BF16.
+    /// Autocast to bfloat16 (matmuls and attention in bf16; weights, gradients, optimizer
+    /// moments and loss reductions in fp32), on any device: emulated, and slower than fp32,
+    /// where the hardware has no bf16 units.
     Bf16,
 }
 
@@ -552,8 +556,14 @@ pub struct TrainConfig {
     pub freeze_embeddings: bool,
     /// Fine-tuning: keep the first K encoder layers fixed.
     pub freeze_layers: i64,
-    /// `fp32`, or `bf16` autocast (CUDA).
+    /// `auto` (bf16 where the hardware computes it natively), `fp32`, or `bf16` autocast.
     pub precision: Precision,
+    /// Profile this many updates with libtorch's profiler (0: off) into `OUT_DIR/profile/`
+    /// (`trace.json` for chrome://tracing or Perfetto, `breakdown.json`: self time per op group).
+    pub profile_steps: u64,
+    /// The first profiled update (after warm-up: allocations and oneDNN's kernel choices
+    /// happen in the first steps).
+    pub profile_start: u64,
     /// Fine-tuning: batch examples of similar length (shuffled, then sorted by length within
     /// windows of 50 batches, batches shuffled), like `transformers`' `group_by_length`: less
     /// padding, same examples per epoch.
@@ -587,7 +597,9 @@ impl Default for TrainConfig {
             layerwise_lr_decay: 1.0,
             freeze_embeddings: false,
             freeze_layers: 0,
-            precision: Precision::Fp32,
+            precision: Precision::Auto,
+            profile_steps: 0,
+            profile_start: 3,
             group_by_length: false,
         }
     }

@@ -6,3 +6,4 @@ pub mod schedule;
 pub mod step;
 pub mod policy;
 pub mod precision;
+pub mod profile;

@@ -60,6 +60,7 @@ pub struct TrainState {
     pub step: u64,
     dist: Option<DistParts>,
     precision: crate::config::Precision,
+    profile: Option<super::profile::Window>,
 }
 
 /// What became of one update.
@@ -104,7 +105,7 @@ impl TrainState {
             params.push((name, var, scale));
         }
         let opt = AdamW::with_lr_scales(params, adamw);
-        TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default() }
+        TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default(), profile: None }
     }
 
     /// Copies the starting weights (`[init]`) in by name; a fresh start loads nothing.
@@ -115,10 +116,15 @@ impl TrainState {
         crate::finetune::init::load_start(&self.vs, source)
     }
 
-    /// Forward and backward in `precision` (bf16 autocasts on CUDA; see
-    /// [`super::precision`]).
+    /// Forward and backward in `precision`, already resolved (`fp32` or `bf16`; see
+    /// [`super::precision::resolve`]).
     pub fn set_precision(&mut self, precision: crate::config::Precision) {
         self.precision = precision;
+    }
+
+    /// Profiles a window of updates (see [`super::profile`]).
+    pub fn set_profile(&mut self, window: super::profile::Window) {
+        self.profile = Some(window);
     }
 
     /// Joins a data-parallel run: every rank takes rank 0's weights (after a resume too, so
@@ -176,6 +182,18 @@ impl TrainState {
     /// # Errors
     /// [`crate::dist::DistError`] when a collective fails.
     pub fn train_step(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
+        let step = self.step;
+        if let Some(p) = &mut self.profile {
+            p.before(step);
+        }
+        let result = self.update(micro);
+        if let Some(p) = &mut self.profile {
+            p.after(step);
+        }
+        result
+    }
+
+    fn update(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
         tch::manual_seed(step_seed(self.seed, self.step));
         let device = self.vs.device();
         // Divisors of the whole update, known on the host (summed over the ranks).
@@ -213,6 +231,7 @@ impl TrainState {
                 });
             }
             if let Some(loss) = loss {
+                let _scope = super::profile::Scope::enter("pretune::backward");
                 loss.backward();
             }
         }
@@ -234,7 +253,10 @@ impl TrainState {
             metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
         }
         let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t)| acc + t.to_kind(Kind::Float));
-        let grad_norm = self.opt.clip_grad_norm(self.clip);
+        let grad_norm = {
+            let _scope = super::profile::Scope::enter("pretune::clip_grad_norm");
+            self.opt.clip_grad_norm(self.clip)
+        };
         let lr = self.lr_override.unwrap_or_else(|| self.schedule.at(self.step));
         // Sync point: one boolean per update.
         let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
@@ -243,8 +265,11 @@ impl TrainState {
             self.opt.zero_grad();
             return Ok(StepResult::Skipped(out));
         }
-        self.opt.step(lr);
-        self.opt.zero_grad();
+        {
+            let _scope = super::profile::Scope::enter("pretune::optimizer");
+            self.opt.step(lr);
+            self.opt.zero_grad();
+        }
         self.step += 1;
         Ok(StepResult::Applied(out))
     }
