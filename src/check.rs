@@ -22,13 +22,18 @@ pub struct CheckReport {
     pub parameters: i64,
     /// Starting weights: `fresh`, or where they come from and how many tensors load.
     pub init: String,
+    /// The arithmetic `train.precision` resolves to on this machine, and why.
+    pub precision: String,
 }
 
 impl CheckReport {
     /// One line for humans.
     pub fn line(&self) -> String {
         let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
-        format!("ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}", self.phase, self.train, self.steps, self.parameters, self.init)
+        format!(
+            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}",
+            self.phase, self.train, self.steps, self.parameters, self.init, self.precision
+        )
     }
 }
 
@@ -88,7 +93,8 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         }
         None => format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len()),
     };
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init })
+    let precision = crate::train::precision::resolve(plan.config.train.precision, plan.device).why;
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision })
 }
 
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does

@@ -91,4 +91,8 @@ fn auto_precision_follows_the_cpu_and_says_why() {
     let native = matches!(pretune::train::precision::probe(tch::Device::Cpu), pretune::train::precision::Bf16Support::Native(_));
     let want = if native { "auto: bf16, since the CPU reports" } else { "auto: fp32, since the CPU reports neither" };
     assert!(log.contains(want), "want `{want}` in:\n{log}");
+    // `check` says the same before anything trains.
+    let (code, out, err) = run_cli(&["check", cfg.to_str().unwrap(), "--set", "train.precision=auto"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(want), "{out}");
 }

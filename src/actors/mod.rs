@@ -624,6 +624,7 @@ fn run_pipeline(
             let choice = crate::train::precision::resolve(t.precision, plan.device);
             tracing::info!(precision = ?choice.precision, why = %choice.why, "arithmetic");
             let (precision, bucket_bytes) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize);
+            let fused_adamw = t.fused_adamw;
             let profile = crate::train::profile::Window::new(t.profile_start, t.profile_steps, profile_dir.clone());
             let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
             handles.push(spawn(
@@ -634,6 +635,7 @@ fn run_pipeline(
                     let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip, groups);
                     state.set_precision(precision);
                     state.set_profile(profile);
+                    state.set_fused_adamw(fused_adamw);
                     let mut init = None;
                     if let Some((dir, step)) = resume_from {
                         if let Err(e) = state.load_checkpoint(&dir, step) {

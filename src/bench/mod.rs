@@ -154,6 +154,10 @@ pub struct BenchArgs {
     /// slower, so time and profile in separate runs).
     #[arg(long, default_value_t = 0)]
     pub profile: u64,
+    /// Training workloads: AdamW tensor by tensor instead of libtorch's fused kernel (to
+    /// measure the lever).
+    #[arg(long)]
+    pub unfused_adamw: bool,
     /// `pretrain`, `stream`: repeat the corpus this many times (peak RSS against corpus size).
     #[arg(long, default_value_t = 1)]
     pub scale: usize,
@@ -295,6 +299,7 @@ keep_last = 1
 precision = {precision:?}
 profile_steps = {profile}
 profile_start = {warmup}
+fused_adamw = {fused}
 
 [pipeline]
 masker_workers = {workers}
@@ -318,6 +323,7 @@ listen = ""
         precision = a.precision,
         profile = a.profile,
         warmup = a.warmup,
+        fused = !a.unfused_adamw,
     ))
 }
 

@@ -109,7 +109,7 @@ fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> V
     let sps = 1.0 / t.s_per_step;
     let mut v = json!({
         "batch": a.batch, "seq": a.seq, "threads": a.threads, "device": a.device, "precision": a.precision,
-        "cpu_model": super::sys::cpu_model(), "bf16_units": bf16_units(&a.device),
+        "cpu_model": super::sys::cpu_model(), "bf16_units": bf16_units(&a.device), "fused_adamw": !a.unfused_adamw,
         "model": a.model, "warmup_steps": a.warmup,
         "timing": t,
         "steps_per_s": round4(sps), "sequences_per_s": round4(sps * a.batch as f64),
@@ -197,7 +197,7 @@ fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
 fn train_section(a: &BenchArgs, lr: &str, clip: &str) -> String {
     format!(
         "[train]\nbatch_size = {}\nmax_seq_len = {}\nmax_steps = {}\nepochs = 0\nlr = {lr}\nwarmup_ratio = 0.0\ndecay = \"constant\"\n\
-         weight_decay = 0.01\nclip_grad_norm = {clip}\nlog_every = {}\nkeep_last = 1\nprecision = {:?}\nprofile_steps = {}\nprofile_start = {}\ngroup_by_length = {}\n\n[metrics]\nlisten = \"\"\n",
+         weight_decay = 0.01\nclip_grad_norm = {clip}\nlog_every = {}\nkeep_last = 1\nprecision = {:?}\nprofile_steps = {}\nprofile_start = {}\nfused_adamw = {}\ngroup_by_length = {}\n\n[metrics]\nlisten = \"\"\n",
         a.batch,
         a.seq,
         a.warmup + a.steps,
@@ -205,6 +205,7 @@ fn train_section(a: &BenchArgs, lr: &str, clip: &str) -> String {
         a.precision,
         a.profile,
         a.warmup,
+        !a.unfused_adamw,
         a.group_by_length,
     )
 }

@@ -558,6 +558,9 @@ pub struct TrainConfig {
     pub freeze_layers: i64,
     /// `auto` (bf16 where the hardware computes it natively), `fp32`, or `bf16` autocast.
     pub precision: Precision,
+    /// AdamW through libtorch's fused kernel (`torch.optim.AdamW(fused=True)`); `false`: the
+    /// tensor-by-tensor reference (same arithmetic, eight passes over the moments).
+    pub fused_adamw: bool,
     /// Profile this many updates with libtorch's profiler (0: off) into `OUT_DIR/profile/`
     /// (`trace.json` for chrome://tracing or Perfetto, `breakdown.json`: self time per op group).
     pub profile_steps: u64,
@@ -598,6 +601,7 @@ impl Default for TrainConfig {
             freeze_embeddings: false,
             freeze_layers: 0,
             precision: Precision::Auto,
+            fused_adamw: true,
             profile_steps: 0,
             profile_start: 3,
             group_by_length: false,

@@ -229,14 +229,14 @@ impl Bert {
         let h = self.cfg.hidden_size;
         let idx = key_mask.view([b * t]).nonzero().squeeze_dim(1);
         let e = &self.embeddings;
-        let mut x = e.norm.forward(&super::gather_rows(&x.view([b * t, h]), &idx)).dropout(e.dropout, train);
+        let mut x = e.norm.forward(&x.view([b * t, h]).index_select(0, &idx)).dropout(e.dropout, train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let attn_p = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
         let pad = |y: &Tensor| Tensor::zeros([b * t, h], (y.kind(), y.device())).index_copy(0, &idx, y).view([b, t, heads, d]).transpose(1, 2);
         for l in &self.layers {
             let (q, k, v) = (pad(&l.query.forward(&x)), pad(&l.key.forward(&x)), pad(&l.value.forward(&x)));
             let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(key_mask), attn_p, false, None, false);
-            let ctx = super::gather_rows(&ctx.transpose(1, 2).reshape([b * t, h]), &idx);
+            let ctx = ctx.transpose(1, 2).reshape([b * t, h]).index_select(0, &idx);
             let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(self.cfg.hidden_dropout_prob, train) + &x));
             let i = l.intermediate.forward(&a).gelu("none");
             x = l.out_norm.forward(&(l.output.forward(&i).dropout(self.cfg.hidden_dropout_prob, train) + &a));
@@ -310,7 +310,7 @@ impl BertForMaskedLM {
     /// * `labels`: `[n]` their original ids
     /// * `n_scored`: the divisor, known on the host (no device sync to normalise)
     pub fn mlm_loss(&self, hidden: &Tensor, positions: &Tensor, labels: &Tensor, n_scored: usize) -> MlmOutput {
-        let h = super::gather_rows(&hidden.view([-1, hidden.size()[2]]), positions);
+        let h = hidden.view([-1, hidden.size()[2]]).index_select(0, positions);
         let logits = self.predict(&h);
         let loss = logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, IGNORE, 0.0) / (n_scored.max(1) as f64);
         MlmOutput { loss, logits }

@@ -279,7 +279,7 @@ impl PretrainModel {
                 (m.forward(&b.input_ids, pos, block, prefix, train), None)
             }
         };
-        let h = crate::model::gather_rows(&hidden.view([-1, hidden.size()[2]]), &b.masked_positions);
+        let h = hidden.view([-1, hidden.size()[2]]).index_select(0, &b.masked_positions);
         let lm_logits = match self {
             PretrainModel::Bert(m) => m.predict(&h),
             PretrainModel::Glm(m) => m.logits(&h),

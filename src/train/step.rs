@@ -122,6 +122,11 @@ impl TrainState {
         self.precision = precision;
     }
 
+    /// AdamW through the fused kernel (`true`, the default) or tensor by tensor.
+    pub fn set_fused_adamw(&mut self, fused: bool) {
+        self.opt.set_fused(fused);
+    }
+
     /// Profiles a window of updates (see [`super::profile`]).
     pub fn set_profile(&mut self, window: super::profile::Window) {
         self.profile = Some(window);
