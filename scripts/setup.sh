@@ -7,16 +7,18 @@ cd "$(dirname "$0")/.."
 
 check='import sys, torch, transformers, safetensors, grafana_foundation_sdk; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
 prometheus_tools() {
-    # The observability tests start a real Prometheus and lint with promtool; distributed
-    # training compiles against Gloo's headers (libtorch ships c10d but not gloo/*.h). Debian.
+    # The observability tests start a real Prometheus, lint and unit-test with promtool, and
+    # render the run report in headless Chromium; distributed training compiles against Gloo's
+    # headers (libtorch ships c10d but not gloo/*.h). Debian.
     local need=()
     command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+    command -v chromium >/dev/null || need+=(chromium)
     [ -f /usr/include/gloo/algorithm.h ] || need+=(libgloo-dev)
     [ ${#need[@]} -eq 0 ] && return
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     else
-        echo "setup: install Debian's ${need[*]} (prometheus/promtool for the observability tests, libgloo-dev for distributed training)" >&2
+        echo "setup: install Debian's ${need[*]} (prometheus/promtool and chromium for the observability tests, libgloo-dev for distributed training)" >&2
         exit 1
     fi
 }

@@ -113,10 +113,15 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
-    /// Plots from a run's events.jsonl: RUN_DIR/report/index.html and SVG files.
+    /// A run's report from its events.jsonl and config: RUN_DIR/report/index.html (tables and
+    /// SVG charts); several runs overlay their curves (into --out, default ./pretune-report).
     Report {
-        /// A run's output folder.
-        run_dir: PathBuf,
+        /// Run output folders.
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// Where to write the report (default: RUN_DIR/report for one run).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Benchmarks: the workloads of `../shared/bench` (PyTorch + transformers) through
     /// pretune, one JSON line on stdout. See BENCHMARKS.md and scripts/bench-side-by-side.sh.
@@ -345,7 +350,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Report { run_dir } => match pretune::report::report(&run_dir) {
+        Command::Report { run_dirs, out } => match pretune::report::report(&run_dirs, out.as_deref()) {
             Ok(index) => {
                 println!("wrote {}", index.display());
                 ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 //! answered by it, and `pretune report`.
 
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,17 @@ impl Drop for Guard {
     }
 }
 
+/// Kills a child's whole process group (a launcher and its ranks) when dropped.
+struct GroupGuard(Child);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: signals a process group this test created.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
 fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> Guard {
     let mut c = Command::new(bin());
     c.args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}"), "--set", &format!("metrics.linger_s={linger_s}")]);
@@ -25,18 +37,6 @@ fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> Guard {
         c.args(["--set", e]);
     }
     Guard(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
-}
-
-fn wait(g: &mut Guard, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(s) = g.0.try_wait().unwrap() {
-            assert!(s.success(), "run failed: {s}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("run did not finish within {limit:?}");
 }
 
 /// Polls `/metrics` until the trainer has counted tokens, then returns the page.
@@ -65,6 +65,38 @@ fn prom_query(port: u16, expr: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_default()
 }
 
+/// A Prometheus API answer; HTTP/1.0, since large HTTP/1.1 answers come chunked.
+fn prom_query_path(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return serde_json::Value::Null };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or_default()
+}
+
+/// `n` consecutive free ports (the first is returned): a data-parallel run serves rank r on
+/// its base port + r.
+fn free_port_block(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// Polls `/metrics` on `port` until `phase` has counted `steps` updates.
+fn wait_for_steps(port: u16, phase: &str, steps: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let done = |body: String| body.lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains(phase) && l.ends_with(&format!(" {steps}")));
+    while !done(http_get(port, "/metrics").unwrap_or_default()) {
+        assert!(Instant::now() < deadline, "{phase} did not reach {steps} updates");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn by_phase(v: &serde_json::Value) -> std::collections::BTreeMap<String, f64> {
     v["data"]["result"]
         .as_array()
@@ -79,10 +111,21 @@ fn by_phase(v: &serde_json::Value) -> std::collections::BTreeMap<String, f64> {
 #[test]
 fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // A 2-rank pre-training serves on `port` and `port + 1`, the fine-tuning on `port + 2`.
+    let port = free_port_block(3);
     let prom_port = free_port();
     let conf = dir.path().join("prometheus.yml");
-    std::fs::write(&conf, format!("global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pretune\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")).unwrap();
+    let rules = root().join("grafana/alerts.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: pretune\n    static_configs: [{{targets: ['127.0.0.1:{port}', '127.0.0.1:{}', '127.0.0.1:{}']}}]\n",
+            rules.display(),
+            port + 1,
+            port + 2
+        ),
+    )
+    .unwrap();
     let prom = Command::new("prometheus")
         .args([
             &format!("--config.file={}", conf.display()),
@@ -99,6 +142,10 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
         assert!(Instant::now() < deadline, "prometheus did not get ready");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The alert rules load and evaluate.
+    let groups = prom_query_path(prom_port, "/api/v1/rules");
+    let loaded: Vec<&str> = groups["data"]["groups"][0]["rules"].as_array().map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(loaded.len(), 7, "alert rules: {groups}");
 
     // The scrape loop runs before training starts (`up` exists, 0 while nothing listens).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -106,25 +153,54 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
         assert!(Instant::now() < deadline, "prometheus never scraped");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Phase 1: pre-training, with evaluations and checkpoints; long enough for several scrapes.
+    // Phase 1: pre-training on 2 ranks, with evaluations and checkpoints; long enough for
+    // several scrapes; both ranks linger so their series stay fresh while the queries run.
     let cfg = tiny_config(dir.path());
-    let mut run = train(&cfg, port, 4, &["train.max_steps=240", "train.eval_every=80", "train.checkpoint_every=80", &format!("run.out_dir={}", dir.path().join("pre").display())]);
+    let mut launch = Command::new(bin());
+    launch.args(["launch", "--nproc", "2", cfg.to_str().unwrap()]);
+    for e in [
+        format!("metrics.listen=127.0.0.1:{port}"),
+        "metrics.linger_s=150".into(),
+        "metrics.run_id=pre-2ranks".into(),
+        "train.max_steps=200".into(),
+        "train.eval_every=50".into(),
+        "train.checkpoint_every=50".into(),
+        "pipeline.masker_workers=1".into(),
+        format!("run.out_dir={}", dir.path().join("pre").display()),
+    ] {
+        launch.args(["--set", &e]);
+    }
+    // Its own process group, so the guard takes the ranks down with the launcher.
+    let _pre = GroupGuard(launch.process_group(0).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     promtool_check(&scrape_when_training(port, "pretrain"));
+    promtool_check(&scrape_when_training(port + 1, "pretrain"));
     // Bounds, not timings: generous for a loaded 2-core CI machine.
-    wait(&mut run, Duration::from_secs(400));
-    // Phase 2: fine-tuning on the spam set, evaluated twice.
+    wait_for_steps(port, "pretrain", 200, Duration::from_secs(400));
+    // Phase 2: fine-tuning on the spam set, evaluated three times; long enough for several
+    // scrapes to see it count (the tiny model takes a few ms per update).
     let spam = root().join("data/spam");
     let ft = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
     // It lingers while the queries run: once a target is gone, Prometheus marks its gauges
     // stale and instant queries of them return nothing.
-    let _run = train(&ft, port, 120, &["train.epochs=0", "train.max_steps=60", "train.eval_every=20", &format!("run.out_dir={}", dir.path().join("ft").display())]);
-    promtool_check(&scrape_when_training(port, "finetune"));
-    let deadline = Instant::now() + Duration::from_secs(400);
-    while !http_get(port, "/metrics").unwrap_or_default().lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("finetune") && l.ends_with(" 60")) {
-        assert!(Instant::now() < deadline, "fine-tuning did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let _run = train(&ft, port + 2, 120, &["train.epochs=0", "train.max_steps=300", "train.eval_every=100", "metrics.run_id=ft-1rank", &format!("run.out_dir={}", dir.path().join("ft").display())]);
+    promtool_check(&scrape_when_training(port + 2, "finetune"));
+    wait_for_steps(port + 2, "finetune", 300, Duration::from_secs(400));
     std::thread::sleep(Duration::from_millis(2500)); // two more scrapes of the final values
+
+    // Both runs and both ranks are told apart by their labels.
+    let runs = prom_query(prom_port, "count by (run_id, rank) (pretune_build_info)");
+    let mut seen: Vec<(String, String)> = runs["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["run_id"].as_str().unwrap_or("").to_string(), r["metric"]["rank"].as_str().unwrap_or("").to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [("ft-1rank", "0"), ("pre-2ranks", "0"), ("pre-2ranks", "1")].map(|(a, b)| (a.to_string(), b.to_string())), "{runs}");
+    // Healthy runs raise no alert (a rank-missing or stalled rule that fires here is wrong).
+    let alerts = prom_query_path(prom_port, "/api/v1/alerts");
+    let firing: Vec<&str> = alerts["data"]["alerts"].as_array().map(|a| a.iter().filter_map(|x| x["labels"]["alertname"].as_str()).collect()).unwrap_or_default();
+    assert!(firing.is_empty(), "alerts on healthy runs: {alerts}");
 
     let rate = by_phase(&prom_query(prom_port, "sum by (phase) (rate(pretune_tokens_total{stage=\"trainer\"}[1m]))"));
     assert!(rate.get("pretrain").is_some_and(|&r| r > 0.0), "pretrain throughput: {rate:?}");
@@ -137,16 +213,65 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
         .arg(root().join("scripts/check_dashboards.py"))
         .arg(format!("http://127.0.0.1:{prom_port}"))
         .args(&dashboards)
+        .args(["--min-values", "rank=2", "--min-values", "run_id=2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "dashboards:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
-    // The run report from the same runs.
+    // The run report from the same runs, checked the way a user sees it: in a browser.
     for run_dir in ["pre", "ft"] {
         let (code, stdout, err) = crate::util::run_cli(&["report", dir.path().join(run_dir).to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
-        let html = std::fs::read_to_string(dir.path().join(run_dir).join("report/index.html")).unwrap();
+        let index = dir.path().join(run_dir).join("report/index.html");
+        let html = std::fs::read_to_string(&index).unwrap();
         assert!(html.matches("<svg").count() >= 4, "{stdout}");
-        assert!(html.contains("learning rate") && html.contains("eval accuracy"));
+        assert!(html.contains("learning rate") && html.contains("eval accuracy") && html.contains("median tokens/s"));
+        if run_dir == "ft" {
+            assert!(html.contains("fine-tuning: training vs held-out loss"), "the over-fitting curve");
+        }
+        browser_check(&index, &root().join(format!("target/report-{run_dir}.png")));
+    }
+    // Two runs overlaid, with a legend naming both.
+    let both = dir.path().join("both");
+    let (code, _, err) = crate::util::run_cli(&["report", dir.path().join("pre").to_str().unwrap(), dir.path().join("ft").to_str().unwrap(), "--out", both.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(both.join("index.html")).unwrap();
+    assert!(html.contains("pre · pretrain") && html.contains("ft · finetune"), "legend names both runs");
+    browser_check(&both.join("index.html"), &root().join("target/report-overlay.png"));
+}
+
+/// Renders a report in headless Chromium (Debian's `chromium`, installed by the set-up): its
+/// DOM after the page's own layout check must show every chart drawn and none cut off, and a
+/// screenshot goes to `png` for a person to look at.
+fn browser_check(index: &Path, png: &Path) {
+    let url = format!("file://{}", index.display());
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=800,1200", "--virtual-time-budget=5000"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium (Debian package; `make setup` installs it)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let charts = std::fs::read_to_string(index).unwrap().matches("<svg").count();
+    assert!(dom.contains(&format!("data-charts=\"{charts}\"")), "the browser did not lay out {charts} charts:\n{}", &dom[..dom.len().min(600)]);
+    assert!(dom.contains("data-empty=\"0\"") && dom.contains("data-clipped=\"0\""), "empty or clipped charts:\n{}", &dom[..dom.len().min(600)]);
+    let _ = std::fs::remove_file(png);
+    let shot = chromium(&[&format!("--screenshot={}", png.display())]);
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    assert!(std::fs::metadata(png).map(|m| m.len()).unwrap_or(0) > 10_000, "no screenshot at {}", png.display());
+}
+
+/// The alert rules and the shipped Prometheus config, tested like code: syntax, then the unit
+/// tests in `grafana/alerts.test.yml` (synthetic series; which alerts fire and which stay
+/// silent).
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let grafana = root().join("grafana");
+    for args in [&["check", "config", "prometheus.yml"][..], &["check", "rules", "alerts.yml"], &["test", "rules", "alerts.test.yml"]] {
+        let out = Command::new("promtool").args(args).current_dir(&grafana).output().expect("promtool (Debian package prometheus)");
+        assert!(out.status.success(), "promtool {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -134,7 +134,10 @@ impl Handler<Save> for Checkpointer {
                 metrics::histogram!(names::CHECKPOINT_DURATION).record(write_s);
                 self.coordinator.do_send(Event::Saved { step, path, write_s, stall_s: msg.stall_s });
             }
-            Err(e) => self.coordinator.do_send(Event::Failed { stage: "checkpointer", error: Arc::new(e) }),
+            Err(e) => {
+                metrics::counter!(names::CHECKPOINT_FAILURES).increment(1);
+                self.coordinator.do_send(Event::Failed { stage: "checkpointer", error: Arc::new(e) })
+            }
         }
     }
 }

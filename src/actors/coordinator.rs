@@ -56,6 +56,8 @@ pub struct Coordinator {
     /// Results still owed by the Evaluator and Checkpointer once the Trainer is done.
     owed: Option<(u64, u64)>,
     evals_seen: u64,
+    /// Evaluations since the monitored metric improved (exported as a gauge).
+    evals_since_best: u64,
     saves_seen: u64,
     done: Option<oneshot::Sender<Outcome>>,
     checkpointer: Option<Addr<Checkpointer>>,
@@ -149,6 +151,7 @@ impl Coordinator {
             outcome: Some(Outcome { totals: None, last_eval: None, last_checkpoint: None, best: None, max_checkpoint_stall_s: 0.0, failure: None }),
             owed: None,
             evals_seen: 0,
+            evals_since_best: 0,
             saves_seen: 0,
             done: Some(done),
             checkpointer: None,
@@ -238,6 +241,11 @@ impl Handler<Event> for Coordinator {
                 self.progress.println(&format!("eval  step {step}: {}", metrics.summary()));
                 self.log_event(json!({ "phase": phase, "step": step, "eval": metrics }));
                 let best = self.monitor.score(&metrics).and_then(|score| improves(self.best, step, score));
+                if metrics.get(&self.monitor.metric).is_some() {
+                    self.evals_since_best = if best.is_some() { 0 } else { self.evals_since_best + 1 };
+                    metrics::gauge!(crate::metrics::names::EVALS_SINCE_BEST, "phase" => phase, "metric" => self.monitor.metric.clone())
+                        .set(self.evals_since_best as f64);
+                }
                 if let Some(b) = best {
                     self.best = Some(b);
                     if let Some(o) = self.outcome.as_mut() {

@@ -457,7 +457,9 @@ fn run_pipeline(
     let resolved = toml::to_string(&c).unwrap_or_default();
     std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
     if let Some(addr) = plan.metrics_addr {
-        let labels: Vec<(&str, String)> = if world > 1 { vec![("rank", rank.to_string())] } else { Vec::new() };
+        // Every run labels its rank (0 alone), so dashboards and alerts select and group by it
+        // the same way for one process and for many.
+        let labels: Vec<(&str, String)> = vec![("rank", rank.to_string())];
         crate::metrics::install_with(addr, &plan.run_id, &labels)?;
         tracing::info!(%addr, "serving Prometheus metrics");
     }

@@ -184,6 +184,12 @@ impl Trainer {
         let depth = gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer");
         let lr_g = gauge!(names::LEARNING_RATE, "phase" => phase);
         let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
+        let last_step_g = gauge!(names::LAST_STEP_TIME, "phase" => phase);
+        let step_g = gauge!(names::STEP, "phase" => phase);
+        step_g.set(self.state.step as f64);
+        last_step_g.set(unix_now());
+        gauge!(names::MAX_STEPS, "phase" => phase).set(self.policy.max_steps as f64);
+        gauge!(names::WORLD_SIZE).set(self.state.rank_world().1 as f64);
 
         let nonfinite_c = counter!(names::NONFINITE_STEPS, "phase" => phase);
         let device_memory = crate::metrics::device::DeviceMemory::new(self.state.vs.device());
@@ -271,6 +277,8 @@ impl Trainer {
             tokens_c.increment(n_tok);
             samples_c.increment(n_seq);
             steps_c.increment(1);
+            last_step_g.set(unix_now());
+            step_g.set(self.state.step as f64);
             lr_g.set(out.lr);
 
             let step = self.state.step;
@@ -449,3 +457,7 @@ impl Trainer {
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}

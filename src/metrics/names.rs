@@ -36,6 +36,22 @@ pub const ALLREDUCE: &str = "pretune_allreduce_seconds";
 pub const DEVICE_MEMORY: &str = "pretune_device_memory_used_bytes";
 /// Events a subscriber missed because its mailbox was full.
 pub const EVENTS_DROPPED: &str = "pretune_events_dropped_total";
+/// Unix time of the latest optimizer update, by `phase` (set at the start too): "time since
+/// the last step" for the stalled-run alert and the dashboard's status row.
+pub const LAST_STEP_TIME: &str = "pretune_last_step_timestamp_seconds";
+/// The latest update's number, by `phase` (counting from the run's start across resumes,
+/// unlike [`STEPS`], which counts this process's updates).
+pub const STEP: &str = "pretune_step";
+/// The run's planned updates, by `phase` (with the step rate: the ETA).
+pub const MAX_STEPS: &str = "pretune_max_steps";
+/// Processes in the run (1 without data parallelism): a rank missing from the scrape shows as
+/// fewer series than this.
+pub const WORLD_SIZE: &str = "pretune_world_size";
+/// Checkpoint writes that failed.
+pub const CHECKPOINT_FAILURES: &str = "pretune_checkpoint_failures_total";
+/// Evaluations since the monitored metric last improved, by `phase` and `metric` (the count
+/// early stopping uses, exported with or without patience).
+pub const EVALS_SINCE_BEST: &str = "pretune_evals_since_best";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -66,6 +82,12 @@ pub fn describe_all() {
     describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
     describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
     describe_histogram!(ALLREDUCE, Unit::Seconds, "Time an update spent in all-reduces (data-parallel runs).");
+    describe_gauge!(LAST_STEP_TIME, Unit::Seconds, "Unix time of the latest optimizer update (or of the Trainer's start).");
+    describe_gauge!(MAX_STEPS, Unit::Count, "Optimizer updates the run plans.");
+    describe_gauge!(STEP, Unit::Count, "The latest optimizer update's number (across resumes).");
+    describe_gauge!(WORLD_SIZE, Unit::Count, "Processes in the run.");
+    describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint writes that failed.");
+    describe_gauge!(EVALS_SINCE_BEST, Unit::Count, "Evaluations since the monitored metric last improved.");
 }
 
 /// Sets `pretune_build_info{version, tch_version, libtorch_version} 1`.
