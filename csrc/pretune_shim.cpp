@@ -65,7 +65,9 @@ int pt_autocast_is_enabled(int device_type) {
 int pt_profiler_start() {
   return guarded([&] {
     using namespace torch::profiler::impl;
-    ProfilerConfig cfg(ProfilerState::KINETO);
+    // report_input_shapes off, profile_memory on: every allocation and free shows in the trace
+    // with the allocator's running total (the tensor part of a step's memory).
+    ProfilerConfig cfg(ProfilerState::KINETO, false, true);
     std::set<ActivityType> acts{ActivityType::CPU};
     torch::autograd::profiler::prepareProfiler(cfg, acts);
     torch::autograd::profiler::enableProfiler(cfg, acts);

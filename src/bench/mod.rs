@@ -154,6 +154,10 @@ pub struct BenchArgs {
     /// slower, so time and profile in separate runs).
     #[arg(long, default_value_t = 0)]
     pub profile: u64,
+    /// `pretrain`, `finetune`: attention-probability dropout (the baseline's 0.1; 0 lets
+    /// attention take libtorch's fused kernel on the CPU).
+    #[arg(long, default_value_t = 0.1)]
+    pub attention_dropout: f64,
     /// Training workloads: AdamW tensor by tensor instead of libtorch's fused kernel (to
     /// measure the lever).
     #[arg(long)]
@@ -332,7 +336,8 @@ fn model_section(a: &BenchArgs) -> String {
     let (layers, hidden, heads, ffn) = a.model.shape();
     format!(
         "[model]\nhidden_size = {hidden}\nnum_layers = {layers}\nnum_heads = {heads}\nintermediate_size = {ffn}\n\
-         max_position_embeddings = 512\nhidden_dropout = 0.1\nattention_dropout = 0.1\n"
+         max_position_embeddings = 512\nhidden_dropout = 0.1\nattention_dropout = {}\n",
+        a.attention_dropout
     )
 }
 

@@ -109,7 +109,7 @@ fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> V
     let sps = 1.0 / t.s_per_step;
     let mut v = json!({
         "batch": a.batch, "seq": a.seq, "threads": a.threads, "device": a.device, "precision": a.precision,
-        "cpu_model": super::sys::cpu_model(), "bf16_units": bf16_units(&a.device), "fused_adamw": !a.unfused_adamw,
+        "cpu_model": super::sys::cpu_model(), "bf16_units": bf16_units(&a.device), "fused_adamw": !a.unfused_adamw, "attention_dropout": a.attention_dropout,
         "model": a.model, "warmup_steps": a.warmup,
         "timing": t,
         "steps_per_s": round4(sps), "sequences_per_s": round4(sps * a.batch as f64),

@@ -107,6 +107,11 @@ pub struct Breakdown {
     pub groups_ms_per_step: Vec<(String, f64)>,
     /// The 20 ops with the most self time: name, ms per step, calls per step.
     pub top_ops: Vec<(String, f64, f64)>,
+    /// The most tensor memory allocated inside the window and alive at once, MB: activations
+    /// kept for the backward pass, gradients, temporaries. libtorch's memory reporting counts
+    /// only what is allocated while it profiles, so weights and optimizer moments made before
+    /// the window are not in it.
+    pub peak_tensor_mb: f64,
 }
 
 /// The group of an `aten::` op, as `bench_profile.py` assigns it; ops inside our optimizer's
@@ -156,6 +161,17 @@ pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, String> {
     let v: Value = serde_json::from_str(trace).map_err(|e| format!("not a Chrome trace: {e}"))?;
     let events = v.get("traceEvents").and_then(Value::as_array).ok_or("no traceEvents")?;
     let mut threads: BTreeMap<String, Vec<Span<'_>>> = BTreeMap::new();
+    // `[memory]` instants: the allocator's running total after each allocation or free.
+    let mut memory: Vec<(f64, f64)> = events
+        .iter()
+        .filter(|e| e.get("name").and_then(Value::as_str) == Some("[memory]"))
+        .filter_map(|e| {
+            let args = e.get("args")?;
+            Some((e.get("ts")?.as_f64()?, args.get("Total Allocated")?.as_f64()?))
+        })
+        .collect();
+    memory.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let peak_tensor_mb = memory.iter().map(|m| m.1).fold(0.0, f64::max) / 1e6;
     for e in events {
         let cat = e.get("cat").and_then(Value::as_str).unwrap_or("");
         if e.get("ph").and_then(Value::as_str) != Some("X") || !(cat == "cpu_op" || cat == "user_annotation") {
@@ -214,7 +230,13 @@ pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, String> {
     top.truncate(20);
     let mut groups: Vec<(String, f64)> = groups.into_iter().map(|(g, ms)| (g.to_string(), round1(ms))).collect();
     groups.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok(Breakdown { wall_ms_per_step: 0.0, profiled_self_ms_per_step: round1(total), groups_ms_per_step: groups, top_ops: top })
+    Ok(Breakdown {
+        wall_ms_per_step: 0.0,
+        profiled_self_ms_per_step: round1(total),
+        groups_ms_per_step: groups,
+        top_ops: top,
+        peak_tensor_mb: round1(peak_tensor_mb),
+    })
 }
 
 fn round1(x: f64) -> f64 {
@@ -242,9 +264,13 @@ mod tests {
           {"ph":"X","cat":"cpu_op","name":"aten::add_","tid":1,"ts":24,"dur":1},
           {"ph":"X","cat":"cpu_op","name":"aten::mul_","tid":2,"ts":0,"dur":2},
           {"ph":"i","cat":"cpu_op","name":"marker","tid":1,"ts":5},
-          {"ph":"X","cat":"python_function","name":"ignored","tid":1,"ts":0,"dur":100}
+          {"ph":"X","cat":"python_function","name":"ignored","tid":1,"ts":0,"dur":100},
+          {"ph":"i","name":"[memory]","tid":1,"ts":2,"args":{"Total Allocated":3000000,"Bytes":1000000}},
+          {"ph":"i","name":"[memory]","tid":1,"ts":3,"args":{"Total Allocated":9000000,"Bytes":6000000}},
+          {"ph":"i","name":"[memory]","tid":1,"ts":4,"args":{"Total Allocated":2000000,"Bytes":-7000000}}
         ]}"#;
         let b = breakdown(trace, 2).unwrap();
+        assert_eq!(b.peak_tensor_mb, 9.0, "the allocator's running total at its peak");
         let g: BTreeMap<_, _> = b.groups_ms_per_step.iter().cloned().collect();
         // (3 + 7) µs of gemm over 2 steps = 0.005 ms: rounds to 0.0; check the raw ops instead.
         let top: BTreeMap<_, _> = b.top_ops.iter().map(|(n, ms, c)| (n.clone(), (*ms, *c))).collect();
