@@ -65,15 +65,9 @@ fn prom_query(port: u16, expr: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_default()
 }
 
-/// A Prometheus API answer; HTTP/1.0, since large HTTP/1.1 answers come chunked.
+/// A Prometheus API answer as JSON (`Null` when it does not answer).
 fn prom_query_path(port: u16, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return serde_json::Value::Null };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or_default()
+    http_get(port, path).and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default()
 }
 
 /// `n` consecutive free ports (the first is returned): a data-parallel run serves rank r on

@@ -98,11 +98,12 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// GET `path` from `127.0.0.1:port`; `None` when nothing listens yet.
+/// GET `path` from `127.0.0.1:port`; `None` when nothing listens yet. HTTP/1.0, so the body
+/// comes whole (an HTTP/1.1 server may send a large one chunked).
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())

@@ -26,10 +26,7 @@ pub fn rss_mb() -> f64 {
 
 /// The CPU's model name (`/proc/cpuinfo`), or an empty string.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
-        .unwrap_or_default()
+    crate::train::precision::cpuinfo_field("model name").unwrap_or_default()
 }
 
 /// Rounds to one decimal (JSON readability).

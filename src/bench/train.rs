@@ -120,7 +120,6 @@ fn summary(a: &BenchArgs, t: &Timing, flops: f64, cpu: super::sys::CpuInfo) -> V
     });
     if a.profile > 0 {
         v["profiled_steps"] = a.profile.into();
-        v["gemm_flop_per_step"] = round1(flops / 1e9).into();
     }
     v
 }

@@ -3,4 +3,3 @@
 pub mod bert;
 pub mod glm;
 pub mod heads;
-

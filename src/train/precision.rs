@@ -74,6 +74,16 @@ pub fn choose(requested: Precision, support: &Bf16Support) -> Choice {
     Choice { precision, why }
 }
 
+/// The value of `key` in `/proc/cpuinfo`'s first processor (`flags`, `model name`).
+///
+/// # Errors
+/// When the file cannot be read (not Linux); a missing key is an empty string.
+pub fn cpuinfo_field(key: &str) -> std::io::Result<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo")?;
+    let value = text.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| k.trim() == key).map_or("", |(_, v)| v.trim());
+    Ok(value.to_string())
+}
+
 /// Reads the hardware behind `device`: `/proc/cpuinfo` for the CPU, NVML for CUDA.
 pub fn probe(device: Device) -> Bf16Support {
     match device {
@@ -84,11 +94,8 @@ pub fn probe(device: Device) -> Bf16Support {
                 .map(|c| (c.major, c.minor));
             cuda_bf16_support(cc)
         }
-        _ => match std::fs::read_to_string("/proc/cpuinfo") {
-            Ok(text) => {
-                let flags = text.lines().find(|l| l.starts_with("flags")).and_then(|l| l.split_once(':')).map_or("", |(_, f)| f);
-                cpu_bf16_support(flags)
-            }
+        _ => match cpuinfo_field("flags") {
+            Ok(flags) => cpu_bf16_support(&flags),
             Err(e) => Bf16Support::Missing(format!("the CPU's features could not be read (/proc/cpuinfo: {e})")),
         },
     }

@@ -144,6 +144,9 @@ pub fn group_of(name: &str, in_optimizer: bool) -> &'static str {
     }
 }
 
+/// The named scopes whose ops count as optimizer time (set in `train::step`).
+const OPTIMIZER_SCOPES: [&str; 2] = ["pretune::optimizer", "pretune::clip_grad_norm"];
+
 /// One complete event of a Chrome trace.
 struct Span<'a> {
     name: &'a str,
@@ -161,17 +164,13 @@ pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, String> {
     let v: Value = serde_json::from_str(trace).map_err(|e| format!("not a Chrome trace: {e}"))?;
     let events = v.get("traceEvents").and_then(Value::as_array).ok_or("no traceEvents")?;
     let mut threads: BTreeMap<String, Vec<Span<'_>>> = BTreeMap::new();
-    // `[memory]` instants: the allocator's running total after each allocation or free.
-    let mut memory: Vec<(f64, f64)> = events
+    // `[memory]` instants carry the allocator's running total after each allocation or free.
+    let peak_tensor_mb = events
         .iter()
         .filter(|e| e.get("name").and_then(Value::as_str) == Some("[memory]"))
-        .filter_map(|e| {
-            let args = e.get("args")?;
-            Some((e.get("ts")?.as_f64()?, args.get("Total Allocated")?.as_f64()?))
-        })
-        .collect();
-    memory.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let peak_tensor_mb = memory.iter().map(|m| m.1).fold(0.0, f64::max) / 1e6;
+        .filter_map(|e| e.get("args")?.get("Total Allocated")?.as_f64())
+        .fold(0.0, f64::max)
+        / 1e6;
     for e in events {
         let cat = e.get("cat").and_then(Value::as_str).unwrap_or("");
         if e.get("ph").and_then(Value::as_str) != Some("X") || !(cat == "cpu_op" || cat == "user_annotation") {
@@ -198,8 +197,7 @@ pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, String> {
                 parent.2 += s.dur;
             }
             if !s.user && s.name.starts_with("aten::") {
-                let in_opt = stack.iter().any(|&(j, _, _)| spans[j].user && spans[j].name.starts_with("pretune::optimizer"))
-                    || stack.iter().any(|&(j, _, _)| spans[j].user && spans[j].name.starts_with("pretune::clip_grad_norm"));
+                let in_opt = stack.iter().any(|&(j, _, _)| spans[j].user && OPTIMIZER_SCOPES.iter().any(|o| spans[j].name.starts_with(o)));
                 let e = ops.entry((s.name.to_string(), in_opt)).or_default();
                 e.0 += (s.dur - child).max(0.0);
                 e.1 += 1;
