@@ -129,7 +129,10 @@ struct PtGroup {
 };
 
 // backend: 0 Gloo, 1 NCCL. Rank 0 serves the TCPStore at host:port; every rank connects.
-void* pt_pg_new(int backend, const char* host, int port, int rank, int world, int timeout_ms) {
+// Gloo's transport binds `gloo_ifnames` (comma-separated interfaces, GLOO_SOCKET_IFNAME) when
+// not empty, else the local address `gloo_local` (the one facing rank 0's host: binding the
+// master's own address only works on the master's machine).
+void* pt_pg_new(int backend, const char* host, int port, int rank, int world, int timeout_ms, const char* gloo_local, const char* gloo_ifnames) {
   PtGroup* out = nullptr;
   int rc = guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -154,7 +157,18 @@ void* pt_pg_new(int backend, const char* host, int port, int rank, int world, in
     } else {
       auto o = c10d::ProcessGroupGloo::Options::create();
       o->timeout = timeout;
-      o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host)));
+      std::string ifnames(gloo_ifnames);
+      if (ifnames.empty()) {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(gloo_local)));
+      } else {
+        size_t start = 0;
+        while (start <= ifnames.size()) {
+          size_t end = ifnames.find(',', start);
+          if (end == std::string::npos) end = ifnames.size();
+          if (end > start) o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifnames.substr(start, end - start)));
+          start = end + 1;
+        }
+      }
       g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
     }
     out = g.release();
@@ -196,7 +210,7 @@ void pt_pg_free(void* pg) {
   guarded([&] { delete static_cast<PtGroup*>(pg); });
 }
 #else
-void* pt_pg_new(int, const char*, int, int, int, int) {
+void* pt_pg_new(int, const char*, int, int, int, int, const char*, const char*) {
   last_error = "pretune was built without c10d (install Debian's libgloo-dev and rebuild)";
   return nullptr;
 }

@@ -91,7 +91,13 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
                 None => data,
             }
         }
-        None => format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len()),
+        None => {
+            let spans = format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len());
+            match &plan.prepared {
+                Some(p) => format!("{spans} of the prepared dataset {} ({} documents, {} tokens)", p.root.display(), p.manifest.splits["train"].docs, p.manifest.splits["train"].tokens),
+                None => spans,
+            }
+        }
     };
     let precision = crate::train::precision::resolve(plan.config.train.precision, plan.device).why;
     Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision })

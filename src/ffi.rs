@@ -30,7 +30,7 @@ extern "C" {
         eps: f64,
     ) -> c_int;
     pub(crate) fn pt_c10d_available() -> c_int;
-    pub(crate) fn pt_pg_new(backend: c_int, host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: c_int) -> *mut c_void;
+    pub(crate) fn pt_pg_new(backend: c_int, host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: c_int, gloo_local: *const c_char, gloo_ifnames: *const c_char) -> *mut c_void;
     pub(crate) fn pt_pg_allreduce_sum(pg: *mut c_void, t: *mut C_tensor) -> c_int;
     pub(crate) fn pt_pg_broadcast(pg: *mut c_void, t: *mut C_tensor, root: c_int) -> c_int;
     pub(crate) fn pt_pg_barrier(pg: *mut c_void) -> c_int;

@@ -1,5 +1,5 @@
 //! The `pretune` command line: train, launch, check, preview, export, predict, evaluate, ctl,
-//! report, bench, tokenizer train.
+//! report, bench, tokenizer train, data prepare.
 //!
 //! Exit codes: 0 success, 1 a run failed, 2 a bad config or bad usage.
 
@@ -32,12 +32,22 @@ enum Command {
         resume: Option<pretune::checkpoint::resume::ResumeFrom>,
     },
     /// Run N local ranks of `train` (data-parallel, like `torchrun --nproc-per-node N`):
-    /// `pretune launch --nproc 2 CONFIG [--set K=V] [--resume auto]`.
+    /// `pretune launch --nproc 2 CONFIG [--set K=V] [--resume auto]`; on several machines one
+    /// launcher each: `--nnodes M --node-rank R --master-addr NODE0 --master-port P`.
     Launch {
         /// Ranks to start on this machine.
         #[arg(long, default_value_t = 2)]
         nproc: usize,
-        /// Rendezvous port (default: a free one).
+        /// Machines in the run, one launcher on each.
+        #[arg(long, default_value_t = 1)]
+        nnodes: usize,
+        /// This machine's index (0 hosts global rank 0).
+        #[arg(long, default_value_t = 0)]
+        node_rank: usize,
+        /// Node 0's address as every node reaches it (required with --nnodes > 1).
+        #[arg(long)]
+        master_addr: Option<String>,
+        /// Rendezvous port (default: a free one; required with --nnodes > 1).
         #[arg(long)]
         master_port: Option<u16>,
         /// `train` arguments: the config and its options.
@@ -136,6 +146,30 @@ enum Command {
     Tokenizer {
         #[command(subcommand)]
         command: TokenizerCommand,
+    },
+    /// Corpus tools.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Tokenize a pre-training config's `data.train` / `data.eval` once, on all cores, into a
+    /// prepared dataset that runs memory-map (`data.train = ["DIR"]`).
+    Prepare {
+        /// TOML config file.
+        config: PathBuf,
+        /// Output folder (default: `prepared/<config name>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Tokenizing threads (default: every core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
@@ -360,12 +394,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Launch { nproc, master_port, train_args } => {
-            if nproc == 0 {
-                eprintln!("error: --nproc must be at least 1");
+        Command::Launch { nproc, nnodes, node_rank, master_addr, master_port, train_args } => {
+            if nnodes > 1 && master_addr.is_none() {
+                eprintln!("error: --master-addr is required with --nnodes > 1: the address of node 0 that every node reaches");
                 return ExitCode::from(2);
             }
-            match pretune::dist::launch::launch(nproc, master_port, &train_args) {
+            let master_addr = master_addr.unwrap_or_else(|| "127.0.0.1".into());
+            let rdzv = pretune::dist::launch::Rendezvous { nnodes, node_rank, nproc, master_addr, master_port };
+            if let Err(e) = rdzv.validate() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            match pretune::dist::launch::launch(&rdzv, &train_args) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {
                     report(&e);
@@ -383,6 +423,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Data { command: DataCommand::Prepare { config, out, workers, overrides } } => prepare_data(&config, out, workers, &overrides),
         Command::Tokenizer { command: TokenizerCommand::Train { vocab_size, out, cased, files } } => {
             match pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out) {
                 Ok(t) => {
@@ -394,6 +435,52 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `pretune data prepare`: prints what it wrote (or that the folder is already up to date) and
+/// the bad records it skipped.
+fn prepare_data(config: &std::path::Path, out: Option<PathBuf>, workers: Option<usize>, overrides: &[String]) -> ExitCode {
+    let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
+    let input = match plan::prepare_input(config, overrides, workers) {
+        Ok(i) => i,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let out = out.unwrap_or_else(|| PathBuf::from("prepared").join(config.file_stem().unwrap_or_default()));
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let progress = |split: &str, docs: u64, _bytes: u64| {
+        if last.elapsed().as_secs() >= 5 {
+            last = std::time::Instant::now();
+            eprintln!("{split}: {docs} documents of this file ({:.0} s)", started.elapsed().as_secs_f64());
+        }
+    };
+    match pretune::data::prepared::prepare(&out, &input, progress) {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64();
+            if r.up_to_date {
+                println!("{} is up to date (same tokenizer and sources): nothing to do", out.display());
+            }
+            for (name, s) in &r.manifest.splits {
+                let skipped: u64 = s.files.iter().map(|f| f.skipped).sum();
+                println!("{name}: {} files, {} documents, {} sentences, {} tokens, {skipped} records skipped", s.files.len(), s.docs, s.sentences, s.tokens);
+            }
+            for b in &r.bad_records {
+                eprintln!("skipped {}:{}: {} ({})", b.path.display(), b.line, b.detail, b.reason);
+            }
+            if !r.up_to_date {
+                let tokens: u64 = r.manifest.splits.values().map(|s| s.tokens).sum();
+                println!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set 'data.train=[\"{}\"]'", out.display(), tokens as f64 / secs.max(1e-9), out.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
         }
     }
 }

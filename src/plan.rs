@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tch::Device;
 
 use crate::config::{self, ConfigError, ObjectiveKind, RunConfig, SentencePair};
+use crate::data::prepared::{is_prepared, PrepareInput, PreparedData};
 use crate::data::source::{document_offsets, FileSpan, ReadSettings};
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::init::InitSource;
@@ -33,6 +34,9 @@ pub struct RunPlan {
     pub train_spans: Vec<FileSpan>,
     /// Held-out input (may be empty: then no evaluation).
     pub eval_spans: Vec<FileSpan>,
+    /// The prepared dataset the spans refer to (`data.format = "prepared"`), memory-mapped;
+    /// `None`: the spans are text files, tokenized as they are read.
+    pub prepared: Option<Arc<PreparedData>>,
     /// The tokenizer.
     pub tokenizer: Arc<TextTokenizer>,
     /// Model architecture and sizes, vocabulary from the tokenizer.
@@ -92,6 +96,11 @@ pub(crate) fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>)
             }
         } else if Path::new(p).is_file() {
             out.push(PathBuf::from(p));
+        } else if Path::new(p).is_dir() {
+            problems.push(format!(
+                "{key}: `{p}` is a folder without a {}: not a prepared dataset (an interrupted `pretune data prepare`? run it again)",
+                crate::data::prepared::MANIFEST
+            ));
         } else {
             problems.push(format!("{key}: file not found: `{p}`"));
         }
@@ -241,14 +250,16 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     let mut device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
     let mut metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
     if let Some(d) = &dist {
-        // One GPU per local rank; each rank serves metrics on base port + rank.
+        // One GPU per local rank; each rank serves metrics on base port + local rank, so every
+        // machine of a multi-node run answers on the same ports (one scrape config for all);
+        // the `rank` label is the global rank.
         if let Device::Cuda(0) = device {
             device = Device::Cuda(d.local_rank);
         }
         if let Some(a) = metrics_addr.as_mut() {
-            match u16::try_from(d.rank).ok().and_then(|r| a.port().checked_add(r)) {
+            match u16::try_from(d.local_rank).ok().and_then(|r| a.port().checked_add(r)) {
                 Some(port) => a.set_port(port),
-                None => problems.push(format!("metrics.listen: port {} + rank {} is past 65535", a.port(), d.rank)),
+                None => problems.push(format!("metrics.listen: port {} + local rank {} is past 65535", a.port(), d.local_rank)),
             }
         }
     }
@@ -280,14 +291,17 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
-    let mut train_spans: Vec<FileSpan> =
-        expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
-    let mut eval_spans: Vec<FileSpan> =
-        expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
-    if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
-        match hold_out(&mut train_spans, c.data.eval_holdout_docs, &read_settings(&c.data)) {
-            Ok(spans) => eval_spans = spans,
-            Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
+    let prepared_dir = prepared_dir(&c.data).map_err(|e| problems.push(e)).unwrap_or(None);
+    let (mut train_spans, mut eval_spans) = (Vec::new(), Vec::new());
+    if prepared_dir.is_none() {
+        train_spans = expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+        eval_spans = expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+        if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
+            let read = read_settings(&c.data);
+            match hold_out(&mut train_spans, c.data.eval_holdout_docs, |span| document_offsets(span, &read).map_err(|e| crate::error_chain(&e))) {
+                Ok(spans) => eval_spans = spans,
+                Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
+            }
         }
     }
 
@@ -304,6 +318,14 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
         return Err(ConfigError::Invalid { file: file.to_owned(), problems });
     }
     let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
+    let prepared = match &prepared_dir {
+        Some(dir) => {
+            let (data, train, eval) = open_prepared(dir, &c.data, &tokenizer).map_err(|problems| ConfigError::Invalid { file: file.to_owned(), problems })?;
+            (train_spans, eval_spans) = (train, eval);
+            Some(data)
+        }
+        None => None,
+    };
     let glm_ids = if c.objective.kind == ObjectiveKind::Glm {
         let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| ConfigError::Invalid {
             file: file.to_owned(),
@@ -364,7 +386,83 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     if let ModelSpec::Bert { config: b, .. } = &mut model {
         b.vocab_size = b.vocab_size.max(vocab_size);
     }
-    Ok(finish(file, config, (train_spans, eval_spans), tokenizer, model, names, glm_ids, device, metrics_addr, control_addr, dist, init, None, 0))
+    let mut plan = finish(file, config, (train_spans, eval_spans), tokenizer, model, names, glm_ids, device, metrics_addr, control_addr, dist, init, None, 0);
+    plan.prepared = prepared;
+    Ok(plan)
+}
+
+/// The prepared folder `data.train` names, if it names one: with `data.format = "prepared"`,
+/// or (`auto`) when its one entry is a folder holding a manifest.
+fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, String> {
+    let one = match d.train.as_slice() {
+        [one] => Some(Path::new(one)),
+        _ => None,
+    };
+    match d.format {
+        config::DataFormat::Prepared => match one {
+            Some(dir) if is_prepared(dir) => Ok(Some(dir.to_owned())),
+            Some(dir) => Err(format!("data.train: `{}` is not a prepared dataset folder (no {}); make one with `pretune data prepare`", dir.display(), crate::data::prepared::MANIFEST)),
+            None => Err("data.train: with data.format = \"prepared\" give the one prepared folder".into()),
+        },
+        config::DataFormat::Auto => Ok(one.filter(|dir| is_prepared(dir)).map(Path::to_owned)),
+        _ => Ok(None),
+    }
+}
+
+/// Maps the prepared dataset at `dir` and derives the spans from it: its training files, and
+/// held-out documents from its eval split (prepared from `data.eval`) or cut from the end of
+/// the training files by `data.eval_holdout_docs`, exactly where a text run would cut them.
+fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) -> Result<(Arc<PreparedData>, Vec<FileSpan>, Vec<FileSpan>), Vec<String>> {
+    let data = PreparedData::open(dir, tokenizer, &read_settings(d)).map_err(|e| vec![format!("data.train: {}", crate::error_chain(&e))])?;
+    let mut train = PreparedData::spans(&data.train);
+    let mut eval = Vec::new();
+    if d.eval_holdout_docs > 0 {
+        let split = data.train.clone();
+        eval = hold_out(&mut train, d.eval_holdout_docs, |span| {
+            let f = split.file_index(&span.path).ok_or_else(|| format!("{} is not in the prepared dataset", span.path.display()))?;
+            Ok(split.document_offsets(f, (span.start, span.start_line)).into_iter().filter(|&(at, _)| span.end.is_none_or(|end| at < end)).collect())
+        })
+        .map_err(|e| vec![format!("data.eval_holdout_docs: {e}")])?;
+    } else if let Some(split) = &data.eval {
+        let prepared: Vec<&Path> = split.manifest.files.iter().map(|f| f.path.as_path()).collect();
+        let named: Vec<PathBuf> = d.eval.iter().map(PathBuf::from).collect();
+        if !d.eval.is_empty() && named.iter().map(PathBuf::as_path).collect::<Vec<_>>() != prepared {
+            return Err(vec![format!("data.eval: {:?} are not the held-out files the prepared dataset {} holds ({:?}); leave data.eval empty to use those", d.eval, dir.display(), prepared)]);
+        }
+        eval = PreparedData::spans(split);
+    } else if !d.eval.is_empty() {
+        return Err(vec![format!("data.eval: the prepared dataset {} has no held-out split; prepare it with data.eval set, or use data.eval_holdout_docs", dir.display())]);
+    }
+    Ok((Arc::new(data), train, eval))
+}
+
+/// What `pretune data prepare CONFIG` tokenizes: the config's `data.train` and `data.eval`
+/// files, whole (a hold-out is cut at training time, from the index), with the tokenizer as
+/// the config loads it.
+///
+/// # Errors
+/// [`ConfigError`] for an invalid config, a fine-tuning config, or one whose data is already
+/// prepared.
+pub fn prepare_input(file: &Path, overrides: &[String], workers: usize) -> Result<PrepareInput, ConfigError> {
+    let plan = load_and_resolve(file, overrides)?;
+    let invalid = |m: String| ConfigError::Invalid { file: file.to_owned(), problems: vec![m] };
+    if plan.task.is_some() {
+        return Err(invalid("[task]: fine-tuning data is labelled and small; `data prepare` prepares pre-training corpora".into()));
+    }
+    if plan.prepared.is_some() {
+        return Err(invalid("data.train: already a prepared dataset; name the text files to prepare".into()));
+    }
+    let c = &plan.config;
+    let mut problems = Vec::new();
+    let mut splits = vec![("train".to_owned(), expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect::<Vec<_>>())];
+    if !c.data.eval.is_empty() {
+        splits.push(("eval".to_owned(), expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect()));
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+    }
+    let tokenizer = TextTokenizer::load(&c.tokenizer.path, c.tokenizer.lowercase).map_err(|e| invalid(format!("tokenizer.path: {}", crate::error_chain(&e))))?;
+    Ok(PrepareInput { splits, tokenizer: Arc::new(tokenizer), tokenizer_path: c.tokenizer.path.clone(), read: read_settings(&c.data), workers })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -391,7 +489,7 @@ fn finish(
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    RunPlan { file: file.to_owned(), config, train_spans, eval_spans, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist, init, task, epoch_steps }
+    RunPlan { file: file.to_owned(), config, train_spans, eval_spans, prepared: None, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist, init, task, epoch_steps }
 }
 
 /// How the Loader reads records, from `[data]`.
@@ -399,15 +497,16 @@ pub fn read_settings(d: &config::DataConfig) -> ReadSettings {
     ReadSettings { text_field: d.text_field.clone(), on_error: d.on_error, max_line_bytes: d.max_line_bytes }
 }
 
-/// Moves the last `n` documents of the training spans into held-out spans.
-fn hold_out(train: &mut Vec<FileSpan>, n: usize, settings: &ReadSettings) -> Result<Vec<FileSpan>, String> {
+/// Moves the last `n` documents of the training spans into held-out spans; `offsets` lists a
+/// span's `(position, line)` before each of its documents.
+fn hold_out(train: &mut Vec<FileSpan>, n: usize, offsets: impl Fn(&FileSpan) -> Result<Vec<(u64, u64)>, String>) -> Result<Vec<FileSpan>, String> {
     let mut need = n;
     let mut held = Vec::new();
     while need > 0 {
         let Some(span) = train.pop() else {
             return Err(format!("the training files hold fewer than {n} documents"));
         };
-        let offsets = document_offsets(&span, settings).map_err(|e| crate::error_chain(&e))?;
+        let offsets = offsets(&span)?;
         if offsets.len() <= need {
             need -= offsets.len();
             held.push(span);

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,7 @@ fn steps(events: &Path) -> BTreeMap<u64, (f64, u64)> {
 }
 
 #[test]
-fn two_ranks_end_with_the_weights_of_one_process_with_twice_the_batch() {
+fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_with_twice_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     let two = dir.path().join("two");
@@ -105,6 +106,48 @@ fn two_ranks_end_with_the_weights_of_one_process_with_twice_the_batch() {
     assert!(!two.join("ranks/rank-1/checkpoints").exists());
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["world_size"], 2);
+
+    // Two launchers as two nodes of one rank each (each with its own output folder, as on two
+    // machines), meeting over loopback: the same weights again.
+    let port = free_port().to_string();
+    let metrics = free_port();
+    let nodes: Vec<_> = (0..2)
+        .map(|node| {
+            let mut s = sets(8, 6);
+            s.push(format!("run.out_dir=\"{}\"", dir.path().join(format!("node{node}")).display()));
+            if node == 1 {
+                // Node 1's only rank is local rank 0 and global rank 1: it serves on the base
+                // port, labelled rank 1, and stays up until the check below has read it.
+                s.extend([format!("metrics.listen=\"127.0.0.1:{metrics}\""), "metrics.linger_s=120".into()]);
+            }
+            let args = with_sets(
+                ["launch", "--nnodes", "2", "--node-rank", &node.to_string(), "--nproc", "1", "--master-addr", "127.0.0.1", "--master-port", &port, &cfg.display().to_string()].map(String::from).to_vec(),
+                &s,
+            );
+            Command::new(bin()).args(&args).current_dir(root()).process_group(0).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let mut nodes = nodes.into_iter();
+    let (node0, mut node1) = (nodes.next().unwrap(), nodes.next().unwrap());
+    let out = wait_with_timeout(node0, Duration::from_secs(120));
+    assert!(out.status.success(), "node 0: {}", String::from_utf8_lossy(&out.stderr));
+    let served = |b: &str| b.lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("rank=\"1\"") && l.ends_with(" 6"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut body = String::new();
+    while !served(&body) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        body = crate::util::http_get(metrics, "/metrics").unwrap_or_default();
+    }
+    // SAFETY: signals the process group this test created (the launcher and its rank).
+    unsafe { libc::kill(-(node1.id() as i32), libc::SIGKILL) };
+    let _ = node1.wait();
+    assert!(served(&body), "node 1's metrics on the base port: {body}");
+    let (node0, node1) = (dir.path().join("node0"), dir.path().join("node1"));
+    let wn = weights(&latest(&node0));
+    let worst = wn.iter().map(|(k, t)| (t - &wb[k]).abs().max().double_value(&[])).fold(0.0, f64::max);
+    assert!(worst < 1e-6, "two nodes vs one process: largest difference {worst}");
+    // Global rank 1 lives on node 1: it logs there and writes no checkpoint.
+    assert!(node1.join("ranks/rank-1/events.jsonl").exists() && !node1.join("checkpoints").exists());
 }
 
 /// The real Loader with a shard: each rank's batches are its slice of the global batch, so the

@@ -11,6 +11,7 @@ mod observability;
 mod parity;
 mod pipeline;
 mod precision;
+mod prepared;
 mod qa;
 mod resume;
 mod util;

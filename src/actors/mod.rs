@@ -38,7 +38,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{ObjectiveKind, SentencePair};
 use crate::data::labelled::{LabelledStream, Ordering};
 use crate::data::pairs::PairTask;
-use crate::data::stream::{Cursor, ExampleSource, ExampleStream, Layout, StreamSettings};
+use crate::data::stream::{Corpus, Cursor, ExampleSource, ExampleStream, Layout, StreamSettings};
 use crate::finetune::init::LoadReport;
 use crate::finetune::task::{TaskCollator, TaskObjective};
 use crate::masking::collate::{Corruption, MaskContext};
@@ -242,8 +242,8 @@ pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn Collator>) -> evaluator::Eval
             Box::new(move || Box::new(LabelledStream::new(examples.clone(), ordering, Cursor::default())) as Box<dyn ExampleSource>)
         }
         None => {
-            let (spans, tokenizer, settings) = (plan.eval_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, false));
-            Box::new(move || Box::new(ExampleStream::new(spans.clone(), tokenizer.clone(), settings.clone(), Cursor::default())) as Box<dyn ExampleSource>)
+            let (spans, corpus, settings) = (plan.eval_spans.clone(), corpus(plan, false), stream_settings(plan, false));
+            Box::new(move || Box::new(ExampleStream::new(spans.clone(), corpus.clone(), settings.clone(), Cursor::default())) as Box<dyn ExampleSource>)
         }
     };
     evaluator::EvalData {
@@ -280,7 +280,18 @@ pub fn train_stream(plan: &RunPlan, cursor: Cursor) -> Box<dyn ExampleSource> {
             let ordering = Ordering { seed: plan.config.run.seed, shuffle: true, repeat: true, batch: t_cfg.batch_size.saturating_mul(world), group_by_length: t_cfg.group_by_length };
             Box::new(LabelledStream::new(t.train.clone(), ordering, cursor))
         }
-        None => Box::new(ExampleStream::new(plan.train_spans.clone(), plan.tokenizer.clone(), stream_settings(plan, true), cursor)),
+        None => Box::new(ExampleStream::new(plan.train_spans.clone(), corpus(plan, true), stream_settings(plan, true), cursor)),
+    }
+}
+
+/// Where the training (`train`) or held-out documents come from: the prepared dataset's split
+/// (the held-out documents cut from the training files live in its train split), else the
+/// text files through the tokenizer.
+pub fn corpus(plan: &RunPlan, train: bool) -> Corpus {
+    match &plan.prepared {
+        Some(p) if !train && plan.config.data.eval_holdout_docs == 0 => Corpus::Prepared(p.eval.clone().unwrap_or_else(|| p.train.clone())),
+        Some(p) => Corpus::Prepared(p.train.clone()),
+        None => Corpus::Text(plan.tokenizer.clone()),
     }
 }
 

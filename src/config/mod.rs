@@ -242,6 +242,8 @@ pub enum DataFormat {
     Text,
     /// One JSON object per line with the document in a string field (`text` by default).
     Jsonl,
+    /// A folder made by `pretune data prepare`: already tokenized, memory-mapped.
+    Prepared,
 }
 
 /// What to do with a record that cannot be read (invalid UTF-8, a line over the limit, bad

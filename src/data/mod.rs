@@ -3,6 +3,7 @@
 pub mod labelled;
 pub mod packing;
 pub mod pairs;
+pub mod prepared;
 pub mod source;
 pub mod stream;
 pub mod tokenize;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::packing::{pack_document, Segment};
 use super::pairs::{create_instances_from_document, PairInstance, PairTask};
+use super::prepared::PreparedSplit;
 use super::source::{BadRecord, DocReader, FileSpan, ReadSettings, SourceError};
 use super::tokenize::{TextTokenizer, TokSentence, TokenizerError};
 use crate::rng::{Rng, Stream};
@@ -104,6 +105,58 @@ pub enum StreamError {
     /// A whole pass over the files produced nothing.
     #[error("the corpus is empty: no document with text in {0}")]
     Empty(String),
+    /// A span names a file the prepared dataset does not hold.
+    #[error("the prepared dataset {dir} holds no file {path}")]
+    NotPrepared {
+        /// The split's folder.
+        dir: std::path::PathBuf,
+        /// The span's file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// Where a stream's documents come from: text files tokenized as they are read, or a prepared
+/// dataset (`pretune data prepare`) whose documents are already ids. Both give the same
+/// documents at the same source offsets, so the stream's blocks, shuffles and cursors are the
+/// same.
+#[derive(Clone)]
+pub enum Corpus {
+    /// Text files, read and tokenized block by block.
+    Text(Arc<TextTokenizer>),
+    /// A memory-mapped prepared split.
+    Prepared(Arc<PreparedSplit>),
+}
+
+impl From<Arc<TextTokenizer>> for Corpus {
+    fn from(t: Arc<TextTokenizer>) -> Self {
+        Corpus::Text(t)
+    }
+}
+
+/// The stream's reading position in the current file.
+enum Reading {
+    /// An open text reader.
+    Text(DocReader),
+    /// The next document of a prepared file, and the source position after the last one read.
+    Prepared {
+        /// File index in the prepared split.
+        file: usize,
+        /// Next document (index into the split).
+        next: u64,
+        /// Byte offset after the last document read.
+        pos: u64,
+        /// Line there.
+        line: u64,
+    },
+}
+
+impl Reading {
+    fn position(&self) -> (u64, u64) {
+        match self {
+            Reading::Text(r) => (r.position(), r.line()),
+            Reading::Prepared { pos, line, .. } => (*pos, *line),
+        }
+    }
 }
 
 /// Settings of an [`ExampleStream`].
@@ -173,13 +226,13 @@ impl ExampleSource for ExampleStream {
 /// Iterator-like source of [`Example`]s.
 pub struct ExampleStream {
     spans: Vec<FileSpan>,
-    tokenizer: Arc<TextTokenizer>,
+    corpus: Corpus,
     settings: StreamSettings,
     cursor: Cursor,
     /// File order of `cursor.epoch`.
     order: Vec<usize>,
     /// The open reader, positioned after the current block.
-    reader: Option<DocReader>,
+    reader: Option<Reading>,
     /// Examples of the current block in shuffled order; `cursor.in_block` indexes into it.
     block: Vec<Payload>,
     /// Whether `block` holds the block at `cursor.block_offset`.
@@ -193,11 +246,12 @@ pub struct ExampleStream {
 }
 
 impl ExampleStream {
-    /// A stream over `spans` starting at `cursor` (use `Cursor::default()` to start afresh).
-    pub fn new(spans: Vec<FileSpan>, tokenizer: Arc<TextTokenizer>, settings: StreamSettings, cursor: Cursor) -> Self {
+    /// A stream over `spans` of `corpus` (a tokenizer for text files, or a prepared split)
+    /// starting at `cursor` (use `Cursor::default()` to start afresh).
+    pub fn new(spans: Vec<FileSpan>, corpus: impl Into<Corpus>, settings: StreamSettings, cursor: Cursor) -> Self {
         let mut s = ExampleStream {
             spans,
-            tokenizer,
+            corpus: corpus.into(),
             settings,
             cursor,
             order: Vec::new(),
@@ -271,8 +325,7 @@ impl ExampleStream {
             // Block exhausted: the next one starts where the reader stands.
             self.block_loaded = false;
             if let Some(r) = &self.reader {
-                self.cursor.block_offset = r.position();
-                self.cursor.block_line = r.line();
+                (self.cursor.block_offset, self.cursor.block_line) = r.position();
             }
             self.cursor.in_block = 0;
         }
@@ -289,30 +342,56 @@ impl ExampleStream {
 
     /// Reads, tokenizes, packs and permutes the block at the cursor. `false` at end of file.
     fn load_block(&mut self) -> Result<bool, StreamError> {
-        let span = &self.spans[self.order[self.cursor.file]];
+        let span = self.spans[self.order[self.cursor.file]].clone();
         if self.reader.is_none() {
             if self.cursor.block_offset < span.start {
                 self.cursor.block_offset = span.start;
                 self.cursor.block_line = span.start_line;
             }
-            self.reader = Some(DocReader::open(span, self.cursor.block_offset, self.cursor.block_line, &self.settings.read)?);
-        }
-        let reader = self.reader.as_mut().expect("reader was just opened");
-        let mut docs: Vec<Vec<TokSentence>> = Vec::new();
-        while docs.len() < self.settings.block_docs {
-            let Some(doc) = reader.next_doc(&mut self.skipped)? else { break };
-            let sentences = match &doc.word_starts {
-                Some(starts) => doc.sentences.iter().zip(starts).map(|(s, w)| self.tokenizer.encode_segmented(s, w)).collect::<Result<Vec<_>, _>>()?,
-                None => {
-                    if self.settings.whole_words && !self.warned_unsegmented && doc.sentences.iter().any(|s| s.chars().any(is_cjk)) {
-                        self.warned_unsegmented = true;
-                        tracing::warn!(file = %span.path.display(), "Chinese text without a word segmentation (JSONL field `words`): whole-word masking masks its characters one by one");
-                    }
-                    doc.sentences.iter().map(|s| self.tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?
+            self.reader = Some(match &self.corpus {
+                Corpus::Text(_) => Reading::Text(DocReader::open(&span, self.cursor.block_offset, self.cursor.block_line, &self.settings.read)?),
+                Corpus::Prepared(split) => {
+                    let file = split.file_index(&span.path).ok_or_else(|| StreamError::NotPrepared { dir: split.dir.clone(), path: span.path.clone() })?;
+                    Reading::Prepared { file, next: split.seek(file, self.cursor.block_offset), pos: self.cursor.block_offset, line: self.cursor.block_line }
                 }
-            };
-            docs.push(sentences);
+            });
         }
+        let docs = match (self.reader.as_mut().expect("reader was just opened"), &self.corpus) {
+            (Reading::Text(reader), Corpus::Text(tokenizer)) => {
+                let mut docs: Vec<Vec<TokSentence>> = Vec::new();
+                while docs.len() < self.settings.block_docs {
+                    let Some(doc) = reader.next_doc(&mut self.skipped)? else { break };
+                    let sentences = match &doc.word_starts {
+                        Some(starts) => doc.sentences.iter().zip(starts).map(|(s, w)| tokenizer.encode_segmented(s, w)).collect::<Result<Vec<_>, _>>()?,
+                        None => {
+                            if self.settings.whole_words && !self.warned_unsegmented && doc.sentences.iter().any(|s| s.chars().any(is_cjk)) {
+                                self.warned_unsegmented = true;
+                                tracing::warn!(file = %span.path.display(), "Chinese text without a word segmentation (JSONL field `words`): whole-word masking masks its characters one by one");
+                            }
+                            doc.sentences.iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?
+                        }
+                    };
+                    docs.push(sentences);
+                }
+                docs
+            }
+            (Reading::Prepared { file, next, pos, line }, Corpus::Prepared(split)) => {
+                // The documents a text reader would return from here: those of this file that
+                // start before the span's end; the position after each is recorded.
+                let mut docs = Vec::new();
+                let last = split.file_docs(*file).end;
+                while docs.len() < self.settings.block_docs && *next < last {
+                    let d = split.doc(*next);
+                    if span.end.is_some_and(|end| d.offset >= end) {
+                        break;
+                    }
+                    docs.push(split.sentences(*next));
+                    (*next, *pos, *line) = (*next + 1, d.end, d.end_line);
+                }
+                docs
+            }
+            _ => unreachable!("the reader is opened for the stream's corpus"),
+        };
         if docs.is_empty() {
             return Ok(false);
         }

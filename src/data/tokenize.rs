@@ -59,6 +59,8 @@ pub struct TextTokenizer {
     special: Vec<bool>,
     ids: SpecialIds,
     vocab_size: usize,
+    /// SHA-256 of the tokenizer as loaded (before any objective adds tokens).
+    identity: String,
 }
 
 /// One sentence in ids, with a flag per token saying whether it starts a word (from the
@@ -111,7 +113,9 @@ impl TextTokenizer {
             special[s as usize] = true;
         }
         special[ids.unk as usize] = false;
-        Ok(TextTokenizer { inner, special, ids, vocab_size })
+        let serialized = inner.to_string(false).map_err(load_err)?;
+        let identity = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(serialized.as_bytes()));
+        Ok(TextTokenizer { inner, special, ids, vocab_size, identity })
     }
 
     /// Adds `tokens` as special tokens where the vocabulary lacks them (GLM's `[sop]`,
@@ -136,6 +140,13 @@ impl TextTokenizer {
                 id
             })
             .collect())
+    }
+
+    /// SHA-256 of the tokenizer's serialized form as loaded (vocabulary, normalizer,
+    /// pre-tokenizer, added tokens; before an objective adds its own): what a prepared dataset
+    /// records, so data tokenized by another tokenizer is never read as this one's ids.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Ids of the BERT special tokens.

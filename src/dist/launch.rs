@@ -1,8 +1,11 @@
 //! `pretune launch --nproc N CONFIG`: N local ranks of `pretune train`, like `torchrun
-//! --standalone --nproc-per-node N`. Each child gets `RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
-//! `MASTER_ADDR`, `MASTER_PORT`. When one rank fails, the others are stopped (SIGTERM, then
-//! SIGKILL after a grace period), so a launch never hangs on a dead rank; SIGINT / SIGTERM to
-//! the launcher are passed on to every rank.
+//! --standalone --nproc-per-node N`; with `--nnodes M --node-rank R --master-addr HOST
+//! --master-port P` one launcher per machine, like torchrun's static rendezvous. Each child gets
+//! torchrun's variables (`RANK`, `LOCAL_RANK`, `GROUP_RANK` / `NODE_RANK`, `WORLD_SIZE`,
+//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`). When one rank fails, the others are
+//! stopped (SIGTERM, then SIGKILL after a grace period), so a launch never hangs on a dead
+//! rank; SIGINT / SIGTERM to the launcher are passed on to every rank. A rank that dies on
+//! another node ends this node's ranks through their next collective, which fails at once.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
@@ -28,34 +31,92 @@ fn signal(child: &Child, sig: libc::c_int) {
     unsafe { libc::kill(child.id() as libc::pid_t, sig) };
 }
 
-/// Runs `nproc` ranks of `pretune train <train_args>`; returns the exit code for the launcher:
-/// 0 when every rank succeeded, else the first failing rank's code (1 when it had none).
+/// Where this launcher's ranks sit in the run: torchrun's static rendezvous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// Machines (launchers) in the run.
+    pub nnodes: usize,
+    /// This machine's index, 0-based; node 0 hosts global rank 0 and its store.
+    pub node_rank: usize,
+    /// Ranks on each machine.
+    pub nproc: usize,
+    /// Rank 0's host, as every node reaches it.
+    pub master_addr: String,
+    /// Rank 0's store port; `None` picks a free one (one node only).
+    pub master_port: Option<u16>,
+}
+
+impl Rendezvous {
+    /// Checks the flags together: a multi-node run needs the master's address and port spelled
+    /// out (no node can guess them), and the node's index must be below the node count.
+    ///
+    /// # Errors
+    /// A message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nproc == 0 {
+            return Err("--nproc must be at least 1".into());
+        }
+        if self.nnodes == 0 {
+            return Err("--nnodes must be at least 1".into());
+        }
+        if self.node_rank >= self.nnodes {
+            return Err(format!("--node-rank {} is not below --nnodes {}", self.node_rank, self.nnodes));
+        }
+        if self.nnodes > 1 {
+            if self.master_port.is_none() {
+                return Err("--master-port is required with --nnodes > 1: every node must name the same port".into());
+            }
+            if self.master_addr.trim().is_empty() {
+                return Err("--master-addr is required with --nnodes > 1: the address of node 0 that every node reaches".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment of local rank `local` on this node, at store port `port`.
+    pub fn rank_vars(&self, local: usize, port: u16) -> Vec<(&'static str, String)> {
+        let rank = self.node_rank * self.nproc + local;
+        vec![
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", local.to_string()),
+            ("GROUP_RANK", self.node_rank.to_string()),
+            ("NODE_RANK", self.node_rank.to_string()),
+            ("ROLE_RANK", rank.to_string()),
+            ("WORLD_SIZE", (self.nnodes * self.nproc).to_string()),
+            ("ROLE_WORLD_SIZE", (self.nnodes * self.nproc).to_string()),
+            ("LOCAL_WORLD_SIZE", self.nproc.to_string()),
+            ("GROUP_WORLD_SIZE", self.nnodes.to_string()),
+            ("MASTER_ADDR", self.master_addr.clone()),
+            ("MASTER_PORT", port.to_string()),
+        ]
+    }
+}
+
+/// Runs this node's ranks of `pretune train <train_args>`; returns the exit code for the
+/// launcher: 0 when every rank succeeded, else the first failing rank's code (1 when it had
+/// none).
 ///
 /// # Errors
 /// When the executable cannot be found or a rank cannot start.
-pub fn launch(nproc: usize, master_port: Option<u16>, train_args: &[String]) -> std::io::Result<i32> {
+pub fn launch(rdzv: &Rendezvous, train_args: &[String]) -> std::io::Result<i32> {
     let exe = std::env::current_exe()?;
-    let port = match master_port {
+    let port = match rdzv.master_port {
         Some(p) => p,
         None => free_port()?,
     };
+    let nproc = rdzv.nproc;
     // SAFETY: installing a handler that only stores an integer.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as usize);
         libc::signal(libc::SIGTERM, on_signal as *const () as usize);
     }
-    tracing::info!(nproc, port, "launching ranks");
+    tracing::info!(nproc, nnodes = rdzv.nnodes, node_rank = rdzv.node_rank, master = %format!("{}:{port}", rdzv.master_addr), "launching ranks");
     let mut children: Vec<Option<Child>> = Vec::new();
-    for rank in 0..nproc {
+    for local in 0..nproc {
         let child = Command::new(&exe)
             .arg("train")
             .args(train_args)
-            .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", nproc.to_string())
-            .env("LOCAL_WORLD_SIZE", nproc.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
+            .envs(rdzv.rank_vars(local, port))
             // Their own process group: a terminal's Ctrl-C reaches the launcher only, which
             // passes it on once (a rank treats a second signal as "exit now").
             .process_group(0)
@@ -82,14 +143,14 @@ pub fn launch(nproc: usize, master_port: Option<u16>, train_args: &[String]) -> 
                 signal(c, s);
             }
         }
-        for (rank, slot) in children.iter_mut().enumerate() {
+        for (local, slot) in children.iter_mut().enumerate() {
             let Some(c) = slot else { continue };
             if let Some(status) = c.try_wait()? {
-                codes[rank] = Some(status);
+                codes[local] = Some(status);
                 *slot = None;
                 if !status.success() && failed_at.is_none() {
-                    tracing::error!(rank, %status, "a rank failed: stopping the others");
-                    failed_at = Some((rank, Instant::now()));
+                    tracing::error!(rank = rdzv.node_rank * nproc + local, %status, "a rank failed: stopping the others");
+                    failed_at = Some((local, Instant::now()));
                     for c in children.iter().flatten() {
                         signal(c, libc::SIGTERM);
                     }
@@ -114,4 +175,44 @@ pub fn launch(nproc: usize, master_port: Option<u16>, train_args: &[String]) -> 
         return Ok(if code == 0 { 1 } else { code });
     }
     Ok(codes.iter().flatten().find(|s| !s.success()).map_or(0, |s| s.code().unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rdzv(nnodes: usize, node_rank: usize, nproc: usize, port: Option<u16>) -> Rendezvous {
+        Rendezvous { nnodes, node_rank, nproc, master_addr: "10.0.0.1".into(), master_port: port }
+    }
+
+    #[test]
+    fn ranks_are_numbered_across_nodes_like_torchrun() {
+        let r = rdzv(2, 1, 4, Some(29500));
+        let vars: std::collections::HashMap<_, _> = r.rank_vars(3, 29500).into_iter().collect();
+        assert_eq!(vars["RANK"], "7");
+        assert_eq!(vars["LOCAL_RANK"], "3");
+        assert_eq!((vars["GROUP_RANK"].as_str(), vars["NODE_RANK"].as_str()), ("1", "1"));
+        assert_eq!((vars["WORLD_SIZE"].as_str(), vars["LOCAL_WORLD_SIZE"].as_str(), vars["GROUP_WORLD_SIZE"].as_str()), ("8", "4", "2"));
+        assert_eq!((vars["MASTER_ADDR"].as_str(), vars["MASTER_PORT"].as_str()), ("10.0.0.1", "29500"));
+        // Every global rank exactly once over the nodes.
+        let mut all: Vec<usize> = (0..2).flat_map(|n| (0..4).map(move |l| rdzv(2, n, 4, Some(1)).rank_vars(l, 1)[0].1.parse().unwrap())).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn multi_node_flags_are_checked_together() {
+        assert!(rdzv(1, 0, 2, None).validate().is_ok());
+        assert!(rdzv(2, 1, 1, Some(29500)).validate().is_ok());
+        for (r, needle) in [
+            (rdzv(2, 0, 1, None), "--master-port"),
+            (rdzv(2, 2, 1, Some(1)), "--node-rank 2"),
+            (rdzv(1, 0, 0, None), "--nproc"),
+            (rdzv(0, 0, 1, None), "--nnodes"),
+            (Rendezvous { master_addr: " ".into(), ..rdzv(2, 0, 1, Some(1)) }, "--master-addr"),
+        ] {
+            let e = r.validate().unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 }

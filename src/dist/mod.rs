@@ -73,6 +73,9 @@ pub struct DistEnv {
     pub master_addr: String,
     /// Rank 0's TCPStore port.
     pub master_port: u16,
+    /// Network interfaces Gloo binds (`GLOO_SOCKET_IFNAME`, comma-separated, as in PyTorch);
+    /// empty: the local address that routes to `master_addr`.
+    pub gloo_ifname: String,
 }
 
 impl DistEnv {
@@ -106,7 +109,8 @@ impl DistEnv {
         let port = need("MASTER_PORT")?;
         let master_port = port.trim().parse::<u16>().map_err(|_| DistError::Env(format!("MASTER_PORT={port:?} is not a port")))?;
         let master_addr = get("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
-        Ok(Some(DistEnv { rank, world, local_rank, local_world, master_addr, master_port }))
+        let gloo_ifname = get("GLOO_SOCKET_IFNAME").unwrap_or_default().trim().to_owned();
+        Ok(Some(DistEnv { rank, world, local_rank, local_world, master_addr, master_port, gloo_ifname }))
     }
 
     /// [`DistEnv::from_vars`] over the process environment.
@@ -169,20 +173,25 @@ impl ProcessGroup {
             return Err(DistError::Unavailable("this build has no NCCL backend: CUDA and NCCL headers were not found at build time (docs/distributed.md)".into()));
         }
         let host = CString::new(env.master_addr.clone()).map_err(|_| DistError::Env("MASTER_ADDR holds a NUL byte".into()))?;
+        let connect_err = |message: String| DistError::Connect { rank: env.rank, world: env.world, addr: format!("{}:{}", env.master_addr, env.master_port), message };
+        // Gloo's own sockets: the interfaces named, or the address this machine reaches rank
+        // 0's host from (on another node the master's address is not a local one to bind).
+        let local = if env.gloo_ifname.is_empty() {
+            local_address_towards(&env.master_addr, env.master_port).map_err(|e| connect_err(format!("cannot find the local address that reaches {}: {e} (set GLOO_SOCKET_IFNAME to the interface to use)", env.master_addr)))?.to_string()
+        } else {
+            String::new()
+        };
+        let local = CString::new(local).unwrap_or_default();
+        let ifnames = CString::new(env.gloo_ifname.clone()).map_err(|_| DistError::Env("GLOO_SOCKET_IFNAME holds a NUL byte".into()))?;
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let b = match backend {
             Backend::Gloo => 0,
             Backend::Nccl => 1,
         };
-        // SAFETY: `host` outlives the call; the shim copies it.
-        let ptr = unsafe { ffi::pt_pg_new(b, host.as_ptr(), env.master_port as i32, env.rank as i32, env.world as i32, ms) };
+        // SAFETY: the strings outlive the call; the shim copies them.
+        let ptr = unsafe { ffi::pt_pg_new(b, host.as_ptr(), env.master_port as i32, env.rank as i32, env.world as i32, ms, local.as_ptr(), ifnames.as_ptr()) };
         if ptr.is_null() {
-            return Err(DistError::Connect {
-                rank: env.rank,
-                world: env.world,
-                addr: format!("{}:{}", env.master_addr, env.master_port),
-                message: ffi::last_error(),
-            });
+            return Err(connect_err(ffi::last_error()));
         }
         Ok(ProcessGroup { ptr, rank: env.rank, world: env.world, backend })
     }
@@ -236,6 +245,25 @@ impl ProcessGroup {
         copy_slices(&flat, vars, Tensor::detach);
         Ok(())
     }
+}
+
+/// The local IP address this machine sends from to reach `host:port` (the routing table's
+/// choice, asked through an unconnected-until-now UDP socket: no packet is sent). Loopback for
+/// a loopback master, the cluster-facing interface's address otherwise.
+///
+/// # Errors
+/// When `host` does not resolve or no route reaches it.
+pub fn local_address_towards(host: &str, port: u16) -> std::io::Result<std::net::IpAddr> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolves to no address"));
+    for target in (host, port).to_socket_addrs()? {
+        let any = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        match UdpSocket::bind(any).and_then(|s| s.connect(target).and_then(|()| s.local_addr())) {
+            Ok(a) => return Ok(a.ip()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// One flat 1-D tensor of `ts`, in order: one collective call instead of one per tensor.
@@ -349,15 +377,24 @@ mod tests {
     }
 
     #[test]
+    fn gloo_binds_the_address_that_reaches_the_master() {
+        assert_eq!(local_address_towards("127.0.0.1", 29500).unwrap(), std::net::IpAddr::from([127, 0, 0, 1]));
+        assert!(local_address_towards("localhost", 29500).unwrap().is_loopback());
+        assert!(local_address_towards("no-such-host.invalid", 29500).is_err());
+    }
+
+    #[test]
     fn torchrun_variables_are_read_and_checked() {
         assert_eq!(env(&[]).unwrap(), None);
         assert_eq!(env(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None);
         let forced = env(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("MASTER_PORT", "9"), ("PRETUNE_FORCE_DIST", "1")]).unwrap().unwrap();
         assert_eq!((forced.rank, forced.world), (0, 1));
         let e = env(&[("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]).unwrap().unwrap();
-        assert_eq!(e, DistEnv { rank: 1, world: 2, local_rank: 1, local_world: 2, master_addr: "10.0.0.1".into(), master_port: 29500 });
+        assert_eq!(e, DistEnv { rank: 1, world: 2, local_rank: 1, local_world: 2, master_addr: "10.0.0.1".into(), master_port: 29500, gloo_ifname: String::new() });
         let e = env(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_PORT", "1234")]).unwrap().unwrap();
         assert_eq!((e.local_rank, e.local_world, e.master_addr.as_str()), (1, 2, "127.0.0.1"));
+        let e = env(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "1"), ("GLOO_SOCKET_IFNAME", " eth1,eth2 ")]).unwrap().unwrap();
+        assert_eq!(e.gloo_ifname, "eth1,eth2");
         for (vars, needle) in [
             (vec![("WORLD_SIZE", "2"), ("MASTER_PORT", "1")], "RANK is not set"),
             (vec![("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_PORT", "1")], "not below"),
