@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 pretraining-pays fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare pretraining-pays fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -32,6 +32,11 @@ bench: setup
 # precision = "bf16"). Worth it on CPUs with AMX-BF16 or AVX512-BF16.
 bench-bf16: setup
 	scripts/bench-side-by-side.sh --bf16
+
+# Prepared corpora: `data prepare` vs datasets' Dataset.map, resume time and Loader memory,
+# text vs prepared, on the baseline's corpus x1 and x10 (about 15 minutes on 2 cores).
+bench-prepare: setup
+	scripts/bench-prepare.sh
 
 # What pre-training buys: fine-tuning with and without it, 3 seeds per cell, into
 # docs/pretraining-pays.md (about 30 minutes on 2 cores).

@@ -1,6 +1,9 @@
 // The narrow C ABI pretune needs from libtorch beyond what tch exposes:
 //   * c10d process groups (Gloo on CPU; NCCL when built with PRETUNE_NCCL) over a TCPStore
 //     rendezvous: all-reduce (sum), broadcast, barrier;
+//   * c10d's Reducer, the engine of DistributedDataParallel: autograd hooks on the
+//     parameters' gradient accumulators launch each bucket's all-reduce as soon as its
+//     gradients are ready, overlapping communication with the rest of the backward pass;
 //   * the autocast dtype and per-device enable flag (tch only toggles CUDA autocast, at fp16).
 // Tensors come in as tch's `C_tensor*`, which is an `at::Tensor*`. Every entry point catches
 // C++ exceptions and turns them into a return code plus a message for `pt_last_error`, so
@@ -18,8 +21,12 @@
 #include <vector>
 
 #ifdef PRETUNE_C10D
+#include <mutex>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef PRETUNE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -109,6 +116,11 @@ int pt_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg
   });
 }
 
+// The steady clock the Reducer's bucket times use, in ns.
+int64_t pt_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 int pt_c10d_available() {
 #ifdef PRETUNE_C10D
 #ifdef PRETUNE_NCCL
@@ -126,6 +138,55 @@ struct PtGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
   std::chrono::milliseconds timeout;
+  int rank = 0;
+  int world = 1;
+  int backend = 0;
+  // The ProcessGroup front the Reducer takes, over the same backend (made on first use).
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+// When each bucket's all-reduce was launched and finished in the last backward pass.
+struct BucketTimes {
+  std::mutex m;
+  std::vector<int64_t> launched, done;
+  void record(std::vector<int64_t>& v, size_t i) {
+    std::lock_guard<std::mutex> g(m);
+    if (v.size() <= i) v.resize(i + 1, 0);
+    v[i] = pt_now_ns();
+  }
+};
+
+// Sums each bucket over the ranks (DDP's default divides by the world size; pretune's losses
+// are already normalised by the global counts, so the sum is the global batch's gradient) and
+// records when it started and ended.
+class SumHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+ public:
+  SumHook(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, std::shared_ptr<BucketTimes> times)
+      : c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>>(pg), times_(std::move(times)) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    size_t idx = bucket.getIndex();
+    times_->record(times_->launched, idx);
+    std::vector<at::Tensor> tensors = {bucket.getBufferRef()};
+    auto fut = state_->allreduce(tensors)->getFuture();
+    auto times = times_;
+    // A chained future, so the reducer (which waits on what the hook returns) sees the bucket
+    // done only after its completion time is recorded.
+    return fut->then(
+        [times, idx](c10::ivalue::Future& f) {
+          times->record(times->done, idx);
+          return f.value();
+        },
+        fut->elementType());
+  }
+
+ private:
+  std::shared_ptr<BucketTimes> times_;
+};
+
+struct PtReducer {
+  std::unique_ptr<c10d::Reducer> reducer;
+  std::shared_ptr<BucketTimes> times;
 };
 
 // backend: 0 Gloo, 1 NCCL. Rank 0 serves the TCPStore at host:port; every rank connects.
@@ -146,6 +207,9 @@ void* pt_pg_new(int backend, const char* host, int port, int rank, int world, in
     auto g = std::make_unique<PtGroup>();
     g->store = store;
     g->timeout = timeout;
+    g->rank = rank;
+    g->world = world;
+    g->backend = backend;
     if (backend == 1) {
 #ifdef PRETUNE_NCCL
       auto o = c10d::ProcessGroupNCCL::Options::create();
@@ -209,6 +273,84 @@ int pt_pg_barrier(void* pg) {
 void pt_pg_free(void* pg) {
   guarded([&] { delete static_cast<PtGroup*>(pg); });
 }
+
+// A Reducer over `params` (the trainable parameters, the same order on every rank), as
+// DistributedDataParallel builds it. Without `find_unused` the first backward pass reduces one
+// bucket after all gradients are ready, and `pt_reducer_prepare` then rebuilds the buckets in
+// the order the gradients became ready: a first bucket of `first_bucket_bytes`, then
+// `bucket_bytes` each. With `find_unused` (parameters that may get no gradient in an update)
+// the buckets are fixed from the start, in reverse parameter order, and every update walks the
+// autograd graph from the loss to mark the parameters it does not reach.
+void* pt_reducer_new(void* pg, at::Tensor** params, int n, int64_t bucket_bytes, int64_t first_bucket_bytes, int find_unused) {
+  PtReducer* out = nullptr;
+  int rc = guarded([&] {
+    auto* g = static_cast<PtGroup*>(pg);
+    if (!g->group) {
+      auto group = c10::make_intrusive<c10d::ProcessGroup>(g->store, g->rank, g->world);
+      auto type = g->backend == 1 ? c10d::ProcessGroup::BackendType::NCCL : c10d::ProcessGroup::BackendType::GLOO;
+      auto device = g->backend == 1 ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+      group->setBackend(device, type, g->pg);
+      group->setDefaultBackend(type);
+      g->group = group;
+    }
+    std::vector<at::Tensor> ps;
+    for (int i = 0; i < n; ++i) ps.push_back(*params[i]);
+    std::vector<size_t> limits_in = find_unused
+        ? std::vector<size_t>{static_cast<size_t>(first_bucket_bytes), static_cast<size_t>(bucket_bytes)}
+        : std::vector<size_t>{std::numeric_limits<size_t>::max()};
+    auto [indices, limits] = c10d::compute_bucket_assignment_by_size(ps, limits_in, std::vector<bool>(ps.size(), false));
+    // Parameters are created in forward order; gradients arrive roughly in reverse.
+    std::reverse(indices.begin(), indices.end());
+    auto r = std::make_unique<PtReducer>();
+    r->times = std::make_shared<BucketTimes>();
+    r->reducer = std::make_unique<c10d::Reducer>(
+        ps, indices, g->group, std::vector<bool>(ps.size(), false), bucket_bytes,
+        /*find_unused_parameters=*/find_unused != 0, /*gradient_as_bucket_view=*/false,
+        std::unordered_map<size_t, std::string>{}, first_bucket_bytes,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, std::vector<int64_t>{});
+    r->reducer->register_comm_hook(std::make_unique<SumHook>(g->group, r->times));
+    out = r.release();
+  });
+  return rc == 0 ? out : nullptr;
+}
+
+// After the forward pass of an update's last micro-batch, before its backward: rebuild the
+// buckets once (after the first update; a collective: every rank calls it), then arm the hooks
+// for the backward of `outputs` (the loss; used to find unused parameters). Micro-batches
+// before it run their backward with the hooks idle, accumulating locally (DDP's no_sync).
+int pt_reducer_prepare(void* r, at::Tensor** outputs, int n) {
+  return guarded([&] {
+    auto* red = static_cast<PtReducer*>(r);
+    red->reducer->rebuild_buckets();
+    {
+      std::lock_guard<std::mutex> g(red->times->m);
+      red->times->launched.clear();
+      red->times->done.clear();
+    }
+    std::vector<at::Tensor> outs;
+    for (int i = 0; i < n; ++i) outs.push_back(*outputs[i]);
+    red->reducer->prepare_for_backward(outs);
+  });
+}
+
+// The last backward's bucket times (steady clock, ns): up to `cap` of each; returns the count.
+int pt_reducer_times(void* r, int64_t* launched, int64_t* done, int cap) {
+  int count = 0;
+  guarded([&] {
+    auto* red = static_cast<PtReducer*>(r);
+    std::lock_guard<std::mutex> g(red->times->m);
+    count = static_cast<int>(red->times->launched.size());
+    for (int i = 0; i < count && i < cap; ++i) {
+      launched[i] = red->times->launched[i];
+      done[i] = i < static_cast<int>(red->times->done.size()) ? red->times->done[i] : 0;
+    }
+  });
+  return count;
+}
+
+void pt_reducer_free(void* r) {
+  guarded([&] { delete static_cast<PtReducer*>(r); });
+}
 #else
 void* pt_pg_new(int, const char*, int, int, int, int, const char*, const char*) {
   last_error = "pretune was built without c10d (install Debian's libgloo-dev and rebuild)";
@@ -218,6 +360,13 @@ int pt_pg_allreduce_sum(void*, at::Tensor*) { return 1; }
 int pt_pg_broadcast(void*, at::Tensor*, int) { return 1; }
 int pt_pg_barrier(void*) { return 1; }
 void pt_pg_free(void*) {}
+void* pt_reducer_new(void*, at::Tensor**, int, int64_t, int64_t, int) {
+  last_error = "pretune was built without c10d (install Debian's libgloo-dev and rebuild)";
+  return nullptr;
+}
+int pt_reducer_prepare(void*, at::Tensor**, int) { return 1; }
+int pt_reducer_times(void*, int64_t*, int64_t*, int) { return 0; }
+void pt_reducer_free(void*) {}
 #endif
 
 }  // extern "C"

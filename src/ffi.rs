@@ -35,6 +35,11 @@ extern "C" {
     pub(crate) fn pt_pg_broadcast(pg: *mut c_void, t: *mut C_tensor, root: c_int) -> c_int;
     pub(crate) fn pt_pg_barrier(pg: *mut c_void) -> c_int;
     pub(crate) fn pt_pg_free(pg: *mut c_void);
+    pub(crate) fn pt_reducer_new(pg: *mut c_void, params: *const *mut C_tensor, n: c_int, bucket_bytes: i64, first_bucket_bytes: i64, find_unused: c_int) -> *mut c_void;
+    pub(crate) fn pt_reducer_prepare(r: *mut c_void, outputs: *const *mut C_tensor, n: c_int) -> c_int;
+    pub(crate) fn pt_reducer_times(r: *mut c_void, launched: *mut i64, done: *mut i64, cap: c_int) -> c_int;
+    pub(crate) fn pt_reducer_free(r: *mut c_void);
+    pub(crate) fn pt_now_ns() -> i64;
 }
 
 /// The shim's message for the last failed call on this thread.

@@ -254,13 +254,6 @@ fn print_evaluation(ev: &pretune::finetune::evaluate::Evaluation, json: bool) {
 }
 
 fn main() -> ExitCode {
-    // Two malloc arenas: glibc gives every thread that allocates its own (up to 8 per core), and
-    // the pipeline's threads (Loader, Maskers, Trainer, Evaluator) each held one, which measured
-    // +150-220 MB peak RSS for a BERT-mini fine-tune at the same speed (BENCHMARKS.md).
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     install_panic_hook();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -268,6 +261,19 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // Two malloc arenas: glibc gives every thread that allocates its own (up to 8 per core), and
+    // the pipeline's threads (Loader, Maskers, Trainer, Evaluator) each held one, which measured
+    // +150-220 MB peak RSS for a BERT-mini fine-tune at the same speed (BENCHMARKS.md). Not for
+    // `data prepare`: its tokenizing threads allocate and free across threads all the time, and
+    // with two arenas two workers spent half their CPU time waiting on arena locks (twice
+    // the CPU time per token, slower than one worker; measured in BENCHMARKS.md).
+    let prepares = matches!(cli.command, Command::Data { .. } | Command::Bench { workload: pretune::bench::Workload::Prepare, .. });
+    if !prepares {
+        // SAFETY: mallopt only sets an allocator parameter; no thread of ours runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
     match cli.command {
         Command::Train { config, overrides, resume } => {
             let mut plan = match plan::load_and_resolve(&config, &overrides) {

@@ -312,4 +312,14 @@ fn bench_workloads_print_one_json_line_each() {
 
     let stream = bench(&["stream", "--batch", "8", "--seq", "64"]);
     assert!(stream["sequences"].as_u64().unwrap() > 100, "{stream}");
+    // The same epoch from a prepared copy: the same sequences.
+    let prepared = bench(&["stream", "--batch", "8", "--seq", "64", "--prepared"]);
+    assert_eq!(prepared["sequences"], stream["sequences"], "{prepared}");
+    assert_eq!(prepared["tokens"], stream["tokens"], "{prepared}");
+
+    let prep = bench(&["prepare", "--threads", "2"]);
+    assert!(prep["tokens"].as_u64().unwrap() > 300_000 && prep["tokens_per_s"].as_f64().unwrap() > 0.0, "{prep}");
+    let resume = bench(&["resume"]);
+    assert_eq!(resume["text"]["first_example_tokens"], resume["prepared"]["first_example_tokens"], "{resume}");
+    assert!(resume["prepared"]["seconds_best"].as_f64().unwrap() > 0.0, "{resume}");
 }

@@ -113,8 +113,13 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     let metrics = free_port();
     let nodes: Vec<_> = (0..2)
         .map(|node| {
-            let mut s = sets(8, 6);
+            // Two micro-batches of 4 per rank and update (the reducer reduces during the second
+            // one's backward only, like DDP's no_sync), and DDP's other mode: fixed buckets in
+            // reverse parameter order and a walk of the autograd graph each update (for heads
+            // the loss does not use). The same sums.
+            let mut s = sets(4, 6);
             s.push(format!("run.out_dir=\"{}\"", dir.path().join(format!("node{node}")).display()));
+            s.extend(["train.grad_accum=2".into(), "dist.find_unused_parameters=true".into(), "dist.bucket_mb=0.05".into()]);
             if node == 1 {
                 // Node 1's only rank is local rank 0 and global rank 1: it serves on the base
                 // port, labelled rank 1, and stays up until the check below has read it.
@@ -148,6 +153,35 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     assert!(worst < 1e-6, "two nodes vs one process: largest difference {worst}");
     // Global rank 1 lives on node 1: it logs there and writes no checkpoint.
     assert!(node1.join("ranks/rank-1/events.jsonl").exists() && !node1.join("checkpoints").exists());
+}
+
+/// libtorch's DDP reducer overlaps communication with the backward pass: after the first
+/// update (one bucket, reduced at the end, as DDP starts) the buckets are rebuilt in the order
+/// gradients become ready, and from then on the first buckets' all-reduces are launched, and
+/// some complete, while later gradients are still being computed.
+#[test]
+fn the_reducer_launches_all_reduces_before_the_backward_pass_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let mut s = sets(8, 6);
+    s.extend(["dist.bucket_mb=0.05".to_string(), format!("run.out_dir=\"{}\"", run.display())]);
+    let (code, _, err) = cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s));
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(run.join("events.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v.get("buckets").is_some()).collect();
+    assert_eq!(events.len(), 6, "every logged step reports its buckets");
+    let ms = |v: &serde_json::Value, k: &str| -> Vec<f64> { v["buckets"][k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect() };
+    assert_eq!(ms(&events[0], "launched_ms").len(), 1, "the first update reduces one bucket");
+    let mut overlapped = 0;
+    for e in &events[1..] {
+        let (launched, done) = (ms(e, "launched_ms"), ms(e, "done_ms"));
+        assert!(launched.len() >= 3, "rebuilt buckets of 0.05 MiB: {e}");
+        assert!(launched.iter().chain(&done).all(|t| t.is_finite() && *t <= 0.0), "every bucket launched and done before the backward returned: {e}");
+        let last_ready = launched.iter().copied().fold(f64::MIN, f64::max);
+        assert!(launched[0] < last_ready, "bucket 0 launched while gradients were still being computed: {e}");
+        overlapped += usize::from(done.iter().any(|&d| d < last_ready));
+    }
+    assert!(overlapped > 0, "no bucket's all-reduce completed before the last gradient was ready: {events:?}");
 }
 
 /// The real Loader with a shard: each rank's batches are its slice of the global batch, so the

@@ -37,6 +37,29 @@ pub struct StepReport {
     pub elapsed_s: f64,
     /// Share of the time since the previous logged step that the Trainer waited for data.
     pub data_wait_share: f64,
+    /// A data-parallel run's gradient buckets in this update (absent in one process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<BucketReport>,
+}
+
+/// When the reducer launched and finished each gradient bucket's all-reduce, in milliseconds
+/// relative to the end of the backward pass (negative: before it ended, overlapping compute).
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketReport {
+    /// Launch times, bucket 0 (the last layers) first.
+    pub launched_ms: Vec<f64>,
+    /// Completion times.
+    pub done_ms: Vec<f64>,
+    /// Communication the backward pass waited for after its last gradient was ready.
+    pub exposed_ms: f64,
+}
+
+impl BucketReport {
+    /// From the reducer's times and the backward pass's end (ns on the same clock).
+    pub fn new(t: &crate::dist::BucketTimes, backward_end: i64) -> Self {
+        let ms = |v: &[i64]| v.iter().map(|&x| if x == 0 { f64::NAN } else { (x - backward_end) as f64 / 1e6 }).collect();
+        BucketReport { launched_ms: ms(&t.launched), done_ms: ms(&t.done), exposed_ms: t.exposed_ns(backward_end) as f64 / 1e6 }
+    }
 }
 
 /// Totals the Trainer reports when it stops.

@@ -636,7 +636,7 @@ fn run_pipeline(
             let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
             let choice = crate::train::precision::resolve(t.precision, plan.device);
             tracing::info!(precision = ?choice.precision, why = %choice.why, "arithmetic");
-            let (precision, bucket_bytes) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize);
+            let (precision, bucket_bytes, find_unused) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize, c.dist.find_unused_parameters);
             let fused_adamw = t.fused_adamw;
             let profile = crate::train::profile::Window::new(t.profile_start, t.profile_steps, profile_dir.clone());
             let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
@@ -671,7 +671,7 @@ fn run_pipeline(
                         }
                     }
                     if let Some(pg) = process_group {
-                        if let Err(e) = state.attach_dist(pg, bucket_bytes) {
+                        if let Err(e) = state.attach_dist(pg, bucket_bytes, find_unused) {
                             stop2.abort();
                             coord.do_send(events::Event::Failed { stage: "trainer", error: Arc::new(e) });
                             return;

@@ -163,7 +163,11 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     fresh_dir(&dir)?;
     let corpus = scaled_corpus(a)?;
     let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
-    let toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token")?;
+    let mut toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token")?;
+    if a.prepared {
+        let prepared = super::prepared::prepared_copy(a, &corpus)?;
+        toml = toml.replace(&format!("train = [{:?}]", corpus.display().to_string()), &format!("train = [{:?}]", prepared.display().to_string()));
+    }
     let plan = load_pretrain(&dir, "config.toml", &toml)?;
     let rss_start = super::sys::rss_mb();
     let stop = StopFlag::new();
@@ -193,5 +197,6 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
         "sequences": seqs, "tokens": tokens, "seconds": round4(dt),
         "sequences_per_s": (seqs as f64 / dt).round(), "tokens_per_s": (tokens as f64 / dt).round(),
         "rss_start_mb": rss_start, "rss_sampled_max_mb": rss_max, "peak_rss_mb": peak_rss_mb(), "cpu": mon.finish(),
+        "prepared": a.prepared, "rss_anon_file_mb_at_end": super::sys::rss_anon_file_mb(),
     }))
 }

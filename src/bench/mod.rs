@@ -13,9 +13,13 @@
 //!   fine-tuning loop, the baseline's task; `--task qa`: extractive question answering from a
 //!   pre-trained BERT on SQuAD windows (`scripts/qa_peer.py --bench` is the peer).
 //! * `stream`: the data plane alone over a whole epoch of a corpus repeated `scale` times, for
-//!   peak RSS against corpus size.
+//!   peak RSS against corpus size (`--prepared`: from a prepared copy of it).
+//! * `prepare`: `pretune data prepare` of that corpus with `--threads` workers.
+//! * `resume`: from the config to the first example at a cursor 90 % into the corpus, from the
+//!   text and from the prepared copy.
 
 mod input;
+mod prepared;
 pub mod sys;
 mod train;
 
@@ -67,6 +71,10 @@ pub enum Workload {
     Finetune,
     /// The data plane alone over a whole epoch.
     Stream,
+    /// `pretune data prepare` of the corpus, with `--threads` tokenizing workers.
+    Prepare,
+    /// A resume deep into the corpus: config to the first example, text vs prepared.
+    Resume,
 }
 
 /// Pre-training objective of the `pretrain` workload.
@@ -187,6 +195,9 @@ pub struct BenchArgs {
     /// `finetune --task qa`: tokens shared by consecutive windows.
     #[arg(long, default_value_t = 96)]
     pub doc_stride: usize,
+    /// `stream`: read a prepared copy of the corpus (made first if missing, not timed).
+    #[arg(long)]
+    pub prepared: bool,
 }
 
 /// The task of the `finetune` workload.
@@ -219,6 +230,8 @@ pub fn run(w: Workload, a: &BenchArgs) -> Result<serde_json::Value, BenchError> 
         Workload::Tokenize => input::tokenize(a)?,
         Workload::Mask => input::mask(a)?,
         Workload::Stream => input::stream(a)?,
+        Workload::Prepare => prepared::prepare(a)?,
+        Workload::Resume => prepared::resume(a)?,
         Workload::Pretrain => train::pretrain(a)?,
         Workload::Finetune if a.task == BenchTask::Qa => train::finetune_qa(a)?,
         Workload::Finetune => train::finetune(a)?,
@@ -244,7 +257,7 @@ fn versions() -> serde_json::Value {
 }
 
 /// A corpus file repeated `scale` times (documents stay documents); the file itself for 1.
-fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
+pub(crate) fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
     if a.scale <= 1 {
         return Ok(a.corpus.clone());
     }
@@ -263,7 +276,7 @@ fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
 }
 
 /// The pre-training config of a workload, as a user would write it.
-fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> Result<String, BenchError> {
+pub(crate) fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> Result<String, BenchError> {
     let pair = match objective {
         BenchObjective::Mlm => "none",
         BenchObjective::MlmNsp => "nsp",
@@ -342,7 +355,7 @@ fn model_section(a: &BenchArgs) -> String {
 }
 
 /// Writes a generated config; returns its path.
-fn write_config(out_dir: &Path, name: &str, toml: &str) -> Result<PathBuf, BenchError> {
+pub(crate) fn write_config(out_dir: &Path, name: &str, toml: &str) -> Result<PathBuf, BenchError> {
     std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let path = out_dir.join(name);
     std::fs::write(&path, toml).map_err(io_err(&path))?;
@@ -355,7 +368,7 @@ fn load_pretrain(out_dir: &Path, name: &str, toml: &str) -> Result<crate::plan::
 }
 
 /// A fresh output folder (events.jsonl appends, so an old one would mix runs).
-fn fresh_dir(path: &Path) -> Result<(), BenchError> {
+pub(crate) fn fresh_dir(path: &Path) -> Result<(), BenchError> {
     if path.exists() {
         std::fs::remove_dir_all(path).map_err(io_err(path))?;
     }

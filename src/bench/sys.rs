@@ -24,6 +24,15 @@ pub fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| round1(kb / 1024.0))
 }
 
+/// Current resident memory split in MB: anonymous (heap: what the process holds) and
+/// file-backed (mapped files' pages in memory, e.g. a memory-mapped prepared corpus: page
+/// cache the kernel can drop and that every rank on the machine shares).
+pub fn rss_anon_file_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).map_or(f64::NAN, |kb| round1(kb / 1024.0));
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 /// The CPU's model name (`/proc/cpuinfo`), or an empty string.
 pub fn cpu_model() -> String {
     crate::train::precision::cpuinfo_field("model name").unwrap_or_default()

@@ -86,11 +86,17 @@ pub struct DistConfig {
     /// Seconds a rendezvous or a collective may take before the run fails: how long a hung
     /// rank can hold the others (a rank that dies is noticed at once).
     pub timeout_s: f64,
+    /// DDP's `find_unused_parameters`: set it when some trainable parameters get no gradient in
+    /// an update (a head the loss does not use). Every update then walks the autograd graph
+    /// from the loss, and the buckets stay in reverse parameter order instead of being rebuilt
+    /// in the order gradients arrive. Without it such a model fails at the second update with
+    /// c10d's list of the parameters that got no gradient.
+    pub find_unused_parameters: bool,
 }
 
 impl Default for DistConfig {
     fn default() -> Self {
-        DistConfig { bucket_mb: 25.0, timeout_s: 120.0 }
+        DistConfig { bucket_mb: 25.0, timeout_s: 120.0, find_unused_parameters: false }
     }
 }
 

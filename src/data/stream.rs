@@ -379,6 +379,7 @@ impl ExampleStream {
                 // The documents a text reader would return from here: those of this file that
                 // start before the span's end; the position after each is recorded.
                 let mut docs = Vec::new();
+                let first = *next;
                 let last = split.file_docs(*file).end;
                 while docs.len() < self.settings.block_docs && *next < last {
                     let d = split.doc(*next);
@@ -388,6 +389,7 @@ impl ExampleStream {
                     docs.push(split.sentences(*next));
                     (*next, *pos, *line) = (*next + 1, d.end, d.end_line);
                 }
+                split.release(first..*next);
                 docs
             }
             _ => unreachable!("the reader is opened for the stream's corpus"),

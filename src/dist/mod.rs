@@ -6,8 +6,8 @@
 //! * [`ProcessGroup`]: connect (rank 0 serves the TCPStore), all-reduce, broadcast, barrier;
 //!   failures are [`DistError`]s with c10d's message, never aborts, and every collective has
 //!   a timeout, so a dead or stuck rank ends the others with an error instead of a hang.
-//! * [`GradSync`]: gradients flattened into buckets of a configurable size, one all-reduce per
-//!   bucket.
+//! * [`Reducer`]: libtorch's own DDP reducer (`c10d::Reducer`): gradients bucketed in the
+//!   order they become ready and all-reduced while the backward pass goes on.
 //!
 //! How a run divides the work (see `docs/distributed.md`): every rank reads the same stream and
 //! the Loader keeps rank r's share of each global batch (`batch_size × world_size` examples),
@@ -292,69 +292,113 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Gradient all-reduce in buckets: parameters in a fixed order (the same on every rank) are
-/// grouped until a bucket holds `bucket_bytes`; each bucket's gradients are flattened into one
-/// tensor, summed over ranks in one call, and copied back.
-pub struct GradSync {
-    buckets: Vec<Vec<Tensor>>,
+/// libtorch's `c10d::Reducer`, the engine inside `DistributedDataParallel`, over the trainable
+/// parameters: autograd hooks on their gradient accumulators copy each gradient into its bucket
+/// as it is computed and launch the bucket's all-reduce (a sum: the losses are normalised by
+/// the global counts) as soon as the bucket is full, so communication overlaps the rest of the
+/// backward pass; the backward returns once every bucket is reduced and copied back.
+///
+/// The first update reduces one bucket at the end of the backward pass; before the second the
+/// buckets are rebuilt in the order the gradients became ready (a first bucket of 1 MiB, then
+/// `bucket_bytes` each), as DDP does. Every trainable parameter must receive a gradient in every
+/// update unless `find_unused` is set (DDP's `find_unused_parameters`).
+pub struct Reducer {
+    ptr: *mut std::ffi::c_void,
+    /// Keeps the parameters alive as long as the hooks that point at them.
+    _params: Vec<Tensor>,
 }
 
-impl GradSync {
-    /// Buckets over `params` (in the order given) of at most `bucket_bytes` each (a larger
-    /// tensor gets a bucket of its own).
-    pub fn new(params: &[Tensor], bucket_bytes: usize) -> Self {
-        let groups = bucket_ranges(&params.iter().map(|p| p.numel() * 4).collect::<Vec<_>>(), bucket_bytes);
-        GradSync { buckets: groups.into_iter().map(|r| params[r].iter().map(|p| p.shallow_clone()).collect()).collect() }
-    }
+// SAFETY: used from the Trainer's thread only, like the process group it belongs to.
+unsafe impl Send for Reducer {}
 
-    /// Number of buckets.
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
+/// DDP's first bucket: small, so the last layers' gradients go out at once.
+const FIRST_BUCKET_BYTES: i64 = 1 << 20;
 
-    /// Whether there are no parameters.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
+/// When each bucket's all-reduce started and ended in the last backward pass, on the shim's
+/// steady clock (ns; see [`now_ns`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketTimes {
+    /// Launch time per bucket, in bucket order (bucket 0 holds the last layers).
+    pub launched: Vec<i64>,
+    /// Completion time per bucket (0 if it never completed).
+    pub done: Vec<i64>,
+}
 
-    /// Sums every gradient over the ranks (a missing gradient counts as zeros).
+impl BucketTimes {
+    /// Nanoseconds of communication the backward pass waited for after its last gradient was
+    /// computed: from the last bucket's launch (the moment the last gradient was ready) to
+    /// `backward_end`. What overlapping did not hide.
+    pub fn exposed_ns(&self, backward_end: i64) -> i64 {
+        self.launched.iter().max().map_or(0, |&last| (backward_end - last).max(0))
+    }
+}
+
+/// The shim's steady clock in nanoseconds (the clock of [`BucketTimes`]).
+pub fn now_ns() -> i64 {
+    // SAFETY: no arguments.
+    unsafe { ffi::pt_now_ns() }
+}
+
+impl Reducer {
+    /// Hooks the reducer onto `params` (the trainable parameters, in the same order on every
+    /// rank) over `pg`'s backend.
     ///
     /// # Errors
-    /// [`DistError::Collective`].
-    pub fn sum(&self, pg: &ProcessGroup) -> Result<(), DistError> {
-        let _guard = tch::no_grad_guard();
-        for bucket in &self.buckets {
-            // A missing gradient travels as zeros, so every rank sends the same sizes.
-            let mut flat = flatten(bucket.iter().map(|p| {
-                let g = p.grad();
-                if g.defined() {
-                    g
-                } else {
-                    Tensor::zeros_like(p)
-                }
-            }));
-            pg.all_reduce_sum(&mut flat)?;
-            copy_slices(&flat, bucket, Tensor::grad);
+    /// [`DistError::Unavailable`] with c10d's message when the reducer cannot be built.
+    pub fn new(pg: &ProcessGroup, params: &[Tensor], bucket_bytes: usize, find_unused: bool) -> Result<Self, DistError> {
+        let params: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
+        let ptrs: Vec<*mut torch_sys::C_tensor> = params.iter().map(|t| t.as_ptr().cast_mut()).collect();
+        let bucket = i64::try_from(bucket_bytes).unwrap_or(i64::MAX);
+        // SAFETY: the tensors outlive the reducer (kept in `_params`); the shim copies the
+        // handles.
+        let ptr = unsafe { ffi::pt_reducer_new(pg.ptr, ptrs.as_ptr(), ptrs.len() as i32, bucket, FIRST_BUCKET_BYTES.min(bucket), i32::from(find_unused)) };
+        if ptr.is_null() {
+            return Err(DistError::Unavailable(format!("cannot build c10d's Reducer: {}", ffi::last_error())));
         }
-        Ok(())
+        Ok(Reducer { ptr, _params: params })
+    }
+
+    /// Arms the hooks for the backward pass of `loss` (call it after the forward pass of an
+    /// update's last micro-batch; earlier micro-batches accumulate locally, like DDP's
+    /// `no_sync`); rebuilds the buckets once, after the first update (a collective: every rank
+    /// calls it).
+    ///
+    /// # Errors
+    /// [`DistError::Collective`] (the rebuild broadcasts from rank 0; a reduction left
+    /// unfinished by the previous backward, such as a parameter that got no gradient, is
+    /// reported here with c10d's message).
+    pub fn prepare(&self, loss: &Tensor, rank: usize, world: usize) -> Result<(), DistError> {
+        let outputs = [loss.as_ptr().cast_mut()];
+        // SAFETY: a live reducer; `loss` outlives the call.
+        let rc = unsafe { ffi::pt_reducer_prepare(self.ptr, outputs.as_ptr(), 1) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            let mut message = ffi::last_error();
+            if message.contains("find_unused_parameters") {
+                message.push_str(" [pretune: set dist.find_unused_parameters = true]");
+            }
+            Err(DistError::Collective { rank, world, op: "gradient all-reduce (reducer)", message })
+        }
+    }
+
+    /// The last backward pass's bucket times.
+    pub fn times(&self) -> BucketTimes {
+        let cap = 4096;
+        let (mut launched, mut done) = (vec![0i64; cap], vec![0i64; cap]);
+        // SAFETY: both buffers hold `cap` values.
+        let n = unsafe { ffi::pt_reducer_times(self.ptr, launched.as_mut_ptr(), done.as_mut_ptr(), cap as i32) }.clamp(0, cap as i32) as usize;
+        launched.truncate(n);
+        done.truncate(n);
+        BucketTimes { launched, done }
     }
 }
 
-/// Groups consecutive sizes into ranges of at most `cap` bytes (a single larger item alone).
-pub fn bucket_ranges(sizes: &[usize], cap: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, &s) in sizes.iter().enumerate() {
-        if i > start && bytes + s > cap {
-            out.push(start..i);
-            (start, bytes) = (i, 0);
-        }
-        bytes += s;
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        // SAFETY: created by pt_reducer_new, freed once.
+        unsafe { ffi::pt_reducer_free(self.ptr) };
     }
-    if start < sizes.len() {
-        out.push(start..sizes.len());
-    }
-    out
 }
 
 /// The examples of a global batch that belong to `rank`: the `rank`-th of `world` equal
@@ -427,9 +471,10 @@ mod tests {
     }
 
     #[test]
-    fn buckets_respect_the_cap_and_keep_order() {
-        assert_eq!(bucket_ranges(&[4, 4, 4, 10, 1, 1], 8), vec![0..2, 2..3, 3..4, 4..6]);
-        assert_eq!(bucket_ranges(&[], 8), Vec::<std::ops::Range<usize>>::new());
-        assert_eq!(bucket_ranges(&[100], 8), vec![0..1]);
+    fn exposed_time_runs_from_the_last_bucket_launch_to_the_end_of_the_backward() {
+        let t = BucketTimes { launched: vec![100, 250, 400], done: vec![300, 420, 900] };
+        assert_eq!(t.exposed_ns(1000), 600);
+        assert_eq!(t.exposed_ns(350), 0);
+        assert_eq!(BucketTimes::default().exposed_ns(5), 0);
     }
 }

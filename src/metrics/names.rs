@@ -81,7 +81,7 @@ pub fn describe_all() {
     describe_counter!(EVENTS_DROPPED, Unit::Count, "Events a slow subscriber missed (its mailbox was full).");
     describe_counter!(NONFINITE_STEPS, Unit::Count, "Updates dropped because the loss or gradient norm was not finite.");
     describe_histogram!(CHECKPOINT_STALL, Unit::Seconds, "Time a training step stalled to hand a checkpoint over.");
-    describe_histogram!(ALLREDUCE, Unit::Seconds, "Time an update spent in all-reduces (data-parallel runs).");
+    describe_histogram!(ALLREDUCE, Unit::Seconds, "Communication an update waited for (data-parallel runs): the counts and loss all-reduces, and the gradient all-reduce left after the backward pass's last gradient (the rest overlaps compute).");
     describe_gauge!(LAST_STEP_TIME, Unit::Seconds, "Unix time of the latest optimizer update (or of the Trainer's start).");
     describe_gauge!(MAX_STEPS, Unit::Count, "Optimizer updates the run plans.");
     describe_gauge!(STEP, Unit::Count, "The latest optimizer update's number (across resumes).");

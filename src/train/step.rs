@@ -31,12 +31,26 @@ pub struct StepOutput {
     pub samples: u64,
 }
 
-/// A data-parallel run's process group and gradient buckets.
+/// A data-parallel run's process group and DDP reducer.
 struct DistParts {
     pg: crate::dist::ProcessGroup,
-    grads: crate::dist::GradSync,
-    /// Seconds spent in all-reduces so far.
+    reducer: crate::dist::Reducer,
+    /// Seconds of communication not hidden behind compute so far: the counts' and the loss
+    /// parts' all-reduces, and the gradient all-reduce the backward pass waited for after its
+    /// last gradient.
     comm_s: f64,
+    /// The last update's bucket times and the end of its backward pass.
+    last: (crate::dist::BucketTimes, i64),
+}
+
+impl DistParts {
+    /// The backward pass of an update's last micro-batch, with the reducer's hooks armed: each
+    /// gradient bucket is all-reduced as soon as it is full; returns once all are reduced.
+    fn backward(&self, loss: &Tensor) -> Result<(), crate::dist::DistError> {
+        let (rank, world) = (self.pg.rank, self.pg.world);
+        self.reducer.prepare(loss, rank, world)?;
+        loss.f_backward().map_err(|e| crate::dist::DistError::Collective { rank, world, op: "gradient all-reduce (backward)", message: e.to_string() })
+    }
 }
 
 /// The model, its variables and its optimizer: owned by the Trainer thread alone.
@@ -133,12 +147,12 @@ impl TrainState {
     }
 
     /// Joins a data-parallel run: every rank takes rank 0's weights (after a resume too, so
-    /// they start identical), and gradients are summed over the ranks in buckets of
-    /// `bucket_bytes` before each update.
+    /// they start identical), and libtorch's DDP reducer sums the gradients over the ranks in
+    /// buckets of `bucket_bytes`, overlapping the backward pass.
     ///
     /// # Errors
     /// [`crate::dist::DistError`] when the broadcast fails.
-    pub fn attach_dist(&mut self, pg: crate::dist::ProcessGroup, bucket_bytes: usize) -> Result<(), crate::dist::DistError> {
+    pub fn attach_dist(&mut self, pg: crate::dist::ProcessGroup, bucket_bytes: usize, find_unused: bool) -> Result<(), crate::dist::DistError> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
@@ -149,9 +163,9 @@ impl TrainState {
             pg.broadcast_vars(&moments)?;
         }
         let trainable: Vec<Tensor> = tensors.into_iter().filter(Tensor::requires_grad).collect();
-        let grads = crate::dist::GradSync::new(&trainable, bucket_bytes);
-        tracing::info!(rank = pg.rank, world = pg.world, buckets = grads.len(), "joined the process group");
-        self.dist = Some(DistParts { pg, grads, comm_s: 0.0 });
+        let reducer = crate::dist::Reducer::new(&pg, &trainable, bucket_bytes, find_unused)?;
+        tracing::info!(rank = pg.rank, world = pg.world, parameters = trainable.len(), bucket_bytes, find_unused, "joined the process group (c10d reducer)");
+        self.dist = Some(DistParts { pg, reducer, comm_s: 0.0, last: Default::default() });
         Ok(())
     }
 
@@ -167,9 +181,16 @@ impl TrainState {
         Ok(t.double_value(&[0]) > 0.0)
     }
 
-    /// Seconds spent in all-reduces so far (0 without a process group).
+    /// Seconds of communication not hidden behind compute so far (0 without a process group).
     pub fn comm_seconds(&self) -> f64 {
         self.dist.as_ref().map_or(0.0, |d| d.comm_s)
+    }
+
+    /// The last update's gradient buckets: when each all-reduce was launched and completed,
+    /// and when the backward pass returned (the shim's steady clock, ns). `None` without a
+    /// process group.
+    pub fn last_bucket_times(&self) -> Option<(crate::dist::BucketTimes, i64)> {
+        self.dist.as_ref().map(|d| d.last.clone())
     }
 
     /// Rank and world size (0 and 1 without a process group).
@@ -221,7 +242,8 @@ impl TrainState {
         let _autocast = super::precision::Autocast::enter(self.precision, device);
         // Each part's mean over the update, in the order the objective reports them.
         let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
-        for hb in micro {
+        for (i, hb) in micro.iter().enumerate() {
+            let last = i + 1 == micro.len();
             let b = DeviceBatch::new(hb, device);
             let mut loss: Option<Tensor> = None;
             for part in self.model.losses(&b, true) {
@@ -235,15 +257,28 @@ impl TrainState {
                     None => l,
                 });
             }
-            if let Some(loss) = loss {
-                let _scope = super::profile::Scope::enter("pretune::backward");
-                loss.backward();
+            let _scope = super::profile::Scope::enter("pretune::backward");
+            match (loss, &self.dist) {
+                // The reducer's hooks reduce during the last micro-batch's backward only;
+                // earlier ones accumulate locally (DDP's no_sync).
+                (Some(loss), Some(d)) if last => d.backward(&loss)?,
+                (Some(loss), _) => loss.backward(),
+                // A rank whose last micro-batch scored nothing still joins the reduction, with
+                // zero gradients, so the others do not wait for its buckets.
+                (None, Some(d)) if last => {
+                    let zero = self.vs.trainable_variables().iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, v| acc + v.sum(Kind::Float) * 0.0);
+                    d.backward(&zero)?;
+                }
+                (None, _) => {}
             }
         }
         drop(_autocast);
         if let Some(d) = &mut self.dist {
+            let end = crate::dist::now_ns();
+            let times = d.reducer.times();
+            comm += std::time::Duration::from_nanos(times.exposed_ns(end) as u64);
+            d.last = (times, end);
             let t0 = std::time::Instant::now();
-            d.grads.sum(&d.pg)?;
             // The loss parts are sums over this rank's share of the global divisors.
             if !parts.is_empty() {
                 let views: Vec<&Tensor> = parts.iter().map(|(_, t)| t).collect();
