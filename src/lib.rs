@@ -2,21 +2,31 @@
 //! pipeline of actors.
 //!
 //! # Layout
-//! * [`config`]: TOML structs (unknown keys rejected), `--set` overrides, resolution into a
-//!   validated [`config::RunPlan`].
-//! * [`data`]: streaming sources, tokenization, packing, the seekable cursor. Host data only.
-//! * [`masking`]: MLM corruption and collation; pure and seeded, no tch.
+//! From the bottom up (a module uses the ones above it in this list, not the reverse; the
+//! exceptions are being removed, see the layout issue):
+//! * [`rng`]: counter-based randomness, every draw a pure function of a key.
+//! * [`config`]: TOML structs (unknown keys rejected) and `--set` overrides.
+//! * [`data`]: text and JSONL sources, tokenization, packing, NSP / SOP pairs, the seekable
+//!   example stream, labelled data, and prepared (pre-tokenized, memory-mapped) corpora.
+//! * [`masking`]: MLM and GLM corruption and collation; pure and seeded, no tch.
 //! * [`batch`]: the data plane's messages ([`batch::RawBatch`], [`batch::HostBatch`]).
-//! * [`model`]: the BERT encoder and MLM head with Hugging Face parameter names.
+//! * [`model`]: BERT, its heads and GLM, with Hugging Face parameter names.
 //! * [`objective`]: device halves: batches on the device, losses, evaluation metrics.
-//! * [`train`]: our AdamW (saveable moments), learning-rate schedules, one training step,
-//!   and the pure step policies (when to log, evaluate, checkpoint).
-//! * [`checkpoint`]: crash-safe checkpoint folders, checksums, retention.
-//! * [`metrics`]: the metric names (one list) and the Prometheus exporter.
-//! * [`finetune`]: task heads, labelled data, task metrics, early stopping, Hugging Face
-//!   import / export, prediction.
-//! * [`actors`]: every thread and actor: Loader, Masker workers, Trainer, Evaluator,
-//!   Checkpointer and the Coordinator. The only module that spawns threads.
+//! * [`finetune`]: task plans, heads, labelled examples, cloze, task metrics, Hugging Face
+//!   import / export, `predict` and `evaluate`.
+//! * [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
+//! * [`train`]: our AdamW (saveable moments), schedules, precision, the training step, the
+//!   profiler window and the pure step policies (when to log, evaluate, checkpoint).
+//! * [`checkpoint`]: crash-safe checkpoint folders, checksums, retention, resume points.
+//! * [`dist`]: data parallelism on libtorch's c10d through `csrc/` (process group, the DDP
+//!   reducer) and `pretune launch`'s rendezvous (it spawns the rank processes).
+//! * [`metrics`] and [`http`]: metric names, the Prometheus exporter and the small server
+//!   behind `/metrics` and the control endpoint (its own thread and tokio runtime).
+//! * [`actors`]: the pipeline: Loader, Masker workers, Trainer, Evaluator, Checkpointer and
+//!   the Coordinator, their events and commands. Threads are spawned here, by the HTTP
+//!   server, by `data prepare`'s tokenizing workers and by the benches.
+//! * Commands over the library: [`check`], [`preview`], [`report`], [`bench`] (the binary's
+//!   `main.rs` parses the command line and calls them).
 //!
 //! # Data flow
 //! 1. The Loader reads documents, tokenizes them, packs them into segments, block-shuffles
