@@ -333,7 +333,8 @@ int pt_reducer_prepare(void* r, at::Tensor** outputs, int n) {
   });
 }
 
-// The last backward's bucket times (steady clock, ns): up to `cap` of each; returns the count.
+// The last backward's bucket times (steady clock, ns): up to `cap` of each; returns the count
+// (a cap of 0 only asks for it).
 int pt_reducer_times(void* r, int64_t* launched, int64_t* done, int cap) {
   int count = 0;
   guarded([&] {

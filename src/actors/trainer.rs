@@ -309,7 +309,7 @@ impl Trainer {
                     tokens_per_second: (p.tokens - last_log_tokens) as f64 / dt,
                     elapsed_s: now.duration_since(start).as_secs_f64(),
                     data_wait_share: (p.data_wait - last_log_wait).as_secs_f64() / dt,
-                    buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(&t, end)),
+                    buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(t, end)),
                 };
                 totals.final_loss = loss;
                 logged_loss = Some(loss);

@@ -166,7 +166,7 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     let mut toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token")?;
     if a.prepared {
         let prepared = super::prepared::prepared_copy(a, &corpus)?;
-        toml = toml.replace(&format!("train = [{:?}]", corpus.display().to_string()), &format!("train = [{:?}]", prepared.display().to_string()));
+        toml = super::prepared::on_prepared(&toml, &corpus, &prepared);
     }
     let plan = load_pretrain(&dir, "config.toml", &toml)?;
     let rss_start = super::sys::rss_mb();

@@ -29,6 +29,11 @@ fn config(a: &BenchArgs, dir: &Path, corpus: &Path) -> Result<PathBuf, BenchErro
     write_config(dir, "config.toml", &toml)
 }
 
+/// A generated config `toml` over `corpus`, pointed at its prepared copy instead.
+pub(crate) fn on_prepared(toml: &str, corpus: &Path, prepared: &Path) -> String {
+    toml.replace(&format!("train = [{:?}]", corpus.display().to_string()), &format!("train = [{:?}]", prepared.display().to_string()))
+}
+
 /// The prepared copy of `corpus` (`OUT/prepared-xSCALE`), made with `--threads` workers when
 /// missing or stale; `prepare` leaves an up-to-date one alone.
 pub(crate) fn prepared_copy(a: &BenchArgs, corpus: &Path) -> Result<PathBuf, BenchError> {
@@ -75,14 +80,17 @@ pub fn resume(a: &BenchArgs) -> Result<Value, BenchError> {
     let text_cfg = config(a, &dir.join("text"), &corpus)?;
     let prep_cfg = {
         let toml = std::fs::read_to_string(&text_cfg).map_err(io_err(&text_cfg))?;
-        let toml = toml.replace(&format!("train = [{:?}]", corpus.display().to_string()), &format!("train = [{:?}]", prepared.display().to_string()));
-        write_config(&dir.join("prepared"), "config.toml", &toml)?
+        write_config(&dir.join("prepared"), "config.toml", &on_prepared(&toml, &corpus, &prepared))?
     };
     let (cursor, block_docs) = {
         let plan = crate::plan::load_and_resolve(&prep_cfg, &[])?;
-        let split = &plan.prepared.as_ref().expect("a prepared plan").train;
+        let split = &plan.prepared.as_ref().ok_or_else(|| BenchError::Result(format!("{} was not read as a prepared dataset", prepared.display())))?.train;
         let docs = split.file_docs(0);
-        let before = split.doc(docs.start + (docs.end - docs.start) * 9 / 10 - 1);
+        let n = docs.end - docs.start;
+        if n < 2 {
+            return Err(BenchError::Result(format!("{}: a resume needs at least 2 documents, found {n}", corpus.display())));
+        }
+        let before = split.doc(docs.start + (n * 9 / 10).max(1) - 1);
         (Cursor { epoch: 0, file: 0, block_offset: before.end, block_line: before.end_line, in_block: 0, example: 0 }, plan.config.data.shuffle_block_docs)
     };
     let mut out = serde_json::Map::new();

@@ -382,14 +382,16 @@ impl Reducer {
         }
     }
 
-    /// The last backward pass's bucket times.
+    /// The last backward pass's bucket times (called every update: two buffers of the bucket
+    /// count, not of a worst case).
     pub fn times(&self) -> BucketTimes {
-        let cap = 4096;
-        let (mut launched, mut done) = (vec![0i64; cap], vec![0i64; cap]);
-        // SAFETY: both buffers hold `cap` values.
-        let n = unsafe { ffi::pt_reducer_times(self.ptr, launched.as_mut_ptr(), done.as_mut_ptr(), cap as i32) }.clamp(0, cap as i32) as usize;
-        launched.truncate(n);
-        done.truncate(n);
+        // SAFETY: a cap of 0 writes nothing and returns the count.
+        let n = unsafe { ffi::pt_reducer_times(self.ptr, std::ptr::null_mut(), std::ptr::null_mut(), 0) }.max(0) as usize;
+        let (mut launched, mut done) = (vec![0i64; n], vec![0i64; n]);
+        // SAFETY: both buffers hold `n` values; the shim writes at most `n`.
+        let got = unsafe { ffi::pt_reducer_times(self.ptr, launched.as_mut_ptr(), done.as_mut_ptr(), n as i32) }.clamp(0, n as i32) as usize;
+        launched.truncate(got);
+        done.truncate(got);
         BucketTimes { launched, done }
     }
 }

@@ -189,8 +189,8 @@ impl TrainState {
     /// The last update's gradient buckets: when each all-reduce was launched and completed,
     /// and when the backward pass returned (the shim's steady clock, ns). `None` without a
     /// process group.
-    pub fn last_bucket_times(&self) -> Option<(crate::dist::BucketTimes, i64)> {
-        self.dist.as_ref().map(|d| d.last.clone())
+    pub fn last_bucket_times(&self) -> Option<(&crate::dist::BucketTimes, i64)> {
+        self.dist.as_ref().map(|d| (&d.last.0, d.last.1))
     }
 
     /// Rank and world size (0 and 1 without a process group).
