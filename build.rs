@@ -2,8 +2,12 @@
 //! C++ shim (`csrc/pretune_shim.cpp`).
 //!
 //! * An rpath to torch's `lib/`, so binaries and tests run without `LD_LIBRARY_PATH`.
-//! * `libtorch_cuda.so` force-linked with `--no-as-needed`: nothing references its symbols
-//!   directly, so the default `--as-needed` drops it and libtorch never registers CUDA.
+//! * `libtorch_cuda.so` is *not* linked unless the shim has the NCCL backend (which
+//!   references it): mapping it costs ~390 MB of resident memory on every run, GPU or not, so
+//!   `src/cuda.rs` `dlopen`s it at start-up on machines with a GPU. Its folder is passed to the
+//!   crate as `PRETUNE_TORCH_LIB` for that. (Linked, it needs `--no-as-needed`: nothing
+//!   references its symbols directly, so `--as-needed` would drop it and libtorch would never
+//!   register CUDA.)
 //! * The shim: c10d process groups (Gloo when Debian's `libgloo-dev` headers are present, NCCL
 //!   too when CUDA and NCCL headers are found) and the autocast dtype, which tch lacks.
 use std::path::{Path, PathBuf};
@@ -17,18 +21,21 @@ fn main() {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rustc-env=PRETUNE_TORCH_LIB={lib}");
     let lib = PathBuf::from(lib);
-    if lib.join("libtorch_cuda.so").exists() {
+    let nccl = shim(&lib);
+    if nccl && lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    shim(&lib);
 }
 
-fn shim(lib: &Path) {
+/// Compiles the shim; whether it has the NCCL backend.
+fn shim(lib: &Path) -> bool {
     let include = lib.join("../include");
     let mut b = cc::Build::new();
+    let mut nccl = false;
     b.cpp(true)
         .file("csrc/pretune_shim.cpp")
         .include(&include)
@@ -40,6 +47,7 @@ fn shim(lib: &Path) {
     if Path::new("/usr/include/gloo/algorithm.h").exists() {
         b.define("PRETUNE_C10D", None).define("USE_C10D_GLOO", None).include("/usr/include");
         if let Some(cuda) = cuda_includes(lib) {
+            nccl = true;
             b.define("PRETUNE_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
             for dir in cuda {
                 b.include(dir);
@@ -49,6 +57,7 @@ fn shim(lib: &Path) {
         println!("cargo:warning=no Gloo headers (/usr/include/gloo): distributed training is disabled in this build; install libgloo-dev");
     }
     b.compile("pretune_shim");
+    nccl
 }
 
 /// CUDA runtime, CRT and NCCL headers for the NCCL backend: `PRETUNE_CUDA_INCLUDE` (a

@@ -24,6 +24,8 @@ pub struct CheckReport {
     pub init: String,
     /// The arithmetic `train.precision` resolves to on this machine, and why.
     pub precision: String,
+    /// Whether libtorch's CUDA half is loaded in this process, and why ([`crate::cuda`]).
+    pub cuda: String,
 }
 
 impl CheckReport {
@@ -31,8 +33,8 @@ impl CheckReport {
     pub fn line(&self) -> String {
         let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
         format!(
-            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}",
-            self.phase, self.train, self.steps, self.parameters, self.init, self.precision
+            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}",
+            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda
         )
     }
 }
@@ -100,7 +102,12 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         }
     };
     let precision = crate::train::precision::resolve(plan.config.train.precision, plan.device).why;
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision })
+    let cuda = match crate::cuda::load() {
+        // What the process really has mapped, not what was attempted.
+        crate::cuda::CudaLibrary::Loaded { .. } if !crate::cuda::is_mapped() => "CUDA libraries reported loaded but not mapped".to_string(),
+        outcome => outcome.to_string(),
+    };
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision, cuda })
 }
 
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does

@@ -5,6 +5,7 @@
 //! From the bottom up (a module uses the ones above it in this list, not the reverse; the
 //! exceptions are being removed, see the layout issue):
 //! * [`rng`]: counter-based randomness, every draw a pure function of a key.
+//! * [`cuda`]: libtorch's CUDA half, `dlopen`ed only where a GPU exists.
 //! * [`config`]: TOML structs (unknown keys rejected) and `--set` overrides.
 //! * [`data`]: text and JSONL sources, tokenization, packing, NSP / SOP pairs, the seekable
 //!   example stream, labelled data, and prepared (pre-tokenized, memory-mapped) corpora.
@@ -45,6 +46,7 @@ pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda;
 pub mod data;
 pub mod dist;
 mod ffi;

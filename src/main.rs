@@ -254,6 +254,8 @@ fn print_evaluation(ev: &pretune::finetune::evaluate::Evaluation, json: bool) {
 }
 
 fn main() -> ExitCode {
+    // Before anything asks libtorch about CUDA (it caches the answer).
+    pretune::cuda::load();
     install_panic_hook();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

@@ -113,6 +113,7 @@ pub(crate) fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>)
 /// # Errors
 /// A message naming `run.device`.
 pub fn parse_device(s: &str) -> Result<Device, String> {
+    crate::cuda::load();
     match s {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),

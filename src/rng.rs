@@ -31,7 +31,9 @@ pub enum Stream {
     GlmBatch = 6,
 }
 
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64's output function: a bijective 64-bit finaliser whose outputs over a Weyl sequence pass BigCrush.
+#[inline(always)]
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -96,3 +96,36 @@ fn auto_precision_follows_the_cpu_and_says_why() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(want), "{out}");
 }
+
+/// libtorch's CUDA half is mapped only where a GPU can use it (it costs ~390 MB of resident
+/// memory on every run otherwise), and `PRETUNE_CUDA` overrides the decision both ways. `check`
+/// reports what the process really has mapped (`/proc/self/maps`), not what was attempted.
+#[test]
+fn cuda_libraries_load_only_where_a_gpu_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let check = |env: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::util::bin());
+        cmd.args(["check", cfg.to_str().unwrap()]).current_dir(crate::util::root()).env_remove("PRETUNE_CUDA");
+        if let Some(v) = env {
+            cmd.env("PRETUNE_CUDA", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let has_gpu = pretune::cuda::wanted(None, Path::new("/")).is_ok();
+    let default = check(None);
+    if has_gpu {
+        assert!(default.contains("; CUDA libraries loaded (found "), "{default}");
+    } else {
+        assert!(default.contains("; CUDA libraries not loaded (no NVIDIA GPU found"), "{default}");
+    }
+    assert!(check(Some("0")).contains("; CUDA libraries not loaded (PRETUNE_CUDA=0)"));
+    // Forced on a machine without a GPU: the wheel's CUDA libraries still load (no driver is
+    // needed to map them), and the process has them mapped.
+    let forced = check(Some("1"));
+    assert!(forced.contains("; CUDA libraries loaded (PRETUNE_CUDA=1)"), "{forced}");
+    // This test binary links the same way as `pretune`: the CPU half only.
+    assert!(!pretune::cuda::is_mapped() || has_gpu, "the test binary has libtorch_cuda.so mapped without a GPU");
+}

@@ -635,7 +635,7 @@ fn run_pipeline(
             let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
             let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
             let choice = crate::train::precision::resolve(t.precision, plan.device);
-            tracing::info!(precision = ?choice.precision, why = %choice.why, "arithmetic");
+            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
             let (precision, bucket_bytes, find_unused) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize, c.dist.find_unused_parameters);
             let fused_adamw = t.fused_adamw;
             let profile = crate::train::profile::Window::new(t.profile_start, t.profile_steps, profile_dir.clone());

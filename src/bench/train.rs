@@ -99,6 +99,7 @@ fn train_flops(a: &BenchArgs, shape: (usize, usize, usize, usize), vocab: usize,
 
 /// What the bench's device says about bf16 units (recorded next to every number).
 fn bf16_units(device: &str) -> String {
+    crate::cuda::load();
     let device = if device.starts_with("cuda") { tch::Device::cuda_if_available() } else { tch::Device::Cpu };
     match crate::train::precision::probe(device) {
         crate::train::precision::Bf16Support::Native(how) | crate::train::precision::Bf16Support::Missing(how) => how,

@@ -12,6 +12,8 @@ use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::masking::mlm::IGNORE;
+use super::attention::attention;
+use super::dropout::dropout;
 
 /// Model sizes, serialized with the names of Hugging Face's `BertConfig` (`config.json`).
 /// Missing fields take BERT-base's values, as `transformers` does.
@@ -207,19 +209,19 @@ impl Bert {
     /// [`Bert::forward`] on the padded `[b, t, hidden]` layout; `x` is the embedding sum.
     fn forward_padded(&self, x: Tensor, key_mask: &Tensor, b: i64, t: i64, train: bool) -> Tensor {
         let e = &self.embeddings;
-        let mut x = e.norm.forward(&x).dropout(e.dropout, train);
+        let mut x = dropout(&e.norm.forward(&x), e.dropout, train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let attn_p = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
+        let attn_p = self.cfg.attention_probs_dropout_prob;
         for l in &self.layers {
             let split = |y: Tensor| y.view([b, t, heads, d]).transpose(1, 2);
             let q = split(l.query.forward(&x));
             let k = split(l.key.forward(&x));
             let v = split(l.value.forward(&x));
-            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(key_mask), attn_p, false, None, false);
+            let ctx = attention(&q, &k, &v, key_mask, attn_p, train);
             let ctx = ctx.transpose(1, 2).reshape([b, t, self.cfg.hidden_size]);
-            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(self.cfg.hidden_dropout_prob, train) + &x));
+            let a = l.attn_norm.forward(&(dropout(&l.attn_out.forward(&ctx), self.cfg.hidden_dropout_prob, train) + &x));
             let i = l.intermediate.forward(&a).gelu("none");
-            x = l.out_norm.forward(&(l.output.forward(&i).dropout(self.cfg.hidden_dropout_prob, train) + &a));
+            x = l.out_norm.forward(&(dropout(&l.output.forward(&i), self.cfg.hidden_dropout_prob, train) + &a));
         }
         x
     }
@@ -229,17 +231,17 @@ impl Bert {
         let h = self.cfg.hidden_size;
         let idx = key_mask.view([b * t]).nonzero().squeeze_dim(1);
         let e = &self.embeddings;
-        let mut x = e.norm.forward(&x.view([b * t, h]).index_select(0, &idx)).dropout(e.dropout, train);
+        let mut x = dropout(&e.norm.forward(&x.view([b * t, h]).index_select(0, &idx)), e.dropout, train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let attn_p = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
+        let attn_p = self.cfg.attention_probs_dropout_prob;
         let pad = |y: &Tensor| Tensor::zeros([b * t, h], (y.kind(), y.device())).index_copy(0, &idx, y).view([b, t, heads, d]).transpose(1, 2);
         for l in &self.layers {
             let (q, k, v) = (pad(&l.query.forward(&x)), pad(&l.key.forward(&x)), pad(&l.value.forward(&x)));
-            let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(key_mask), attn_p, false, None, false);
+            let ctx = attention(&q, &k, &v, key_mask, attn_p, train);
             let ctx = ctx.transpose(1, 2).reshape([b * t, h]).index_select(0, &idx);
-            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(self.cfg.hidden_dropout_prob, train) + &x));
+            let a = l.attn_norm.forward(&(dropout(&l.attn_out.forward(&ctx), self.cfg.hidden_dropout_prob, train) + &x));
             let i = l.intermediate.forward(&a).gelu("none");
-            x = l.out_norm.forward(&(l.output.forward(&i).dropout(self.cfg.hidden_dropout_prob, train) + &a));
+            x = l.out_norm.forward(&(dropout(&l.output.forward(&i), self.cfg.hidden_dropout_prob, train) + &a));
         }
         Tensor::zeros([b * t, h], (x.kind(), x.device())).index_copy(0, &idx, &x).view([b, t, h])
     }

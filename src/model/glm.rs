@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+use super::attention::attention;
+use super::dropout::dropout;
+
 /// GLM sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlmConfig {
@@ -112,12 +115,12 @@ impl Glm {
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let p = if train { self.cfg.attention_dropout } else { 0.0 };
         if !self.cfg.explicit_attention {
-            return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), p, false, None, false);
+            return attention(q, k, v, mask, p, train);
         }
         let d = q.size()[3] as f64;
         let scores = q.matmul(&k.transpose(-2, -1)) / d.sqrt();
         let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
-        scores.softmax(-1, Kind::Float).dropout(p, train).matmul(v)
+        dropout(&scores.softmax(-1, Kind::Float), p, train).matmul(v)
     }
 
     /// Hidden states after the final LayerNorm.
@@ -133,7 +136,7 @@ impl Glm {
         let mut h = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(position_ids)
             + self.block_position_embeddings.forward(block_position_ids);
-        h = h.dropout(c.hidden_dropout, train);
+        h = dropout(&h, c.hidden_dropout, train);
         let mask = prefix_causal_mask(prefix_len, t);
         let (heads, d) = (c.num_attention_heads, c.hidden_size / c.num_attention_heads);
         for l in &self.layers {
@@ -141,10 +144,10 @@ impl Glm {
             let qkv = l.query_key_value.forward(&x).view([b, t, 3, heads, d]).permute([2, 0, 3, 1, 4]);
             let ctx = self.attention(&qkv.get(0), &qkv.get(1), &qkv.get(2), &mask, train);
             let ctx = ctx.transpose(1, 2).reshape([b, t, c.hidden_size]);
-            h = h + l.dense.forward(&ctx).dropout(c.hidden_dropout, train);
+            h = h + dropout(&l.dense.forward(&ctx), c.hidden_dropout, train);
             let x = l.post_attention_layernorm.forward(&h);
             let m = l.dense_4h_to_h.forward(&l.dense_h_to_4h.forward(&x).gelu("none"));
-            h = h + m.dropout(c.hidden_dropout, train);
+            h = h + dropout(&m, c.hidden_dropout, train);
         }
         self.final_layernorm.forward(&h)
     }

@@ -7,6 +7,7 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::bert::{Bert, BertConfig};
+use super::dropout::dropout;
 
 /// Which head: the task kind of the config (`task.kind`).
 pub use crate::config::TaskKind as HeadKind;
@@ -46,7 +47,7 @@ impl BertForTask {
             Some(p) => p.forward(&h.select(1, 0)).tanh(),
             None => h,
         };
-        self.classifier.forward(&x.dropout(self.dropout, train))
+        self.classifier.forward(&dropout(&x, self.dropout, train))
     }
 
     /// Token-classification logits at flat positions (`row * seq + col`) only: the head and
@@ -54,6 +55,6 @@ impl BertForTask {
     pub fn logits_at(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
         let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
         let h = h.view([-1, h.size()[2]]).index_select(0, positions);
-        self.classifier.forward(&h.dropout(self.dropout, train))
+        self.classifier.forward(&dropout(&h, self.dropout, train))
     }
 }

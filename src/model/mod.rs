@@ -1,5 +1,7 @@
 //! Models with Hugging Face parameter names.
 
+pub mod attention;
 pub mod bert;
+pub mod dropout;
 pub mod glm;
 pub mod heads;

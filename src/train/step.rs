@@ -55,10 +55,11 @@ impl DistParts {
 
 /// The model, its variables and its optimizer: owned by the Trainer thread alone.
 ///
-/// Dropout draws from libtorch's global generator, whose state tch cannot save. Instead the
-/// generator is re-seeded from `(seed, step)` before every update, so the dropout masks of an
-/// update are a pure function of the run seed and the step: a resumed run draws exactly what an
-/// uninterrupted one would, and no generator state needs to be checkpointed.
+/// Dropout masks are keyed from `(seed, step)` before every update (the CPU's counter-based
+/// masks of [`crate::model::dropout`], and libtorch's global generator, which CUDA's dropout
+/// draws from and whose state tch cannot save), so the masks of an update are a pure function
+/// of the run seed and the step: a resumed run draws exactly what an uninterrupted one would,
+/// and no generator state needs to be checkpointed.
 pub struct TrainState {
     /// All variables, by HF name.
     pub vs: nn::VarStore,
@@ -220,7 +221,9 @@ impl TrainState {
     }
 
     fn update(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
-        tch::manual_seed(step_seed(self.seed, self.step));
+        let key = step_seed(self.seed, self.step);
+        tch::manual_seed(key);
+        crate::model::dropout::reseed(key as u64);
         let device = self.vs.device();
         // Divisors of the whole update, known on the host (summed over the ranks).
         let mut counts = [
