@@ -1,4 +1,4 @@
-//! Link-time fixes for libtorch from the PyPI wheel (see `../shared/design/ENV.md` §4), and the
+//! Link-time fixes for libtorch from the PyPI wheel (tch's `LIBTORCH_USE_PYTORCH=1`), and the
 //! C++ shim (`csrc/pretune_shim.cpp`).
 //!
 //! * An rpath to torch's `lib/`, so binaries and tests run without `LD_LIBRARY_PATH`.
@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/pretune_shim.cpp");
     println!("cargo:rerun-if-env-changed=PRETUNE_CUDA_INCLUDE");
     println!("cargo:rerun-if-changed=/usr/include/gloo/algorithm.h");
+    check_tch_version();
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -36,12 +37,17 @@ fn shim(lib: &Path) -> bool {
     let include = lib.join("../include");
     let mut b = cc::Build::new();
     let mut nccl = false;
+    // libtorch's headers as system headers: their warnings are theirs; the shim's own code
+    // compiles with -Wall -Wextra and warnings fail nothing but show in the build output.
     b.cpp(true)
         .file("csrc/pretune_shim.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
+        .flag("-isystem")
+        .flag(include.to_str().expect("UTF-8 libtorch path"))
+        .flag("-isystem")
+        .flag(include.join("torch/csrc/api/include").to_str().expect("UTF-8 libtorch path"))
         .flag("-std=c++17")
-        .flag("-w")
+        .warnings(true)
+        .extra_warnings(true)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .define("GLOG_USE_GLOG_EXPORT", None);
     if Path::new("/usr/include/gloo/algorithm.h").exists() {
@@ -62,7 +68,8 @@ fn shim(lib: &Path) -> bool {
 
 /// CUDA runtime, CRT and NCCL headers for the NCCL backend: `PRETUNE_CUDA_INCLUDE` (a
 /// colon-separated list), else the wheel's `nvidia/*/include` folders when they hold
-/// `cuda_runtime_api.h`, `crt/host_config.h` and `nccl.h` (ENV.md §5).
+/// `cuda_runtime_api.h`, `crt/host_config.h` and `nccl.h` (the `nvidia-*` wheels torch
+/// depends on ship them on Linux).
 fn cuda_includes(lib: &Path) -> Option<Vec<PathBuf>> {
     if let Ok(v) = std::env::var("PRETUNE_CUDA_INCLUDE") {
         return Some(std::env::split_paths(&v).collect());
@@ -74,4 +81,23 @@ fn cuda_includes(lib: &Path) -> Option<Vec<PathBuf>> {
     dirs.extend(cccl);
     let has = |f: &str| dirs.iter().any(|d| d.join(f).exists());
     (has("cuda_runtime_api.h") && has("crt/host_config.h") && has("nccl.h")).then_some(dirs)
+}
+
+/// The shim passes tch's `C_tensor` pointers to C++ as `at::Tensor*`, which is what tch 0.26's
+/// torch-sys makes them (`tensor` in its `torch_api.h` is `at::Tensor*`); another tch version
+/// may change that and every call would read garbage. So the build stops on any other version
+/// (Cargo.toml pins `=0.26.0`; this catches a lock file edited by hand or a patched tch).
+fn check_tch_version() {
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let Ok(lock) = std::fs::read_to_string("Cargo.lock") else { return };
+    for krate in ["tch", "torch-sys"] {
+        let needle = format!("name = \"{krate}\"\nversion = \"");
+        if let Some(at) = lock.find(&needle) {
+            let version = lock[at + needle.len()..].split('"').next().unwrap_or("");
+            assert!(
+                version.starts_with("0.26."),
+                "{krate} {version}: csrc/pretune_shim.cpp assumes tch 0.26's C_tensor (an at::Tensor*); check torch-sys's torch_api.h before moving to another version"
+            );
+        }
+    }
 }

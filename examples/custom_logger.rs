@@ -31,6 +31,8 @@ impl Handler<Event> for JsonLogger {
             Event::StepDone(s) => json!({"event": "step", "phase": s.phase, "step": s.step, "lr": s.lr, "tokens": s.tokens, "loss": s.loss}),
             Event::Eval { phase, step, metrics } => json!({"event": "eval", "phase": phase, "step": step, "metrics": metrics.pairs()}),
             Event::Saved { step, path, write_s, stall_s } => json!({"event": "checkpoint", "step": step, "path": path, "write_s": write_s, "stall_s": stall_s}),
+            Event::Paused { phase, step } => json!({"event": "paused", "phase": phase, "step": step}),
+            Event::Resumed { phase, step } => json!({"event": "resumed", "phase": phase, "step": step}),
             Event::TrainerDone(t) => json!({"event": "phase_done", "steps": t.steps, "tokens": t.tokens}),
             Event::Failed { stage, error } => json!({"event": "failed", "stage": stage, "error": error.to_string()}),
             Event::Step(_) => return,

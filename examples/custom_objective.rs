@@ -19,7 +19,7 @@ use pretune::model::bert::{BertConfig, BertForMaskedLM};
 use pretune::batch::IGNORE;
 use pretune::objective::eval::loss_means;
 use pretune::objective::{Collator, DeviceBatch, Direction, EvalMetrics, LossPart, ModelSpec, Monitor, Objective, ObjectiveModel, Per};
-use pretune::rng::{Rng, Stream};
+use pretune::rng::{Rng, Purpose};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
@@ -42,7 +42,7 @@ fn sentences(seg: &Segment) -> Vec<Segment> {
 }
 
 impl Collator for ShuffleCpu {
-    fn collate(&self, mut raw: RawBatch, stream: Stream) -> HostBatch {
+    fn collate(&self, mut raw: RawBatch, stream: Purpose) -> HostBatch {
         let labels: Vec<i64> = raw
             .examples
             .iter_mut()

@@ -18,7 +18,7 @@ use pretune::finetune::task::collate_plain;
 use pretune::model::bert::{Bert, BertConfig};
 use pretune::model::heads::HeadKind;
 use pretune::objective::{Collator, DeviceBatch, Direction, EvalMetrics, LossPart, Monitor, Objective, ObjectiveModel, Per};
-use pretune::rng::Stream;
+use pretune::rng::Purpose;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -30,7 +30,7 @@ struct MultiLabelCollator {
 }
 
 impl Collator for MultiLabelCollator {
-    fn collate(&self, raw: RawBatch, _stream: Stream) -> HostBatch {
+    fn collate(&self, raw: RawBatch, _stream: Purpose) -> HostBatch {
         let examples: Vec<&TaskExample> = raw.examples.iter().filter_map(|e| if let Payload::Labelled(t) = &e.payload { Some(t.as_ref()) } else { None }).collect();
         let mut b = collate_plain(&examples, self.pad, HeadKind::Regression);
         b.row_targets = examples.iter().flat_map(|e| [(e.labels.first() == Some(&1)) as u8 as f32, (e.ids.len() > 48) as u8 as f32]).collect();

@@ -31,7 +31,7 @@ pub struct HostBatch {
     pub seq: u64,
     /// Stream position after this batch.
     pub cursor: Cursor,
-    /// Rows.
+    /// Rows per batch (`train.batch_size`), the last batch of an epoch may have fewer.
     pub batch_size: usize,
     /// Padded length: the longest row rounded up to a multiple of 8.
     pub seq_len: usize,

@@ -1,11 +1,35 @@
 //! The C ABI of `csrc/pretune_shim.cpp`: c10d process groups, the autocast dtype, libtorch's
 //! profiler and the fused AdamW kernel, which tch does not expose. Safe wrappers live in
-//! [`crate::dist`], [`crate::train::precision`], [`crate::train::profile`] and
+//! [`crate::distributed`], [`crate::train::precision`], [`crate::train::profile`] and
 //! [`crate::train::adamw`].
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, CStr};
+use std::marker::{PhantomData, PhantomPinned};
 
 use torch_sys::C_tensor;
+
+/// Declares an opaque C++ object owned by the shim: a distinct pointer type per kind of
+/// handle, so a process group cannot be passed where a reducer is expected (the nomicon's
+/// opaque-struct pattern: not constructible, not `Send`, `Sync` or `Unpin` by itself).
+macro_rules! opaque {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[repr(C)]
+        pub(crate) struct $name {
+            _data: [u8; 0],
+            _marker: PhantomData<(*mut u8, PhantomPinned)>,
+        }
+    )*};
+}
+
+opaque! {
+    /// A `c10d::ProcessGroup` (Gloo or NCCL) behind `pt_pg_*`.
+    ProcessGroupHandle;
+    /// A `c10d::Reducer` with its comm hook, behind `pt_reducer_*`.
+    ReducerHandle;
+    /// An open `RecordFunction` scope of libtorch's profiler.
+    ScopeHandle;
+}
 
 extern "C" {
     pub(crate) fn pt_last_error() -> *const c_char;
@@ -13,8 +37,8 @@ extern "C" {
     pub(crate) fn pt_autocast_is_enabled(device_type: c_int) -> c_int;
     pub(crate) fn pt_profiler_start() -> c_int;
     pub(crate) fn pt_profiler_stop(path: *const c_char) -> c_int;
-    pub(crate) fn pt_scope_enter(name: *const c_char) -> *mut c_void;
-    pub(crate) fn pt_scope_exit(scope: *mut c_void);
+    pub(crate) fn pt_scope_enter(name: *const c_char) -> *mut ScopeHandle;
+    pub(crate) fn pt_scope_exit(scope: *mut ScopeHandle);
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn pt_fused_adamw(
         params: *const *mut C_tensor,
@@ -30,15 +54,15 @@ extern "C" {
         eps: f64,
     ) -> c_int;
     pub(crate) fn pt_c10d_available() -> c_int;
-    pub(crate) fn pt_pg_new(backend: c_int, host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: c_int, gloo_local: *const c_char, gloo_ifnames: *const c_char) -> *mut c_void;
-    pub(crate) fn pt_pg_allreduce_sum(pg: *mut c_void, t: *mut C_tensor) -> c_int;
-    pub(crate) fn pt_pg_broadcast(pg: *mut c_void, t: *mut C_tensor, root: c_int) -> c_int;
-    pub(crate) fn pt_pg_barrier(pg: *mut c_void) -> c_int;
-    pub(crate) fn pt_pg_free(pg: *mut c_void);
-    pub(crate) fn pt_reducer_new(pg: *mut c_void, params: *const *mut C_tensor, n: c_int, bucket_bytes: i64, first_bucket_bytes: i64, find_unused: c_int) -> *mut c_void;
-    pub(crate) fn pt_reducer_prepare(r: *mut c_void, outputs: *const *mut C_tensor, n: c_int) -> c_int;
-    pub(crate) fn pt_reducer_times(r: *mut c_void, launched: *mut i64, done: *mut i64, cap: c_int) -> c_int;
-    pub(crate) fn pt_reducer_free(r: *mut c_void);
+    pub(crate) fn pt_pg_new(backend: c_int, host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: c_int, gloo_local: *const c_char, gloo_ifnames: *const c_char) -> *mut ProcessGroupHandle;
+    pub(crate) fn pt_pg_allreduce_sum(pg: *mut ProcessGroupHandle, t: *mut C_tensor) -> c_int;
+    pub(crate) fn pt_pg_broadcast(pg: *mut ProcessGroupHandle, t: *mut C_tensor, root: c_int) -> c_int;
+    pub(crate) fn pt_pg_barrier(pg: *mut ProcessGroupHandle) -> c_int;
+    pub(crate) fn pt_pg_free(pg: *mut ProcessGroupHandle);
+    pub(crate) fn pt_reducer_new(pg: *mut ProcessGroupHandle, params: *const *mut C_tensor, n: c_int, bucket_bytes: i64, first_bucket_bytes: i64, find_unused: c_int) -> *mut ReducerHandle;
+    pub(crate) fn pt_reducer_prepare(r: *mut ReducerHandle, outputs: *const *mut C_tensor, n: c_int) -> c_int;
+    pub(crate) fn pt_reducer_times(r: *mut ReducerHandle, launched: *mut i64, done: *mut i64, cap: c_int) -> c_int;
+    pub(crate) fn pt_reducer_free(r: *mut ReducerHandle);
     pub(crate) fn pt_now_ns() -> i64;
 }
 

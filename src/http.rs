@@ -43,7 +43,7 @@ pub struct Response {
     pub status: u16,
     /// `Content-Type`.
     pub content_type: &'static str,
-    /// Body.
+    /// The response body, sent as is with its length.
     pub body: String,
 }
 

@@ -2,32 +2,34 @@
 //! pipeline of actors.
 //!
 //! # Layout
-//! From the bottom up (a module uses the ones above it in this list, not the reverse; the
-//! exceptions are being removed, see the layout issue):
-//! * [`rng`]: counter-based randomness, every draw a pure function of a key.
-//! * [`cuda`]: libtorch's CUDA half, `dlopen`ed only where a GPU exists.
-//! * [`config`]: TOML structs (unknown keys rejected) and `--set` overrides.
-//! * [`data`]: text and JSONL sources, tokenization, packing, NSP / SOP pairs, the seekable
-//!   example stream, labelled data, and prepared (pre-tokenized, memory-mapped) corpora.
-//! * [`masking`]: MLM and GLM corruption and collation; pure and seeded, no tch.
-//! * [`batch`]: the data plane's messages ([`batch::RawBatch`], [`batch::HostBatch`]).
-//! * [`model`]: BERT, its heads and GLM, with Hugging Face parameter names.
-//! * [`objective`]: device halves: batches on the device, losses, evaluation metrics.
-//! * [`finetune`]: task plans, heads, labelled examples, cloze, task metrics, Hugging Face
-//!   import / export, `predict` and `evaluate`.
-//! * [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
-//! * [`train`]: our AdamW (saveable moments), schedules, precision, the training step, the
-//!   profiler window and the pure step policies (when to log, evaluate, checkpoint).
-//! * [`checkpoint`]: crash-safe checkpoint folders, checksums, retention, resume points.
-//! * [`dist`]: data parallelism on libtorch's c10d through `csrc/` (process group, the DDP
-//!   reducer) and `pretune launch`'s rendezvous (it spawns the rank processes).
-//! * [`metrics`] and [`http`]: metric names, the Prometheus exporter and the small server
-//!   behind `/metrics` and the control endpoint (its own thread and tokio runtime).
-//! * [`actors`]: the pipeline: Loader, Masker workers, Trainer, Evaluator, Checkpointer and
-//!   the Coordinator, their events and commands. Threads are spawned here, by the HTTP
-//!   server, by `data prepare`'s tokenizing workers and by the benches.
-//! * Commands over the library: [`check`], [`preview`], [`report`], [`bench`] (the binary's
-//!   `main.rs` parses the command line and calls them).
+//! Layers from the bottom up: a module imports only from its own folder and from layers below
+//! it (no import cycles; `src/cli/`, the binary's, sits on top of all of them).
+//! 1. Leaves: [`rng`] (counter-based randomness, every draw a pure function of a key),
+//!    [`config`] (TOML structs, unknown keys rejected, `--set` overrides), [`cuda`] (libtorch's
+//!    CUDA half, `dlopen`ed only where a GPU exists), [`http`] (the small server behind
+//!    `/metrics` and the control endpoint) and `ffi` (the C ABI of `csrc/pretune_shim.cpp`).
+//! 2. [`data`]: sources, tokenization, packing, NSP / SOP pairs, the seekable example stream,
+//!    labelled data, prepared (memory-mapped) corpora. [`metrics`]: metric names and the
+//!    Prometheus exporter. [`distributed`]: c10d process groups, libtorch's DDP reducer and
+//!    `pretune launch`'s rendezvous.
+//! 3. [`batch`]: the data plane's messages ([`batch::RawBatch`], [`batch::HostBatch`]) and the
+//!    label conventions every later layer shares.
+//! 4. [`masking`]: MLM and GLM corruption and collation (pure, seeded, no tch). [`model`]: BERT,
+//!    its heads and GLM with Hugging Face names; dropout and attention on the CPU.
+//! 5. [`objective`]: the objective traits, batches on the device, losses, evaluation metrics and
+//!    the monitored metric.
+//! 6. [`train`]: AdamW, schedules, precision, one training step, the profiler window and the
+//!    pure step policies. [`checkpoint`]: crash-safe folders, checksums, retention, resume.
+//! 7. [`finetune`]: tasks as objectives, labelled examples, cloze, task metrics, `[init]`,
+//!    Hugging Face export, `predict` and `evaluate`.
+//! 8. [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
+//! 9. [`actors`]: the pipeline (Loader, Masker workers, Trainer, Evaluator, Checkpointer, the
+//!    Coordinator), their events and commands; every actor reports through a
+//!    `Recipient<Event>` or an [`actors::events::EventSink`].
+//! 10. What commands show: [`check`], [`preview`], [`report`], [`bench`].
+//!
+//! Threads are spawned by [`actors`], the HTTP server, `data prepare`'s tokenizing workers and
+//! the benches.
 //!
 //! # Data flow
 //! 1. The Loader reads documents, tokenizes them, packs them into segments, block-shuffles
@@ -48,7 +50,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cuda;
 pub mod data;
-pub mod dist;
+pub mod distributed;
 mod ffi;
 pub mod finetune;
 pub mod http;
@@ -63,14 +65,24 @@ pub mod plan;
 pub mod preview;
 pub mod report;
 
+/// An error and then each of its causes, outermost first.
+pub fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 /// An error and its causes on one line (`outer: inner: root`), for logs and messages.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(e).map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+/// Ends the process now with `code`, skipping atexit handlers and static destructors.
+///
+/// For when another thread may be inside libtorch (an Evaluator mid-forward, a Trainer
+/// mid-step): the normal exit path tears libtorch's globals down under it and can crash or
+/// hang. Used on a failed run (everything that matters is already on disk: checkpoints are
+/// fsynced, events flushed), on a second signal, and after a panic. Flushes stdout first.
+pub fn exit_now(code: i32) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(code) }
 }

@@ -59,7 +59,7 @@ pub struct RunPlan {
     pub control_addr: Option<SocketAddr>,
     /// This process's place in a data-parallel run (`WORLD_SIZE` > 1), from the torchrun
     /// variables.
-    pub dist: Option<crate::dist::DistEnv>,
+    pub dist: Option<crate::distributed::DistEnv>,
     /// Starting weights (`[init]`): fresh, one of our checkpoints, or a Hugging Face folder.
     pub init: InitSource,
     /// Fine-tuning: the task, its labelled data and its monitored metric.
@@ -79,34 +79,6 @@ impl RunPlan {
     }
 }
 
-pub(crate) fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in patterns {
-        if p.contains(['*', '?', '[']) {
-            match glob::glob(p) {
-                Ok(paths) => {
-                    let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
-                    found.sort();
-                    if found.is_empty() {
-                        problems.push(format!("{key}: no file matches `{p}`"));
-                    }
-                    out.extend(found);
-                }
-                Err(e) => problems.push(format!("{key}: bad pattern `{p}`: {e}")),
-            }
-        } else if Path::new(p).is_file() {
-            out.push(PathBuf::from(p));
-        } else if Path::new(p).is_dir() {
-            problems.push(format!(
-                "{key}: `{p}` is a folder without a {}: not a prepared dataset (an interrupted `pretune data prepare`? run it again)",
-                crate::data::prepared::MANIFEST
-            ));
-        } else {
-            problems.push(format!("{key}: file not found: `{p}`"));
-        }
-    }
-    out
-}
 
 /// `auto`, `cpu`, `cuda`, `cuda:N`, checked against the machine.
 ///
@@ -166,7 +138,7 @@ fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
 pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> Result<RunPlan, ConfigError> {
     let finetune = config.task.kind.is_some();
     let mut problems = phase_key_problems(table, finetune);
-    let dist = crate::dist::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
+    let dist = crate::distributed::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
     // Fine-tuning's task: its data, labels, starting model and step count.
     let task = if finetune {
         let world = dist.as_ref().map_or(1, |d| d.world);
@@ -295,8 +267,8 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     let prepared_dir = prepared_dir(&c.data).map_err(|e| problems.push(e)).unwrap_or(None);
     let (mut train_spans, mut eval_spans) = (Vec::new(), Vec::new());
     if prepared_dir.is_none() {
-        train_spans = expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
-        eval_spans = expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+        train_spans = crate::data::source::expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
+        eval_spans = crate::data::source::expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
         if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
             let read = read_settings(&c.data);
             match hold_out(&mut train_spans, c.data.eval_holdout_docs, |span| document_offsets(span, &read).map_err(|e| crate::error_chain(&e))) {
@@ -455,9 +427,9 @@ pub fn prepare_input(file: &Path, overrides: &[String], workers: usize) -> Resul
     }
     let c = &plan.config;
     let mut problems = Vec::new();
-    let mut splits = vec![("train".to_owned(), expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect::<Vec<_>>())];
+    let mut splits = vec![("train".to_owned(), crate::data::source::expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect::<Vec<_>>())];
     if !c.data.eval.is_empty() {
-        splits.push(("eval".to_owned(), expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect()));
+        splits.push(("eval".to_owned(), crate::data::source::expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect()));
     }
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { file: file.to_owned(), problems });
@@ -478,7 +450,7 @@ fn finish(
     device: Device,
     metrics_addr: Option<SocketAddr>,
     control_addr: Option<SocketAddr>,
-    dist: Option<crate::dist::DistEnv>,
+    dist: Option<crate::distributed::DistEnv>,
     init: InitSource,
     task: Option<TaskPlan>,
     epoch_steps: u64,

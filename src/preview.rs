@@ -9,8 +9,8 @@ use crate::batch::{HostBatch, RawBatch};
 use crate::plan::RunPlan;
 use crate::data::stream::StreamError;
 use crate::masking::collate::mask_and_collate;
-use crate::masking::mlm::IGNORE;
-use crate::rng::Stream;
+use crate::batch::IGNORE;
+use crate::rng::Purpose;
 
 /// One example as the model sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +94,7 @@ fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
 /// As the training stream.
 pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError> {
     let mut stream = train_stream(plan, Default::default());
-    let ctx = mask_context(plan, Stream::Mask);
+    let ctx = mask_context(plan, Purpose::Mask);
     let bs = plan.config.train.batch_size;
     let mut rows = Vec::with_capacity(n);
     let mut seq = 0;

@@ -13,10 +13,11 @@ pub struct Rng {
     state: u64,
 }
 
-/// Distinct streams, so that e.g. the shuffle and the masks of the same example never share bits.
+/// What a draw is for. Each purpose keys its own sequence, so that e.g. the shuffle and the
+/// masks of the same example never share bits.
 #[derive(Debug, Clone, Copy)]
 #[repr(u64)]
-pub enum Stream {
+pub enum Purpose {
     /// File order per epoch.
     FileOrder = 1,
     /// Order of the packed sequences inside a shuffle block.
@@ -25,7 +26,7 @@ pub enum Stream {
     Mask = 3,
     /// Masking of one evaluation example (independent of the training seed's epochs).
     EvalMask = 4,
-    /// Seed of libtorch's generator (dropout) for one update.
+    /// Dropout masks of one update (the CPU's counter-based masks; libtorch's generator on CUDA).
     Dropout = 5,
     /// GLM's per-batch choices (mode, document-mode length).
     GlmBatch = 6,
@@ -41,7 +42,7 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 
 impl Rng {
     /// A generator keyed by a seed, a stream and any number of integers.
-    pub fn keyed(seed: u64, stream: Stream, key: &[u64]) -> Self {
+    pub fn keyed(seed: u64, stream: Purpose, key: &[u64]) -> Self {
         let mut h = mix(seed ^ 0x9e37_79b9_7f4a_7c15);
         h = mix(h ^ (stream as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
         for &k in key {
@@ -92,17 +93,17 @@ mod tests {
 
     #[test]
     fn same_key_same_stream_of_numbers() {
-        let a: Vec<u64> = (0..5).scan(Rng::keyed(7, Stream::Mask, &[1, 2]), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..5).scan(Rng::keyed(7, Stream::Mask, &[1, 2]), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..5).scan(Rng::keyed(7, Purpose::Mask, &[1, 2]), |r, _| Some(r.next_u64())).collect();
+        let b: Vec<u64> = (0..5).scan(Rng::keyed(7, Purpose::Mask, &[1, 2]), |r, _| Some(r.next_u64())).collect();
         assert_eq!(a, b);
-        let c = Rng::keyed(7, Stream::Mask, &[2, 1]).next_u64();
+        let c = Rng::keyed(7, Purpose::Mask, &[2, 1]).next_u64();
         assert_ne!(a[0], c, "key order matters");
-        assert_ne!(a[0], Rng::keyed(7, Stream::Block, &[1, 2]).next_u64(), "streams differ");
+        assert_ne!(a[0], Rng::keyed(7, Purpose::Block, &[1, 2]).next_u64(), "streams differ");
     }
 
     #[test]
     fn below_is_uniform_within_tolerance() {
-        let mut r = Rng::keyed(1, Stream::Mask, &[]);
+        let mut r = Rng::keyed(1, Purpose::Mask, &[]);
         let mut counts = [0u32; 10];
         let n = 200_000;
         for _ in 0..n {

@@ -10,9 +10,8 @@ use pretune::actors::control::StopFlag;
 use pretune::actors::loader::Loader;
 use pretune::actors::train_stream;
 use pretune::checkpoint::CheckpointStore;
-use tch::Tensor;
 
-use crate::util::{bin, free_port, root, run_cli, tiny_config};
+use crate::util::{bin, free_port, root, run_cli, tiny_config, weights};
 
 /// The tiny config without dropout (each rank draws its own masks: an exact comparison with one
 /// process needs none), logging every step, a constant rate.
@@ -41,16 +40,8 @@ fn with_sets(mut args: Vec<String>, sets: &[String]) -> Vec<String> {
     args
 }
 
-fn cli(args: &[String]) -> (i32, String, String) {
-    run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
 fn latest(run: &Path) -> PathBuf {
     CheckpointStore::new(run.join("checkpoints")).latest().expect("a checkpoint")
-}
-
-fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
 }
 
 /// `step -> (loss, tokens)` of a run's events.
@@ -71,11 +62,11 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     let one = dir.path().join("one");
     let mut s2 = sets(8, 6);
     s2.push(format!("run.out_dir=\"{}\"", two.display()));
-    let (code, _, err) = cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s2));
+    let (code, _, err) = run_cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s2));
     assert_eq!(code, 0, "{err}");
     let mut s1 = sets(16, 6);
     s1.push(format!("run.out_dir=\"{}\"", one.display()));
-    let (code, _, err) = cli(&with_sets(vec!["train".into(), cfg.display().to_string()], &s1));
+    let (code, _, err) = run_cli(&with_sets(vec!["train".into(), cfg.display().to_string()], &s1));
     assert_eq!(code, 0, "{err}");
 
     let (a, b) = (latest(&two), latest(&one));
@@ -166,7 +157,7 @@ fn the_reducer_launches_all_reduces_before_the_backward_pass_ends() {
     let run = dir.path().join("run");
     let mut s = sets(8, 6);
     s.extend(["dist.bucket_mb=0.05".to_string(), format!("run.out_dir=\"{}\"", run.display())]);
-    let (code, _, err) = cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s));
+    let (code, _, err) = run_cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s));
     assert_eq!(code, 0, "{err}");
     let events: Vec<serde_json::Value> = std::fs::read_to_string(run.join("events.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v.get("buckets").is_some()).collect();
     assert_eq!(events.len(), 6, "every logged step reports its buckets");
@@ -301,7 +292,7 @@ fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
         if resume {
             args.extend(["--resume".into(), "auto".into()]);
         }
-        let (code, _, err) = cli(&args);
+        let (code, _, err) = run_cli(&args);
         assert_eq!(code, 0, "{err}");
     };
     let straight = dir.path().join("straight");
@@ -323,7 +314,7 @@ fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
     s.push(format!("run.out_dir=\"{}\"", resumed.display()));
     let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &s);
     args.extend(["--resume".into(), "auto".into()]);
-    let (code, _, err) = cli(&args);
+    let (code, _, err) = run_cli(&args);
     assert_ne!(code, 0);
     assert!(err.contains("2 rank(s)") && err.contains("WORLD_SIZE=2"), "{err}");
 }

@@ -13,9 +13,9 @@ use actix::{Actor, Context, Handler};
 use pretune::actors::events::{Command as Cmd, Event};
 use pretune::actors::{Controller, Pipeline};
 use pretune::checkpoint::CheckpointStore;
-use pretune::rng::{Rng, Stream};
+use pretune::rng::{Rng, Purpose};
 
-use crate::util::{assert_same_weights, losses, bin, ft_config, root, run_cli, tiny_config, wait_bounded, weights, KillOnDrop};
+use crate::util::{assert_same_weights, bin, ft_config, losses, max_weight_diff, root, run_cli, tiny_config, wait_bounded, weights, KillOnDrop};
 
 /// A tiny sequence-classification run on the bundled spam set (720 examples: 45 batches of 16
 /// per epoch), no held-out evaluation unless asked.
@@ -33,25 +33,6 @@ fn args(cfg: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
     a
 }
 
-fn cli(a: &[String]) -> (i32, String, String) {
-    run_cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-
-fn max_diff(a: &Path, b: &Path) -> (f64, String) {
-    let (wa, wb) = (weights(a), weights(b));
-    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
-    let mut worst = (0.0f64, String::new());
-    for (k, t) in &wa {
-        let d = (t - &wb[k]).abs().max().double_value(&[]);
-        if d > worst.0 || (d.is_nan() && !worst.0.is_nan()) {
-            worst = (d, k.clone());
-        }
-    }
-    worst
-}
-
-
 
 fn ckpt(out: &Path, step: u64) -> PathBuf {
     out.join("checkpoints").join(CheckpointStore::dir_name(step))
@@ -66,7 +47,7 @@ fn fine_tuning_resumes_bit_identically_mid_epoch_with_and_without_group_by_lengt
     // A starting checkpoint to fine-tune from (fine-tuning records it).
     let start = dir.path().join("start");
     let cfg = spam_config(dir.path());
-    let (code, _, err) = cli(&args(&cfg, &start, &["train.epochs=0", "train.max_steps=1", "data.eval=[]"]));
+    let (code, _, err) = run_cli(&args(&cfg, &start, &["train.epochs=0", "train.max_steps=1", "data.eval=[]"]));
     assert_eq!(code, 0, "{err}");
     let start_ck = ckpt(&start, 1);
     for group in [false, true] {
@@ -81,7 +62,7 @@ fn fine_tuning_resumes_bit_identically_mid_epoch_with_and_without_group_by_lengt
         ];
         let base: Vec<&str> = base.iter().map(String::as_str).collect();
         let full = dir.path().join(format!("full-{group}"));
-        let (code, _, err) = cli(&args(&cfg, &full, &base));
+        let (code, _, err) = run_cli(&args(&cfg, &full, &base));
         assert_eq!(code, 0, "{err}");
         let last = ckpt(&full, 90);
         let state = CheckpointStore::verify(&last).unwrap();
@@ -92,7 +73,7 @@ fn fine_tuning_resumes_bit_identically_mid_epoch_with_and_without_group_by_lengt
             let out = dir.path().join(format!("resumed-{group}-{at}"));
             let mut a = args(&cfg, &out, &base);
             a.extend(["--resume".into(), ckpt(&full, at).display().to_string()]);
-            let (code, _, err) = cli(&a);
+            let (code, _, err) = run_cli(&a);
             assert_eq!(code, 0, "{err}");
             let want: BTreeMap<u64, f64> = losses(&full).range(at + 1..).map(|(k, v)| (*k, *v)).collect();
             assert_eq!(losses(&out), want, "losses after resuming at {at} (group_by_length = {group})");
@@ -103,7 +84,7 @@ fn fine_tuning_resumes_bit_identically_mid_epoch_with_and_without_group_by_lengt
         // kill -9 once the log shows a given step (checkpoints every 7: the kill lands between
         // them, mid-epoch), each time resuming with `--resume auto`; then run to the end.
         let killed = dir.path().join(format!("killed-{group}"));
-        let mut rng = Rng::keyed(7, Stream::Mask, &[group as u64]);
+        let mut rng = Rng::keyed(7, Purpose::Mask, &[group as u64]);
         let mut kills = 0;
         for target in [10 + rng.below(20), 50 + rng.below(20)] {
             let mut child = spawn(&cfg, &killed, &base, true);
@@ -229,7 +210,7 @@ fn two_ranks_fine_tune_one_model_equal_to_one_process_with_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = spam_config(dir.path());
     let start = dir.path().join("start");
-    let (code, _, err) = cli(&args(&cfg, &start, &["train.epochs=0", "train.max_steps=1", "data.eval=[]"]));
+    let (code, _, err) = run_cli(&args(&cfg, &start, &["train.epochs=0", "train.max_steps=1", "data.eval=[]"]));
     assert_eq!(code, 0, "{err}");
     let common: Vec<String> = vec![
         format!("init.checkpoint=\"{}\"", ckpt(&start, 1).display()),
@@ -251,15 +232,15 @@ fn two_ranks_fine_tune_one_model_equal_to_one_process_with_the_whole_batch() {
         if launch {
             a.splice(0..1, ["launch".to_string(), "--nproc".into(), "2".into()]);
         }
-        let (code, _, err) = cli(&a);
+        let (code, _, err) = run_cli(&a);
         assert_eq!(code, 0, "{err}");
         out
     };
     let two = run("two", 8, true);
     let one = run("one", 16, false);
-    let (d, name) = max_diff(&ckpt(&two, 8), &ckpt(&one, 8));
+    let (d, name) = max_weight_diff(&ckpt(&two, 8), &ckpt(&one, 8));
     assert!(d < 1e-5, "largest difference {d} in {name}");
-    let moved = max_diff(&ckpt(&two, 4), &ckpt(&two, 8)).0;
+    let moved = max_weight_diff(&ckpt(&two, 4), &ckpt(&two, 8)).0;
     assert!(moved > 1e-4, "the weights moved between steps 4 and 8");
     assert!(two.join("ranks/rank-1/events.jsonl").exists() && !two.join("ranks/rank-1/checkpoints").exists(), "only rank 0 writes");
     let state = CheckpointStore::verify(&ckpt(&two, 8)).unwrap();
@@ -277,7 +258,7 @@ fn pre_training_stops_early_and_freezes_like_fine_tuning() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     let start = dir.path().join("start");
-    let (code, _, err) = cli(&args(&cfg, &start, &["train.max_steps=2", "data.eval=[]"]));
+    let (code, _, err) = run_cli(&args(&cfg, &start, &["train.max_steps=2", "data.eval=[]"]));
     assert_eq!(code, 0, "{err}");
     let from = ckpt(&start, 2);
     // The architecture comes from [init]: restating a size is fine, changing one is an error.
@@ -285,7 +266,7 @@ fn pre_training_stops_early_and_freezes_like_fine_tuning() {
     for s in [format!("init.checkpoint=\"{}\"", from.display()), "model.hidden_size=48".into(), "model.hidden_dropout=0.0".into()] {
         a.extend(["--set".to_string(), s]);
     }
-    let (code, _, err) = cli(&a);
+    let (code, _, err) = run_cli(&a);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("model.hidden_size: 48 differs from the starting point's 64"), "{err}");
     let out = dir.path().join("frozen");
@@ -302,7 +283,7 @@ fn pre_training_stops_early_and_freezes_like_fine_tuning() {
         "train.layerwise_lr_decay=0.5".into(),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-    let (code, stdout, err) = cli(&args(&cfg, &out, &sets));
+    let (code, stdout, err) = run_cli(&args(&cfg, &out, &sets));
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("stopped early"), "{stdout}");
     let store = CheckpointStore::new(out.join("checkpoints"));
@@ -337,13 +318,13 @@ fn every_key_takes_effect_or_is_an_error_in_both_phases() {
         (&pre, "task.labels=[\"a\"]", "task.kind"),
         (&pre, "train.log_every=0", "train.log_every"),
     ] {
-        let (code, _, err) = cli(&args(cfg, &out, &[set]));
+        let (code, _, err) = run_cli(&args(cfg, &out, &[set]));
         assert_eq!(code, 2, "{set}: {err}");
         assert!(err.contains(key) && err.contains(cfg.file_name().unwrap().to_str().unwrap()), "{set}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
     // max_steps overrides the epochs, and the summary says which limit ended the run.
-    let (code, stdout, err) = cli(&args(&ft, &out, &["train.epochs=8", "train.max_steps=5", "data.eval=[]"]));
+    let (code, stdout, err) = run_cli(&args(&ft, &out, &["train.epochs=8", "train.max_steps=5", "data.eval=[]"]));
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("max_steps reached") && stdout.contains("steps             5"), "{stdout}");
 }
@@ -357,7 +338,7 @@ fn a_fine_tuning_run_that_blows_up_stops_with_finite_checkpoints() {
     let cfg = spam_config(dir.path());
     let out = dir.path().join("nan");
     let sets = ["train.lr=1e30", "train.warmup_ratio=0", "train.clip_grad_norm=0", "train.checkpoint_every=1", "train.max_nonfinite_in_a_row=3", "data.eval=[]"];
-    let (code, _, err) = cli(&args(&cfg, &out, &sets));
+    let (code, _, err) = run_cli(&args(&cfg, &out, &sets));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("non-finite") && err.contains("3 such update(s) in a row"), "{err}");
     let store = CheckpointStore::new(out.join("checkpoints"));
@@ -376,7 +357,7 @@ fn check_resolves_a_run_without_training() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = spam_config(dir.path());
     let out = dir.path().join("never");
-    let (code, stdout, err) = cli(&[vec!["check".to_string(), cfg.display().to_string()], vec!["--set".into(), format!("run.out_dir=\"{}\"", out.display())]].concat());
+    let (code, stdout, err) = run_cli(&[vec!["check".to_string(), cfg.display().to_string()], vec!["--set".into(), format!("run.out_dir=\"{}\"", out.display())]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("ok: finetune run, 720 training / 180 held-out examples, 2 labels, 45 updates (45 per epoch)"), "{stdout}");
     assert!(!out.exists(), "a check creates nothing");
@@ -389,7 +370,7 @@ fn check_resolves_a_run_without_training() {
     for s in &sets {
         a.extend(["--set".to_string(), s.clone()]);
     }
-    let (code, _, err) = cli(&a);
+    let (code, _, err) = run_cli(&a);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("metrics.listen") && err.contains("run.out_dir"), "{err}");
 }

@@ -12,7 +12,7 @@ use pretune::batch::RawBatch;
 use pretune::checkpoint::CheckpointStore;
 
 
-use crate::util::{bin, free_port, run_cli, tiny_config};
+use crate::util::{bin, free_port, load_plan, run_cli, tiny_config};
 
 /// What the collector saw: step, learning rate, loss, arrival time.
 type Seen = Arc<Mutex<Vec<(u64, f64, Option<f64>, Instant)>>>;
@@ -58,7 +58,7 @@ fn plan(dir: &std::path::Path, extra: &[&str]) -> pretune::plan::RunPlan {
     let cfg = tiny_config(dir);
     let mut o: Vec<String> = vec!["data.eval=[]".into(), "train.log_every=1".into(), "train.checkpoint_every=0".into()];
     o.extend(extra.iter().map(|s| s.to_string()));
-    pretune::plan::load_and_resolve(&cfg, &o).unwrap()
+    load_plan(&cfg, &o)
 }
 
 fn run_with(plan: pretune::plan::RunPlan, script: Script) -> (pretune::actors::RunSummary, Vec<(u64, f64, Option<f64>, Instant)>, bool) {
@@ -105,14 +105,64 @@ fn set_learning_rate_applies_from_a_following_step() {
     assert!(lrs[..k].iter().all(|&l| l == 1e-3) && lrs[k..].iter().all(|&l| l == 0.0123), "{lrs:?}");
 }
 
+/// Records the order of step, pause and resume events, and answers `Paused` with `Resume`:
+/// no sleep, the events themselves show the pause held.
+struct PauseProbe {
+    order: Arc<Mutex<Vec<String>>>,
+    ctl: Controller,
+}
+
+impl Actor for PauseProbe {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Subscribers get events with `try_send`: a full mailbox would drop some.
+        ctx.set_mailbox_capacity(100_000);
+    }
+}
+
+impl Handler<Event> for PauseProbe {
+    type Result = ();
+    fn handle(&mut self, e: Event, _: &mut Context<Self>) {
+        let mut order = self.order.lock().unwrap();
+        match e {
+            Event::StepDone(s) => {
+                order.push(format!("step {}", s.step));
+                if s.step == 3 {
+                    self.ctl.send(Command::Pause);
+                }
+            }
+            Event::Paused { step, .. } => {
+                order.push(format!("paused {step}"));
+                // Nothing may happen until this command arrives.
+                order.push("resume sent".into());
+                self.ctl.send(Command::Resume);
+            }
+            Event::Resumed { step, .. } => order.push(format!("resumed {step}")),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn pause_stops_the_steps_and_resume_continues_them() {
     let dir = tempfile::tempdir().unwrap();
-    let script: Script = Box::new(|step| if step == 3 { vec![(Duration::ZERO, Command::Pause), (Duration::from_millis(1500), Command::Resume)] } else { vec![] });
-    let (s, seen, _) = run_with(plan(dir.path(), &["train.max_steps=12"]), script);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o2 = order.clone();
+    let s = Pipeline::new(plan(dir.path(), &["train.max_steps=12"])).subscribe(move |ctl| PauseProbe { order: o2, ctl }.start().recipient()).run().unwrap();
     assert_eq!(s.steps, 12);
-    let longest = seen.windows(2).map(|w| w[1].3.duration_since(w[0].3)).max().unwrap();
-    assert!(longest >= Duration::from_millis(1200), "no pause seen: longest gap {longest:?}");
+    let order = order.lock().unwrap().clone();
+    // The Trainer pauses after step 3, or after step 4 when it had started that update before
+    // the command reached it, and takes no update until the resume arrives.
+    let paused = order.iter().position(|e| e.starts_with("paused ")).unwrap_or_else(|| panic!("never paused: {order:?}"));
+    let at_step: u64 = order[paused]["paused ".len()..].parse().unwrap();
+    assert!((3..=4).contains(&at_step), "{order:?}");
+    let sent = order.iter().position(|e| e == "resume sent").unwrap();
+    let resumed = order.iter().position(|e| *e == format!("resumed {at_step}")).unwrap_or_else(|| panic!("never resumed: {order:?}"));
+    assert!(paused < sent && sent < resumed, "{order:?}");
+    let steps_between: Vec<&String> = order[paused..resumed].iter().filter(|e| e.starts_with("step ")).collect();
+    assert!(steps_between.is_empty(), "steps while paused: {steps_between:?} in {order:?}");
+    let after: Vec<&String> = order[resumed + 1..].iter().filter(|e| e.starts_with("step ")).collect();
+    assert_eq!(after.len() as u64, 12 - at_step, "every remaining step after the resume: {order:?}");
 }
 
 /// Drops examples shorter than `min` tokens.

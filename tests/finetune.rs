@@ -11,14 +11,10 @@ use pretune::model::bert::BertConfig;
 use pretune::model::heads::{BertForTask, HeadKind};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::util::{fixture, ft_config, root, run_cli};
+use crate::util::{fixture, ft_config, max_abs_diff, root, run_cli};
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap().into_iter().collect()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
 }
 
 #[test]
@@ -42,8 +38,8 @@ fn task_heads_match_transformers_logits_and_losses() {
                 let l = logits.view([-1, n]).cross_entropy_loss::<Tensor>(&labels.view([-1]), None, Reduction::Mean, -100, 0.0);
                 (d, l)
             }
-            HeadKind::Regression => (max_diff(&logits, want), logits.view([-1]).mse_loss(labels, Reduction::Mean)),
-            _ => (max_diff(&logits, want), logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)),
+            HeadKind::Regression => (max_abs_diff(&logits, want), logits.view([-1]).mse_loss(labels, Reduction::Mean)),
+            _ => (max_abs_diff(&logits, want), logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)),
         };
         assert!(d < 1e-5, "{name}: logits differ by {d}");
         let dl = (loss.double_value(&[]) - b[&format!("{name}_loss")].double_value(&[0])).abs();
@@ -372,8 +368,18 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
     assert_eq!(init.missing, Vec::<String>::new(), "no new head");
     assert!(init.loaded > 10);
     let (_, acc) = s.best.unwrap();
-    assert!((0.0..=1.0).contains(&acc));
     assert_eq!(s.metric, "accuracy");
+    // The accuracy the run reported is what `pretune evaluate` finds in its best checkpoint.
+    assert_reported_accuracy_is_the_checkpoints(&s, &spam.join("dev.jsonl"), acc);
+}
+
+/// `pretune evaluate` on the run's best checkpoint and `dev` agrees with the accuracy the run
+/// reported for it, to one example (batching may flip an exact tie).
+fn assert_reported_accuracy_is_the_checkpoints(s: &RunSummary, dev: &Path, acc: f64) {
+    let ckpt = s.best_checkpoint.as_ref().expect("a best checkpoint");
+    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev).unwrap();
+    let again = ev.metrics.get("accuracy").expect("accuracy");
+    assert!((again - acc).abs() <= 1.0 / ev.records as f64 + 1e-9, "run reported {acc}, evaluate finds {again} on {} records", ev.records);
 }
 
 /// The labelled sets `make setup` fetches read with the expected label sets.
@@ -540,8 +546,13 @@ fn chinese_pretrain_then_finetune_configs_train_and_evaluate() {
     ];
     let s = run(pretune::plan::load_and_resolve(&r.join("configs/finetune-cls-chinese-tiny.toml"), &ft).unwrap()).unwrap();
     let (_, acc) = s.best.expect("evaluated");
-    assert!((0.0..=1.0).contains(&acc));
     assert_eq!(s.metric, "accuracy");
+    // The run evaluated the first 200 dev records: `pretune evaluate` on those agrees.
+    let text = std::fs::read_to_string(sent.join("dev.jsonl")).unwrap();
+    let first: Vec<&str> = text.lines().take(200).collect();
+    let dev = dir.path().join("dev-200.jsonl");
+    std::fs::write(&dev, first.join("\n") + "\n").unwrap();
+    assert_reported_accuracy_is_the_checkpoints(&s, &dev, acc);
     assert!(s.init.unwrap().loaded > 10, "starts from the Chinese checkpoint");
 }
 

@@ -100,6 +100,20 @@ fn wait_for_steps(port: u16, phase: &str, steps: u64, limit: Duration) {
     }
 }
 
+/// Polls Prometheus until the instant query `expr` returns `want`.
+fn wait_for_prometheus(prom_port: u16, expr: &str, want: f64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = prom_query(prom_port, expr);
+        let got = v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok());
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Prometheus never saw {expr} = {want}: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn by_phase(v: &serde_json::Value) -> std::collections::BTreeMap<String, f64> {
     v["data"]["result"]
         .as_array()
@@ -179,7 +193,8 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     promtool_check(&scrape_when_training(port + 1, "pretrain"));
     // Bounds, not timings: generous for a loaded 2-core CI machine.
     wait_for_steps(port, "pretrain", 200, Duration::from_secs(400));
-    std::thread::sleep(Duration::from_millis(1500)); // a scrape of the final count
+    // Prometheus has scraped the final count (polled, not slept on).
+    wait_for_prometheus(prom_port, "max(pretune_steps_total{phase=\"pretrain\"})", 200.0, Duration::from_secs(60));
     let pretrain_done = std::time::SystemTime::now();
     // Phase 2: fine-tuning on the spam set, evaluated three times; long enough for several
     // scrapes to see it count (the tiny model takes a few ms per update).

@@ -131,7 +131,7 @@ fn bert_pretraining_with_nsp_matches_transformers() {
 fn glm_prefix_causal_attention_matches_an_explicit_reference() {
     use pretune::masking::glm::{make_block_data, GlmIds, GlmSettings};
     use pretune::model::glm::{Glm, GlmConfig};
-    use pretune::rng::{Rng, Stream};
+    use pretune::rng::{Rng, Purpose};
     let cfg = GlmConfig {
         vocab_size: 60,
         hidden_size: 32,
@@ -157,8 +157,8 @@ fn glm_prefix_causal_attention_matches_an_explicit_reference() {
     let s = GlmSettings { mask_ratio: 0.15, avg_block_length: 3.0, max_block_length: 40, gap_sentence_ratio: 0.15, gpt_min_ratio: 0.5, gpt_infill_prob: 0.5, shuffle_blocks: true, ids };
     let x: Vec<u32> = std::iter::once(1).chain((0..30).map(|i| 10 + i % 50)).collect();
     let rows = [
-        make_block_data(&x, &[(3, 6), (10, 12), (20, 25)], ids.mask, &s, &mut Rng::keyed(1, Stream::Mask, &[])),
-        make_block_data(&x, &[(15, 16)], ids.mask, &s, &mut Rng::keyed(2, Stream::Mask, &[])),
+        make_block_data(&x, &[(3, 6), (10, 12), (20, 25)], ids.mask, &s, &mut Rng::keyed(1, Purpose::Mask, &[])),
+        make_block_data(&x, &[(15, 16)], ids.mask, &s, &mut Rng::keyed(2, Purpose::Mask, &[])),
     ];
     let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap();
     let pad = |v: &Vec<i64>| { let mut v = v.clone(); v.resize(t, 0); v };

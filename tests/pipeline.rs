@@ -12,12 +12,10 @@ use pretune::data::stream::ExampleStream;
 use pretune::objective::PretrainModel;
 use tch::{nn, Device};
 
-use crate::util::tiny_config;
+use crate::util::{load_plan, tiny_config};
 
 fn plan(dir: &std::path::Path, overrides: &[&str]) -> pretune::plan::RunPlan {
-    let path = tiny_config(dir);
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    pretune::plan::load_and_resolve(&path, &overrides).unwrap()
+    load_plan(&tiny_config(dir), overrides)
 }
 
 fn first_batches(plan: &pretune::plan::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
@@ -145,8 +143,9 @@ fn jsonl_and_globs_feed_the_same_pipeline() {
 fn whole_word_masking_never_splits_a_word_with_wordpiece_or_bpe() {
     use pretune::config::{MaskUnit, Selection};
     use pretune::data::tokenize::TextTokenizer;
-    use pretune::masking::mlm::{mask_sequence, MlmSettings, IGNORE};
-    use pretune::rng::{Rng, Stream};
+    use pretune::batch::IGNORE;
+    use pretune::masking::mlm::{mask_sequence, MlmSettings};
+    use pretune::rng::{Rng, Purpose};
     use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
     use tokenizers::models::TrainerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -196,7 +195,7 @@ fn whole_word_masking_never_splits_a_word_with_wordpiece_or_bpe() {
             let mut ws = vec![true];
             ws.extend(&enc_sentence.word_start);
             ws.push(true);
-            let labels = mask_sequence(&mut t, &ws, tok.special_mask(), &s, &mut Rng::keyed(k as u64, Stream::Mask, &[]));
+            let labels = mask_sequence(&mut t, &ws, tok.special_mask(), &s, &mut Rng::keyed(k as u64, Purpose::Mask, &[]));
             let mut by_word: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
             for (i, w) in words.iter().enumerate() {
                 let e = by_word.entry(w.unwrap()).or_default();
@@ -342,7 +341,7 @@ fn chinese_whole_word_masking_masks_segmented_words_whole() {
                 let e = by_word.entry(*w).or_default();
                 e.0 += 1;
                 let label = row.labels[i];
-                if label != pretune::masking::mlm::IGNORE {
+                if label != pretune::batch::IGNORE {
                     e.1 += 1;
                     scored += 1;
                     as_mask += (row.input_ids[i] == mask) as usize;

@@ -9,13 +9,9 @@ use pretune::actors::control::StopFlag;
 use pretune::actors::trainer::Reorder;
 use pretune::actors::{spawn_data_plane, train_stream};
 use pretune::batch::HostBatch;
-use pretune::plan::{load_and_resolve, RunPlan};
+use pretune::plan::RunPlan;
 
-use crate::util::{root, run_cli, tiny_config};
-
-fn plan(cfg: &Path, sets: &[String]) -> RunPlan {
-    load_and_resolve(cfg, sets).unwrap_or_else(|e| panic!("{}", pretune::error_chain(&e)))
-}
+use crate::util::{load_plan, root, run_cli, tiny_config};
 
 /// The Masker's first `n` batches (masks, pairs and GLM blanks drawn), in order.
 fn batches(plan: &RunPlan, n: usize) -> Vec<HostBatch> {
@@ -61,13 +57,13 @@ fn prepared_data_gives_the_batches_of_the_text_for_mlm_nsp_whole_words_glm_and_c
         vec!["objective.unit=\"word\"", "data.eval=[]", "data.eval_holdout_docs=25"],
     ] {
         let sets: Vec<String> = objective.iter().map(|s| s.to_string()).collect();
-        let text = plan(&cfg, &sets);
+        let text = load_plan(&cfg, &sets);
         let mut with = sets.clone();
         with.push(use_prepared(&prep));
         if !sets.iter().any(|s| s.starts_with("data.eval=")) {
             with.push("data.eval=[]".into());
         }
-        let prepared = plan(&cfg, &with);
+        let prepared = load_plan(&cfg, &with);
         assert!(prepared.prepared.is_some() && text.prepared.is_none());
         assert_eq!(prepared.train_spans, text.train_spans, "{sets:?}");
         assert_eq!(prepared.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), text.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), "{sets:?}");
@@ -98,10 +94,10 @@ fn prepared_data_gives_the_batches_of_the_text_for_mlm_nsp_whole_words_glm_and_c
     let zh_prep = dir.path().join("zh");
     let (code, _, err) = prepare(&cfg, &zh_prep, 2, &sets);
     assert_eq!(code, 0, "{err}");
-    let text = plan(&cfg, &sets);
+    let text = load_plan(&cfg, &sets);
     let mut with = sets.clone();
     with.push(use_prepared(&zh_prep));
-    let prepared = plan(&cfg, &with);
+    let prepared = load_plan(&cfg, &with);
     let (a, b) = (batches(&text, 20), batches(&prepared, 20));
     assert_eq!(a, b, "Chinese whole-word batches differ");
     let mut s = train_stream(&prepared, Default::default());
@@ -120,10 +116,10 @@ fn cursors_carry_over_between_text_and_prepared_data() {
     let prep = dir.path().join("prep");
     assert_eq!(prepare(&cfg, &prep, 1, &[]).0, 0);
     let sets = vec!["data.shuffle_block_docs=3".to_string(), "objective.sentence_pair=\"sop\"".into()];
-    let text = plan(&cfg, &sets);
+    let text = load_plan(&cfg, &sets);
     let mut with = sets.clone();
     with.extend([use_prepared(&prep), "data.eval=[]".into()]);
-    let prepared = plan(&cfg, &with);
+    let prepared = load_plan(&cfg, &with);
     let mut s = train_stream(&text, Default::default());
     let (mut all, mut cursors) = (Vec::new(), Vec::new());
     for _ in 0..300 {

@@ -10,13 +10,9 @@ use std::time::{Duration, Instant};
 use pretune::actors::{run, RunError};
 use pretune::checkpoint::CheckpointStore;
 
-use pretune::rng::{Rng, Stream};
+use pretune::rng::{Rng, Purpose};
 
-use crate::util::{assert_same_weights, losses, bin, tiny_config, wait_bounded, weights};
-
-fn plan(cfg: &Path, overrides: &[String]) -> pretune::plan::RunPlan {
-    pretune::plan::load_and_resolve(cfg, overrides).unwrap()
-}
+use crate::util::{assert_same_weights, bin, load_plan, losses, tiny_config, wait_bounded, weights};
 
 fn sets(pairs: &[&str]) -> Vec<String> {
     pairs.iter().map(|s| s.to_string()).collect()
@@ -99,7 +95,7 @@ fn kill_9_at_random_points_then_resume_ends_with_the_uninterrupted_weights() {
     assert!(wait_bounded(&mut c, Duration::from_secs(120)).success());
 
     let out = dir.path().join("killed");
-    let mut rng = Rng::keyed(2024, Stream::Mask, &[]);
+    let mut rng = Rng::keyed(2024, Purpose::Mask, &[]);
     let store = CheckpointStore::new(out.join("checkpoints"));
     let mut kills = 0;
     for round in 0..6 {
@@ -250,7 +246,7 @@ fn non_finite_updates_are_skipped_counted_and_abort_after_n_in_a_row() {
     let mut o = sets(&blow_up);
     o.extend(sets(&["train.nonfinite=\"skip\"", "train.max_nonfinite_in_a_row=3"]));
     o.push(format!("run.out_dir={}", dir.path().join("skip").display()));
-    let failed_at: u64 = match run(plan(&cfg, &o)) {
+    let failed_at: u64 = match run(load_plan(&cfg, &o)) {
         Err(RunError::Stage { stage: "trainer", source }) => {
             let msg = source.to_string();
             assert!(msg.contains("non-finite") && msg.contains("3 such update(s) in a row"), "{msg}");
@@ -271,7 +267,7 @@ fn non_finite_updates_are_skipped_counted_and_abort_after_n_in_a_row() {
     let mut o = sets(&blow_up);
     o.push("train.nonfinite=\"abort\"".into());
     o.push(format!("run.out_dir={}", dir.path().join("abort").display()));
-    match run(plan(&cfg, &o)) {
+    match run(load_plan(&cfg, &o)) {
         Err(RunError::Stage { stage: "trainer", source }) => assert!(source.to_string().contains("1 such update(s)"), "{source}"),
         other => panic!("expected a trainer failure, got {other:?}"),
     }
@@ -284,7 +280,7 @@ fn retention_keeps_the_last_k_and_the_best_checkpoint() {
     let out = dir.path().join("best");
     let mut o = sets(&["train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=3", "train.keep_last=1", "train.lr=2e-2"]);
     o.push(format!("run.out_dir={}", out.display()));
-    run(plan(&cfg, &o)).unwrap();
+    run(load_plan(&cfg, &o)).unwrap();
     let evals: Vec<(u64, f64)> = std::fs::read_to_string(out.join("events.jsonl"))
         .unwrap()
         .lines()

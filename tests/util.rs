@@ -109,7 +109,8 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     Some(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+/// Runs `pretune ARGS` in the repository root: (exit code, stdout, stderr).
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).current_dir(root()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -178,6 +179,32 @@ pub fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration)
 /// The weights of a checkpoint folder, by name.
 pub fn weights(dir: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
     tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+/// The largest absolute difference between two tensors.
+pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// The largest absolute weight difference between two checkpoints, and the tensor it is in
+/// (NaN wins, so a diverged tensor is never hidden).
+pub fn max_weight_diff(a: &Path, b: &Path) -> (f64, String) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    let mut worst = (0.0f64, String::new());
+    for (k, t) in &wa {
+        let d = max_abs_diff(t, &wb[k]);
+        if d > worst.0 || (d.is_nan() && !worst.0.is_nan()) {
+            worst = (d, k.clone());
+        }
+    }
+    worst
+}
+
+/// A config resolved into a plan with `--set` overrides; panics with the error's whole chain.
+pub fn load_plan<S: AsRef<str>>(cfg: &Path, overrides: &[S]) -> pretune::plan::RunPlan {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.as_ref().to_owned()).collect();
+    pretune::plan::load_and_resolve(cfg, &overrides).unwrap_or_else(|e| panic!("{}", pretune::error_chain(&e)))
 }
 
 /// Fails unless two checkpoints hold bit-identical weights.

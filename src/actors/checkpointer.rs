@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Addr, Handler, Message, SyncContext};
+use actix::{Actor, Handler, Message, Recipient, SyncContext};
 use tch::Tensor;
 
 use super::control::Permits;
-use super::coordinator::Coordinator;
 use super::events::Event;
 use crate::checkpoint::state::Best;
 use crate::checkpoint::{CheckpointState, CheckpointStore};
@@ -46,14 +45,15 @@ pub struct Verdict {
 #[rtype(result = "()")]
 pub struct Flush;
 
-/// The actor.
+/// The actor that writes checkpoints on its own thread, so a slow disk stalls the Trainer only
+/// when the previous checkpoint is still being written.
 pub struct Checkpointer {
     /// Where checkpoints go.
     pub store: CheckpointStore,
-    /// Retention.
+    /// Checkpoints kept besides the best and those awaiting a verdict (`train.keep_last`).
     pub keep_last: usize,
-    /// Results and failures.
-    pub coordinator: Addr<Coordinator>,
+    /// Where results and failures go (the Coordinator).
+    pub events: Recipient<Event>,
     /// Given back after every write, success or not.
     pub permits: Permits,
     /// Best checkpoint by the monitored metric (from the Coordinator, or the resumed
@@ -132,11 +132,11 @@ impl Handler<Save> for Checkpointer {
         match result {
             Ok(path) => {
                 metrics::histogram!(names::CHECKPOINT_DURATION).record(write_s);
-                self.coordinator.do_send(Event::Saved { step, path, write_s, stall_s: msg.stall_s });
+                self.events.do_send(Event::Saved { step, path, write_s, stall_s: msg.stall_s });
             }
             Err(e) => {
                 metrics::counter!(names::CHECKPOINT_FAILURES).increment(1);
-                self.coordinator.do_send(Event::Failed { stage: "checkpointer", error: Arc::new(e) })
+                self.events.do_send(Event::Failed { stage: "checkpointer", error: Arc::new(e) })
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::checkpoint::state::Best;
 use super::events::{Command, Event, SharedError, TrainerTotals};
 use super::progress::Progress;
 use crate::objective::eval::EvalMetrics;
-use crate::train::policy::Monitor;
+use crate::objective::Monitor;
 
 /// How the run ended, as the Coordinator saw it.
 #[derive(Debug)]
@@ -36,17 +36,8 @@ pub struct Outcome {
     pub failure: Option<(&'static str, SharedError)>,
 }
 
-/// Late wiring: the Checkpointer starts after the Coordinator (it needs its address).
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub struct Wire {
-    /// Where best-checkpoint marks go.
-    pub checkpointer: Addr<Checkpointer>,
-    /// Best so far (from a resumed checkpoint).
-    pub best: Option<Best>,
-}
-
-/// The actor.
+/// The actor that every stage reports to: logs and `events.jsonl`, the best checkpoint and
+/// early stopping by the monitored metric, commands to the Trainer, signals, the run's end.
 pub struct Coordinator {
     stop: StopFlag,
     /// `OUT/events.jsonl`; flushed on every event so a crash loses at most one line.
@@ -115,18 +106,6 @@ impl Handler<Command> for Coordinator {
     }
 }
 
-impl Handler<Wire> for Coordinator {
-    type Result = ();
-
-    fn handle(&mut self, w: Wire, _: &mut Context<Self>) {
-        self.checkpointer = Some(w.checkpointer);
-        self.best = w.best;
-        if let (Some(b), Some(o)) = (w.best, self.outcome.as_mut()) {
-            o.best = Some((b.step, if self.monitor.direction == crate::train::policy::Direction::Higher { -b.score } else { b.score }));
-        }
-    }
-}
-
 /// `Some(new best)` when `score` at `step` beats `best` (lower wins: a [`Monitor`] score).
 pub fn improves(best: Option<Best>, step: u64, score: f64) -> Option<Best> {
     match best {
@@ -160,6 +139,19 @@ impl Coordinator {
             subscribers: Vec::new(),
             control: None,
         })
+    }
+
+    /// Sends verdicts on evaluations to `checkpointer` (it marks the best checkpoint and spares
+    /// unjudged ones from retention); `best` is the resumed run's best so far. The Checkpointer
+    /// reports back through a `Recipient<Event>` of this actor's `Context`, made before either
+    /// starts, so neither holds the other's concrete address.
+    pub fn with_checkpointer(mut self, checkpointer: Addr<Checkpointer>, best: Option<Best>) -> Self {
+        self.checkpointer = Some(checkpointer);
+        self.best = best;
+        if let (Some(b), Some(o)) = (best, self.outcome.as_mut()) {
+            o.best = Some((b.step, if self.monitor.direction == crate::objective::Direction::Higher { -b.score } else { b.score }));
+        }
+        self
     }
 
     fn log_event(&mut self, v: serde_json::Value) {
@@ -211,10 +203,8 @@ impl Actor for Coordinator {
             progress.println("signal: finishing the current step and writing a checkpoint (signal again to quit now)");
             stop.request_graceful();
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            // At once: `_exit` skips atexit handlers, which would tear libtorch's globals down
-            // under a Trainer still in the middle of a step.
-            // SAFETY: _exit only ends the process.
-            unsafe { libc::_exit(130) }
+            // At once, under a Trainer still in the middle of a step.
+            crate::exit_now(130)
         }));
     }
 }
@@ -232,6 +222,14 @@ impl Handler<Event> for Coordinator {
         }
         match event {
             Event::StepDone(_) => {}
+            Event::Paused { phase, step } => {
+                self.progress.println(&format!("{phase}: paused after step {step} (`resume` continues)"));
+                self.log_event(json!({ "paused": step, "phase": phase }));
+            }
+            Event::Resumed { phase, step } => {
+                self.progress.println(&format!("{phase}: resumed at step {step}"));
+                self.log_event(json!({ "resumed": step, "phase": phase }));
+            }
             Event::Step(r) => {
                 self.progress.step(&r);
                 self.log_event(serde_json::to_value(&r).unwrap_or_default());

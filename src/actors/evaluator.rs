@@ -4,17 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Actor, Addr, Handler, Message, SyncContext};
+use actix::{Actor, Handler, Message, Recipient, SyncContext};
 use tch::{nn, Device, Tensor};
 
 use super::control::Permits;
-use super::coordinator::Coordinator;
 use super::events::Event;
 use crate::batch::{HostBatch, RawBatch};
 use crate::data::stream::{ExampleSource, StreamError};
 use crate::metrics::names;
 use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
-use crate::rng::Stream;
+use crate::rng::Purpose;
 
 /// Evaluate these weights (taken after `step`).
 #[derive(Message)]
@@ -66,7 +65,7 @@ impl EvalData {
                 break;
             }
             let raw = RawBatch { seq: out.len() as u64, examples, cursor: stream.cursor() };
-            out.push(self.cpu.collate(raw, Stream::EvalMask));
+            out.push(self.cpu.collate(raw, Purpose::EvalMask));
         }
         Ok(out)
     }
@@ -75,7 +74,8 @@ impl EvalData {
 /// An evaluation's result, for the Trainer's early-stopping policy.
 pub type EvalResult = (u64, EvalMetrics);
 
-/// The actor.
+/// The actor that evaluates CPU copies of the weights on its own thread and model, so a long
+/// evaluation never blocks a training step.
 pub struct Evaluator {
     vs: nn::VarStore,
     model: Box<dyn ObjectiveModel>,
@@ -83,7 +83,7 @@ pub struct Evaluator {
     vars: HashMap<String, Tensor>,
     data: EvalData,
     batches: Option<Vec<HostBatch>>,
-    coordinator: Addr<Coordinator>,
+    events: Recipient<Event>,
     permits: Permits,
     /// Results back to the Trainer (early stopping waits on them).
     results: crossbeam_channel::Sender<EvalResult>,
@@ -92,11 +92,11 @@ pub struct Evaluator {
 impl Evaluator {
     /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
     /// own model: variable initialisation draws from libtorch's global generator.
-    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, coordinator: Addr<Coordinator>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Self {
+    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, events: Recipient<Event>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Self {
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
         let vars = vs.variables();
-        Evaluator { vs, model, vars, data, batches: None, coordinator, permits, results }
+        Evaluator { vs, model, vars, data, batches: None, events, permits, results }
     }
 }
 
@@ -131,9 +131,9 @@ impl Handler<Evaluate> for Evaluator {
                 for (name, value) in metrics.pairs().into_iter().filter(|(k, _)| !k.contains('.')) {
                     metrics::gauge!(names::EVAL_METRIC, "phase" => msg.phase, "metric" => name).set(value);
                 }
-                self.coordinator.do_send(Event::Eval { phase: msg.phase, step: msg.step, metrics });
+                self.events.do_send(Event::Eval { phase: msg.phase, step: msg.step, metrics });
             }
-            Err(e) => self.coordinator.do_send(Event::Failed { stage: "evaluator", error: Arc::new(e) }),
+            Err(e) => self.events.do_send(Event::Failed { stage: "evaluator", error: Arc::new(e) }),
         }
     }
 }

@@ -56,7 +56,7 @@ pub struct BucketReport {
 
 impl BucketReport {
     /// From the reducer's times and the backward pass's end (ns on the same clock).
-    pub fn new(t: &crate::dist::BucketTimes, backward_end: i64) -> Self {
+    pub fn new(t: &crate::distributed::BucketTimes, backward_end: i64) -> Self {
         let ms = |v: &[i64]| v.iter().map(|&x| if x == 0 { f64::NAN } else { (x - backward_end) as f64 / 1e6 }).collect();
         BucketReport { launched_ms: ms(&t.launched), done_ms: ms(&t.done), exposed_ms: t.exposed_ns(backward_end) as f64 / 1e6 }
     }
@@ -138,7 +138,7 @@ pub enum Event {
     StepDone(StepDone),
     /// A held-out evaluation finished.
     Eval {
-        /// Phase.
+        /// `pretrain` or `finetune`: which curve the evaluation belongs to.
         phase: &'static str,
         /// Step whose weights were evaluated.
         step: u64,
@@ -147,7 +147,7 @@ pub enum Event {
     },
     /// A checkpoint is on disk.
     Saved {
-        /// Step.
+        /// The update the checkpoint was taken after.
         step: u64,
         /// Its folder.
         path: PathBuf,
@@ -155,6 +155,20 @@ pub enum Event {
         write_s: f64,
         /// Seconds the Trainer stalled to copy the weights and hand them over.
         stall_s: f64,
+    },
+    /// The Trainer obeyed `Pause`: no update runs until `Resumed`.
+    Paused {
+        /// `pretrain` or `finetune`.
+        phase: &'static str,
+        /// Updates done when it paused.
+        step: u64,
+    },
+    /// The Trainer obeyed `Resume` (or a stop while paused) and takes the next update.
+    Resumed {
+        /// `pretrain` or `finetune`.
+        phase: &'static str,
+        /// Updates done when it resumed (the same as when it paused).
+        step: u64,
     },
     /// The Trainer is done; results of its last requests may still be on their way.
     TrainerDone(TrainerTotals),

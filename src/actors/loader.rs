@@ -29,7 +29,7 @@ pub struct Loader {
     /// `pretrain` or `finetune`.
     pub phase: &'static str,
     /// `(rank, world)` of a distributed run: the Loader reads global batches of
-    /// `batch_size × world` examples and keeps this rank's slice ([`crate::dist::shard_range`]).
+    /// `batch_size × world` examples and keeps this rank's slice ([`crate::distributed::shard_range`]).
     pub shard: Option<(usize, usize)>,
 }
 
@@ -74,7 +74,7 @@ impl Loader {
                 continue;
             }
             if world > 1 {
-                let keep = crate::dist::shard_range(examples.len(), rank, world);
+                let keep = crate::distributed::shard_range(examples.len(), rank, world);
                 examples.truncate(keep.end);
                 examples.drain(..keep.start);
             }

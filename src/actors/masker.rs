@@ -8,7 +8,7 @@ use metrics::counter;
 use super::control::StopFlag;
 use crate::batch::{HostBatch, RawBatch};
 use crate::objective::Collator;
-use crate::rng::Stream;
+use crate::rng::Purpose;
 use crate::metrics::names;
 
 /// One worker's loop. Ends when the Loader hangs up, the Trainer hangs up, or on abort.
@@ -19,7 +19,7 @@ pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dy
         if stop.is_abort() {
             return;
         }
-        let batch = cpu.collate(raw, Stream::Mask);
+        let batch = cpu.collate(raw, Purpose::Mask);
         tokens.increment(batch.n_tokens as u64);
         samples.increment(batch.batch_size as u64);
         if tx.send(batch).is_err() {

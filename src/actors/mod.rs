@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use actix::{Actor, SyncArbiter};
+use actix::{Actor, AsyncContext, SyncArbiter};
 use crossbeam_channel::{bounded, Receiver};
 use serde::Serialize;
 
@@ -48,7 +48,7 @@ use crate::metrics::MetricsError;
 use crate::objective::eval::EvalMetrics;
 use crate::objective::{BuiltinCollator, Collator, Objective, Pretraining};
 use crate::plan::RunPlan;
-use crate::rng::Stream;
+use crate::rng::Purpose;
 use crate::train::groups::ParamGroups;
 use crate::train::policy::EarlyStopping;
 use crate::train::adamw::AdamWConfig;
@@ -68,9 +68,9 @@ pub enum RunError {
     /// The output folder could not be prepared.
     #[error("cannot prepare the output folder {path}")]
     OutDir {
-        /// Folder.
+        /// The folder that could not be created or written.
         path: PathBuf,
-        /// Cause.
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
@@ -99,7 +99,7 @@ pub enum RunError {
     },
     /// The process group could not be formed.
     #[error(transparent)]
-    Dist(#[from] crate::dist::DistError),
+    Dist(#[from] crate::distributed::DistError),
     /// The starting weights (`[init]`) could not be loaded.
     #[error("cannot load the starting weights: {0}")]
     Init(String),
@@ -178,8 +178,8 @@ pub fn stream_settings(plan: &RunPlan, train: bool) -> StreamSettings {
     }
 }
 
-/// The Masker's context for the training (`Stream::Mask`) or held-out (`Stream::EvalMask`) data.
-pub fn mask_context(plan: &RunPlan, stream: Stream) -> MaskContext {
+/// The Masker's context for the training (`Purpose::Mask`) or held-out (`Purpose::EvalMask`) data.
+pub fn mask_context(plan: &RunPlan, stream: Purpose) -> MaskContext {
     let o = &plan.config.objective;
     let ids = plan.tokenizer.special_ids();
     let corruption = match plan.glm_ids {
@@ -258,7 +258,7 @@ pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn Collator>) -> evaluator::Eval
 pub fn builtin_cpu(plan: &RunPlan) -> Arc<dyn Collator> {
     match &plan.task {
         Some(t) => Arc::new(TaskCollator { kind: t.spec.kind, cloze: t.cloze.clone(), pad: plan.tokenizer.special_ids().pad }),
-        None => Arc::new(BuiltinCollator { train: mask_context(plan, Stream::Mask), eval: mask_context(plan, Stream::EvalMask) }),
+        None => Arc::new(BuiltinCollator { train: mask_context(plan, Purpose::Mask), eval: mask_context(plan, Purpose::EvalMask) }),
     }
 }
 
@@ -456,39 +456,14 @@ fn run_pipeline(
     cpu: Arc<dyn Collator>,
     device_half: Arc<dyn Objective>,
 ) -> Result<RunSummary, RunError> {
-    let c = plan.config.clone();
+    let config = plan.config.clone();
     let phase = plan.phase();
     let monitor = device_half.monitor();
     let (rank, world) = plan.dist.as_ref().map_or((0, 1), |d| (d.rank, d.world));
-    // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
-    let run_dir = c.run.out_dir.clone();
-    let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
+    let (run_dir, out_dir) = prepare_out_dir(&plan, rank)?;
     let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
-    std::fs::create_dir_all(&out_dir).map_err(out_err)?;
-    let resolved = toml::to_string(&c).unwrap_or_default();
-    std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
-    if let Some(addr) = plan.metrics_addr {
-        // Every run labels its rank (0 alone), so dashboards and alerts select and group by it
-        // the same way for one process and for many.
-        let labels: Vec<(&str, String)> = vec![("rank", rank.to_string())];
-        crate::metrics::install_with(addr, &plan.run_id, &labels)?;
-        tracing::info!(%addr, "serving Prometheus metrics");
-    }
-    if let Some(t) = &plan.task {
-        for bad in &t.skipped {
-            metrics::counter!(crate::metrics::names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
-            tracing::warn!(file = %bad.path.display(), line = bad.line, reason = bad.reason, "skipped record: {}", bad.detail);
-        }
-    }
-    // Form the process group before anything heavy, so a bad rendezvous fails fast.
-    let process_group = match &plan.dist {
-        Some(env) => {
-            let timeout = std::time::Duration::from_secs_f64(c.dist.timeout_s);
-            tracing::info!(rank, world, addr = %format!("{}:{}", env.master_addr, env.master_port), "joining the process group");
-            Some(crate::dist::ProcessGroup::connect(env, crate::dist::Backend::for_device(plan.device), timeout)?)
-        }
-        None => None,
-    };
+    // Before anything heavy, so a bad rendezvous fails fast.
+    let process_group = join_process_group(&plan)?;
     // libtorch's intra-op pool is OpenMP, one team per calling thread, and libgomp stops
     // spin-waiting (its workers sleep on a futex between parallel regions, measured ~12 %
     // slower steps on 2 cores) as soon as the process holds more team threads than cores. So
@@ -497,49 +472,8 @@ fn run_pipeline(
     let threads = torch_threads(&plan);
     tch::set_num_threads(1);
 
-    let ckpt_root = run_dir.join("checkpoints");
-    let store = CheckpointStore::new(&ckpt_root);
-    if rank == 0 {
-        // Never under rank 0's feet.
-        store.clean_temporaries();
-    }
-    let resume_point = match &plan.resume {
-        Some(from) => choose(&store, &ckpt_root, from)?,
-        None => {
-            if !store.steps().is_empty() {
-                tracing::warn!(dir = %ckpt_root.display(), "checkpoints exist; starting afresh (pass --resume auto to continue)");
-            }
-            None
-        }
-    };
-    let start = match &resume_point {
-        Some(rp) => {
-            let want = device_half.describe();
-            if rp.state.world_size != world {
-                return Err(RunError::Incompatible {
-                    dir: rp.dir.clone(),
-                    reason: format!(
-                        "it was written by a run of {} rank(s) and this run has {world}: the data shards and the global batch depend on the world size; resume with WORLD_SIZE={} (or start afresh)",
-                        rp.state.world_size, rp.state.world_size
-                    ),
-                });
-            }
-            if rp.state.model != want {
-                return Err(RunError::Incompatible {
-                    dir: rp.dir.clone(),
-                    reason: format!("its model is {} but the config builds {}", rp.state.model, want),
-                });
-            }
-            tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
-            StartPoint {
-                tokens: rp.state.tokens_seen,
-                samples: rp.state.samples_seen,
-                batches: rp.state.batches_seen,
-                cursor: rp.state.cursor,
-            }
-        }
-        None => StartPoint::default(),
-    };
+    let (store, resume_point) = find_resume_point(&plan, &run_dir, rank)?;
+    let start = start_point(resume_point.as_ref(), world, &device_half.describe())?;
 
     // `best.json` is the authority (a state.json only knows the best at its writing time).
     let resumed_best = resume_point.as_ref().and_then(|r| store.best_record().or(r.state.best));
@@ -547,8 +481,8 @@ fn run_pipeline(
     let eval_permits = Permits::new(1);
     let ckpt_permits = Permits::new(1);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
-    let progress = progress::Progress::new(c.train.max_steps, phase);
-    let coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx, monitor.clone()).map_err(out_err)?;
+    let progress = progress::Progress::new(config.train.max_steps, phase);
+    let coordinator_value = Coordinator::new(&out_dir, stop.clone(), progress, done_tx, monitor.clone()).map_err(out_err)?;
     let (results_tx, results_rx) = crossbeam_channel::unbounded();
 
     let metric = monitor.metric.clone();
@@ -558,9 +492,12 @@ fn run_pipeline(
     let result = system.block_on({
         let plan = plan.clone();
         let stop = stop.clone();
-        let c = c.clone();
+        let config = config.clone();
         async move {
-            let coordinator = coordinator.start();
+            // The Coordinator's address exists before it runs, so the Checkpointer (which reports
+            // to it) can be started first and handed to it.
+            let coordinator_ctx = actix::Context::<Coordinator>::new();
+            let coordinator = coordinator_ctx.address();
             let mut handles = Vec::new();
             for factory in subscribers {
                 coordinator.do_send(coordinator::Subscribe(factory(Controller(coordinator.clone()))));
@@ -576,114 +513,86 @@ fn run_pipeline(
             let evaluator = if !has_eval(&plan) || rank != 0 {
                 None
             } else {
-                let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone(), eval_permits.clone(), results_tx);
-                let slot = Mutex::new(Some(ev));
-                let addr = SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one evaluator thread"));
-                Some((addr, eval_permits))
+                let ev = evaluator::Evaluator::new(device_half.as_ref(), plan.device, eval_data_with(&plan, cpu.clone()), coordinator.clone().recipient(), eval_permits.clone(), results_tx);
+                Some((start_on_own_thread(ev), eval_permits))
             };
-            let checkpointer = {
-                let ck = checkpointer::Checkpointer {
-                    store,
-                    keep_last: c.train.keep_last,
-                    coordinator: coordinator.clone(),
-                    permits: ckpt_permits.clone(),
-                    best: resumed_best,
-                    awaiting: Default::default(),
-                    judged: Default::default(),
-                };
-                let slot = Mutex::new(Some(ck));
-                SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("one checkpointer thread"))
-            };
-            coordinator.do_send(coordinator::Wire { checkpointer: checkpointer.clone(), best: resumed_best });
+            let checkpointer = start_on_own_thread(checkpointer::Checkpointer {
+                store,
+                keep_last: config.train.keep_last,
+                events: coordinator.clone().recipient(),
+                permits: ckpt_permits.clone(),
+                best: resumed_best,
+                awaiting: Default::default(),
+                judged: Default::default(),
+            });
+            coordinator_ctx.run(coordinator_value.with_checkpointer(checkpointer.clone(), resumed_best));
 
             let sink: events::EventSink = {
                 let addr = coordinator.clone();
                 Arc::new(move |e| addr.do_send(e))
             };
-            let (host_rx, data_handles) = spawn_data_plane_with(&plan, &start, c.pipeline.masker_workers, stop.clone(), sink, stages, cpu)?;
+            let (host_rx, data_handles) = spawn_data_plane_with(&plan, &start, config.pipeline.masker_workers, stop.clone(), sink, stages, cpu)?;
             handles.extend(data_handles);
 
-            let t = &c.train;
-            let adamw = AdamWConfig { beta1: t.betas[0], beta2: t.betas[1], eps: t.eps, weight_decay: t.weight_decay };
-            let schedule = LrSchedule { lr: t.lr, warmup: plan.warmup_steps, total: t.max_steps, decay: t.decay, min_lr_ratio: t.min_lr_ratio };
+            let train = &config.train;
+            let adamw = AdamWConfig { beta1: train.betas[0], beta2: train.betas[1], eps: train.eps, weight_decay: train.weight_decay };
+            let schedule = LrSchedule { lr: train.lr, warmup: plan.warmup_steps, total: train.max_steps, decay: train.decay, min_lr_ratio: train.min_lr_ratio };
             let policy = StepPolicy {
-                max_steps: t.max_steps,
-                log_every: t.log_every,
-                eval_every: t.eval_every,
+                max_steps: train.max_steps,
+                log_every: train.log_every,
+                eval_every: train.eval_every,
                 epoch_steps: plan.epoch_steps,
-                checkpoint_every: t.checkpoint_every,
+                checkpoint_every: train.checkpoint_every,
                 can_eval: evaluator.is_some(),
             };
-            let groups = ParamGroups { freeze_embeddings: t.freeze_embeddings, freeze_layers: t.freeze_layers, layerwise_lr_decay: t.layerwise_lr_decay };
-            let early = (monitor.clone(), EarlyStopping::new(t.patience, monitor.direction));
-            let init_source = plan.init.clone();
-            let cloze = plan.task.as_ref().is_some_and(|t| t.spec.kind == crate::model::heads::HeadKind::Cloze);
+            let setup = TrainerSetup {
+                objective: device_half.clone(),
+                device: plan.device,
+                seed: config.run.seed,
+                adamw,
+                schedule,
+                clip: train.clip_grad_norm,
+                groups: ParamGroups { freeze_embeddings: train.freeze_embeddings, freeze_layers: train.freeze_layers, layerwise_lr_decay: train.layerwise_lr_decay },
+                precision: crate::train::precision::resolve(train.precision, plan.device).precision,
+                profile: crate::train::profile::Window::new(train.profile_start, train.profile_steps, profile_dir.clone()),
+                fused_adamw: train.fused_adamw,
+                resume_from: resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step)),
+                init_source: plan.init.clone(),
+                cloze: plan.task.as_ref().is_some_and(|task| task.spec.kind == crate::model::heads::HeadKind::Cloze),
+                process_group,
+                bucket_bytes: (config.dist.bucket_mb * 1024.0 * 1024.0) as usize,
+                find_unused: config.dist.find_unused_parameters,
+            };
+            let choice = crate::train::precision::resolve(train.precision, plan.device);
+            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
+            let trainer_events = coordinator.clone().recipient::<events::Event>();
+            let trainer_stop = stop.clone();
+            let (config_json, model_json) = (serde_json::to_value(&config).unwrap_or_default(), device_half.describe());
             let init_from = match &resume_point {
                 Some(rp) => rp.state.init.clone(),
                 None => plan.init.describe(),
             };
-            let trainer_parts = (
-                device_half.clone(),
-                plan.device,
-                c.run.seed,
-                adamw,
-                schedule,
-                t.clip_grad_norm,
-                serde_json::to_value(&c).unwrap_or_default(),
-                device_half.describe(),
-            );
-            let (grad_accum, coord, stop2) = (t.grad_accum, coordinator.clone(), stop.clone());
-            let (nonfinite, max_nonfinite_in_a_row) = (t.nonfinite, t.max_nonfinite_in_a_row);
-            let choice = crate::train::precision::resolve(t.precision, plan.device);
-            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
-            let (precision, bucket_bytes, find_unused) = (choice.precision, (c.dist.bucket_mb * 1024.0 * 1024.0) as usize, c.dist.find_unused_parameters);
-            let fused_adamw = t.fused_adamw;
-            let profile = crate::train::profile::Window::new(t.profile_start, t.profile_steps, profile_dir.clone());
-            let resume_from = resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step));
+            let (seed, grad_accum, nonfinite, max_nonfinite_in_a_row) = (config.run.seed, train.grad_accum, train.nonfinite, train.max_nonfinite_in_a_row);
+            let early = (monitor.clone(), EarlyStopping::new(train.patience, monitor.direction));
             handles.push(spawn(
                 "trainer".into(),
                 Box::new(move || {
                     tch::set_num_threads(threads as i32);
-                    let (model_cfg, device, seed, adamw, schedule, clip, config_json, model_json) = trainer_parts;
-                    let mut state = TrainState::new(model_cfg.as_ref(), device, seed, adamw, schedule, clip, groups);
-                    state.set_precision(precision);
-                    state.set_profile(profile);
-                    state.set_fused_adamw(fused_adamw);
-                    let mut init = None;
-                    if let Some((dir, step)) = resume_from {
-                        if let Err(e) = state.load_checkpoint(&dir, step) {
-                            stop2.abort();
-                            let error: SharedError = Arc::new(RunError::Incompatible { dir, reason: e });
-                            coord.do_send(events::Event::Failed { stage: "trainer", error });
+                    let (state, init) = match setup.build() {
+                        Ok(built) => built,
+                        Err(error) => {
+                            trainer_stop.abort();
+                            trainer_events.do_send(events::Event::Failed { stage: "trainer", error });
                             return;
                         }
-                    } else if !matches!(init_source, crate::finetune::init::InitSource::Fresh) {
-                        match state.load_start(&init_source).and_then(|r| crate::finetune::init::complete_for_cloze(r, cloze)) {
-                            Ok(report) => {
-                                tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
-                                init = Some(report);
-                            }
-                            Err(e) => {
-                                stop2.abort();
-                                coord.do_send(events::Event::Failed { stage: "trainer", error: Arc::new(RunError::Init(e)) });
-                                return;
-                            }
-                        }
-                    }
-                    if let Some(pg) = process_group {
-                        if let Err(e) = state.attach_dist(pg, bucket_bytes, find_unused) {
-                            stop2.abort();
-                            coord.do_send(events::Event::Failed { stage: "trainer", error: Arc::new(e) });
-                            return;
-                        }
-                    }
+                    };
                     trainer::Trainer {
                         state,
                         rx: host_rx,
                         policy,
                         grad_accum,
-                        stop: stop2,
-                        coordinator: coord,
+                        stop: trainer_stop,
+                        events: trainer_events,
                         evaluator,
                         checkpointer: (checkpointer, ckpt_permits),
                         seed,
@@ -713,9 +622,148 @@ fn run_pipeline(
     for h in handles {
         let _ = h.join();
     }
+    summarize(&plan, outcome, &run_dir, out_dir, metric)
+}
+
+/// Joins the process group of a data-parallel run (`None` for one process).
+fn join_process_group(plan: &RunPlan) -> Result<Option<crate::distributed::ProcessGroup>, RunError> {
+    let Some(env) = &plan.dist else { return Ok(None) };
+    let timeout = std::time::Duration::from_secs_f64(plan.config.dist.timeout_s);
+    tracing::info!(rank = env.rank, world = env.world, addr = %format!("{}:{}", env.master_addr, env.master_port), "joining the process group");
+    Ok(Some(crate::distributed::ProcessGroup::connect(env, crate::distributed::Backend::for_device(plan.device), timeout)?))
+}
+
+/// The run's checkpoint store and the checkpoint `--resume` picks (none without it; a warning
+/// when checkpoints exist and are ignored). Rank 0 first removes half-written temporaries.
+fn find_resume_point(plan: &RunPlan, run_dir: &std::path::Path, rank: usize) -> Result<(CheckpointStore, Option<crate::checkpoint::resume::ResumePoint>), RunError> {
+    let ckpt_root = run_dir.join("checkpoints");
+    let store = CheckpointStore::new(&ckpt_root);
+    if rank == 0 {
+        // Never under rank 0's feet.
+        store.clean_temporaries();
+    }
+    let point = match &plan.resume {
+        Some(from) => choose(&store, &ckpt_root, from)?,
+        None => {
+            if !store.steps().is_empty() {
+                tracing::warn!(dir = %ckpt_root.display(), "checkpoints exist; starting afresh (pass --resume auto to continue)");
+            }
+            None
+        }
+    };
+    Ok((store, point))
+}
+
+/// Starts `actor` on a thread of its own (an actix `SyncArbiter` of one), for actors that run
+/// libtorch or do blocking I/O.
+fn start_on_own_thread<A: Actor<Context = actix::SyncContext<A>> + Send>(actor: A) -> actix::Addr<A> {
+    let slot = Mutex::new(Some(actor));
+    SyncArbiter::start(1, move || slot.lock().expect("not poisoned").take().expect("started once"))
+}
+
+/// Creates the run's output folder (rank 0: OUT; others: OUT/ranks/rank-N), writes the resolved
+/// `config.toml`, starts the metrics exporter and reports the records a fine-tuning plan
+/// skipped. Returns `(OUT, this rank's folder)`.
+fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, PathBuf), RunError> {
+    let c = &plan.config;
+    // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
+    let run_dir = c.run.out_dir.clone();
+    let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
+    let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
+    std::fs::create_dir_all(&out_dir).map_err(out_err)?;
+    let resolved = toml::to_string(c).unwrap_or_default();
+    std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
+    if let Some(addr) = plan.metrics_addr {
+        // Every run labels its rank (0 alone), so dashboards and alerts select and group by it
+        // the same way for one process and for many.
+        let labels: Vec<(&str, String)> = vec![("rank", rank.to_string())];
+        crate::metrics::install_with(addr, &plan.run_id, &labels)?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
+    if let Some(t) = &plan.task {
+        for bad in &t.skipped {
+            metrics::counter!(crate::metrics::names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
+            tracing::warn!(file = %bad.path.display(), line = bad.line, reason = bad.reason, "skipped record: {}", bad.detail);
+        }
+    }
+    Ok((run_dir, out_dir))
+}
+
+/// Where the data plane and the counters start: a resume point's, after checking it was
+/// written by a run of the same world size and model (`want`), or the beginning.
+fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value) -> Result<StartPoint, RunError> {
+    let Some(rp) = resume_point else { return Ok(StartPoint::default()) };
+    if rp.state.world_size != world {
+        return Err(RunError::Incompatible {
+            dir: rp.dir.clone(),
+            reason: format!(
+                "it was written by a run of {} rank(s) and this run has {world}: the data shards and the global batch depend on the world size; resume with WORLD_SIZE={} (or start afresh)",
+                rp.state.world_size, rp.state.world_size
+            ),
+        });
+    }
+    if rp.state.model != *want {
+        return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model is {} but the config builds {}", rp.state.model, want) });
+    }
+    tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
+    Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches: rp.state.batches_seen, cursor: rp.state.cursor })
+}
+
+/// Everything the Trainer thread needs to build its [`TrainState`], moved into that thread
+/// (libtorch state is built where it is used).
+struct TrainerSetup {
+    objective: Arc<dyn Objective>,
+    device: tch::Device,
+    seed: u64,
+    adamw: AdamWConfig,
+    schedule: LrSchedule,
+    clip: f64,
+    groups: ParamGroups,
+    precision: crate::config::Precision,
+    profile: crate::train::profile::Window,
+    fused_adamw: bool,
+    /// A checkpoint folder and its step, when resuming.
+    resume_from: Option<(PathBuf, u64)>,
+    /// The starting weights otherwise (`[init]`).
+    init_source: crate::finetune::init::InitSource,
+    cloze: bool,
+    process_group: Option<crate::distributed::ProcessGroup>,
+    bucket_bytes: usize,
+    find_unused: bool,
+}
+
+impl TrainerSetup {
+    /// The model and optimizer: fresh, resumed from a checkpoint, or started from `[init]`'s
+    /// weights (with what loaded), then joined to the process group of a data-parallel run.
+    fn build(self) -> Result<(TrainState, Option<LoadReport>), SharedError> {
+        let mut state = TrainState::new(self.objective.as_ref(), self.device, self.seed, self.adamw, self.schedule, self.clip, self.groups);
+        state.set_precision(self.precision);
+        state.set_profile(self.profile);
+        state.set_fused_adamw(self.fused_adamw);
+        let mut init = None;
+        if let Some((dir, step)) = self.resume_from {
+            state.load_checkpoint(&dir, step).map_err(|reason| Arc::new(RunError::Incompatible { dir, reason }) as SharedError)?;
+        } else if !matches!(self.init_source, crate::finetune::init::InitSource::Fresh) {
+            let report = crate::finetune::init::load_start(&state.vs, &self.init_source)
+                .and_then(|r| crate::finetune::init::complete_for_cloze(r, self.cloze))
+                .map_err(|e| Arc::new(RunError::Init(e)) as SharedError)?;
+            tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
+            init = Some(report);
+        }
+        if let Some(pg) = self.process_group {
+            state.attach_dist(pg, self.bucket_bytes, self.find_unused).map_err(|e| Arc::new(e) as SharedError)?;
+        }
+        Ok((state, init))
+    }
+}
+
+/// The run's summary from the Coordinator's outcome (a stage's failure becomes the error).
+fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::Path, out_dir: PathBuf, metric: String) -> Result<RunSummary, RunError> {
     if let Some((stage, source)) = outcome.failure {
         return Err(RunError::Stage { stage, source });
     }
+    let c = &plan.config;
+    let phase = plan.phase();
     let t = outcome.totals.ok_or_else(|| RunError::Pipeline("the trainer never reported".into()))?;
     let linger = c.metrics.linger_s;
     if plan.metrics_addr.is_some() && linger > 0.0 {
@@ -754,6 +802,7 @@ fn run_pipeline(
         out_dir,
     })
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -6,22 +6,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use metrics::{counter, gauge, histogram};
 
 use super::checkpointer::{Checkpointer, Save};
 use super::control::{Permits, StopFlag};
-use super::coordinator::Coordinator;
 use super::evaluator::{EvalResult, Evaluate, Evaluator};
 use super::events::{Command, Event, StepDone, StepReport, TrainerTotals};
 use crate::batch::HostBatch;
 use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
 use crate::data::stream::Cursor;
 use crate::metrics::names;
-use crate::train::policy::{Due, EarlyStopping, Monitor, StepPolicy};
+use crate::objective::Monitor;
+use crate::train::policy::{Due, EarlyStopping, StepPolicy};
 use crate::config::NonFinitePolicy;
-use crate::train::step::{StepResult, TrainState};
+use crate::train::step::{StepOutput, StepResult, TrainState};
 
 /// Puts batches back in `seq` order. Bounded in practice by the number of Masker workers plus
 /// the channel bound: a batch can only be overtaken by batches already in flight.
@@ -69,8 +69,8 @@ pub struct Trainer {
     pub grad_accum: usize,
     /// Run-wide stop.
     pub stop: StopFlag,
-    /// Events.
-    pub coordinator: Addr<Coordinator>,
+    /// Where steps, results and failures go (the Coordinator).
+    pub events: Recipient<Event>,
     /// Held-out evaluation, if there is a split.
     pub evaluator: Option<(Addr<Evaluator>, Permits)>,
     /// Checkpoint writer.
@@ -133,7 +133,7 @@ pub struct StartPoint {
 pub enum TrainerError {
     /// A collective failed: another rank died, stopped or timed out.
     #[error(transparent)]
-    Dist(#[from] crate::dist::DistError),
+    Dist(#[from] crate::distributed::DistError),
     /// Too many non-finite updates (or one, under `abort`).
     #[error("non-finite loss or gradient norm at step {step} (loss {loss}, gradient norm {grad_norm}); {count} such update(s) in a row (train.nonfinite = {policy})")]
     NonFinite {
@@ -153,7 +153,9 @@ pub enum TrainerError {
     NonFiniteWeights(u64),
 }
 
-struct Progress {
+/// What the Trainer has consumed so far: counts for the report and the stream position a
+/// checkpoint resumes from.
+struct Consumed {
     tokens: u64,
     samples: u64,
     batches: u64,
@@ -162,45 +164,96 @@ struct Progress {
     last_lr: f64,
 }
 
+impl Consumed {
+    /// Counts an applied update whose last micro-batch was `last`.
+    fn consume(&mut self, out: &StepOutput, last: &HostBatch) {
+        // Over all ranks.
+        self.tokens += out.tokens;
+        self.samples += out.samples;
+        self.batches = last.seq + 1;
+        self.cursor = last.cursor;
+        self.last_lr = out.lr;
+    }
+}
+
+/// Where the last logged step left the counters, for per-interval throughput and data wait.
+struct LogMark {
+    at: Instant,
+    tokens: u64,
+    data_wait: Duration,
+}
+
+/// The Trainer's metric handles, registered once per run (labelled by phase).
+struct TrainerMetrics {
+    tokens: metrics::Counter,
+    samples: metrics::Counter,
+    steps: metrics::Counter,
+    nonfinite: metrics::Counter,
+    data_wait: crate::metrics::exporter::FloatCounter,
+    step_seconds: metrics::Histogram,
+    queue_depth: metrics::Gauge,
+    lr: metrics::Gauge,
+    grad_norm: metrics::Gauge,
+    last_step_time: metrics::Gauge,
+    step: metrics::Gauge,
+    device_memory: crate::metrics::device::DeviceMemory,
+}
+
+impl TrainerMetrics {
+    fn register(phase: &'static str, state: &TrainState, max_steps: u64) -> Self {
+        let m = TrainerMetrics {
+            tokens: counter!(names::TOKENS, "phase" => phase, "stage" => "trainer"),
+            samples: counter!(names::SAMPLES, "phase" => phase, "stage" => "trainer"),
+            steps: counter!(names::STEPS, "phase" => phase),
+            nonfinite: counter!(names::NONFINITE_STEPS, "phase" => phase),
+            data_wait: names::data_wait(phase),
+            step_seconds: histogram!(names::STEP_DURATION, "phase" => phase),
+            queue_depth: gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer"),
+            lr: gauge!(names::LEARNING_RATE, "phase" => phase),
+            grad_norm: gauge!(names::GRAD_NORM, "phase" => phase),
+            last_step_time: gauge!(names::LAST_STEP_TIME, "phase" => phase),
+            step: gauge!(names::STEP, "phase" => phase),
+            device_memory: crate::metrics::device::DeviceMemory::new(state.vs.device()),
+        };
+        m.step.set(state.step as f64);
+        m.last_step_time.set(unix_now());
+        gauge!(names::MAX_STEPS, "phase" => phase).set(max_steps as f64);
+        gauge!(names::WORLD_SIZE).set(state.rank_world().1 as f64);
+        m
+    }
+
+    fn after_update(&self, out: &StepOutput, step: u64) {
+        self.tokens.increment(out.tokens);
+        self.samples.increment(out.samples);
+        self.steps.increment(1);
+        self.last_step_time.set(unix_now());
+        self.step.set(step as f64);
+        self.lr.set(out.lr);
+    }
+}
+
 impl Trainer {
     /// Runs to `max_steps`, a graceful stop, or an abort; reports the outcome to the Coordinator.
     pub fn run(mut self) {
         match self.train() {
-            Ok(totals) => self.coordinator.do_send(Event::TrainerDone(totals)),
+            Ok(totals) => self.events.do_send(Event::TrainerDone(totals)),
             Err(e) => {
                 self.stop.abort();
-                self.coordinator.do_send(Event::Failed { stage: "trainer", error: Arc::new(e) });
+                self.events.do_send(Event::Failed { stage: "trainer", error: Arc::new(e) });
             }
         }
     }
 
     fn train(&mut self) -> Result<TrainerTotals, TrainerError> {
-        let phase = self.phase;
-        let tokens_c = counter!(names::TOKENS, "phase" => phase, "stage" => "trainer");
-        let samples_c = counter!(names::SAMPLES, "phase" => phase, "stage" => "trainer");
-        let steps_c = counter!(names::STEPS, "phase" => phase);
-        let wait_c = names::data_wait(phase);
-        let step_h = histogram!(names::STEP_DURATION, "phase" => phase);
-        let depth = gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer");
-        let lr_g = gauge!(names::LEARNING_RATE, "phase" => phase);
-        let grad_g = gauge!(names::GRAD_NORM, "phase" => phase);
-        let last_step_g = gauge!(names::LAST_STEP_TIME, "phase" => phase);
-        let step_g = gauge!(names::STEP, "phase" => phase);
-        step_g.set(self.state.step as f64);
-        last_step_g.set(unix_now());
-        gauge!(names::MAX_STEPS, "phase" => phase).set(self.policy.max_steps as f64);
-        gauge!(names::WORLD_SIZE).set(self.state.rank_world().1 as f64);
-
-        let nonfinite_c = counter!(names::NONFINITE_STEPS, "phase" => phase);
-        let device_memory = crate::metrics::device::DeviceMemory::new(self.state.vs.device());
+        let m = TrainerMetrics::register(self.phase, &self.state, self.policy.max_steps);
         let sp = self.start;
         let mut reorder = Reorder::new(sp.batches);
         let first_step = self.state.step;
-        let mut p = Progress { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
+        let mut p = Consumed { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
         let mut nonfinite_in_a_row = 0u32;
         let mut totals = TrainerTotals::default();
         let start = Instant::now();
-        let (mut last_log_t, mut last_log_tokens, mut last_log_wait) = (start, p.tokens, Duration::ZERO);
+        let mut since_log = LogMark { at: start, tokens: p.tokens, data_wait: Duration::ZERO };
         let tokens_at_start = p.tokens;
         let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
         let mut interrupted = false;
@@ -220,27 +273,13 @@ impl Trainer {
             if let Some(lr) = requests.lr {
                 self.state.set_lr_override(Some(lr));
             }
-            micro.clear();
-            let wait_start = Instant::now();
-            while micro.len() < self.grad_accum {
-                match reorder.next(&self.rx, &self.stop) {
-                    // A custom stage may empty a batch: nothing to train on, but it is consumed.
-                    Some(b) if b.batch_size == 0 => (p.batches, p.cursor) = (b.seq + 1, b.cursor),
-                    Some(b) => micro.push(b),
-                    None => break,
-                }
-            }
-            let waited = wait_start.elapsed();
-            p.data_wait += waited;
-            wait_c.increment(waited.as_secs_f64());
-            depth.set(self.rx.len() as f64);
-            if micro.len() < self.grad_accum {
+            if !self.gather(&mut reorder, &mut micro, &mut p, &m) {
                 // Abort, or the data plane ended (its stage reports why).
                 break;
             }
             let t0 = Instant::now();
             let result = self.state.train_step(&micro)?;
-            step_h.record(t0.elapsed().as_secs_f64());
+            m.step_seconds.record(t0.elapsed().as_secs_f64());
             let out = match result {
                 StepResult::Applied(out) => {
                     nonfinite_in_a_row = 0;
@@ -248,75 +287,26 @@ impl Trainer {
                 }
                 StepResult::Skipped(out) => {
                     nonfinite_in_a_row += 1;
-                    nonfinite_c.increment(1);
-                    let (loss, grad_norm) = (out.loss.double_value(&[]), out.grad_norm.double_value(&[]));
-                    // 1-based index of the update that failed.
-                    let step = self.state.step + 1;
-                    let policy = match self.nonfinite {
-                        NonFinitePolicy::Abort => "abort",
-                        NonFinitePolicy::Skip => "skip",
-                    };
-                    if self.nonfinite == NonFinitePolicy::Abort || nonfinite_in_a_row >= self.max_nonfinite_in_a_row {
-                        return Err(TrainerError::NonFinite { step, loss, grad_norm, count: nonfinite_in_a_row, policy });
-                    }
-                    tracing::warn!(step, loss, grad_norm, in_a_row = nonfinite_in_a_row, "non-finite update skipped");
+                    m.nonfinite.increment(1);
+                    self.skip_nonfinite(&out, nonfinite_in_a_row)?;
                     // The batches are consumed: a resume must not see them again.
                     let last = micro.last().expect("micro holds grad_accum >= 1 batches");
                     (p.batches, p.cursor) = (last.seq + 1, last.cursor);
                     continue;
                 }
             };
-            // Over all ranks.
-            let (n_tok, n_seq) = (out.tokens, out.samples);
-            p.tokens += n_tok;
-            p.samples += n_seq;
-            let last = micro.last().expect("micro holds grad_accum >= 1 batches");
-            p.batches = last.seq + 1;
-            p.cursor = last.cursor;
-            p.last_lr = out.lr;
-            tokens_c.increment(n_tok);
-            samples_c.increment(n_seq);
-            steps_c.increment(1);
-            last_step_g.set(unix_now());
-            step_g.set(self.state.step as f64);
-            lr_g.set(out.lr);
+            p.consume(&out, micro.last().expect("micro holds grad_accum >= 1 batches"));
+            m.after_update(&out, self.state.step);
 
             let step = self.state.step;
             let mut due = self.policy.due(step);
             due.eval |= std::mem::take(&mut requests.evaluate) && self.evaluator.is_some();
             due.checkpoint |= std::mem::take(&mut requests.checkpoint) || due.eval;
-            let mut logged_loss = None;
-            if due.log {
-                // Sync point: the only place the loss leaves the device.
-                let loss = out.loss.double_value(&[]);
-                let grad_norm = out.grad_norm.double_value(&[]);
-                let losses: std::collections::BTreeMap<&'static str, f64> = out.parts.iter().map(|(k, t)| (*k, t.double_value(&[]))).collect();
-                for (objective, v) in &losses {
-                    gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(*v);
-                }
-                device_memory.record();
-                grad_g.set(grad_norm);
-                let now = Instant::now();
-                let dt = now.duration_since(last_log_t).as_secs_f64().max(1e-9);
-                let report = StepReport {
-                    phase,
-                    step,
-                    loss,
-                    losses,
-                    lr: out.lr,
-                    grad_norm,
-                    tokens: p.tokens,
-                    tokens_per_second: (p.tokens - last_log_tokens) as f64 / dt,
-                    elapsed_s: now.duration_since(start).as_secs_f64(),
-                    data_wait_share: (p.data_wait - last_log_wait).as_secs_f64() / dt,
-                    buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(t, end)),
-                };
+            let logged_loss = due.log.then(|| self.report_step(&out, &p, &m, start, &mut since_log));
+            if let Some(loss) = logged_loss {
                 totals.final_loss = loss;
-                logged_loss = Some(loss);
-                (last_log_t, last_log_tokens, last_log_wait) = (now, p.tokens, p.data_wait);
-                self.coordinator.do_send(Event::Step(report));
             }
-            self.coordinator.do_send(Event::StepDone(StepDone { phase, step, lr: out.lr, tokens: p.tokens, loss: logged_loss }));
+            self.events.do_send(Event::StepDone(StepDone { phase: self.phase, step, lr: out.lr, tokens: p.tokens, loss: logged_loss }));
             if !self.hand_over(due, &p, &mut totals, &mut last_checkpoint)? {
                 break;
             }
@@ -352,6 +342,75 @@ impl Trainer {
         Ok(totals)
     }
 
+    /// Takes the next `grad_accum` batches, in `seq` order, into `micro`, counting the wait;
+    /// `false` when the data plane ended or the run aborts first.
+    fn gather(&mut self, reorder: &mut Reorder, micro: &mut Vec<HostBatch>, p: &mut Consumed, m: &TrainerMetrics) -> bool {
+        micro.clear();
+        let wait_start = Instant::now();
+        while micro.len() < self.grad_accum {
+            match reorder.next(&self.rx, &self.stop) {
+                // A custom stage may empty a batch: nothing to train on, but it is consumed.
+                Some(b) if b.batch_size == 0 => (p.batches, p.cursor) = (b.seq + 1, b.cursor),
+                Some(b) => micro.push(b),
+                None => break,
+            }
+        }
+        let waited = wait_start.elapsed();
+        p.data_wait += waited;
+        m.data_wait.increment(waited.as_secs_f64());
+        m.queue_depth.set(self.rx.len() as f64);
+        micro.len() == self.grad_accum
+    }
+
+    /// A non-finite update was dropped: an error under `nonfinite = "abort"` or after
+    /// `max_nonfinite_in_a_row` of them, a warning otherwise.
+    fn skip_nonfinite(&self, out: &StepOutput, in_a_row: u32) -> Result<(), TrainerError> {
+        let (loss, grad_norm) = (out.loss.double_value(&[]), out.grad_norm.double_value(&[]));
+        // 1-based index of the update that failed.
+        let step = self.state.step + 1;
+        let policy = match self.nonfinite {
+            NonFinitePolicy::Abort => "abort",
+            NonFinitePolicy::Skip => "skip",
+        };
+        if self.nonfinite == NonFinitePolicy::Abort || in_a_row >= self.max_nonfinite_in_a_row {
+            return Err(TrainerError::NonFinite { step, loss, grad_norm, count: in_a_row, policy });
+        }
+        tracing::warn!(step, loss, grad_norm, in_a_row, "non-finite update skipped");
+        Ok(())
+    }
+
+    /// Reads the loss and gradient norm off the device (the only host sync of a step) and
+    /// reports the step; returns the loss.
+    fn report_step(&self, out: &StepOutput, p: &Consumed, m: &TrainerMetrics, start: Instant, since: &mut LogMark) -> f64 {
+        let phase = self.phase;
+        let loss = out.loss.double_value(&[]);
+        let grad_norm = out.grad_norm.double_value(&[]);
+        let losses: BTreeMap<&'static str, f64> = out.parts.iter().map(|(k, t)| (*k, t.double_value(&[]))).collect();
+        for (objective, v) in &losses {
+            gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(*v);
+        }
+        m.device_memory.record();
+        m.grad_norm.set(grad_norm);
+        let now = Instant::now();
+        let dt = now.duration_since(since.at).as_secs_f64().max(1e-9);
+        let report = StepReport {
+            phase,
+            step: self.state.step,
+            loss,
+            losses,
+            lr: out.lr,
+            grad_norm,
+            tokens: p.tokens,
+            tokens_per_second: (p.tokens - since.tokens) as f64 / dt,
+            elapsed_s: now.duration_since(start).as_secs_f64(),
+            data_wait_share: (p.data_wait - since.data_wait).as_secs_f64() / dt,
+            buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(t, end)),
+        };
+        *since = LogMark { at: now, tokens: p.tokens, data_wait: p.data_wait };
+        self.events.do_send(Event::Step(report));
+        loss
+    }
+
     /// Waits for the evaluation of `step` and applies the early-stopping policy: `Some(stop?)`,
     /// or `None` when the run aborted while waiting.
     fn verdict(&mut self, step: u64) -> Option<bool> {
@@ -376,6 +435,16 @@ impl Trainer {
     /// Applies the commands waiting in the control channel; while paused, blocks on it (the
     /// data plane stalls behind the full channel, as back-pressure wants).
     fn take_commands(&mut self, r: &mut Requests) {
+        if self.take_commands_until_unpaused(r) {
+            // `Paused` went out when the pause began; the update waits until here.
+            self.events.do_send(Event::Resumed { phase: self.phase, step: self.state.step });
+            r.paused = false;
+        }
+    }
+
+    /// The loop behind [`Trainer::take_commands`]; whether it paused.
+    fn take_commands_until_unpaused(&mut self, r: &mut Requests) -> bool {
+        let mut paused = false;
         loop {
             let next = if r.paused && !self.stop.is_stopping() {
                 match self.control.recv_timeout(Duration::from_millis(100)) {
@@ -386,7 +455,7 @@ impl Trainer {
             } else {
                 self.control.try_recv().ok()
             };
-            let Some(cmd) = next else { return };
+            let Some(cmd) = next else { return paused };
             tracing::info!(?cmd, step = self.state.step, "command");
             if self.state.rank_world().1 > 1 && matches!(cmd, Command::SetLearningRate { .. } | Command::Pause) {
                 // Only rank 0 hears commands: these would make the ranks diverge or time out.
@@ -398,14 +467,18 @@ impl Trainer {
                 Command::EvaluateNow => r.evaluate = true,
                 Command::CheckpointNow => r.checkpoint = true,
                 Command::SetLearningRate { lr } => r.lr = Some(lr),
-                Command::Pause => r.paused = true,
+                Command::Pause if !r.paused => {
+                    (r.paused, paused) = (true, true);
+                    self.events.do_send(Event::Paused { phase: self.phase, step: self.state.step });
+                }
+                Command::Pause => {}
                 Command::Resume => r.paused = false,
             }
         }
     }
 
     /// Sends snapshots for what is due. `Ok(false)` when the run aborted while waiting.
-    fn hand_over(&mut self, due: Due, p: &Progress, totals: &mut TrainerTotals, last_checkpoint: &mut Option<u64>) -> Result<bool, TrainerError> {
+    fn hand_over(&mut self, due: Due, p: &Consumed, totals: &mut TrainerTotals, last_checkpoint: &mut Option<u64>) -> Result<bool, TrainerError> {
         let step = self.state.step;
         if due.eval {
             if let Some((addr, permits)) = &self.evaluator {

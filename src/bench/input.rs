@@ -16,8 +16,8 @@ use crate::batch::RawBatch;
 use crate::plan::RunPlan;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::collate::mask_and_collate;
-use crate::masking::mlm::IGNORE;
-use crate::rng::Stream;
+use crate::batch::IGNORE;
+use crate::rng::Purpose;
 
 /// Sentences per `encode_batch` call (the baseline's batch).
 const SENTENCES_PER_CALL: usize = 10_000;
@@ -121,7 +121,7 @@ pub fn mask(a: &BenchArgs) -> Result<Value, BenchError> {
         let plan = pretrain_plan(a, &format!("mask/{name}"), objective, selection, unit, glm)?;
         let (batches, load_s) = raw_batches(&plan, MASK_BATCHES)?;
         let examples: usize = batches.iter().map(|b| b.examples.len()).sum();
-        let ctx = mask_context(&plan, Stream::Mask);
+        let ctx = mask_context(&plan, Purpose::Mask);
         let first = mask_and_collate(&batches[0], &ctx);
         let mon = CpuMonitor::start();
         let t0 = Instant::now();

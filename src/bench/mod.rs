@@ -1,5 +1,5 @@
 //! `pretune bench`: the workloads of the PyTorch + transformers baseline
-//! (`../shared/bench/`) run through pretune's own code paths, on the same corpus, vocabulary,
+//! (its Python scripts; `BENCHMARKS.md` says where they live and how to run them) through pretune's own code paths, on the same corpus, vocabulary,
 //! shapes and thread count. Each prints one JSON line, like the baseline's scripts, so
 //! `scripts/bench-side-by-side.sh` can run both alternately and print ratios.
 //!
@@ -33,7 +33,7 @@ pub enum BenchError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
@@ -113,7 +113,8 @@ impl BenchModel {
 /// Settings shared by the workloads (defaults are the baseline's).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// BERT-format corpus (`../shared/bench/make_corpus.sh`).
+    /// BERT-format corpus: one sentence per line, a blank line between documents (the
+    /// baseline's `make_corpus.sh` writes it; see `BENCHMARKS.md`).
     #[arg(long, default_value = ".bench-data/corpus.txt")]
     pub corpus: PathBuf,
     /// Tokenizer: the baseline's cached `tokenizer.json` or `vocab.txt` (every workload but
@@ -173,7 +174,7 @@ pub struct BenchArgs {
     /// `pretrain`, `stream`: repeat the corpus this many times (peak RSS against corpus size).
     #[arg(long, default_value_t = 1)]
     pub scale: usize,
-    /// Seed.
+    /// Seed of the weights and of every random choice in the data plane.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Training workloads: read the loss every N steps (on CUDA, every read is a sync: use 10

@@ -1,6 +1,7 @@
 //! What a benchmark records about the machine: peak RSS, and how much of the CPU other
 //! processes took while it ran (the VMs we measure on are noisy; a contended run must show).
-//! The same quantities as `../shared/bench/common.py`, so the two sides compare.
+//! The same quantities the baseline's scripts record (peak RSS from `getrusage`, other
+//! processes' share of `/proc/stat`), so the two sides compare.
 
 use serde::Serialize;
 use std::time::Instant;

@@ -40,9 +40,9 @@ pub enum ResumeError {
     /// The requested checkpoint does not verify.
     #[error("cannot resume from {dir}")]
     Bad {
-        /// Folder.
+        /// The checkpoint folder that cannot be resumed from.
         dir: PathBuf,
-        /// Why.
+        /// Why it was rejected (missing file, checksum mismatch, unreadable state).
         #[source]
         source: CheckpointError,
     },

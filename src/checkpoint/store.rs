@@ -18,7 +18,7 @@ pub enum CheckpointError {
     Io {
         /// Path involved.
         path: PathBuf,
-        /// Cause.
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
@@ -27,7 +27,7 @@ pub enum CheckpointError {
     Tensors {
         /// File involved.
         path: PathBuf,
-        /// Cause.
+        /// libtorch's error reading or writing the safetensors file.
         #[source]
         source: tch::TchError,
     },
@@ -36,7 +36,7 @@ pub enum CheckpointError {
     State {
         /// Folder involved.
         path: PathBuf,
-        /// Cause.
+        /// The JSON error in `state.json`.
         #[source]
         source: serde_json::Error,
     },

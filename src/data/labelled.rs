@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::stream::{Cursor, Example, ExampleSource, Payload, StreamError};
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, Purpose};
 
 /// One encoded labelled example.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -125,7 +125,7 @@ impl LabelledStream {
         let n = self.examples.len();
         self.order = if self.ordering.shuffle {
             let lens: Vec<usize> = self.examples.iter().map(|e| e.ids.len()).collect();
-            let mut rng = Rng::keyed(self.ordering.seed, Stream::Block, &[u64::MAX, self.cursor.epoch]);
+            let mut rng = Rng::keyed(self.ordering.seed, Purpose::Block, &[u64::MAX, self.cursor.epoch]);
             epoch_order(&lens, self.ordering.batch, self.ordering.group_by_length, &mut rng)
         } else {
             (0..n).collect()
@@ -185,13 +185,13 @@ mod tests {
     fn grouping_by_length_keeps_every_example_once_and_cuts_padding() {
         let lens: Vec<usize> = (0..1000).map(|i| 20 + (i * 7919) % 100).collect();
         let padded = |order: &[usize]| -> usize { order.chunks(10).map(|c| c.iter().map(|&i| lens[i]).max().unwrap() * c.len()).sum() };
-        let plain = epoch_order(&lens, 10, false, &mut Rng::keyed(1, Stream::Block, &[0]));
-        let grouped = epoch_order(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0]));
+        let plain = epoch_order(&lens, 10, false, &mut Rng::keyed(1, Purpose::Block, &[0]));
+        let grouped = epoch_order(&lens, 10, true, &mut Rng::keyed(1, Purpose::Block, &[0]));
         let mut sorted = grouped.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "a permutation");
         assert!(padded(&grouped) * 10 < padded(&plain) * 8, "{} vs {}", padded(&grouped), padded(&plain));
-        assert_eq!(grouped, epoch_order(&lens, 10, true, &mut Rng::keyed(1, Stream::Block, &[0])), "seeded");
+        assert_eq!(grouped, epoch_order(&lens, 10, true, &mut Rng::keyed(1, Purpose::Block, &[0])), "seeded");
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub fn pack_document(sentences: &[TokSentence], max_tokens: usize) -> Vec<Segmen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::{Rng, Stream};
+    use crate::rng::{Rng, Purpose};
 
     fn sent(first: u32, n: usize) -> TokSentence {
         TokSentence { ids: (first..first + n as u32).collect(), word_start: vec![true; n] }
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn packing_never_exceeds_budget_and_keeps_every_token_in_order() {
         for seed in 0..200 {
-            let mut r = Rng::keyed(seed, Stream::Mask, &[]);
+            let mut r = Rng::keyed(seed, Purpose::Mask, &[]);
             let budget = 1 + r.below(40) as usize;
             let mut next = 0;
             let doc: Vec<TokSentence> = (0..r.below(12))

@@ -1,5 +1,6 @@
 //! Sentence-pair instances for next sentence prediction (NSP) and sentence-order prediction
-//! (SOP), built as Google's `create_instances_from_document` does (OBJECTIVES.md, BERT).
+//! (SOP), built as Google's `create_instances_from_document` (google-research/bert,
+//! `create_pretraining_data.py`) does.
 //!
 //! * Target length `max_num_tokens` (= `max_seq_len - 3`), or with `short_seq_prob` a random
 //!   shorter one in `[2, max_num_tokens]`, drawn once per document.
@@ -174,7 +175,7 @@ fn make_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Stream;
+    use crate::rng::Purpose;
 
     /// Document `d`'s sentence `s` holds ids `d*1000 + s*10 + k`, so provenance is visible.
     fn corpus(n_docs: usize, rng: &mut Rng) -> Vec<Vec<TokSentence>> {
@@ -194,7 +195,7 @@ mod tests {
     fn nsp_labels_balance_near_half_negatives_come_from_other_documents_and_pairs_fit() {
         let (mut pos, mut neg) = (0usize, 0usize);
         for seed in 0..400 {
-            let mut rng = Rng::keyed(seed, Stream::Block, &[]);
+            let mut rng = Rng::keyed(seed, Purpose::Block, &[]);
             let docs = corpus(6, &mut rng);
             for d in 0..docs.len() {
                 for inst in create_instances_from_document(&docs, d, 29, 0.1, PairTask::Nsp, &mut rng) {
@@ -223,7 +224,7 @@ mod tests {
     fn sop_swaps_half_the_pairs_and_keeps_both_from_the_same_document() {
         let (mut swapped, mut total) = (0usize, 0usize);
         for seed in 0..300 {
-            let mut rng = Rng::keyed(seed, Stream::Block, &[]);
+            let mut rng = Rng::keyed(seed, Purpose::Block, &[]);
             let docs = corpus(4, &mut rng);
             for d in 0..docs.len() {
                 for inst in create_instances_from_document(&docs, d, 40, 0.0, PairTask::Sop, &mut rng) {
@@ -241,7 +242,7 @@ mod tests {
 
     #[test]
     fn truncation_trims_the_longer_side_from_either_end() {
-        let mut rng = Rng::keyed(1, Stream::Block, &[]);
+        let mut rng = Rng::keyed(1, Purpose::Block, &[]);
         let s = |n: u32, base: u32| TokSentence { ids: (base..base + n).collect(), word_start: vec![true; n as usize] };
         let (mut fronts, mut backs) = (0, 0);
         for _ in 0..200 {

@@ -119,11 +119,11 @@ pub struct SourceFile {
 pub struct SplitManifest {
     /// Source files in the config's order.
     pub files: Vec<SourceFile>,
-    /// Documents.
+    /// Documents in the split (pre-training examples are packed from them).
     pub docs: u64,
-    /// Sentences.
+    /// Sentences, what NSP / SOP pairs are drawn from.
     pub sentences: u64,
-    /// Tokens.
+    /// Tokens after tokenization, special tokens excluded.
     pub tokens: u64,
 }
 

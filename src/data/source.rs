@@ -364,6 +364,37 @@ pub fn document_offsets(span: &FileSpan, settings: &ReadSettings) -> Result<Vec<
     Ok(out)
 }
 
+/// Data file paths from `patterns` (globs sorted, plain paths as given) for config key `key`;
+/// every missing file, empty glob or half-prepared folder becomes a line in `problems`.
+pub fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.contains(['*', '?', '[']) {
+            match glob::glob(p) {
+                Ok(paths) => {
+                    let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    found.sort();
+                    if found.is_empty() {
+                        problems.push(format!("{key}: no file matches `{p}`"));
+                    }
+                    out.extend(found);
+                }
+                Err(e) => problems.push(format!("{key}: bad pattern `{p}`: {e}")),
+            }
+        } else if Path::new(p).is_file() {
+            out.push(PathBuf::from(p));
+        } else if Path::new(p).is_dir() {
+            problems.push(format!(
+                "{key}: `{p}` is a folder without a {}: not a prepared dataset (an interrupted `pretune data prepare`? run it again)",
+                super::prepared::MANIFEST
+            ));
+        } else {
+            problems.push(format!("{key}: file not found: `{p}`"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use super::pairs::{create_instances_from_document, PairInstance, PairTask};
 use super::prepared::PreparedSplit;
 use super::source::{BadRecord, DocReader, FileSpan, ReadSettings, SourceError};
 use super::tokenize::{TextTokenizer, TokSentence, TokenizerError};
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, Purpose};
 
 /// Where the stream stands: enough to continue exactly from here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,7 +279,7 @@ impl ExampleStream {
     fn file_order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.spans.len()).collect();
         if self.settings.shuffle {
-            Rng::keyed(self.settings.seed, Stream::FileOrder, &[epoch]).shuffle(&mut order);
+            Rng::keyed(self.settings.seed, Purpose::FileOrder, &[epoch]).shuffle(&mut order);
         }
         order
     }
@@ -399,7 +399,7 @@ impl ExampleStream {
         }
         // One RNG per block: pair construction and the shuffle are pure functions of the block.
         let key = [self.cursor.epoch, self.order[self.cursor.file] as u64, self.cursor.block_offset];
-        let mut rng = Rng::keyed(self.settings.seed, Stream::Block, &key);
+        let mut rng = Rng::keyed(self.settings.seed, Purpose::Block, &key);
         let mut examples: Vec<Payload> = match self.settings.layout {
             Layout::Segments { max_tokens } => {
                 docs.iter().flat_map(|d| pack_document(d, max_tokens)).map(Payload::Single).collect()

@@ -5,7 +5,7 @@
 //! label has verbalizer text, and the label's score is the summed log-probability of its
 //! verbalizer's tokens in the blank. Cross-entropy over the labels' scores trains it.
 //!
-//! * GLM (OBJECTIVES.md G7): for every candidate answer `a_1..a_m` one row holds
+//! * GLM (Du et al. 2022, "GLM", §2.3 fine-tuning as blank infilling): for every candidate answer `a_1..a_m` one row holds
 //!   `Part A + [sop] + a_1..a_{m-1}` with 2-D positions (the blank's position; block positions
 //!   `1..m`), scored at the Part B positions: for single-token answers the logit at `[sop]`.
 //! * BERT (PET, Schick & Schütze 2021): the MLM head reads the blank, written as as many

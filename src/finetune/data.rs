@@ -20,16 +20,16 @@ pub enum TaskDataError {
     /// A file could not be read.
     #[error("cannot read {path}")]
     Io {
-        /// File.
+        /// The data file that could not be read.
         path: PathBuf,
-        /// Cause.
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
     /// A record is malformed.
     #[error("{}:{line}: {message}", path.display())]
     Record {
-        /// File.
+        /// The data file holding the bad record.
         path: PathBuf,
         /// 1-based line (CSV: record number + 1 for the header).
         line: u64,
@@ -39,9 +39,9 @@ pub enum TaskDataError {
     /// A label the training data never had.
     #[error("{}:{line}: label `{label}` is not in the label set {known:?} (from the training data or task.labels)", path.display())]
     UnknownLabel {
-        /// File.
+        /// The data file holding the record.
         path: PathBuf,
-        /// Line.
+        /// 1-based line of the record (CoNLL: the sentence's first line).
         line: u64,
         /// The label.
         label: String,
@@ -78,14 +78,14 @@ pub struct ClsRecord {
     pub label: String,
     /// Where it came from.
     pub path: PathBuf,
-    /// Line.
+    /// 1-based line where the sentence starts, for error messages.
     pub line: u64,
 }
 
 /// One tagged sentence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaggedSentence {
-    /// Words.
+    /// The sentence's words as the file splits them (one per CoNLL line).
     pub words: Vec<String>,
     /// One tag per word.
     pub tags: Vec<String>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tch::{nn, Device};
 
 use super::data::{self, BadRecords, Fields, LabelSet, TaskExample};
-use super::export::{describe, Described};
+use super::export::{describe, SavedModel};
 use super::qa;
 use super::task::{TaskCollator, TaskNet};
 use crate::checkpoint::resume::locate;
@@ -48,8 +48,8 @@ pub struct Evaluation {
 pub fn evaluate(checkpoint: &Path, file: &Path) -> Result<Evaluation, String> {
     let (dir, state) = locate(checkpoint).map_err(|e| crate::error_chain(&e))?;
     let spec = match describe(&state.model, &state.config).map_err(|e| e.to_string())? {
-        Described::Task(s) => s,
-        Described::Pretrain(..) => return Err(format!("{} is a pre-training checkpoint: evaluate needs a fine-tuned one", dir.display())),
+        SavedModel::Task(s) => s,
+        SavedModel::Pretrain { .. } => return Err(format!("{} is a pre-training checkpoint: evaluate needs a fine-tuned one", dir.display())),
     };
     let task: TaskConfig = state.config.get("task").cloned().map(serde_json::from_value).transpose().map_err(|e| format!("{}: state.json task: {e}", dir.display()))?.unwrap_or_default();
     let policy: BadRecordPolicy = state.config.pointer("/data/on_error").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or(BadRecordPolicy::Fail);

@@ -33,9 +33,16 @@ pub enum ExportError {
 }
 
 /// What a checkpoint holds, for export and prediction.
-pub enum Described {
-    /// A pre-training BERT (`pair_head`: with NSP / SOP).
-    Pretrain(BertConfig, bool, PathBuf),
+pub enum SavedModel {
+    /// A pre-training BERT.
+    Pretrain {
+        /// Its sizes.
+        config: BertConfig,
+        /// With the NSP / SOP head (`BertForPreTraining`), else `BertForMaskedLM`.
+        pair_head: bool,
+        /// The run's `tokenizer.json`.
+        tokenizer: PathBuf,
+    },
     /// A fine-tuned task model.
     Task(TaskSpec),
 }
@@ -44,13 +51,13 @@ pub enum Described {
 ///
 /// # Errors
 /// [`ExportError::Unsupported`] for GLM or unreadable descriptions.
-pub fn describe(model: &Value, config: &Value) -> Result<Described, ExportError> {
+pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, ExportError> {
     if model.get("architecture").and_then(Value::as_str) == Some("BertForTask") {
-        return serde_json::from_value(model.clone()).map(Described::Task).map_err(|e| ExportError::Unsupported(e.to_string()));
+        return serde_json::from_value(model.clone()).map(SavedModel::Task).map_err(|e| ExportError::Unsupported(e.to_string()));
     }
     let tok = config.pointer("/tokenizer/path").and_then(Value::as_str).map(PathBuf::from).unwrap_or_default();
     match serde_json::from_value::<ModelSpec>(model.clone()) {
-        Ok(ModelSpec::Bert { config, pair_head }) => Ok(Described::Pretrain(config, pair_head, tok)),
+        Ok(ModelSpec::Bert { config, pair_head }) => Ok(SavedModel::Pretrain { config, pair_head, tokenizer: tok }),
         Ok(ModelSpec::Glm { .. }) => Err(ExportError::Unsupported("GLM has no Hugging Face `transformers` architecture to export to".into())),
         Err(e) => Err(ExportError::Unsupported(format!("unreadable model description: {e}"))),
     }
@@ -89,11 +96,11 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     let (dir, state) = find_checkpoint(checkpoint)?;
     let described = describe(&state.model, &state.config)?;
     let (bert, arch, extra, tokenizer) = match &described {
-        Described::Pretrain(cfg, pair, tok) => {
+        SavedModel::Pretrain { config: cfg, pair_head: pair, tokenizer: tok } => {
             let arch = if *pair { "BertForPreTraining" } else { "BertForMaskedLM" };
             (cfg.clone(), arch, json!({}), tok.clone())
         }
-        Described::Task(spec) => {
+        SavedModel::Task(spec) => {
             let id2label: serde_json::Map<String, Value> = spec.labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
             let label2id: serde_json::Map<String, Value> = spec.labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
             let (arch, extra) = match spec.kind {

@@ -27,7 +27,7 @@ pub struct ClassMetrics {
     pub precision: Vec<f64>,
     /// Per class: recall.
     pub recall: Vec<f64>,
-    /// Examples.
+    /// Examples scored.
     pub n: u64,
 }
 
@@ -194,9 +194,9 @@ pub struct EntityCounts {
 /// Entity-level metrics (micro-averaged, as `seqeval`'s `f1_score`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EntityMetrics {
-    /// Precision.
+    /// Predicted entities that match a gold one exactly (type and span), over all predicted.
     pub precision: f64,
-    /// Recall.
+    /// Gold entities matched exactly by a prediction, over all gold.
     pub recall: f64,
     /// F1.
     pub f1: f64,

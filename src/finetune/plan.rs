@@ -8,7 +8,7 @@ use super::data::{self, Fields, LabelSet, TaskExample};
 use super::init::{InitSource, StartModel};
 use super::task::TaskSpec;
 use crate::config::RunConfig;
-use crate::train::policy::{Direction, Monitor};
+use crate::objective::{Direction, Monitor};
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
 use crate::model::heads::HeadKind;
@@ -176,8 +176,8 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
         problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));
     }
-    let train_files = crate::plan::expand(&c.data.train, "data.train", &mut problems);
-    let eval_files = crate::plan::expand(&c.data.eval, "data.eval", &mut problems);
+    let train_files = crate::data::source::expand(&c.data.train, "data.train", &mut problems);
+    let eval_files = crate::data::source::expand(&c.data.eval, "data.eval", &mut problems);
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }

@@ -15,7 +15,7 @@ use super::qa;
 use super::task::{add_window_logits, collate_plain, TaskNet};
 use crate::config::BadRecordPolicy;
 use crate::objective::DeviceBatch;
-use super::export::{describe, Described, ExportError};
+use super::export::{describe, SavedModel, ExportError};
 use crate::checkpoint::resume::locate as find_checkpoint;
 use crate::data::tokenize::TextTokenizer;
 use crate::model::heads::HeadKind;
@@ -31,8 +31,8 @@ const PREDICT_WINDOWS: usize = 32;
 pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result<(std::path::PathBuf, usize), String> {
     let (dir, state) = find_checkpoint(checkpoint).map_err(|e| crate::error_chain(&e))?;
     let spec = match describe(&state.model, &state.config).map_err(|e: ExportError| e.to_string())? {
-        Described::Task(s) => s,
-        Described::Pretrain(..) => return Err(format!("{} is a pre-training checkpoint: predict needs a fine-tuned one", dir.display())),
+        SavedModel::Task(s) => s,
+        SavedModel::Pretrain { .. } => return Err(format!("{} is a pre-training checkpoint: predict needs a fine-tuned one", dir.display())),
     };
     let mut tok = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| crate::error_chain(&e))?;
     let cloze_model = super::cloze::model_of(&spec, &mut tok)?;

@@ -19,7 +19,7 @@ use crate::model::bert::{BertConfig, BertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
 use crate::model::heads::{BertForTask, HeadKind};
 use crate::objective::{Collator, DeviceBatch, EvalMetrics, LossPart, Monitor, Objective, ObjectiveModel, Per};
-use crate::rng::Stream;
+use crate::rng::Purpose;
 
 /// What a task checkpoint's `state.json` says about its model (`model` field).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -83,7 +83,7 @@ impl TaskCollator {
 }
 
 impl Collator for TaskCollator {
-    fn collate(&self, raw: RawBatch, _stream: Stream) -> HostBatch {
+    fn collate(&self, raw: RawBatch, _stream: Purpose) -> HostBatch {
         let examples: Vec<&TaskExample> = raw
             .examples
             .iter()

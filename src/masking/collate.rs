@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use super::glm::{corrupt, document_max_gen, GlmMode, GlmSample, GlmSettings};
-use super::mlm::{mask_sequence_into, MaskScratch, MlmSettings, IGNORE};
+use super::mlm::{mask_sequence_into, MaskScratch, MlmSettings};
+use crate::batch::IGNORE;
 use crate::batch::{HostBatch, RawBatch};
 use crate::data::packing::Segment;
 use crate::data::stream::Payload;
 use crate::data::tokenize::SpecialIds;
-use crate::rng::{Rng, Stream};
+use crate::rng::{Rng, Purpose};
 
 /// The corruption an objective applies.
 #[derive(Debug, Clone)]
@@ -32,8 +33,8 @@ pub enum Corruption {
 pub struct MaskContext {
     /// Run seed.
     pub seed: u64,
-    /// `Stream::Mask` for training, `Stream::EvalMask` for the held-out split.
-    pub stream: Stream,
+    /// `Purpose::Mask` for training, `Purpose::EvalMask` for the held-out split.
+    pub stream: Purpose,
     /// What to do to each example.
     pub corruption: Corruption,
     /// Special-token flags per id.
@@ -101,7 +102,7 @@ pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
         Corruption::Mlm(mlm) => return collate_mlm(raw, ctx, mlm),
         Corruption::Glm { settings, bert_prob, gap_sentence_prob } => {
             let first = raw.examples.first().map_or(0, |e| e.epoch);
-            let mut batch_rng = Rng::keyed(ctx.seed, Stream::GlmBatch, &[ctx.stream as u64, first, raw.seq]);
+            let mut batch_rng = Rng::keyed(ctx.seed, Purpose::GlmBatch, &[ctx.stream as u64, first, raw.seq]);
             let mode = GlmMode::draw(&mut batch_rng, *bert_prob, *gap_sentence_prob);
             let xs: Vec<(Vec<u32>, Vec<usize>)> = raw
                 .examples
@@ -250,7 +251,7 @@ mod tests {
         }
         MaskContext {
             seed: 5,
-            stream: Stream::Mask,
+            stream: Purpose::Mask,
             corruption: Corruption::Mlm(MlmSettings {
                 mask_prob: 0.15,
                 mask_token_prob: 0.8,

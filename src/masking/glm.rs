@@ -1,5 +1,5 @@
-//! GLM autoregressive blank infilling, the CPU half (OBJECTIVES.md G2-G5; THUDM/GLM
-//! `blocklm_utils.py`). Pure integer bookkeeping on token ids, seeded per example.
+//! GLM autoregressive blank infilling, the CPU half (Du et al. 2022, §2.1-2.2: Poisson(3)
+//! spans, Part A / Part B, 2-D positions; THUDM/GLM `blocklm_utils.py`). Pure integer bookkeeping on token ids, seeded per example.
 //!
 //! Input `x` starts with `[CLS]`. Spans `(s, e)` never touch and never cover `[CLS]`.
 //! * **Part A**: `x` with each span replaced by one mask token (`[MASK]`, `[sMASK]` or
@@ -11,7 +11,7 @@
 
 use crate::rng::Rng;
 
-use super::mlm::IGNORE;
+use crate::batch::IGNORE;
 
 /// Token ids GLM needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +276,7 @@ pub fn attention_mask(t: usize, sep: usize) -> Vec<Vec<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Stream;
+    use crate::rng::Purpose;
 
     const IDS: GlmIds = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
 
@@ -350,7 +350,7 @@ mod tests {
         let s = settings();
         let mut covered_total = (0usize, 0usize);
         for seed in 0..2000 {
-            let mut rng = Rng::keyed(seed, Stream::Mask, &[]);
+            let mut rng = Rng::keyed(seed, Purpose::Mask, &[]);
             let (x, ends) = sample(&mut rng);
             let g = corrupt(&x, &ends, GlmMode::Token, 0, &s, &mut rng);
             check_layout(&g);
@@ -386,7 +386,7 @@ mod tests {
     fn sentence_mode_blanks_whole_sentences_only() {
         let s = settings();
         for seed in 0..500 {
-            let mut rng = Rng::keyed(seed, Stream::Mask, &[1]);
+            let mut rng = Rng::keyed(seed, Purpose::Mask, &[1]);
             let (x, ends) = sample(&mut rng);
             let g = corrupt(&x, &ends, GlmMode::Sentence, 0, &s, &mut rng);
             check_layout(&g);
@@ -408,7 +408,7 @@ mod tests {
     fn document_mode_lengths_stay_within_the_ratio_and_prefix_lm_follows_the_spec() {
         let s = settings();
         for seed in 0..500 {
-            let mut rng = Rng::keyed(seed, Stream::Mask, &[2]);
+            let mut rng = Rng::keyed(seed, Purpose::Mask, &[2]);
             let batch: Vec<(Vec<u32>, Vec<usize>)> = (0..4).map(|_| sample(&mut rng)).collect();
             let lens: Vec<usize> = batch.iter().map(|b| b.0.len()).collect();
             let max_gen = document_max_gen(&lens, &s, &mut rng);
@@ -436,7 +436,7 @@ mod tests {
         // x = [CLS] a b c d e f, spans (2,4) = "b c" and (5,6) = "e", Part B in text order.
         let s = GlmSettings { shuffle_blocks: false, ..settings() };
         let x = [1, 10, 11, 12, 13, 14, 15];
-        let g = make_block_data(&x, &[(5, 6), (2, 4)], IDS.mask, &s, &mut Rng::keyed(0, Stream::Mask, &[]));
+        let g = make_block_data(&x, &[(5, 6), (2, 4)], IDS.mask, &s, &mut Rng::keyed(0, Purpose::Mask, &[]));
         assert_eq!(g.input_ids, vec![1, 10, 2, 13, 2, 15, 5, 11, 12, 5, 14]);
         assert_eq!(g.labels, vec![IGNORE, IGNORE, IGNORE, IGNORE, IGNORE, IGNORE, 11, 12, 6, 14, 6]);
         assert_eq!(g.position_ids, vec![0, 1, 2, 3, 4, 5, 2, 2, 2, 4, 4]);
@@ -458,7 +458,7 @@ mod tests {
         assert_eq!(w.len(), 39);
         assert!((w[0] - 3.0 * (-3.0f64).exp()).abs() < 1e-12);
         assert!((w[2] - 27.0 / 6.0 * (-3.0f64).exp()).abs() < 1e-12);
-        let mut rng = Rng::keyed(3, Stream::Mask, &[]);
+        let mut rng = Rng::keyed(3, Purpose::Mask, &[]);
         let mean = (0..20000).map(|_| 1 + draw_weighted(&w, &mut rng)).sum::<usize>() as f64 / 20000.0;
         // Mean of Poisson(3) conditioned on k >= 1: 3 / (1 - e^-3).
         assert!((mean - 3.0 / (1.0 - (-3.0f64).exp())).abs() < 0.05, "{mean}");

@@ -1,5 +1,6 @@
 //! BERT masked language modelling, the CPU half: which positions are scored and what the
-//! model sees there. Pure and seeded; see `OBJECTIVES.md` (BERT section).
+//! model sees there. Pure and seeded; BERT's recipe (Devlin et al. 2019, §3.1 and appendix A.1:
+//! 15 % of positions, 80/10/10) with whole-word masking as google-research/bert does it.
 //!
 //! * Candidates are the non-special tokens (or whole words, when `whole_word` is on: a word is
 //!   a word-start token plus its continuations, as the tokenizer's word ids say).
@@ -12,7 +13,7 @@
 use crate::config::{MaskUnit, Selection};
 use crate::rng::Rng;
 
-pub use crate::batch::IGNORE;
+use crate::batch::IGNORE;
 
 /// Masking knobs, resolved from `[objective]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -200,7 +201,7 @@ fn mask_spans(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &Mlm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Stream;
+    use crate::rng::Purpose;
 
     const CLS: u32 = 1;
     const SEP: u32 = 2;
@@ -245,7 +246,7 @@ mod tests {
         for seed in 0..500 {
             let (orig, ws) = seq(60);
             let mut t = orig.clone();
-            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, seed % 2 == 0), &mut Rng::keyed(seed, Stream::Mask, &[]));
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, seed % 2 == 0), &mut Rng::keyed(seed, Purpose::Mask, &[]));
             assert_eq!(labels[0], IGNORE);
             assert_eq!(*labels.last().unwrap(), IGNORE);
             assert_eq!((t[0], *t.last().unwrap()), (CLS, SEP));
@@ -264,7 +265,7 @@ mod tests {
         let sp = special();
         for (n, want) in [(18usize, 3usize), (98, 15), (126, 19), (1, 1)] {
             let (mut t, ws) = seq(n);
-            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(n as u64, Stream::Mask, &[]));
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(n as u64, Purpose::Mask, &[]));
             let got = labels.iter().filter(|&&l| l != IGNORE).count();
             // len includes [CLS] and [SEP], as in Google's script.
             let expect = (((n + 2) as f64) * 0.15).round_ties_even().max(1.0) as usize;
@@ -280,7 +281,7 @@ mod tests {
         for seed in 0..3000 {
             let (orig, ws) = seq(126);
             let mut t = orig.clone();
-            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, false), &mut Rng::keyed(seed, Stream::Mask, &[seed]));
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Bernoulli, false), &mut Rng::keyed(seed, Purpose::Mask, &[seed]));
             total += 126;
             for (i, &l) in labels.iter().enumerate() {
                 if l == IGNORE {
@@ -310,7 +311,7 @@ mod tests {
         let sp = special();
         for seed in 0..300 {
             let (mut t, ws) = seq(90);
-            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, true), &mut Rng::keyed(seed, Stream::Mask, &[]));
+            let labels = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, true), &mut Rng::keyed(seed, Purpose::Mask, &[]));
             let groups = candidate_groups(&seq(90).0, &ws, &sp, true);
             for (a, b) in groups {
                 let n = (a..b).filter(|&i| labels[i] != IGNORE).count();
@@ -328,7 +329,7 @@ mod tests {
         for seed in 0..500 {
             let (orig, ws) = seq(120);
             let mut t = orig.clone();
-            let labels = mask_sequence(&mut t, &ws, &sp, &s, &mut Rng::keyed(seed, Stream::Mask, &[]));
+            let labels = mask_sequence(&mut t, &ws, &sp, &s, &mut Rng::keyed(seed, Purpose::Mask, &[]));
             let n = labels.iter().filter(|&&l| l != IGNORE).count();
             assert!(n <= budget(t.len(), &s), "never over budget");
             scored += n;
@@ -363,7 +364,7 @@ mod tests {
         let sp = special();
         let run = |k: u64| {
             let (mut t, ws) = seq(100);
-            let l = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(9, Stream::Mask, &[0, k]));
+            let l = mask_sequence(&mut t, &ws, &sp, &settings(Selection::Exact, false), &mut Rng::keyed(9, Purpose::Mask, &[0, k]));
             (t, l)
         };
         assert_eq!(run(5), run(5));

@@ -1,7 +1,7 @@
 //! Metric names, help texts and units in one list, and the Prometheus exporter.
 //!
-//! The Grafana dashboards query these names, so they are a contract: see the metrics table in
-//! `ARCHITECTURE.md`. Labels are bounded: `phase` (`pretrain`, `finetune`), `stage` (`loader`,
+//! The Grafana dashboards (`grafana/`) and alert rules query these names, so they are a
+//! contract: renaming one breaks a panel (the observability test queries every panel). Labels are bounded: `phase` (`pretrain`, `finetune`), `stage` (`loader`,
 //! `masker`, `trainer`), `queue`, `objective`, `metric`, `reason`; every series also carries a
 //! global `run_id`.
 

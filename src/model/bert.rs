@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
-use crate::masking::mlm::IGNORE;
+use crate::batch::IGNORE;
 use super::attention::attention;
 use super::dropout::dropout;
 
@@ -24,7 +24,7 @@ pub struct BertConfig {
     pub vocab_size: i64,
     /// Residual width.
     pub hidden_size: i64,
-    /// Blocks.
+    /// Transformer blocks (`num_hidden_layers`: 12 for BERT-base, 4 for BERT-mini).
     pub num_hidden_layers: i64,
     /// Heads per block.
     pub num_attention_heads: i64,

@@ -20,9 +20,9 @@ pub struct GlmConfig {
     pub vocab_size: i64,
     /// Residual width.
     pub hidden_size: i64,
-    /// Blocks.
+    /// Transformer blocks (GLM-large: 24).
     pub num_layers: i64,
-    /// Heads.
+    /// Attention heads per block; `hidden_size` must divide by it.
     pub num_attention_heads: i64,
     /// Feed-forward width (GLM uses 4 × hidden).
     pub intermediate_size: i64,

@@ -9,15 +9,18 @@
 //! so gradient accumulation equals one big batch and normalising needs no sync.
 
 pub mod eval;
+mod monitor;
+
+pub use monitor::{Direction, Monitor};
 
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::batch::{HostBatch, RawBatch, IGNORE};
-use crate::rng::Stream;
+use crate::rng::Purpose;
 use crate::model::bert::{BertConfig, BertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
-pub use crate::train::policy::{Direction, Monitor};
+
 pub use eval::EvalMetrics;
 
 /// A [`HostBatch`] moved to the device.
@@ -113,12 +116,12 @@ pub enum PretrainModel {
 }
 
 /// The collating half of an objective: encodes, corrupts and collates a raw batch in a Masker
-/// worker (or for the held-out split, with `Stream::EvalMask`). It must be a pure function of
+/// worker (or for the held-out split, with `Purpose::EvalMask`). It must be a pure function of
 /// the batch, its randomness keyed by the examples' indices, so that the worker count and
 /// resumes never change a batch.
 pub trait Collator: Send + Sync + 'static {
     /// One host batch from one raw batch (keep `seq` and `cursor`).
-    fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch;
+    fn collate(&self, raw: RawBatch, stream: Purpose) -> HostBatch;
 }
 
 /// A model turning a device batch into loss parts, and held-out batches into metrics.
@@ -156,8 +159,8 @@ pub struct BuiltinCollator {
 }
 
 impl Collator for BuiltinCollator {
-    fn collate(&self, raw: RawBatch, stream: Stream) -> HostBatch {
-        let ctx = if matches!(stream, Stream::EvalMask) { &self.eval } else { &self.train };
+    fn collate(&self, raw: RawBatch, stream: Purpose) -> HostBatch {
+        let ctx = if matches!(stream, Purpose::EvalMask) { &self.eval } else { &self.train };
         crate::masking::collate::mask_and_collate(&raw, ctx)
     }
 }
@@ -232,7 +235,7 @@ pub struct LossSums {
 pub enum ModelSpec {
     /// BERT (Hugging Face config names); `pair_head` adds NSP / SOP.
     Bert {
-        /// Sizes.
+        /// The encoder's sizes, as in its Hugging Face `config.json`.
         #[serde(flatten)]
         config: BertConfig,
         /// With `bert.pooler` and `cls.seq_relationship`.
@@ -240,7 +243,7 @@ pub enum ModelSpec {
     },
     /// GLM (GLM's names).
     Glm {
-        /// Sizes.
+        /// GLM's sizes, with GLM's own names.
         #[serde(flatten)]
         config: GlmConfig,
     },

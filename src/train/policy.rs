@@ -1,14 +1,6 @@
 //! When to log, evaluate and checkpoint: pure functions of the step, tested without threads.
 
-/// Which way a metric improves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Accuracy, F1.
-    Higher,
-    /// Loss, MSE.
-    Lower,
-}
+use crate::objective::Direction;
 
 /// Early stopping with patience on one metric.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +31,8 @@ impl EarlyStopping {
     /// Takes one evaluation's value.
     ///
     /// ```
-    /// use pretune::train::policy::{Direction, EarlyStopping};
+    /// use pretune::objective::Direction;
+    /// use pretune::train::policy::EarlyStopping;
     /// let mut p = EarlyStopping::new(2, Direction::Higher);
     /// assert!(p.update(0.5).improved);
     /// assert!(!p.update(0.4).stop);
@@ -63,27 +56,6 @@ impl EarlyStopping {
     /// The best value so far.
     pub fn best(&self) -> Option<f64> {
         self.best
-    }
-}
-
-/// The evaluation metric that picks the best checkpoint and drives early stopping.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Monitor {
-    /// Metric name as the objective reports it (`mlm_loss`, `accuracy`, `f1`, ...).
-    pub metric: String,
-    /// Which way is better.
-    pub direction: Direction,
-}
-
-impl Monitor {
-    /// The metric as a score where lower is better (what `best.json` stores); `None` when the
-    /// evaluation lacks it or it is not finite.
-    pub fn score(&self, metrics: &crate::objective::EvalMetrics) -> Option<f64> {
-        let v = metrics.get(&self.metric).filter(|v| v.is_finite())?;
-        Some(match self.direction {
-            Direction::Lower => v,
-            Direction::Higher => -v,
-        })
     }
 }
 
@@ -176,14 +148,5 @@ mod tests {
         assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![4, 8, 10]);
         let p = StepPolicy { eval_every: 3, ..p };
         assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![3, 6, 9, 10]);
-    }
-
-    #[test]
-    fn a_monitor_scores_lower_is_better() {
-        let mut m = crate::objective::EvalMetrics::default();
-        m.values.insert("accuracy".into(), 0.75);
-        let acc = Monitor { metric: "accuracy".into(), direction: Direction::Higher };
-        assert_eq!(acc.score(&m), Some(-0.75));
-        assert_eq!(Monitor { metric: "f1".into(), direction: Direction::Higher }.score(&m), None);
     }
 }

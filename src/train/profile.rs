@@ -8,7 +8,7 @@
 //! baseline's fused / foreach AdamW shows under its own kernel names.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_void, CString};
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::ffi;
 
 /// A named scope in the trace (`torch.profiler.record_function`); free when no profiler runs.
-pub struct Scope(*mut c_void);
+pub struct Scope(*mut ffi::ScopeHandle);
 
 impl Scope {
     /// Opens `name` until the value is dropped.

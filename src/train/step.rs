@@ -33,23 +33,23 @@ pub struct StepOutput {
 
 /// A data-parallel run's process group and DDP reducer.
 struct DistParts {
-    pg: crate::dist::ProcessGroup,
-    reducer: crate::dist::Reducer,
+    pg: crate::distributed::ProcessGroup,
+    reducer: crate::distributed::Reducer,
     /// Seconds of communication not hidden behind compute so far: the counts' and the loss
     /// parts' all-reduces, and the gradient all-reduce the backward pass waited for after its
     /// last gradient.
     comm_s: f64,
     /// The last update's bucket times and the end of its backward pass.
-    last: (crate::dist::BucketTimes, i64),
+    last: (crate::distributed::BucketTimes, i64),
 }
 
 impl DistParts {
     /// The backward pass of an update's last micro-batch, with the reducer's hooks armed: each
     /// gradient bucket is all-reduced as soon as it is full; returns once all are reduced.
-    fn backward(&self, loss: &Tensor) -> Result<(), crate::dist::DistError> {
+    fn backward(&self, loss: &Tensor) -> Result<(), crate::distributed::DistError> {
         let (rank, world) = (self.pg.rank, self.pg.world);
         self.reducer.prepare(loss, rank, world)?;
-        loss.f_backward().map_err(|e| crate::dist::DistError::Collective { rank, world, op: "gradient all-reduce (backward)", message: e.to_string() })
+        loss.f_backward().map_err(|e| crate::distributed::DistError::Collective { rank, world, op: "gradient all-reduce (backward)", message: e.to_string() })
     }
 }
 
@@ -95,7 +95,7 @@ pub fn cpu_copies(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 fn step_seed(seed: u64, step: u64) -> i64 {
-    let mut r = crate::rng::Rng::keyed(seed, crate::rng::Stream::Dropout, &[step]);
+    let mut r = crate::rng::Rng::keyed(seed, crate::rng::Purpose::Dropout, &[step]);
     (r.next_u64() >> 1) as i64
 }
 
@@ -123,14 +123,6 @@ impl TrainState {
         TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default(), profile: None }
     }
 
-    /// Copies the starting weights (`[init]`) in by name; a fresh start loads nothing.
-    ///
-    /// # Errors
-    /// A message naming the file or a mis-shaped tensor.
-    pub fn load_start(&mut self, source: &crate::finetune::init::InitSource) -> Result<crate::finetune::init::LoadReport, String> {
-        crate::finetune::init::load_start(&self.vs, source)
-    }
-
     /// Forward and backward in `precision`, already resolved (`fp32` or `bf16`; see
     /// [`super::precision::resolve`]).
     pub fn set_precision(&mut self, precision: crate::config::Precision) {
@@ -152,8 +144,8 @@ impl TrainState {
     /// buckets of `bucket_bytes`, overlapping the backward pass.
     ///
     /// # Errors
-    /// [`crate::dist::DistError`] when the broadcast fails.
-    pub fn attach_dist(&mut self, pg: crate::dist::ProcessGroup, bucket_bytes: usize, find_unused: bool) -> Result<(), crate::dist::DistError> {
+    /// [`crate::distributed::DistError`] when the broadcast fails.
+    pub fn attach_dist(&mut self, pg: crate::distributed::ProcessGroup, bucket_bytes: usize, find_unused: bool) -> Result<(), crate::distributed::DistError> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
@@ -164,7 +156,7 @@ impl TrainState {
             pg.broadcast_vars(&moments)?;
         }
         let trainable: Vec<Tensor> = tensors.into_iter().filter(Tensor::requires_grad).collect();
-        let reducer = crate::dist::Reducer::new(&pg, &trainable, bucket_bytes, find_unused)?;
+        let reducer = crate::distributed::Reducer::new(&pg, &trainable, bucket_bytes, find_unused)?;
         tracing::info!(rank = pg.rank, world = pg.world, parameters = trainable.len(), bucket_bytes, find_unused, "joined the process group (c10d reducer)");
         self.dist = Some(DistParts { pg, reducer, comm_s: 0.0, last: Default::default() });
         Ok(())
@@ -174,8 +166,8 @@ impl TrainState {
     /// after the same step); `flag` itself in a single-process run.
     ///
     /// # Errors
-    /// [`crate::dist::DistError`] when the all-reduce fails (a rank died).
-    pub fn any_rank(&self, flag: bool) -> Result<bool, crate::dist::DistError> {
+    /// [`crate::distributed::DistError`] when the all-reduce fails (a rank died).
+    pub fn any_rank(&self, flag: bool) -> Result<bool, crate::distributed::DistError> {
         let Some(d) = &self.dist else { return Ok(flag) };
         let mut t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(self.vs.device());
         d.pg.all_reduce_sum(&mut t)?;
@@ -190,7 +182,7 @@ impl TrainState {
     /// The last update's gradient buckets: when each all-reduce was launched and completed,
     /// and when the backward pass returned (the shim's steady clock, ns). `None` without a
     /// process group.
-    pub fn last_bucket_times(&self) -> Option<(&crate::dist::BucketTimes, i64)> {
+    pub fn last_bucket_times(&self) -> Option<(&crate::distributed::BucketTimes, i64)> {
         self.dist.as_ref().map(|d| (&d.last.0, d.last.1))
     }
 
@@ -207,8 +199,8 @@ impl TrainState {
     /// gradients are summed over the ranks before clipping, and the reported loss is global.
     ///
     /// # Errors
-    /// [`crate::dist::DistError`] when a collective fails.
-    pub fn train_step(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
+    /// [`crate::distributed::DistError`] when a collective fails.
+    pub fn train_step(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::distributed::DistError> {
         let step = self.step;
         if let Some(p) = &mut self.profile {
             p.before(step);
@@ -220,7 +212,7 @@ impl TrainState {
         result
     }
 
-    fn update(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::dist::DistError> {
+    fn update(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::distributed::DistError> {
         let key = step_seed(self.seed, self.step);
         tch::manual_seed(key);
         crate::model::dropout::reseed(key as u64);
@@ -277,7 +269,7 @@ impl TrainState {
         }
         drop(_autocast);
         if let Some(d) = &mut self.dist {
-            let end = crate::dist::now_ns();
+            let end = crate::distributed::now_ns();
             let times = d.reducer.times();
             comm += std::time::Duration::from_nanos(times.exposed_ns(end) as u64);
             d.last = (times, end);

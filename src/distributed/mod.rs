@@ -49,7 +49,7 @@ pub enum DistError {
     Collective {
         /// This rank.
         rank: usize,
-        /// Ranks.
+        /// Ranks in the run.
         world: usize,
         /// `all-reduce`, `broadcast`, `barrier`.
         op: &'static str,
@@ -144,7 +144,7 @@ impl Backend {
 
 /// A c10d process group. Used from one thread (the Trainer's).
 pub struct ProcessGroup {
-    ptr: *mut std::ffi::c_void,
+    ptr: *mut ffi::ProcessGroupHandle,
     /// This rank.
     pub rank: usize,
     /// Number of ranks.
@@ -204,12 +204,23 @@ impl ProcessGroup {
         }
     }
 
-    /// Sums `t` over all ranks, in place. `t` must be contiguous.
+    /// c10d reduces a tensor's storage in place, so a strided view would be reduced over the
+    /// wrong elements: refuse it rather than corrupt gradients.
+    fn contiguous(&self, t: &Tensor, op: &'static str) -> Result<(), DistError> {
+        if t.is_contiguous() {
+            Ok(())
+        } else {
+            Err(DistError::Collective { rank: self.rank, world: self.world, op, message: format!("the tensor ({:?}, strides {:?}) is not contiguous", t.size(), t.stride()) })
+        }
+    }
+
+    /// Sums `t` over all ranks, in place. `t` must be contiguous (an error otherwise).
     ///
     /// # Errors
     /// [`DistError::Collective`].
     pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
-        // SAFETY: `t` is a live tensor; the shim wraps the same storage.
+        self.contiguous(t, "all-reduce")?;
+        // SAFETY: `t` is a live, contiguous tensor; the shim wraps the same storage.
         let rc = unsafe { ffi::pt_pg_allreduce_sum(self.ptr, t.as_mut_ptr()) };
         self.check(rc, "all-reduce")
     }
@@ -219,6 +230,7 @@ impl ProcessGroup {
     /// # Errors
     /// [`DistError::Collective`].
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
+        self.contiguous(t, "broadcast")?;
         // SAFETY: as above.
         let rc = unsafe { ffi::pt_pg_broadcast(self.ptr, t.as_mut_ptr(), root as i32) };
         self.check(rc, "broadcast")
@@ -303,7 +315,7 @@ impl Drop for ProcessGroup {
 /// `bucket_bytes` each), as DDP does. Every trainable parameter must receive a gradient in every
 /// update unless `find_unused` is set (DDP's `find_unused_parameters`).
 pub struct Reducer {
-    ptr: *mut std::ffi::c_void,
+    ptr: *mut ffi::ReducerHandle,
     /// Keeps the parameters alive as long as the hooks that point at them.
     _params: Vec<Tensor>,
 }

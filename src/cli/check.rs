@@ -1,0 +1,25 @@
+//! `pretune check CONFIG [--set K=V]`: the resolved config, then one line of what the run would
+//! be, or every problem at once (exit 2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Failure;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML config file.
+    config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+pub fn run(a: Args) -> Result<ExitCode, Failure> {
+    let plan = pretune::plan::load_and_resolve(&a.config, &a.overrides).map_err(Failure::usage)?;
+    let report = pretune::check::check(&plan)
+        .map_err(|problems| Failure::usage(format!("{}: the run would fail:\n  - {}", a.config.display(), problems.join("\n  - "))))?;
+    print!("{}", toml::to_string(&plan.config).unwrap_or_default());
+    println!("\n# {}", report.line());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,53 @@
+//! `pretune evaluate --checkpoint PATH --data FILE [--json]`: a table of the task's headline
+//! metrics (per-class details after), or one JSON object of every metric.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pretune::finetune::evaluate::{evaluate, headline, Evaluation};
+
+use super::Failure;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A checkpoint folder, or a run's `checkpoints/` folder (its best, else its latest).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The labelled file.
+    #[arg(long)]
+    data: PathBuf,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode, Failure> {
+    let ev = evaluate(&a.checkpoint, &a.data).map_err(Failure::failed)?;
+    if a.json {
+        println!("{}", as_json(&ev));
+    } else {
+        print_table(&ev);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn as_json(ev: &Evaluation) -> serde_json::Value {
+    let mut obj: serde_json::Map<String, serde_json::Value> = ev.metrics.values.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+    obj.insert("checkpoint".into(), serde_json::json!(ev.checkpoint));
+    obj.insert("task".into(), serde_json::json!(ev.kind));
+    obj.insert("records".into(), serde_json::json!(ev.records));
+    obj.insert("skipped".into(), serde_json::json!(ev.skipped.len()));
+    serde_json::Value::Object(obj)
+}
+
+fn print_table(ev: &Evaluation) {
+    let m = &ev.metrics.values;
+    println!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
+    let head = headline(ev.kind);
+    let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
+    for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {
+        if let Some(v) = m.get(&k) {
+            println!("  {k:<24} {v:>12.4}");
+        }
+    }
+}

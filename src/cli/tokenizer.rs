@@ -1,0 +1,32 @@
+//! `pretune tokenizer train --vocab-size N --out tokenizer.json FILES...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Failure;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Train a BERT-style WordPiece tokenizer.
+    Train {
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 8000)]
+        vocab_size: usize,
+        /// Output `tokenizer.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep case (default: lower-case, like uncased BERT).
+        #[arg(long)]
+        cased: bool,
+        /// Text files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run(c: Command) -> Result<ExitCode, Failure> {
+    let Command::Train { vocab_size, out, cased, files } = c;
+    let t = pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out).map_err(Failure::failed)?;
+    println!("wrote {} ({} tokens)", out.display(), t.get_vocab_size(true));
+    Ok(ExitCode::SUCCESS)
+}
