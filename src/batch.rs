@@ -81,7 +81,24 @@ pub struct HostBatch {
     pub windows: Vec<Arc<QaWindow>>,
 }
 
+/// Padded lengths are rounded up to a multiple of this (tensor-core and SIMD friendly).
+pub const PAD_MULTIPLE: usize = 8;
+
 impl HostBatch {
+    /// `rows` rows padded to `longest` rounded up to [`PAD_MULTIPLE`]: every id `pad`, token
+    /// types 0, no lengths yet; the collator fills the rest.
+    pub fn padded(rows: usize, longest: usize, pad: u32) -> Self {
+        let seq_len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+        HostBatch {
+            batch_size: rows,
+            seq_len,
+            input_ids: vec![pad as i64; rows * seq_len],
+            token_type_ids: vec![0; rows * seq_len],
+            lengths: Vec::with_capacity(rows),
+            ..Default::default()
+        }
+    }
+
     /// Position ids of one row, cut at its length.
     pub fn row_positions(&self, row: usize) -> Vec<i64> {
         if self.position_ids.is_empty() {

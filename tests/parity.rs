@@ -154,7 +154,7 @@ fn glm_prefix_causal_attention_matches_an_explicit_reference() {
     let _ = &mut vs;
 
     let ids = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
-    let s = GlmSettings { mask_ratio: 0.15, avg_block_length: 3.0, max_block_length: 40, gap_sentence_ratio: 0.15, gpt_min_ratio: 0.5, gpt_infill_prob: 0.5, shuffle_blocks: true, ids };
+    let s = GlmSettings { blanks: pretune::config::GlmObjectiveConfig::default(), ids };
     let x: Vec<u32> = std::iter::once(1).chain((0..30).map(|i| 10 + i % 50)).collect();
     let rows = [
         make_block_data(&x, &[(3, 6), (10, 12), (20, 25)], ids.mask, &s, &mut Rng::keyed(1, Purpose::Mask, &[])),

@@ -171,18 +171,8 @@ fn whole_word_masking_never_splits_a_word_with_wordpiece_or_bpe() {
     for path in [crate::util::root().join("data/sotu/tokenizer.json"), bpe_path] {
         let tok = TextTokenizer::load(&path, None).unwrap();
         let ids = tok.special_ids();
-        let s = MlmSettings {
-            mask_prob: 0.15,
-            mask_token_prob: 0.8,
-            random_token_prob: 0.1,
-            selection: Selection::Exact,
-            max_predictions: 0,
-            unit: MaskUnit::Word,
-            span_p: 0.2,
-            span_max: 10,
-            mask_id: ids.mask,
-            vocab_size: tok.vocab_size(),
-        };
+        let objective = pretune::config::ObjectiveConfig { selection: Selection::Exact, unit: MaskUnit::Word, ..Default::default() };
+        let s = MlmSettings { objective, mask_id: ids.mask, vocab_size: tok.vocab_size() };
         let mut multi_piece_words = 0;
         for (k, sentence) in sentences.iter().enumerate() {
             // Word ids straight from the tokenizers crate: the independent grouping.

@@ -183,32 +183,8 @@ pub fn mask_context(plan: &RunPlan, stream: Purpose) -> MaskContext {
     let o = &plan.config.objective;
     let ids = plan.tokenizer.special_ids();
     let corruption = match plan.glm_ids {
-        Some(glm_ids) => Corruption::Glm {
-            settings: GlmSettings {
-                mask_ratio: o.glm.mask_ratio,
-                avg_block_length: o.glm.avg_block_length,
-                max_block_length: o.glm.max_block_length,
-                gap_sentence_ratio: o.glm.gap_sentence_ratio,
-                gpt_min_ratio: o.glm.gpt_min_ratio,
-                gpt_infill_prob: o.glm.gpt_infill_prob,
-                shuffle_blocks: o.glm.shuffle_blocks,
-                ids: glm_ids,
-            },
-            bert_prob: o.glm.bert_prob,
-            gap_sentence_prob: o.glm.gap_sentence_prob,
-        },
-        None => Corruption::Mlm(MlmSettings {
-            mask_prob: o.mask_prob,
-            mask_token_prob: o.mask_token_prob,
-            random_token_prob: o.random_token_prob,
-            selection: o.selection,
-            max_predictions: o.max_predictions,
-            unit: o.unit,
-            span_p: o.span_p,
-            span_max: o.span_max,
-            mask_id: ids.mask,
-            vocab_size: plan.tokenizer.vocab_size(),
-        }),
+        Some(glm_ids) => Corruption::Glm(GlmSettings { blanks: o.glm, ids: glm_ids }),
+        None => Corruption::Mlm(MlmSettings::from_objective(o, ids.mask, plan.tokenizer.vocab_size())),
     };
     MaskContext {
         seed: plan.config.run.seed,

@@ -402,7 +402,7 @@ pub enum SentencePair {
 }
 
 /// `[objective.glm]`: GLM blank infilling (defaults from THUDM/GLM `arguments.py`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlmObjectiveConfig {
     /// Chance a batch uses token-level spans.
@@ -452,7 +452,7 @@ pub enum Selection {
 }
 
 /// `[objective]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectiveConfig {
     /// Which objective.

@@ -160,18 +160,13 @@ pub fn collate_bert(examples: &[&TaskExample], spec: &ClozeSpec, mask: u32, pad:
     lens.dedup();
     let rows = examples.len() * lens.len();
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + lens.last().copied().unwrap_or(1) - 1;
-    let t = longest.div_ceil(crate::masking::collate::PAD_MULTIPLE) * crate::masking::collate::PAD_MULTIPLE;
     let mut b = HostBatch {
-        batch_size: rows,
-        seq_len: t,
-        input_ids: vec![pad as i64; rows * t],
-        token_type_ids: vec![0; rows * t],
-        lengths: Vec::with_capacity(rows),
         row_labels: examples.iter().map(|e| e.labels.first().copied().unwrap_or(IGNORE)).collect(),
         n_examples: examples.len(),
         candidates: k,
-        ..Default::default()
+        ..HostBatch::padded(rows, longest, pad)
     };
+    let t = b.seq_len;
     for (i, e) in examples.iter().enumerate() {
         let blank = e.word_starts.first().copied().flatten().unwrap_or(0);
         for (li, &m) in lens.iter().enumerate() {
@@ -204,19 +199,15 @@ pub fn collate_glm(examples: &[&TaskExample], spec: &ClozeSpec, ids: GlmIds, pad
     let k = spec.answers.len();
     let rows = examples.len() * k;
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1) + spec.answers.iter().map(Vec::len).max().unwrap_or(1);
-    let t = longest.div_ceil(8) * 8;
+    let padded = HostBatch::padded(rows, longest, pad);
+    let t = padded.seq_len;
     let mut b = HostBatch {
-        batch_size: rows,
-        seq_len: t,
-        input_ids: vec![pad as i64; rows * t],
-        token_type_ids: vec![0; rows * t],
-        lengths: Vec::with_capacity(rows),
         position_ids: vec![0; rows * t],
         block_position_ids: vec![0; rows * t],
         row_labels: examples.iter().map(|e| e.labels.first().copied().unwrap_or(IGNORE)).collect(),
         n_examples: examples.len(),
         candidates: k,
-        ..Default::default()
+        ..padded
     };
     for (i, e) in examples.iter().enumerate() {
         let blank = e.word_starts.first().copied().flatten().unwrap_or(0) as i64;

@@ -105,16 +105,8 @@ impl Collator for TaskCollator {
 pub fn collate_plain(examples: &[&TaskExample], pad: u32, kind: HeadKind) -> HostBatch {
     let b = examples.len();
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let t = longest.div_ceil(crate::masking::collate::PAD_MULTIPLE) * crate::masking::collate::PAD_MULTIPLE;
-    let mut batch = HostBatch {
-        batch_size: b,
-        seq_len: t,
-        input_ids: vec![pad as i64; b * t],
-        token_type_ids: vec![0; b * t],
-        lengths: Vec::with_capacity(b),
-        n_examples: b,
-        ..Default::default()
-    };
+    let mut batch = HostBatch { n_examples: b, ..HostBatch::padded(b, longest, pad) };
+    let t = batch.seq_len;
     for (r, e) in examples.iter().enumerate() {
         for (j, (&id, &ty)) in e.ids.iter().zip(&e.types).enumerate() {
             batch.input_ids[r * t + j] = id as i64;

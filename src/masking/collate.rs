@@ -18,14 +18,7 @@ pub enum Corruption {
     /// BERT MLM (on single segments or sentence pairs).
     Mlm(MlmSettings),
     /// GLM blank infilling; the mode is drawn per batch.
-    Glm {
-        /// Span settings.
-        settings: GlmSettings,
-        /// Chance of token-level blanks.
-        bert_prob: f64,
-        /// Chance of sentence-level blanks.
-        gap_sentence_prob: f64,
-    },
+    Glm(GlmSettings),
 }
 
 /// Everything the Masker needs besides the batch.
@@ -45,8 +38,7 @@ pub struct MaskContext {
     pub max_seq_len: usize,
 }
 
-/// Rounds the padded length up to a multiple of this (tensor-core and SIMD friendly).
-pub const PAD_MULTIPLE: usize = 8;
+pub use crate::batch::PAD_MULTIPLE;
 
 
 /// Length of `[CLS] seg [SEP]` or `[CLS] a [SEP] b [SEP]`.
@@ -100,10 +92,10 @@ pub(crate) fn frame_bert_into(p: &Payload, ids: &SpecialIds, t: &mut Vec<u32>, w
 pub fn mask_and_collate(raw: &RawBatch, ctx: &MaskContext) -> HostBatch {
     let rows: Vec<GlmSample> = match &ctx.corruption {
         Corruption::Mlm(mlm) => return collate_mlm(raw, ctx, mlm),
-        Corruption::Glm { settings, bert_prob, gap_sentence_prob } => {
+        Corruption::Glm(settings) => {
             let first = raw.examples.first().map_or(0, |e| e.epoch);
             let mut batch_rng = Rng::keyed(ctx.seed, Purpose::GlmBatch, &[ctx.stream as u64, first, raw.seq]);
-            let mode = GlmMode::draw(&mut batch_rng, *bert_prob, *gap_sentence_prob);
+            let mode = GlmMode::draw(&mut batch_rng, settings.blanks.bert_prob, settings.blanks.gap_sentence_prob);
             let xs: Vec<(Vec<u32>, Vec<usize>)> = raw
                 .examples
                 .iter()
@@ -252,18 +244,7 @@ mod tests {
         MaskContext {
             seed: 5,
             stream: Purpose::Mask,
-            corruption: Corruption::Mlm(MlmSettings {
-                mask_prob: 0.15,
-                mask_token_prob: 0.8,
-                random_token_prob: 0.1,
-                selection: Selection::Exact,
-                max_predictions: 0,
-                unit: MaskUnit::Token,
-                span_p: 0.2,
-                span_max: 10,
-                mask_id: 3,
-                vocab_size: 100,
-            }),
+            corruption: Corruption::Mlm(MlmSettings::from_objective(&crate::config::ObjectiveConfig::default(), 3, 100)),
             special: Arc::new(special),
             ids,
             max_seq_len: 32,
@@ -324,8 +305,8 @@ mod tests {
             let mut c = ctx();
             c.max_seq_len = 64;
             if let Corruption::Mlm(m) = &mut c.corruption {
-                m.selection = selection;
-                m.unit = unit;
+                m.objective.selection = selection;
+                m.objective.unit = unit;
             }
             let Corruption::Mlm(m) = c.corruption.clone() else { unreachable!() };
             let mut examples = Vec::new();

@@ -9,9 +9,9 @@
 //! * `sep = |A|`: attention is bidirectional inside Part A, causal in Part B, and Part B sees
 //!   all of Part A.
 
-use crate::rng::Rng;
-
 use crate::batch::IGNORE;
+use crate::config::GlmObjectiveConfig;
+use crate::rng::Rng;
 
 /// Token ids GLM needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,23 +30,11 @@ pub struct GlmIds {
     pub eop: u32,
 }
 
-/// Knobs of the corruption (from `[objective.glm]`).
+/// What the corruption needs: `[objective.glm]` as the config gives it, and the special ids.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlmSettings {
-    /// Token mode covers at least this share of the sample.
-    pub mask_ratio: f64,
-    /// Poisson lambda.
-    pub avg_block_length: f64,
-    /// Lengths drawn from `1..max_block_length`.
-    pub max_block_length: usize,
-    /// Sentence mode covers at least this share.
-    pub gap_sentence_ratio: f64,
-    /// Document mode: lower bound of the blank as a share of the shortest sample.
-    pub gpt_min_ratio: f64,
-    /// Document mode: chance of the prefix-LM layout.
-    pub gpt_infill_prob: f64,
-    /// Shuffle Part B spans.
-    pub shuffle_blocks: bool,
+    /// Span lengths and shares, the per-batch mode chances, Part B order.
+    pub blanks: GlmObjectiveConfig,
     /// Special ids.
     pub ids: GlmIds,
 }
@@ -139,8 +127,8 @@ pub fn token_spans(x_len: usize, s: &GlmSettings, rng: &mut Rng) -> Vec<(usize, 
     if avail < 2 {
         return Vec::new();
     }
-    let weights = poisson_weights(s.avg_block_length, s.max_block_length);
-    let floor = ((s.mask_ratio * x_len as f64) as usize).max(1);
+    let weights = poisson_weights(s.blanks.avg_block_length, s.blanks.max_block_length);
+    let floor = ((s.blanks.mask_ratio * x_len as f64) as usize).max(1);
     let mut lengths = Vec::new();
     while lengths.iter().sum::<usize>() < floor {
         lengths.push(1 + draw_weighted(&weights, rng));
@@ -168,7 +156,7 @@ pub fn sentence_spans(x_len: usize, sentence_ends: &[usize], s: &GlmSettings, rn
         start = end;
     }
     rng.shuffle(&mut sentences);
-    let want = (s.gap_sentence_ratio * x_len as f64) as usize;
+    let want = (s.blanks.gap_sentence_ratio * x_len as f64) as usize;
     let (mut spans, mut covered) = (Vec::new(), 0);
     for (a, b) in sentences {
         spans.push((a, b));
@@ -199,7 +187,7 @@ pub fn make_block_data(x: &[u32], spans: &[(usize, usize)], mask: u32, s: &GlmSe
     out.position_ids = (0..out.sep as i64).collect();
     out.block_position_ids = vec![0; out.sep];
     let mut order: Vec<usize> = (0..sorted.len()).collect();
-    if s.shuffle_blocks {
+    if s.blanks.shuffle_blocks {
         rng.shuffle(&mut order);
     }
     for k in order {
@@ -235,7 +223,7 @@ pub fn prefix_lm(x: &[u32], generate: usize, s: &GlmSettings) -> GlmSample {
 /// The document-mode blank length of a batch: `randint(int(gpt_min_ratio * min_len), max_len - 2)`.
 pub fn document_max_gen(lens: &[usize], s: &GlmSettings, rng: &mut Rng) -> usize {
     let (min, max) = (lens.iter().copied().min().unwrap_or(0), lens.iter().copied().max().unwrap_or(0));
-    let lo = ((s.gpt_min_ratio * min as f64) as usize).max(1);
+    let lo = ((s.blanks.gpt_min_ratio * min as f64) as usize).max(1);
     let hi = max.saturating_sub(2).max(lo);
     lo + rng.below((hi - lo + 1) as u64) as usize
 }
@@ -257,7 +245,7 @@ pub fn corrupt(x: &[u32], sentence_ends: &[usize], mode: GlmMode, max_gen: usize
                 return make_block_data(x, &[], s.ids.gmask, s, rng);
             }
             let generate = max_gen.min(x.len() - 2).max(1);
-            if rng.next_f64() < s.gpt_infill_prob {
+            if rng.next_f64() < s.blanks.gpt_infill_prob {
                 prefix_lm(x, generate, s)
             } else {
                 let spans = sample_spans(&[generate], x.len() - 1, 1, rng);
@@ -281,16 +269,7 @@ mod tests {
     const IDS: GlmIds = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
 
     fn settings() -> GlmSettings {
-        GlmSettings {
-            mask_ratio: 0.15,
-            avg_block_length: 3.0,
-            max_block_length: 40,
-            gap_sentence_ratio: 0.15,
-            gpt_min_ratio: 0.5,
-            gpt_infill_prob: 0.5,
-            shuffle_blocks: true,
-            ids: IDS,
-        }
+        GlmSettings { blanks: GlmObjectiveConfig::default(), ids: IDS }
     }
 
     /// `[CLS]` then distinct text ids from 100, with sentence ends every few tokens.
@@ -357,7 +336,7 @@ mod tests {
             assert_eq!(reconstruct(&g), x, "seed {seed}");
             let mut spans = g.spans.clone();
             spans.sort_unstable();
-            assert!(spans.iter().all(|&(a, b)| a >= 1 && b > a && b - a < s.max_block_length));
+            assert!(spans.iter().all(|&(a, b)| a >= 1 && b > a && b - a < s.blanks.max_block_length));
             assert!(spans.windows(2).all(|w| w[0].1 < w[1].0), "spans touch: {spans:?}");
             let covered: usize = spans.iter().map(|(a, b)| b - a).sum();
             // The floor is int(0.15 * len); spans that did not fit are dropped, so allow a
@@ -434,7 +413,7 @@ mod tests {
     #[test]
     fn hand_worked_block_data_and_attention_mask() {
         // x = [CLS] a b c d e f, spans (2,4) = "b c" and (5,6) = "e", Part B in text order.
-        let s = GlmSettings { shuffle_blocks: false, ..settings() };
+        let s = GlmSettings { blanks: GlmObjectiveConfig { shuffle_blocks: false, ..GlmObjectiveConfig::default() }, ..settings() };
         let x = [1, 10, 11, 12, 13, 14, 15];
         let g = make_block_data(&x, &[(5, 6), (2, 4)], IDS.mask, &s, &mut Rng::keyed(0, Purpose::Mask, &[]));
         assert_eq!(g.input_ids, vec![1, 10, 2, 13, 2, 15, 5, 11, 12, 5, 14]);

@@ -10,34 +10,28 @@
 //! * Each scored position becomes `[MASK]` with `mask_token_prob`, a uniformly random id with
 //!   `random_token_prob`, and stays as it is otherwise (80 / 10 / 10 by default).
 
-use crate::config::{MaskUnit, Selection};
+use crate::batch::IGNORE;
+use crate::config::{MaskUnit, ObjectiveConfig, Selection};
 use crate::rng::Rng;
 
-use crate::batch::IGNORE;
-
-/// Masking knobs, resolved from `[objective]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What masking needs: `[objective]` as the config gives it (`mask_prob`, the 80/10/10 split,
+/// `selection`, `max_predictions`, `unit`, SpanBERT's `span_p` / `span_max`), the tokenizer's
+/// `[MASK]` id, and the vocabulary random replacements are drawn from (`0..vocab_size`).
+#[derive(Debug, Clone, Copy)]
 pub struct MlmSettings {
-    /// Share of candidates scored.
-    pub mask_prob: f64,
-    /// Of the scored, share shown as `[MASK]`.
-    pub mask_token_prob: f64,
-    /// Of the scored, share shown as a random token.
-    pub random_token_prob: f64,
-    /// `exact` or `bernoulli`.
-    pub selection: Selection,
-    /// Cap for `exact` (0: none).
-    pub max_predictions: usize,
-    /// Tokens, whole words, or SpanBERT spans of whole words.
-    pub unit: MaskUnit,
-    /// SpanBERT: span lengths in words ~ Geometric(`span_p`), ...
-    pub span_p: f64,
-    /// ... clipped at `span_max` words.
-    pub span_max: usize,
+    /// The `[objective]` keys.
+    pub objective: ObjectiveConfig,
     /// `[MASK]` id.
     pub mask_id: u32,
     /// Random replacements are drawn from `0..vocab_size`.
     pub vocab_size: usize,
+}
+
+impl MlmSettings {
+    /// `[objective]`'s masking keys with the tokenizer's `[MASK]` id and vocabulary size.
+    pub fn from_objective(objective: &ObjectiveConfig, mask_id: u32, vocab_size: usize) -> Self {
+        MlmSettings { objective: *objective, mask_id, vocab_size }
+    }
 }
 
 /// Buffers the masking of one sequence needs, reused from row to row so the Masker's loop
@@ -85,14 +79,14 @@ pub fn mask_sequence(tokens: &mut [u32], word_start: &[bool], special: &[bool], 
 /// [`mask_sequence`] writing the labels into `labels` (as long as `tokens`, all `IGNORE` on
 /// entry), with reusable buffers: the Masker's hot path.
 pub fn mask_sequence_into(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &MlmSettings, rng: &mut Rng, labels: &mut [i64], scratch: &mut MaskScratch) {
-    if s.unit == MaskUnit::Span {
+    if s.objective.unit == MaskUnit::Span {
         labels.copy_from_slice(&mask_spans(tokens, word_start, special, s, rng));
         return;
     }
     let MaskScratch { groups, chosen } = scratch;
-    candidate_groups_into(tokens, word_start, special, s.unit == MaskUnit::Word, groups);
+    candidate_groups_into(tokens, word_start, special, s.objective.unit == MaskUnit::Word, groups);
     chosen.clear();
-    match s.selection {
+    match s.objective.selection {
         Selection::Exact => {
             let target = budget(tokens.len(), s);
             rng.shuffle(groups);
@@ -110,7 +104,7 @@ pub fn mask_sequence_into(tokens: &mut [u32], word_start: &[bool], special: &[bo
         Selection::Bernoulli => {
             // Groups are in position order, so `chosen` comes out sorted.
             for &(a, b) in groups.iter() {
-                if rng.next_f64() < s.mask_prob {
+                if rng.next_f64() < s.objective.mask_prob {
                     chosen.extend(a..b);
                 }
             }
@@ -128,9 +122,9 @@ pub fn mask_sequence_into(tokens: &mut [u32], word_start: &[bool], special: &[bo
 
 /// Masking budget of a sequence: `round(len * mask_prob)` (ties to even), at least 1, capped.
 fn budget(len: usize, s: &MlmSettings) -> usize {
-    let target = ((len as f64) * s.mask_prob).round_ties_even().max(1.0) as usize;
-    if s.max_predictions > 0 {
-        target.min(s.max_predictions)
+    let target = ((len as f64) * s.objective.mask_prob).round_ties_even().max(1.0) as usize;
+    if s.objective.max_predictions > 0 {
+        target.min(s.objective.max_predictions)
     } else {
         target
     }
@@ -145,9 +139,9 @@ enum Replace {
 
 fn draw_replacement(s: &MlmSettings, rng: &mut Rng) -> Replace {
     let r = rng.next_f64();
-    if r < s.mask_token_prob {
+    if r < s.objective.mask_token_prob {
         Replace::Mask
-    } else if r < s.mask_token_prob + s.random_token_prob {
+    } else if r < s.objective.mask_token_prob + s.objective.random_token_prob {
         Replace::Random
     } else {
         Replace::Keep
@@ -166,14 +160,14 @@ fn mask_spans(tokens: &mut [u32], word_start: &[bool], special: &[bool], s: &Mlm
     let target = budget(tokens.len(), s);
     let mut taken = vec![false; words.len()];
     let mut covered = 0;
-    let ln_q = (1.0 - s.span_p).ln();
+    let ln_q = (1.0 - s.objective.span_p).ln();
     for _ in 0..20 * words.len() {
         if covered >= target {
             break;
         }
         // Geometric on {1, 2, ...} by inversion.
         let u = 1.0 - rng.next_f64();
-        let len = ((u.ln() / ln_q).ceil().max(1.0) as usize).min(s.span_max.max(1));
+        let len = ((u.ln() / ln_q).ceil().max(1.0) as usize).min(s.objective.span_max.max(1));
         let w0 = rng.below(words.len() as u64) as usize;
         let w1 = (w0 + len).min(words.len());
         let n_tok: usize = words[w0..w1].iter().map(|(a, b)| b - a).sum();
@@ -209,18 +203,8 @@ mod tests {
     const V: usize = 1000;
 
     fn settings(selection: Selection, whole_word: bool) -> MlmSettings {
-        MlmSettings {
-            mask_prob: 0.15,
-            mask_token_prob: 0.8,
-            random_token_prob: 0.1,
-            selection,
-            max_predictions: 0,
-            unit: if whole_word { MaskUnit::Word } else { MaskUnit::Token },
-            span_p: 0.2,
-            span_max: 10,
-            mask_id: MASK,
-            vocab_size: V,
-        }
+        let objective = ObjectiveConfig { selection, unit: if whole_word { MaskUnit::Word } else { MaskUnit::Token }, ..ObjectiveConfig::default() };
+        MlmSettings { objective, mask_id: MASK, vocab_size: V }
     }
 
     fn special() -> Vec<bool> {
@@ -324,7 +308,7 @@ mod tests {
     fn span_masking_covers_the_budget_with_whole_word_spans() {
         let sp = special();
         let mut s = settings(Selection::Exact, true);
-        s.unit = MaskUnit::Span;
+        s.objective.unit = MaskUnit::Span;
         let (mut scored, mut total, mut spans, mut span_words) = (0usize, 0usize, 0usize, 0usize);
         for seed in 0..500 {
             let (orig, ws) = seq(120);
