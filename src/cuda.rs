@@ -94,7 +94,8 @@ pub fn wanted(env: Option<&str>, root: &Path) -> Result<String, String> {
 
 /// Whether `libtorch_cuda.so` is mapped into this process (`/proc/self/maps`).
 pub fn is_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.lines().any(|l| l.ends_with(&format!("/{LIBRARY}"))))
+    let needle = format!("/{LIBRARY}");
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.lines().any(|l| l.ends_with(&needle)))
 }
 
 fn dlopen_global(name: &str) -> Result<(), String> {

@@ -32,6 +32,9 @@ pub enum Purpose {
     GlmBatch = 6,
 }
 
+/// SplitMix64's increment (2⁶⁴ / φ): successive states of its Weyl sequence.
+pub(crate) const WEYL: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// SplitMix64's output function: a bijective 64-bit finaliser whose outputs over a Weyl sequence pass BigCrush.
 #[inline(always)]
 pub(crate) fn mix(mut z: u64) -> u64 {
@@ -43,10 +46,10 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 impl Rng {
     /// A generator keyed by a seed, a stream and any number of integers.
     pub fn keyed(seed: u64, stream: Purpose, key: &[u64]) -> Self {
-        let mut h = mix(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut h = mix(seed ^ WEYL);
         h = mix(h ^ (stream as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
         for &k in key {
-            h = mix(h.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ mix(k));
+            h = mix(h.wrapping_add(WEYL) ^ mix(k));
         }
         Rng { state: h }
     }
@@ -54,7 +57,7 @@ impl Rng {
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.state = self.state.wrapping_add(WEYL);
         mix(self.state)
     }
 

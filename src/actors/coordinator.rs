@@ -149,7 +149,7 @@ impl Coordinator {
         self.checkpointer = Some(checkpointer);
         self.best = best;
         if let (Some(b), Some(o)) = (best, self.outcome.as_mut()) {
-            o.best = Some((b.step, if self.monitor.direction == crate::objective::Direction::Higher { -b.score } else { b.score }));
+            o.best = Some((b.step, self.monitor.value(b.score)));
         }
         self
     }

@@ -521,6 +521,8 @@ fn run_pipeline(
                 checkpoint_every: train.checkpoint_every,
                 can_eval: evaluator.is_some(),
             };
+            let choice = crate::train::precision::resolve(train.precision, plan.device);
+            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
             let setup = TrainerSetup {
                 objective: device_half.clone(),
                 device: plan.device,
@@ -529,7 +531,7 @@ fn run_pipeline(
                 schedule,
                 clip: train.clip_grad_norm,
                 groups: ParamGroups { freeze_embeddings: train.freeze_embeddings, freeze_layers: train.freeze_layers, layerwise_lr_decay: train.layerwise_lr_decay },
-                precision: crate::train::precision::resolve(train.precision, plan.device).precision,
+                precision: choice.precision,
                 profile: crate::train::profile::Window::new(train.profile_start, train.profile_steps, profile_dir.clone()),
                 fused_adamw: train.fused_adamw,
                 resume_from: resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step)),
@@ -539,8 +541,6 @@ fn run_pipeline(
                 bucket_bytes: (config.dist.bucket_mb * 1024.0 * 1024.0) as usize,
                 find_unused: config.dist.find_unused_parameters,
             };
-            let choice = crate::train::precision::resolve(train.precision, plan.device);
-            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
             let trainer_events = coordinator.clone().recipient::<events::Event>();
             let trainer_stop = stop.clone();
             let (config_json, model_json) = (serde_json::to_value(&config).unwrap_or_default(), device_half.describe());

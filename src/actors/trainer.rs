@@ -170,9 +170,14 @@ impl Consumed {
         // Over all ranks.
         self.tokens += out.tokens;
         self.samples += out.samples;
-        self.batches = last.seq + 1;
-        self.cursor = last.cursor;
         self.last_lr = out.lr;
+        self.through(last);
+    }
+
+    /// Batches up to and including `last` are consumed (trained on, skipped as non-finite, or
+    /// emptied by a stage): a resume starts after it.
+    fn through(&mut self, last: &HostBatch) {
+        (self.batches, self.cursor) = (last.seq + 1, last.cursor);
     }
 }
 
@@ -290,8 +295,7 @@ impl Trainer {
                     m.nonfinite.increment(1);
                     self.skip_nonfinite(&out, nonfinite_in_a_row)?;
                     // The batches are consumed: a resume must not see them again.
-                    let last = micro.last().expect("micro holds grad_accum >= 1 batches");
-                    (p.batches, p.cursor) = (last.seq + 1, last.cursor);
+                    p.through(micro.last().expect("micro holds grad_accum >= 1 batches"));
                     continue;
                 }
             };
@@ -350,7 +354,7 @@ impl Trainer {
         while micro.len() < self.grad_accum {
             match reorder.next(&self.rx, &self.stop) {
                 // A custom stage may empty a batch: nothing to train on, but it is consumed.
-                Some(b) if b.batch_size == 0 => (p.batches, p.cursor) = (b.seq + 1, b.cursor),
+                Some(b) if b.batch_size == 0 => p.through(&b),
                 Some(b) => micro.push(b),
                 None => break,
             }

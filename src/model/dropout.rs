@@ -19,9 +19,7 @@
 use std::cell::Cell;
 use tch::{Device, Kind, Tensor};
 
-use crate::rng::mix;
-
-const WEYL: u64 = 0x9e37_79b9_7f4a_7c15;
+use crate::rng::{mix, WEYL};
 
 thread_local! {
     /// `(key, calls since the key was set)` of the calling thread: the forward pass runs on the
@@ -56,9 +54,9 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     x * mask(&x.size(), x.kind(), p, next_call_key())
 }
 
-/// A `[shape]` tensor of `kind` (`Float` or `BFloat16`) holding `0` with probability `p` and
-/// `1 / (1 - p)` otherwise, drawn from `key`.
-pub fn mask(shape: &[i64], kind: Kind, p: f64, key: u64) -> Tensor {
+/// A `[shape]` tensor of `kind` (`Float` or `BFloat16`, which [`dropout`] checks) holding `0`
+/// with probability `p` and `1 / (1 - p)` otherwise, drawn from `key`.
+fn mask(shape: &[i64], kind: Kind, p: f64, key: u64) -> Tensor {
     let out = Tensor::empty(shape, (kind, Device::Cpu));
     let n = out.numel();
     let threshold = drop_threshold(p);

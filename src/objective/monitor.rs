@@ -32,6 +32,15 @@ impl Monitor {
             Direction::Higher => -v,
         })
     }
+
+    /// The metric's value behind a [`Monitor::score`] (what `best.json` stores, back to the
+    /// metric as the objective reports it).
+    pub fn value(&self, score: f64) -> f64 {
+        match self.direction {
+            Direction::Lower => score,
+            Direction::Higher => -score,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +53,7 @@ mod tests {
         m.values.insert("accuracy".into(), 0.75);
         let acc = Monitor { metric: "accuracy".into(), direction: Direction::Higher };
         assert_eq!(acc.score(&m), Some(-0.75));
+        assert_eq!(acc.value(-0.75), 0.75);
         assert_eq!(Monitor { metric: "f1".into(), direction: Direction::Higher }.score(&m), None);
     }
 }
