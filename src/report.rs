@@ -15,18 +15,14 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use crate::files::FileError;
+
 /// Errors of a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Reading events or writing files.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file read or written.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("report I/O failed")]
+    Io(#[from] FileError),
     /// Nothing to plot.
     #[error("{0}: no logged steps or evaluations")]
     Empty(PathBuf),
@@ -187,14 +183,10 @@ addEventListener("load", () => {
 /// # Errors
 /// [`ReportError`].
 pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, ReportError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ReportError::Io { path, source }
-    };
     let mut runs = Vec::new();
     for dir in run_dirs {
         let events_path = dir.join("events.jsonl");
-        let events = std::fs::read_to_string(&events_path).map_err(io(&events_path))?;
+        let events = std::fs::read_to_string(&events_path).map_err(FileError::at(&events_path))?;
         let data = collect(&events);
         if data.charts.is_empty() {
             return Err(ReportError::Empty(events_path));
@@ -206,7 +198,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
         (None, [one]) => one.join("report"),
         (None, _) => PathBuf::from("pretune-report"),
     };
-    std::fs::create_dir_all(&out).map_err(io(&out))?;
+    std::fs::create_dir_all(&out).map_err(FileError::at(&out))?;
     // Overlay: chart -> "run · series" -> points.
     let several = runs.len() > 1;
     let mut charts: Charts = BTreeMap::new();
@@ -260,7 +252,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
         let svg = draw(title, series).map_err(|e| ReportError::Draw(title.clone(), e))?;
         let file: String = title.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         let path = out.join(format!("{file}.svg"));
-        std::fs::write(&path, &svg).map_err(io(&path))?;
+        std::fs::write(&path, &svg).map_err(FileError::at(&path))?;
         let _ = write!(html, "<h2>{}</h2>\n{svg}\n", escape(title));
     }
     for (dir, _) in &runs {
@@ -270,7 +262,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
     }
     html.push_str("</body></html>\n");
     let index = out.join("index.html");
-    std::fs::write(&index, html).map_err(io(&index))?;
+    std::fs::write(&index, html).map_err(FileError::at(&index))?;
     Ok(index)
 }
 
@@ -315,6 +307,6 @@ mod tests {
         let html = std::fs::read_to_string(index).unwrap();
         assert!(html.contains("lr-1e-4 · finetune") && html.contains("lr-1e-3 · finetune"), "legend names both runs");
         assert!(html.contains("<th>median tokens/s</th>") && html.contains("<summary>config: lr-1e-3</summary>"));
-        assert!(matches!(report(&[dir.path().join("missing")], None), Err(ReportError::Io { .. })));
+        assert!(matches!(report(&[dir.path().join("missing")], None), Err(ReportError::Io(_))));
     }
 }

@@ -181,12 +181,12 @@ impl DataStage for MinLength {
 #[test]
 fn a_custom_stage_filters_what_reaches_the_batches() {
     use pretune::actors::control::StopFlag;
-    use pretune::actors::spawn_data_plane;
+    use pretune::actors::DataPlane;
     use pretune::actors::trainer::Reorder;
     let dir = tempfile::tempdir().unwrap();
     let p = plan(dir.path(), &[]);
     let stop = StopFlag::new();
-    let (rx, handles) = spawn_data_plane(&p, &Default::default(), 2, stop.clone(), Arc::new(|e| panic!("{e:?}")), vec![Box::new(MinLength(40))]).unwrap();
+    let (rx, handles) = DataPlane::new(&p, stop.clone(), Arc::new(|e| panic!("{e:?}"))).workers(2).stages(vec![Box::new(MinLength(40))]).spawn().unwrap();
     let mut reorder = Reorder::new(0);
     let batches: Vec<_> = (0..20).map(|_| reorder.next(&rx, &stop).unwrap()).collect();
     stop.abort();

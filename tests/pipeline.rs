@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use pretune::actors::control::StopFlag;
 use pretune::actors::trainer::Reorder;
-use pretune::actors::{eval_data, run, spawn_data_plane, stream_settings, train_stream};
+use pretune::actors::{eval_data, run, stream_settings, train_stream, DataPlane};
 use pretune::batch::HostBatch;
 use pretune::checkpoint::CheckpointStore;
 
@@ -20,7 +20,7 @@ fn plan(dir: &std::path::Path, overrides: &[&str]) -> pretune::plan::RunPlan {
 
 fn first_batches(plan: &pretune::plan::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
-    let (rx, handles) = spawn_data_plane(plan, &Default::default(), workers, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}")), vec![]).unwrap();
+    let (rx, handles) = DataPlane::new(plan, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).workers(workers).spawn().unwrap();
     let mut reorder = Reorder::new(0);
     let out: Vec<HostBatch> = (0..n).map(|_| reorder.next(&rx, &stop).expect("a batch")).collect();
     stop.abort();

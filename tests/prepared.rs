@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pretune::actors::control::StopFlag;
 use pretune::actors::trainer::Reorder;
-use pretune::actors::{spawn_data_plane, train_stream};
+use pretune::actors::{train_stream, DataPlane};
 use pretune::batch::HostBatch;
 use pretune::plan::RunPlan;
 
@@ -16,7 +16,7 @@ use crate::util::{load_plan, root, run_cli, tiny_config};
 /// The Masker's first `n` batches (masks, pairs and GLM blanks drawn), in order.
 fn batches(plan: &RunPlan, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
-    let (rx, handles) = spawn_data_plane(plan, &Default::default(), 2, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}")), vec![]).unwrap();
+    let (rx, handles) = DataPlane::new(plan, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).workers(2).spawn().unwrap();
     let mut reorder = Reorder::new(0);
     let out = (0..n).map(|_| reorder.next(&rx, &stop).expect("a batch")).collect();
     stop.abort();

@@ -275,63 +275,94 @@ fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, Ru
     std::thread::Builder::new().name(name).spawn(f).map_err(|e| RunError::Pipeline(format!("cannot start a thread: {e}")))
 }
 
-/// Starts the Loader and `workers` Masker threads over the training stream; returns the
-/// receiving end of the Masker → Trainer channel (batches arrive out of order: use
-/// [`trainer::Reorder`]) and the thread handles. Dropping the receiver stops the threads.
-///
-/// # Errors
-/// [`RunError::Pipeline`] when a thread cannot start.
-pub fn spawn_data_plane(
-    plan: &RunPlan,
-    start: &StartPoint,
+/// The data plane of a run: the Loader, the custom stages and the Masker workers, each on its
+/// own thread behind bounded channels. Starts as the run's own (from the first batch,
+/// `pipeline.masker_workers` workers, no stages, the plan's built-in collator); the builder
+/// methods change one thing each, for resumes, benches and tests.
+pub struct DataPlane<'a> {
+    plan: &'a RunPlan,
+    start: StartPoint,
     workers: usize,
     stop: StopFlag,
     events: events::EventSink,
     stages: Vec<Box<dyn stage::DataStage>>,
-) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
-    spawn_data_plane_with(plan, start, workers, stop, events, stages, builtin_cpu(plan))
+    collator: Arc<dyn Collator>,
 }
 
-/// [`spawn_data_plane`] with a given collator in the Masker workers.
-///
-/// # Errors
-/// [`RunError::Pipeline`] when a thread cannot start.
-pub fn spawn_data_plane_with(
-    plan: &RunPlan,
-    start: &StartPoint,
-    workers: usize,
-    stop: StopFlag,
-    events: events::EventSink,
-    stages: Vec<Box<dyn stage::DataStage>>,
-    cpu: Arc<dyn Collator>,
-) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
-    let prefetch = plan.config.pipeline.prefetch;
-    let phase = plan.phase();
-    let (raw_tx, mut raw_rx) = bounded(prefetch);
-    let (host_tx, host_rx) = bounded(prefetch);
-    let loader = loader::Loader {
-        stream: train_stream(plan, start.cursor),
-        batch_size: plan.config.train.batch_size,
-        first_seq: start.batches,
-        tx: raw_tx,
-        stop: stop.clone(),
-        events,
-        phase,
-        shard: plan.dist.as_ref().map(|d| (d.rank, d.world)),
-    };
-    let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
-    // Custom stages chain between the Loader and the Maskers, each behind a bounded channel.
-    for (i, st) in stages.into_iter().enumerate() {
-        let (tx, rx) = bounded(prefetch);
-        let input = std::mem::replace(&mut raw_rx, rx);
-        let name = format!("stage-{i}-{}", st.name());
-        handles.push(spawn(name, Box::new(move || stage::run(st, input, tx)))?);
+impl<'a> DataPlane<'a> {
+    /// The plan's data plane; `stop` ends it, failures go to `events`.
+    pub fn new(plan: &'a RunPlan, stop: StopFlag, events: events::EventSink) -> Self {
+        DataPlane {
+            plan,
+            start: StartPoint::default(),
+            workers: plan.config.pipeline.masker_workers,
+            stop,
+            events,
+            stages: Vec::new(),
+            collator: builtin_cpu(plan),
+        }
     }
-    for i in 0..workers {
-        let (rx, tx, cpu, stop) = (raw_rx.clone(), host_tx.clone(), cpu.clone(), stop.clone());
-        handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, phase)))?);
+
+    /// Starts at a resume point instead of the first batch.
+    pub fn from(mut self, start: StartPoint) -> Self {
+        self.start = start;
+        self
     }
-    Ok((host_rx, handles))
+
+    /// `n` Masker workers (at least one).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Custom stages between the Loader and the Maskers, in this order.
+    pub fn stages(mut self, stages: Vec<Box<dyn stage::DataStage>>) -> Self {
+        self.stages = stages;
+        self
+    }
+
+    /// A collator other than the plan's built-in one in the Masker workers.
+    pub fn collator(mut self, collator: Arc<dyn Collator>) -> Self {
+        self.collator = collator;
+        self
+    }
+
+    /// Starts the threads; returns the receiving end of the Masker → Trainer channel (batches
+    /// arrive out of order: use [`trainer::Reorder`]) and the thread handles. Dropping the
+    /// receiver stops the threads.
+    ///
+    /// # Errors
+    /// [`RunError::Pipeline`] when a thread cannot start.
+    pub fn spawn(self) -> Result<(Receiver<HostBatch>, Vec<JoinHandle<()>>), RunError> {
+        let DataPlane { plan, start, workers, stop, events, stages, collator: cpu } = self;
+        let prefetch = plan.config.pipeline.prefetch;
+        let phase = plan.phase();
+        let (raw_tx, mut raw_rx) = bounded(prefetch);
+        let (host_tx, host_rx) = bounded(prefetch);
+        let loader = loader::Loader {
+            stream: train_stream(plan, start.cursor),
+            batch_size: plan.config.train.batch_size,
+            first_seq: start.batches,
+            tx: raw_tx,
+            stop: stop.clone(),
+            events,
+            phase,
+            shard: plan.dist.as_ref().map(|d| (d.rank, d.world)),
+        };
+        let mut handles = vec![spawn("loader".into(), Box::new(move || loader.run()))?];
+        // Custom stages chain between the Loader and the Maskers, each behind a bounded channel.
+        for (i, st) in stages.into_iter().enumerate() {
+            let (tx, rx) = bounded(prefetch);
+            let input = std::mem::replace(&mut raw_rx, rx);
+            let name = format!("stage-{i}-{}", st.name());
+            handles.push(spawn(name, Box::new(move || stage::run(st, input, tx)))?);
+        }
+        for i in 0..workers {
+            let (rx, tx, cpu, stop) = (raw_rx.clone(), host_tx.clone(), cpu.clone(), stop.clone());
+            handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, phase)))?);
+        }
+        Ok((host_rx, handles))
+    }
 }
 
 /// libtorch intra-op threads: the configured number, or the machine's cores shared among the
@@ -480,10 +511,8 @@ fn run_pipeline(
             }
             let (control_tx, control_rx) = bounded::<events::Command>(64);
             coordinator.do_send(coordinator::ControlChannel(control_tx));
-            if let Some(addr) = plan.control_addr.filter(|_| rank == 0) {
-                control_http::start(addr, plan.config.control.token.clone(), coordinator.clone())
-                    .map_err(|e| RunError::Pipeline(format!("cannot serve control on {addr}: {e}")))?;
-                tracing::info!(%addr, "serving control commands");
+            if rank == 0 {
+                serve_control(&plan, &coordinator)?;
             }
             // The Evaluator's model is built before the Trainer seeds libtorch's generator.
             let evaluator = if !has_eval(&plan) || rank != 0 {
@@ -507,40 +536,12 @@ fn run_pipeline(
                 let addr = coordinator.clone();
                 Arc::new(move |e| addr.do_send(e))
             };
-            let (host_rx, data_handles) = spawn_data_plane_with(&plan, &start, config.pipeline.masker_workers, stop.clone(), sink, stages, cpu)?;
+            let (host_rx, data_handles) = DataPlane::new(&plan, stop.clone(), sink).from(start).stages(stages).collator(cpu).spawn()?;
             handles.extend(data_handles);
 
+            let policy = step_policy(&plan, evaluator.is_some());
+            let setup = trainer_setup(&plan, device_half.clone(), resume_point.as_ref(), process_group, profile_dir.clone());
             let train = &config.train;
-            let adamw = AdamWConfig { beta1: train.betas[0], beta2: train.betas[1], eps: train.eps, weight_decay: train.weight_decay };
-            let schedule = LrSchedule { lr: train.lr, warmup: plan.warmup_steps, total: train.max_steps, decay: train.decay, min_lr_ratio: train.min_lr_ratio };
-            let policy = StepPolicy {
-                max_steps: train.max_steps,
-                log_every: train.log_every,
-                eval_every: train.eval_every,
-                epoch_steps: plan.epoch_steps,
-                checkpoint_every: train.checkpoint_every,
-                can_eval: evaluator.is_some(),
-            };
-            let choice = crate::train::precision::resolve(train.precision, plan.device);
-            tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
-            let setup = TrainerSetup {
-                objective: device_half.clone(),
-                device: plan.device,
-                seed: config.run.seed,
-                adamw,
-                schedule,
-                clip: train.clip_grad_norm,
-                groups: ParamGroups { freeze_embeddings: train.freeze_embeddings, freeze_layers: train.freeze_layers, layerwise_lr_decay: train.layerwise_lr_decay },
-                precision: choice.precision,
-                profile: crate::train::profile::Window::new(train.profile_start, train.profile_steps, profile_dir.clone()),
-                fused_adamw: train.fused_adamw,
-                resume_from: resume_point.as_ref().map(|r| (r.dir.clone(), r.state.step)),
-                init_source: plan.init.clone(),
-                cloze: plan.task.as_ref().is_some_and(|task| task.spec.kind == crate::model::heads::HeadKind::Cloze),
-                process_group,
-                bucket_bytes: (config.dist.bucket_mb * 1024.0 * 1024.0) as usize,
-                find_unused: config.dist.find_unused_parameters,
-            };
             let trainer_events = coordinator.clone().recipient::<events::Event>();
             let trainer_stop = stop.clone();
             let (config_json, model_json) = (serde_json::to_value(&config).unwrap_or_default(), device_half.describe());
@@ -599,6 +600,61 @@ fn run_pipeline(
         let _ = h.join();
     }
     summarize(&plan, outcome, &run_dir, out_dir, metric)
+}
+
+/// Serves control commands over HTTP when the config asks for it.
+fn serve_control(plan: &RunPlan, coordinator: &actix::Addr<Coordinator>) -> Result<(), RunError> {
+    if let Some(addr) = plan.control_addr {
+        control_http::start(addr, plan.config.control.token.clone(), coordinator.clone())
+            .map_err(|e| RunError::Pipeline(format!("cannot serve control on {addr}: {e}")))?;
+        tracing::info!(%addr, "serving control commands");
+    }
+    Ok(())
+}
+
+/// When the Trainer logs, evaluates, checkpoints and stops, from `[train]`.
+fn step_policy(plan: &RunPlan, can_eval: bool) -> StepPolicy {
+    let train = &plan.config.train;
+    StepPolicy {
+        max_steps: train.max_steps,
+        log_every: train.log_every,
+        eval_every: train.eval_every,
+        epoch_steps: plan.epoch_steps,
+        checkpoint_every: train.checkpoint_every,
+        can_eval,
+    }
+}
+
+/// Everything the Trainer's thread needs to build its model and optimizer, from the plan;
+/// logs the arithmetic precision chosen and why.
+fn trainer_setup(
+    plan: &RunPlan,
+    objective: Arc<dyn Objective>,
+    resume: Option<&crate::checkpoint::resume::ResumePoint>,
+    process_group: Option<crate::distributed::ProcessGroup>,
+    profile_dir: std::path::PathBuf,
+) -> TrainerSetup {
+    let (config, train) = (&plan.config, &plan.config.train);
+    let choice = crate::train::precision::resolve(train.precision, plan.device);
+    tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
+    TrainerSetup {
+        objective,
+        device: plan.device,
+        seed: config.run.seed,
+        adamw: AdamWConfig { beta1: train.betas[0], beta2: train.betas[1], eps: train.eps, weight_decay: train.weight_decay },
+        schedule: LrSchedule { lr: train.lr, warmup: plan.warmup_steps, total: train.max_steps, decay: train.decay, min_lr_ratio: train.min_lr_ratio },
+        clip: train.clip_grad_norm,
+        groups: ParamGroups { freeze_embeddings: train.freeze_embeddings, freeze_layers: train.freeze_layers, layerwise_lr_decay: train.layerwise_lr_decay },
+        precision: choice.precision,
+        profile: crate::train::profile::Window::new(train.profile_start, train.profile_steps, profile_dir),
+        fused_adamw: train.fused_adamw,
+        resume_from: resume.map(|r| (r.dir.clone(), r.state.step)),
+        init_source: plan.init.clone(),
+        cloze: plan.task.as_ref().is_some_and(|task| task.spec.kind == crate::model::heads::HeadKind::Cloze),
+        process_group,
+        bucket_bytes: (config.dist.bucket_mb * 1024.0 * 1024.0) as usize,
+        find_unused: config.dist.find_unused_parameters,
+    }
 }
 
 /// Joins the process group of a data-parallel run (`None` for one process).

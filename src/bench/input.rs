@@ -8,16 +8,16 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor};
-use super::{fresh_dir, io_err, load_pretrain, pretrain_toml, scaled_corpus, BenchArgs, BenchError, BenchObjective};
+use super::{fresh_dir, load_pretrain, pretrain_toml, scaled_corpus, BenchArgs, BenchError, BenchObjective};
 use crate::actors::control::StopFlag;
-use crate::actors::trainer::StartPoint;
-use crate::actors::{mask_context, spawn_data_plane, train_stream};
+use crate::actors::{mask_context, train_stream, DataPlane};
 use crate::batch::RawBatch;
 use crate::plan::RunPlan;
 use crate::data::tokenize::TextTokenizer;
 use crate::masking::collate::mask_and_collate;
 use crate::batch::IGNORE;
 use crate::rng::Purpose;
+use crate::files::FileError;
 
 /// Sentences per `encode_batch` call (the baseline's batch).
 const SENTENCES_PER_CALL: usize = 10_000;
@@ -25,7 +25,7 @@ const SENTENCES_PER_CALL: usize = 10_000;
 const MASK_BATCHES: usize = 200;
 
 fn sentences(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
-    let text = std::fs::read_to_string(&a.corpus).map_err(io_err(&a.corpus))?;
+    let text = std::fs::read_to_string(&a.corpus).map_err(FileError::at(&a.corpus))?;
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
@@ -162,7 +162,7 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     let dir = a.out.join(format!("stream-x{}", a.scale));
     fresh_dir(&dir)?;
     let corpus = scaled_corpus(a)?;
-    let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
+    let corpus_mb = std::fs::metadata(&corpus).map_err(FileError::at(&corpus))?.len() as f64 / 1e6;
     let mut toml = pretrain_toml(a, &dir, &corpus, BenchObjective::MlmNsp, "bernoulli", "token")?;
     if a.prepared {
         let prepared = super::prepared::prepared_copy(a, &corpus)?;
@@ -174,7 +174,7 @@ pub fn stream(a: &BenchArgs) -> Result<Value, BenchError> {
     let sink: crate::actors::events::EventSink = Arc::new(|_| {});
     let mon = CpuMonitor::start();
     let t0 = Instant::now();
-    let (rx, handles) = spawn_data_plane(&plan, &StartPoint::default(), a.workers.max(1), stop.clone(), sink, Vec::new())?;
+    let (rx, handles) = DataPlane::new(&plan, stop.clone(), sink).workers(a.workers).spawn()?;
     let (mut seqs, mut tokens, mut rss_max) = (0u64, 0u64, 0f64);
     for b in rx.iter() {
         if b.cursor.epoch > 0 {

@@ -25,18 +25,14 @@ mod train;
 
 use std::path::{Path, PathBuf};
 
+use crate::files::FileError;
+
 /// What went wrong in a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the file system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("benchmark I/O failed")]
+    Io(#[from] FileError),
     /// The generated config did not resolve.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -52,10 +48,6 @@ pub enum BenchError {
     /// The run ended without the numbers asked for.
     #[error("{0}")]
     Result(String),
-}
-
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io { path: path.to_owned(), source }
 }
 
 /// Which workload.
@@ -226,7 +218,7 @@ impl BenchArgs {
 /// # Errors
 /// [`BenchError`].
 pub fn run(w: Workload, a: &BenchArgs) -> Result<serde_json::Value, BenchError> {
-    std::fs::create_dir_all(&a.out).map_err(io_err(&a.out))?;
+    std::fs::create_dir_all(&a.out).map_err(FileError::at(&a.out))?;
     let mut v = match w {
         Workload::Tokenize => input::tokenize(a)?,
         Workload::Mask => input::mask(a)?,
@@ -263,15 +255,15 @@ pub(crate) fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
         return Ok(a.corpus.clone());
     }
     let path = a.out.join(format!("corpus-x{}.txt", a.scale));
-    let want = std::fs::metadata(&a.corpus).map_err(io_err(&a.corpus))?.len() * a.scale as u64 + a.scale as u64;
+    let want = std::fs::metadata(&a.corpus).map_err(FileError::at(&a.corpus))?.len() * a.scale as u64 + a.scale as u64;
     if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(want) {
-        let text = std::fs::read(&a.corpus).map_err(io_err(&a.corpus))?;
+        let text = std::fs::read(&a.corpus).map_err(FileError::at(&a.corpus))?;
         let mut out = Vec::with_capacity(want as usize);
         for _ in 0..a.scale {
             out.extend_from_slice(&text);
             out.push(b'\n');
         }
-        std::fs::write(&path, out).map_err(io_err(&path))?;
+        std::fs::write(&path, out).map_err(FileError::at(&path))?;
     }
     Ok(path)
 }
@@ -357,9 +349,9 @@ fn model_section(a: &BenchArgs) -> String {
 
 /// Writes a generated config; returns its path.
 pub(crate) fn write_config(out_dir: &Path, name: &str, toml: &str) -> Result<PathBuf, BenchError> {
-    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    std::fs::create_dir_all(out_dir).map_err(FileError::at(out_dir))?;
     let path = out_dir.join(name);
-    std::fs::write(&path, toml).map_err(io_err(&path))?;
+    std::fs::write(&path, toml).map_err(FileError::at(&path))?;
     Ok(path)
 }
 
@@ -371,7 +363,7 @@ fn load_pretrain(out_dir: &Path, name: &str, toml: &str) -> Result<crate::plan::
 /// A fresh output folder (events.jsonl appends, so an old one would mix runs).
 pub(crate) fn fresh_dir(path: &Path) -> Result<(), BenchError> {
     if path.exists() {
-        std::fs::remove_dir_all(path).map_err(io_err(path))?;
+        std::fs::remove_dir_all(path).map_err(FileError::at(path))?;
     }
-    std::fs::create_dir_all(path).map_err(io_err(path))
+    Ok(std::fs::create_dir_all(path).map_err(FileError::at(path))?)
 }

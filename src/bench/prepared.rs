@@ -7,10 +7,11 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round4, rss_mb, CpuMonitor};
-use super::{fresh_dir, io_err, pretrain_toml, scaled_corpus, write_config, BenchArgs, BenchError};
+use super::{fresh_dir, pretrain_toml, scaled_corpus, write_config, BenchArgs, BenchError};
 use crate::actors::train_stream;
 use crate::data::prepared::{prepare as prepare_data, PreparedError};
 use crate::data::stream::Cursor;
+use crate::files::FileError;
 
 fn prepared_err(e: PreparedError) -> BenchError {
     BenchError::Result(crate::error_chain(&e))
@@ -48,7 +49,7 @@ pub(crate) fn prepared_copy(a: &BenchArgs, corpus: &Path) -> Result<PathBuf, Ben
 /// tokens per second, and the peak RSS, which must not grow with the corpus.
 pub fn prepare(a: &BenchArgs) -> Result<Value, BenchError> {
     let corpus = scaled_corpus(a)?;
-    let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
+    let corpus_mb = std::fs::metadata(&corpus).map_err(FileError::at(&corpus))?.len() as f64 / 1e6;
     let dir = a.out.join(format!("prepare-x{}-w{}", a.scale, a.threads));
     fresh_dir(&dir)?;
     let cfg = config(a, &dir, &corpus)?;
@@ -79,7 +80,7 @@ pub fn resume(a: &BenchArgs) -> Result<Value, BenchError> {
     fresh_dir(&dir)?;
     let text_cfg = config(a, &dir.join("text"), &corpus)?;
     let prep_cfg = {
-        let toml = std::fs::read_to_string(&text_cfg).map_err(io_err(&text_cfg))?;
+        let toml = std::fs::read_to_string(&text_cfg).map_err(FileError::at(&text_cfg))?;
         write_config(&dir.join("prepared"), "config.toml", &on_prepared(&toml, &corpus, &prepared))?
     };
     let (cursor, block_docs) = {
@@ -111,7 +112,7 @@ pub fn resume(a: &BenchArgs) -> Result<Value, BenchError> {
             "first_example_tokens": tries[0].2,
         }));
     }
-    let corpus_mb = std::fs::metadata(&corpus).map_err(io_err(&corpus))?.len() as f64 / 1e6;
+    let corpus_mb = std::fs::metadata(&corpus).map_err(FileError::at(&corpus))?.len() as f64 / 1e6;
     Ok(json!({
         "bench": "resume", "scale": a.scale, "corpus_mb": super::sys::round1(corpus_mb), "cursor_offset": cursor.block_offset,
         "block_docs": block_docs, "text": out["text"], "prepared": out["prepared"],

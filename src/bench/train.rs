@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
-use super::{fresh_dir, io_err, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
+use super::{fresh_dir, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
+use crate::files::FileError;
 
 /// One logged step of `events.jsonl`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -42,7 +43,7 @@ pub struct Timing {
 
 /// Reads the step lines of `events.jsonl` and times the steps after `warmup`.
 fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
-    let text = std::fs::read_to_string(events).map_err(io_err(events))?;
+    let text = std::fs::read_to_string(events).map_err(FileError::at(events))?;
     let steps: Vec<StepLine> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -167,7 +168,7 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
 /// beginning God"). Returns JSONL lines.
 fn classification_windows(a: &BenchArgs) -> Result<Vec<String>, BenchError> {
     let tok = crate::data::tokenize::TextTokenizer::load(a.tokenizer()?, None)?;
-    let text = std::fs::read_to_string(&a.corpus).map_err(io_err(&a.corpus))?;
+    let text = std::fs::read_to_string(&a.corpus).map_err(FileError::at(&a.corpus))?;
     let mut out = Vec::new();
     let mut kjv = false;
     for doc in text.split("\n\n").map(str::trim).filter(|d| !d.is_empty()) {
@@ -220,9 +221,9 @@ pub fn finetune(a: &BenchArgs) -> Result<Value, BenchError> {
     let dev = data.join("dev.jsonl");
     if !train.exists() {
         let lines = classification_windows(a)?;
-        std::fs::create_dir_all(&data).map_err(io_err(&data))?;
-        std::fs::write(&dev, lines.iter().step_by(100).take(64).cloned().collect::<Vec<_>>().join("\n") + "\n").map_err(io_err(&dev))?;
-        std::fs::write(&train, lines.join("\n") + "\n").map_err(io_err(&train))?;
+        std::fs::create_dir_all(&data).map_err(FileError::at(&data))?;
+        std::fs::write(&dev, lines.iter().step_by(100).take(64).cloned().collect::<Vec<_>>().join("\n") + "\n").map_err(FileError::at(&dev))?;
+        std::fs::write(&train, lines.join("\n") + "\n").map_err(FileError::at(&train))?;
     }
     let toml = format!(
         r#"[run]

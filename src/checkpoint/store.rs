@@ -1,27 +1,21 @@
 //! Writing and reading checkpoint folders on a local disk.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::policy;
 use super::state::{Best, CheckpointState};
+use crate::files::{sha256_file, FileError};
 
 /// Errors of the checkpoint store.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// A file system operation failed.
-    #[error("checkpoint I/O failed on {path}")]
-    Io {
-        /// Path involved.
-        path: PathBuf,
-        /// What the file system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("checkpoint I/O failed")]
+    Io(#[from] FileError),
     /// Writing or reading tensors failed.
     #[error("checkpoint tensors in {path}")]
     Tensors {
@@ -50,27 +44,8 @@ pub enum CheckpointError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_owned(), source }
-}
-
-/// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 fn fsync(path: &Path) -> Result<(), CheckpointError> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+    Ok(File::open(path).and_then(|f| f.sync_all()).map_err(FileError::at(path))?)
 }
 
 /// The `checkpoints/` folder of a run.
@@ -104,12 +79,12 @@ impl CheckpointStore {
         spare: &[u64],
     ) -> Result<PathBuf, CheckpointError> {
         let name = Self::dir_name(state.step);
-        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        fs::create_dir_all(&self.root).map_err(FileError::at(&self.root))?;
         let tmp = self.root.join(format!(".tmp-{name}-{}", std::process::id()));
         if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+            fs::remove_dir_all(&tmp).map_err(FileError::at(&tmp))?;
         }
-        fs::create_dir(&tmp).map_err(io(&tmp))?;
+        fs::create_dir(&tmp).map_err(FileError::at(&tmp))?;
         for (file, tensors) in [("model.safetensors", model), ("optimizer.safetensors", optimizer)] {
             let path = tmp.join(file);
             Tensor::write_safetensors(tensors, &path).map_err(|source| CheckpointError::Tensors { path: path.clone(), source })?;
@@ -118,14 +93,14 @@ impl CheckpointStore {
         }
         let state_path = tmp.join("state.json");
         let json = serde_json::to_vec_pretty(&state).map_err(|source| CheckpointError::State { path: tmp.clone(), source })?;
-        let mut f = File::create(&state_path).map_err(io(&state_path))?;
-        f.write_all(&json).and_then(|_| f.sync_all()).map_err(io(&state_path))?;
+        let mut f = File::create(&state_path).map_err(FileError::at(&state_path))?;
+        f.write_all(&json).and_then(|_| f.sync_all()).map_err(FileError::at(&state_path))?;
         fsync(&tmp)?;
         let dest = self.root.join(&name);
         if dest.exists() {
-            fs::remove_dir_all(&dest).map_err(io(&dest))?;
+            fs::remove_dir_all(&dest).map_err(FileError::at(&dest))?;
         }
-        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        fs::rename(&tmp, &dest).map_err(FileError::at(&dest))?;
         fsync(&self.root)?;
         self.set_pointer("latest", &name)?;
         self.retain(keep_last, spare);
@@ -135,10 +110,10 @@ impl CheckpointStore {
     /// Atomically replaces the small file `pointer` (`latest`, `best.json`) with `name`.
     fn set_pointer(&self, pointer: &str, name: &str) -> Result<(), CheckpointError> {
         let tmp = self.root.join(format!(".{pointer}.tmp"));
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(name.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        let mut f = File::create(&tmp).map_err(FileError::at(&tmp))?;
+        f.write_all(name.as_bytes()).and_then(|_| f.sync_all()).map_err(FileError::at(&tmp))?;
         let dest = self.root.join(pointer);
-        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        fs::rename(&tmp, &dest).map_err(FileError::at(&dest))?;
         fsync(&self.root)
     }
 
@@ -217,7 +192,7 @@ impl CheckpointStore {
     /// [`CheckpointError::Checksum`] naming the first bad file; I/O and JSON errors.
     pub fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
         let path = dir.join("state.json");
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        let bytes = fs::read(&path).map_err(FileError::at(&path))?;
         let state: CheckpointState =
             serde_json::from_slice(&bytes).map_err(|source| CheckpointError::State { path: dir.to_owned(), source })?;
         for (file, sum) in &state.files {

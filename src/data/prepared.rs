@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use super::source::{BadRecord, DocReader, FileSpan, ReadSettings, SourceError};
 use super::tokenize::{TextTokenizer, TokSentence, TokenizerError};
 use crate::config::DataFormat;
+use crate::files::{sha256_file, FileError};
 
 /// Version of the on-disk layout; a reader refuses any other.
 pub const FORMAT_VERSION: u32 = 1;
@@ -46,14 +47,8 @@ const DOC_FIELDS: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum PreparedError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("prepared dataset I/O failed")]
+    Io(#[from] FileError),
     /// Reading a source failed (or a bad record under `on_error = "fail"`).
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -76,10 +71,6 @@ pub enum PreparedError {
         /// Which input, with both hashes.
         message: String,
     },
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> PreparedError + '_ {
-    move |source| PreparedError::Io { path: path.to_owned(), source }
 }
 
 /// The tokenizer a dataset was prepared with.
@@ -152,34 +143,21 @@ pub struct Manifest {
 /// # Errors
 /// When the file cannot be read.
 pub fn fingerprint(path: &Path) -> Result<String, PreparedError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let size = f.metadata().map_err(io(path))?.len();
+    let mut f = File::open(path).map_err(FileError::at(path))?;
+    let size = f.metadata().map_err(FileError::at(path))?.len();
     let mut h = Sha256::new();
     h.update(size.to_le_bytes());
     let mut buf = vec![0u8; FINGERPRINT_BYTES.min(size) as usize];
-    f.read_exact(&mut buf).map_err(io(path))?;
+    f.read_exact(&mut buf).map_err(FileError::at(path))?;
     h.update(&buf);
     if size > FINGERPRINT_BYTES {
         let tail = FINGERPRINT_BYTES.min(size - FINGERPRINT_BYTES);
-        f.seek(SeekFrom::Start(size - tail)).map_err(io(path))?;
+        f.seek(SeekFrom::Start(size - tail)).map_err(FileError::at(path))?;
         buf.resize(tail as usize, 0);
-        f.read_exact(&mut buf).map_err(io(path))?;
+        f.read_exact(&mut buf).map_err(FileError::at(path))?;
         h.update(&buf);
     }
     Ok(hex::encode(h.finalize()))
-}
-
-fn sha256_file(path: &Path) -> Result<String, PreparedError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 /// A document's place in its source file.
@@ -203,12 +181,12 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Result<Self, PreparedError> {
-        let f = File::open(path).map_err(io(path))?;
-        let len = f.metadata().map_err(io(path))?.len();
+        let f = File::open(path).map_err(FileError::at(path))?;
+        let len = f.metadata().map_err(FileError::at(path))?.len();
         // An empty file cannot be mapped; it reads as no bytes.
         // SAFETY: the prepared files are written once and renamed into place; nothing
         // modifies them while mapped (a re-prepare writes new files and renames them).
-        let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?) };
+        let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f) }.map_err(FileError::at(path))?) };
         Ok(Mapped { map })
     }
 
@@ -521,10 +499,10 @@ struct SplitWriter {
 
 impl SplitWriter {
     fn create(dir: &Path, token_bytes: u8) -> Result<Self, PreparedError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(FileError::at(dir))?;
         let open = |name: &str| -> Result<BufWriter<File>, PreparedError> {
             let p = dir.join(name);
-            Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(io(&p))?))
+            Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(FileError::at(&p))?))
         };
         Ok(SplitWriter {
             dir: dir.to_owned(),
@@ -572,13 +550,13 @@ impl SplitWriter {
     /// Writes the trailing bits and the sentence sentinel, flushes and syncs every file.
     fn finish(mut self) -> Result<(u64, u64, u64), PreparedError> {
         let dir = self.dir.clone();
-        let e = io(&dir);
+        let e = FileError::at(&dir);
         if !self.n_tokens.is_multiple_of(8) {
             self.word_starts.write_all(&[self.bit_acc]).map_err(&e)?;
         }
         self.sentences.write_all(&self.n_tokens.to_le_bytes()).map_err(&e)?;
         for w in [self.tokens, self.word_starts, self.sentences, self.docs] {
-            let f = w.into_inner().map_err(|e| PreparedError::Io { path: dir.clone(), source: e.into_error() })?;
+            let f = w.into_inner().map_err(|e| FileError { path: dir.clone(), source: e.into_error() })?;
             f.sync_all().map_err(&e)?;
         }
         Ok((self.n_docs, self.n_sentences, self.n_tokens))
@@ -615,12 +593,12 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
     if let Some(manifest) = up_to_date(root, input) {
         return Ok(PrepareReport { up_to_date: true, manifest, bad_records: Vec::new() });
     }
-    std::fs::create_dir_all(root).map_err(io(root))?;
+    std::fs::create_dir_all(root).map_err(FileError::at(root))?;
     let manifest_path = root.join(MANIFEST);
     match std::fs::remove_file(&manifest_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&manifest_path)(e)),
+        Err(e) => return Err(FileError::at(&manifest_path)(e).into()),
     }
     let tok = &input.tokenizer;
     let token_bytes: u8 = if tok.vocab_size() <= usize::from(u16::MAX) + 1 { 2 } else { 4 };
@@ -629,12 +607,12 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
     for (name, spans) in &input.splits {
         let dir = root.join(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            std::fs::remove_dir_all(&dir).map_err(FileError::at(&dir))?;
         }
         let mut writer = SplitWriter::create(&dir, token_bytes)?;
         let mut files = Vec::new();
         for span in spans {
-            let size = std::fs::metadata(&span.path).map_err(io(&span.path))?.len();
+            let size = std::fs::metadata(&span.path).map_err(FileError::at(&span.path))?.len();
             let (sha256, fp) = (sha256_file(&span.path)?, fingerprint(&span.path)?);
             let first_doc = writer.n_docs;
             let mut skipped = Vec::new();
@@ -657,11 +635,11 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
     };
     let tmp = root.join(format!("{MANIFEST}.tmp"));
     {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(serde_json::to_string_pretty(&manifest).expect("a manifest serializes").as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        let mut f = File::create(&tmp).map_err(FileError::at(&tmp))?;
+        f.write_all(serde_json::to_string_pretty(&manifest).expect("a manifest serializes").as_bytes()).map_err(FileError::at(&tmp))?;
+        f.sync_all().map_err(FileError::at(&tmp))?;
     }
-    std::fs::rename(&tmp, &manifest_path).map_err(io(&manifest_path))?;
+    std::fs::rename(&tmp, &manifest_path).map_err(FileError::at(&manifest_path))?;
     if let Ok(d) = File::open(root) {
         let _ = d.sync_all();
     }
@@ -742,7 +720,7 @@ fn tokenize_file(span: &FileSpan, input: &PrepareInput, writer: &mut SplitWriter
                 match chunk.docs {
                     Ok(docs) => {
                         for (fields, sentences) in &docs {
-                            writer.push_doc(*fields, sentences).map_err(io(&writer.dir))?;
+                            writer.push_doc(*fields, sentences).map_err(FileError::at(&writer.dir))?;
                         }
                         written += docs.len() as u64;
                         progress(written);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BadRecordPolicy, DataFormat};
+use crate::files::FileError;
 
 /// A byte range of one corpus file: the unit the Loader reads. Held-out documents at the end
 /// of a file are excluded from training by ending its span early.
@@ -112,14 +113,8 @@ pub struct BadRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Opening, seeking or reading failed.
-    #[error("cannot read {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the corpus")]
+    Io(#[from] FileError),
     /// A bad record under `on_error = "fail"`.
     #[error("{}:{}: {} ({})", .0.path.display(), .0.line, .0.detail, .0.reason)]
     BadRecord(BadRecord),
@@ -167,7 +162,7 @@ impl DocReader {
     /// # Errors
     /// [`SourceError::Io`] when the file cannot be opened or seeked.
     pub fn open(span: &FileSpan, offset: u64, line: u64, settings: &ReadSettings) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io { path: span.path.clone(), source };
+        let io = |source| FileError { path: span.path.clone(), source };
         let mut f = File::open(&span.path).map_err(io)?;
         f.seek(SeekFrom::Start(offset)).map_err(io)?;
         Ok(DocReader {
@@ -196,7 +191,7 @@ impl DocReader {
         if self.span.end.is_some_and(|end| self.pos >= end) {
             return Ok(None);
         }
-        let io = |source| SourceError::Io { path: self.span.path.clone(), source };
+        let io = |source| FileError { path: self.span.path.clone(), source };
         self.buf.clear();
         let limit = self.settings.max_line_bytes as u64 + 1;
         let n = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf).map_err(io)?;

@@ -13,19 +13,14 @@ use crate::data::tokenize::{TextTokenizer, TokenizerError};
 use crate::batch::IGNORE;
 use crate::config::BadRecordPolicy;
 use crate::data::source::BadRecord;
+use crate::files::FileError;
 
 /// Errors reading or encoding labelled data.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskDataError {
     /// A file could not be read.
-    #[error("cannot read {path}")]
-    Io {
-        /// The data file that could not be read.
-        path: PathBuf,
-        /// What the file system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the labelled data")]
+    Io(#[from] FileError),
     /// A record is malformed.
     #[error("{}:{line}: {message}", path.display())]
     Record {
@@ -93,10 +88,6 @@ pub struct TaggedSentence {
     pub path: PathBuf,
     /// Line of its first word.
     pub line: u64,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TaskDataError + '_ {
-    move |source| TaskDataError::Io { path: path.to_owned(), source }
 }
 
 fn json_text(v: &serde_json::Value) -> Option<String> {
@@ -192,7 +183,7 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool, bad_records: &mu
             });
         }
     } else {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bytes = std::fs::read(path).map_err(FileError::at(path))?;
         for (line, raw) in byte_lines(&bytes) {
             let Ok(l) = std::str::from_utf8(raw) else {
                 bad_records.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
@@ -246,7 +237,7 @@ pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, TaskDataError> {
 /// # Errors
 /// An unreadable or empty file; a bad line under `fail`.
 pub fn read_conll_with(path: &Path, bad_records: &mut BadRecords) -> Result<Vec<TaggedSentence>, TaskDataError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bytes = std::fs::read(path).map_err(FileError::at(path))?;
     let mut out = Vec::new();
     let mut cur = TaggedSentence { words: vec![], tags: vec![], path: path.to_owned(), line: 1 };
     let mut broken = false;

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::data::{BadRecords, TaskDataError};
+use crate::files::FileError;
 use crate::data::labelled::{QaAnswer, QaRecord, QaWindow, TaskExample};
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
 
@@ -74,7 +75,7 @@ pub enum Need {
 /// An unreadable or empty file; a malformed record under `data.on_error = "fail"` (JSONL: its
 /// line; JSON: the question's id, with line 0).
 pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<QaRecord>, TaskDataError> {
-    let bytes = std::fs::read(path).map_err(|source| TaskDataError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(FileError::at(path))?;
     let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "json") {
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| record_error(path, e.line() as u64, format!("bad JSON: {e}")))?;
