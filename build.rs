@@ -18,6 +18,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PRETUNE_CUDA_INCLUDE");
     println!("cargo:rerun-if-changed=/usr/include/gloo/algorithm.h");
     check_tch_version();
+    // The binary links jemalloc as its malloc (src/main.rs); export its control function too,
+    // so `pretune::malloc` can name the allocator and its settings from inside the process.
+    println!("cargo:rustc-link-arg-bin=pretune=-Wl,--export-dynamic-symbol=mallctl");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };

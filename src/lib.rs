@@ -8,7 +8,8 @@
 //!    [`config`] (TOML structs, unknown keys rejected, `--set` overrides), [`cuda`] (libtorch's
 //!    CUDA half, `dlopen`ed only where a GPU exists), [`http`] (the small server behind
 //!    `/metrics` and the control endpoint) and `ffi` (the C ABI of `csrc/pretune_shim.cpp`),
-//!    [`files`] (an I/O error with its path, a file's sha256).
+//!    [`files`] (an I/O error with its path, a file's sha256), [`malloc`] (which allocator
+//!    serves the process).
 //! 2. [`data`]: sources, tokenization, packing, NSP / SOP pairs, the seekable example stream,
 //!    labelled data, prepared (memory-mapped) corpora. [`metrics`]: metric names and the
 //!    Prometheus exporter. [`distributed`]: c10d process groups, libtorch's DDP reducer and
@@ -54,6 +55,7 @@ pub mod data;
 pub mod distributed;
 mod ffi;
 pub mod files;
+pub mod malloc;
 pub mod finetune;
 pub mod http;
 pub mod masking;

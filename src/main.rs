@@ -9,6 +9,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc is this process's `malloc`, libtorch's included: its CPU tensors come from
+/// `posix_memalign`, and a training step frees and re-allocates hundreds of MB of them in
+/// shapes that change from batch to batch. glibc's malloc kept what it freed in fragments it
+/// could not reuse: peak RSS grew with every step (BERT-mini fine-tuning 843 MB after 5 steps,
+/// 1,634 MB after 80, with the step's live heap flat at ~690 MB). jemalloc reuses its extents.
+/// `dirty_decay_ms:-1` keeps freed pages mapped instead of returning them to the OS: returned
+/// pages fault back in on the next step, which measured 1.4-1.5x the step time with
+/// jemalloc's default 10 s decay. One arena (with per-thread caches) held the least.
+/// Numbers: BENCHMARKS.md, "The allocator".
+#[used]
+#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals)]
+static malloc_conf: Option<&'static std::ffi::c_char> =
+    // SAFETY: a pointer to the first byte of a static, NUL-terminated string.
+    Some(unsafe { &*c"narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:-1".as_ptr() });
+
+// Linked for its side effect: it defines malloc, free, posix_memalign, ... for the process.
+use tikv_jemalloc_sys as _;
+
 fn main() -> ExitCode {
     // Before anything asks libtorch about CUDA (it caches the answer).
     pretune::cuda::load();
@@ -19,17 +38,6 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = cli::Cli::parse();
-    // Two malloc arenas: glibc gives every thread that allocates its own (up to 8 per core), and
-    // the pipeline's threads (Loader, Maskers, Trainer, Evaluator) each held one, which measured
-    // +150-220 MB peak RSS for a BERT-mini fine-tune at the same speed (BENCHMARKS.md). Not for
-    // `data prepare`: with two arenas two tokenizing workers spent half their CPU time waiting
-    // on arena locks (slower than one worker; measured in BENCHMARKS.md).
-    if !args.command.tokenizes_in_parallel() {
-        // SAFETY: mallopt only sets an allocator parameter; no thread of ours runs yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
     cli::run(args.command).unwrap_or_else(|failure| {
         cli::print_error(&failure);
         failure.exit_code()

@@ -129,3 +129,29 @@ fn cuda_libraries_load_only_where_a_gpu_is() {
     // This test binary links the same way as `pretune`: the CPU half only.
     assert!(!pretune::cuda::is_mapped() || has_gpu, "the test binary has libtorch_cuda.so mapped without a GPU");
 }
+
+/// The binary's malloc is jemalloc for the whole process (libtorch resolves `malloc` through
+/// the same global scope `pretune check` inspects), with freed pages kept; `MALLOC_CONF`
+/// still tunes it at run time; the test binary, which links only the library, keeps glibc's.
+#[test]
+fn the_binary_allocates_through_jemalloc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let check = |conf: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::util::bin());
+        cmd.args(["check", cfg.to_str().unwrap()]).current_dir(crate::util::root()).env_remove("MALLOC_CONF").env_remove("LD_PRELOAD");
+        if let Some(c) = conf {
+            cmd.env("MALLOC_CONF", c);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned()
+    };
+    let line = check(None);
+    let bin = crate::util::bin();
+    let exe = bin.file_name().unwrap().to_str().unwrap();
+    assert!(line.contains("; jemalloc 5.") && line.contains("(1 arena, freed pages kept) from ") && line.ends_with(exe), "{line}");
+    let tuned = check(Some("dirty_decay_ms:2000"));
+    assert!(tuned.contains("freed pages returned after 2000 ms"), "{tuned}");
+    assert!(std::env::var_os("LD_PRELOAD").is_some() || !pretune::malloc::is_jemalloc(), "the test binary should use the C library's malloc: {}", pretune::malloc::describe());
+}

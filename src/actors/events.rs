@@ -142,7 +142,7 @@ pub enum Event {
         phase: &'static str,
         /// Step whose weights were evaluated.
         step: u64,
-        /// The numbers.
+        /// The held-out metrics by name (losses, accuracy, F1, per-class details).
         metrics: EvalMetrics,
     },
     /// A checkpoint is on disk.

@@ -80,7 +80,7 @@ pub enum RunError {
     /// A stage failed.
     #[error("the {stage} failed")]
     Stage {
-        /// Which one.
+        /// The stage that failed (`loader`, `masker`, `trainer`, `evaluator`, `checkpointer`).
         stage: &'static str,
         /// Why, with causes.
         #[source]
@@ -636,7 +636,7 @@ fn trainer_setup(
 ) -> TrainerSetup {
     let (config, train) = (&plan.config, &plan.config.train);
     let choice = crate::train::precision::resolve(train.precision, plan.device);
-    tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), "arithmetic");
+    tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), malloc = %crate::malloc::describe(), "arithmetic");
     TrainerSetup {
         objective,
         device: plan.device,

@@ -139,9 +139,9 @@ pub enum TrainerError {
     NonFinite {
         /// Update index that failed.
         step: u64,
-        /// Its loss.
+        /// The loss of that update.
         loss: f64,
-        /// Its gradient norm.
+        /// The global gradient norm of that update, before clipping.
         grad_norm: f64,
         /// Non-finite updates in a row.
         count: u32,

@@ -28,9 +28,9 @@ impl std::str::FromStr for ResumeFrom {
 /// A verified checkpoint to continue from.
 #[derive(Debug, Clone)]
 pub struct ResumePoint {
-    /// Its folder.
+    /// The checkpoint folder (`checkpoints/step-N`).
     pub dir: PathBuf,
-    /// Its `state.json`.
+    /// Its `state.json`: step, counters, stream cursor, config and checksums.
     pub state: CheckpointState,
 }
 

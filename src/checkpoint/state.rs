@@ -57,7 +57,7 @@ fn one() -> usize {
 /// The best checkpoint by the monitored held-out number.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Best {
-    /// Its step.
+    /// Step of the best checkpoint (its folder is `step-<step>`).
     pub step: u64,
     /// Lower is better: the held-out loss in pre-training; in fine-tuning the task metric,
     /// negated when higher is better (accuracy, F1). (Read as `eval_loss` from early layouts.)

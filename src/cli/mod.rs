@@ -69,14 +69,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// Whether the command tokenizes on many threads that allocate and free across each other
-    /// (`data prepare`, its bench), which a capped malloc arena count would serialise.
-    pub fn tokenizes_in_parallel(&self) -> bool {
-        matches!(self, Command::Data { .. }) || matches!(self, Command::Bench(b) if matches!(b.workload, pretune::bench::Workload::Prepare))
-    }
-}
-
 /// Runs one command.
 pub fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {

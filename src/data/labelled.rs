@@ -47,7 +47,7 @@ pub struct QaAnswer {
 pub struct QaRecord {
     /// The question's id.
     pub id: String,
-    /// The question.
+    /// The question text (the first segment of every window).
     pub question: String,
     /// The paragraph, shared by all its questions.
     pub context: Arc<str>,

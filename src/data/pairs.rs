@@ -38,7 +38,8 @@ pub struct PairInstance {
     pub a: Segment,
     /// Segment B (token type 1).
     pub b: Segment,
-    /// The label.
+    /// 0: B follows A in the document (NSP) or the pair is in order (SOP); 1: B is random
+    /// (NSP) or swapped (SOP).
     pub label: u8,
 }
 

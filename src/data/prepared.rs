@@ -99,7 +99,7 @@ pub struct SourceFile {
     pub fingerprint: String,
     /// Index of its first document in the split.
     pub first_doc: u64,
-    /// Its documents.
+    /// Documents it contributed to the split.
     pub docs: u64,
     /// Records skipped as unreadable while preparing (counted and reported then).
     pub skipped: u64,
@@ -125,7 +125,7 @@ pub struct Manifest {
     pub format_version: u32,
     /// The pretune version that wrote it.
     pub pretune: String,
-    /// The tokenizer.
+    /// The tokenizer the ids came from: a run with another one is refused.
     pub tokenizer: TokenizerId,
     /// Bytes per token id in `tokens.bin` (2 or 4).
     pub token_bytes: u8,
@@ -359,7 +359,7 @@ impl PreparedSplit {
 pub struct PreparedData {
     /// The prepared folder.
     pub root: PathBuf,
-    /// Its manifest.
+    /// `manifest.json`: inputs, tokenizer, format and split sizes.
     pub manifest: Manifest,
     /// The training split.
     pub train: Arc<PreparedSplit>,

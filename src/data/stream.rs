@@ -70,7 +70,7 @@ pub struct Example {
     pub index: u64,
     /// Epoch this example belongs to.
     pub epoch: u64,
-    /// The tokens.
+    /// Token ids: one packed segment, or an NSP / SOP pair.
     pub payload: Payload,
 }
 

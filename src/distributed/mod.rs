@@ -145,7 +145,7 @@ impl Backend {
 /// A c10d process group. Used from one thread (the Trainer's).
 pub struct ProcessGroup {
     ptr: *mut ffi::ProcessGroupHandle,
-    /// This rank.
+    /// This process's rank, 0 to `world - 1` (0 logs, evaluates and checkpoints).
     pub rank: usize,
     /// Number of ranks.
     pub world: usize,

@@ -38,7 +38,7 @@ pub enum TaskDataError {
         path: PathBuf,
         /// 1-based line of the record (CoNLL: the sentence's first line).
         line: u64,
-        /// The label.
+        /// The label as written in the record.
         label: String,
         /// Known labels.
         known: Vec<String>,
@@ -102,7 +102,7 @@ fn json_text(v: &serde_json::Value) -> Option<String> {
 /// What to do with a malformed record: `data.on_error` (`skip`: count it and go on; `fail`:
 /// stop with its file and line).
 pub struct BadRecords<'a> {
-    /// The policy.
+    /// Skip (count and go on) or fail (stop with the file and line).
     pub policy: BadRecordPolicy,
     /// Records skipped so far (under `skip`).
     pub skipped: &'a mut Vec<BadRecord>,

@@ -30,9 +30,9 @@ const EVAL_BATCH: usize = 32;
 pub struct Evaluation {
     /// The checkpoint used (a run's best when given a run).
     pub checkpoint: PathBuf,
-    /// The task.
+    /// The checkpoint's task head: which metrics apply.
     pub kind: HeadKind,
-    /// The metrics.
+    /// The task's metrics on the held-out set, by name.
     pub metrics: EvalMetrics,
     /// Records scored (questions for QA).
     pub records: usize,

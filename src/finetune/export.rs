@@ -21,7 +21,7 @@ use crate::objective::ModelSpec;
 /// Errors of an export.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// The checkpoint.
+    /// The checkpoint could not be read or verified.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     /// No Hugging Face architecture fits.

@@ -28,7 +28,7 @@ pub struct TaskSpec {
     pub architecture: String,
     /// Encoder sizes (Hugging Face names).
     pub config: BertConfig,
-    /// The head.
+    /// The task head, so `predict` and `export` rebuild the same model.
     pub kind: HeadKind,
     /// Class names by id.
     pub labels: Vec<String>,
@@ -63,7 +63,7 @@ pub const QA_PAD_LOGIT: f64 = -1e4;
 /// Collates labelled examples: padded rows, the labels where the task's loss reads them.
 #[derive(Debug, Clone)]
 pub struct TaskCollator {
-    /// The head.
+    /// The task: where its labels go in the batch (rows, scored tokens, start / end).
     pub kind: HeadKind,
     /// Cloze: pattern answers and GLM ids.
     pub cloze: Option<ClozeSpec>,

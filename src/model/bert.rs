@@ -256,7 +256,7 @@ const UNPAD_BELOW_DEN: i64 = 15;
 /// embeddings. With a pair head (`bert.pooler`, `cls.seq_relationship`) it is
 /// `BertForPreTraining` (MLM + NSP / SOP).
 pub struct BertForMaskedLM {
-    /// The encoder.
+    /// The encoder (`bert.*`); its word embeddings double as the decoder's weight.
     pub bert: Bert,
     transform: nn::Linear,
     transform_norm: nn::LayerNorm,

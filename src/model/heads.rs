@@ -14,12 +14,12 @@ pub use crate::config::TaskKind as HeadKind;
 
 /// The encoder with a task head.
 pub struct BertForTask {
-    /// The encoder.
+    /// The encoder (`bert.*` in Hugging Face names), shared with pre-training checkpoints.
     pub bert: Bert,
     pooler: Option<nn::Linear>,
     classifier: nn::Linear,
     dropout: f64,
-    /// Which head.
+    /// The task the head is for: decides pooling, output width and loss.
     pub kind: HeadKind,
 }
 

@@ -13,7 +13,7 @@ use crate::batch::HostBatch;
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[serde(transparent)]
 pub struct EvalMetrics {
-    /// The values.
+    /// Metric name to value, sorted by name (the order logs and `events.jsonl` show).
     pub values: BTreeMap<String, f64>,
 }
 

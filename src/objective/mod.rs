@@ -103,7 +103,7 @@ pub struct LossPart {
     pub name: &'static str,
     /// Sum of the per-target (or per-example) losses.
     pub sum: Tensor,
-    /// The divisor.
+    /// What `sum` is divided by: scored tokens or examples of the whole batch.
     pub per: Per,
 }
 
@@ -187,7 +187,7 @@ impl Objective for Pretraining {
 
 /// A pre-training model with its part names: what [`Pretraining`] builds.
 pub struct PretrainNet {
-    /// The network.
+    /// BERT (MLM, with NSP / SOP when the config has a pair task) or GLM.
     pub model: PretrainModel,
     /// Its parts' names.
     pub names: ObjectiveNames,

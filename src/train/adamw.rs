@@ -36,7 +36,8 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
-/// The optimizer.
+/// AdamW with decoupled weight decay and fp32 moments (also under bf16 autocast), one slot
+/// per trainable parameter.
 pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,

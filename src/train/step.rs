@@ -63,7 +63,7 @@ impl DistParts {
 pub struct TrainState {
     /// All variables, by HF name.
     pub vs: nn::VarStore,
-    /// The model.
+    /// The objective's model: forward to its loss parts, and its parameters by name.
     pub model: Box<dyn ObjectiveModel>,
     opt: AdamW,
     schedule: LrSchedule,
