@@ -26,6 +26,8 @@ pub struct CheckReport {
     pub precision: String,
     /// Whether libtorch's CUDA half is loaded in this process, and why ([`crate::cuda`]).
     pub cuda: String,
+    /// The allocator serving `malloc` (libtorch's CPU tensors included; [`crate::malloc`]).
+    pub malloc: String,
 }
 
 impl CheckReport {
@@ -33,8 +35,8 @@ impl CheckReport {
     pub fn line(&self) -> String {
         let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
         format!(
-            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}",
-            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda
+            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}; {}",
+            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda, self.malloc
         )
     }
 }
@@ -107,7 +109,7 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         crate::cuda::CudaLibrary::Loaded { .. } if !crate::cuda::is_mapped() => "CUDA libraries reported loaded but not mapped".to_string(),
         outcome => outcome.to_string(),
     };
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision, cuda })
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision, cuda, malloc: crate::malloc::describe() })
 }
 
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does
