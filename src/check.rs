@@ -41,6 +41,25 @@ impl CheckReport {
     }
 }
 
+/// What libtorch itself says about CUDA once its CUDA half is loaded: the device count, or,
+/// with none, the error of a one-element allocation on `cuda:0`, which tells a registered
+/// backend without a usable driver ("Found no NVIDIA driver") from a backend that never
+/// registered ("Could not run ... from the 'CUDA' backend").
+fn cuda_backend() -> String {
+    let devices = tch::Cuda::device_count();
+    if devices > 0 {
+        return format!("libtorch sees {devices} CUDA device(s)");
+    }
+    match tch::Tensor::f_zeros([1], (tch::Kind::Float, tch::Device::Cuda(0))) {
+        Ok(_) => "libtorch allocated on cuda:0".into(),
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default().trim_start_matches("Internal torch error: ");
+            format!("libtorch: {}", first.split(". ").next().unwrap_or(first).trim_end_matches('.'))
+        }
+    }
+}
+
 /// Checks what a run needs beyond the plan; every problem at once.
 ///
 /// # Errors
@@ -107,6 +126,7 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
     let cuda = match crate::cuda::load() {
         // What the process really has mapped, not what was attempted.
         crate::cuda::CudaLibrary::Loaded { .. } if !crate::cuda::is_mapped() => "CUDA libraries reported loaded but not mapped".to_string(),
+        outcome @ crate::cuda::CudaLibrary::Loaded { .. } => format!("{outcome}, {}", cuda_backend()),
         outcome => outcome.to_string(),
     };
     Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision, cuda, malloc: crate::malloc::describe() })
