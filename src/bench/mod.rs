@@ -268,6 +268,12 @@ pub(crate) fn scaled_corpus(a: &BenchArgs) -> Result<PathBuf, BenchError> {
     Ok(path)
 }
 
+/// The `[run]` table every generated bench config starts with: its name, the bench's seed,
+/// device and threads, and where the run writes.
+pub(crate) fn run_table(name: &str, a: &BenchArgs, out_dir: &Path) -> String {
+    format!("[run]\nname = {name:?}\nseed = {}\nout_dir = {:?}\ndevice = {:?}\nthreads = {}\n", a.seed, out_dir.display().to_string(), a.device, a.threads)
+}
+
 /// The pre-training config of a workload, as a user would write it.
 pub(crate) fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> Result<String, BenchError> {
     let pair = match objective {
@@ -275,13 +281,7 @@ pub(crate) fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, object
         BenchObjective::MlmNsp => "nsp",
     };
     Ok(format!(
-        r#"[run]
-name = "bench"
-seed = {seed}
-out_dir = {out:?}
-device = {device:?}
-threads = {threads}
-
+        r#"{run}
 [data]
 train = [{corpus:?}]
 
@@ -318,10 +318,7 @@ prefetch = 4
 [metrics]
 listen = ""
 "#,
-        seed = a.seed,
-        out = out_dir.display().to_string(),
-        device = a.device,
-        threads = a.threads,
+        run = run_table("bench", a, &out_dir),
         corpus = corpus.display().to_string(),
         tok = a.tokenizer()?.display().to_string(),
         batch = a.batch,

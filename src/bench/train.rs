@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
-use super::{fresh_dir, pretrain_toml, scaled_corpus, BenchArgs, BenchError};
+use super::{fresh_dir, pretrain_toml, run_table, scaled_corpus, BenchArgs, BenchError};
 use crate::files::FileError;
 
 /// One logged step of `events.jsonl`.
@@ -226,13 +226,7 @@ pub fn finetune(a: &BenchArgs) -> Result<Value, BenchError> {
         std::fs::write(&train, lines.join("\n") + "\n").map_err(FileError::at(&train))?;
     }
     let toml = format!(
-        r#"[run]
-name = "bench-finetune"
-seed = {seed}
-out_dir = {out:?}
-device = {device:?}
-threads = {threads}
-
+        r#"{run}
 [task]
 kind = "sequence_classification"
 metric = "accuracy"
@@ -246,10 +240,7 @@ path = {tok:?}
 
 {model}
 {train_section}"#,
-        seed = a.seed,
-        out = dir.display().to_string(),
-        device = a.device,
-        threads = a.threads,
+        run = run_table("bench-finetune", a, &dir),
         train = train.display().to_string(),
         dev = dev.display().to_string(),
         tok = a.tokenizer()?.display().to_string(),
@@ -279,13 +270,7 @@ pub fn finetune_qa(a: &BenchArgs) -> Result<Value, BenchError> {
     // Enough questions for every step (a question gives one window or more).
     let questions = (a.warmup + a.steps) as usize * a.batch;
     let toml = format!(
-        r#"[run]
-name = "bench-finetune-qa"
-seed = {seed}
-out_dir = {out:?}
-device = {device:?}
-threads = {threads}
-
+        r#"{run}
 [init]
 hf = {init:?}
 
@@ -298,10 +283,7 @@ max_train_examples = {questions}
 train = [{train:?}]
 
 {train_section}"#,
-        seed = a.seed,
-        out = dir.display().to_string(),
-        device = a.device,
-        threads = a.threads,
+        run = run_table("bench-finetune-qa", a, &dir),
         init = a.init.display().to_string(),
         stride = a.doc_stride,
         train = a.squad.display().to_string(),
