@@ -257,7 +257,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
     }
     for (dir, _) in &runs {
         if let Ok(cfg) = std::fs::read_to_string(dir.join("config.toml")) {
-            let _ = write!(html, "<details><summary>config: {}</summary><pre>{}</pre></details>\n", escape(&run_label(dir)), escape(&cfg));
+            let _ = writeln!(html, "<details><summary>config: {}</summary><pre>{}</pre></details>", escape(&run_label(dir)), escape(&cfg));
         }
     }
     html.push_str("</body></html>\n");

@@ -185,7 +185,7 @@ fn every_config_problem_is_reported_at_once() {
 fn write_bad_corpus(dir: &std::path::Path) -> std::path::PathBuf {
     let good = std::fs::read_to_string(root().join("data/sotu/valid.txt")).unwrap();
     let mut bytes = b"A fine sentence.\n\nA bad \xff byte here.\n\n".to_vec();
-    bytes.extend(std::iter::repeat(b'y').take(5000));
+    bytes.extend(std::iter::repeat_n(b'y', 5000));
     bytes.extend_from_slice(b"\n\n");
     bytes.extend_from_slice(good.as_bytes());
     let p = dir.join("bad.txt");
@@ -308,7 +308,7 @@ fn bench_workloads_print_one_json_line_each() {
     let pre = bench(&["pretrain", "--objective", "mlm", "--batch", "8", "--seq", "64", "--warmup", "1", "--steps", "2"]);
     assert_eq!(pre["timing"]["steps"], 2, "{pre}");
     assert!(pre["tokens_per_s"].as_f64().unwrap() > 0.0 && pre["peak_rss_mb"].as_f64().unwrap() > 10.0, "{pre}");
-    assert_eq!(pre["train_step_gflop_dense_equivalent"].as_f64().unwrap() > 0.0, true);
+    assert!(pre["train_step_gflop_dense_equivalent"].as_f64().unwrap() > 0.0);
 
     let stream = bench(&["stream", "--batch", "8", "--seq", "64"]);
     assert!(stream["sequences"].as_u64().unwrap() > 100, "{stream}");

@@ -331,8 +331,8 @@ fn cloze_scores_equal_a_direct_computation() {
             toks.push(5);
             toks.extend(answer[..answer.len() - 1].iter().map(|&t| t as i64));
             let n = toks.len() as i64;
-            let pos: Vec<i64> = (0..a as i64).chain(std::iter::repeat(blank).take(answer.len())).collect();
-            let block: Vec<i64> = std::iter::repeat(0).take(a).chain(1..=answer.len() as i64).collect();
+            let pos: Vec<i64> = (0..a as i64).chain(std::iter::repeat_n(blank, answer.len())).collect();
+            let block: Vec<i64> = std::iter::repeat_n(0, a).chain(1..=answer.len() as i64).collect();
             let h = glm.forward(&Tensor::from_slice(&toks).view([1, n]), &Tensor::from_slice(&pos).view([1, n]), &Tensor::from_slice(&block).view([1, n]), &Tensor::from_slice(&[a as i64]), false);
             let lp = glm.logits(&h.get(0)).log_softmax(-1, Kind::Double);
             let direct: f64 = answer.iter().enumerate().map(|(j, &t)| lp.double_value(&[(a + j) as i64, t as i64])).sum();

@@ -30,7 +30,7 @@ fn last_eval(out: &Path) -> f64 {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("eval")?.get("mlm_loss")?.as_f64())
-        .last()
+        .next_back()
         .expect("an evaluation")
 }
 

@@ -272,7 +272,7 @@ listen = ""
         serde_json::json!({"id": "no-context", "question": "Who?", "context": ""}),
     ];
     let input = dir.path().join("predict.jsonl");
-    let mut text = std::fs::read_to_string(&dev.with_extension("jsonl")).unwrap();
+    let mut text = std::fs::read_to_string(dev.with_extension("jsonl")).unwrap();
     for o in &odd {
         text.push_str(&format!("{o}\n"));
     }

@@ -318,7 +318,7 @@ prefetch = 4
 [metrics]
 listen = ""
 "#,
-        run = run_table("bench", a, &out_dir),
+        run = run_table("bench", a, out_dir),
         corpus = corpus.display().to_string(),
         tok = a.tokenizer()?.display().to_string(),
         batch = a.batch,

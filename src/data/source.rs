@@ -446,7 +446,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("bad.txt");
         let mut bytes = b"Good one.\n\nBad \xff byte.\nSame doc.\n\n".to_vec();
-        bytes.extend(std::iter::repeat(b'x').take(300));
+        bytes.extend(std::iter::repeat_n(b'x', 300));
         bytes.extend_from_slice(b"\nrest of long doc\n\nGood two.\n");
         std::fs::write(&p, &bytes).unwrap();
         let span = FileSpan::whole(p, DataFormat::Text);

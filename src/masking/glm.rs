@@ -215,8 +215,8 @@ pub fn prefix_lm(x: &[u32], generate: usize, s: &GlmSettings) -> GlmSample {
     out.input_ids.extend_from_slice(&tgt[..tgt.len() - 1]);
     out.labels = vec![IGNORE; division + 1];
     out.labels.extend(tgt.iter().map(|&t| t as i64));
-    out.position_ids = (0..division as i64).chain(std::iter::repeat(division as i64).take(tgt.len() + 1)).collect();
-    out.block_position_ids = std::iter::repeat(0).take(division).chain(0..=tgt.len() as i64).collect();
+    out.position_ids = (0..division as i64).chain(std::iter::repeat_n(division as i64, tgt.len() + 1)).collect();
+    out.block_position_ids = std::iter::repeat_n(0, division).chain(0..=tgt.len() as i64).collect();
     out
 }
 

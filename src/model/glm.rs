@@ -130,6 +130,9 @@ impl Glm {
     ///
     /// # Returns
     /// `[batch, T, hidden]`.
+    // `h = h + ...`, not `h += ...`: tch's `+=` adds in place, into a tensor autograd saved for
+    // the layer norm's backward.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, input_ids: &Tensor, position_ids: &Tensor, block_position_ids: &Tensor, prefix_len: &Tensor, train: bool) -> Tensor {
         let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
         let c = &self.cfg;

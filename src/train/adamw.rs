@@ -241,7 +241,7 @@ mod tests {
                 (&p * Tensor::from_slice(&g)).sum(None).backward();
             } else {
                 tch::no_grad(|| {
-                    let _ = grad.copy_(&Tensor::from_slice(&g));
+                    grad.copy_(&Tensor::from_slice(&g));
                 });
             }
             opt.step(0.1);

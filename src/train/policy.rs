@@ -100,7 +100,7 @@ impl StepPolicy {
     /// assert!(end.log && end.eval && end.checkpoint);
     /// ```
     pub fn due(&self, step: u64) -> Due {
-        let every = |n: u64| n > 0 && step % n == 0;
+        let every = |n: u64| n > 0 && step.is_multiple_of(n);
         let last = step >= self.max_steps;
         let eval = self.can_eval && (last || every(self.eval_every) || (self.eval_every == 0 && every(self.epoch_steps)));
         // Every evaluation checkpoints too, so the best evaluation always has its weights.
