@@ -28,11 +28,6 @@ impl FileError {
     pub fn at(path: &Path) -> impl Fn(std::io::Error) -> FileError + '_ {
         move |source| FileError { path: path.to_owned(), source }
     }
-
-    /// The OS error kind (not found, permission denied, ...).
-    pub fn kind(&self) -> std::io::ErrorKind {
-        self.source.kind()
-    }
 }
 
 /// SHA-256 of a file's bytes, hex; read in 1 MiB blocks (checkpoints and prepared datasets
@@ -61,7 +56,7 @@ mod tests {
     fn the_chain_names_the_path_then_the_os_error() {
         let e = FileError::at(Path::new("/no/such/file"))(std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(crate::error_chain(&e), "/no/such/file: entity not found");
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

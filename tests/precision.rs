@@ -97,6 +97,13 @@ fn auto_precision_follows_the_cpu_and_says_why() {
     assert!(out.contains(want), "{out}");
 }
 
+/// `pretune check CFG`'s stdout with `env` set or removed; it must succeed.
+fn check_with(cfg: &Path, env: &[(&str, Option<&str>)]) -> String {
+    let (code, out, err) = crate::util::run_cli_env(&["check", cfg.to_str().unwrap()], env);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// libtorch's CUDA half is mapped only where a GPU can use it (it costs ~390 MB of resident
 /// memory on every run otherwise), and `PRETUNE_CUDA` overrides the decision both ways. `check`
 /// reports what the process really has mapped (`/proc/self/maps`), not what was attempted.
@@ -104,16 +111,7 @@ fn auto_precision_follows_the_cpu_and_says_why() {
 fn cuda_libraries_load_only_where_a_gpu_is() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let check = |env: Option<&str>| {
-        let mut cmd = std::process::Command::new(crate::util::bin());
-        cmd.args(["check", cfg.to_str().unwrap()]).current_dir(crate::util::root()).env_remove("PRETUNE_CUDA");
-        if let Some(v) = env {
-            cmd.env("PRETUNE_CUDA", v);
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let check = |value: Option<&str>| check_with(&cfg, &[("PRETUNE_CUDA", value)]);
     let has_gpu = pretune::cuda::wanted(None, Path::new("/")).is_ok();
     let default = check(None);
     if has_gpu {
@@ -144,16 +142,7 @@ fn cuda_libraries_load_only_where_a_gpu_is() {
 fn the_binary_allocates_through_jemalloc() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let check = |conf: Option<&str>| {
-        let mut cmd = std::process::Command::new(crate::util::bin());
-        cmd.args(["check", cfg.to_str().unwrap()]).current_dir(crate::util::root()).env_remove("MALLOC_CONF").env_remove("LD_PRELOAD");
-        if let Some(c) = conf {
-            cmd.env("MALLOC_CONF", c);
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned()
-    };
+    let check = |conf: Option<&str>| check_with(&cfg, &[("MALLOC_CONF", conf), ("LD_PRELOAD", None)]).lines().last().unwrap_or_default().to_owned();
     let line = check(None);
     let bin = crate::util::bin();
     let exe = bin.file_name().unwrap().to_str().unwrap();

@@ -111,7 +111,20 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// Runs `pretune ARGS` in the repository root: (exit code, stdout, stderr).
 pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).current_dir(root()).output().unwrap();
+    run_cli_env(args, &[])
+}
+
+/// [`run_cli`] with environment variables set (`Some`) or removed (`None`).
+pub fn run_cli_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, Option<&str>)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(root());
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
