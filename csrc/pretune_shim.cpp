@@ -64,8 +64,11 @@ int pt_autocast_set(int device_type, int enabled, int dtype) {
   });
 }
 
+// 1 enabled, 0 not, -1 an exception (pt_last_error says which).
 int pt_autocast_is_enabled(int device_type) {
-  return at::autocast::is_autocast_enabled(device_type == 1 ? at::kCUDA : at::kCPU) ? 1 : 0;
+  int on = 0;
+  if (guarded([&] { on = at::autocast::is_autocast_enabled(device_type == 1 ? at::kCUDA : at::kCPU) ? 1 : 0; })) return -1;
+  return on;
 }
 
 // libtorch's profiler (what torch.profiler drives), CPU activities, on the calling thread.
@@ -91,13 +94,27 @@ int pt_profiler_stop(const char* path) {
 }
 
 // A named scope in the trace (torch.profiler.record_function): ops inside it nest under it.
+// A null scope when opening it threw (pt_last_error says why): the caller goes on unscoped.
 void* pt_scope_enter(const char* name) {
-  auto* rf = new at::RecordFunction(at::RecordScope::USER_SCOPE);
-  if (rf->isActive()) rf->before(name);
+  at::RecordFunction* rf = nullptr;
+  if (guarded([&] {
+        rf = new at::RecordFunction(at::RecordScope::USER_SCOPE);
+        if (rf->isActive()) rf->before(name);
+      })) {
+    delete rf;
+    return nullptr;
+  }
   return rf;
 }
 
-void pt_scope_exit(void* scope) { delete static_cast<at::RecordFunction*>(scope); }
+// Closing runs the profiler's end callbacks, which may throw: the scope is freed either way,
+// and 1 says an exception was caught.
+int pt_scope_exit(void* scope) {
+  auto* rf = static_cast<at::RecordFunction*>(scope);
+  int rc = guarded([&] { rf->end(); });
+  delete rf;
+  return rc;
+}
 
 // torch.optim.AdamW(fused=True)'s kernel over n parameters sharing one learning rate and weight
 // decay: one pass over each parameter, gradient and both moments.

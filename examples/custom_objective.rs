@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use pretune::actors::{builtin_cpu, Pipeline};
+use pretune::actors::Pipeline;
 use pretune::batch::{HostBatch, RawBatch};
 use pretune::data::packing::Segment;
 use pretune::data::stream::Payload;
@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let plan = pretune::plan::load_and_resolve(std::path::Path::new(&path), &overrides)?;
     let ModelSpec::Bert { config, .. } = plan.model.clone() else { anyhow::bail!("use an MLM config") };
-    let cpu = ShuffleCpu { mlm: builtin_cpu(&plan), seed: plan.config.run.seed };
+    let cpu = ShuffleCpu { mlm: plan.collator(), seed: plan.config.run.seed };
     let summary = Pipeline::new(plan).objective(cpu, ShuffleDevice { config }).run()?;
     let (step, m) = summary.eval.expect("an evaluation at the end");
     println!("{} steps, final loss {:.4}; eval at step {step}: {}", summary.steps, summary.final_loss, m.summary());

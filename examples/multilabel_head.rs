@@ -1,47 +1,113 @@
-//! A user's own task head through the traits the built-in tasks use: multi-label
+//! A user's own fine-tuning task, as one file plus one registration line: multi-label
 //! classification with a sigmoid head. Each spam-set example gets two labels at once, `spam`
-//! (from the data) and `long` (more than 48 tokens), derived in the collator from the labelled
-//! examples the Loader hands it; the objective puts a linear layer (`multilabel.*`) with one
-//! output per label on BERT's pooled `[CLS]`, trains it with binary cross-entropy, and reports
-//! per-label accuracy and micro-F1. Resume, signals, checkpoints and metrics come with the
-//! engine.
+//! (from the data) and `long` (more than 48 tokens); BERT's pooled `[CLS]` goes through a
+//! linear layer with one output per label, trained with binary cross-entropy, scored by
+//! per-label accuracy and micro-F1. Once registered, `task.kind = "multilabel"` works in any
+//! config: the engine, resume, signals, checkpoints, metrics, `evaluate`, `predict` and
+//! `export` (as `transformers`' `BertForSequenceClassification` with
+//! `problem_type = "multi_label_classification"`) come with it.
 //!
 //! ```sh
 //! make build && cargo run --example multilabel_head
 //! ```
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use pretune::actors::Pipeline;
-use pretune::batch::{HostBatch, RawBatch};
-use pretune::data::stream::Payload;
-use pretune::finetune::data::TaskExample;
-use pretune::finetune::task::collate_plain;
+use pretune::batch::HostBatch;
+use pretune::data::labelled::TaskExample;
+use pretune::data::tokenize::TextTokenizer;
+use pretune::finetune::data::{encode_classification, BadRecords, Fields};
+use pretune::finetune::tasks::{self, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
 use pretune::model::bert::{Bert, BertConfig};
-use pretune::model::heads::HeadKind;
-use pretune::objective::{Collator, DeviceBatch, Direction, EvalMetrics, LossPart, Monitor, Objective, ObjectiveModel, Per};
-use pretune::rng::Purpose;
+use pretune::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
+use serde_json::{json, Value};
 use tch::nn::{self, Module};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Reduction, Tensor};
 
 const LABELS: [&str; 2] = ["spam", "long"];
 
-/// Collator: the plain padded rows, and `LABELS.len()` targets per example in `row_targets`.
-struct MultiLabelCollator {
-    pad: u32,
+/// The registry entry: the name configs use, the metrics `task.metric` may pick, the builder.
+const MULTILABEL: TaskKind = TaskKind { name: "multilabel", reuses_pretraining_head: false, metrics: &[("micro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+
+fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
+    let ModelSpec::Bert { config, .. } = cx.encoder else { return Err(TaskError::config("init.checkpoint: multilabel needs a BERT")) };
+    Ok(Box::new(MultiLabel { config: config.clone(), tokenizer: cx.tokenizer.clone(), fields: tasks::fields(cx.config), max_len: cx.max_seq_len }))
 }
 
-impl Collator for MultiLabelCollator {
-    fn collate(&self, raw: RawBatch, _stream: Purpose) -> HostBatch {
-        let examples: Vec<&TaskExample> = raw.examples.iter().filter_map(|e| if let Payload::Labelled(t) = &e.payload { Some(t.as_ref()) } else { None }).collect();
-        let mut b = collate_plain(&examples, self.pad, HeadKind::Regression);
-        b.row_targets = examples.iter().flat_map(|e| [(e.labels.first() == Some(&1)) as u8 as f32, (e.ids.len() > 48) as u8 as f32]).collect();
-        (b.seq, b.cursor) = (raw.seq, raw.cursor);
-        b
-    }
-}
-
-/// Objective: BERT, its pooler, and the sigmoid head.
 struct MultiLabel {
     config: BertConfig,
+    tokenizer: Arc<TextTokenizer>,
+    fields: Fields,
+    max_len: usize,
+}
+
+impl Task for MultiLabel {
+    fn kind(&self) -> &'static str {
+        MULTILABEL.name
+    }
+    fn loss_name(&self) -> &'static str {
+        "multilabel"
+    }
+    fn labels(&self) -> &[String] {
+        &[]
+    }
+
+    /// Texts as the built-in tasks read them; the two 0 / 1 targets go in `labels`.
+    fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
+        let records = tasks::read_texts(files, &self.fields, split, limit, bad)?;
+        let mut examples = Vec::new();
+        for r in &records {
+            let mut e = encode_classification(&self.tokenizer, r, None, 0.0, self.max_len)?;
+            e.labels = vec![(r.label == "spam") as i64, (e.ids.len() > 48) as i64];
+            e.shown = tasks::shown_text(&r.text);
+            examples.push(e);
+        }
+        Ok(Encoded { examples, records: records.len() })
+    }
+
+    fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
+        let mut b = tasks::pad_rows(examples, self.tokenizer.special_ids().pad);
+        b.row_targets = examples.iter().flat_map(|e| e.labels.iter().map(|&l| l as f32)).collect();
+        b
+    }
+
+    /// `transformers`' names: `bert.*`, `bert.pooler.dense`, `classifier`.
+    fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
+        let h = self.config.hidden_size;
+        let bert = Bert::new(root / "bert", &self.config);
+        let pooler = nn::linear(root / "bert" / "pooler" / "dense", h, h, Default::default());
+        let head = nn::linear(root / "classifier", h, LABELS.len() as i64, Default::default());
+        Box::new(MultiLabelNet { bert, pooler, head })
+    }
+
+    /// Binary cross-entropy summed over labels and examples, over the label count (the Trainer
+    /// divides by the examples).
+    fn loss(&self, logits: &Tensor, b: &DeviceBatch) -> Tensor {
+        let targets = b.row_targets.as_ref().expect("multi-label targets").view([-1, LABELS.len() as i64]);
+        logits.binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Sum) / LABELS.len() as f64
+    }
+
+    fn scorer(&self) -> Box<dyn Scorer> {
+        Box::new(Counts::default())
+    }
+
+    fn headline(&self) -> &'static [&'static str] {
+        &["micro_f1", "accuracy.spam", "accuracy.long", "loss"]
+    }
+
+    fn predictor(&self) -> Box<dyn Predictor> {
+        Box::new(Lines)
+    }
+
+    fn export(&self) -> Result<HfHead, TaskError> {
+        let mut config = serde_json::Map::new();
+        config.insert("num_labels".into(), json!(LABELS.len()));
+        config.insert("problem_type".into(), json!("multi_label_classification"));
+        config.insert("id2label".into(), json!({"0": LABELS[0], "1": LABELS[1]}));
+        Ok(HfHead { architecture: "BertForSequenceClassification", config })
+    }
 }
 
 struct MultiLabelNet {
@@ -50,64 +116,71 @@ struct MultiLabelNet {
     head: nn::Linear,
 }
 
-impl MultiLabelNet {
-    fn logits(&self, b: &DeviceBatch, train: bool) -> Tensor {
+impl TaskModel for MultiLabelNet {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
         let h = self.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
         self.head.forward(&self.pooler.forward(&h.select(1, 0)).tanh().dropout(0.1, train))
     }
 }
 
-impl ObjectiveModel for MultiLabelNet {
-    fn losses(&self, b: &DeviceBatch, train: bool) -> Vec<LossPart> {
-        let logits = self.logits(b, train);
-        let targets = b.row_targets.as_ref().expect("multi-label targets").view([-1, LABELS.len() as i64]);
-        // Summed over labels and examples; the Trainer divides by the examples.
-        let sum = logits.binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Sum) / LABELS.len() as f64;
-        vec![LossPart { name: "multilabel", sum, per: Per::Example }]
+/// Per-label hits and micro-averaged true / false positives and false negatives.
+#[derive(Default)]
+struct Counts {
+    right: [u64; 2],
+    tp: u64,
+    fp: u64,
+    fneg: u64,
+    n: u64,
+}
+
+impl Scorer for Counts {
+    fn add(&mut self, logits: &Tensor, hb: &HostBatch) {
+        let pred = tasks::to_f64s(&logits.gt(0.0));
+        for (i, (p, &t)) in pred.iter().zip(&hb.row_targets).enumerate() {
+            let (p, t) = (*p == 1.0, t == 1.0);
+            self.right[i % 2] += (p == t) as u64;
+            self.tp += (p && t) as u64;
+            self.fp += (p && !t) as u64;
+            self.fneg += (!p && t) as u64;
+        }
+        self.n += hb.n_examples as u64;
     }
 
-    fn evaluate(&self, batches: &[HostBatch], device: Device) -> EvalMetrics {
-        let _g = tch::no_grad_guard();
-        let mut m = pretune::objective::eval::loss_means(self, batches, device);
-        let (mut right, mut tp, mut fp, mut fneg, mut n) = ([0i64; 2], 0i64, 0i64, 0i64, 0i64);
-        for hb in batches {
-            let b = DeviceBatch::new(hb, device);
-            let pred = Vec::<f32>::try_from(self.logits(&b, false).gt(0.0).to_kind(Kind::Float).view([-1])).unwrap();
-            for (i, (p, t)) in pred.iter().zip(&hb.row_targets).enumerate() {
-                right[i % 2] += (p == t) as i64;
-                tp += (*p == 1.0 && *t == 1.0) as i64;
-                fp += (*p == 1.0 && *t == 0.0) as i64;
-                fneg += (*p == 0.0 && *t == 1.0) as i64;
-            }
-            n += hb.n_examples as i64;
-        }
+    fn finish(self: Box<Self>) -> EvalMetrics {
+        let mut m = EvalMetrics::default();
         for (i, l) in LABELS.iter().enumerate() {
-            m.values.insert(format!("accuracy.{l}"), right[i] as f64 / n.max(1) as f64);
+            m.values.insert(format!("accuracy.{l}"), self.right[i] as f64 / self.n.max(1) as f64);
         }
-        m.values.insert("micro_f1".into(), 2.0 * tp as f64 / (2 * tp + fp + fneg).max(1) as f64);
+        m.values.insert("micro_f1".into(), 2.0 * self.tp as f64 / (2 * self.tp + self.fp + self.fneg).max(1) as f64);
         m
     }
 }
 
-impl Objective for MultiLabel {
-    fn build(&self, root: &nn::Path) -> Box<dyn ObjectiveModel> {
-        let h = self.config.hidden_size;
-        let bert = Bert::new(root / "bert", &self.config);
-        let pooler = nn::linear(root / "bert" / "pooler" / "dense", h, h, Default::default());
-        let head = nn::linear(root / "multilabel", h, LABELS.len() as i64, Default::default());
-        Box::new(MultiLabelNet { bert, pooler, head })
-    }
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "architecture": "BertForMultiLabel", "labels": LABELS, "config": self.config })
-    }
-    fn monitor(&self) -> Monitor {
-        Monitor { metric: "micro_f1".into(), direction: Direction::Higher }
+/// `{"text", "labels", "probabilities"}`: every label over 0.5.
+struct Lines;
+
+impl Predictor for Lines {
+    fn add(&mut self, logits: &Tensor, _batch: &HostBatch, examples: &[&TaskExample]) -> Vec<Value> {
+        let p = tasks::to_f64s(&logits.sigmoid());
+        examples
+            .iter()
+            .zip(p.chunks(LABELS.len()))
+            .map(|(e, p)| {
+                let on: Vec<&str> = LABELS.iter().zip(p).filter(|(_, &v)| v > 0.5).map(|(l, _)| *l).collect();
+                let text = e.shown.as_deref().and_then(|s| s.get("text")).cloned().unwrap_or(Value::Null);
+                json!({"text": text, "labels": on, "probabilities": {LABELS[0]: p[0], LABELS[1]: p[1]}})
+            })
+            .collect()
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    // The one registration line: from here on, `task.kind = "multilabel"` resolves.
+    tasks::register(MULTILABEL)?;
     // The tiny spam config with fresh tiny weights (no pre-trained checkpoint needed here).
     let overrides: Vec<String> = [
+        "task.kind=\"multilabel\"",
+        "task.metric=\"micro_f1\"",
         "init.checkpoint=\"\"",
         "model.hidden_size=64",
         "model.num_layers=2",
@@ -124,12 +197,7 @@ fn main() -> anyhow::Result<()> {
     .map(|s| s.to_string())
     .collect();
     let plan = pretune::plan::load_and_resolve(std::path::Path::new("configs/finetune-cls-tiny.toml"), &overrides)?;
-    let config = match &plan.model {
-        pretune::objective::ModelSpec::Bert { config, .. } => config.clone(),
-        _ => anyhow::bail!("a BERT config"),
-    };
-    let pad = plan.tokenizer.special_ids().pad;
-    let summary = Pipeline::new(plan).objective(MultiLabelCollator { pad }, MultiLabel { config }).run()?;
+    let summary = Pipeline::new(plan).run()?;
     let (step, m) = summary.eval.clone().expect("an evaluation");
     println!("multi-label: {} steps ({} ended it); eval at step {step}: {}", summary.steps, summary.ended_by, m.summary());
     println!("per label: accuracy.spam {:.3}, accuracy.long {:.3}", m.get("accuracy.spam").unwrap_or(0.0), m.get("accuracy.long").unwrap_or(0.0));

@@ -11,7 +11,7 @@ use crate::plan::RunPlan;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckReport {
     /// `pretrain` or `finetune`.
-    pub phase: &'static str,
+    pub phase: crate::workload::Phase,
     /// Training examples (fine-tuning) or training files (pre-training).
     pub train: String,
     /// Updates in the run.
@@ -77,50 +77,35 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
             }
         }
     }
-    let objective = crate::actors::builtin_objective(plan);
+    let objective = plan.objective();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _model = objective.build(&vs.root());
     let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let init = match &plan.init {
         crate::finetune::init::InitSource::Fresh => "fresh".to_owned(),
-        source => match crate::finetune::init::load_start(&vs, source).and_then(|r| crate::finetune::init::complete_for_cloze(r, plan.task.as_ref().is_some_and(|t| t.spec.kind == crate::model::heads::HeadKind::Cloze))) {
-            Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
-            Err(e) => {
-                problems.push(format!("init: {e}"));
-                String::new()
+        source => {
+            let loaded = crate::finetune::init::load_start(&vs, source).map_err(|e| crate::error_chain(&e));
+            match loaded.and_then(|r| objective.check_start(&r.missing).map(|()| r).map_err(|e| e.to_string())) {
+                Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
+                Err(e) => {
+                    problems.push(format!("init: {e}"));
+                    String::new()
+                }
             }
-        },
+        }
     };
     if !problems.is_empty() {
         return Err(problems);
     }
-    let train = match &plan.task {
-        Some(t) => {
-            let data = if t.spec.qa.is_some() {
-                // A question becomes one window or several: both counts matter.
-                let questions = |v: &[std::sync::Arc<crate::data::labelled::TaskExample>]| {
-                    v.iter().filter_map(|e| e.window.as_ref()).map(|w| w.question + 1).max().unwrap_or(0)
-                };
-                format!("{} training windows / {} held-out questions in {} windows", t.train.len(), questions(&t.eval), t.eval.len())
-            } else {
-                format!("{} training / {} held-out examples, {} labels", t.train.len(), t.eval.len(), t.labels.names.len())
-            };
-            match t.skipped.first() {
-                Some(b) => {
-                    let n = t.skipped.len();
-                    let s = if n == 1 { "" } else { "s" };
-                    format!("{data}, {n} malformed record{s} skipped (first: {}:{}: {})", b.path.display(), b.line, b.detail)
-                }
-                None => data,
-            }
+    let data = plan.workload.describe_data();
+    let skipped = plan.workload.skipped();
+    let train = match skipped.first() {
+        Some(b) => {
+            let n = skipped.len();
+            let s = if n == 1 { "" } else { "s" };
+            format!("{data}, {n} malformed record{s} skipped (first: {}:{}: {})", b.path.display(), b.line, b.detail)
         }
-        None => {
-            let spans = format!("{} training / {} held-out file spans", plan.train_spans.len(), plan.eval_spans.len());
-            match &plan.prepared {
-                Some(p) => format!("{spans} of the prepared dataset {} ({} documents, {} tokens)", p.root.display(), p.manifest.splits["train"].docs, p.manifest.splits["train"].tokens),
-                None => spans,
-            }
-        }
+        None => data,
     };
     let precision = crate::train::precision::resolve(plan.config.train.precision, plan.device).why;
     let cuda = match crate::cuda::load() {
@@ -129,7 +114,7 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         outcome @ crate::cuda::CudaLibrary::Loaded { .. } => format!("{outcome}, {}", cuda_backend()),
         outcome => outcome.to_string(),
     };
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.epoch_steps, parameters, init, precision, cuda, malloc: crate::malloc::describe() })
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe() })
 }
 
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does

@@ -61,20 +61,29 @@ pub fn load() -> &'static CudaLibrary {
             return CudaLibrary::Loaded { why: "linked into this build".into() };
         }
         match wanted(std::env::var("PRETUNE_CUDA").ok().as_deref(), Path::new("/")) {
-            Err(why) => CudaLibrary::NotLoaded { why },
-            Ok(why) => match dlopen_global(LIBRARY).or_else(|e| option_env!("PRETUNE_TORCH_LIB").map_or(Err(e), |dir| dlopen_global(&format!("{dir}/{LIBRARY}")))) {
+            Wanted::No(why) => CudaLibrary::NotLoaded { why },
+            Wanted::Yes(why) => match dlopen_global(LIBRARY).or_else(|e| option_env!("PRETUNE_TORCH_LIB").map_or(Err(e), |dir| dlopen_global(&format!("{dir}/{LIBRARY}")))) {
                 Ok(()) => CudaLibrary::Loaded { why },
-                Err(error) => CudaLibrary::Failed { error },
+                Err(error) => CudaLibrary::Failed { error: error.to_string() },
             },
         }
     })
 }
 
-/// Whether to load the CUDA half: `Ok(why)` or `Err(why not)`. `root` is `/` except in tests.
-pub fn wanted(env: Option<&str>, root: &Path) -> Result<String, String> {
+/// Whether to load the CUDA half, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// Load it.
+    Yes(String),
+    /// Do not.
+    No(String),
+}
+
+/// Whether to load the CUDA half. `root` is `/` except in tests.
+pub fn wanted(env: Option<&str>, root: &Path) -> Wanted {
     match env.map(str::trim) {
-        Some("1") => return Ok("PRETUNE_CUDA=1".into()),
-        Some("0") => return Err("PRETUNE_CUDA=0".into()),
+        Some("1") => return Wanted::Yes("PRETUNE_CUDA=1".into()),
+        Some("0") => return Wanted::No("PRETUNE_CUDA=0".into()),
         _ => {}
     }
     let dev_node = std::fs::read_dir(root.join("dev")).into_iter().flatten().flatten().find(|e| {
@@ -83,14 +92,19 @@ pub fn wanted(env: Option<&str>, root: &Path) -> Result<String, String> {
         name.strip_prefix("nvidia").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     });
     if let Some(node) = dev_node {
-        return Ok(format!("found /dev/{}", node.file_name().to_string_lossy()));
+        return Wanted::Yes(format!("found /dev/{}", node.file_name().to_string_lossy()));
     }
     let gpus = root.join("proc/driver/nvidia/gpus");
     if std::fs::read_dir(&gpus).is_ok_and(|mut d| d.next().is_some()) {
-        return Ok("found a GPU under /proc/driver/nvidia/gpus".into());
+        return Wanted::Yes("found a GPU under /proc/driver/nvidia/gpus".into());
     }
-    Err("no NVIDIA GPU found; PRETUNE_CUDA=1 loads them anyway".into())
+    Wanted::No("no NVIDIA GPU found; PRETUNE_CUDA=1 loads them anyway".into())
 }
+
+/// `dlopen`'s message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DlopenError(String);
 
 /// Whether `libtorch_cuda.so` is mapped into this process (`/proc/self/maps`).
 pub fn is_mapped() -> bool {
@@ -98,8 +112,8 @@ pub fn is_mapped() -> bool {
     std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.lines().any(|l| l.ends_with(&needle)))
 }
 
-fn dlopen_global(name: &str) -> Result<(), String> {
-    let c = CString::new(name).map_err(|e| e.to_string())?;
+fn dlopen_global(name: &str) -> Result<(), DlopenError> {
+    let c = CString::new(name).map_err(|e| DlopenError(e.to_string()))?;
     // SAFETY: a NUL-terminated path; the handle is deliberately never closed (the library
     // stays for the life of the process, as a linked one would).
     let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
@@ -107,7 +121,7 @@ fn dlopen_global(name: &str) -> Result<(), String> {
         // SAFETY: dlerror returns a NUL-terminated message or null.
         let msg = unsafe { libc::dlerror() };
         let msg = if msg.is_null() { "dlopen failed".to_string() } else { unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned() };
-        return Err(msg);
+        return Err(DlopenError(msg));
     }
     Ok(())
 }
@@ -123,14 +137,14 @@ mod tests {
         std::fs::write(root.join("dev/nvidiactl"), b"").unwrap();
         std::fs::write(root.join("dev/nvidia-uvm"), b"").unwrap();
         // Control nodes alone are not a GPU.
-        assert!(wanted(None, &root).is_err());
-        assert_eq!(wanted(Some("1"), &root), Ok("PRETUNE_CUDA=1".into()));
+        assert!(matches!(wanted(None, &root), Wanted::No(_)));
+        assert_eq!(wanted(Some("1"), &root), Wanted::Yes("PRETUNE_CUDA=1".into()));
         std::fs::write(root.join("dev/nvidia3"), b"").unwrap();
-        assert_eq!(wanted(None, &root), Ok("found /dev/nvidia3".into()));
-        assert_eq!(wanted(Some("0"), &root), Err("PRETUNE_CUDA=0".into()));
+        assert_eq!(wanted(None, &root), Wanted::Yes("found /dev/nvidia3".into()));
+        assert_eq!(wanted(Some("0"), &root), Wanted::No("PRETUNE_CUDA=0".into()));
         std::fs::remove_file(root.join("dev/nvidia3")).unwrap();
         std::fs::create_dir_all(root.join("proc/driver/nvidia/gpus/0000:17:00.0")).unwrap();
-        assert!(wanted(None, &root).is_ok());
+        assert!(matches!(wanted(None, &root), Wanted::Yes(_)));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

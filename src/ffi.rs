@@ -38,7 +38,7 @@ extern "C" {
     pub(crate) fn pt_profiler_start() -> c_int;
     pub(crate) fn pt_profiler_stop(path: *const c_char) -> c_int;
     pub(crate) fn pt_scope_enter(name: *const c_char) -> *mut ScopeHandle;
-    pub(crate) fn pt_scope_exit(scope: *mut ScopeHandle);
+    pub(crate) fn pt_scope_exit(scope: *mut ScopeHandle) -> c_int;
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn pt_fused_adamw(
         params: *const *mut C_tensor,

@@ -9,7 +9,7 @@
 //!    CUDA half, `dlopen`ed only where a GPU exists), [`http`] (the small server behind
 //!    `/metrics` and the control endpoint) and `ffi` (the C ABI of `csrc/pretune_shim.cpp`),
 //!    [`files`] (an I/O error with its path, a file's sha256), [`malloc`] (which allocator
-//!    serves the process).
+//!    serves the process), [`failpoint`] (crashes placed by tests).
 //! 2. [`data`]: sources, tokenization, packing, NSP / SOP pairs, the seekable example stream,
 //!    labelled data, prepared (memory-mapped) corpora. [`metrics`]: metric names and the
 //!    Prometheus exporter. [`distributed`]: c10d process groups, libtorch's DDP reducer and
@@ -22,12 +22,14 @@
 //!    the monitored metric.
 //! 6. [`train`]: AdamW, schedules, precision, one training step, the profiler window and the
 //!    pure step policies. [`checkpoint`]: crash-safe folders, checksums, retention, resume.
-//! 7. [`finetune`]: tasks as objectives, labelled examples, cloze, task metrics, `[init]`,
-//!    Hugging Face export, `predict` and `evaluate`.
-//! 8. [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
+//! 7. [`finetune`]: tasks as types ([`finetune::tasks`]: one file per task, the registry), a
+//!    task on the engine ([`finetune::task`]), labelled data, task metrics, `[init]`, Hugging
+//!    Face export, the `predict` and `evaluate` drivers.
+//! 8. [`workload`]: what a run trains on behind one seam (a pre-training corpus or a task);
+//!    [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
 //! 9. [`actors`]: the pipeline (Loader, Masker workers, Trainer, Evaluator, Checkpointer, the
-//!    Coordinator), their events and commands; every actor reports through a
-//!    `Recipient<Event>` or an [`actors::events::EventSink`].
+//!    Coordinator), their events and commands, `events.jsonl`'s records; every actor reports
+//!    through a `Recipient<Event>` or an [`actors::events::EventSink`].
 //! 10. What commands show: [`check`], [`preview`], [`report`], [`bench`].
 //!
 //! Threads are spawned by [`actors`], the HTTP server, `data prepare`'s tokenizing workers and
@@ -54,6 +56,7 @@ pub mod cuda;
 pub mod data;
 pub mod distributed;
 mod ffi;
+pub mod failpoint;
 pub mod files;
 pub mod malloc;
 pub mod finetune;
@@ -65,6 +68,7 @@ pub mod objective;
 pub mod rng;
 pub mod train;
 pub mod actors;
+pub mod workload;
 pub mod plan;
 pub mod preview;
 pub mod report;

@@ -9,20 +9,18 @@ use std::sync::Arc;
 
 use tch::Device;
 
-use crate::config::{self, ConfigError, ObjectiveKind, RunConfig, SentencePair};
-use crate::data::prepared::{is_prepared, PrepareInput, PreparedData};
-use crate::data::source::{document_offsets, FileSpan, ReadSettings};
+use crate::config::{self, ConfigError, RunConfig};
+use crate::data::prepared::PrepareInput;
+use crate::data::source::FileSpan;
+use crate::data::stream::{Cursor, ExampleSource};
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::init::InitSource;
 use crate::finetune::plan::TaskPlan;
-use crate::masking::glm::GlmIds;
-use crate::model::glm::GlmConfig;
-use crate::objective::{ModelSpec, ObjectiveNames};
+use crate::objective::{Collator, ModelSpec, Objective};
+use crate::workload::pretrain::PretrainPlan;
+use crate::workload::{Phase, RunContext, Workload};
 
-/// Phase label of pre-training.
-pub const PRETRAIN: &str = "pretrain";
-/// Phase label of fine-tuning.
-pub const FINETUNE: &str = "finetune";
+pub use crate::workload::pretrain::read_settings;
 
 /// A run, validated and with everything derived that components need.
 pub struct RunPlan {
@@ -30,21 +28,10 @@ pub struct RunPlan {
     pub file: PathBuf,
     /// The config as written plus overrides.
     pub config: RunConfig,
-    /// Training input.
-    pub train_spans: Vec<FileSpan>,
-    /// Held-out input (may be empty: then no evaluation).
-    pub eval_spans: Vec<FileSpan>,
-    /// The prepared dataset the spans refer to (`data.format = "prepared"`), memory-mapped;
-    /// `None`: the spans are text files, tokenized as they are read.
-    pub prepared: Option<Arc<PreparedData>>,
     /// The tokenizer.
     pub tokenizer: Arc<TextTokenizer>,
     /// Model architecture and sizes, vocabulary from the tokenizer.
     pub model: ModelSpec,
-    /// Names of the objective's parts (`mlm` + `nsp`, `glm`, ...).
-    pub names: ObjectiveNames,
-    /// GLM's special ids (with `kind = "glm"`).
-    pub glm_ids: Option<GlmIds>,
     /// Where tensors live.
     pub device: Device,
     /// Warm-up updates (from `warmup_steps` or `warmup_ratio`).
@@ -62,29 +49,52 @@ pub struct RunPlan {
     pub dist: Option<crate::distributed::DistEnv>,
     /// Starting weights (`[init]`): fresh, one of our checkpoints, or a Hugging Face folder.
     pub init: InitSource,
-    /// Fine-tuning: the task, its labelled data and its monitored metric.
-    pub task: Option<TaskPlan>,
-    /// Updates per epoch when the run counts epochs (`train.epochs`), else 0.
-    pub epoch_steps: u64,
+    /// What the run trains on: a pre-training corpus or a fine-tuning task.
+    pub workload: Box<dyn Workload>,
 }
 
 impl RunPlan {
-    /// `pretrain` or `finetune`: the `phase` label of every metric and event.
-    pub fn phase(&self) -> &'static str {
-        if self.task.is_some() {
-            FINETUNE
-        } else {
-            PRETRAIN
-        }
+    /// Pre-training or fine-tuning: the `phase` label of every metric and event.
+    pub fn phase(&self) -> Phase {
+        self.workload.phase()
+    }
+
+    /// What the workload needs of the rest of the plan.
+    pub fn context(&self) -> RunContext<'_> {
+        RunContext { config: &self.config, tokenizer: &self.tokenizer, world: self.dist.as_ref().map_or(1, |d| d.world) }
+    }
+
+    /// The fine-tuning task, when the run is one.
+    pub fn task(&self) -> Option<&TaskPlan> {
+        self.workload.task()
+    }
+
+    /// The pre-training corpus, when the run is one.
+    pub fn corpus(&self) -> Option<&PretrainPlan> {
+        self.workload.corpus()
+    }
+
+    /// The training examples from `cursor` (`Cursor::default()` for the start).
+    pub fn train_source(&self, cursor: Cursor) -> Box<dyn ExampleSource> {
+        self.workload.train_source(&self.context(), cursor)
+    }
+
+    /// The workload's built-in collator.
+    pub fn collator(&self) -> Arc<dyn Collator> {
+        self.workload.collator(&self.context())
+    }
+
+    /// The workload's built-in objective.
+    pub fn objective(&self) -> Arc<dyn Objective> {
+        self.workload.objective(&self.model)
     }
 }
-
 
 /// `auto`, `cpu`, `cuda`, `cuda:N`, checked against the machine.
 ///
 /// # Errors
-/// A message naming `run.device`.
-pub fn parse_device(s: &str) -> Result<Device, String> {
+/// [`DeviceError`], naming `run.device`.
+pub fn parse_device(s: &str) -> Result<Device, DeviceError> {
     crate::cuda::load();
     match s {
         "auto" => Ok(Device::cuda_if_available()),
@@ -92,10 +102,21 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
         "cuda" | "cuda:0" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) if n < tch::Cuda::device_count() as usize => Ok(Device::Cuda(n)),
-            _ if s.starts_with("cuda") => Err(format!("run.device: `{s}` is not available on this machine")),
-            _ => Err(format!("run.device: `{s}` is not one of auto, cpu, cuda, cuda:N")),
+            _ if s.starts_with("cuda") => Err(DeviceError::Unavailable(s.to_owned())),
+            _ => Err(DeviceError::Unknown(s.to_owned())),
         },
     }
+}
+
+/// A `run.device` this machine cannot run on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A CUDA device that is not there.
+    #[error("run.device: `{0}` is not available on this machine")]
+    Unavailable(String),
+    /// Not a device name.
+    #[error("run.device: `{0}` is not one of auto, cpu, cuda, cuda:N")]
+    Unknown(String),
 }
 
 /// Validates `config` and derives a [`RunPlan`].
@@ -131,7 +152,10 @@ fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
     problems
 }
 
-/// [`resolve`], with the table the config came from, to tell keys set in the file from defaults.
+/// [`resolve`], with the table the config came from, to tell keys set in the file from
+/// defaults. Named steps over one problem list: phase keys, the data-parallel environment,
+/// the workload (a task, or a corpus with its model), the shared `[train]` / `[pipeline]` /
+/// `[data]` / `[dist]` checks, the device and endpoints.
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] listing every problem found, each with its key path.
@@ -139,93 +163,90 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
     let finetune = config.task.kind.is_some();
     let mut problems = phase_key_problems(table, finetune);
     let dist = crate::distributed::DistEnv::from_env().map_err(|e| problems.push(e.to_string())).unwrap_or(None);
-    // Fine-tuning's task: its data, labels, starting model and step count.
-    let task = if finetune {
-        let world = dist.as_ref().map_or(1, |d| d.world);
-        match crate::finetune::plan::resolve_task(&config, table, world) {
-            Ok(t) => Some(t),
-            Err(more) => {
-                problems.extend(more);
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let task = if finetune { resolve_task(&config, table, dist.as_ref(), &mut problems) } else { None };
     if let Some(t) = &task {
         config.train.max_steps = t.max_steps;
     }
-    let c = &config;
-    let mut check = |ok: bool, msg: &str| {
-        if !ok {
-            problems.push(msg.to_owned());
-        }
-    };
-    check(c.train.batch_size > 0, "train.batch_size: must be positive");
-    check(c.train.max_steps > 0, "train.max_steps: must be positive");
-    check(c.train.grad_accum > 0, "train.grad_accum: must be positive");
-    check(c.train.lr > 0.0, "train.lr: must be positive");
-    check(c.train.log_every > 0, "train.log_every: must be positive");
-    check((0.0..=1.0).contains(&c.train.warmup_ratio), "train.warmup_ratio: must be in [0, 1]");
-    check((0.0..=1.0).contains(&c.train.min_lr_ratio), "train.min_lr_ratio: must be in [0, 1]");
-    check(c.train.weight_decay >= 0.0, "train.weight_decay: must not be negative");
-    check(c.train.betas.iter().all(|b| (0.0..1.0).contains(b)), "train.betas: each must be in [0, 1)");
-    check(c.train.eps > 0.0, "train.eps: must be positive");
-    check(c.train.clip_grad_norm >= 0.0, "train.clip_grad_norm: must not be negative (0 turns clipping off)");
-    check(c.train.max_seq_len >= 3, "train.max_seq_len: must be at least 3 ([CLS], a token, [SEP])");
-    check(c.train.layerwise_lr_decay > 0.0 && c.train.layerwise_lr_decay <= 1.0, "train.layerwise_lr_decay: must be in (0, 1]");
-    check(c.train.freeze_layers >= 0, "train.freeze_layers: must not be negative");
-    check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
-    check((0.0..1.0).contains(&c.model.attention_dropout), "model.attention_dropout: must be in [0, 1)");
+    problems.extend(shared_problems(&config));
     if !finetune {
-        check(
-            c.train.max_seq_len as i64 <= c.model.max_position_embeddings,
-            "train.max_seq_len: must not exceed model.max_position_embeddings",
-        );
-        check(c.model.hidden_size > 0, "model.hidden_size: must be positive");
-        check(c.model.num_layers > 0, "model.num_layers: must be positive");
-        check(c.model.num_heads > 0, "model.num_heads: must be positive");
-        check(c.model.num_heads > 0 && c.model.hidden_size % c.model.num_heads.max(1) == 0, "model.num_heads: must divide model.hidden_size");
-        check(c.model.intermediate_size > 0, "model.intermediate_size: must be positive");
-        check((0.0..1.0).contains(&c.model.hidden_dropout), "model.hidden_dropout: must be in [0, 1)");
-        check((0.0..1.0).contains(&c.model.attention_dropout), "model.attention_dropout: must be in [0, 1)");
-        let o = &c.objective;
-        check(o.mask_prob > 0.0 && o.mask_prob < 1.0, "objective.mask_prob: must be in (0, 1)");
-        check(
-            o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
-            "objective.mask_token_prob + objective.random_token_prob: must be within [0, 1]",
-        );
-        let glm = o.kind == ObjectiveKind::Glm;
-        check(!(glm && o.sentence_pair != SentencePair::None), "objective.sentence_pair: GLM has no sentence-pair task (use kind = \"mlm\")");
-        check(
-            !glm || (c.train.max_seq_len as i64) < c.model.max_position_embeddings,
-            "model.max_position_embeddings: GLM needs more than train.max_seq_len (the prefix-LM layout uses position max_seq_len)",
-        );
-        let g = &o.glm;
-        check(
-            (0.0..=1.0).contains(&g.bert_prob) && (0.0..=1.0).contains(&g.gap_sentence_prob) && g.bert_prob + g.gap_sentence_prob <= 1.0,
-            "objective.glm.bert_prob + objective.glm.gap_sentence_prob: must be within [0, 1]",
-        );
-        check(g.max_block_length >= 2, "objective.glm.max_block_length: must be at least 2");
-        check(g.avg_block_length > 0.0, "objective.glm.avg_block_length: must be positive");
-        check(o.span_p > 0.0 && o.span_p < 1.0, "objective.span_p: must be in (0, 1)");
-        check(o.span_max > 0, "objective.span_max: must be positive");
-        check((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]");
+        problems.extend(crate::workload::pretrain::problems(&config));
     }
-    check(c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive");
-    check(c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive");
-    check(c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive");
-    check(c.data.max_line_bytes > 0, "data.max_line_bytes: must be positive");
-    check(!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both");
+    let endpoints = endpoints(&config, dist.as_ref(), &mut problems);
+    let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };
+    let parts = match (finetune, task) {
+        (true, Some(t)) if problems.is_empty() => Parts { tokenizer: t.tokenizer.clone(), model: t.model.clone(), init: t.init.clone(), workload: Box::new(t) },
+        (true, _) => return Err(invalid(problems)),
+        (false, _) => match crate::workload::pretrain::resolve(&config, table, &mut problems) {
+            Some(r) if problems.is_empty() => Parts { tokenizer: r.tokenizer, model: r.model, init: r.init, workload: Box::new(r.plan) },
+            _ => return Err(invalid(problems)),
+        },
+    };
+    Ok(finish(file, config, parts, endpoints, dist))
+}
 
-    check(c.dist.bucket_mb > 0.0, "dist.bucket_mb: must be positive");
-    check(c.dist.timeout_s > 0.0, "dist.timeout_s: must be positive");
-    let mut device = parse_device(&c.run.device).map_err(|e| problems.push(e)).unwrap_or(Device::Cpu);
+/// Fine-tuning's task: its data, labels, starting model and step count.
+fn resolve_task(c: &RunConfig, table: &toml::Table, dist: Option<&crate::distributed::DistEnv>, problems: &mut Vec<String>) -> Option<TaskPlan> {
+    let world = dist.map_or(1, |d| d.world);
+    crate::finetune::plan::resolve_task(c, table, world).map_err(|more| problems.extend(more)).ok()
+}
+
+/// What the workload gives the rest of the plan.
+struct Parts {
+    tokenizer: Arc<TextTokenizer>,
+    model: ModelSpec,
+    init: InitSource,
+    workload: Box<dyn Workload>,
+}
+
+/// Checks of the keys both phases read: `[train]` (dropout once, here), `[pipeline]`,
+/// `[data]`, `[dist]`.
+fn shared_problems(c: &RunConfig) -> Vec<String> {
+    let (t, m) = (&c.train, &c.model);
+    [
+        (t.batch_size > 0, "train.batch_size: must be positive"),
+        (t.max_steps > 0, "train.max_steps: must be positive"),
+        (t.grad_accum > 0, "train.grad_accum: must be positive"),
+        (t.lr > 0.0, "train.lr: must be positive"),
+        (t.log_every > 0, "train.log_every: must be positive"),
+        ((0.0..=1.0).contains(&t.warmup_ratio), "train.warmup_ratio: must be in [0, 1]"),
+        ((0.0..=1.0).contains(&t.min_lr_ratio), "train.min_lr_ratio: must be in [0, 1]"),
+        (t.weight_decay >= 0.0, "train.weight_decay: must not be negative"),
+        (t.betas.iter().all(|b| (0.0..1.0).contains(b)), "train.betas: each must be in [0, 1)"),
+        (t.eps > 0.0, "train.eps: must be positive"),
+        (t.clip_grad_norm >= 0.0, "train.clip_grad_norm: must not be negative (0 turns clipping off)"),
+        (t.max_seq_len >= 3, "train.max_seq_len: must be at least 3 ([CLS], a token, [SEP])"),
+        (t.layerwise_lr_decay > 0.0 && t.layerwise_lr_decay <= 1.0, "train.layerwise_lr_decay: must be in (0, 1]"),
+        (t.freeze_layers >= 0, "train.freeze_layers: must not be negative"),
+        ((0.0..1.0).contains(&m.hidden_dropout), "model.hidden_dropout: must be in [0, 1)"),
+        ((0.0..1.0).contains(&m.attention_dropout), "model.attention_dropout: must be in [0, 1)"),
+        (c.pipeline.masker_workers > 0, "pipeline.masker_workers: must be positive"),
+        (c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive"),
+        (c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive"),
+        (c.data.max_line_bytes > 0, "data.max_line_bytes: must be positive"),
+        (!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both"),
+        (c.dist.bucket_mb > 0.0, "dist.bucket_mb: must be positive"),
+        (c.dist.timeout_s > 0.0, "dist.timeout_s: must be positive"),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, m)| m.to_owned())
+    .collect()
+}
+
+/// The device and the two endpoints a run serves, as this rank sees them.
+struct Endpoints {
+    device: Device,
+    metrics_addr: Option<SocketAddr>,
+    control_addr: Option<SocketAddr>,
+}
+
+/// `run.device`, `metrics.listen` and `control.listen`. One GPU per local rank; each rank
+/// serves metrics on base port + local rank, so every machine of a multi-node run answers on
+/// the same ports (one scrape config for all); the `rank` label is the global rank.
+fn endpoints(c: &RunConfig, dist: Option<&crate::distributed::DistEnv>, problems: &mut Vec<String>) -> Endpoints {
+    let mut device = parse_device(&c.run.device).map_err(|e| problems.push(e.to_string())).unwrap_or(Device::Cpu);
     let mut metrics_addr = crate::metrics::parse_listen(&c.metrics.listen).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
-    if let Some(d) = &dist {
-        // One GPU per local rank; each rank serves metrics on base port + local rank, so every
-        // machine of a multi-node run answers on the same ports (one scrape config for all);
-        // the `rank` label is the global rank.
+    if let Some(d) = dist {
         if let Device::Cuda(0) = device {
             device = Device::Cuda(d.local_rank);
         }
@@ -251,162 +272,7 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
             }
         },
     };
-
-    if finetune {
-        let Some(t) = task.filter(|_| problems.is_empty()) else {
-            return Err(ConfigError::Invalid { file: file.to_owned(), problems });
-        };
-        let (tokenizer, model, init, epoch_steps) = (t.tokenizer.clone(), t.model.clone(), t.init.clone(), t.epoch_steps);
-        let names = ObjectiveNames { lm: crate::finetune::task::task_label(t.spec.kind), pair: None };
-        return Ok(finish(file, config, (Vec::new(), Vec::new()), tokenizer, model, names, None, device, metrics_addr, control_addr, dist, init, Some(t), epoch_steps));
-    }
-    let start = crate::finetune::init::resolve_start(&c.init).map_err(|e| problems.push(e)).unwrap_or(None);
-    if c.data.train.is_empty() {
-        problems.push("data.train: no training files given".into());
-    }
-    let prepared_dir = prepared_dir(&c.data).map_err(|e| problems.push(e)).unwrap_or(None);
-    let (mut train_spans, mut eval_spans) = (Vec::new(), Vec::new());
-    if prepared_dir.is_none() {
-        train_spans = crate::data::source::expand(&c.data.train, "data.train", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
-        eval_spans = crate::data::source::expand(&c.data.eval, "data.eval", &mut problems).into_iter().map(|p| FileSpan::whole(p, c.data.format)).collect();
-        if c.data.eval_holdout_docs > 0 && !train_spans.is_empty() {
-            let read = read_settings(&c.data);
-            match hold_out(&mut train_spans, c.data.eval_holdout_docs, |span| document_offsets(span, &read).map_err(|e| crate::error_chain(&e))) {
-                Ok(spans) => eval_spans = spans,
-                Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
-            }
-        }
-    }
-
-    let tokenizer = if c.tokenizer.path.as_os_str().is_empty() {
-        problems.push("tokenizer.path: no tokenizer given".into());
-        None
-    } else {
-        TextTokenizer::load(&c.tokenizer.path, c.tokenizer.lowercase)
-            .map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e))))
-            .ok()
-    };
-
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
-    }
-    let mut tokenizer = tokenizer.expect("no problems means the tokenizer loaded");
-    let prepared = match &prepared_dir {
-        Some(dir) => {
-            let (data, train, eval) = open_prepared(dir, &c.data, &tokenizer).map_err(|problems| ConfigError::Invalid { file: file.to_owned(), problems })?;
-            (train_spans, eval_spans) = (train, eval);
-            Some(data)
-        }
-        None => None,
-    };
-    let glm_ids = if c.objective.kind == ObjectiveKind::Glm {
-        let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems: vec![format!("tokenizer.path: cannot add GLM's special tokens: {}", crate::error_chain(&e))],
-        })?;
-        let ids = tokenizer.special_ids();
-        Some(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
-    } else {
-        None
-    };
-    let tokenizer = Arc::new(tokenizer);
-    let m = &c.model;
-    let vocab_size = tokenizer.vocab_size() as i64;
-    let (mut model, names) = match c.objective.kind {
-        ObjectiveKind::Mlm => {
-            let pair = match c.objective.sentence_pair {
-                SentencePair::None => None,
-                SentencePair::Nsp => Some("nsp"),
-                SentencePair::Sop => Some("sop"),
-            };
-            let config = crate::model::bert::BertConfig::from_section(m, vocab_size, tokenizer.special_ids().pad as i64);
-            (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
-        }
-        ObjectiveKind::Glm => {
-            let config = GlmConfig {
-                vocab_size,
-                hidden_size: m.hidden_size,
-                num_layers: m.num_layers,
-                num_attention_heads: m.num_heads,
-                intermediate_size: m.intermediate_size,
-                max_sequence_length: m.max_position_embeddings,
-                hidden_dropout: m.hidden_dropout,
-                attention_dropout: m.attention_dropout,
-                layernorm_epsilon: m.layer_norm_eps,
-                init_method_std: m.initializer_range,
-                explicit_attention: false,
-            };
-            (ModelSpec::Glm { config }, ObjectiveNames { lm: "glm", pair: None })
-        }
-    };
-    // Continued pre-training: the architecture comes from the starting point.
-    let init = match start {
-        Some(st) => {
-            let mut problems = Vec::new();
-            match st.model.pretrain_spec(&model) {
-                Ok(spec) => model = spec,
-                Err(e) => problems.push(e),
-            }
-            problems.extend(crate::finetune::init::size_conflicts(table, &model));
-            if !problems.is_empty() {
-                return Err(ConfigError::Invalid { file: file.to_owned(), problems });
-            }
-            crate::finetune::init::apply_overrides(&mut model, table);
-            st.source
-        }
-        None => InitSource::Fresh,
-    };
-    if let ModelSpec::Bert { config: b, .. } = &mut model {
-        b.vocab_size = b.vocab_size.max(vocab_size);
-    }
-    let mut plan = finish(file, config, (train_spans, eval_spans), tokenizer, model, names, glm_ids, device, metrics_addr, control_addr, dist, init, None, 0);
-    plan.prepared = prepared;
-    Ok(plan)
-}
-
-/// The prepared folder `data.train` names, if it names one: with `data.format = "prepared"`,
-/// or (`auto`) when its one entry is a folder holding a manifest.
-fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, String> {
-    let one = match d.train.as_slice() {
-        [one] => Some(Path::new(one)),
-        _ => None,
-    };
-    match d.format {
-        config::DataFormat::Prepared => match one {
-            Some(dir) if is_prepared(dir) => Ok(Some(dir.to_owned())),
-            Some(dir) => Err(format!("data.train: `{}` is not a prepared dataset folder (no {}); make one with `pretune data prepare`", dir.display(), crate::data::prepared::MANIFEST)),
-            None => Err("data.train: with data.format = \"prepared\" give the one prepared folder".into()),
-        },
-        config::DataFormat::Auto => Ok(one.filter(|dir| is_prepared(dir)).map(Path::to_owned)),
-        _ => Ok(None),
-    }
-}
-
-/// Maps the prepared dataset at `dir` and derives the spans from it: its training files, and
-/// held-out documents from its eval split (prepared from `data.eval`) or cut from the end of
-/// the training files by `data.eval_holdout_docs`, exactly where a text run would cut them.
-fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) -> Result<(Arc<PreparedData>, Vec<FileSpan>, Vec<FileSpan>), Vec<String>> {
-    let data = PreparedData::open(dir, tokenizer, &read_settings(d)).map_err(|e| vec![format!("data.train: {}", crate::error_chain(&e))])?;
-    let mut train = PreparedData::spans(&data.train);
-    let mut eval = Vec::new();
-    if d.eval_holdout_docs > 0 {
-        let split = data.train.clone();
-        eval = hold_out(&mut train, d.eval_holdout_docs, |span| {
-            let f = split.file_index(&span.path).ok_or_else(|| format!("{} is not in the prepared dataset", span.path.display()))?;
-            Ok(split.document_offsets(f, (span.start, span.start_line)).into_iter().filter(|&(at, _)| span.end.is_none_or(|end| at < end)).collect())
-        })
-        .map_err(|e| vec![format!("data.eval_holdout_docs: {e}")])?;
-    } else if let Some(split) = &data.eval {
-        let prepared: Vec<&Path> = split.manifest.files.iter().map(|f| f.path.as_path()).collect();
-        let named: Vec<PathBuf> = d.eval.iter().map(PathBuf::from).collect();
-        if !d.eval.is_empty() && named.iter().map(PathBuf::as_path).collect::<Vec<_>>() != prepared {
-            return Err(vec![format!("data.eval: {:?} are not the held-out files the prepared dataset {} holds ({:?}); leave data.eval empty to use those", d.eval, dir.display(), prepared)]);
-        }
-        eval = PreparedData::spans(split);
-    } else if !d.eval.is_empty() {
-        return Err(vec![format!("data.eval: the prepared dataset {} has no held-out split; prepare it with data.eval set, or use data.eval_holdout_docs", dir.display())]);
-    }
-    Ok((Arc::new(data), train, eval))
+    Endpoints { device, metrics_addr, control_addr }
 }
 
 /// What `pretune data prepare CONFIG` tokenizes: the config's `data.train` and `data.eval`
@@ -419,10 +285,10 @@ fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) 
 pub fn prepare_input(file: &Path, overrides: &[String], workers: usize) -> Result<PrepareInput, ConfigError> {
     let plan = load_and_resolve(file, overrides)?;
     let invalid = |m: String| ConfigError::Invalid { file: file.to_owned(), problems: vec![m] };
-    if plan.task.is_some() {
+    let Some(corpus) = plan.corpus() else {
         return Err(invalid("[task]: fine-tuning data is labelled and small; `data prepare` prepares pre-training corpora".into()));
-    }
-    if plan.prepared.is_some() {
+    };
+    if corpus.prepared.is_some() {
         return Err(invalid("data.train: already a prepared dataset; name the text files to prepare".into()));
     }
     let c = &plan.config;
@@ -438,23 +304,7 @@ pub fn prepare_input(file: &Path, overrides: &[String], workers: usize) -> Resul
     Ok(PrepareInput { splits, tokenizer: Arc::new(tokenizer), tokenizer_path: c.tokenizer.path.clone(), read: read_settings(&c.data), workers })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    file: &Path,
-    config: RunConfig,
-    (train_spans, eval_spans): (Vec<FileSpan>, Vec<FileSpan>),
-    tokenizer: Arc<TextTokenizer>,
-    model: ModelSpec,
-    names: ObjectiveNames,
-    glm_ids: Option<GlmIds>,
-    device: Device,
-    metrics_addr: Option<SocketAddr>,
-    control_addr: Option<SocketAddr>,
-    dist: Option<crate::distributed::DistEnv>,
-    init: InitSource,
-    task: Option<TaskPlan>,
-    epoch_steps: u64,
-) -> RunPlan {
+fn finish(file: &Path, config: RunConfig, parts: Parts, e: Endpoints, dist: Option<crate::distributed::DistEnv>) -> RunPlan {
     let c = &config;
     let warmup_steps = if c.train.warmup_steps > 0 {
         c.train.warmup_steps
@@ -462,39 +312,8 @@ fn finish(
         (c.train.warmup_ratio * c.train.max_steps as f64).round() as u64
     };
     let run_id = if c.metrics.run_id.is_empty() { c.run.name.clone() } else { c.metrics.run_id.clone() };
-    RunPlan { file: file.to_owned(), config, train_spans, eval_spans, prepared: None, tokenizer, model, device, warmup_steps, metrics_addr, run_id, resume: None, names, glm_ids, control_addr, dist, init, task, epoch_steps }
-}
-
-/// How the Loader reads records, from `[data]`.
-pub fn read_settings(d: &config::DataConfig) -> ReadSettings {
-    ReadSettings { text_field: d.text_field.clone(), on_error: d.on_error, max_line_bytes: d.max_line_bytes }
-}
-
-/// Moves the last `n` documents of the training spans into held-out spans; `offsets` lists a
-/// span's `(position, line)` before each of its documents.
-fn hold_out(train: &mut Vec<FileSpan>, n: usize, offsets: impl Fn(&FileSpan) -> Result<Vec<(u64, u64)>, String>) -> Result<Vec<FileSpan>, String> {
-    let mut need = n;
-    let mut held = Vec::new();
-    while need > 0 {
-        let Some(span) = train.pop() else {
-            return Err(format!("the training files hold fewer than {n} documents"));
-        };
-        let offsets = offsets(&span)?;
-        if offsets.len() <= need {
-            need -= offsets.len();
-            held.push(span);
-            continue;
-        }
-        let (cut, line) = offsets[offsets.len() - need];
-        held.push(FileSpan { start: cut, start_line: line, ..span.clone() });
-        train.push(FileSpan { end: Some(cut), ..span });
-        need = 0;
-    }
-    if train.is_empty() {
-        return Err(format!("holding out {n} documents leaves nothing to train on"));
-    }
-    held.reverse();
-    Ok(held)
+    let Parts { tokenizer, model, init, workload } = parts;
+    RunPlan { file: file.to_owned(), config, tokenizer, model, device: e.device, warmup_steps, metrics_addr: e.metrics_addr, run_id, resume: None, control_addr: e.control_addr, dist, init, workload }
 }
 
 /// Reads, overrides, deserializes and validates in one go, for either phase (`[task] kind`
@@ -507,7 +326,9 @@ pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, Co
     let mut table = config::read_table(file, overrides)?;
     let finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
     if finetune {
-        config::apply_finetune_defaults(&mut table);
+        let kind = table.get("task").and_then(|t| t.get("kind")).and_then(toml::Value::as_str);
+        let task_defaults = kind.and_then(|k| crate::finetune::tasks::lookup(k).ok()).map_or(&[][..], |k| k.train_defaults);
+        config::apply_finetune_defaults(&mut table, task_defaults);
     }
     let (config, mut problems) = config::from_table_lenient(table.clone());
     if finetune && config.task.kind.is_none() {

@@ -1,21 +1,20 @@
 //! `pretune preview`: what the Masker produces for the first examples, exactly as training
-//! sees them (same stream, same batches, same seed, same masks).
+//! sees them (same stream, same batches, same seed, same masks), through the workload's own
+//! collator, in both phases: pre-training's corruption, and a task's rows (the cloze pattern
+//! and its candidates, QA windows with their answer span, tags on first sub-tokens).
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::actors::{mask_context, train_stream};
-use crate::batch::{HostBatch, RawBatch};
-use crate::plan::RunPlan;
+use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::data::stream::StreamError;
-use crate::masking::collate::mask_and_collate;
-use crate::batch::IGNORE;
+use crate::plan::RunPlan;
 use crate::rng::Purpose;
 
 /// One example as the model sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PreviewRow {
-    /// `mlm`, `mlm+nsp`, `mlm+sop` or `glm`.
+    /// `mlm`, `mlm+nsp`, `mlm+sop` or `glm`; fine-tuning: the task kind.
     pub objective: String,
     /// Tokens as strings (after corruption).
     pub tokens: Vec<String>,
@@ -42,6 +41,11 @@ pub struct PreviewRow {
     /// from 0 per row; whole-word masking masks a word's tokens together.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub word_ids: Option<Vec<Option<usize>>>,
+    /// Fine-tuning: what the row is scored on, in words (the class, the regression target,
+    /// the answer span of a QA window, the cloze candidate and the gold label, each tagged
+    /// word's tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// The word of each token of a framed BERT input (`None` for special tokens).
@@ -68,15 +72,17 @@ fn word_ids(raw: &crate::data::stream::Payload, ctx: &crate::masking::collate::M
 fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
     let input_ids = b.row(&b.input_ids, r).to_vec();
     let glm = !b.prefix_len.is_empty();
-    let pair = plan.names.pair;
+    let names = plan.corpus().map(|c| c.names);
+    let pair = names.and_then(|n| n.pair);
     let label = b.pair_labels.get(r).copied();
     PreviewRow {
-        objective: match pair {
-            Some(p) => format!("{}+{p}", plan.names.lm),
-            None => plan.names.lm.to_owned(),
+        objective: match (names, pair) {
+            (Some(n), Some(p)) => format!("{}+{p}", n.lm),
+            (Some(n), None) => n.lm.to_owned(),
+            (None, _) => plan.task().map_or_else(String::new, |t| t.task.kind().to_owned()),
         },
         tokens: input_ids.iter().map(|&i| plan.tokenizer.id_to_token(i as u32)).collect(),
-        labels: b.row(&b.labels, r).to_vec(),
+        labels: row_labels(b, r),
         token_type_ids: b.row(&b.token_type_ids, r).to_vec(),
         position_ids: b.row_positions(r),
         block_position_ids: glm.then(|| b.row(&b.block_position_ids, r).to_vec()),
@@ -84,7 +90,52 @@ fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
         nsp_label: label.filter(|_| pair == Some("nsp")),
         sop_label: label.filter(|_| pair == Some("sop")),
         word_ids: None,
+        target: plan.task().map(|t| task_target(t.task.labels(), plan, b, r)),
         input_ids,
+    }
+}
+
+/// A row's per-token targets: pre-training's `labels`, or a task's scored positions (tags on
+/// first sub-tokens, cloze answer tokens), -100 elsewhere.
+fn row_labels(b: &HostBatch, r: usize) -> Vec<i64> {
+    if !b.labels.is_empty() {
+        return b.row(&b.labels, r).to_vec();
+    }
+    let (t, n) = (b.seq_len, b.lengths[r] as usize);
+    let mut out = vec![IGNORE; n];
+    for (&p, &l) in b.masked_positions.iter().zip(&b.masked_labels) {
+        let p = p as usize;
+        if p / t == r && p % t < n {
+            out[p % t] = l;
+        }
+    }
+    out
+}
+
+/// What a task's row is scored on, in words.
+fn task_target(names: &[String], plan: &RunPlan, b: &HostBatch, r: usize) -> String {
+    let name = |id: i64| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
+    let tok = |id: i64| plan.tokenizer.id_to_token(id as u32);
+    if b.candidates > 0 {
+        // Cloze: rows per example, each scoring one or more candidate answers.
+        let example = r * b.n_examples / b.batch_size.max(1);
+        let answers: Vec<String> = row_labels(b, r).iter().filter(|&&l| l != IGNORE).map(|&l| tok(l)).collect();
+        return format!("candidate `{}`; gold label {}", answers.join(" "), name(b.row_labels[example]));
+    }
+    if !b.windows.is_empty() {
+        let (s, e) = (b.row_labels[2 * r], b.row_labels[2 * r + 1]);
+        let ids = b.row(&b.input_ids, r);
+        return if s == 0 && e == 0 { "no answer in this window ([CLS])".into() } else { format!("answer tokens {s}..={e}: {}", (s..=e).map(|i| tok(ids[i as usize])).collect::<Vec<_>>().join(" ")) };
+    }
+    if !b.word_starts.is_empty() {
+        let ids = b.row(&b.input_ids, r);
+        let tags: Vec<String> = row_labels(b, r).iter().enumerate().filter(|(_, &l)| l != IGNORE).map(|(i, &l)| format!("{}/{}", tok(ids[i]), name(l))).collect();
+        return tags.join(" ");
+    }
+    match (b.row_labels.get(r), b.row_targets.get(r)) {
+        (Some(&l), _) => format!("label {}", name(l)),
+        (None, Some(t)) => format!("target {t}"),
+        (None, None) => String::new(),
     }
 }
 
@@ -93,8 +144,9 @@ fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
 /// # Errors
 /// As the training stream.
 pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError> {
-    let mut stream = train_stream(plan, Default::default());
-    let ctx = mask_context(plan, Purpose::Mask);
+    let mut stream = plan.train_source(Default::default());
+    let collator = plan.collator();
+    let ctx = plan.corpus().map(|c| c.mask_context(&plan.context(), Purpose::Mask));
     let bs = plan.config.train.batch_size;
     let mut rows = Vec::with_capacity(n);
     let mut seq = 0;
@@ -110,11 +162,11 @@ pub fn preview(plan: &RunPlan, n: usize) -> Result<Vec<PreviewRow>, StreamError>
             break;
         }
         let raw = RawBatch { seq, examples, cursor: stream.cursor() };
-        let b = mask_and_collate(&raw, &ctx);
+        let b = collator.collate(raw.clone(), Purpose::Mask);
         let bert = b.prefix_len.is_empty();
         rows.extend((0..b.batch_size).take(n - rows.len()).map(|r| {
             let mut row = row(plan, &b, r);
-            row.word_ids = bert.then(|| word_ids(&raw.examples[r].payload, &ctx));
+            row.word_ids = ctx.as_ref().filter(|_| bert).map(|ctx| word_ids(&raw.examples[r].payload, ctx));
             row
         }));
         seq += 1;
@@ -130,6 +182,9 @@ pub fn render_text(rows: &[PreviewRow], plan: &RunPlan) -> String {
     for (k, r) in rows.iter().enumerate() {
         let scored = r.labels.iter().filter(|&&l| l != IGNORE).count();
         out.push_str(&format!("example {k} [{}] ({} tokens, {} scored)\n", r.objective, r.tokens.len(), scored));
+        if let Some(t) = &r.target {
+            out.push_str(&format!("  target: {t}\n"));
+        }
         if let Some(sep) = r.attention.get("prefix_len").and_then(Value::as_u64) {
             let sep = sep as usize;
             out.push_str(&format!("  part A ({sep} tokens): {}\n", r.tokens[..sep].join(" ")));
@@ -148,8 +203,9 @@ pub fn render_text(rows: &[PreviewRow], plan: &RunPlan) -> String {
             out.push_str(&format!("  block_position_ids: {:?}\n\n", r.block_position_ids.clone().unwrap_or_default()));
             continue;
         }
+        // A task's targets are in its `target` line (tag ids are not tokens).
         let shown: Vec<String> =
-            r.tokens.iter().zip(&r.labels).map(|(t, &l)| if l == IGNORE { t.clone() } else { format!("{t}→{}", tok(l)) }).collect();
+            r.tokens.iter().zip(&r.labels).map(|(t, &l)| if l == IGNORE || r.target.is_some() { t.clone() } else { format!("{t}→{}", tok(l)) }).collect();
         match r.nsp_label.map(|l| ("nsp", l)).or(r.sop_label.map(|l| ("sop", l))) {
             Some((task, label)) => {
                 let a_end = r.token_type_ids.iter().position(|&t| t == 1).unwrap_or(r.tokens.len());

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use crate::actors::events::{read_records, Record, RecordError};
 use crate::files::FileError;
+use crate::workload::Phase;
 
 /// Errors of a report.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +25,24 @@ pub enum ReportError {
     /// Reading events or writing files.
     #[error("report I/O failed")]
     Io(#[from] FileError),
+    /// `events.jsonl` holds a line that is not a record.
+    #[error(transparent)]
+    Events(RecordError),
     /// Nothing to plot.
     #[error("{0}: no logged steps or evaluations")]
     Empty(PathBuf),
     /// Drawing failed.
-    #[error("drawing {0} failed: {1}")]
-    Draw(String, String),
+    #[error("drawing {0} failed")]
+    Draw(String, #[source] DrawingAreaErrorKind<std::io::Error>),
+}
+
+impl From<RecordError> for ReportError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::File(f) => ReportError::Io(f),
+            e => ReportError::Events(e),
+        }
+    }
 }
 
 /// Named series of `(step, value)` points, by chart.
@@ -44,47 +58,64 @@ struct RunData {
     evals: BTreeMap<(String, u64), BTreeMap<String, f64>>,
 }
 
-fn collect(events: &str) -> RunData {
+fn collect(records: &[Record]) -> RunData {
     let mut run = RunData::default();
     let mut push = |chart: &str, series: String, step: f64, v: f64| {
         if v.is_finite() {
             run.charts.entry(chart.to_owned()).or_default().entry(series).or_default().push((step, v));
         }
     };
-    for line in events.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let (Some(step), phase) = (v.get("step").and_then(|s| s.as_f64()), v.get("phase").and_then(|p| p.as_str()).unwrap_or("run")) else { continue };
-        if let Some(losses) = v.get("losses").and_then(|l| l.as_object()) {
-            for (obj, x) in losses {
-                push("loss", format!("{phase} {obj}"), step, x.as_f64().unwrap_or(f64::NAN));
+    for record in records {
+        match record {
+            Record::Step(r) => {
+                let (phase, step) = (r.phase.as_str(), r.step as f64);
+                if r.losses.is_empty() {
+                    push("loss", phase.to_owned(), step, r.loss);
+                }
+                for (obj, x) in &r.losses {
+                    push("loss", format!("{phase} {obj}"), step, *x);
+                }
+                if r.phase == Phase::Finetune {
+                    push("fine-tuning: training vs held-out loss", "training".into(), step, r.loss);
+                }
+                push("learning rate", phase.to_owned(), step, r.lr);
+                push("throughput", phase.to_owned(), step, r.tokens_per_second);
+                run.throughput.entry(phase.to_owned()).or_default().push(r.tokens_per_second);
             }
-        } else if let Some(x) = v.get("loss").and_then(|x| x.as_f64()) {
-            push("loss", phase.to_owned(), step, x);
-        }
-        if phase == "finetune" {
-            if let Some(x) = v.get("loss").and_then(|x| x.as_f64()) {
-                push("fine-tuning: training vs held-out loss", "training".into(), step, x);
-            }
-        }
-        if let Some(x) = v.get("lr").and_then(|x| x.as_f64()) {
-            push("learning rate", phase.to_owned(), step, x);
-        }
-        if let Some(x) = v.get("tokens_per_second").and_then(|x| x.as_f64()) {
-            push("throughput", phase.to_owned(), step, x);
-            run.throughput.entry(phase.to_owned()).or_default().push(x);
-        }
-        if let Some(eval) = v.get("eval").and_then(|e| e.as_object()) {
-            for (k, x) in eval.iter().filter(|(k, _)| !k.contains('.')) {
-                let x = x.as_f64().unwrap_or(f64::NAN);
-                push(&format!("eval {k}"), phase.to_owned(), step, x);
-                run.evals.entry((phase.to_owned(), step as u64)).or_default().insert(k.clone(), x);
-                if phase == "finetune" && k == "loss" {
-                    push("fine-tuning: training vs held-out loss", "held-out".into(), step, x);
+            Record::Eval { phase, step, eval } => {
+                for (k, &x) in eval.values.iter().filter(|(k, _)| !k.contains('.')) {
+                    push(&format!("eval {k}"), phase.to_string(), *step as f64, x);
+                    run.evals.entry((phase.to_string(), *step)).or_default().insert(k.clone(), x);
+                    if *phase == Phase::Finetune && k == "loss" {
+                        push("fine-tuning: training vs held-out loss", "held-out".into(), *step as f64, x);
+                    }
                 }
             }
+            _ => {}
         }
     }
     run
+}
+
+/// A run's evaluations as a table: a row per (phase, step), a column per metric.
+fn eval_table(html: &mut String, dir: &Path, data: &RunData) {
+    if data.evals.is_empty() {
+        return;
+    }
+    let names: Vec<&String> = data.evals.values().flat_map(|m| m.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let _ = write!(html, "<h2>Evaluations: {}</h2>\n<table><tr><th>phase</th><th>step</th>", escape(&run_label(dir)));
+    for n in &names {
+        let _ = write!(html, "<th>{}</th>", escape(n));
+    }
+    html.push_str("</tr>\n");
+    for ((phase, step), m) in &data.evals {
+        let _ = write!(html, "<tr><td>{phase}</td><td>{step}</td>");
+        for n in &names {
+            let _ = write!(html, "<td>{}</td>", m.get(*n).map_or(String::new(), |v| format!("{v:.4}")));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
 }
 
 /// The y axis' label: what is plotted, with its unit.
@@ -103,11 +134,11 @@ fn y_label(chart: &str) -> String {
     }
 }
 
-fn draw(title: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<String, String> {
+fn draw(title: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<String, DrawingAreaErrorKind<std::io::Error>> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let points = series.values().flatten();
         let (x0, x1) = points.clone().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
         let (y0, y1) = points.fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
@@ -119,25 +150,22 @@ fn draw(title: &str, series: &BTreeMap<String, Vec<(f64, f64)>>) -> Result<Strin
             .margin_right(40)
             .x_label_area_size(40)
             .y_label_area_size(80)
-            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))?;
         chart
             .configure_mesh()
             .x_desc("step (optimizer updates)")
             .y_desc(y_label(title))
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         for (i, (name, pts)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
     }
     Ok(svg)
 }
@@ -186,8 +214,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
     let mut runs = Vec::new();
     for dir in run_dirs {
         let events_path = dir.join("events.jsonl");
-        let events = std::fs::read_to_string(&events_path).map_err(FileError::at(&events_path))?;
-        let data = collect(&events);
+        let data = collect(&read_records(&events_path)?);
         if data.charts.is_empty() {
             return Err(ReportError::Empty(events_path));
         }
@@ -226,23 +253,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
     }
     html.push_str("</table>\n");
     for (dir, data) in &runs {
-        if data.evals.is_empty() {
-            continue;
-        }
-        let names: Vec<&String> = data.evals.values().flat_map(|m| m.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let _ = write!(html, "<h2>Evaluations: {}</h2>\n<table><tr><th>phase</th><th>step</th>", escape(&run_label(dir)));
-        for n in &names {
-            let _ = write!(html, "<th>{}</th>", escape(n));
-        }
-        html.push_str("</tr>\n");
-        for ((phase, step), m) in &data.evals {
-            let _ = write!(html, "<tr><td>{phase}</td><td>{step}</td>");
-            for n in &names {
-                let _ = write!(html, "<td>{}</td>", m.get(*n).map_or(String::new(), |v| format!("{v:.4}")));
-            }
-            html.push_str("</tr>\n");
-        }
-        html.push_str("</table>\n");
+        eval_table(&mut html, dir, data);
     }
     // What a user reads first: losses, then over-fitting, then speed and schedule, then metrics.
     let rank = |t: &str| ["loss", "fine-tuning: training vs held-out loss", "throughput", "learning rate"].iter().position(|x| *x == t).unwrap_or(4);
@@ -270,15 +281,15 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
 mod tests {
     use super::*;
 
-    const EVENTS: &str = r#"{"phase":"pretrain","step":1,"loss":9.0,"losses":{"mlm":8.3,"nsp":0.7},"lr":0.0,"tokens_per_second":100.0}
-{"phase":"pretrain","step":2,"loss":8.0,"losses":{"mlm":7.4,"nsp":0.6},"lr":0.1,"tokens_per_second":120.0}
-{"phase":"pretrain","step":2,"eval":{"mlm_loss":7.9,"accuracy":0.1}}
-{"phase":"finetune","step":5,"loss":0.6,"lr":0.01,"tokens_per_second":90.0}
-{"phase":"finetune","step":5,"eval":{"accuracy":0.8,"loss":0.7,"precision.ham":0.7}}"#;
+    const EVENTS: &str = r#"{"kind":"step","phase":"pretrain","step":1,"loss":9.0,"losses":{"mlm":8.3,"nsp":0.7},"lr":0.0,"grad_norm":1.0,"tokens":64,"tokens_per_second":100.0,"elapsed_s":0.6,"data_wait_share":0.0}
+{"kind":"step","phase":"pretrain","step":2,"loss":8.0,"losses":{"mlm":7.4,"nsp":0.6},"lr":0.1,"grad_norm":1.0,"tokens":128,"tokens_per_second":120.0,"elapsed_s":1.1,"data_wait_share":0.0}
+{"kind":"eval","phase":"pretrain","step":2,"eval":{"mlm_loss":7.9,"accuracy":0.1}}
+{"kind":"step","phase":"finetune","step":5,"loss":0.6,"losses":{},"lr":0.01,"grad_norm":1.0,"tokens":50,"tokens_per_second":90.0,"elapsed_s":0.5,"data_wait_share":0.0}
+{"kind":"eval","phase":"finetune","step":5,"eval":{"accuracy":0.8,"loss":0.7,"precision.ham":0.7}}"#;
 
     #[test]
     fn events_become_charts_tables_and_a_train_vs_held_out_curve() {
-        let r = collect(EVENTS);
+        let r = collect(&crate::actors::events::parse_records(EVENTS).unwrap());
         let c = &r.charts;
         assert_eq!(c["loss"].keys().collect::<Vec<_>>(), vec!["finetune", "pretrain mlm", "pretrain nsp"]);
         assert_eq!(c["eval accuracy"]["pretrain"], vec![(2.0, 0.1)]);

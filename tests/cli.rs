@@ -1,7 +1,7 @@
 //! The `pretune` binary: bad input, preview, tokenizer training, live metrics.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::{bin, free_port, http_get, root, run_cli, tiny_config};
 
@@ -128,21 +128,10 @@ fn live_metrics_show_trainer_tokens_for_pretraining() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut body = String::new();
-    let trainer_tokens = |b: &str| {
-        b.lines()
-            .find(|l| l.starts_with("pretune_tokens_total{") && l.contains("phase=\"pretrain\"") && l.contains("stage=\"trainer\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    while Instant::now() < deadline {
-        body = http_get(port, "/metrics").unwrap_or_default();
-        if trainer_tokens(&body) > 0.0 && body.contains("pretune_step_duration_seconds_bucket") && body.contains("pretune_records_skipped_total") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let trainer_tokens = |b: &str| crate::util::metric_value(b, "pretune_tokens_total", &[("phase", "pretrain"), ("stage", "trainer")]).unwrap_or(0.0);
+    let body = crate::util::eventually(Duration::from_secs(120), "trainer tokens, step durations and skipped records on /metrics", || {
+        http_get(port, "/metrics").filter(|b| trainer_tokens(b) > 0.0 && b.contains("pretune_step_duration_seconds_bucket") && b.contains("pretune_records_skipped_total"))
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert!(trainer_tokens(&body) > 0.0, "no trainer tokens in:\n{body}");

@@ -4,11 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pretune::actors::control::StopFlag;
 use pretune::actors::loader::Loader;
-use pretune::actors::train_stream;
 use pretune::checkpoint::CheckpointStore;
 
 use crate::util::{bin, free_port, root, run_cli, tiny_config, weights};
@@ -45,13 +44,9 @@ fn latest(run: &Path) -> PathBuf {
 }
 
 /// `step -> (loss, tokens)` of a run's events.
-fn steps(events: &Path) -> BTreeMap<u64, (f64, u64)> {
-    std::fs::read_to_string(events)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, (v.get("loss")?.as_f64()?, v.get("tokens")?.as_u64()?))))
-        .collect()
+/// `step -> (loss, tokens)` of a run folder's logged steps.
+fn steps(out: &Path) -> BTreeMap<u64, (f64, u64)> {
+    crate::util::steps(out).into_iter().map(|s| (s.step, (s.loss, s.tokens))).collect()
 }
 
 #[test]
@@ -86,7 +81,7 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     assert!(init_gap > 1e-4, "weights did not change between steps 3 and 6");
 
     // The logged loss and token counts are global: the same as one process's.
-    let (e2, e1) = (steps(&two.join("events.jsonl")), steps(&one.join("events.jsonl")));
+    let (e2, e1) = (steps(&two), steps(&one));
     for step in 1..=6 {
         let ((l2, t2), (l1, t1)) = (e2[&step], e1[&step]);
         assert!((l2 - l1).abs() < 1e-4, "step {step}: loss {l2} vs {l1}");
@@ -128,12 +123,7 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     let out = wait_with_timeout(node0, Duration::from_secs(120));
     assert!(out.status.success(), "node 0: {}", String::from_utf8_lossy(&out.stderr));
     let served = |b: &str| b.lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("rank=\"1\"") && l.ends_with(" 6"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut body = String::new();
-    while !served(&body) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        body = crate::util::http_get(metrics, "/metrics").unwrap_or_default();
-    }
+    let body = crate::util::eventually(Duration::from_secs(30), "node 1's metrics on the base port show its 6 steps", || crate::util::http_get(metrics, "/metrics").filter(|b| served(b)));
     // SAFETY: signals the process group this test created (the launcher and its rank).
     unsafe { libc::kill(-(node1.id() as i32), libc::SIGKILL) };
     let _ = node1.wait();
@@ -159,17 +149,16 @@ fn the_reducer_launches_all_reduces_before_the_backward_pass_ends() {
     s.extend(["dist.bucket_mb=0.05".to_string(), format!("run.out_dir=\"{}\"", run.display())]);
     let (code, _, err) = run_cli(&with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s));
     assert_eq!(code, 0, "{err}");
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(run.join("events.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v.get("buckets").is_some()).collect();
+    let events: Vec<pretune::actors::events::BucketReport> = crate::util::steps(&run).into_iter().filter_map(|s| s.buckets).collect();
     assert_eq!(events.len(), 6, "every logged step reports its buckets");
-    let ms = |v: &serde_json::Value, k: &str| -> Vec<f64> { v["buckets"][k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect() };
-    assert_eq!(ms(&events[0], "launched_ms").len(), 1, "the first update reduces one bucket");
+    assert_eq!(events[0].launched_ms.len(), 1, "the first update reduces one bucket");
     let mut overlapped = 0;
     for e in &events[1..] {
-        let (launched, done) = (ms(e, "launched_ms"), ms(e, "done_ms"));
-        assert!(launched.len() >= 3, "rebuilt buckets of 0.05 MiB: {e}");
-        assert!(launched.iter().chain(&done).all(|t| t.is_finite() && *t <= 0.0), "every bucket launched and done before the backward returned: {e}");
+        let (launched, done) = (e.launched_ms.clone(), e.done_ms.clone());
+        assert!(launched.len() >= 3, "rebuilt buckets of 0.05 MiB: {e:?}");
+        assert!(launched.iter().chain(&done).all(|t| t.is_finite() && *t <= 0.0), "every bucket launched and done before the backward returned: {e:?}");
         let last_ready = launched.iter().copied().fold(f64::MIN, f64::max);
-        assert!(launched[0] < last_ready, "bucket 0 launched while gradients were still being computed: {e}");
+        assert!(launched[0] < last_ready, "bucket 0 launched while gradients were still being computed: {e:?}");
         overlapped += usize::from(done.iter().any(|&d| d < last_ready));
     }
     assert!(overlapped > 0, "no bucket's all-reduce completed before the last gradient was ready: {events:?}");
@@ -185,13 +174,13 @@ fn the_ranks_read_disjoint_shards_that_cover_the_data() {
     let batches = |shard: Option<(usize, usize)>, batch_size: usize| -> Vec<BTreeSet<u64>> {
         let (tx, rx) = crossbeam_channel::bounded(64);
         let loader = Loader {
-            stream: train_stream(&plan, Default::default()),
+            stream: plan.train_source(Default::default()),
             batch_size,
             first_seq: 0,
             tx,
             stop: StopFlag::new(),
             events: std::sync::Arc::new(|_| {}),
-            phase: "pretrain",
+            phase: pretune::workload::Phase::Pretrain,
             shard,
         };
         let h = std::thread::spawn(move || loader.run());
@@ -242,43 +231,29 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
     };
     let rank0 = spawn("0");
     let mut rank1 = spawn("1");
-    let t0 = Instant::now();
-    while steps_logged(&run.join("events.jsonl")) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the ranks never trained");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::util::eventually(Duration::from_secs(120), "the ranks trained 3 steps", || (steps_logged(&run) >= 3).then_some(()));
     // Each rank serves its metrics on the base port + its rank, labelled with it.
     for rank in 0..2u16 {
         let body = crate::util::http_get(metrics + rank, "/metrics").unwrap_or_default();
         assert!(body.contains(&format!("rank=\"{rank}\"")) && body.contains("pretune_steps_total"), "rank {rank}: {body}");
     }
     rank1.kill().unwrap();
-    let killed = Instant::now();
     let out = wait_with_timeout(rank0, Duration::from_secs(90));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "rank 0 should fail: {err}");
-    assert!(killed.elapsed() < Duration::from_secs(90));
     assert!(err.contains("rank 0 of 2") && err.contains("failed"), "unclear error: {err}");
     let _ = rank1.wait();
 }
 
-fn steps_logged(events: &Path) -> usize {
-    std::fs::read_to_string(events).map(|s| s.lines().filter(|l| l.contains("\"elapsed_s\"")).count()).unwrap_or(0)
+fn steps_logged(out: &Path) -> usize {
+    crate::util::steps(out).len()
 }
 
-fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits at most `limit` for `child`, draining its piped streams meanwhile (a rank blocked
+/// on a full stderr pipe would never finish).
+fn wait_with_timeout(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let (status, stdout, stderr) = crate::util::Drained::adopt(child).output(limit);
+    std::process::Output { status, stdout: stdout.into_bytes(), stderr: stderr.into_bytes() }
 }
 
 #[test]
@@ -304,7 +279,7 @@ fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
     for (k, t) in &a {
         assert!(t.equal(&b[k]), "{k} differs after the resume");
     }
-    let (ea, eb) = (steps(&straight.join("events.jsonl")), steps(&resumed.join("events.jsonl")));
+    let (ea, eb) = (steps(&straight), steps(&resumed));
     for step in 4..=6 {
         assert_eq!(ea[&step], eb[&step], "step {step}");
     }
@@ -329,18 +304,14 @@ fn a_signal_to_the_launcher_stops_every_rank_at_the_same_step_with_a_checkpoint(
     let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &sets(8, 100_000));
     args.extend(["--set".into(), "train.checkpoint_every=0".into()]);
     let launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    while steps_logged(&run.join("events.jsonl")) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the ranks never trained");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::util::eventually(Duration::from_secs(120), "the ranks trained 3 steps", || (steps_logged(&run) >= 3).then_some(()));
     // SAFETY: a pid we spawned.
     unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
     let out = wait_with_timeout(launcher, Duration::from_secs(90));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let last = |events: &Path| *steps(events).keys().last().unwrap();
-    let (s0, s1) = (last(&run.join("events.jsonl")), last(&run.join("ranks/rank-1/events.jsonl")));
+    let last = |out: &Path| *steps(out).keys().last().unwrap();
+    let (s0, s1) = (last(&run), last(&run.join("ranks/rank-1")));
     assert_eq!(s0, s1, "the ranks stopped after different steps");
     assert!(latest(&run).ends_with(format!("step-{s0:08}")), "{}", latest(&run).display());
 }

@@ -12,7 +12,7 @@ use pretune::batch::RawBatch;
 use pretune::checkpoint::CheckpointStore;
 
 
-use crate::util::{bin, free_port, load_plan, run_cli, tiny_config};
+use crate::util::{bin, eventually, free_port, load_plan, run_cli, tiny_config};
 
 /// What the collector saw: step, learning rate, loss, arrival time.
 type Seen = Arc<Mutex<Vec<(u64, f64, Option<f64>, Instant)>>>;
@@ -210,18 +210,14 @@ fn the_control_endpoint_needs_a_token_off_loopback_and_obeys_it() {
     assert!(err.contains("control.token"), "{err}");
 
     let out = dir.path().join("ctl");
-    let mut child = std::process::Command::new(bin())
+    let mut child = crate::util::KillOnDrop(std::process::Command::new(bin())
         .args(["train", c, "--set", &format!("control.listen=0.0.0.0:{port}"), "--set", "control.token=s3cret"])
         .args(["--set", "train.max_steps=100000", "--set", "train.log_every=1", "--set", "data.eval=[]", "--set", &format!("run.out_dir={}", out.display())])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(out.join("events.jsonl")).is_ok_and(|t| t.lines().count() >= 2) {
-        assert!(Instant::now() < deadline, "the run did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .unwrap());
+    eventually(Duration::from_secs(60), "the run started", || std::fs::read_to_string(out.join("events.jsonl")).is_ok_and(|t| t.lines().count() >= 2).then_some(()));
     let addr = format!("127.0.0.1:{port}");
     let (code, _, err) = run_cli(&["ctl", &addr, "stop"]);
     assert_eq!(code, 1, "refused without the token: {err}");
@@ -231,22 +227,15 @@ fn the_control_endpoint_needs_a_token_off_loopback_and_obeys_it() {
     assert!(stdout.contains("set_learning_rate"), "{stdout}");
     let (code, _, err) = run_cli(&["ctl", &addr, "stop", "--token", "s3cret"]);
     assert_eq!(code, 0, "{err}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the run did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = crate::util::wait_bounded(&mut child.0, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0));
     let latest = CheckpointStore::new(out.join("checkpoints")).latest().expect("a checkpoint on stop");
     CheckpointStore::verify(&latest).unwrap();
-    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
-    assert!(events.contains("\"set_learning_rate\"") && events.contains("\"stop\""), "commands are logged");
+    let commands: Vec<Command> = crate::util::records(&out).into_iter().filter_map(|r| match r {
+        pretune::actors::events::Record::Command(c) => Some(c),
+        _ => None,
+    }).collect();
+    assert_eq!(commands, vec![Command::SetLearningRate { lr: 0.0005 }, Command::Stop], "commands are logged");
 }
 
 /// Every example runs on the tiny configs and prints what its README says.
@@ -261,11 +250,10 @@ fn the_examples_run() {
         ("custom_objective", "shuffle_accuracy"),
         ("multilabel_head", "accuracy.long"),
     ] {
-        let exe = root.join("target/debug/examples").join(example);
+        let exe = crate::util::example(example);
         assert!(exe.exists(), "{} is built by `cargo test`", exe.display());
-        let out = std::process::Command::new(&exe).current_dir(&root).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        let (status, stdout, stderr) = crate::util::Drained::spawn(std::process::Command::new(&exe).current_dir(&root)).output(Duration::from_secs(600));
+        assert!(status.success(), "{example}: {stderr}");
         assert!(stdout.contains(expect), "{example} printed:\n{stdout}");
     }
 }

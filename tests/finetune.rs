@@ -23,22 +23,22 @@ fn task_heads_match_transformers_logits_and_losses() {
     let cfg: BertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let b = read(&dir.join("batch.safetensors"));
     let _g = tch::no_grad_guard();
-    for (name, kind, n) in [("cls", HeadKind::SequenceClassification, 3), ("reg", HeadKind::Regression, 1), ("tag", HeadKind::TokenClassification, 5)] {
+    for (name, kind, n) in [("cls", HeadKind::SequenceClassification, 3), ("reg", HeadKind::SequenceClassification, 1), ("tag", HeadKind::TokenClassification, 5)] {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = BertForTask::new(&vs.root(), &cfg, kind, n);
         vs.load(dir.join(format!("{name}_weights.safetensors"))).unwrap();
         let logits = model.forward(&b["input_ids"], &b["token_type_ids"], &b["lengths"], false);
         let want = &b[&format!("{name}_logits")];
         let labels = &b[&format!("{name}_labels")];
-        let (d, loss) = match kind {
-            HeadKind::TokenClassification => {
+        let (d, loss) = match (kind, n) {
+            (HeadKind::TokenClassification, _) => {
                 // Padding rows differ by design (nothing reads them): compare real tokens.
                 let m = b["attention_mask"].to_kind(Kind::Bool).unsqueeze(-1);
                 let d = (&logits - want).abs().masked_fill(&m.logical_not(), 0.0).max().double_value(&[]);
                 let l = logits.view([-1, n]).cross_entropy_loss::<Tensor>(&labels.view([-1]), None, Reduction::Mean, -100, 0.0);
                 (d, l)
             }
-            HeadKind::Regression => (max_abs_diff(&logits, want), logits.view([-1]).mse_loss(labels, Reduction::Mean)),
+            (_, 1) => (max_abs_diff(&logits, want), logits.view([-1]).mse_loss(labels, Reduction::Mean)),
             _ => (max_abs_diff(&logits, want), logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)),
         };
         assert!(d < 1e-5, "{name}: logits differ by {d}");
@@ -76,7 +76,7 @@ fn minilm_from_its_hugging_face_folder_matches_transformers_hidden_states() {
 pub(crate) fn finetune(cfg: &Path, overrides: &[&str]) -> RunSummary {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let plan = pretune::plan::load_and_resolve(cfg, &o).unwrap();
-    assert_eq!(plan.phase(), "finetune");
+    assert_eq!(plan.phase(), pretune::workload::Phase::Finetune);
     run(plan).unwrap()
 }
 
@@ -108,7 +108,8 @@ fn exported_checkpoints_load_in_transformers_with_the_same_logits() {
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
     let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, 2);
+    assert_eq!(spec.kind, "sequence_classification");
+    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::SequenceClassification, 2);
     vs.load(ck.join("model.safetensors")).unwrap();
     let _g = tch::no_grad_guard();
     let input = Tensor::from_slice(&ids.concat()).view([2, 6]);
@@ -161,7 +162,8 @@ fn exported_mlm_and_token_classification_checkpoints_match_transformers() {
     let ck = s.best_checkpoint.clone().unwrap();
     let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(pretune::checkpoint::CheckpointStore::verify(&ck).unwrap().model).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, spec.kind, spec.labels.len() as i64);
+    assert_eq!(spec.kind, "token_classification");
+    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::TokenClassification, spec.labels.len() as i64);
     vs.load(ck.join("model.safetensors")).unwrap();
     let ours: Vec<f64> = tch::no_grad(|| {
         let input = Tensor::from_slice(&ids[0]).view([1, 5]);
@@ -290,7 +292,7 @@ fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
 /// answer tokens' log-probabilities summed by hand.
 #[test]
 fn cloze_scores_equal_a_direct_computation() {
-    use pretune::finetune::cloze::{collate, scores, ClozeSpec};
+    use pretune::finetune::tasks::cloze::{collate, scores, ClozeSpec};
     use pretune::objective::DeviceBatch;
     use pretune::finetune::data::TaskExample;
     use pretune::masking::glm::GlmIds;
@@ -312,10 +314,10 @@ fn cloze_scores_equal_a_direct_computation() {
     let vs = nn::VarStore::new(Device::Cpu);
     let glm = Glm::new(&vs.root(), &cfg);
     let ids = GlmIds { cls: 1, mask: 2, smask: 3, gmask: 4, sop: 5, eop: 6 };
-    let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], model: pretune::finetune::cloze::ClozeModel::Glm(ids) };
+    let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], model: pretune::finetune::tasks::cloze::ClozeModel::Glm(ids) };
     let ex = |toks: Vec<u32>, label: i64| {
         let blank = toks.iter().position(|&t| t == 2);
-        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], window: None }
+        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], window: None, shown: None }
     };
     let examples = [ex(vec![1, 10, 11, 2, 12], 1), ex(vec![1, 13, 2, 14, 15, 16, 17], 0)];
     let refs: Vec<&TaskExample> = examples.iter().collect();
@@ -410,7 +412,7 @@ fn fetched_labelled_sets_read_with_their_label_sets() {
 /// BERT without an MLM head is refused.
 #[test]
 fn bert_cloze_fine_tuning_scores_with_the_mlm_head() {
-    use pretune::finetune::cloze::{bert_scores, encode, ClozeModel, ClozeSpec};
+    use pretune::finetune::tasks::cloze::{bert_scores, encode, ClozeModel, ClozeSpec};
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::util::tiny_config(dir.path());
     pretune::actors::run(pretune::plan::load_and_resolve(&cfg, &["train.max_steps=20".into(), "data.eval=[]".into()]).unwrap()).unwrap();
@@ -447,7 +449,7 @@ fn bert_cloze_fine_tuning_scores_with_the_mlm_head() {
     let fields = pretune::finetune::data::Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() };
     let recs = pretune::finetune::data::read_classification(&spam.join("dev.jsonl"), &fields).unwrap();
     let examples: Vec<_> = recs.iter().take(3).map(|r| encode(&tok, r, 0, &cloze, 64).unwrap()).collect();
-    let b = pretune::finetune::cloze::collate(&examples.iter().collect::<Vec<_>>(), &cloze, tok.special_ids().pad);
+    let b = pretune::finetune::tasks::cloze::collate(&examples.iter().collect::<Vec<_>>(), &cloze, tok.special_ids().pad);
     assert_eq!(b.batch_size, 6, "one row per example and answer length");
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = pretune::model::bert::BertForMaskedLM::new(&vs.root(), &spec.config);

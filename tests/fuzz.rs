@@ -178,7 +178,7 @@ fn no_malformed_data_file_reaches_a_panic() {
                 match catch_unwind(AssertUnwindSafe(|| pretune::plan::load_and_resolve(&cfg, &o))) {
                     Err(_) => panic!("{kind} / {what} / {policy}: panicked"),
                     Ok(Ok(plan)) => {
-                        let t = plan.task.unwrap();
+                        let t = plan.task().unwrap();
                         if policy == "fail" {
                             assert!(t.skipped.is_empty(), "{kind} / {what}: fail skipped records");
                         }

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{bin, free_port, ft_config, http_get, root, tiny_config};
+use crate::util::{bin, eventually, free_port, ft_config, http_get, metric_value, root, scrape, tiny_config};
 
 /// Kills the child by PID when dropped, so no test leaves a process behind.
 struct Guard(Child);
@@ -41,15 +41,10 @@ fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> Guard {
 
 /// Polls `/metrics` until the trainer has counted tokens, then returns the page.
 fn scrape_when_training(port: u16, phase: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        let body = http_get(port, "/metrics").unwrap_or_default();
-        if body.lines().any(|l| l.starts_with("pretune_tokens_total{") && l.contains(&format!("phase=\"{phase}\"")) && l.contains("stage=\"trainer\"") && !l.ends_with(" 0")) {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no {phase} trainer tokens on :{port}");
+    eventually(Duration::from_secs(300), format!("{phase} trainer tokens on :{port}"), || {
+        let page = http_get(port, "/metrics")?;
+        (metric_value(&page, "pretune_tokens_total", &[("phase", phase), ("stage", "trainer")])? > 0.0).then_some(page)
+    })
 }
 
 fn promtool_check(body: &str) {
@@ -82,36 +77,23 @@ fn prom_query_path(port: u16, path: &str) -> serde_json::Value {
 /// `n` consecutive free ports (the first is returned): a data-parallel run serves rank r on
 /// its base port + r.
 fn free_port_block(n: u16) -> u16 {
-    loop {
+    eventually(Duration::from_secs(10), format!("{n} consecutive free ports"), || {
         let base = free_port();
-        if base < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
+        (base < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())).then_some(base)
+    })
 }
 
 /// Polls `/metrics` on `port` until `phase` has counted `steps` updates.
 fn wait_for_steps(port: u16, phase: &str, steps: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let done = |body: String| body.lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains(phase) && l.ends_with(&format!(" {steps}")));
-    while !done(http_get(port, "/metrics").unwrap_or_default()) {
-        assert!(Instant::now() < deadline, "{phase} did not reach {steps} updates");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(limit, format!("{phase} reached {steps} updates"), || (scrape(port, "pretune_steps_total", &[("phase", phase)])? == steps as f64).then_some(()));
 }
 
 /// Polls Prometheus until the instant query `expr` returns `want`.
 fn wait_for_prometheus(prom_port: u16, expr: &str, want: f64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually(limit, format!("Prometheus saw {expr} = {want}"), || {
         let v = prom_query(prom_port, expr);
-        let got = v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok());
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "Prometheus never saw {expr} = {want}: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok()) == Some(want)).then_some(())
+    });
 }
 
 fn by_phase(v: &serde_json::Value) -> std::collections::BTreeMap<String, f64> {
@@ -154,22 +136,14 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
         .spawn()
         .expect("prometheus (Debian package; `make setup` installs it)");
     let _prom = Guard(prom);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(prom_port, "/-/ready").is_none_or(|b| !b.contains("Ready")) {
-        assert!(Instant::now() < deadline, "prometheus did not get ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(30), "prometheus got ready", || http_get(prom_port, "/-/ready").filter(|b| b.contains("Ready")));
     // The alert rules load and evaluate.
     let groups = prom_query_path(prom_port, "/api/v1/rules");
     let loaded: Vec<&str> = groups["data"]["groups"][0]["rules"].as_array().map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
     assert_eq!(loaded.len(), 7, "alert rules: {groups}");
 
     // The scrape loop runs before training starts (`up` exists, 0 while nothing listens).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while prom_query(prom_port, "up")["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-        assert!(Instant::now() < deadline, "prometheus never scraped");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(Duration::from_secs(30), "prometheus scraped", || prom_query(prom_port, "up")["data"]["result"].as_array().is_some_and(|r| !r.is_empty()).then_some(()));
     // Phase 1: pre-training on 2 ranks, with evaluations and checkpoints; long enough for
     // several scrapes; both ranks linger so their series stay fresh while the queries run.
     let cfg = tiny_config(dir.path());
@@ -205,7 +179,8 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     let _run = train(&ft, port + 2, 120, &["train.epochs=0", "train.max_steps=300", "train.eval_every=100", "metrics.run_id=ft-1rank", &format!("run.out_dir={}", dir.path().join("ft").display())]);
     promtool_check(&scrape_when_training(port + 2, "finetune"));
     wait_for_steps(port + 2, "finetune", 300, Duration::from_secs(400));
-    std::thread::sleep(Duration::from_millis(2500)); // two more scrapes of the final values
+    // Prometheus has scraped the final count (polled, not slept on).
+    wait_for_prometheus(prom_port, "max(pretune_steps_total{phase=\"finetune\"})", 300.0, Duration::from_secs(60));
     let finetune_done = std::time::SystemTime::now();
 
     // Both runs and both ranks are told apart by their labels.

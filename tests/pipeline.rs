@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use pretune::actors::control::StopFlag;
 use pretune::actors::trainer::Reorder;
-use pretune::actors::{eval_data, run, stream_settings, train_stream, DataPlane};
+use pretune::actors::{eval_data, run, DataPlane};
 use pretune::batch::HostBatch;
 use pretune::checkpoint::CheckpointStore;
 
@@ -48,7 +48,7 @@ fn one_and_four_masker_workers_produce_identical_batches() {
 fn stream_resumed_from_a_cursor_continues_with_the_same_examples() {
     let dir = tempfile::tempdir().unwrap();
     let p = plan(dir.path(), &["data.shuffle_block_docs=3"]);
-    let mut s = train_stream(&p, Default::default());
+    let mut s = p.train_source(Default::default());
     let mut all = Vec::new();
     let mut cursors = Vec::new();
     for _ in 0..400 {
@@ -56,7 +56,7 @@ fn stream_resumed_from_a_cursor_continues_with_the_same_examples() {
         all.push(s.next_example().unwrap().unwrap());
     }
     for at in [0usize, 1, 57, 203, 399] {
-        let mut r = ExampleStream::new(p.train_spans.clone(), p.tokenizer.clone(), stream_settings(&p, true), cursors[at]);
+        let mut r = ExampleStream::new(p.corpus().unwrap().train_spans.clone(), p.tokenizer.clone(), p.corpus().unwrap().stream_settings(&p.context(), true), cursors[at]);
         for want in &all[at..] {
             let got = r.next_example().unwrap().unwrap();
             assert_eq!((got.index, &got.payload), (want.index, &want.payload), "resumed at {at}");
@@ -73,13 +73,8 @@ fn tiny_mlm_run_learns_checkpoints_and_reloads_to_the_same_eval() {
     assert_eq!(summary.steps, 60);
 
     // The loss falls by a clear margin: ln(8000) ~ 9.0 at the start.
-    let events = std::fs::read_to_string(dir.path().join("run/events.jsonl")).unwrap();
-    let losses: Vec<f64> = events
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
-        .collect();
-    assert!(losses.len() >= 6, "{events}");
+    let losses: Vec<f64> = crate::util::losses(&dir.path().join("run")).into_values().collect();
+    assert!(losses.len() >= 6, "{losses:?}");
     assert!(losses[0] > 8.5, "starts near ln(vocab): {losses:?}");
     assert!(*losses.last().unwrap() < losses[0] - 1.5, "loss did not fall: {losses:?}");
 
@@ -99,8 +94,8 @@ fn tiny_mlm_run_learns_checkpoints_and_reloads_to_the_same_eval() {
     vs.load(latest.join("model.safetensors")).unwrap();
     let (step, reported) = summary.eval.expect("an evaluation at the end");
     assert_eq!(step, 60);
-    let data = eval_data(&eval_plan);
-    let again = pretune::objective::eval::evaluate(&model, &data.build().unwrap(), Device::Cpu, eval_plan.names);
+    let data = eval_data(&eval_plan).expect("held-out data");
+    let again = pretune::objective::eval::evaluate(&model, &data.build().unwrap(), Device::Cpu, eval_plan.corpus().unwrap().names);
     assert_eq!(again.get("scored_tokens"), reported.get("scored_tokens"));
     assert!((again.get("mlm_loss").unwrap() - reported.get("mlm_loss").unwrap()).abs() < 1e-9, "{again:?} vs {reported:?}");
     assert_eq!(again.get("accuracy"), reported.get("accuracy"));
@@ -113,11 +108,12 @@ fn eval_holdout_docs_moves_the_last_documents_out_of_training() {
     let whole = pretune::data::source::FileSpan::whole(crate::util::root().join("data/sotu/train.txt"), pretune::config::DataFormat::Auto);
     let offsets = pretune::data::source::document_offsets(&whole, &Default::default()).unwrap();
     let cut = offsets[offsets.len() - 3].0;
-    assert_eq!(p.train_spans.len(), 1);
-    assert_eq!(p.train_spans[0].end, Some(cut));
-    assert_eq!(p.eval_spans.len(), 1);
-    assert_eq!(p.eval_spans[0].start, cut);
-    let held = eval_data(&p).build().unwrap();
+    let corpus = p.corpus().unwrap();
+    assert_eq!(corpus.train_spans.len(), 1);
+    assert_eq!(corpus.train_spans[0].end, Some(cut));
+    assert_eq!(corpus.eval_spans.len(), 1);
+    assert_eq!(corpus.eval_spans[0].start, cut);
+    let held = eval_data(&p).expect("held-out data").build().unwrap();
     assert!(!held.is_empty());
 }
 
@@ -132,7 +128,7 @@ fn jsonl_and_globs_feed_the_same_pipeline() {
     }
     let glob = format!("data.train=[\"{}/part-*.jsonl\"]", dir.path().display());
     let p = plan(dir.path(), &[&glob, "data.eval=[]"]);
-    assert_eq!(p.train_spans.len(), 2);
+    assert_eq!(p.corpus().unwrap().train_spans.len(), 2);
     let batches = first_batches(&p, 2, 3);
     assert!(batches.iter().all(|b| b.batch_size == 16 && b.n_scored > 0));
 }
@@ -207,12 +203,7 @@ fn objective_run(overrides: &[&str]) -> (Vec<f64>, pretune::actors::RunSummary) 
     o.extend(overrides);
     let p = plan(dir.path(), &o);
     let summary = run(p).unwrap();
-    let events = std::fs::read_to_string(dir.path().join("run/events.jsonl")).unwrap();
-    let losses = events
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
-        .collect();
+    let losses = crate::util::losses(&dir.path().join("run")).into_values().collect();
     (losses, summary)
 }
 
@@ -222,15 +213,26 @@ fn mlm_with_nsp_and_whole_words_learns() {
     assert!(losses[0] > 9.0, "starts near ln(vocab) + ln 2: {losses:?}");
     assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
     let (_, m) = s.eval.unwrap();
-    let (nsp_loss, nsp_acc) = (m.get("nsp_loss").expect("NSP metrics"), m.get("nsp_accuracy").unwrap());
-    assert!(nsp_loss.is_finite() && (0.0..=1.0).contains(&nsp_acc));
+    assert!(m.get("nsp_loss").expect("NSP metrics").is_finite());
+    assert_whole_share(m.get("nsp_accuracy").unwrap(), &["objective.sentence_pair=\"nsp\"", "objective.unit=\"word\""]);
+}
+
+/// A pair accuracy is a count over the held-out pairs: times their number it is a whole
+/// number (a mean of per-batch means, or a share of padded rows, would not be).
+fn assert_whole_share(accuracy: f64, overrides: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o: Vec<&str> = vec!["data.eval_batches=2"];
+    o.extend(overrides);
+    let pairs: usize = eval_data(&plan(dir.path(), &o)).expect("held-out data").build().unwrap().iter().map(|b| b.pair_labels.len()).sum();
+    let hits = accuracy * pairs as f64;
+    assert!(pairs > 0 && (hits - hits.round()).abs() < 1e-9, "accuracy {accuracy} over {pairs} held-out pairs is not a count");
 }
 
 #[test]
 fn mlm_with_sop_and_spans_learns() {
     let (losses, s) = objective_run(&["objective.sentence_pair=\"sop\"", "objective.unit=\"span\""]);
     assert!(*losses.last().unwrap() < losses[0] - 1.5, "{losses:?}");
-    assert!(s.eval.unwrap().1.get("sop_accuracy").is_some());
+    assert_whole_share(s.eval.unwrap().1.get("sop_accuracy").expect("SOP metrics"), &["objective.sentence_pair=\"sop\"", "objective.unit=\"span\""]);
 }
 
 #[test]
@@ -291,13 +293,13 @@ fn group_by_length_cuts_pre_training_padding_and_keeps_the_cursor_exact() {
     let mut o = pairs.to_vec();
     o.push("train.group_by_length=true");
     let p = plan(dir.path(), &o);
-    let mut a = train_stream(&p, Default::default());
+    let mut a = p.train_source(Default::default());
     let all: Vec<_> = (0..300).map(|_| a.next_example().unwrap().unwrap()).collect();
-    let mut at = train_stream(&p, Default::default());
+    let mut at = p.train_source(Default::default());
     for _ in 0..137 {
         at.next_example().unwrap();
     }
-    let mut b = train_stream(&p, at.cursor());
+    let mut b = p.train_source(at.cursor());
     for want in &all[137..] {
         let got = b.next_example().unwrap().unwrap();
         assert_eq!((got.index, &got.payload), (want.index, &want.payload));

@@ -25,13 +25,7 @@ fn train(cfg: &Path, out: &Path, sets: &[&str], resume: Option<&Path>) -> String
 
 /// The held-out MLM loss of the last evaluation in `events.jsonl`.
 fn last_eval(out: &Path) -> f64 {
-    std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("eval")?.get("mlm_loss")?.as_f64())
-        .next_back()
-        .expect("an evaluation")
+    crate::util::evals(out).into_iter().filter_map(|(_, m)| m.get("mlm_loss")).next_back().expect("an evaluation")
 }
 
 fn mean_of_last(l: &std::collections::BTreeMap<u64, f64>, n: usize) -> f64 {
@@ -112,7 +106,7 @@ fn cuda_libraries_load_only_where_a_gpu_is() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     let check = |value: Option<&str>| check_with(&cfg, &[("PRETUNE_CUDA", value)]);
-    let has_gpu = pretune::cuda::wanted(None, Path::new("/")).is_ok();
+    let has_gpu = matches!(pretune::cuda::wanted(None, Path::new("/")), pretune::cuda::Wanted::Yes(_));
     let default = check(None);
     if has_gpu {
         assert!(default.contains("; CUDA libraries loaded (found "), "{default}");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pretune::actors::control::StopFlag;
 use pretune::actors::trainer::Reorder;
-use pretune::actors::{train_stream, DataPlane};
+use pretune::actors::DataPlane;
 use pretune::batch::HostBatch;
 use pretune::plan::RunPlan;
 
@@ -64,16 +64,17 @@ fn prepared_data_gives_the_batches_of_the_text_for_mlm_nsp_whole_words_glm_and_c
             with.push("data.eval=[]".into());
         }
         let prepared = load_plan(&cfg, &with);
-        assert!(prepared.prepared.is_some() && text.prepared.is_none());
-        assert_eq!(prepared.train_spans, text.train_spans, "{sets:?}");
-        assert_eq!(prepared.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), text.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), "{sets:?}");
+        let (pc, tc) = (prepared.corpus().unwrap(), text.corpus().unwrap());
+        assert!(pc.prepared.is_some() && tc.prepared.is_none());
+        assert_eq!(pc.train_spans, tc.train_spans, "{sets:?}");
+        assert_eq!(pc.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), tc.eval_spans.iter().map(|s| (&s.path, s.start, s.end)).collect::<Vec<_>>(), "{sets:?}");
         let (a, b) = (batches(&text, 30), batches(&prepared, 30));
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x, y, "{sets:?}: batch {} differs", x.seq);
         }
         // The held-out stream too.
         let eval = |p: &RunPlan| -> Vec<_> {
-            let mut s = (pretune::actors::eval_data(p).source)();
+            let mut s = (pretune::actors::eval_data(p).expect("held-out data").source)();
             std::iter::from_fn(|| s.next_example().unwrap()).map(|e| e.payload).collect()
         };
         let (ea, eb) = (eval(&text), eval(&prepared));
@@ -100,7 +101,7 @@ fn prepared_data_gives_the_batches_of_the_text_for_mlm_nsp_whole_words_glm_and_c
     let prepared = load_plan(&cfg, &with);
     let (a, b) = (batches(&text, 20), batches(&prepared, 20));
     assert_eq!(a, b, "Chinese whole-word batches differ");
-    let mut s = train_stream(&prepared, Default::default());
+    let mut s = prepared.train_source(Default::default());
     let ex = s.next_example().unwrap().unwrap();
     let pretune::data::stream::Payload::Single(seg) = ex.payload else { panic!("a segment") };
     let words = seg.word_start.iter().filter(|&&w| w).count();
@@ -120,7 +121,7 @@ fn cursors_carry_over_between_text_and_prepared_data() {
     let mut with = sets.clone();
     with.extend([use_prepared(&prep), "data.eval=[]".into()]);
     let prepared = load_plan(&cfg, &with);
-    let mut s = train_stream(&text, Default::default());
+    let mut s = text.train_source(Default::default());
     let (mut all, mut cursors) = (Vec::new(), Vec::new());
     for _ in 0..300 {
         cursors.push(s.cursor());
@@ -128,7 +129,7 @@ fn cursors_carry_over_between_text_and_prepared_data() {
     }
     for at in [0usize, 1, 77, 250] {
         for to in [&prepared, &text] {
-            let mut r = train_stream(to, cursors[at]);
+            let mut r = to.train_source(cursors[at]);
             for want in &all[at..] {
                 let got = r.next_example().unwrap().unwrap();
                 assert_eq!((got.index, &got.payload), (want.index, &want.payload), "resumed at {at}");
@@ -214,26 +215,21 @@ fn mismatched_damaged_and_interrupted_datasets_are_clear_errors_and_prepare_repa
     let (code, _, err) = train(&[]);
     assert!(code != 0 && err.contains("tokens.bin") && err.contains("damaged"), "{err}");
 
-    // Interrupted: a preparation killed part-way leaves no manifest, which a run refuses; the
-    // next prepare starts clean.
+    // Interrupted: a preparation killed part-way (by a failpoint: SIGKILL once the old
+    // manifest is gone and the first split is being rewritten) leaves no manifest, which a run
+    // refuses; the next prepare starts clean.
     std::fs::rename(dir.path().join("moved.txt"), &corpus).unwrap();
-    let mut child = std::process::Command::new(crate::util::bin())
+    let status = std::process::Command::new(crate::util::bin())
         .args(["data", "prepare", cfg.to_str().unwrap(), "--out", prep.to_str().unwrap(), "--workers", "1", "--set", &sets[0], "--set", &sets[1]])
+        .env("PRETUNE_FAILPOINT", "prepare.split_created")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .status()
         .unwrap();
-    // The manifest goes first, before any array is rewritten.
-    let t0 = std::time::Instant::now();
-    while prep.join("manifest.json").exists() && t0.elapsed() < std::time::Duration::from_secs(30) {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "the failpoint killed it: {status:?}");
+    assert!(!prep.join("manifest.json").exists(), "no manifest after a killed preparation");
     let (code, _, err) = train(&[]);
-    if !prep.join("manifest.json").exists() {
-        assert!(code != 0 && err.contains("not a prepared dataset"), "{err}");
-    }
+    assert!(code != 0 && err.contains("not a prepared dataset"), "{err}");
     assert_eq!(prepare(&cfg, &prep, 2, &sets).0, 0);
     assert_eq!(train(&[]).0, 0);
     let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(prep.join("manifest.json")).unwrap()).unwrap();

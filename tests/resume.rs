@@ -165,14 +165,7 @@ fn signal(pid: u32, sig: i32) {
 }
 
 fn wait_for_step(out: &Path, step: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if out.join("events.jsonl").exists() && losses(out).keys().any(|&s| s >= step) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no step {step} within {limit:?}");
+    crate::util::eventually(limit, format!("step {step}"), || losses(out).keys().any(|&s| s >= step).then_some(()));
 }
 
 #[test]
@@ -281,12 +274,7 @@ fn retention_keeps_the_last_k_and_the_best_checkpoint() {
     let mut o = sets(&["train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=3", "train.keep_last=1", "train.lr=2e-2"]);
     o.push(format!("run.out_dir={}", out.display()));
     run(load_plan(&cfg, &o)).unwrap();
-    let evals: Vec<(u64, f64)> = std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("eval")?.get("mlm_loss")?.as_f64()?)))
-        .collect();
+    let evals: Vec<(u64, f64)> = crate::util::evals(&out).into_iter().filter_map(|(step, m)| Some((step, m.get("mlm_loss")?))).collect();
     assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 6, 9, 12]);
     let best_step = evals.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
     let store = CheckpointStore::new(out.join("checkpoints"));

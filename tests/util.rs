@@ -174,19 +174,102 @@ listen = ""
 }
 
 
-/// Waits for `child` at most `limit` (then kills it and fails the test).
-pub fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+/// Polls `condition` (every 50 ms) until it gives a value, at most `limit`, and fails the test
+/// naming `what` otherwise. Every wait in the tests goes through here: no fixed sleeps, no
+/// loop without a deadline.
+pub fn eventually<T>(limit: Duration, what: impl std::fmt::Display, mut condition: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+        if let Some(v) = condition() {
+            return v;
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(std::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits for `child` at most `limit` (then kills it and fails the test).
+pub fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let id = child.id();
+    let deadline = std::time::Instant::now() + limit;
+    eventually(limit + Duration::from_secs(1), format!("process {id} finished"), || match child.try_wait().unwrap() {
+        Some(status) => Some(status),
+        None if std::time::Instant::now() > deadline => {
+            let _ = child.kill();
+            panic!("process {id} did not finish within {limit:?}");
+        }
+        None => None,
+    })
+}
+
+/// The value of the first sample of `metric` in a Prometheus text page whose labels include
+/// every `name="value"` pair of `labels`.
+pub fn metric_value(page: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+        (name == metric && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Scrapes `/metrics` on `port` for one series ([`metric_value`]); `None` while nothing
+/// answers or the series is not there yet.
+pub fn scrape(port: u16, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric_value(&http_get(port, "/metrics")?, metric, labels)
+}
+
+/// Spawns `cmd` with its stdout and stderr drained on threads (a child blocked on a full pipe
+/// would stall the test); the drained text comes back from [`Drained::output`].
+pub struct Drained {
+    /// The child.
+    pub child: std::process::Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drained {
+    /// Spawns `cmd` with both streams piped and drained.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self::adopt(cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+    }
+
+    /// Drains whichever of a spawned child's streams are piped.
+    pub fn adopt(mut child: std::process::Child) -> Self {
+        fn drain(r: Option<impl Read + Send + 'static>) -> Option<std::thread::JoinHandle<String>> {
+            let mut r = r?;
+            Some(std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            }))
+        }
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        Drained { child, out, err }
+    }
+
+    /// Waits at most `limit` for the child; its status, stdout and stderr.
+    pub fn output(mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = wait_bounded(&mut self.child, limit);
+        let join = |h: Option<std::thread::JoinHandle<String>>| h.map(|h| h.join().unwrap()).unwrap_or_default();
+        (status, join(self.out.take()), join(self.err.take()))
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An example binary built by `cargo test`, found next to this test binary (so `--release` or
+/// another target folder finds its own build, never a stale one).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/tests-HASH -> target/<profile>/examples/NAME
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    profile.join("examples").join(name)
 }
 
 /// The weights of a checkpoint folder, by name.
@@ -241,13 +324,40 @@ impl Drop for KillOnDrop {
 }
 
 
+/// The records of a run folder's `events.jsonl`, read as the report reads them; empty while
+/// the file does not exist yet.
+pub fn records(out: &Path) -> Vec<pretune::actors::events::Record> {
+    let path = out.join("events.jsonl");
+    if !path.exists() {
+        return Vec::new();
+    }
+    pretune::actors::events::read_records(&path).unwrap_or_else(|e| panic!("{}", pretune::error_chain(&e)))
+}
+
+/// The logged steps of a run folder's `events.jsonl`.
+pub fn steps(out: &Path) -> Vec<pretune::actors::events::StepReport> {
+    records(out)
+        .into_iter()
+        .filter_map(|r| match r {
+            pretune::actors::events::Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(step, metrics)` of every evaluation in a run folder's `events.jsonl`.
+pub fn evals(out: &Path) -> Vec<(u64, pretune::objective::EvalMetrics)> {
+    records(out)
+        .into_iter()
+        .filter_map(|r| match r {
+            pretune::actors::events::Record::Eval { step, eval, .. } => Some((step, eval)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `step -> loss` of every logged step in a run's `events.jsonl` (bit-exact: serde_json
 /// round-trips f64); empty while the file does not exist yet.
 pub fn losses(out: &Path) -> std::collections::BTreeMap<u64, f64> {
-    std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
-        .collect()
+    steps(out).into_iter().map(|s| (s.step, s.loss)).collect()
 }

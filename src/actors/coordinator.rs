@@ -8,13 +8,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient};
-use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::checkpointer::{Checkpointer, Flush, Verdict};
 use super::control::StopFlag;
 use crate::checkpoint::state::Best;
-use super::events::{Command, Event, SharedError, TrainerTotals};
+use super::events::{Command, Event, Record, SharedError, TrainerTotals};
 use super::progress::Progress;
 use crate::objective::eval::EvalMetrics;
 use crate::objective::Monitor;
@@ -94,7 +93,7 @@ impl Handler<Command> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, cmd: Command, _: &mut Context<Self>) {
-        let _ = writeln!(self.events, "{}", json!({ "command": cmd }));
+        self.log(&Record::Command(cmd.clone()));
         match &self.control {
             Some(tx) => {
                 if tx.try_send(cmd).is_err() {
@@ -154,8 +153,17 @@ impl Coordinator {
         self
     }
 
-    fn log_event(&mut self, v: serde_json::Value) {
-        let _ = writeln!(self.events, "{v}").and_then(|_| self.events.flush());
+    /// Appends a record to `events.jsonl` (a full disk loses the line, never the run: the
+    /// checkpoints are what a resume needs).
+    fn log(&mut self, r: &Record) {
+        match serde_json::to_string(r) {
+            Ok(line) => {
+                if let Err(e) = writeln!(self.events, "{line}").and_then(|_| self.events.flush()) {
+                    tracing::warn!(error = %e, "cannot append to events.jsonl");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize an event record"),
+        }
     }
 
     fn finish_if_settled(&mut self, ctx: &mut Context<Self>) {
@@ -224,20 +232,20 @@ impl Handler<Event> for Coordinator {
             Event::StepDone(_) => {}
             Event::Paused { phase, step } => {
                 self.progress.println(&format!("{phase}: paused after step {step} (`resume` continues)"));
-                self.log_event(json!({ "paused": step, "phase": phase }));
+                self.log(&Record::Paused { phase, step });
             }
             Event::Resumed { phase, step } => {
                 self.progress.println(&format!("{phase}: resumed at step {step}"));
-                self.log_event(json!({ "resumed": step, "phase": phase }));
+                self.log(&Record::Resumed { phase, step });
             }
             Event::Step(r) => {
                 self.progress.step(&r);
-                self.log_event(serde_json::to_value(&r).unwrap_or_default());
+                self.log(&Record::Step(r));
             }
             Event::Eval { phase, step, metrics } => {
                 self.evals_seen += 1;
                 self.progress.println(&format!("eval  step {step}: {}", metrics.summary()));
-                self.log_event(json!({ "phase": phase, "step": step, "eval": metrics }));
+                self.log(&Record::Eval { phase, step, eval: metrics.clone() });
                 let best = self.monitor.score(&metrics).and_then(|score| improves(self.best, step, score));
                 if metrics.get(&self.monitor.metric).is_some() {
                     self.evals_since_best = if best.is_some() { 0 } else { self.evals_since_best + 1 };
@@ -261,7 +269,7 @@ impl Handler<Event> for Coordinator {
             Event::Saved { step, path, write_s, stall_s } => {
                 self.saves_seen += 1;
                 tracing::info!(step, path = %path.display(), write_s, stall_s, "checkpoint saved");
-                self.log_event(json!({ "step": step, "checkpoint": path, "write_s": write_s, "stall_s": stall_s }));
+                self.log(&Record::Checkpoint { step, checkpoint: path.clone(), write_s, stall_s });
                 if let Some(o) = self.outcome.as_mut() {
                     o.last_checkpoint = Some(path);
                     o.max_checkpoint_stall_s = o.max_checkpoint_stall_s.max(stall_s);
@@ -278,7 +286,7 @@ impl Handler<Event> for Coordinator {
             Event::Failed { stage, error } => {
                 self.stop.abort();
                 tracing::error!(stage, error = %error, "stage failed");
-                self.log_event(json!({ "failed": stage, "error": error.to_string() }));
+                self.log(&Record::Failed { stage: stage.to_owned(), error: crate::error_chain(error.as_ref()) });
                 if let Some(o) = self.outcome.as_mut() {
                     o.failure.get_or_insert((stage, error));
                 }

@@ -10,7 +10,7 @@ use tch::{nn, Device, Tensor};
 use super::control::Permits;
 use super::events::Event;
 use crate::batch::{HostBatch, RawBatch};
-use crate::data::stream::{ExampleSource, StreamError};
+use crate::data::stream::StreamError;
 use crate::metrics::names;
 use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
 use crate::rng::Purpose;
@@ -22,15 +22,14 @@ pub struct Evaluate {
     /// Step the weights are from.
     pub step: u64,
     /// Phase label.
-    pub phase: &'static str,
+    pub phase: crate::workload::Phase,
     /// CPU copies of every variable, by name.
     pub weights: Vec<(String, Tensor)>,
     /// libtorch threads for this evaluation.
     pub threads: usize,
 }
 
-/// Opens the held-out examples from the start (no shuffle, no repeat).
-pub type OpenSource = Box<dyn Fn() -> Box<dyn ExampleSource> + Send>;
+pub use crate::data::stream::OpenSource;
 
 /// Where the held-out batches come from; they are built once, on first use, on this thread.
 pub struct EvalData {

@@ -27,7 +27,7 @@ pub struct Loader {
     /// Where failures go.
     pub events: EventSink,
     /// `pretrain` or `finetune`.
-    pub phase: &'static str,
+    pub phase: crate::workload::Phase,
     /// `(rank, world)` of a distributed run: the Loader reads global batches of
     /// `batch_size × world` examples and keeps this rank's slice ([`crate::distributed::shard_range`]).
     pub shard: Option<(usize, usize)>,

@@ -12,7 +12,7 @@ use crate::rng::Purpose;
 use crate::metrics::names;
 
 /// One worker's loop. Ends when the Loader hangs up, the Trainer hangs up, or on abort.
-pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dyn Collator>, stop: StopFlag, phase: &'static str) {
+pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dyn Collator>, stop: StopFlag, phase: crate::workload::Phase) {
     let tokens = counter!(names::TOKENS, "phase" => phase, "stage" => "masker");
     let samples = counter!(names::SAMPLES, "phase" => phase, "stage" => "masker");
     for raw in rx.iter() {

@@ -19,6 +19,7 @@ use crate::checkpoint::state::{versions, CheckpointState, FORMAT_VERSION};
 use crate::data::stream::Cursor;
 use crate::metrics::names;
 use crate::objective::Monitor;
+use crate::workload::Phase;
 use crate::train::policy::{Due, EarlyStopping, StepPolicy};
 use crate::config::NonFinitePolicy;
 use crate::train::step::{StepOutput, StepResult, TrainState};
@@ -57,53 +58,99 @@ impl Reorder {
     }
 }
 
-/// Everything the Trainer thread owns or talks to.
+/// Everything the Trainer thread owns or talks to, in named parts.
 pub struct Trainer {
     /// Model, optimizer, schedule.
     pub state: TrainState,
-    /// Host batches from the Maskers.
-    pub rx: Receiver<HostBatch>,
-    /// When to log, evaluate, checkpoint.
-    pub policy: StepPolicy,
-    /// Micro-batches per update.
-    pub grad_accum: usize,
-    /// Run-wide stop.
-    pub stop: StopFlag,
-    /// Where steps, results and failures go (the Coordinator).
-    pub events: Recipient<Event>,
-    /// Held-out evaluation, if there is a split.
-    pub evaluator: Option<(Addr<Evaluator>, Permits)>,
-    /// Checkpoint writer.
-    pub checkpointer: (Addr<Checkpointer>, Permits),
-    /// Goes into every `state.json`.
-    pub seed: u64,
-    /// Resolved run config, as JSON, for `state.json`.
-    pub config_json: serde_json::Value,
-    /// Model config (HF names), for `state.json`.
-    pub model_json: serde_json::Value,
-    /// `pretrain` or `finetune`.
-    pub phase: &'static str,
+    /// Its channels: batches in, commands and evaluation results in, events out, the stop flag.
+    pub links: Links,
+    /// The actors it hands weight snapshots to.
+    pub peers: Peers,
+    /// When to log, evaluate, checkpoint and stop, and what to do about bad updates.
+    pub rules: Rules,
+    /// What every `state.json` records besides the weights.
+    pub provenance: Provenance,
+    /// Pre-training or fine-tuning.
+    pub phase: Phase,
     /// Where the run starts (zero, or a checkpoint's counters).
     pub start: StartPoint,
-    /// `skip` or `abort` on a non-finite update.
-    pub nonfinite: NonFinitePolicy,
-    /// Under `skip`: abort after this many in a row.
-    pub max_nonfinite_in_a_row: u32,
+    /// What loading `[init]` did (reported with the totals).
+    pub init: Option<crate::finetune::init::LoadReport>,
+    /// libtorch threads of the run (the Evaluator gets them for the evaluation after the last
+    /// step, one thread before that).
+    pub threads: usize,
+}
+
+/// The Trainer's channels.
+pub struct Links {
+    /// Host batches from the Maskers.
+    pub rx: Receiver<HostBatch>,
     /// Commands from the Coordinator (subscribers, the control endpoint), read between steps.
     pub control: Receiver<Command>,
     /// Evaluation results from the Evaluator, for early stopping.
     pub results: Receiver<EvalResult>,
+    /// Where steps, results and failures go (the Coordinator).
+    pub events: Recipient<Event>,
+    /// Run-wide stop.
+    pub stop: StopFlag,
+}
+
+/// The actors the Trainer hands weight snapshots to, each with its permits.
+pub struct Peers {
+    /// Held-out evaluation, if there is a split (and this is rank 0).
+    pub evaluator: Option<(Addr<Evaluator>, Permits)>,
+    /// Checkpoint writer.
+    pub checkpointer: (Addr<Checkpointer>, Permits),
+}
+
+/// The Trainer's policies.
+pub struct Rules {
+    /// When to log, evaluate, checkpoint.
+    pub policy: StepPolicy,
+    /// Micro-batches per update.
+    pub grad_accum: usize,
+    /// `skip` or `abort` on a non-finite update.
+    pub nonfinite: NonFinitePolicy,
+    /// Under `skip`: abort after this many in a row.
+    pub max_nonfinite_in_a_row: u32,
     /// The monitored metric and the patience policy on it. With patience, the Trainer waits
     /// for each evaluation's verdict before the next step, so a run stops after the same step
     /// whatever the timing (as `transformers`' Trainer, which evaluates in line).
     pub early: (Monitor, EarlyStopping),
-    /// What loading `[init]` did (reported with the totals).
-    pub init: Option<crate::finetune::init::LoadReport>,
-    /// Where the starting weights came from, for every `state.json`.
+}
+
+/// What every `state.json` records besides the weights.
+pub struct Provenance {
+    /// The run seed.
+    pub seed: u64,
+    /// Resolved run config, as JSON.
+    pub config_json: serde_json::Value,
+    /// Model description (HF names).
+    pub model_json: serde_json::Value,
+    /// Where the starting weights came from.
     pub init_from: Option<String>,
-    /// libtorch threads of the run (the Evaluator gets them for the evaluation after the last
-    /// step, one thread before that).
-    pub threads: usize,
+}
+
+/// What the training loop carries from one update to the next.
+struct LoopState {
+    m: TrainerMetrics,
+    reorder: Reorder,
+    p: Consumed,
+    micro: Vec<HostBatch>,
+    nonfinite_in_a_row: u32,
+    totals: TrainerTotals,
+    start: Instant,
+    since_log: LogMark,
+    requests: Requests,
+    last_checkpoint: Option<u64>,
+    interrupted: bool,
+    stopped_early: bool,
+}
+
+/// Whether the loop goes on after an update.
+enum Next {
+    Go,
+    Stop,
 }
 
 /// What the commands received so far ask of the next steps.
@@ -205,7 +252,8 @@ struct TrainerMetrics {
 }
 
 impl TrainerMetrics {
-    fn register(phase: &'static str, state: &TrainState, max_steps: u64) -> Self {
+    fn register(phase: Phase, state: &TrainState, max_steps: u64) -> Self {
+        let phase = phase.as_str();
         let m = TrainerMetrics {
             tokens: counter!(names::TOKENS, "phase" => phase, "stage" => "trainer"),
             samples: counter!(names::SAMPLES, "phase" => phase, "stage" => "trainer"),
@@ -241,109 +289,134 @@ impl Trainer {
     /// Runs to `max_steps`, a graceful stop, or an abort; reports the outcome to the Coordinator.
     pub fn run(mut self) {
         match self.train() {
-            Ok(totals) => self.events.do_send(Event::TrainerDone(totals)),
+            Ok(totals) => self.links.events.do_send(Event::TrainerDone(totals)),
             Err(e) => {
-                self.stop.abort();
-                self.events.do_send(Event::Failed { stage: "trainer", error: Arc::new(e) });
+                self.links.stop.abort();
+                self.links.events.do_send(Event::Failed { stage: "trainer", error: Arc::new(e) });
             }
         }
     }
 
     fn train(&mut self) -> Result<TrainerTotals, TrainerError> {
-        let m = TrainerMetrics::register(self.phase, &self.state, self.policy.max_steps);
-        let sp = self.start;
-        let mut reorder = Reorder::new(sp.batches);
         let first_step = self.state.step;
-        let mut p = Consumed { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 };
-        let mut nonfinite_in_a_row = 0u32;
-        let mut totals = TrainerTotals::default();
-        let start = Instant::now();
-        let mut since_log = LogMark { at: start, tokens: p.tokens, data_wait: Duration::ZERO };
-        let tokens_at_start = p.tokens;
-        let mut micro: Vec<HostBatch> = Vec::with_capacity(self.grad_accum);
-        let mut interrupted = false;
-        let mut stopped_early = false;
-        let mut last_checkpoint = None;
-        let mut requests = Requests::default();
-        while self.state.step < self.policy.max_steps {
-            self.take_commands(&mut requests);
-            // In a data-parallel run every rank stops after the same step.
-            if self.state.any_rank(self.stop.is_stopping())? {
-                if !self.stop.is_stopping() {
-                    self.stop.request_graceful();
-                }
-                interrupted = !self.stop.is_abort() && !stopped_early;
+        let mut lp = self.loop_state();
+        while self.state.step < self.rules.policy.max_steps {
+            if let Next::Stop = self.update(&mut lp)? {
                 break;
-            }
-            if let Some(lr) = requests.lr {
-                self.state.set_lr_override(Some(lr));
-            }
-            if !self.gather(&mut reorder, &mut micro, &mut p, &m) {
-                // Abort, or the data plane ended (its stage reports why).
-                break;
-            }
-            let t0 = Instant::now();
-            let result = self.state.train_step(&micro)?;
-            m.step_seconds.record(t0.elapsed().as_secs_f64());
-            let out = match result {
-                StepResult::Applied(out) => {
-                    nonfinite_in_a_row = 0;
-                    out
-                }
-                StepResult::Skipped(out) => {
-                    nonfinite_in_a_row += 1;
-                    m.nonfinite.increment(1);
-                    self.skip_nonfinite(&out, nonfinite_in_a_row)?;
-                    // The batches are consumed: a resume must not see them again.
-                    p.through(micro.last().expect("micro holds grad_accum >= 1 batches"));
-                    continue;
-                }
-            };
-            p.consume(&out, micro.last().expect("micro holds grad_accum >= 1 batches"));
-            m.after_update(&out, self.state.step);
-
-            let step = self.state.step;
-            let mut due = self.policy.due(step);
-            due.eval |= std::mem::take(&mut requests.evaluate) && self.evaluator.is_some();
-            due.checkpoint |= std::mem::take(&mut requests.checkpoint) || due.eval;
-            let logged_loss = due.log.then(|| self.report_step(&out, &p, &m, start, &mut since_log));
-            if let Some(loss) = logged_loss {
-                totals.final_loss = loss;
-            }
-            self.events.do_send(Event::StepDone(StepDone { phase: self.phase, step, lr: out.lr, tokens: p.tokens, loss: logged_loss }));
-            if !self.hand_over(due, &p, &mut totals, &mut last_checkpoint)? {
-                break;
-            }
-            if due.eval && self.evaluator.is_some() && self.early.1.patience > 0 && self.state.rank_world().0 == 0 && step < self.policy.max_steps {
-                match self.verdict(step) {
-                    Some(true) => {
-                        tracing::info!(step, metric = %self.early.0.metric, patience = self.early.1.patience, "early stop: no better metric in `patience` evaluations");
-                        stopped_early = true;
-                        self.stop.request_graceful();
-                    }
-                    Some(false) => {}
-                    None => break,
-                }
             }
         }
-        if interrupted || stopped_early {
-            let due = self.policy.due_on_stop(self.state.step);
-            self.hand_over(due, &p, &mut totals, &mut last_checkpoint)?;
+        if lp.interrupted || lp.stopped_early {
+            let due = self.rules.policy.due_on_stop(self.state.step);
+            self.hand_over(due, &lp.p, &mut lp.totals, &mut lp.last_checkpoint)?;
         }
         let (rank, world) = self.state.rank_world();
         if world > 1 {
             let done = (self.state.step - first_step).max(1) as f64;
             tracing::info!(rank, world, allreduce_ms_per_step = 1e3 * self.state.comm_seconds() / done, "all-reduce time");
         }
+        let mut totals = std::mem::take(&mut lp.totals);
         totals.steps = self.state.step;
-        totals.tokens = p.tokens - tokens_at_start;
-        totals.samples = p.samples;
-        totals.elapsed_s = start.elapsed().as_secs_f64();
-        totals.data_wait_s = p.data_wait.as_secs_f64();
-        totals.interrupted = interrupted;
-        totals.stopped_early = stopped_early;
+        totals.tokens = lp.p.tokens - self.start.tokens;
+        totals.samples = lp.p.samples;
+        totals.elapsed_s = lp.start.elapsed().as_secs_f64();
+        totals.data_wait_s = lp.p.data_wait.as_secs_f64();
+        totals.interrupted = lp.interrupted;
+        totals.stopped_early = lp.stopped_early;
         totals.init = self.init.take();
         Ok(totals)
+    }
+
+    /// The loop's state at the run's start point.
+    fn loop_state(&self) -> LoopState {
+        let sp = self.start;
+        let start = Instant::now();
+        LoopState {
+            m: TrainerMetrics::register(self.phase, &self.state, self.rules.policy.max_steps),
+            reorder: Reorder::new(sp.batches),
+            p: Consumed { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 },
+            micro: Vec::with_capacity(self.rules.grad_accum),
+            nonfinite_in_a_row: 0,
+            totals: TrainerTotals::default(),
+            start,
+            since_log: LogMark { at: start, tokens: sp.tokens, data_wait: Duration::ZERO },
+            requests: Requests::default(),
+            last_checkpoint: None,
+            interrupted: false,
+            stopped_early: false,
+        }
+    }
+
+    /// One update: commands, batches, the step itself (or the vote to stop), then what is due.
+    fn update(&mut self, lp: &mut LoopState) -> Result<Next, TrainerError> {
+        self.take_commands(&mut lp.requests);
+        if let Some(lr) = lp.requests.lr {
+            self.state.set_lr_override(Some(lr));
+        }
+        // A stopping rank brings no batch (its Loader has stopped) and votes to stop in the
+        // update's all-reduce, so every rank of a data-parallel run stops after the same step.
+        let stopping = self.links.stop.is_stopping();
+        if stopping {
+            lp.micro.clear();
+        } else if !self.gather(&mut lp.reorder, &mut lp.micro, &mut lp.p, &lp.m) {
+            // Abort, or the data plane ended (its stage reports why).
+            return Ok(Next::Stop);
+        }
+        let t0 = Instant::now();
+        let result = self.state.train_step(&lp.micro, stopping, self.rules.grad_accum > 1)?;
+        lp.m.step_seconds.record(t0.elapsed().as_secs_f64());
+        let out = match result {
+            StepResult::Stopped => {
+                if !self.links.stop.is_stopping() {
+                    self.links.stop.request_graceful();
+                }
+                lp.interrupted = !self.links.stop.is_abort() && !lp.stopped_early;
+                return Ok(Next::Stop);
+            }
+            StepResult::Applied(out) => {
+                lp.nonfinite_in_a_row = 0;
+                out
+            }
+            StepResult::Skipped(out) => {
+                lp.nonfinite_in_a_row += 1;
+                lp.m.nonfinite.increment(1);
+                self.skip_nonfinite(&out, lp.nonfinite_in_a_row)?;
+                // The batches are consumed: a resume must not see them again.
+                lp.p.through(lp.micro.last().expect("micro holds grad_accum >= 1 batches"));
+                return Ok(Next::Go);
+            }
+        };
+        lp.p.consume(&out, lp.micro.last().expect("micro holds grad_accum >= 1 batches"));
+        lp.m.after_update(&out, self.state.step);
+        self.after_update(lp, &out)
+    }
+
+    /// What is due after an applied update: the log line, the step event, snapshots for the
+    /// Evaluator and the Checkpointer, and the early-stopping verdict.
+    fn after_update(&mut self, lp: &mut LoopState, out: &StepOutput) -> Result<Next, TrainerError> {
+        let step = self.state.step;
+        let mut due = self.rules.policy.due(step);
+        due.eval |= std::mem::take(&mut lp.requests.evaluate) && self.peers.evaluator.is_some();
+        due.checkpoint |= std::mem::take(&mut lp.requests.checkpoint) || due.eval;
+        let logged_loss = due.log.then(|| self.report_step(out, &lp.p, &lp.m, lp.start, &mut lp.since_log));
+        if let Some(loss) = logged_loss {
+            lp.totals.final_loss = loss;
+        }
+        self.links.events.do_send(Event::StepDone(StepDone { phase: self.phase, step, lr: out.lr, tokens: lp.p.tokens, loss: logged_loss }));
+        if !self.hand_over(due, &lp.p, &mut lp.totals, &mut lp.last_checkpoint)? {
+            return Ok(Next::Stop);
+        }
+        if due.eval && self.peers.evaluator.is_some() && self.rules.early.1.patience > 0 && self.state.rank_world().0 == 0 && step < self.rules.policy.max_steps {
+            match self.verdict(step) {
+                Some(true) => {
+                    tracing::info!(step, metric = %self.rules.early.0.metric, patience = self.rules.early.1.patience, "early stop: no better metric in `patience` evaluations");
+                    lp.stopped_early = true;
+                    self.links.stop.request_graceful();
+                }
+                Some(false) => {}
+                None => return Ok(Next::Stop),
+            }
+        }
+        Ok(Next::Go)
     }
 
     /// Takes the next `grad_accum` batches, in `seq` order, into `micro`, counting the wait;
@@ -351,8 +424,8 @@ impl Trainer {
     fn gather(&mut self, reorder: &mut Reorder, micro: &mut Vec<HostBatch>, p: &mut Consumed, m: &TrainerMetrics) -> bool {
         micro.clear();
         let wait_start = Instant::now();
-        while micro.len() < self.grad_accum {
-            match reorder.next(&self.rx, &self.stop) {
+        while micro.len() < self.rules.grad_accum {
+            match reorder.next(&self.links.rx, &self.links.stop) {
                 // A custom stage may empty a batch: nothing to train on, but it is consumed.
                 Some(b) if b.batch_size == 0 => p.through(&b),
                 Some(b) => micro.push(b),
@@ -362,8 +435,8 @@ impl Trainer {
         let waited = wait_start.elapsed();
         p.data_wait += waited;
         m.data_wait.increment(waited.as_secs_f64());
-        m.queue_depth.set(self.rx.len() as f64);
-        micro.len() == self.grad_accum
+        m.queue_depth.set(self.links.rx.len() as f64);
+        micro.len() == self.rules.grad_accum
     }
 
     /// A non-finite update was dropped: an error under `nonfinite = "abort"` or after
@@ -372,11 +445,11 @@ impl Trainer {
         let (loss, grad_norm) = (out.loss.double_value(&[]), out.grad_norm.double_value(&[]));
         // 1-based index of the update that failed.
         let step = self.state.step + 1;
-        let policy = match self.nonfinite {
+        let policy = match self.rules.nonfinite {
             NonFinitePolicy::Abort => "abort",
             NonFinitePolicy::Skip => "skip",
         };
-        if self.nonfinite == NonFinitePolicy::Abort || in_a_row >= self.max_nonfinite_in_a_row {
+        if self.rules.nonfinite == NonFinitePolicy::Abort || in_a_row >= self.rules.max_nonfinite_in_a_row {
             return Err(TrainerError::NonFinite { step, loss, grad_norm, count: in_a_row, policy });
         }
         tracing::warn!(step, loss, grad_norm, in_a_row, "non-finite update skipped");
@@ -389,9 +462,11 @@ impl Trainer {
         let phase = self.phase;
         let loss = out.loss.double_value(&[]);
         let grad_norm = out.grad_norm.double_value(&[]);
-        let losses: BTreeMap<&'static str, f64> = out.parts.iter().map(|(k, t)| (*k, t.double_value(&[]))).collect();
-        for (objective, v) in &losses {
-            gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(*v);
+        let mut losses: BTreeMap<String, f64> = BTreeMap::new();
+        for (objective, t) in &out.parts {
+            let v = t.double_value(&[]);
+            gauge!(names::LOSS, "phase" => phase, "objective" => *objective).set(v);
+            losses.insert((*objective).to_owned(), v);
         }
         m.device_memory.record();
         m.grad_norm.set(grad_norm);
@@ -411,7 +486,7 @@ impl Trainer {
             buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(t, end)),
         };
         *since = LogMark { at: now, tokens: p.tokens, data_wait: p.data_wait };
-        self.events.do_send(Event::Step(report));
+        self.links.events.do_send(Event::Step(report));
         loss
     }
 
@@ -419,13 +494,13 @@ impl Trainer {
     /// or `None` when the run aborted while waiting.
     fn verdict(&mut self, step: u64) -> Option<bool> {
         loop {
-            if self.stop.is_abort() {
+            if self.links.stop.is_abort() {
                 return None;
             }
-            match self.results.recv_timeout(Duration::from_millis(100)) {
+            match self.links.results.recv_timeout(Duration::from_millis(100)) {
                 Ok((s, metrics)) => {
-                    let value = metrics.get(&self.early.0.metric).unwrap_or(f64::NAN);
-                    let verdict = self.early.1.update(value);
+                    let value = metrics.get(&self.rules.early.0.metric).unwrap_or(f64::NAN);
+                    let verdict = self.rules.early.1.update(value);
                     if s >= step {
                         return Some(verdict.stop);
                     }
@@ -441,7 +516,7 @@ impl Trainer {
     fn take_commands(&mut self, r: &mut Requests) {
         if self.take_commands_until_unpaused(r) {
             // `Paused` went out when the pause began; the update waits until here.
-            self.events.do_send(Event::Resumed { phase: self.phase, step: self.state.step });
+            self.links.events.do_send(Event::Resumed { phase: self.phase, step: self.state.step });
             r.paused = false;
         }
     }
@@ -450,14 +525,14 @@ impl Trainer {
     fn take_commands_until_unpaused(&mut self, r: &mut Requests) -> bool {
         let mut paused = false;
         loop {
-            let next = if r.paused && !self.stop.is_stopping() {
-                match self.control.recv_timeout(Duration::from_millis(100)) {
+            let next = if r.paused && !self.links.stop.is_stopping() {
+                match self.links.control.recv_timeout(Duration::from_millis(100)) {
                     Ok(c) => Some(c),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => None,
                 }
             } else {
-                self.control.try_recv().ok()
+                self.links.control.try_recv().ok()
             };
             let Some(cmd) = next else { return paused };
             tracing::info!(?cmd, step = self.state.step, "command");
@@ -467,13 +542,13 @@ impl Trainer {
                 continue;
             }
             match cmd {
-                Command::Stop => self.stop.request_graceful(),
+                Command::Stop => self.links.stop.request_graceful(),
                 Command::EvaluateNow => r.evaluate = true,
                 Command::CheckpointNow => r.checkpoint = true,
                 Command::SetLearningRate { lr } => r.lr = Some(lr),
                 Command::Pause if !r.paused => {
                     (r.paused, paused) = (true, true);
-                    self.events.do_send(Event::Paused { phase: self.phase, step: self.state.step });
+                    self.links.events.do_send(Event::Paused { phase: self.phase, step: self.state.step });
                 }
                 Command::Pause => {}
                 Command::Resume => r.paused = false,
@@ -485,13 +560,13 @@ impl Trainer {
     fn hand_over(&mut self, due: Due, p: &Consumed, totals: &mut TrainerTotals, last_checkpoint: &mut Option<u64>) -> Result<bool, TrainerError> {
         let step = self.state.step;
         if due.eval {
-            if let Some((addr, permits)) = &self.evaluator {
-                if !permits.acquire(&self.stop) {
+            if let Some((addr, permits)) = &self.peers.evaluator {
+                if !permits.acquire(&self.links.stop) {
                     return Ok(false);
                 }
                 // Mid-run the Evaluator shares the cores with training: one thread (see
                 // `actors::run_pipeline`); after the last step it has them all.
-                let threads = if step >= self.policy.max_steps || self.stop.is_stopping() { self.threads } else { 1 };
+                let threads = if step >= self.rules.policy.max_steps || self.links.stop.is_stopping() { self.threads } else { 1 };
                 addr.do_send(Evaluate { step, phase: self.phase, weights: self.state.snapshot(), threads });
                 totals.evals_requested += 1;
             }
@@ -503,8 +578,8 @@ impl Trainer {
             if !self.state.weights_finite() {
                 return Err(TrainerError::NonFiniteWeights(step));
             }
-            let (addr, permits) = &self.checkpointer;
-            if !permits.acquire(&self.stop) {
+            let (addr, permits) = &self.peers.checkpointer;
+            if !permits.acquire(&self.links.stop) {
                 return Ok(false);
             }
             let state = CheckpointState {
@@ -514,21 +589,21 @@ impl Trainer {
                 samples_seen: p.samples,
                 batches_seen: p.batches,
                 cursor: p.cursor,
-                seed: self.seed,
+                seed: self.provenance.seed,
                 lr: p.last_lr,
-                model: self.model_json.clone(),
-                config: self.config_json.clone(),
+                model: self.provenance.model_json.clone(),
+                config: self.provenance.config_json.clone(),
                 versions: versions(),
                 best: None,
                 files: BTreeMap::new(),
                 world_size: self.state.rank_world().1,
-                init: self.init_from.clone(),
+                init: self.provenance.init_from.clone(),
             };
             let model = self.state.snapshot();
             let optimizer = self.state.optimizer_snapshot();
             let stall_s = t0.elapsed().as_secs_f64();
             histogram!(names::CHECKPOINT_STALL).record(stall_s);
-            addr.do_send(Save { model, optimizer, state, stall_s, evaluated: due.eval && self.evaluator.is_some() });
+            addr.do_send(Save { model, optimizer, state, stall_s, evaluated: due.eval && self.peers.evaluator.is_some() });
             totals.checkpoints_requested += 1;
         }
         Ok(true)

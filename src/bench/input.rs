@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor};
 use super::{fresh_dir, load_pretrain, pretrain_toml, scaled_corpus, BenchArgs, BenchError, BenchObjective};
 use crate::actors::control::StopFlag;
-use crate::actors::{mask_context, train_stream, DataPlane};
+use crate::actors::DataPlane;
 use crate::batch::RawBatch;
 use crate::plan::RunPlan;
 use crate::data::tokenize::TextTokenizer;
@@ -90,7 +90,7 @@ fn pretrain_plan(a: &BenchArgs, name: &str, objective: BenchObjective, selection
 /// (read, tokenize, pack or pair, block-shuffle) took to produce them.
 fn raw_batches(plan: &RunPlan, n: usize) -> Result<(Vec<RawBatch>, f64), BenchError> {
     let t0 = Instant::now();
-    let mut stream = train_stream(plan, Default::default());
+    let mut stream = plan.train_source(Default::default());
     let bs = plan.config.train.batch_size;
     let mut out = Vec::with_capacity(n);
     for seq in 0..n as u64 {
@@ -121,7 +121,8 @@ pub fn mask(a: &BenchArgs) -> Result<Value, BenchError> {
         let plan = pretrain_plan(a, &format!("mask/{name}"), objective, selection, unit, glm)?;
         let (batches, load_s) = raw_batches(&plan, MASK_BATCHES)?;
         let examples: usize = batches.iter().map(|b| b.examples.len()).sum();
-        let ctx = mask_context(&plan, Purpose::Mask);
+        let corpus = plan.corpus().ok_or_else(|| BenchError::Result("not a pre-training config".into()))?;
+        let ctx = corpus.mask_context(&plan.context(), Purpose::Mask);
         let first = mask_and_collate(&batches[0], &ctx);
         let mon = CpuMonitor::start();
         let t0 = Instant::now();

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round4, rss_mb, CpuMonitor};
 use super::{fresh_dir, pretrain_toml, scaled_corpus, write_config, BenchArgs, BenchError};
-use crate::actors::train_stream;
 use crate::data::prepared::{prepare as prepare_data, PreparedError};
 use crate::data::stream::Cursor;
 use crate::files::FileError;
@@ -85,7 +84,7 @@ pub fn resume(a: &BenchArgs) -> Result<Value, BenchError> {
     };
     let (cursor, block_docs) = {
         let plan = crate::plan::load_and_resolve(&prep_cfg, &[])?;
-        let split = &plan.prepared.as_ref().ok_or_else(|| BenchError::Result(format!("{} was not read as a prepared dataset", prepared.display())))?.train;
+        let split = &plan.corpus().and_then(|c| c.prepared.as_ref()).ok_or_else(|| BenchError::Result(format!("{} was not read as a prepared dataset", prepared.display())))?.train;
         let docs = split.file_docs(0);
         let n = docs.end - docs.start;
         if n < 2 {
@@ -101,7 +100,7 @@ pub fn resume(a: &BenchArgs) -> Result<Value, BenchError> {
             let t0 = Instant::now();
             let plan = crate::plan::load_and_resolve(cfg, &[])?;
             let planned = t0.elapsed().as_secs_f64();
-            let mut stream = train_stream(&plan, cursor);
+            let mut stream = plan.train_source(cursor);
             let first = stream.next_example()?.ok_or_else(|| BenchError::Result("no example after the cursor".into()))?;
             let total = t0.elapsed().as_secs_f64();
             tries.push((planned, total, first.payload.n_tokens()));

@@ -8,18 +8,8 @@ use serde_json::{json, Value};
 
 use super::sys::{peak_rss_mb, round1, round4, CpuMonitor, StepStats};
 use super::{fresh_dir, pretrain_toml, run_table, scaled_corpus, BenchArgs, BenchError};
+use crate::actors::events::{read_records, Record, StepReport};
 use crate::files::FileError;
-
-/// One logged step of `events.jsonl`.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct StepLine {
-    step: u64,
-    elapsed_s: f64,
-    tokens: u64,
-    loss: f64,
-    #[serde(default)]
-    data_wait_share: f64,
-}
 
 /// Timing of the steps after `warmup`, from a run's events.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,12 +33,13 @@ pub struct Timing {
 
 /// Reads the step lines of `events.jsonl` and times the steps after `warmup`.
 fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
-    let text = std::fs::read_to_string(events).map_err(FileError::at(events))?;
-    let steps: Vec<StepLine> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("elapsed_s").is_some() && v.get("step").is_some())
-        .filter_map(|v| serde_json::from_value(v).ok())
+    let records = read_records(events).map_err(|e| BenchError::Result(crate::error_chain(&e)))?;
+    let steps: Vec<StepReport> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
         .collect();
     let base = steps.iter().position(|s| s.step == warmup).ok_or_else(|| BenchError::Result(format!("{}: no step {warmup} logged", events.display())))?;
     let timed = &steps[base + 1..];
@@ -248,7 +239,7 @@ path = {tok:?}
         train_section = train_section(a, "1e-4", "0.0"),
     );
     let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
-    let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
+    let Some(task) = plan.task() else { return Err(BenchError::Result("not a fine-tuning config".into())) };
     let examples = task.train.len();
     let mon = CpuMonitor::start();
     crate::actors::run(plan)?;
@@ -290,7 +281,7 @@ train = [{train:?}]
         train_section = train_section(a, "5e-5", "1.0"),
     );
     let plan = crate::plan::load_and_resolve(&super::write_config(&dir, "bench.toml", &toml)?, &[])?;
-    let Some(task) = &plan.task else { return Err(BenchError::Result("not a fine-tuning config".into())) };
+    let Some(task) = plan.task() else { return Err(BenchError::Result("not a fine-tuning config".into())) };
     let windows = task.train.len();
     let c = &task.spec.config;
     let shape = (c.num_hidden_layers as usize, c.hidden_size as usize, c.num_attention_heads as usize, c.intermediate_size as usize);
@@ -316,12 +307,16 @@ mod tests {
     fn timing_starts_after_the_warmup_and_weights_data_wait_by_step_time() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
+        let step = |step: u64, elapsed_s: f64, loss: f64, data_wait_share: f64| {
+            let r = StepReport { phase: crate::workload::Phase::Pretrain, step, loss, losses: Default::default(), lr: 0.1, grad_norm: 1.0, tokens: 100 * step, tokens_per_second: 0.0, elapsed_s, data_wait_share, buckets: None };
+            serde_json::to_string(&Record::Step(r)).unwrap()
+        };
         let lines = [
-            r#"{"step":1,"elapsed_s":5.0,"tokens":100,"loss":9.0,"data_wait_share":0.9}"#,
-            r#"{"step":2,"elapsed_s":6.0,"tokens":200,"loss":8.0,"data_wait_share":0.5}"#,
-            r#"{"phase":"pretrain","step":2,"metrics":{}}"#,
-            r#"{"step":3,"elapsed_s":7.0,"tokens":300,"loss":7.5,"data_wait_share":0.0}"#,
-            r#"{"step":4,"elapsed_s":10.0,"tokens":400,"loss":7.0,"data_wait_share":0.1}"#,
+            step(1, 5.0, 9.0, 0.9),
+            step(2, 6.0, 8.0, 0.5),
+            r#"{"kind":"eval","phase":"pretrain","step":2,"eval":{}}"#.to_owned(),
+            step(3, 7.0, 7.5, 0.0),
+            step(4, 10.0, 7.0, 0.1),
         ];
         std::fs::write(&p, lines.join("\n")).unwrap();
         let t = timing(&p, 2).unwrap();

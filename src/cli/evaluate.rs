@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pretune::finetune::evaluate::{evaluate, headline, Evaluation};
+use pretune::finetune::evaluate::{evaluate, Evaluation};
 
 use super::Failure;
 
@@ -43,7 +43,7 @@ fn as_json(ev: &Evaluation) -> serde_json::Value {
 fn print_table(ev: &Evaluation) {
     let m = &ev.metrics.values;
     println!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
-    let head = headline(ev.kind);
+    let head = ev.headline;
     let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
     for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {
         if let Some(v) = m.get(&k) {

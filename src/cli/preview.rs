@@ -1,9 +1,9 @@
-//! `pretune preview CONFIG [-n N] [--json]`: what the Masker makes of the first examples.
+//! `pretune preview CONFIG [-n N] [--json]`: what the Masker makes of the first examples, in
+//! either phase.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pretune::config::ConfigError;
 
 use super::Failure;
 
@@ -24,10 +24,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let plan = pretune::plan::load_and_resolve(&a.config, &a.overrides).map_err(Failure::usage)?;
-    if plan.task.is_some() {
-        let problems = vec!["task.kind: preview shows pre-training data; this is a fine-tuning config".into()];
-        return Err(Failure::usage(ConfigError::Invalid { file: a.config, problems }));
-    }
     let rows = pretune::preview::preview(&plan, a.n).map_err(Failure::failed)?;
     if a.json {
         for r in rows {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pretune::actors::RunSummary;
+use pretune::actors::{EndedBy, RunSummary};
 
 use super::Failure;
 
@@ -41,9 +41,9 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
 
 fn print_summary(s: &RunSummary) {
     let status = match s.ended_by {
-        "early stopping" => "stopped early (patience)".to_owned(),
-        "signal or stop command" => "interrupted (checkpoint written)".to_owned(),
-        limit => format!("done ({limit} reached)"),
+        EndedBy::EarlyStopping => "stopped early (patience)".to_owned(),
+        EndedBy::Interrupted => "interrupted (checkpoint written)".to_owned(),
+        limit @ (EndedBy::MaxSteps | EndedBy::Epochs) => format!("done ({limit} reached)"),
     };
     let mut rows: Vec<(&str, String)> = vec![
         ("status", status),
@@ -66,7 +66,7 @@ fn print_summary(s: &RunSummary) {
     if let Some(r) = &s.init {
         rows.insert(rows.len() - 1, ("weights", format!("{} loaded, {} fresh, {} unused", r.loaded, r.missing.len(), r.unused.len())));
     }
-    println!("\n{} summary", if s.phase == pretune::plan::FINETUNE { "fine-tuning" } else { "run" });
+    println!("\n{} summary", if s.phase == pretune::workload::Phase::Finetune { "fine-tuning" } else { "run" });
     for (k, v) in rows {
         println!("  {k:<17} {v}");
     }

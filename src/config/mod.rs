@@ -126,29 +126,14 @@ pub struct ControlConfig {
     pub token: String,
 }
 
-/// A fine-tuning task: which head (or, for cloze, which reuse of the pre-trained output layer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// One label per sequence (cross-entropy).
-    SequenceClassification,
-    /// One number per sequence (mean squared error).
-    Regression,
-    /// One label per token (cross-entropy on first sub-tokens).
-    TokenClassification,
-    /// GLM cloze: a pattern with a blank and verbalizers, scored by the pre-trained GLM.
-    Cloze,
-    /// Extractive question answering (SQuAD): start and end logits per token.
-    QuestionAnswering,
-}
-
 /// `[task]`: set `kind` to fine-tune instead of pre-train.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
-    /// `sequence_classification`, `regression`, `token_classification`, `cloze` or
-    /// `question_answering`; absent = pre-training.
-    pub kind: Option<TaskKind>,
+    /// A registered task (`finetune::tasks`): `sequence_classification`, `regression`,
+    /// `token_classification`, `cloze`, `question_answering`, or a user's own; absent =
+    /// pre-training.
+    pub kind: Option<String>,
     /// Label names in id order (default: the sorted labels of the training data).
     pub labels: Vec<String>,
     /// JSONL / CSV field of the text.
@@ -712,8 +697,7 @@ fn remove_key(table: &mut toml::Table, path: &str) -> bool {
 /// lr 2e-5, 10 % linear warm-up then linear decay, weight decay 0.01, 3 epochs, batch 32,
 /// evaluation every epoch. They fill only keys the file does not set (no default `epochs` when
 /// `max_steps` is set).
-pub fn apply_finetune_defaults(table: &mut toml::Table) {
-    let qa = table.get("task").and_then(|t| t.get("kind")).and_then(|k| k.as_str()) == Some("question_answering");
+pub fn apply_finetune_defaults(table: &mut toml::Table, task_defaults: &[(&str, i64)]) {
     let train = table.entry("train").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let Some(train) = train.as_table_mut() else { return };
     let defaults: [(&str, toml::Value); 7] = [
@@ -730,9 +714,9 @@ pub fn apply_finetune_defaults(table: &mut toml::Table) {
     if train.contains_key("max_steps") {
         train.insert("epochs".into(), toml::Value::Integer(0));
     }
-    // Question answering reads long contexts: `run_qa.py`'s 384-token windows.
-    if qa {
-        train.entry("max_seq_len").or_insert(toml::Value::Integer(384));
+    // The task's own `[train]` defaults (question answering: `run_qa.py`'s 384-token windows).
+    for (k, v) in task_defaults {
+        train.entry(*k).or_insert(toml::Value::Integer(*v));
     }
     for (k, v) in defaults {
         train.entry(k).or_insert(v);
@@ -791,12 +775,12 @@ mod tests {
     #[test]
     fn finetune_defaults_fill_unset_keys_and_leave_max_steps_alone() {
         let mut t: toml::Table = toml::from_str("[train]\nlr = 1e-3\n").unwrap();
-        apply_finetune_defaults(&mut t);
+        apply_finetune_defaults(&mut t, &[("max_seq_len", 384)]);
         let c = from_table(Path::new("x.toml"), t).unwrap();
-        assert_eq!((c.train.lr, c.train.epochs, c.train.warmup_ratio), (1e-3, 3, 0.1));
-        let mut t: toml::Table = toml::from_str("[train]\nmax_steps = 15\nepochs = 8\n").unwrap();
-        apply_finetune_defaults(&mut t);
+        assert_eq!((c.train.lr, c.train.epochs, c.train.warmup_ratio, c.train.max_seq_len), (1e-3, 3, 0.1, 384));
+        let mut t: toml::Table = toml::from_str("[train]\nmax_steps = 15\nepochs = 8\nmax_seq_len = 64\n").unwrap();
+        apply_finetune_defaults(&mut t, &[("max_seq_len", 384)]);
         let c = from_table(Path::new("x.toml"), t).unwrap();
-        assert_eq!((c.train.max_steps, c.train.epochs), (15, 0), "max_steps set: it overrides the epochs");
+        assert_eq!((c.train.max_steps, c.train.epochs, c.train.max_seq_len), (15, 0, 64), "max_steps set: it overrides the epochs; a set key stays");
     }
 }

@@ -1,5 +1,6 @@
 //! The data plane's host-side pieces: sources, tokenization, packing, the cursor.
 
+pub mod examples;
 pub mod labelled;
 pub mod packing;
 pub mod pairs;

@@ -37,7 +37,7 @@ use crate::files::{sha256_file, FileError};
 /// Version of the on-disk layout; a reader refuses any other.
 pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's file name in a prepared folder.
-pub const MANIFEST: &str = "manifest.json";
+pub use super::source::MANIFEST;
 /// Bytes hashed at each end of a source file for its quick fingerprint.
 const FINGERPRINT_BYTES: u64 = 1 << 20;
 /// `u64`s per document record in `docs.bin`.
@@ -610,6 +610,8 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
             std::fs::remove_dir_all(&dir).map_err(FileError::at(&dir))?;
         }
         let mut writer = SplitWriter::create(&dir, token_bytes)?;
+        // The old manifest is gone and this split's arrays are being rewritten.
+        crate::failpoint::hit("prepare.split_created");
         let mut files = Vec::new();
         for span in spans {
             let size = std::fs::metadata(&span.path).map_err(FileError::at(&span.path))?.len();
@@ -646,6 +648,52 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
     Ok(PrepareReport { up_to_date: false, manifest, bad_records })
 }
 
+/// The reader of [`tokenize_file`]: documents cut into chunks of [`CHUNK_DOCS`], one chunk per
+/// free slot; the records it skipped.
+fn read_chunks(span: &FileSpan, input: &PrepareInput, slots: &crossbeam_channel::Receiver<()>, raw_tx: &crossbeam_channel::Sender<RawChunk>) -> Result<Vec<BadRecord>, PreparedError> {
+    let mut r = DocReader::open(span, span.start, span.start_line, &input.read)?;
+    let mut skipped = Vec::new();
+    let mut seq = 0;
+    loop {
+        if slots.recv().is_err() {
+            return Ok(skipped);
+        }
+        let mut docs = Vec::with_capacity(CHUNK_DOCS);
+        while docs.len() < CHUNK_DOCS {
+            let Some(doc) = r.next_doc(&mut skipped)? else { break };
+            docs.push((doc, r.position(), r.line()));
+        }
+        let last = docs.len() < CHUNK_DOCS;
+        if !docs.is_empty() && raw_tx.send(RawChunk { seq, docs }).is_err() {
+            return Ok(skipped);
+        }
+        seq += 1;
+        if last {
+            return Ok(skipped);
+        }
+    }
+}
+
+/// A tokenizing worker of [`tokenize_file`]: chunks in, their documents' sentences as ids out.
+fn tokenize_chunks(tok: &TextTokenizer, raw_rx: &crossbeam_channel::Receiver<RawChunk>, done_tx: &crossbeam_channel::Sender<DoneChunk>) {
+    for chunk in raw_rx {
+        let docs = chunk
+            .docs
+            .into_iter()
+            .map(|(doc, end, end_line)| {
+                let sentences = match &doc.word_starts {
+                    Some(starts) => doc.sentences.iter().zip(starts).map(|(s, w)| tok.encode_segmented(s, w)).collect::<Result<Vec<_>, _>>()?,
+                    None => doc.sentences.iter().map(|s| tok.encode(s)).collect::<Result<Vec<_>, _>>()?,
+                };
+                Ok(([doc.offset, end, end_line], sentences))
+            })
+            .collect();
+        if done_tx.send(DoneChunk { seq: chunk.seq, docs }).is_err() {
+            return;
+        }
+    }
+}
+
 /// One file: a reader thread cuts documents into chunks, `workers` threads tokenize them,
 /// this thread writes them in reading order. At most `4 × workers` chunks are in flight (a
 /// slot is taken before a chunk is read and returned once it is written), so memory stays
@@ -660,52 +708,13 @@ fn tokenize_file(span: &FileSpan, input: &PrepareInput, writer: &mut SplitWriter
     let (raw_tx, raw_rx) = crossbeam_channel::bounded::<RawChunk>(in_flight);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<DoneChunk>(in_flight);
     std::thread::scope(|scope| -> Result<(), PreparedError> {
-        let reader = scope.spawn(move || -> Result<Vec<BadRecord>, PreparedError> {
-            let mut r = DocReader::open(span, span.start, span.start_line, &input.read)?;
-            let mut skipped = Vec::new();
-            let mut seq = 0;
-            loop {
-                if slot_rx.recv().is_err() {
-                    return Ok(skipped);
-                }
-                let mut docs = Vec::with_capacity(CHUNK_DOCS);
-                while docs.len() < CHUNK_DOCS {
-                    let Some(doc) = r.next_doc(&mut skipped)? else { break };
-                    docs.push((doc, r.position(), r.line()));
-                }
-                let last = docs.len() < CHUNK_DOCS;
-                if !docs.is_empty() && raw_tx.send(RawChunk { seq, docs }).is_err() {
-                    return Ok(skipped);
-                }
-                seq += 1;
-                if last {
-                    return Ok(skipped);
-                }
-            }
-        });
+        let reader = scope.spawn(move || read_chunks(span, input, &slot_rx, &raw_tx));
         for _ in 0..workers {
             let (raw_rx, done_tx) = (raw_rx.clone(), done_tx.clone());
             // Its own copy per worker: threads sharing one tokenizer contend on its regex
             // caches (measured: two workers sharing one used twice the CPU time per token).
             let tok = (*input.tokenizer).clone();
-            scope.spawn(move || {
-                for chunk in raw_rx {
-                    let docs = chunk
-                        .docs
-                        .into_iter()
-                        .map(|(doc, end, end_line)| {
-                            let sentences = match &doc.word_starts {
-                                Some(starts) => doc.sentences.iter().zip(starts).map(|(s, w)| tok.encode_segmented(s, w)).collect::<Result<Vec<_>, _>>()?,
-                                None => doc.sentences.iter().map(|s| tok.encode(s)).collect::<Result<Vec<_>, _>>()?,
-                            };
-                            Ok(([doc.offset, end, end_line], sentences))
-                        })
-                        .collect();
-                    if done_tx.send(DoneChunk { seq: chunk.seq, docs }).is_err() {
-                        return;
-                    }
-                }
-            });
+            scope.spawn(move || tokenize_chunks(&tok, &raw_rx, &done_tx));
         }
         drop((raw_rx, done_tx));
         // Written in reading order; out-of-order chunks wait (bounded by the slots).

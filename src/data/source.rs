@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BadRecordPolicy, DataFormat};
 use crate::files::FileError;
 
+/// A prepared dataset's manifest, by file name: a folder holding one is a prepared corpus, a
+/// folder without one is not (the check is here, where corpus paths are expanded).
+pub const MANIFEST: &str = "manifest.json";
+
 /// A byte range of one corpus file: the unit the Loader reads. Held-out documents at the end
 /// of a file are excluded from training by ending its span early.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,7 +385,7 @@ pub fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec
         } else if Path::new(p).is_dir() {
             problems.push(format!(
                 "{key}: `{p}` is a folder without a {}: not a prepared dataset (an interrupted `pretune data prepare`? run it again)",
-                super::prepared::MANIFEST
+                MANIFEST
             ));
         } else {
             problems.push(format!("{key}: file not found: `{p}`"));

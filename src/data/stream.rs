@@ -43,7 +43,7 @@ pub enum Payload {
     /// A sentence pair with its NSP / SOP label.
     Pair(PairInstance),
     /// An encoded labelled example (fine-tuning), shared with the source that holds it.
-    Labelled(Arc<super::labelled::TaskExample>),
+    Labelled(Arc<super::examples::TaskExample>),
 }
 
 impl Default for Payload {
@@ -188,6 +188,10 @@ pub struct StreamSettings {
 fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF)
 }
+
+/// Opens a source from its start (the held-out examples: no shuffle, no repeat), as often as
+/// an evaluation needs it.
+pub type OpenSource = Box<dyn Fn() -> Box<dyn ExampleSource> + Send>;
 
 /// Where the Loader takes examples from: the streamed pre-training corpus
 /// ([`ExampleStream`]) or a labelled set ([`super::labelled::LabelledStream`]). Both number
@@ -411,7 +415,7 @@ impl ExampleStream {
         };
         if self.settings.shuffle && self.settings.group_batch > 0 {
             let lens: Vec<usize> = examples.iter().map(Payload::n_tokens).collect();
-            let order = super::labelled::epoch_order(&lens, self.settings.group_batch, true, &mut rng);
+            let order = super::examples::epoch_order(&lens, self.settings.group_batch, true, &mut rng);
             let mut slots: Vec<Option<Payload>> = examples.into_iter().map(Some).collect();
             examples = order.into_iter().filter_map(|i| slots[i].take()).collect();
         } else if self.settings.shuffle {

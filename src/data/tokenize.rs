@@ -152,6 +152,11 @@ impl TextTokenizer {
         &self.identity
     }
 
+    /// The id of `token`, if the vocabulary (added tokens included) has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Ids of the BERT special tokens.
     pub fn special_ids(&self) -> SpecialIds {
         self.ids

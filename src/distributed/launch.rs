@@ -46,29 +46,46 @@ pub struct Rendezvous {
     pub master_port: Option<u16>,
 }
 
+/// Launcher flags that do not fit together.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// A count of zero.
+    #[error("{0} must be at least 1")]
+    AtLeastOne(&'static str),
+    /// A node index past the node count.
+    #[error("--node-rank {node_rank} is not below --nnodes {nnodes}")]
+    NodeRank {
+        /// `--node-rank`.
+        node_rank: usize,
+        /// `--nnodes`.
+        nnodes: usize,
+    },
+    /// A flag every node of a multi-node run must give.
+    #[error("{0} is required with --nnodes > 1: {1}")]
+    MultiNode(&'static str, &'static str),
+}
+
 impl Rendezvous {
     /// Checks the flags together: a multi-node run needs the master's address and port spelled
     /// out (no node can guess them), and the node's index must be below the node count.
     ///
     /// # Errors
-    /// A message naming the flag.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`FlagError`] naming the flag.
+    pub fn validate(&self) -> Result<(), FlagError> {
         if self.nproc == 0 {
-            return Err("--nproc must be at least 1".into());
+            return Err(FlagError::AtLeastOne("--nproc"));
         }
         if self.nnodes == 0 {
-            return Err("--nnodes must be at least 1".into());
+            return Err(FlagError::AtLeastOne("--nnodes"));
         }
         if self.node_rank >= self.nnodes {
-            return Err(format!("--node-rank {} is not below --nnodes {}", self.node_rank, self.nnodes));
+            return Err(FlagError::NodeRank { node_rank: self.node_rank, nnodes: self.nnodes });
         }
-        if self.nnodes > 1 {
-            if self.master_port.is_none() {
-                return Err("--master-port is required with --nnodes > 1: every node must name the same port".into());
-            }
-            if self.master_addr.trim().is_empty() {
-                return Err("--master-addr is required with --nnodes > 1: the address of node 0 that every node reaches".into());
-            }
+        if self.nnodes > 1 && self.master_port.is_none() {
+            return Err(FlagError::MultiNode("--master-port", "every node must name the same port"));
+        }
+        if self.nnodes > 1 && self.master_addr.trim().is_empty() {
+            return Err(FlagError::MultiNode("--master-addr", "the address of node 0 that every node reaches"));
         }
         Ok(())
     }
@@ -211,7 +228,7 @@ mod tests {
             (rdzv(0, 0, 1, None), "--nnodes"),
             (Rendezvous { master_addr: " ".into(), ..rdzv(2, 0, 1, Some(1)) }, "--master-addr"),
         ] {
-            let e = r.validate().unwrap_err();
+            let e = r.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
     }

@@ -340,7 +340,7 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
         out.push(ids.sep);
         types.resize(out.len(), 1);
     }
-    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None })
+    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None, shown: None })
 }
 
 /// Encodes a tagged sentence: each word tokenized alone, its tag on the first sub-token.
@@ -370,7 +370,7 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     }
     ids.push(sp.sep);
     lab.push(IGNORE);
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None, shown: None })
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use super::task::TaskSpec;
 use crate::checkpoint::CheckpointError;
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
-use crate::model::heads::HeadKind;
 use crate::objective::ModelSpec;
 
 /// Errors of an export.
@@ -26,10 +25,40 @@ pub enum ExportError {
     Checkpoint(#[from] CheckpointError),
     /// No Hugging Face architecture fits.
     #[error("{0}")]
-    Unsupported(String),
-    /// Reading or writing.
-    #[error("export failed: {0}")]
-    Io(String),
+    Unsupported(&'static str),
+    /// `state.json`'s model description is unreadable.
+    #[error("unreadable model description")]
+    Description(#[source] serde_json::Error),
+    /// Writing the folder, or reading the checkpoint's files.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// The weights could not be read.
+    #[error("{}: cannot read the weights", path.display())]
+    Weights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// libtorch's error.
+        source: tch::TchError,
+    },
+    /// The safetensors file could not be written.
+    #[error("{}: cannot write the weights", path.display())]
+    Safetensors {
+        /// The safetensors file.
+        path: PathBuf,
+        /// safetensors' error.
+        source: safetensors::SafeTensorError,
+    },
+    /// The tokenizer could not be loaded or saved.
+    #[error("{}: the tokenizer", path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The task could not be rebuilt, or has no `transformers` architecture.
+    #[error(transparent)]
+    Task(#[from] super::tasks::TaskError),
 }
 
 /// What a checkpoint holds, for export and prediction.
@@ -53,27 +82,27 @@ pub enum SavedModel {
 /// [`ExportError::Unsupported`] for GLM or unreadable descriptions.
 pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, ExportError> {
     if model.get("architecture").and_then(Value::as_str) == Some("BertForTask") {
-        return serde_json::from_value(model.clone()).map(SavedModel::Task).map_err(|e| ExportError::Unsupported(e.to_string()));
+        return serde_json::from_value(model.clone()).map(SavedModel::Task).map_err(ExportError::Description);
     }
     let tok = config.pointer("/tokenizer/path").and_then(Value::as_str).map(PathBuf::from).unwrap_or_default();
     match serde_json::from_value::<ModelSpec>(model.clone()) {
         Ok(ModelSpec::Bert { config, pair_head }) => Ok(SavedModel::Pretrain { config, pair_head, tokenizer: tok }),
-        Ok(ModelSpec::Glm { .. }) => Err(ExportError::Unsupported("GLM has no Hugging Face `transformers` architecture to export to".into())),
-        Err(e) => Err(ExportError::Unsupported(format!("unreadable model description: {e}"))),
+        Ok(ModelSpec::Glm { .. }) => Err(ExportError::Unsupported("GLM has no Hugging Face `transformers` architecture to export to")),
+        Err(e) => Err(ExportError::Description(e)),
     }
 }
 
 fn to_f32_view_bytes(t: &Tensor) -> (Vec<usize>, Vec<u8>) {
     let t = t.to_kind(Kind::Float).contiguous();
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let v = Vec::<f32>::try_from(&t.view([-1])).unwrap_or_default();
+    let v = Vec::<f32>::try_from(&t.view([-1])).expect("a contiguous f32 tensor converts");
     (shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
 /// Writes named tensors as float32 safetensors with `{"format": "pt"}` metadata.
 ///
 /// # Errors
-/// [`ExportError::Io`].
+/// [`ExportError::Safetensors`].
 pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<(), ExportError> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
         let (s, b) = to_f32_view_bytes(t);
@@ -83,9 +112,9 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()
         .iter()
         .map(|(n, s, b)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ExportError::Io(e.to_string()))?;
+        .map_err(|source| ExportError::Safetensors { path: path.to_owned(), source })?;
     let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| ExportError::Io(format!("{}: {e}", path.display())))
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| ExportError::Safetensors { path: path.to_owned(), source })
 }
 
 /// Exports the checkpoint at (or under) `checkpoint` into `out`.
@@ -101,26 +130,13 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
             (cfg.clone(), arch, json!({}), tok.clone())
         }
         SavedModel::Task(spec) => {
-            let id2label: serde_json::Map<String, Value> = spec.labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
-            let label2id: serde_json::Map<String, Value> = spec.labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
-            let (arch, extra) = match spec.kind {
-                HeadKind::SequenceClassification => ("BertForSequenceClassification", json!({"num_labels": spec.labels.len(), "id2label": id2label, "label2id": label2id, "problem_type": "single_label_classification"})),
-                HeadKind::Regression => ("BertForSequenceClassification", json!({"num_labels": 1, "problem_type": "regression"})),
-                HeadKind::TokenClassification => ("BertForTokenClassification", json!({"num_labels": spec.labels.len(), "id2label": id2label, "label2id": label2id})),
-                HeadKind::QuestionAnswering => ("BertForQuestionAnswering", json!({"num_labels": 2, "doc_stride": spec.qa.unwrap_or_default().doc_stride})),
-                HeadKind::Cloze if spec.glm.is_some() => return Err(ExportError::Unsupported("a GLM cloze model has no Hugging Face `transformers` architecture to export to".into())),
-                // The MLM head is the model: `BertForMaskedLM`, with the pattern and the
-                // verbalizers a user needs to score labels the way the run did.
-                HeadKind::Cloze => {
-                    let task = state.config.get("task").cloned().unwrap_or_default();
-                    ("BertForMaskedLM", json!({"pretune_cloze": {"pattern": task.get("pattern"), "verbalizers": task.get("verbalizers"), "labels": spec.labels}, "id2label": id2label, "label2id": label2id}))
-                }
-            };
+            let head = super::task::restore(spec, &state.config)?.export()?;
+            let (arch, extra) = (head.architecture, Value::Object(head.config));
             (spec.config.clone(), arch, extra, spec.tokenizer.clone())
         }
     };
-    std::fs::create_dir_all(out).map_err(|e| ExportError::Io(format!("{}: {e}", out.display())))?;
-    let mut config = serde_json::to_value(&bert).map_err(|e| ExportError::Io(e.to_string()))?;
+    std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
+    let mut config = serde_json::to_value(&bert).expect("a BERT config serializes");
     let obj = config.as_object_mut().expect("a struct serializes to an object");
     obj.insert("model_type".into(), json!("bert"));
     obj.insert("architectures".into(), json!([arch]));
@@ -130,10 +146,13 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     if let Some(m) = extra.as_object() {
         obj.extend(m.clone());
     }
-    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config).unwrap_or_default()).map_err(|e| ExportError::Io(e.to_string()))?;
-    let tensors = Tensor::read_safetensors(dir.join("model.safetensors")).map_err(|e| ExportError::Io(e.to_string()))?;
+    let config_path = out.join("config.json");
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("JSON serializes")).map_err(crate::files::FileError::at(&config_path))?;
+    let weights = dir.join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&weights).map_err(|source| ExportError::Weights { path: weights.clone(), source })?;
     write_safetensors(&tensors, &out.join("model.safetensors"))?;
-    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Io(crate::error_chain(&e)))?;
-    tok.inner().save(out.join("tokenizer.json"), true).map_err(|e| ExportError::Io(e.to_string()))?;
+    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Tokenizer { path: tokenizer.clone(), source: Box::new(e) })?;
+    let saved = out.join("tokenizer.json");
+    tok.inner().save(&saved, true).map_err(|source| ExportError::Tokenizer { path: saved.clone(), source })?;
     Ok(dir)
 }

@@ -13,6 +13,61 @@ use crate::model::bert::BertConfig;
 use crate::objective::ModelSpec;
 
 
+/// Why the starting weights (`[init]`) could not be located or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// Both sources given.
+    #[error("init: give either init.checkpoint or init.hf, not both")]
+    Both,
+    /// The checkpoint could not be located or verified.
+    #[error("init.checkpoint")]
+    Checkpoint(#[source] crate::checkpoint::CheckpointError),
+    /// Its `state.json` describes no model we know.
+    #[error("init.checkpoint: {}: its {what} description is unreadable", dir.display())]
+    Unreadable {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// `model` or `task`.
+        what: &'static str,
+        /// serde's message.
+        source: serde_json::Error,
+    },
+    /// A Hugging Face folder's `config.json` is missing or not a BERT config.
+    #[error("init.hf: {}", path.display())]
+    HfConfig {
+        /// The `config.json`.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A Hugging Face folder without `model.safetensors`.
+    #[error("init.hf: {} has no model.safetensors (only safetensors is read)", .0.display())]
+    NoSafetensors(PathBuf),
+    /// The weights file could not be read.
+    #[error("{}: cannot read the weights", file.display())]
+    Read {
+        /// The safetensors file.
+        file: PathBuf,
+        /// libtorch's error.
+        source: tch::TchError,
+    },
+    /// A tensor whose shape differs from the model's.
+    #[error("{}: `{name}` has shape {got:?}, the model needs {want:?}", file.display())]
+    Shape {
+        /// The safetensors file.
+        file: PathBuf,
+        /// The variable.
+        name: String,
+        /// The file's shape.
+        got: Vec<i64>,
+        /// The model's.
+        want: Vec<i64>,
+    },
+    /// The starting point's architecture cannot start this objective.
+    #[error("{0}")]
+    Architecture(&'static str),
+}
+
 /// The starting point.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InitSource {
@@ -44,21 +99,6 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// Source tensors nothing used.
     pub unused: Vec<String>,
-}
-
-/// Cloze fine-tuning adds no weights: every variable must come from the starting point (a
-/// BERT without its MLM head, such as a sentence-embedding model, cannot fill blanks).
-///
-/// # Errors
-/// Naming the variables the starting point lacks.
-pub fn complete_for_cloze(report: LoadReport, cloze: bool) -> Result<LoadReport, String> {
-    if cloze && !report.missing.is_empty() {
-        return Err(format!(
-            "cloze fine-tuning reuses the pre-trained output layer, but the starting weights lack {:?} (start from an MLM or GLM pre-training checkpoint, or a BertForMaskedLM / BertForPreTraining folder)",
-            report.missing
-        ));
-    }
-    Ok(report)
 }
 
 /// What a starting point says about the model it holds.
@@ -97,15 +137,16 @@ impl StartModel {
     /// point's sizes.
     ///
     /// # Errors
-    /// When the architectures differ (GLM weights for a BERT objective or the reverse).
-    pub fn pretrain_spec(&self, want: &ModelSpec) -> Result<ModelSpec, String> {
+    /// [`InitError::Architecture`] when the architectures differ (GLM weights for a BERT
+    /// objective or the reverse).
+    pub fn pretrain_spec(&self, want: &ModelSpec) -> Result<ModelSpec, InitError> {
         match (self, want) {
             (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => Ok(ModelSpec::Glm { config: config.clone() }),
             (_, ModelSpec::Bert { pair_head, .. }) => match self.bert() {
                 Some(config) => Ok(ModelSpec::Bert { config, pair_head: *pair_head }),
-                None => Err("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")".into()),
+                None => Err(InitError::Architecture("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")")),
             },
-            (_, ModelSpec::Glm { .. }) => Err("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")".into()),
+            (_, ModelSpec::Glm { .. }) => Err(InitError::Architecture("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")")),
         }
     }
 }
@@ -185,34 +226,34 @@ pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
 /// Locates `[init]`: `None` without one.
 ///
 /// # Errors
-/// A message starting with the key (`init.checkpoint: ...`, `init.hf: ...`).
-pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, String> {
+/// [`InitError`], whose message starts with the key (`init.checkpoint: ...`, `init.hf: ...`).
+pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
     let (ck, hf) = (!init.checkpoint.as_os_str().is_empty(), !init.hf.as_os_str().is_empty());
     if ck && hf {
-        return Err("init: give either init.checkpoint or init.hf, not both".into());
+        return Err(InitError::Both);
     }
     if ck {
-        let (dir, state) = crate::checkpoint::resume::locate(&init.checkpoint).map_err(|e| format!("init.checkpoint: {}", crate::error_chain(&e)))?;
+        let (dir, state) = crate::checkpoint::resume::locate(&init.checkpoint).map_err(InitError::Checkpoint)?;
         let tok = state.config.pointer("/tokenizer/path").and_then(|v| v.as_str()).map(PathBuf::from);
         // A checkpoint of ours carries its tokenizer beside the weights when it can.
         let tok = if dir.join("tokenizer.json").exists() { Some(dir.join("tokenizer.json")) } else { tok };
         let model = if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") {
-            let spec: TaskSpec = serde_json::from_value(state.model.clone()).map_err(|e| format!("init.checkpoint: {}: its task description is unreadable: {e}", dir.display()))?;
+            let spec: TaskSpec = serde_json::from_value(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "task", source })?;
             let tok = Some(spec.tokenizer.clone());
             return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(spec), tokenizer: tok }));
         } else {
-            serde_json::from_value::<ModelSpec>(state.model.clone()).map_err(|e| format!("init.checkpoint: {}: its model description is unreadable: {e}", dir.display()))?
+            serde_json::from_value::<ModelSpec>(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "model", source })?
         };
         return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Pretrain(model), tokenizer: tok }));
     }
     if hf {
         let dir = init.hf.clone();
-        let cfg = std::fs::read_to_string(dir.join("config.json"))
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<BertConfig>(&t).map_err(|e| e.to_string()))
-            .map_err(|e| format!("init.hf: {}/config.json: {e}", dir.display()))?;
+        let path = dir.join("config.json");
+        let hf_err = |source: Box<dyn std::error::Error + Send + Sync>| InitError::HfConfig { path: path.clone(), source };
+        let text = std::fs::read_to_string(&path).map_err(|e| hf_err(e.into()))?;
+        let cfg = serde_json::from_str::<BertConfig>(&text).map_err(|e| hf_err(e.into()))?;
         if !dir.join("model.safetensors").exists() {
-            return Err(format!("init.hf: {} has no model.safetensors (only safetensors is read)", dir.display()));
+            return Err(InitError::NoSafetensors(dir));
         }
         let tok = ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists());
         return Ok(Some(Start { source: InitSource::Hf(dir), model: StartModel::Hf(cfg), tokenizer: tok }));
@@ -223,8 +264,8 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, String> {
 /// Loads `source`'s weights into `vs` by name (nothing for a fresh start).
 ///
 /// # Errors
-/// A message naming the file or a mis-shaped tensor.
-pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, String> {
+/// [`InitError`] naming the file or a mis-shaped tensor.
+pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, InitError> {
     match source {
         InitSource::Fresh => Ok(LoadReport { loaded: 0, missing: Vec::new(), unused: Vec::new() }),
         InitSource::Checkpoint(dir) | InitSource::Hf(dir) => load_into(vs, &dir.join("model.safetensors")),
@@ -243,10 +284,10 @@ fn hf_name(name: &str) -> String {
 /// Copies tensors from a safetensors file into `vs` by name (with the HF prefix fix).
 ///
 /// # Errors
-/// A message naming the file, or a tensor whose shape differs.
-pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, String> {
+/// [`InitError`] naming the file, or a tensor whose shape differs.
+pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError> {
     let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(file)
-        .map_err(|e| format!("{}: {e}", file.display()))?
+        .map_err(|source| InitError::Read { file: file.to_owned(), source })?
         .into_iter()
         .filter(|(k, _)| !k.ends_with("position_ids"))
         .map(|(k, v)| (hf_name(&k), v))
@@ -255,7 +296,7 @@ pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, String> {
     let mut used = std::collections::HashSet::new();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    tch::no_grad(|| -> Result<(), String> {
+    tch::no_grad(|| -> Result<(), InitError> {
         for (name, mut var) in vars {
             match tensors.get(&name) {
                 Some(t) if t.size() == var.size() => {
@@ -263,7 +304,7 @@ pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, String> {
                     used.insert(name);
                     report.loaded += 1;
                 }
-                Some(t) => return Err(format!("{}: `{name}` has shape {:?}, the model needs {:?}", file.display(), t.size(), var.size())),
+                Some(t) => return Err(InitError::Shape { file: file.to_owned(), name, got: t.size(), want: var.size() }),
                 None => report.missing.push(name),
             }
         }

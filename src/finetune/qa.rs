@@ -198,6 +198,16 @@ pub struct QaWindows {
     last_context: Option<(Arc<str>, tokenizers::Encoding)>,
 }
 
+/// A stride that leaves a window no room for new context.
+#[derive(Debug, thiserror::Error)]
+#[error("task.doc_stride: {stride} leaves no room for the context in windows of train.max_seq_len = {max_len} tokens (must be below {})", max_len.saturating_sub(4))]
+pub struct StrideError {
+    /// `task.doc_stride`.
+    pub stride: usize,
+    /// `train.max_seq_len`.
+    pub max_len: usize,
+}
+
 /// The tokens a window keeps for the context beyond its stride: a question longer than
 /// `max_len - 3 - stride - MIN_NEW_CONTEXT` is cut to that length.
 const MIN_NEW_CONTEXT: usize = 1;
@@ -208,9 +218,9 @@ impl QaWindows {
     /// # Errors
     /// When the stride leaves no room for the context (`stride + 4 >= max_len`) or the
     /// tokenizer refuses the settings.
-    pub fn new(tok: &TextTokenizer, max_len: usize, stride: usize) -> Result<Self, String> {
+    pub fn new(tok: &TextTokenizer, max_len: usize, stride: usize) -> Result<Self, StrideError> {
         if stride + 3 + MIN_NEW_CONTEXT + 1 > max_len {
-            return Err(format!("task.doc_stride: {stride} leaves no room for the context in windows of train.max_seq_len = {max_len} tokens (must be below {})", max_len.saturating_sub(4)));
+            return Err(StrideError { stride, max_len });
         }
         let ids = tok.special_ids();
         Ok(QaWindows { tokenizer: tok.inner().clone(), cls: ids.cls, sep: ids.sep, max_len, stride, questions_truncated: 0, last_context: None })
@@ -278,6 +288,7 @@ impl QaWindows {
             target: 0.0,
             word_starts: Vec::new(),
             window: keep_offsets.then(|| Arc::new(QaWindow { question: index, record: rec.clone(), offsets: window_offsets })),
+            shown: None,
         }
     }
 }

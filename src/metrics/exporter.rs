@@ -88,8 +88,8 @@ pub fn render(handle: &PrometheusHandle) -> String {
 
 /// Binds `addr`, installs the global recorder (with `run_id` as a global label) and serves
 /// scrapes from a dedicated thread until the process exits.
-pub(crate) fn start(addr: SocketAddr, handle_builder: impl FnOnce() -> Result<PrometheusHandle, String>, run_id: &str) -> Result<(), String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+pub(crate) fn start(addr: SocketAddr, handle_builder: impl FnOnce() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError>, run_id: &str) -> Result<(), super::MetricsError> {
+    let listener = TcpListener::bind(addr).map_err(|source| super::MetricsError::Listen { addr, source })?;
     let handle = handle_builder()?;
     registry().lock().expect("metrics registry poisoned").global = vec![("run_id".into(), run_id.into())];
     let handler: crate::http::Handler = Arc::new(move |req: &crate::http::Request| match req.target.split('?').next().unwrap_or("/") {
@@ -97,7 +97,7 @@ pub(crate) fn start(addr: SocketAddr, handle_builder: impl FnOnce() -> Result<Pr
         "/" | "/metrics" => crate::http::Response::new(200, "text/plain; version=0.0.4", render(&handle)),
         _ => crate::http::Response::new(404, "text/plain", "not found: /metrics or /health\n"),
     });
-    crate::http::serve(listener, "metrics-http", handler).map_err(|e| format!("cannot start the metrics server: {e}"))
+    crate::http::serve(listener, "metrics-http", handler).map_err(super::MetricsError::Serve)
 }
 
 #[cfg(test)]

@@ -22,9 +22,20 @@ pub enum MetricsError {
     /// `metrics.listen` is not `host:port`.
     #[error("metrics.listen `{0}` is not a socket address (host:port)")]
     Address(String),
-    /// The exporter could not start (port in use, or a recorder is already installed).
-    #[error("cannot start the Prometheus exporter: {0}")]
-    Install(String),
+    /// The port is taken (or not ours to bind).
+    #[error("cannot start the Prometheus exporter: cannot listen on {addr}")]
+    Listen {
+        /// `metrics.listen`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A recorder is already installed in this process.
+    #[error("cannot start the Prometheus exporter")]
+    Recorder(#[from] metrics_exporter_prometheus::BuildError),
+    /// The server thread could not start.
+    #[error("cannot start the metrics server")]
+    Serve(#[source] std::io::Error),
 }
 
 /// Parses `listen` ("" means off).
@@ -59,9 +70,8 @@ pub fn install_with(addr: SocketAddr, run_id: &str, labels: &[(&str, String)]) -
             .add_global_label("run_id", run_id)
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .and_then(|b| b.install_recorder())
-            .map_err(|e| e.to_string())
     };
-    exporter::start(addr, build, run_id).map_err(MetricsError::Install)?;
+    exporter::start(addr, build, run_id)?;
     names::describe_all();
     names::record_build_info();
     Ok(())

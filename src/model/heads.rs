@@ -9,8 +9,17 @@ use tch::Tensor;
 use super::bert::{Bert, BertConfig};
 use super::dropout::dropout;
 
-/// Which head: the task kind of the config (`task.kind`).
-pub use crate::config::TaskKind as HeadKind;
+/// Which of `transformers`' BERT heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// `BertForSequenceClassification`: pooled `[CLS]`, dropout, `classifier` (one output for
+    /// regression).
+    SequenceClassification,
+    /// `BertForTokenClassification`: dropout, per-token `classifier`, no pooler.
+    TokenClassification,
+    /// `BertForQuestionAnswering`: per-token `qa_outputs` (start, end), no pooler, no dropout.
+    QuestionAnswering,
+}
 
 /// The encoder with a task head.
 pub struct BertForTask {
@@ -28,10 +37,9 @@ impl BertForTask {
     pub fn new(root: &nn::Path, cfg: &BertConfig, kind: HeadKind, num_labels: i64) -> Self {
         let bert = Bert::new(root / "bert", cfg);
         let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
-        let per_token = matches!(kind, HeadKind::TokenClassification | HeadKind::QuestionAnswering);
+        let per_token = kind != HeadKind::SequenceClassification;
         let pooler = (!per_token).then(|| nn::linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
         let (name, outputs, dropout) = match kind {
-            HeadKind::Regression => ("classifier", 1, cfg.hidden_dropout_prob),
             HeadKind::QuestionAnswering => ("qa_outputs", 2, 0.0),
             _ => ("classifier", num_labels, cfg.hidden_dropout_prob),
         };

@@ -10,11 +10,17 @@ use crate::batch::HostBatch;
 /// Held-out metrics by name (`mlm_loss`, `perplexity`, `accuracy`, `f1`, `precision.spam`,
 /// ...). Names with a dot are per-class details: logged in `events.jsonl`, not exported as
 /// gauges.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct EvalMetrics {
-    /// Metric name to value, sorted by name (the order logs and `events.jsonl` show).
+    /// Metric name to value, sorted by name (the order logs and `events.jsonl` show; a
+    /// non-finite value is written `null` and read back as NaN).
+    #[serde(deserialize_with = "nan_for_null")]
     pub values: BTreeMap<String, f64>,
+}
+
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    Ok(<BTreeMap<String, Option<f64>> as serde::Deserialize>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
 }
 
 impl EvalMetrics {

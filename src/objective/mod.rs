@@ -148,6 +148,28 @@ pub trait Objective: Send + Sync + 'static {
     fn monitor(&self) -> Monitor {
         Monitor { metric: "loss".into(), direction: Direction::Lower }
     }
+    /// Checked once the starting weights (`[init]`) are loaded, with the variables they
+    /// lacked (initialised fresh): an objective that adds no weights (cloze) refuses a start
+    /// missing some.
+    ///
+    /// # Errors
+    /// What is missing, and what to start from instead.
+    fn check_start(&self, missing: &[String]) -> Result<(), IncompleteStart> {
+        let _ = missing;
+        Ok(())
+    }
+}
+
+/// Starting weights an objective cannot start from: what they lack and what to start from.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}, but the starting weights lack {missing:?} ({instead})")]
+pub struct IncompleteStart {
+    /// Why every variable must come from the start.
+    pub reason: String,
+    /// The variables the start lacks.
+    pub missing: Vec<String>,
+    /// What to start from instead.
+    pub instead: String,
 }
 
 /// The built-in pre-training objectives' collator: MLM (with pairs) or GLM corruption.

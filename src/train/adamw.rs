@@ -181,15 +181,15 @@ impl AdamW {
     /// Restores moments (named as [`AdamW::state_tensors`] names them) and the update count.
     ///
     /// # Errors
-    /// A message naming the first missing or mis-shaped tensor.
-    pub fn load_state(&mut self, named: &std::collections::HashMap<String, Tensor>, step: u64) -> Result<(), String> {
+    /// [`StateError`] naming the first missing or mis-shaped tensor.
+    pub fn load_state(&mut self, named: &std::collections::HashMap<String, Tensor>, step: u64) -> Result<(), StateError> {
         let _guard = tch::no_grad_guard();
         for s in &mut self.slots {
             for (prefix, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
                 let name = format!("{prefix}.{}", s.name);
-                let src = named.get(&name).ok_or_else(|| format!("optimizer state has no `{name}`"))?;
+                let src = named.get(&name).ok_or_else(|| StateError::Missing(name.clone()))?;
                 if src.size() != dst.size() {
-                    return Err(format!("optimizer state `{name}` has shape {:?}, the model needs {:?}", src.size(), dst.size()));
+                    return Err(StateError::Shape { name, got: src.size(), want: dst.size() });
                 }
                 dst.copy_(src);
             }
@@ -208,6 +208,24 @@ impl AdamW {
         }
         out
     }
+}
+
+/// Saved optimizer state that does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A moment is missing.
+    #[error("optimizer state has no `{0}`")]
+    Missing(String),
+    /// A moment's shape differs from its parameter's.
+    #[error("optimizer state `{name}` has shape {got:?}, the model needs {want:?}")]
+    Shape {
+        /// The moment.
+        name: String,
+        /// The saved shape.
+        got: Vec<i64>,
+        /// The parameter's.
+        want: Vec<i64>,
+    },
 }
 
 #[cfg(test)]

@@ -133,11 +133,22 @@ impl Autocast {
     }
 
     /// Whether autocast is on for the CPU (`false`) or CUDA (`true`) on this thread.
-    pub fn is_enabled(cuda: bool) -> bool {
-        // SAFETY: reads a flag.
-        unsafe { ffi::pt_autocast_is_enabled(i32::from(cuda)) != 0 }
+    ///
+    /// # Errors
+    /// libtorch's exception, when reading the flag threw.
+    pub fn is_enabled(cuda: bool) -> Result<bool, LibtorchError> {
+        // SAFETY: reads a flag; the shim catches C++ exceptions (-1).
+        match unsafe { ffi::pt_autocast_is_enabled(i32::from(cuda)) } {
+            -1 => Err(LibtorchError(ffi::last_error())),
+            on => Ok(on != 0),
+        }
     }
 }
+
+/// An exception libtorch threw inside the shim, with its message.
+#[derive(Debug, thiserror::Error)]
+#[error("libtorch: {0}")]
+pub struct LibtorchError(pub String);
 
 impl Drop for Autocast {
     fn drop(&mut self) {
@@ -158,14 +169,14 @@ mod tests {
         assert!(Autocast::enter(Precision::Auto, Device::Cpu).is_none(), "auto must be resolved first");
         {
             let _g = Autocast::enter(Precision::Bf16, Device::Cpu).expect("the shim sets CPU autocast");
-            assert!(Autocast::is_enabled(false));
+            assert!(Autocast::is_enabled(false).unwrap());
             assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
             // The loss stays fp32: cross-entropy is on autocast's fp32 list.
             let logits = a.matmul(&a);
             let ce = logits.cross_entropy_loss::<Tensor>(&Tensor::from_slice(&[0i64, 1, 2, 3]), None, tch::Reduction::Sum, -100, 0.0);
             assert_eq!(ce.kind(), Kind::Float);
         }
-        assert!(!Autocast::is_enabled(false));
+        assert!(!Autocast::is_enabled(false).unwrap());
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
     }
 

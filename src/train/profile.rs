@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::files::FileError;
+
 use crate::ffi;
 
 /// A named scope in the trace (`torch.profiler.record_function`); free when no profiler runs.
@@ -23,15 +25,27 @@ impl Scope {
     /// Opens `name` until the value is dropped.
     pub fn enter(name: &str) -> Scope {
         let name = CString::new(name).unwrap_or_default();
-        // SAFETY: the shim copies the name into a RecordFunction it owns; we free it in `drop`.
-        Scope(unsafe { ffi::pt_scope_enter(name.as_ptr()) })
+        // SAFETY: the shim copies the name into a RecordFunction it owns; we free it in `drop`
+        // (null when opening it threw: nothing to free).
+        let scope = unsafe { ffi::pt_scope_enter(name.as_ptr()) };
+        if scope.is_null() {
+            tracing::warn!(error = %ffi::last_error(), scope = ?name, "profiler scope");
+        }
+        Scope(scope)
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
+        if self.0.is_null() {
+            return;
+        }
         // SAFETY: the pointer came from `pt_scope_enter` and is freed once.
-        unsafe { ffi::pt_scope_exit(self.0) };
+        if unsafe { ffi::pt_scope_exit(self.0) } != 0 {
+            // A profiler callback threw while closing the scope: the trace loses this scope's
+            // end, training goes on.
+            tracing::warn!(error = %ffi::last_error(), "profiler scope");
+        }
     }
 }
 
@@ -73,27 +87,60 @@ impl Window {
         self.running = false;
         let wall_s = self.t0.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
         if let Err(e) = self.finish(wall_s) {
-            tracing::warn!(error = %e, "profile not written");
+            tracing::warn!(error = %crate::error_chain(&e), "profile not written");
         }
     }
 
-    fn finish(&self, wall_s: f64) -> Result<(), String> {
-        std::fs::create_dir_all(&self.out).map_err(|e| format!("{}: {e}", self.out.display()))?;
+    fn finish(&self, wall_s: f64) -> Result<(), ProfileError> {
+        std::fs::create_dir_all(&self.out).map_err(FileError::at(&self.out))?;
         let trace = self.out.join("trace.json");
-        let path = CString::new(trace.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        let path = CString::new(trace.to_string_lossy().as_bytes()).map_err(|_| ProfileError::Path(trace.clone()))?;
         // SAFETY: a NUL-terminated path; the shim writes the file.
         if unsafe { ffi::pt_profiler_stop(path.as_ptr()) } != 0 {
-            return Err(ffi::last_error());
+            return Err(ProfileError::Libtorch(ffi::last_error()));
         }
-        let text = std::fs::read_to_string(&trace).map_err(|e| format!("{}: {e}", trace.display()))?;
-        let mut b = breakdown(&text, self.steps).map_err(|e| format!("{}: {e}", trace.display()))?;
+        let text = std::fs::read_to_string(&trace).map_err(FileError::at(&trace))?;
+        let mut b = breakdown(&text, self.steps).map_err(|source| ProfileError::Trace { path: trace.clone(), source })?;
         b.wall_ms_per_step = 1000.0 * wall_s / self.steps as f64;
-        let json = serde_json::to_string_pretty(&b).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&b).expect("a breakdown serializes");
         let file = self.out.join("breakdown.json");
-        std::fs::write(&file, json).map_err(|e| format!("{}: {e}", file.display()))?;
+        std::fs::write(&file, json).map_err(FileError::at(&file))?;
         tracing::info!(path = %file.display(), wall_ms_per_step = b.wall_ms_per_step, groups = ?b.groups_ms_per_step, "profile written");
         Ok(())
     }
+}
+
+/// Why a profile was not written (the run goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Writing the folder or reading the trace.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A path the shim cannot take (a NUL byte in it).
+    #[error("{}: not a C path", .0.display())]
+    Path(PathBuf),
+    /// libtorch's profiler threw.
+    #[error("libtorch's profiler: {0}")]
+    Libtorch(String),
+    /// The trace is not what libtorch writes.
+    #[error("{}", path.display())]
+    Trace {
+        /// The trace file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: TraceError,
+    },
+}
+
+/// A text that is not a Chrome trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Not JSON.
+    #[error("not a Chrome trace")]
+    Json(#[from] serde_json::Error),
+    /// JSON without `traceEvents`.
+    #[error("no traceEvents")]
+    NoEvents,
 }
 
 /// Where the time of the profiled steps went.
@@ -160,9 +207,9 @@ struct Span<'a> {
 ///
 /// # Errors
 /// When the text is not a trace.
-pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, String> {
-    let v: Value = serde_json::from_str(trace).map_err(|e| format!("not a Chrome trace: {e}"))?;
-    let events = v.get("traceEvents").and_then(Value::as_array).ok_or("no traceEvents")?;
+pub fn breakdown(trace: &str, steps: u64) -> Result<Breakdown, TraceError> {
+    let v: Value = serde_json::from_str(trace)?;
+    let events = v.get("traceEvents").and_then(Value::as_array).ok_or(TraceError::NoEvents)?;
     let mut threads: BTreeMap<String, Vec<Span<'_>>> = BTreeMap::new();
     // `[memory]` instants carry the allocator's running total after each allocation or free.
     let peak_tensor_mb = events

@@ -31,6 +31,27 @@ pub struct StepOutput {
     pub samples: u64,
 }
 
+/// A checkpoint that does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The weights (or the moments' file) could not be read into the model.
+    #[error("{}", file.display())]
+    Weights {
+        /// The safetensors file.
+        file: std::path::PathBuf,
+        /// libtorch's error.
+        source: tch::TchError,
+    },
+    /// The moments do not fit the parameters.
+    #[error("{}", file.display())]
+    Optimizer {
+        /// `optimizer.safetensors`.
+        file: std::path::PathBuf,
+        /// What does not fit.
+        source: super::adamw::StateError,
+    },
+}
+
 /// A data-parallel run's process group and DDP reducer.
 struct DistParts {
     pg: crate::distributed::ProcessGroup,
@@ -50,6 +71,11 @@ impl DistParts {
         let (rank, world) = (self.pg.rank, self.pg.world);
         self.reducer.prepare(loss, rank, world)?;
         loss.f_backward().map_err(|e| crate::distributed::DistError::Collective { rank, world, op: "gradient all-reduce (backward)", message: e.to_string() })
+    }
+
+    /// A collective's result that could not be read back.
+    fn collective_error(&self, op: &'static str, e: impl std::fmt::Display) -> crate::distributed::DistError {
+        crate::distributed::DistError::Collective { rank: self.pg.rank, world: self.pg.world, op, message: e.to_string() }
     }
 }
 
@@ -84,6 +110,38 @@ pub enum StepResult {
     Applied(StepOutput),
     /// The loss or the gradient norm was not finite: gradients dropped, weights untouched.
     Skipped(StepOutput),
+    /// A rank voted to stop (a signal, a stop command, early stopping): no update, so every
+    /// rank stops after the same step; the batches are not consumed.
+    Stopped,
+}
+
+/// Loss parts one all-reduce carries (objectives have one to three).
+const MAX_PARTS: usize = 8;
+
+/// What the passes of an update give the optimizer step: the global counts, each loss part's
+/// mean, and the communication the step waited for.
+type Passes = (Counts, Vec<(&'static str, Tensor)>, std::time::Duration);
+
+/// The divisors of an update, summed over the ranks: scored tokens, examples, tokens.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    scored: f64,
+    examples: f64,
+    tokens: f64,
+}
+
+impl Counts {
+    fn of(micro: &[HostBatch]) -> Self {
+        let sum = |f: fn(&HostBatch) -> usize| micro.iter().map(f).sum::<usize>() as f64;
+        Counts { scored: sum(|b| b.n_scored), examples: sum(|b| b.n_examples), tokens: sum(|b| b.n_tokens) }
+    }
+
+    fn divisor(&self, per: Per) -> f64 {
+        match per {
+            Per::Target => self.scored.max(1.0),
+            Per::Example => self.examples.max(1.0),
+        }
+    }
 }
 
 /// CPU copies of every variable of `vs`, sorted by name: what checkpoints and the Evaluator get.
@@ -162,18 +220,6 @@ impl TrainState {
         Ok(())
     }
 
-    /// Whether any rank wants to stop (every rank calls this once per update, so all stop
-    /// after the same step); `flag` itself in a single-process run.
-    ///
-    /// # Errors
-    /// [`crate::distributed::DistError`] when the all-reduce fails (a rank died).
-    pub fn any_rank(&self, flag: bool) -> Result<bool, crate::distributed::DistError> {
-        let Some(d) = &self.dist else { return Ok(flag) };
-        let mut t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(self.vs.device());
-        d.pg.all_reduce_sum(&mut t)?;
-        Ok(t.double_value(&[0]) > 0.0)
-    }
-
     /// Seconds of communication not hidden behind compute so far (0 without a process group).
     pub fn comm_seconds(&self) -> f64 {
         self.dist.as_ref().map_or(0.0, |d| d.comm_s)
@@ -191,58 +237,129 @@ impl TrainState {
         self.dist.as_ref().map_or((0, 1), |d| (d.pg.rank, d.pg.world))
     }
 
-    /// One optimizer update over `micro` (the accumulation group), unless the loss or the
-    /// gradient norm is not finite. That check reads one flag off the device (a sync point per
-    /// update, accepted so that a bad update never reaches the weights or the moments).
+    /// One optimizer update over `micro` (the accumulation group), unless a rank votes to stop
+    /// (`stop` is this rank's vote) or the loss or the gradient norm is not finite. That check
+    /// reads one flag off the device (a sync point per update, accepted so that a bad update
+    /// never reaches the weights or the moments).
     ///
-    /// In a data-parallel run the divisors are the global counts (one small all-reduce), the
-    /// gradients are summed over the ranks before clipping, and the reported loss is global.
+    /// In a data-parallel run the divisors are the global counts, the gradients are summed over
+    /// the ranks before clipping, and the reported loss is global. Without accumulation one small
+    /// all-reduce carries the stop vote, the counts and the loss parts (between the forward and
+    /// the backward pass); with accumulation the vote and the counts go before the first
+    /// micro-batch and the loss parts after the last (the divisors are needed before any
+    /// backward pass, and holding every micro-batch's activations to wait would undo what
+    /// accumulation is for).
     ///
     /// # Errors
     /// [`crate::distributed::DistError`] when a collective fails.
-    pub fn train_step(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::distributed::DistError> {
+    /// `accumulating` says the run accumulates micro-batches (`train.grad_accum` > 1): every
+    /// rank must pick the same collectives, a stopping rank that brings no batch included.
+    pub fn train_step(&mut self, micro: &[HostBatch], stop: bool, accumulating: bool) -> Result<StepResult, crate::distributed::DistError> {
         let step = self.step;
         if let Some(p) = &mut self.profile {
             p.before(step);
         }
-        let result = self.update(micro);
+        let result = self.update(micro, stop, accumulating);
         if let Some(p) = &mut self.profile {
             p.after(step);
         }
         result
     }
 
-    fn update(&mut self, micro: &[HostBatch]) -> Result<StepResult, crate::distributed::DistError> {
+    fn update(&mut self, micro: &[HostBatch], stop: bool, accumulating: bool) -> Result<StepResult, crate::distributed::DistError> {
         let key = step_seed(self.seed, self.step);
         tch::manual_seed(key);
         crate::model::dropout::reseed(key as u64);
-        let device = self.vs.device();
-        // Divisors of the whole update, known on the host (summed over the ranks).
-        let mut counts = [
-            micro.iter().map(|b| b.n_scored).sum::<usize>() as f64,
-            micro.iter().map(|b| b.n_examples).sum::<usize>() as f64,
-            micro.iter().map(|b| b.n_tokens).sum::<usize>() as f64,
-        ];
-        let mut comm = std::time::Duration::ZERO;
-        if let Some(d) = &self.dist {
-            let t0 = std::time::Instant::now();
-            let mut t = Tensor::from_slice(&counts).to_device(device);
-            d.pg.all_reduce_sum(&mut t)?;
-            comm += t0.elapsed();
-            let v: Vec<f64> = Vec::try_from(t.to_device(Device::Cpu)).unwrap_or_default();
-            counts.copy_from_slice(&v[..3]);
+        let local = Counts::of(micro);
+        let passes = match (self.dist.is_some(), accumulating) {
+            (true, false) => self.fused_pass(micro.first(), local, stop)?,
+            _ => self.accumulated_passes(micro, local, stop)?,
+        };
+        let Some((counts, parts, comm)) = passes else { return Ok(StepResult::Stopped) };
+        if let Some(d) = &mut self.dist {
+            d.comm_s += comm.as_secs_f64();
+            metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
         }
-        let scored = counts[0].max(1.0);
-        let examples = counts[1].max(1.0);
-        let _autocast = super::precision::Autocast::enter(self.precision, device);
+        Ok(self.apply(counts, parts))
+    }
+
+    /// One micro-batch on a data-parallel run: forward, one all-reduce of the stop vote, the
+    /// counts and the loss parts' sums, then the backward pass with the global divisors (the
+    /// reducer's bucket all-reduces overlap it). A stopping rank brings no batch and votes
+    /// with zeros; `None` when any rank voted to stop.
+    fn fused_pass(&mut self, hb: Option<&HostBatch>, local: Counts, stop: bool) -> Result<Option<Passes>, crate::distributed::DistError> {
+        let device = self.vs.device();
+        let autocast = super::precision::Autocast::enter(self.precision, device);
+        let losses = match hb {
+            Some(hb) => self.model.losses(&DeviceBatch::new(hb, device), true),
+            None => Vec::new(),
+        };
+        let d = self.dist.as_ref().expect("a data-parallel run");
+        if losses.len() > MAX_PARTS {
+            return Err(d.collective_error("the update's all-reduce", format!("{} loss parts; at most {MAX_PARTS} travel in one all-reduce", losses.len())));
+        }
+        let t0 = std::time::Instant::now();
+        // A fixed size, so that a rank that brings no batch joins with zeros.
+        let mut head = vec![local.scored, local.examples, local.tokens, f64::from(u8::from(stop || hb.is_none()))];
+        head.resize(4 + MAX_PARTS, 0.0);
+        let mut all = Tensor::from_slice(&head).to_device(device);
+        for (i, p) in losses.iter().enumerate() {
+            all.get(4 + i as i64).copy_(&p.sum.detach().to_kind(Kind::Double));
+        }
+        d.pg.all_reduce_sum(&mut all)?;
+        let host = Vec::<f64>::try_from(all.narrow(0, 0, 4).to_device(Device::Cpu)).map_err(|e| d.collective_error("stop vote and counts", e))?;
+        let mut comm = t0.elapsed();
+        if host[3] > 0.0 {
+            return Ok(None);
+        }
+        let counts = Counts { scored: host[0], examples: host[1], tokens: host[2] };
+        let mut parts = Vec::with_capacity(losses.len());
+        let mut loss: Option<Tensor> = None;
+        for (i, part) in losses.into_iter().enumerate() {
+            let n = counts.divisor(part.per);
+            parts.push((part.name, all.get(4 + i as i64).to_kind(Kind::Float) / n));
+            let l = part.sum / n;
+            loss = Some(match loss {
+                Some(total) => total + l,
+                None => l,
+            });
+        }
+        let _scope = super::profile::Scope::enter("pretune::backward");
+        let loss = loss.unwrap_or_else(|| self.zero_loss());
+        d.backward(&loss)?;
+        drop(autocast);
+        comm += self.record_buckets();
+        Ok(Some((counts, parts, comm)))
+    }
+
+    /// Forward and backward per micro-batch, the divisors all-reduced (with the stop vote)
+    /// before the first and the loss parts after the last. `None` when a rank voted to stop.
+    fn accumulated_passes(&mut self, micro: &[HostBatch], local: Counts, stop: bool) -> Result<Option<Passes>, crate::distributed::DistError> {
+        let device = self.vs.device();
+        let mut comm = std::time::Duration::ZERO;
+        let counts = match &self.dist {
+            None if stop => return Ok(None),
+            None => local,
+            Some(d) => {
+                let t0 = std::time::Instant::now();
+                let mut t = Tensor::from_slice(&[local.scored, local.examples, local.tokens, f64::from(u8::from(stop))]).to_device(device);
+                d.pg.all_reduce_sum(&mut t)?;
+                let v = Vec::<f64>::try_from(t.to_device(Device::Cpu)).map_err(|e| d.collective_error("stop vote and counts", e))?;
+                comm += t0.elapsed();
+                if v[3] > 0.0 {
+                    return Ok(None);
+                }
+                Counts { scored: v[0], examples: v[1], tokens: v[2] }
+            }
+        };
+        let autocast = super::precision::Autocast::enter(self.precision, device);
         // Each part's mean over the update, in the order the objective reports them.
         let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
         for (i, hb) in micro.iter().enumerate() {
-            let last = i + 1 == micro.len();
             let b = DeviceBatch::new(hb, device);
             let mut loss: Option<Tensor> = None;
             for part in self.model.losses(&b, true) {
-                let l = part.sum / if part.per == Per::Target { scored } else { examples };
+                let l = part.sum / counts.divisor(part.per);
                 match parts.iter_mut().find(|(n, _)| *n == part.name) {
                     Some((_, acc)) => *acc += l.detach(),
                     None => parts.push((part.name, l.detach())),
@@ -252,27 +369,12 @@ impl TrainState {
                     None => l,
                 });
             }
-            let _scope = super::profile::Scope::enter("pretune::backward");
-            match (loss, &self.dist) {
-                // The reducer's hooks reduce during the last micro-batch's backward only;
-                // earlier ones accumulate locally (DDP's no_sync).
-                (Some(loss), Some(d)) if last => d.backward(&loss)?,
-                (Some(loss), _) => loss.backward(),
-                // A rank whose last micro-batch scored nothing still joins the reduction, with
-                // zero gradients, so the others do not wait for its buckets.
-                (None, Some(d)) if last => {
-                    let zero = self.vs.trainable_variables().iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, v| acc + v.sum(Kind::Float) * 0.0);
-                    d.backward(&zero)?;
-                }
-                (None, _) => {}
-            }
+            self.backward(loss, i + 1 == micro.len())?;
         }
-        drop(_autocast);
-        if let Some(d) = &mut self.dist {
-            let end = crate::distributed::now_ns();
-            let times = d.reducer.times();
-            comm += std::time::Duration::from_nanos(times.exposed_ns(end) as u64);
-            d.last = (times, end);
+        drop(autocast);
+        if self.dist.is_some() {
+            let buckets = self.record_buckets();
+            let d = self.dist.as_ref().expect("checked");
             let t0 = std::time::Instant::now();
             // The loss parts are sums over this rank's share of the global divisors.
             if !parts.is_empty() {
@@ -283,22 +385,58 @@ impl TrainState {
                     *t = all.get(i as i64);
                 }
             }
-            comm += t0.elapsed();
-            d.comm_s += comm.as_secs_f64();
-            metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
+            comm += buckets + t0.elapsed();
         }
+        Ok(Some((counts, parts, comm)))
+    }
+
+    /// One micro-batch's backward pass. The reducer's hooks reduce during the last
+    /// micro-batch's backward only; earlier ones accumulate locally (DDP's no_sync). A rank
+    /// whose last micro-batch scored nothing still joins the reduction, with zero gradients,
+    /// so the others do not wait for its buckets.
+    fn backward(&self, loss: Option<Tensor>, last: bool) -> Result<(), crate::distributed::DistError> {
+        let _scope = super::profile::Scope::enter("pretune::backward");
+        match (loss, &self.dist) {
+            (Some(loss), Some(d)) if last => d.backward(&loss)?,
+            (Some(loss), _) => loss.backward(),
+            (None, Some(d)) if last => d.backward(&self.zero_loss())?,
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// A zero that depends on every trainable variable (their gradients become zeros).
+    fn zero_loss(&self) -> Tensor {
+        let device = self.vs.device();
+        self.vs.trainable_variables().iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, v| acc + v.sum(Kind::Float) * 0.0)
+    }
+
+    /// Keeps the reducer's bucket times of this update; returns the communication the
+    /// backward pass waited for after its last gradient was ready.
+    fn record_buckets(&mut self) -> std::time::Duration {
+        let Some(d) = &mut self.dist else { return std::time::Duration::ZERO };
+        let end = crate::distributed::now_ns();
+        let times = d.reducer.times();
+        let exposed = std::time::Duration::from_nanos(times.exposed_ns(end) as u64);
+        d.last = (times, end);
+        exposed
+    }
+
+    /// Clips, checks the loss and the gradient norm are finite, and steps the optimizer.
+    fn apply(&mut self, counts: Counts, parts: Vec<(&'static str, Tensor)>) -> StepResult {
+        let device = self.vs.device();
         let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t)| acc + t.to_kind(Kind::Float));
         let grad_norm = {
             let _scope = super::profile::Scope::enter("pretune::clip_grad_norm");
             self.opt.clip_grad_norm(self.clip)
         };
         let lr = self.lr_override.unwrap_or_else(|| self.schedule.at(self.step));
-        // Sync point: one boolean per update.
+        // Sync point: one boolean per update (a failed read counts as not finite).
         let finite = bool::try_from(loss_total.isfinite().logical_and(&grad_norm.isfinite())).unwrap_or(false);
-        let out = StepOutput { loss: loss_total, parts, grad_norm, lr, tokens: counts[2] as u64, samples: counts[1] as u64 };
+        let out = StepOutput { loss: loss_total, parts, grad_norm, lr, tokens: counts.tokens as u64, samples: counts.examples as u64 };
         if !finite {
             self.opt.zero_grad();
-            return Ok(StepResult::Skipped(out));
+            return StepResult::Skipped(out);
         }
         {
             let _scope = super::profile::Scope::enter("pretune::optimizer");
@@ -306,7 +444,7 @@ impl TrainState {
             self.opt.zero_grad();
         }
         self.step += 1;
-        Ok(StepResult::Applied(out))
+        StepResult::Applied(out)
     }
 
     /// Replaces the schedule with a fixed rate (`None`: back to the schedule).
@@ -317,16 +455,16 @@ impl TrainState {
     /// Restores weights, optimizer moments and the step from a checkpoint folder.
     ///
     /// # Errors
-    /// A message naming the file and the missing or mis-shaped tensor.
-    pub fn load_checkpoint(&mut self, dir: &Path, step: u64) -> Result<(), String> {
+    /// [`LoadError`] naming the file and the missing or mis-shaped tensor.
+    pub fn load_checkpoint(&mut self, dir: &Path, step: u64) -> Result<(), LoadError> {
         let model = dir.join("model.safetensors");
-        self.vs.load(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+        self.vs.load(&model).map_err(|source| LoadError::Weights { file: model.clone(), source })?;
         let opt = dir.join("optimizer.safetensors");
         let named: std::collections::HashMap<String, Tensor> =
-            Tensor::read_safetensors(&opt).map_err(|e| format!("{}: {e}", opt.display()))?.into_iter().collect();
+            Tensor::read_safetensors(&opt).map_err(|source| LoadError::Weights { file: opt.clone(), source })?.into_iter().collect();
         let device = self.vs.device();
         let named = named.into_iter().map(|(k, v)| (k, v.to_device(device))).collect();
-        self.opt.load_state(&named, step).map_err(|e| format!("{}: {e}", opt.display()))?;
+        self.opt.load_state(&named, step).map_err(|source| LoadError::Optimizer { file: opt.clone(), source })?;
         self.step = step;
         Ok(())
     }

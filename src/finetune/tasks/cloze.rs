@@ -13,16 +13,22 @@
 //!   pre-training. Candidates of the same length share a row, so single-token verbalizers
 //!   cost one row per example.
 
-use tch::{Kind, Tensor};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::data::{ClsRecord, TaskDataError};
+use serde_json::json;
+use tch::{nn, Kind, Tensor};
+
+use super::classification::{class_loss, label_maps, ClassScorer, Probabilities};
+use super::{read_texts, shown_text, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
 use crate::batch::{HostBatch, IGNORE};
 use crate::data::labelled::TaskExample;
-use crate::objective::DeviceBatch;
 use crate::data::tokenize::TextTokenizer;
+use crate::finetune::data::{BadRecords, ClsRecord, Fields, LabelSet, TaskDataError};
 use crate::masking::glm::GlmIds;
 use crate::model::bert::BertForMaskedLM;
 use crate::model::glm::Glm;
+use crate::objective::{DeviceBatch, Direction, ModelSpec};
 
 /// The pattern and verbalizers, tokenized once.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,36 +77,23 @@ impl ClozeModel {
 ///
 /// # Errors
 /// The tokenizer refuses them (with the key to blame).
-pub fn glm_ids(tokenizer: &mut TextTokenizer) -> Result<GlmIds, String> {
-    let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| format!("tokenizer.path: {}", crate::error_chain(&e)))?;
+pub fn glm_ids(tokenizer: &mut TextTokenizer) -> Result<GlmIds, TaskError> {
+    let added = tokenizer.ensure_special(&["[sop]", "[eop]", "[sMASK]", "[gMASK]"]).map_err(|e| TaskError::config(format!("tokenizer.path: {}", crate::error_chain(&e))))?;
     let ids = tokenizer.special_ids();
     Ok(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
-}
-
-/// The cloze model of a fine-tuned checkpoint's task (`None` for other tasks), with the
-/// special tokens added to its tokenizer as in the run (GLM's).
-///
-/// # Errors
-/// The tokenizer refuses GLM's tokens.
-pub fn model_of(spec: &super::task::TaskSpec, tokenizer: &mut TextTokenizer) -> Result<Option<ClozeModel>, String> {
-    Ok(match (spec.kind, &spec.glm) {
-        (crate::model::heads::HeadKind::Cloze, Some(_)) => Some(ClozeModel::Glm(glm_ids(tokenizer)?)),
-        (crate::model::heads::HeadKind::Cloze, None) => Some(ClozeModel::bert(tokenizer)),
-        _ => None,
-    })
 }
 
 /// The verbalizers' tokens, in label order.
 ///
 /// # Errors
 /// A label without a verbalizer, or one with no tokens (naming the key).
-pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::collections::BTreeMap<String, String>) -> Result<Vec<Vec<u32>>, String> {
+pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::collections::BTreeMap<String, String>) -> Result<Vec<Vec<u32>>, TaskError> {
     let mut answers = Vec::new();
     for l in labels {
-        let text = verbalizers.get(l).ok_or_else(|| format!("task.verbalizers: no verbalizer for label `{l}`"))?;
-        let ids = tokenizer.encode(text).map_err(|e| format!("task.verbalizers.{l}: {}", crate::error_chain(&e)))?.ids;
+        let text = verbalizers.get(l).ok_or_else(|| TaskError::config(format!("task.verbalizers: no verbalizer for label `{l}`")))?;
+        let ids = tokenizer.encode(text).map_err(|e| TaskError::config(format!("task.verbalizers.{l}: {}", crate::error_chain(&e))))?.ids;
         if ids.is_empty() {
-            return Err(format!("task.verbalizers.{l}: `{text}` has no tokens"));
+            return Err(TaskError::config(format!("task.verbalizers.{l}: `{text}` has no tokens")));
         }
         answers.push(ids);
     }
@@ -139,7 +132,7 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     if let ClozeModel::Bert { sep, .. } = spec.model {
         ids.push(sep);
     }
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None, shown: None })
 }
 
 /// The rows of a batch: GLM's [`collate_glm`] or BERT's [`collate_bert`].
@@ -269,4 +262,156 @@ pub fn scores(glm: &Glm, b: &DeviceBatch, train: bool) -> Tensor {
         None => rows,
     };
     rows.view([-1, b.candidates.max(1) as i64])
+}
+
+/// The registry entry.
+pub const KIND: TaskKind = TaskKind { name: "cloze", reuses_pretraining_head: true, metrics: &[("accuracy", Direction::Higher)], own_keys: &["pattern", "verbalizers"], train_defaults: &[], build };
+
+fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
+    let c = cx.config;
+    let mut problems = Vec::new();
+    if c.pattern.matches("[MASK]").count() != 1 || !c.pattern.contains("{text}") {
+        problems.push("task.pattern: needs `{text}` and exactly one `[MASK]`".to_owned());
+    }
+    if c.verbalizers.len() < 2 {
+        problems.push("task.verbalizers: give verbalizer text for at least two labels".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(TaskError::Config(problems));
+    }
+    let labels = if c.labels.is_empty() { LabelSet { names: c.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.labels.clone() } };
+    let model = match cx.encoder {
+        ModelSpec::Glm { .. } => ClozeModel::Glm(find_glm_ids(&cx.tokenizer)?),
+        ModelSpec::Bert { .. } => ClozeModel::bert(&cx.tokenizer),
+    };
+    let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers)?, model };
+    Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len }))
+}
+
+/// GLM's special tokens in a tokenizer that has them (added when the encoder is a GLM).
+///
+/// # Errors
+/// A tokenizer without them.
+pub fn find_glm_ids(tokenizer: &TextTokenizer) -> Result<GlmIds, TaskError> {
+    let id = |t: &str| tokenizer.token_id(t).ok_or_else(|| TaskError::config(format!("tokenizer.path: the tokenizer lacks GLM's `{t}`")));
+    let ids = tokenizer.special_ids();
+    Ok(GlmIds { cls: ids.cls, mask: ids.mask, sop: id("[sop]")?, eop: id("[eop]")?, smask: id("[sMASK]")?, gmask: id("[gMASK]")? })
+}
+
+/// Cloze: a pattern and verbalizers scored by a pre-trained GLM or BERT MLM head.
+pub struct Cloze {
+    spec: ClozeSpec,
+    labels: LabelSet,
+    verbalizers: std::collections::BTreeMap<String, String>,
+    fields: Fields,
+    tokenizer: Arc<TextTokenizer>,
+    encoder: ModelSpec,
+    max_len: usize,
+}
+
+impl Cloze {
+    /// The pattern and verbalizers, tokenized.
+    pub fn spec(&self) -> &ClozeSpec {
+        &self.spec
+    }
+}
+
+impl Task for Cloze {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn loss_name(&self) -> &'static str {
+        "cloze"
+    }
+    fn labels(&self) -> &[String] {
+        &self.labels.names
+    }
+
+    fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
+        let records = read_texts(files, &self.fields, split, limit, bad)?;
+        let mut examples = Vec::with_capacity(records.len());
+        for r in &records {
+            let label = if split == Split::Predict { 0 } else { self.labels.id(&r.label, &r.path, r.line)? };
+            let mut e = encode(&self.tokenizer, r, label, &self.spec, self.max_len)?;
+            if split == Split::Predict {
+                e.shown = shown_text(&r.text);
+            }
+            examples.push(e);
+        }
+        Ok(Encoded { examples, records: records.len() })
+    }
+
+    fn check_trained(&self) -> Result<(), TaskError> {
+        super::classification::at_least_two(&self.labels)
+    }
+
+    fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
+        collate(examples, &self.spec, self.tokenizer.special_ids().pad)
+    }
+
+    fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
+        match &self.encoder {
+            ModelSpec::Glm { config } => Box::new(GlmCloze(Glm::new(root, config))),
+            ModelSpec::Bert { config, .. } => Box::new(BertCloze(BertForMaskedLM::new(root, config))),
+        }
+    }
+
+    fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+        class_loss(outputs, batch)
+    }
+
+    fn scorer(&self) -> Box<dyn Scorer> {
+        Box::new(ClassScorer::new(&self.labels.names))
+    }
+
+
+    fn headline(&self) -> &'static [&'static str] {
+        &["accuracy", "macro_f1", "loss"]
+    }
+
+    /// The label scores are the verbalizers' summed log-probabilities in the blank; the
+    /// probabilities their softmax, as in training.
+    fn predictor(&self) -> Box<dyn Predictor> {
+        Box::new(Probabilities { labels: self.labels.names.clone() })
+    }
+
+    /// The MLM head is the model: `BertForMaskedLM`, with the pattern and the verbalizers a
+    /// user needs to score labels the way the run did.
+    fn export(&self) -> Result<HfHead, TaskError> {
+        if matches!(self.encoder, ModelSpec::Glm { .. }) {
+            return Err(TaskError::NoExport("a GLM cloze model has no Hugging Face `transformers` architecture to export to".into()));
+        }
+        let mut config = label_maps(&self.labels.names);
+        config.insert("pretune_cloze".into(), json!({"pattern": self.spec.pattern, "verbalizers": self.verbalizers, "labels": self.labels.names}));
+        Ok(HfHead { architecture: "BertForMaskedLM", config })
+    }
+
+    /// Cloze adds no weights: every variable must come from the starting point (a BERT
+    /// without its MLM head, such as a sentence-embedding model, cannot fill blanks).
+    fn check_start(&self, missing: &[String]) -> Result<(), crate::objective::IncompleteStart> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(crate::objective::IncompleteStart {
+            reason: "cloze fine-tuning reuses the pre-trained output layer".into(),
+            missing: missing.to_vec(),
+            instead: "start from an MLM or GLM pre-training checkpoint, or a BertForMaskedLM / BertForPreTraining folder".into(),
+        })
+    }
+}
+
+struct GlmCloze(Glm);
+
+impl TaskModel for GlmCloze {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        scores(&self.0, b, train)
+    }
+}
+
+struct BertCloze(BertForMaskedLM);
+
+impl TaskModel for BertCloze {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        bert_scores(&self.0, b, train)
+    }
 }

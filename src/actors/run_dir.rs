@@ -1,0 +1,126 @@
+//! A run's folder and bookkeeping: the output folder with its resolved config, the checkpoint
+//! to resume from and where the counters start, and the summary at the end.
+
+use std::path::PathBuf;
+
+use super::coordinator::Outcome;
+use super::trainer::StartPoint;
+use super::{EndedBy, RunError, RunSummary};
+use crate::checkpoint::resume::choose;
+use crate::checkpoint::CheckpointStore;
+use crate::plan::RunPlan;
+
+/// The run's checkpoint store and the checkpoint `--resume` picks (none without it; a warning
+/// when checkpoints exist and are ignored). Rank 0 first removes half-written temporaries.
+pub(super) fn find_resume_point(plan: &RunPlan, run_dir: &std::path::Path, rank: usize) -> Result<(CheckpointStore, Option<crate::checkpoint::resume::ResumePoint>), RunError> {
+    let ckpt_root = run_dir.join("checkpoints");
+    let store = CheckpointStore::new(&ckpt_root);
+    if rank == 0 {
+        // Never under rank 0's feet.
+        store.clean_temporaries();
+    }
+    let point = match &plan.resume {
+        Some(from) => choose(&store, &ckpt_root, from)?,
+        None => {
+            if !store.steps().is_empty() {
+                tracing::warn!(dir = %ckpt_root.display(), "checkpoints exist; starting afresh (pass --resume auto to continue)");
+            }
+            None
+        }
+    };
+    Ok((store, point))
+}
+
+/// Creates the run's output folder (rank 0: OUT; others: OUT/ranks/rank-N), writes the resolved
+/// `config.toml`, starts the metrics exporter and reports the records a fine-tuning plan
+/// skipped. Returns `(OUT, this rank's folder)`.
+pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, PathBuf), RunError> {
+    let c = &plan.config;
+    // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
+    let run_dir = c.run.out_dir.clone();
+    let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
+    let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
+    std::fs::create_dir_all(&out_dir).map_err(out_err)?;
+    let resolved = toml::to_string(c).map_err(|e| RunError::Pipeline(format!("cannot write the resolved config: {e}")))?;
+    std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
+    if let Some(addr) = plan.metrics_addr {
+        // Every run labels its rank (0 alone), so dashboards and alerts select and group by it
+        // the same way for one process and for many.
+        let labels: Vec<(&str, String)> = vec![("rank", rank.to_string())];
+        crate::metrics::install_with(addr, &plan.run_id, &labels)?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
+    for bad in plan.workload.skipped() {
+        metrics::counter!(crate::metrics::names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
+        tracing::warn!(file = %bad.path.display(), line = bad.line, reason = bad.reason, "skipped record: {}", bad.detail);
+    }
+    Ok((run_dir, out_dir))
+}
+
+/// Where the data plane and the counters start: a resume point's, after checking it was
+/// written by a run of the same world size and model (`want`), or the beginning.
+pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value) -> Result<StartPoint, RunError> {
+    let Some(rp) = resume_point else { return Ok(StartPoint::default()) };
+    if rp.state.world_size != world {
+        return Err(RunError::Incompatible {
+            dir: rp.dir.clone(),
+            reason: format!(
+                "it was written by a run of {} rank(s) and this run has {world}: the data shards and the global batch depend on the world size; resume with WORLD_SIZE={} (or start afresh)",
+                rp.state.world_size, rp.state.world_size
+            ),
+        });
+    }
+    if rp.state.model != *want {
+        return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model is {} but the config builds {}", rp.state.model, want) });
+    }
+    tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
+    Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches: rp.state.batches_seen, cursor: rp.state.cursor })
+}
+
+/// The run's summary from the Coordinator's outcome (a stage's failure becomes the error).
+pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::Path, out_dir: PathBuf, metric: String) -> Result<RunSummary, RunError> {
+    if let Some((stage, source)) = outcome.failure {
+        return Err(RunError::Stage { stage, source });
+    }
+    let c = &plan.config;
+    let phase = plan.phase();
+    let t = outcome.totals.ok_or_else(|| RunError::Pipeline("the trainer never reported".into()))?;
+    let linger = c.metrics.linger_s;
+    if plan.metrics_addr.is_some() && linger > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(linger));
+    }
+    let epoch_steps = plan.workload.epoch_steps();
+    let ended_by = if t.stopped_early {
+        EndedBy::EarlyStopping
+    } else if t.interrupted {
+        EndedBy::Interrupted
+    } else if epoch_steps > 0 {
+        EndedBy::Epochs
+    } else {
+        EndedBy::MaxSteps
+    };
+    let store = CheckpointStore::new(run_dir.join("checkpoints"));
+    Ok(RunSummary {
+        phase,
+        metric,
+        best: outcome.best,
+        best_checkpoint: store.best().filter(|d| d.join("state.json").exists()).or_else(|| store.latest()),
+        epochs: (epoch_steps > 0).then(|| t.steps as f64 / epoch_steps as f64),
+        ended_by,
+        stopped_early: t.stopped_early,
+        init: t.init.clone(),
+        steps: t.steps,
+        tokens: t.tokens,
+        samples: t.samples,
+        elapsed_s: t.elapsed_s,
+        tokens_per_second: t.tokens as f64 / t.elapsed_s.max(1e-9),
+        data_wait_share: t.data_wait_s / t.elapsed_s.max(1e-9),
+        final_loss: t.final_loss,
+        eval: outcome.last_eval,
+        checkpoint: outcome.last_checkpoint,
+        max_checkpoint_stall_s: outcome.max_checkpoint_stall_s,
+        interrupted: t.interrupted,
+        out_dir,
+    })
+}
+

@@ -1,0 +1,74 @@
+//! What `evaluate` and `predict` share: a fine-tuned checkpoint located, verified and its task
+//! rebuilt, with typed errors that keep their causes.
+
+use std::path::{Path, PathBuf};
+
+use super::export::{describe, ExportError, SavedModel};
+use super::task::restore;
+use super::tasks::{Task, TaskError};
+use crate::checkpoint::resume::locate;
+use crate::checkpoint::state::CheckpointState;
+use crate::checkpoint::CheckpointError;
+
+/// Why `evaluate` or `predict` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// No checkpoint there, or it failed verification.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Its `state.json` describes no model we know.
+    #[error(transparent)]
+    Describe(#[from] ExportError),
+    /// A pre-training checkpoint where a fine-tuned one is needed.
+    #[error("{} is a pre-training checkpoint: {verb} needs a fine-tuned one", dir.display())]
+    NotATask {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// `evaluate` or `predict`.
+        verb: &'static str,
+    },
+    /// The task could not be rebuilt, or could not read the input.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The weights could not be loaded.
+    #[error("{}: cannot load the weights", dir.display())]
+    Weights {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// libtorch's error.
+        source: tch::TchError,
+    },
+    /// Writing the output.
+    #[error("{}: cannot write the predictions", path.display())]
+    Write {
+        /// The output (`-` for stdout).
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A located fine-tuned checkpoint and its task.
+pub struct Opened {
+    /// The checkpoint folder.
+    pub dir: PathBuf,
+    /// Its `state.json`.
+    pub state: CheckpointState,
+    /// The task, as the run resolved it.
+    pub task: Box<dyn Task>,
+}
+
+/// Locates the checkpoint at (or under) `checkpoint` and rebuilds its task; `verb` names the
+/// command for the message when it is a pre-training checkpoint.
+///
+/// # Errors
+/// [`DriveError`].
+pub fn open(checkpoint: &Path, verb: &'static str) -> Result<Opened, DriveError> {
+    let (dir, state) = locate(checkpoint)?;
+    let spec = match describe(&state.model, &state.config)? {
+        SavedModel::Task(s) => s,
+        SavedModel::Pretrain { .. } => return Err(DriveError::NotATask { dir, verb }),
+    };
+    let task = restore(&spec, &state.config)?;
+    Ok(Opened { dir, state, task })
+}

@@ -1,0 +1,226 @@
+//! `task.kind = "sequence_classification"`: one label per text (or text pair), the pooled
+//! `[CLS]` through `BertForSequenceClassification`'s head, cross-entropy; accuracy, macro-F1
+//! and per-class precision / recall. Its scorer and its probability lines serve cloze too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tch::{nn, Kind, Reduction, Tensor};
+
+use super::{pad_rows, read_texts, shown_text, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
+use crate::batch::{HostBatch, IGNORE};
+use crate::data::labelled::TaskExample;
+use crate::data::tokenize::TextTokenizer;
+use crate::finetune::data::{encode_classification, BadRecords, Fields, LabelSet};
+use crate::finetune::metrics::Confusion;
+use crate::model::bert::BertConfig;
+use crate::model::heads::{BertForTask, HeadKind};
+use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
+
+/// The registry entry.
+pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+
+fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
+    Ok(Box::new(Classification {
+        labels: LabelSet { names: cx.config.labels.clone() },
+        fields: super::fields(cx.config),
+        tokenizer: cx.tokenizer.clone(),
+        encoder: bert_encoder(cx.encoder)?,
+        max_len: cx.max_seq_len,
+    }))
+}
+
+/// The BERT sizes of a head task's encoder.
+///
+/// # Errors
+/// A GLM encoder: only cloze sits on a GLM.
+pub fn bert_encoder(encoder: &ModelSpec) -> Result<BertConfig, TaskError> {
+    match encoder {
+        ModelSpec::Bert { config, .. } => Ok(config.clone()),
+        ModelSpec::Glm { .. } => Err(TaskError::config("init.checkpoint: a GLM checkpoint has no BERT encoder: only task.kind = \"cloze\" fine-tunes a GLM")),
+    }
+}
+
+/// Sequence classification.
+pub struct Classification {
+    labels: LabelSet,
+    fields: Fields,
+    tokenizer: Arc<TextTokenizer>,
+    encoder: BertConfig,
+    max_len: usize,
+}
+
+impl Task for Classification {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn loss_name(&self) -> &'static str {
+        "cls"
+    }
+    fn labels(&self) -> &[String] {
+        &self.labels.names
+    }
+
+    fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
+        let records = read_texts(files, &self.fields, split, limit, bad)?;
+        if split == Split::Train && self.labels.names.is_empty() {
+            self.labels = LabelSet::from_data(&[], records.iter().map(|r| r.label.as_str()));
+        }
+        let mut examples = Vec::with_capacity(records.len());
+        for r in &records {
+            let label = if split == Split::Predict { None } else { Some(self.labels.id(&r.label, &r.path, r.line)?) };
+            let mut e = encode_classification(&self.tokenizer, r, label, 0.0, self.max_len)?;
+            if split == Split::Predict {
+                e.shown = shown_text(&r.text);
+            }
+            examples.push(e);
+        }
+        Ok(Encoded { examples, records: records.len() })
+    }
+
+    fn check_trained(&self) -> Result<(), TaskError> {
+        at_least_two(&self.labels)
+    }
+
+    fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
+        let mut b = pad_rows(examples, self.tokenizer.special_ids().pad);
+        b.row_labels = examples.iter().map(|e| e.labels.first().copied().unwrap_or(IGNORE)).collect();
+        b
+    }
+
+    fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
+        Box::new(SequenceHead(BertForTask::new(root, &self.encoder, HeadKind::SequenceClassification, self.labels.names.len().max(1) as i64)))
+    }
+
+    fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+        class_loss(outputs, batch)
+    }
+
+    fn scorer(&self) -> Box<dyn Scorer> {
+        Box::new(ClassScorer::new(&self.labels.names))
+    }
+
+
+    fn headline(&self) -> &'static [&'static str] {
+        &["accuracy", "macro_f1", "loss"]
+    }
+
+    fn predictor(&self) -> Box<dyn Predictor> {
+        Box::new(Probabilities { labels: self.labels.names.clone() })
+    }
+
+    fn export(&self) -> Result<HfHead, TaskError> {
+        let mut config = label_maps(&self.labels.names);
+        config.insert("num_labels".into(), json!(self.labels.names.len()));
+        config.insert("problem_type".into(), json!("single_label_classification"));
+        Ok(HfHead { architecture: "BertForSequenceClassification", config })
+    }
+}
+
+/// BERT with a sequence-level head: logits `[examples, outputs]`.
+pub struct SequenceHead(pub BertForTask);
+
+impl TaskModel for SequenceHead {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        self.0.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train)
+    }
+}
+
+/// Classes need two of them.
+///
+/// # Errors
+/// Fewer than two labels.
+pub fn at_least_two(labels: &LabelSet) -> Result<(), TaskError> {
+    if labels.names.len() < 2 {
+        return Err(TaskError::config(format!("task.labels: need at least 2 labels, found {:?}", labels.names)));
+    }
+    Ok(())
+}
+
+/// Cross-entropy of class scores `[examples, classes]` against the batch's row labels.
+pub fn class_loss(outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+    match &batch.row_labels {
+        Some(l) => outputs.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, IGNORE, 0.0),
+        None => outputs.sum(Kind::Float) * 0.0,
+    }
+}
+
+/// `id2label` and `label2id` of a `transformers` config.
+pub fn label_maps(labels: &[String]) -> serde_json::Map<String, Value> {
+    let id2label: serde_json::Map<String, Value> = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
+    let label2id: serde_json::Map<String, Value> = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
+    let mut m = serde_json::Map::new();
+    m.insert("id2label".into(), Value::Object(id2label));
+    m.insert("label2id".into(), Value::Object(label2id));
+    m
+}
+
+/// Accuracy, macro-F1 and per-class precision / recall from a confusion matrix of the arg-max
+/// class against the gold one.
+pub struct ClassScorer {
+    names: Vec<String>,
+    confusion: Confusion,
+}
+
+impl ClassScorer {
+    /// An empty matrix over `names`.
+    pub fn new(names: &[String]) -> Self {
+        ClassScorer { names: names.to_vec(), confusion: Confusion::new(names.len().max(1)) }
+    }
+}
+
+impl Scorer for ClassScorer {
+    fn add(&mut self, outputs: &Tensor, batch: &HostBatch) {
+        for (&g, p) in batch.row_labels.iter().zip(super::argmax(outputs)) {
+            if g >= 0 {
+                self.confusion.add(g as usize, p as usize);
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> EvalMetrics {
+        let c = self.confusion.metrics();
+        let mut m = EvalMetrics::default();
+        m.values.insert("accuracy".into(), c.accuracy);
+        m.values.insert("macro_f1".into(), c.macro_f1);
+        for (i, name) in self.names.iter().enumerate() {
+            m.values.insert(format!("precision.{name}"), c.precision[i]);
+            m.values.insert(format!("recall.{name}"), c.recall[i]);
+        }
+        m
+    }
+}
+
+/// `{"text", "label", "probabilities"}` per example: the softmax of its class scores.
+pub struct Probabilities {
+    /// Class names by id.
+    pub labels: Vec<String>,
+}
+
+impl Predictor for Probabilities {
+    fn add(&mut self, outputs: &Tensor, _batch: &HostBatch, examples: &[&TaskExample]) -> Vec<Value> {
+        let k = self.labels.len().max(1);
+        let p = super::to_f64s(&outputs.softmax(-1, Kind::Double));
+        examples
+            .iter()
+            .zip(p.chunks(k))
+            .map(|(e, p)| {
+                let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
+                let probs: serde_json::Map<String, Value> = self.labels.iter().zip(p).map(|(l, v)| (l.clone(), json!(v))).collect();
+                let mut line = echo(e);
+                line.insert("label".into(), json!(self.labels[best]));
+                line.insert("probabilities".into(), Value::Object(probs));
+                Value::Object(line)
+            })
+            .collect()
+    }
+}
+
+/// What an example's line echoes of its input, as an object to add fields to.
+pub fn echo(e: &TaskExample) -> serde_json::Map<String, Value> {
+    match e.shown.as_deref() {
+        Some(Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    }
+}

@@ -1,0 +1,211 @@
+//! `task.kind = "question_answering"`: extractive QA on SQuAD records, as `transformers`'
+//! `run_qa.py` does it (windows over long contexts, start / end logits through
+//! `BertForQuestionAnswering`'s head, post-processing back to answer text; official EM / F1).
+//! Windows and post-processing live in [`crate::finetune::qa`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tch::{nn, Kind, Reduction, Tensor};
+
+use super::{pad_rows, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
+use crate::batch::{HostBatch, IGNORE};
+use crate::data::labelled::TaskExample;
+use crate::data::tokenize::TextTokenizer;
+use crate::finetune::data::BadRecords;
+use crate::finetune::metrics::SquadScore;
+use crate::finetune::qa::{read_squad, Answers, Need, Prediction, QaSettings, QaWindows};
+use crate::model::bert::BertConfig;
+use crate::model::heads::{BertForTask, HeadKind};
+use crate::objective::{DeviceBatch, Direction, EvalMetrics};
+
+/// The registry entry.
+pub const KIND: TaskKind = TaskKind { name: "question_answering", reuses_pretraining_head: false, metrics: &[("f1", Direction::Higher), ("exact_match", Direction::Higher)], own_keys: &["doc_stride", "n_best_size", "max_answer_length"], train_defaults: &[("max_seq_len", 384)], build };
+
+/// The start / end logit of padding positions: far below any real logit, so padding is never
+/// an answer and takes no share of the softmax (`transformers` scores padding too, which makes
+/// its loss depend on how far a batch is padded).
+pub const QA_PAD_LOGIT: f64 = -1e4;
+
+fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
+    let c = cx.config;
+    let settings = QaSettings { doc_stride: c.doc_stride, n_best_size: c.n_best_size, max_answer_length: c.max_answer_length };
+    let mut problems = Vec::new();
+    if c.n_best_size == 0 {
+        problems.push("task.n_best_size: must be positive".to_owned());
+    }
+    if c.max_answer_length == 0 {
+        problems.push("task.max_answer_length: must be positive".to_owned());
+    }
+    if c.doc_stride + 5 > cx.max_seq_len {
+        problems.push(format!("task.doc_stride: {} leaves no room for the context in windows of train.max_seq_len = {} tokens (must be at most {})", c.doc_stride, cx.max_seq_len, cx.max_seq_len.saturating_sub(5)));
+    }
+    let encoder = super::classification::bert_encoder(cx.encoder);
+    if let Err(e) = &encoder {
+        problems.extend(e.problems());
+    }
+    if !problems.is_empty() {
+        return Err(TaskError::Config(problems));
+    }
+    Ok(Box::new(QuestionAnswering { settings, tokenizer: cx.tokenizer.clone(), encoder: encoder?, max_len: cx.max_seq_len }))
+}
+
+/// Extractive question answering.
+pub struct QuestionAnswering {
+    settings: QaSettings,
+    tokenizer: Arc<TextTokenizer>,
+    encoder: BertConfig,
+    max_len: usize,
+}
+
+impl Task for QuestionAnswering {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn loss_name(&self) -> &'static str {
+        "qa"
+    }
+    fn labels(&self) -> &[String] {
+        &[]
+    }
+
+    fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
+        let need = match split {
+            Split::Train => Need::Trained,
+            Split::Eval => Need::Scored,
+            Split::Predict => Need::Nothing,
+        };
+        let mut records = Vec::new();
+        for f in files {
+            records.extend(read_squad(f, need, bad)?.into_iter().map(Arc::new));
+        }
+        let records = super::first(records, limit);
+        let mut windows = QaWindows::new(&self.tokenizer, self.max_len, self.settings.doc_stride).map_err(|e| TaskError::config(e.to_string()))?;
+        let mut examples = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            // Training windows need only their labels; the others map logits back to text.
+            examples.extend(windows.windows(i, r, split != Split::Train).map_err(crate::finetune::data::TaskDataError::from)?);
+        }
+        Ok(Encoded { examples, records: records.len() })
+    }
+
+    fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
+        let mut b = pad_rows(examples, self.tokenizer.special_ids().pad);
+        for e in examples {
+            b.row_labels.extend(e.labels.iter().take(2));
+            b.windows.extend(e.window.clone());
+        }
+        b
+    }
+
+    fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
+        Box::new(SpanHead(BertForTask::new(root, &self.encoder, HeadKind::QuestionAnswering, 2)))
+    }
+
+    /// `BertForQuestionAnswering`'s loss: the mean of the start and end cross-entropies.
+    fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+        match &batch.row_labels {
+            Some(l) => {
+                let l = l.view([-1, 2]);
+                let ce = |k: i64| outputs.select(2, k).cross_entropy_loss::<Tensor>(&l.select(1, k), None, Reduction::Sum, IGNORE, 0.0);
+                (ce(0) + ce(1)) * 0.5
+            }
+            None => outputs.sum(Kind::Float) * 0.0,
+        }
+    }
+
+    fn scorer(&self) -> Box<dyn Scorer> {
+        Box::new(SquadScorer { answers: Answers::new(self.settings) })
+    }
+
+
+    fn headline(&self) -> &'static [&'static str] {
+        &["exact_match", "f1", "loss"]
+    }
+
+    fn predictor(&self) -> Box<dyn Predictor> {
+        Box::new(AnswerLines { answers: Answers::new(self.settings) })
+    }
+
+    fn saved(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("qa".into(), json!(self.settings));
+        m
+    }
+
+    fn export(&self) -> Result<HfHead, TaskError> {
+        let mut config = serde_json::Map::new();
+        config.insert("num_labels".into(), json!(2));
+        config.insert("doc_stride".into(), json!(self.settings.doc_stride));
+        Ok(HfHead { architecture: "BertForQuestionAnswering", config })
+    }
+}
+
+/// Start and end logits `[windows, seq, 2]`, padding at [`QA_PAD_LOGIT`].
+struct SpanHead(BertForTask);
+
+impl TaskModel for SpanHead {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        let logits = self.0.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+        let t = logits.size()[1];
+        let pad = Tensor::arange(t, (Kind::Int64, logits.device())).unsqueeze(0).ge_tensor(&b.lengths.unsqueeze(1));
+        logits.masked_fill(&pad.unsqueeze(2), QA_PAD_LOGIT)
+    }
+}
+
+/// Feeds a batch's start / end logits (`[rows, seq, 2]`), row by row cut at its length, to
+/// the answer collector (rows without a window are skipped).
+pub fn add_window_logits(out: &Tensor, hb: &HostBatch, answers: &mut Answers) {
+    let flat: Vec<f32> = super::to_f64s(out).into_iter().map(|x| x as f32).collect();
+    let t = hb.seq_len;
+    for (r, w) in hb.windows.iter().enumerate() {
+        let n = hb.lengths[r] as usize;
+        let (start, end): (Vec<f32>, Vec<f32>) = flat[r * t * 2..(r * t + n) * 2].chunks(2).map(|p| (p[0], p[1])).unzip();
+        answers.add(w, &start, &end);
+    }
+}
+
+struct SquadScorer {
+    answers: Answers,
+}
+
+impl Scorer for SquadScorer {
+    fn add(&mut self, outputs: &Tensor, batch: &HostBatch) {
+        add_window_logits(outputs, batch, &mut self.answers);
+    }
+
+    fn finish(self: Box<Self>) -> EvalMetrics {
+        let mut score = SquadScore::default();
+        for (rec, p) in self.answers.finish() {
+            let refs: Vec<&str> = rec.answers.iter().map(|a| a.text.as_str()).collect();
+            score.add(&p.text, &refs);
+        }
+        let (em, f1) = score.percent();
+        let mut m = EvalMetrics::default();
+        m.values.insert("exact_match".into(), em);
+        m.values.insert("f1".into(), f1);
+        m.values.insert("questions".into(), score.questions() as f64);
+        m
+    }
+}
+
+/// `{"id", "answer", "score", "start"}` per question, written once its last window is in.
+struct AnswerLines {
+    answers: Answers,
+}
+
+fn answer_line(id: &str, p: &Prediction) -> Value {
+    json!({"id": id, "answer": p.text, "score": p.score, "start": p.start})
+}
+
+impl Predictor for AnswerLines {
+    fn add(&mut self, outputs: &Tensor, batch: &HostBatch, _examples: &[&TaskExample]) -> Vec<Value> {
+        add_window_logits(outputs, batch, &mut self.answers);
+        self.answers.done.drain(..).map(|(rec, p)| answer_line(&rec.id, &p)).collect()
+    }
+
+    fn finish(self: Box<Self>) -> Vec<Value> {
+        self.answers.finish().iter().map(|(rec, p)| answer_line(&rec.id, p)).collect()
+    }
+}

@@ -1,0 +1,249 @@
+//! `task.kind = "token_classification"` (NER): a tag per word of CoNLL-style sentences, each
+//! word's tag on its first sub-token, `BertForTokenClassification`'s head run on the labelled
+//! positions only; entity precision / recall / F1 (seqeval's chunking) and token accuracy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tch::{nn, Reduction, Tensor};
+
+use super::classification::{echo, label_maps};
+use super::{pad_rows, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
+use crate::batch::{HostBatch, IGNORE};
+use crate::data::labelled::TaskExample;
+use crate::data::tokenize::TextTokenizer;
+use crate::files::FileError;
+use crate::finetune::data::{encode_tagged, read_conll_with, BadRecords, LabelSet, TaggedSentence, TaskDataError};
+use crate::finetune::metrics::{Confusion, EntityCounts};
+use crate::model::bert::BertConfig;
+use crate::model::heads::{BertForTask, HeadKind};
+use crate::objective::{DeviceBatch, Direction, EvalMetrics, Per};
+
+/// The registry entry.
+pub const KIND: TaskKind = TaskKind { name: "token_classification", reuses_pretraining_head: false, metrics: &[("f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+
+fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
+    Ok(Box::new(Tagging {
+        labels: LabelSet { names: cx.config.labels.clone() },
+        tokenizer: cx.tokenizer.clone(),
+        encoder: super::classification::bert_encoder(cx.encoder)?,
+        max_len: cx.max_seq_len,
+    }))
+}
+
+/// Token classification.
+pub struct Tagging {
+    labels: LabelSet,
+    tokenizer: Arc<TextTokenizer>,
+    encoder: BertConfig,
+    max_len: usize,
+}
+
+impl Task for Tagging {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn loss_name(&self) -> &'static str {
+        "tag"
+    }
+    fn labels(&self) -> &[String] {
+        &self.labels.names
+    }
+
+    fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
+        if split == Split::Predict {
+            return self.read_words(files);
+        }
+        let mut sentences = Vec::new();
+        for f in files {
+            sentences.extend(read_conll_with(f, bad)?);
+        }
+        let sentences = super::first(sentences, limit);
+        if split == Split::Train && self.labels.names.is_empty() {
+            self.labels = LabelSet::from_data(&[], sentences.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
+        }
+        let examples = sentences.iter().map(|s| encode_tagged(&self.tokenizer, s, &self.labels, self.max_len)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Encoded { examples, records: sentences.len() })
+    }
+
+    fn check_trained(&self) -> Result<(), TaskError> {
+        super::classification::at_least_two(&self.labels)
+    }
+
+    /// Labelled positions (first sub-tokens) go to `masked_positions`, so the head and the
+    /// loss run on those only, as the MLM decoder does.
+    fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
+        let mut b = pad_rows(examples, self.tokenizer.special_ids().pad);
+        let t = b.seq_len;
+        for (r, e) in examples.iter().enumerate() {
+            for (j, &l) in e.labels.iter().enumerate() {
+                if l != IGNORE {
+                    b.masked_positions.push((r * t + j) as i64);
+                    b.masked_labels.push(l);
+                }
+            }
+            b.word_starts.push(e.word_starts.clone());
+        }
+        b.n_scored = b.masked_positions.len();
+        b
+    }
+
+    fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
+        Box::new(TokenHead(BertForTask::new(root, &self.encoder, HeadKind::TokenClassification, self.labels.names.len().max(1) as i64)))
+    }
+
+    fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+        outputs.cross_entropy_loss::<Tensor>(&batch.masked_labels, None, Reduction::Sum, IGNORE, 0.0)
+    }
+
+    fn per(&self) -> Per {
+        Per::Target
+    }
+
+    fn scorer(&self) -> Box<dyn Scorer> {
+        Box::new(EntityScorer { names: self.labels.names.clone(), confusion: Confusion::new(self.labels.names.len().max(1)), entities: EntityCounts::default() })
+    }
+
+
+    fn headline(&self) -> &'static [&'static str] {
+        &["precision", "recall", "f1", "accuracy", "loss"]
+    }
+
+    fn predictor(&self) -> Box<dyn Predictor> {
+        Box::new(TagLines { names: self.labels.names.clone() })
+    }
+
+    fn export(&self) -> Result<HfHead, TaskError> {
+        let mut config = label_maps(&self.labels.names);
+        config.insert("num_labels".into(), json!(self.labels.names.len()));
+        Ok(HfHead { architecture: "BertForTokenClassification", config })
+    }
+}
+
+impl Tagging {
+    /// Sentences to tag: CoNLL-style (first column; tags, if any, ignored) or JSONL with a
+    /// `tokens` array.
+    fn read_words(&self, files: &[PathBuf]) -> Result<Encoded, TaskError> {
+        let mut examples = Vec::new();
+        for f in files {
+            for (line, words) in read_words(f)? {
+                // Any known tag will do: predictions ignore the labels.
+                let tags = vec![self.labels.names.first().cloned().unwrap_or_default(); words.len()];
+                let s = TaggedSentence { words, tags, path: f.clone(), line };
+                let mut e = encode_tagged(&self.tokenizer, &s, &self.labels, self.max_len)?;
+                e.shown = Some(Arc::new(json!({ "tokens": s.words })));
+                examples.push(e);
+            }
+        }
+        Ok(Encoded { records: examples.len(), examples })
+    }
+}
+
+/// Words per sentence with the line it starts on.
+fn read_words(path: &Path) -> Result<Vec<(u64, Vec<String>)>, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TaskDataError::from(FileError::at(path)(e)))?;
+    let bad = |line: usize, message: String| TaskDataError::Record { path: path.to_owned(), line: line as u64, message };
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let mut out = Vec::new();
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(l).map_err(|e| bad(i + 1, format!("bad JSON: {e}")))?;
+            let words: Vec<String> = serde_json::from_value(v["tokens"].clone()).map_err(|e| bad(i + 1, format!("`tokens`: {e}")))?;
+            out.push((i as u64 + 1, words));
+        }
+        return Ok(out);
+    }
+    let (mut out, mut cur, mut start) = (Vec::new(), Vec::new(), 1u64);
+    for (i, l) in text.lines().enumerate() {
+        match l.split(['\t', ' ']).find(|c| !c.is_empty()) {
+            Some(w) => {
+                if cur.is_empty() {
+                    start = i as u64 + 1;
+                }
+                cur.push(w.to_owned());
+            }
+            None if !cur.is_empty() => out.push((start, std::mem::take(&mut cur))),
+            None => {}
+        }
+    }
+    if !cur.is_empty() {
+        out.push((start, cur));
+    }
+    Ok(out)
+}
+
+/// BERT with a per-token head, run at the labelled positions only: `[n_scored, tags]`.
+struct TokenHead(BertForTask);
+
+impl TaskModel for TokenHead {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        self.0.logits_at(&b.input_ids, &b.token_type_ids, &b.lengths, &b.masked_positions, train)
+    }
+}
+
+struct EntityScorer {
+    names: Vec<String>,
+    confusion: Confusion,
+    entities: EntityCounts,
+}
+
+impl Scorer for EntityScorer {
+    fn add(&mut self, outputs: &Tensor, hb: &HostBatch) {
+        let pred = super::argmax(outputs);
+        let names = &self.names;
+        let tag = |i: usize| names.get(i).map_or("O", String::as_str);
+        // The k-th scored position is the k-th word start that survived truncation.
+        let mut k = 0;
+        for starts in &hb.word_starts {
+            let (mut gold, mut got) = (Vec::new(), Vec::new());
+            for s in starts {
+                match s {
+                    Some(_) if k < pred.len() => {
+                        let (g, p) = (hb.masked_labels[k] as usize, pred[k] as usize);
+                        gold.push(tag(g));
+                        got.push(tag(p));
+                        self.confusion.add(g.min(names.len() - 1), p.min(names.len() - 1));
+                        k += 1;
+                    }
+                    // A word cut off by truncation: nothing was predicted.
+                    _ => {
+                        gold.push("O");
+                        got.push("O");
+                    }
+                }
+            }
+            self.entities.add(&gold, &got);
+        }
+    }
+
+    fn finish(self: Box<Self>) -> EvalMetrics {
+        let e = self.entities.metrics();
+        let mut m = EvalMetrics::default();
+        m.values.insert("accuracy".into(), self.confusion.metrics().accuracy);
+        m.values.insert("precision".into(), e.precision);
+        m.values.insert("recall".into(), e.recall);
+        m.values.insert("f1".into(), e.f1);
+        m
+    }
+}
+
+/// `{"tokens", "tags"}` per sentence: a word cut off by truncation is tagged `O`.
+struct TagLines {
+    names: Vec<String>,
+}
+
+impl Predictor for TagLines {
+    fn add(&mut self, outputs: &Tensor, _batch: &HostBatch, examples: &[&TaskExample]) -> Vec<Value> {
+        let pred = super::argmax(outputs);
+        let mut next = pred.iter();
+        examples
+            .iter()
+            .map(|e| {
+                let tags: Vec<&str> = e.word_starts.iter().map(|w| w.and_then(|_| next.next()).map_or("O", |&p| self.names[p as usize].as_str())).collect();
+                let mut line = echo(e);
+                line.insert("tags".into(), json!(tags));
+                Value::Object(line)
+            })
+            .collect()
+    }
+}
