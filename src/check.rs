@@ -82,9 +82,9 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
     let _model = objective.build(&vs.root());
     let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
     let init = match &plan.init {
-        crate::finetune::init::InitSource::Fresh => "fresh".to_owned(),
+        crate::init::InitSource::Fresh => "fresh".to_owned(),
         source => {
-            let loaded = crate::finetune::init::load_start(&vs, source).map_err(|e| crate::error_chain(&e));
+            let loaded = crate::init::load_start(&vs, source).map_err(|e| crate::error_chain(&e));
             match loaded.and_then(|r| objective.check_start(&r.missing).map(|()| r).map_err(|e| e.to_string())) {
                 Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
                 Err(e) => {

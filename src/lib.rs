@@ -22,11 +22,14 @@
 //!    the monitored metric.
 //! 6. [`train`]: AdamW, schedules, precision, one training step, the profiler window and the
 //!    pure step policies. [`checkpoint`]: crash-safe folders, checksums, retention, resume.
+//!    [`init`]: the starting weights of either phase (`[init]`: one of our checkpoints or a
+//!    Hugging Face folder).
 //! 7. [`finetune`]: tasks as types ([`finetune::tasks`]: one file per task, the registry), a
-//!    task on the engine ([`finetune::task`]), labelled data, task metrics, `[init]`, Hugging
-//!    Face export, the `predict` and `evaluate` drivers.
+//!    task on the engine ([`finetune::task`]), labelled data, task metrics, the `predict` and
+//!    `evaluate` drivers.
 //! 8. [`workload`]: what a run trains on behind one seam (a pre-training corpus or a task);
-//!    [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase.
+//!    [`plan`]: a config resolved into one validated [`plan::RunPlan`] for either phase;
+//!    [`export`]: a checkpoint of either phase as a `transformers` folder.
 //! 9. [`actors`]: the pipeline (Loader, Masker workers, Trainer, Evaluator, Checkpointer, the
 //!    Coordinator), their events and commands, `events.jsonl`'s records; every actor reports
 //!    through a `Recipient<Event>` or an [`actors::events::EventSink`].
@@ -58,6 +61,8 @@ pub mod distributed;
 mod ffi;
 pub mod failpoint;
 pub mod files;
+pub mod init;
+pub mod export;
 pub mod malloc;
 pub mod finetune;
 pub mod http;

@@ -14,7 +14,7 @@ use crate::data::prepared::PrepareInput;
 use crate::data::source::FileSpan;
 use crate::data::stream::{Cursor, ExampleSource};
 use crate::data::tokenize::TextTokenizer;
-use crate::finetune::init::InitSource;
+use crate::init::InitSource;
 use crate::finetune::plan::TaskPlan;
 use crate::objective::{Collator, ModelSpec, Objective};
 use crate::workload::pretrain::PretrainPlan;

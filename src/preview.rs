@@ -90,7 +90,7 @@ fn row(plan: &RunPlan, b: &HostBatch, r: usize) -> PreviewRow {
         nsp_label: label.filter(|_| pair == Some("nsp")),
         sop_label: label.filter(|_| pair == Some("sop")),
         word_ids: None,
-        target: plan.task().map(|t| task_target(t.task.labels(), plan, b, r)),
+        target: plan.task().map(|t| t.task.explain(b, r)),
         input_ids,
     }
 }
@@ -112,32 +112,6 @@ fn row_labels(b: &HostBatch, r: usize) -> Vec<i64> {
     out
 }
 
-/// What a task's row is scored on, in words.
-fn task_target(names: &[String], plan: &RunPlan, b: &HostBatch, r: usize) -> String {
-    let name = |id: i64| names.get(id as usize).cloned().unwrap_or_else(|| id.to_string());
-    let tok = |id: i64| plan.tokenizer.id_to_token(id as u32);
-    if b.candidates > 0 {
-        // Cloze: rows per example, each scoring one or more candidate answers.
-        let example = r * b.n_examples / b.batch_size.max(1);
-        let answers: Vec<String> = row_labels(b, r).iter().filter(|&&l| l != IGNORE).map(|&l| tok(l)).collect();
-        return format!("candidate `{}`; gold label {}", answers.join(" "), name(b.row_labels[example]));
-    }
-    if !b.windows.is_empty() {
-        let (s, e) = (b.row_labels[2 * r], b.row_labels[2 * r + 1]);
-        let ids = b.row(&b.input_ids, r);
-        return if s == 0 && e == 0 { "no answer in this window ([CLS])".into() } else { format!("answer tokens {s}..={e}: {}", (s..=e).map(|i| tok(ids[i as usize])).collect::<Vec<_>>().join(" ")) };
-    }
-    if !b.word_starts.is_empty() {
-        let ids = b.row(&b.input_ids, r);
-        let tags: Vec<String> = row_labels(b, r).iter().enumerate().filter(|(_, &l)| l != IGNORE).map(|(i, &l)| format!("{}/{}", tok(ids[i]), name(l))).collect();
-        return tags.join(" ");
-    }
-    match (b.row_labels.get(r), b.row_targets.get(r)) {
-        (Some(&l), _) => format!("label {}", name(l)),
-        (None, Some(t)) => format!("target {t}"),
-        (None, None) => String::new(),
-    }
-}
 
 /// The first `n` rows of the first training batches.
 ///

@@ -312,3 +312,62 @@ fn bench_workloads_print_one_json_line_each() {
     assert_eq!(resume["text"]["first_example_tokens"], resume["prepared"]["first_example_tokens"], "{resume}");
     assert!(resume["prepared"]["seconds_best"].as_f64().unwrap() > 0.0, "{resume}");
 }
+
+/// `preview` shows a fine-tuning task's rows through the task's own collator: the class of a
+/// text, each tagged word's tag on its first sub-token, a QA window with its answer span, and
+/// cloze rows with the candidate each scores (BERT's MLM slots).
+#[test]
+fn preview_shows_each_tasks_rows_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let preview = |kind: &str, train: &std::path::Path, extra: &str, sets: &[&str]| -> Vec<serde_json::Value> {
+        let cfg = crate::util::ft_config(d, kind, &train.display().to_string(), &train.display().to_string(), extra);
+        let mut args = vec!["preview".to_owned(), cfg.display().to_string(), "-n".into(), "4".into(), "--json".into()];
+        for s in sets {
+            args.extend(["--set".to_owned(), (*s).to_owned()]);
+        }
+        let (code, stdout, err) = run_cli(&args);
+        assert_eq!(code, 0, "{kind}: {err}");
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let texts = d.join("texts.jsonl");
+    std::fs::write(&texts, "{\"text\": \"a good film\", \"label\": \"pos\"}\n{\"text\": \"a bad one\", \"label\": \"neg\"}\n").unwrap();
+    let rows = preview("sequence_classification", &texts, "", &[]);
+    // Four rows of a two-example set: its epochs repeat, each example once per epoch.
+    let mut labels: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    labels.sort();
+    assert_eq!(labels, ["label neg", "label neg", "label pos", "label pos"]);
+    assert!(rows.iter().all(|r| r["objective"] == "sequence_classification"));
+
+    let conll = d.join("ner.txt");
+    std::fs::write(&conll, "Paris\tB-loc\nis\tO\nbig\tO\n\nBob\tB-person\nsleeps\tO\n").unwrap();
+    let rows = preview("token_classification", &conll, "", &[]);
+    let targets: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    assert!(targets.iter().any(|t| t.contains("/B-loc") && t.matches("/O").count() == 2), "{targets:?}");
+    assert!(targets.iter().any(|t| t.contains("/B-person")), "{targets:?}");
+
+    let squad = d.join("qa.jsonl");
+    std::fs::write(&squad, r#"{"id": "q1", "question": "Where is the cat?", "context": "The cat sat on the mat.", "answers": {"text": ["on the mat"], "answer_start": [12]}}"#.to_owned() + "\n").unwrap();
+    let rows = preview("question_answering", &squad, "", &["task.doc_stride=16"]);
+    assert_eq!(rows.len(), 4, "one window, four epochs");
+    let target = rows[0]["target"].as_str().unwrap();
+    let (span, text) = target.split_once(": ").expect("an answer span");
+    assert!(span.starts_with("answer tokens "), "{target}");
+    assert_eq!(text.replace(" ##", ""), "on the mat", "{target}");
+
+    // Cloze on BERT's MLM head: one row per example for one-token verbalizers, both candidates
+    // at its `[MASK]`. (MiniLM, which has no MLM head, could not train it; preview loads no
+    // weights.)
+    let cfg = crate::util::ft_config(d, "cloze", &texts.display().to_string(), &texts.display().to_string(), "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[task]\nkind = \"cloze\"",
+        &format!("[init]\nhf = \"{}\"\n[task]\nkind = \"cloze\"\npattern = \"{{text}} It was [MASK].\"\n[task.verbalizers]\npos = \"great\"\nneg = \"terrible\"", root().join(".cache/minilm/model").display()),
+    );
+    let (head, tail) = text.split_once("[model]").unwrap();
+    std::fs::write(&cfg, format!("{head}{}", &tail[tail.find("[train]").unwrap()..]).replace("[tokenizer]\npath", "[tokenizer]\n# path")).unwrap();
+    let (code, stdout, err) = run_cli(&["preview", cfg.to_str().unwrap(), "-n", "4", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let targets: Vec<String> = stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["target"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(targets.len(), 4, "{targets:?}");
+    assert!(targets.iter().all(|t| t.starts_with("candidates `") && t.contains(" | ") && t.contains("`great`") && t.contains("`terrible`")), "{targets:?}");
+}

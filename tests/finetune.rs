@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pretune::actors::{run, RunSummary};
-use pretune::finetune::init::load_into;
+use pretune::init::load_into;
 use pretune::model::bert::BertConfig;
 use pretune::model::heads::{BertForTask, HeadKind};
 use tch::{nn, Device, Kind, Reduction, Tensor};

@@ -93,7 +93,7 @@ pub struct TrainerTotals {
     /// Stopped by early stopping (no better monitored metric in `patience` evaluations).
     pub stopped_early: bool,
     /// What loading the starting weights (`[init]`) did; `None` on a resume.
-    pub init: Option<crate::finetune::init::LoadReport>,
+    pub init: Option<crate::init::LoadReport>,
 }
 
 /// Every optimizer update, logged or not (no device sync: the loss is there only on logging

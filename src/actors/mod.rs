@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::metrics::MetricsError;
 use crate::objective::eval::EvalMetrics;
 use crate::plan::RunPlan;
-use crate::finetune::init::LoadReport;
+use crate::init::LoadReport;
 use coordinator::Coordinator;
 use events::SharedError;
 
@@ -88,7 +88,7 @@ pub enum RunError {
     Dist(#[from] crate::distributed::DistError),
     /// The starting weights (`[init]`) could not be loaded.
     #[error("cannot load the starting weights")]
-    Init(#[source] crate::finetune::init::InitError),
+    Init(#[source] crate::init::InitError),
     /// The starting weights lack what the objective needs.
     #[error(transparent)]
     IncompleteStart(crate::objective::IncompleteStart),

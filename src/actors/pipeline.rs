@@ -16,7 +16,7 @@ use super::events::{self, SharedError};
 use super::run_dir::{find_resume_point, prepare_out_dir, start_point, summarize};
 use super::trainer::{self, StartPoint};
 use super::{checkpointer, control_http, evaluator, progress, stage, torch_threads, Controller, RunError, RunSummary, SubscriberFactory};
-use crate::finetune::init::LoadReport;
+use crate::init::LoadReport;
 use crate::objective::{Collator, Objective};
 use crate::plan::RunPlan;
 use crate::train::adamw::AdamWConfig;
@@ -312,7 +312,7 @@ struct TrainerSetup {
     /// A checkpoint folder and its step, when resuming.
     resume_from: Option<(PathBuf, u64)>,
     /// The starting weights otherwise (`[init]`).
-    init_source: crate::finetune::init::InitSource,
+    init_source: crate::init::InitSource,
     process_group: Option<crate::distributed::ProcessGroup>,
     bucket_bytes: usize,
     find_unused: bool,
@@ -329,8 +329,8 @@ impl TrainerSetup {
         let mut init = None;
         if let Some((dir, step)) = self.resume_from {
             state.load_checkpoint(&dir, step).map_err(|source| Arc::new(RunError::Load { dir, source }) as SharedError)?;
-        } else if !matches!(self.init_source, crate::finetune::init::InitSource::Fresh) {
-            let report = crate::finetune::init::load_start(&state.vs, &self.init_source).map_err(|e| Arc::new(RunError::Init(e)) as SharedError)?;
+        } else if !matches!(self.init_source, crate::init::InitSource::Fresh) {
+            let report = crate::init::load_start(&state.vs, &self.init_source).map_err(|e| Arc::new(RunError::Init(e)) as SharedError)?;
             self.objective.check_start(&report.missing).map_err(|e| Arc::new(RunError::IncompleteStart(e)) as SharedError)?;
             tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
             init = Some(report);

@@ -75,7 +75,7 @@ pub struct Trainer {
     /// Where the run starts (zero, or a checkpoint's counters).
     pub start: StartPoint,
     /// What loading `[init]` did (reported with the totals).
-    pub init: Option<crate::finetune::init::LoadReport>,
+    pub init: Option<crate::init::LoadReport>,
     /// libtorch threads of the run (the Evaluator gets them for the evaluation after the last
     /// step, one thread before that).
     pub threads: usize,

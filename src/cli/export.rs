@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let dir = pretune::finetune::export::export_hf(&a.checkpoint, &a.hf).map_err(Failure::failed)?;
+    let dir = pretune::export::export_hf(&a.checkpoint, &a.hf).map_err(Failure::failed)?;
     println!("exported {} to {}", dir.display(), a.hf.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::export::{describe, ExportError, SavedModel};
-use super::task::restore;
+use super::task::{describe, restore, DescribeError, SavedModel};
 use super::tasks::{Task, TaskError};
 use crate::checkpoint::resume::locate;
 use crate::checkpoint::state::CheckpointState;
@@ -18,7 +17,7 @@ pub enum DriveError {
     Checkpoint(#[from] CheckpointError),
     /// Its `state.json` describes no model we know.
     #[error(transparent)]
-    Describe(#[from] ExportError),
+    Describe(#[from] DescribeError),
     /// A pre-training checkpoint where a fine-tuned one is needed.
     #[error("{} is a pre-training checkpoint: {verb} needs a fine-tuned one", dir.display())]
     NotATask {
@@ -67,7 +66,7 @@ pub fn open(checkpoint: &Path, verb: &'static str) -> Result<Opened, DriveError>
     let (dir, state) = locate(checkpoint)?;
     let spec = match describe(&state.model, &state.config)? {
         SavedModel::Task(s) => s,
-        SavedModel::Pretrain { .. } => return Err(DriveError::NotATask { dir, verb }),
+        SavedModel::Pretrain { .. } | SavedModel::Glm => return Err(DriveError::NotATask { dir, verb }),
     };
     let task = restore(&spec, &state.config)?;
     Ok(Opened { dir, state, task })

@@ -1,12 +1,10 @@
 //! Fine-tuning: tasks as types (one file per task under [`tasks`]), their place on the engine
-//! ([`task`]), labelled data, metrics, `[init]`, Hugging Face export, and the `evaluate` /
-//! `predict` drivers.
+//! ([`task`]), labelled data, metrics, and the `evaluate` / `predict` drivers. `[init]` and
+//! Hugging Face export serve both phases: [`crate::init`], [`crate::export`].
 
 pub mod data;
 pub mod drive;
 pub mod evaluate;
-pub mod export;
-pub mod init;
 pub mod metrics;
 pub mod plan;
 pub mod predict;

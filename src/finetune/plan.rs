@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::init::{InitSource, StartModel};
+use crate::init::{InitSource, StartModel};
 use super::task::{prepare_tokenizer, TaskSpec};
 use super::tasks::{self, Encoded, Split, Task, TaskContext, TaskKind};
 use crate::config::RunConfig;
@@ -139,7 +139,7 @@ struct Start {
 fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, problems: &mut Vec<String>) -> Start {
     let fresh = || Start { source: InitSource::Fresh, encoder: ModelSpec::Bert { config: BertConfig::default(), pair_head: false }, tokenizer: None };
     let reuses_head = kind.is_some_and(|k| k.reuses_pretraining_head);
-    let st = match super::init::resolve_start(&c.init) {
+    let st = match crate::init::resolve_start(&c.init) {
         Err(e) => {
             problems.push(crate::error_chain(&e));
             return fresh();
@@ -161,8 +161,8 @@ fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, p
             }
         },
     };
-    super::init::apply_overrides(&mut encoder, table);
-    problems.extend(super::init::size_conflicts(table, &encoder));
+    crate::init::apply_overrides(&mut encoder, table);
+    problems.extend(crate::init::size_conflicts(table, &encoder));
     Start { source: st.source, encoder, tokenizer: st.tokenizer }
 }
 

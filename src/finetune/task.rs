@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use tch::{nn, Device, Kind, Tensor};
 
 use super::tasks::{Task, TaskContext, TaskError};
@@ -52,6 +54,44 @@ impl TaskSpec {
         }
     }
 }
+
+/// What a checkpoint holds, for export and prediction.
+pub enum SavedModel {
+    /// A pre-training GLM.
+    Glm,
+    /// A pre-training BERT.
+    Pretrain {
+        /// Its sizes.
+        config: BertConfig,
+        /// With the NSP / SOP head (`BertForPreTraining`), else `BertForMaskedLM`.
+        pair_head: bool,
+        /// The run's `tokenizer.json`.
+        tokenizer: PathBuf,
+    },
+    /// A fine-tuned task model.
+    Task(TaskSpec),
+}
+
+/// Reads the model description of a checkpoint's `state.json`.
+///
+/// # Errors
+/// [`DescribeError`] for an unreadable description.
+pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, DescribeError> {
+    if model.get("architecture").and_then(Value::as_str) == Some("BertForTask") {
+        return serde_json::from_value(model.clone()).map(SavedModel::Task).map_err(DescribeError);
+    }
+    let tok = config.pointer("/tokenizer/path").and_then(Value::as_str).map(PathBuf::from).unwrap_or_default();
+    match serde_json::from_value::<ModelSpec>(model.clone()) {
+        Ok(ModelSpec::Bert { config, pair_head }) => Ok(SavedModel::Pretrain { config, pair_head, tokenizer: tok }),
+        Ok(ModelSpec::Glm { .. }) => Ok(SavedModel::Glm),
+        Err(e) => Err(DescribeError(e)),
+    }
+}
+
+/// A checkpoint whose `state.json` describes no model we know.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable model description")]
+pub struct DescribeError(#[source] pub serde_json::Error);
 
 /// Rebuilds the task of a fine-tuned checkpoint from its `state.json` (`model` and `config`):
 /// the `[task]` section the run had, with the label set it learned, the tokenizer it used

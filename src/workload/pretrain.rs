@@ -12,7 +12,7 @@ use crate::data::prepared::{is_prepared, PreparedData};
 use crate::data::source::{document_offsets, FileSpan, ReadSettings, MANIFEST};
 use crate::data::stream::{Corpus, Cursor, ExampleSource, ExampleStream, Layout, OpenSource, StreamSettings};
 use crate::data::tokenize::TextTokenizer;
-use crate::finetune::init::{InitSource, Start};
+use crate::init::{InitSource, Start};
 use crate::masking::collate::{Corruption, MaskContext};
 use crate::masking::glm::{GlmIds, GlmSettings};
 use crate::masking::mlm::MlmSettings;
@@ -51,7 +51,7 @@ pub struct Resolved {
 /// Resolves the pre-training part of a config; `None` when `problems` has any (each with its
 /// key path).
 pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -> Option<Resolved> {
-    let start = crate::finetune::init::resolve_start(&c.init).map_err(|e| problems.push(crate::error_chain(&e))).unwrap_or(None);
+    let start = crate::init::resolve_start(&c.init).map_err(|e| problems.push(crate::error_chain(&e))).unwrap_or(None);
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
@@ -209,11 +209,11 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e.to_string()),
             }
-            problems.extend(crate::finetune::init::size_conflicts(table, &model));
+            problems.extend(crate::init::size_conflicts(table, &model));
             if !problems.is_empty() {
                 return Err(problems);
             }
-            crate::finetune::init::apply_overrides(&mut model, table);
+            crate::init::apply_overrides(&mut model, table);
             st.source
         }
         None => InitSource::Fresh,

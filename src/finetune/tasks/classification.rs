@@ -110,6 +110,10 @@ impl Task for Classification {
         Box::new(Probabilities { labels: self.labels.names.clone() })
     }
 
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        format!("label {}", super::label_name(&self.labels.names, batch.row_labels[row]))
+    }
+
     fn export(&self) -> Result<HfHead, TaskError> {
         let mut config = label_maps(&self.labels.names);
         config.insert("num_labels".into(), json!(self.labels.names.len()));

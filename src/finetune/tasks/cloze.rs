@@ -375,6 +375,25 @@ impl Task for Cloze {
         Box::new(Probabilities { labels: self.labels.names.clone() })
     }
 
+    /// The candidates the row scores (one on GLM; every one of a length at BERT's `[MASK]`
+    /// slots) and the example's gold label.
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        let example = row * batch.n_examples / batch.batch_size.max(1);
+        let mut answers: Vec<(i64, Vec<String>)> = Vec::new();
+        let t = batch.seq_len;
+        for ((&p, &l), &c) in batch.masked_positions.iter().zip(&batch.masked_labels).zip(&batch.target_rows) {
+            if p as usize / t == row {
+                let token = self.tokenizer.id_to_token(l as u32);
+                match answers.iter_mut().find(|(k, _)| *k == c) {
+                    Some((_, v)) => v.push(token),
+                    None => answers.push((c, vec![token])),
+                }
+            }
+        }
+        let shown: Vec<String> = answers.iter().map(|(_, v)| format!("`{}`", v.join(" "))).collect();
+        format!("candidates {}; gold label {}", shown.join(" | "), super::label_name(&self.labels.names, batch.row_labels[example]))
+    }
+
     /// The MLM head is the model: `BertForMaskedLM`, with the pattern and the verbalizers a
     /// user needs to score labels the way the run did.
     fn export(&self) -> Result<HfHead, TaskError> {

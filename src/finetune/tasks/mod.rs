@@ -173,6 +173,12 @@ pub trait Task: Send + Sync + 'static {
     fn headline(&self) -> &'static [&'static str];
     /// A fresh prediction writer.
     fn predictor(&self) -> Box<dyn Predictor>;
+    /// What row `row` of a collated batch is scored on, in words, for `pretune preview` (the
+    /// class, the target, each tagged word's tag, the answer span, the cloze candidates).
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        let _ = (batch, row);
+        String::new()
+    }
     /// Task settings a checkpoint's `state.json` records beside the label set (`qa`: windows
     /// and post-processing), so `evaluate`, `predict` and `export` rebuild the same task.
     fn saved(&self) -> serde_json::Map<String, Value> {
@@ -333,6 +339,17 @@ pub fn pad_rows(examples: &[&TaskExample], pad: u32) -> HostBatch {
         batch.n_tokens += e.ids.len();
     }
     batch
+}
+
+/// The scored positions of row `row` of a batch, as (column, label) in order.
+pub fn scored_in_row(b: &HostBatch, row: usize) -> Vec<(usize, i64)> {
+    let t = b.seq_len;
+    b.masked_positions.iter().zip(&b.masked_labels).filter(|(&p, _)| p as usize / t == row).map(|(&p, &l)| (p as usize % t, l)).collect()
+}
+
+/// A label's name (its id when the set has no such class).
+pub fn label_name(names: &[String], id: i64) -> String {
+    names.get(id as usize).cloned().unwrap_or_else(|| id.to_string())
 }
 
 /// A CPU copy of `t` as `f64`s (any float or integer kind).

@@ -128,6 +128,17 @@ impl Task for QuestionAnswering {
         Box::new(AnswerLines { answers: Answers::new(self.settings) })
     }
 
+    /// The window's answer tokens, or that it holds none (labelled at `[CLS]`).
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        let (s, e) = (batch.row_labels[2 * row], batch.row_labels[2 * row + 1]);
+        if s == 0 && e == 0 {
+            return "no answer in this window ([CLS])".into();
+        }
+        let ids = batch.row(&batch.input_ids, row);
+        let tokens: Vec<String> = (s..=e).map(|i| self.tokenizer.id_to_token(ids[i as usize] as u32)).collect();
+        format!("answer tokens {s}..={e}: {}", tokens.join(" "))
+    }
+
     fn saved(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         m.insert("qa".into(), json!(self.settings));

@@ -92,6 +92,10 @@ impl Task for Regression {
         Box::new(ScoreLines)
     }
 
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        format!("target {}", batch.row_targets[row])
+    }
+
     fn export(&self) -> Result<HfHead, TaskError> {
         let mut config = serde_json::Map::new();
         config.insert("num_labels".into(), json!(1));

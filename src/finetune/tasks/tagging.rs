@@ -114,6 +114,13 @@ impl Task for Tagging {
         Box::new(TagLines { names: self.labels.names.clone() })
     }
 
+    /// Each tagged word's first sub-token and its tag (`paris/B-loc`).
+    fn explain(&self, batch: &HostBatch, row: usize) -> String {
+        let ids = batch.row(&batch.input_ids, row);
+        let tags: Vec<String> = super::scored_in_row(batch, row).iter().map(|&(j, l)| format!("{}/{}", self.tokenizer.id_to_token(ids[j] as u32), super::label_name(&self.labels.names, l))).collect();
+        tags.join(" ")
+    }
+
     fn export(&self) -> Result<HfHead, TaskError> {
         let mut config = label_maps(&self.labels.names);
         config.insert("num_labels".into(), json!(self.labels.names.len()));

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Tensor};
 
-use super::task::TaskSpec;
 use crate::config::InitConfig;
 use crate::model::bert::BertConfig;
 use crate::objective::ModelSpec;
@@ -106,8 +105,8 @@ pub struct LoadReport {
 pub enum StartModel {
     /// A pre-training checkpoint of ours.
     Pretrain(ModelSpec),
-    /// A fine-tuned checkpoint of ours.
-    Task(TaskSpec),
+    /// A fine-tuned checkpoint of ours: its encoder's sizes.
+    Task(BertConfig),
     /// A Hugging Face BERT folder.
     Hf(BertConfig),
 }
@@ -128,7 +127,7 @@ impl StartModel {
     pub fn bert(&self) -> Option<BertConfig> {
         match self {
             StartModel::Pretrain(ModelSpec::Bert { config, .. }) | StartModel::Hf(config) => Some(config.clone()),
-            StartModel::Task(t) => Some(t.config.clone()),
+            StartModel::Task(config) => Some(config.clone()),
             StartModel::Pretrain(ModelSpec::Glm { .. }) => None,
         }
     }
@@ -238,9 +237,14 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
         // A checkpoint of ours carries its tokenizer beside the weights when it can.
         let tok = if dir.join("tokenizer.json").exists() { Some(dir.join("tokenizer.json")) } else { tok };
         let model = if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") {
-            let spec: TaskSpec = serde_json::from_value(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "task", source })?;
-            let tok = Some(spec.tokenizer.clone());
-            return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(spec), tokenizer: tok }));
+            // What a task checkpoint's `state.json` says of its encoder and tokenizer.
+            #[derive(serde::Deserialize)]
+            struct TaskModel {
+                config: BertConfig,
+                tokenizer: PathBuf,
+            }
+            let spec: TaskModel = serde_json::from_value(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "task", source })?;
+            return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(spec.config), tokenizer: Some(spec.tokenizer) }));
         } else {
             serde_json::from_value::<ModelSpec>(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "model", source })?
         };

@@ -11,11 +11,9 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::resume::locate as find_checkpoint;
-use super::task::TaskSpec;
 use crate::checkpoint::CheckpointError;
 use crate::data::tokenize::TextTokenizer;
-use crate::model::bert::BertConfig;
-use crate::objective::ModelSpec;
+use crate::finetune::task::{describe, DescribeError, SavedModel};
 
 /// Errors of an export.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +21,12 @@ pub enum ExportError {
     /// The checkpoint could not be read or verified.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// No Hugging Face architecture fits.
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// `state.json`'s model description is unreadable.
-    #[error("unreadable model description")]
-    Description(#[source] serde_json::Error),
+    #[error(transparent)]
+    Describe(#[from] DescribeError),
+    /// No Hugging Face architecture fits.
+    #[error("GLM has no Hugging Face `transformers` architecture to export to")]
+    Glm,
     /// Writing the folder, or reading the checkpoint's files.
     #[error(transparent)]
     File(#[from] crate::files::FileError),
@@ -58,38 +56,7 @@ pub enum ExportError {
     },
     /// The task could not be rebuilt, or has no `transformers` architecture.
     #[error(transparent)]
-    Task(#[from] super::tasks::TaskError),
-}
-
-/// What a checkpoint holds, for export and prediction.
-pub enum SavedModel {
-    /// A pre-training BERT.
-    Pretrain {
-        /// Its sizes.
-        config: BertConfig,
-        /// With the NSP / SOP head (`BertForPreTraining`), else `BertForMaskedLM`.
-        pair_head: bool,
-        /// The run's `tokenizer.json`.
-        tokenizer: PathBuf,
-    },
-    /// A fine-tuned task model.
-    Task(TaskSpec),
-}
-
-/// Reads the model description of a checkpoint's `state.json`.
-///
-/// # Errors
-/// [`ExportError::Unsupported`] for GLM or unreadable descriptions.
-pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, ExportError> {
-    if model.get("architecture").and_then(Value::as_str) == Some("BertForTask") {
-        return serde_json::from_value(model.clone()).map(SavedModel::Task).map_err(ExportError::Description);
-    }
-    let tok = config.pointer("/tokenizer/path").and_then(Value::as_str).map(PathBuf::from).unwrap_or_default();
-    match serde_json::from_value::<ModelSpec>(model.clone()) {
-        Ok(ModelSpec::Bert { config, pair_head }) => Ok(SavedModel::Pretrain { config, pair_head, tokenizer: tok }),
-        Ok(ModelSpec::Glm { .. }) => Err(ExportError::Unsupported("GLM has no Hugging Face `transformers` architecture to export to")),
-        Err(e) => Err(ExportError::Description(e)),
-    }
+    Task(#[from] crate::finetune::tasks::TaskError),
 }
 
 fn to_f32_view_bytes(t: &Tensor) -> (Vec<usize>, Vec<u8>) {
@@ -129,8 +96,9 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
             let arch = if *pair { "BertForPreTraining" } else { "BertForMaskedLM" };
             (cfg.clone(), arch, json!({}), tok.clone())
         }
+        SavedModel::Glm => return Err(ExportError::Glm),
         SavedModel::Task(spec) => {
-            let head = super::task::restore(spec, &state.config)?.export()?;
+            let head = crate::finetune::task::restore(spec, &state.config)?.export()?;
             let (arch, extra) = (head.architecture, Value::Object(head.config));
             (spec.config.clone(), arch, extra, spec.tokenizer.clone())
         }
