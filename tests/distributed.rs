@@ -122,7 +122,7 @@ fn two_ranks_from_one_launcher_or_two_nodes_end_with_the_weights_of_one_process_
     let (node0, mut node1) = (nodes.next().unwrap(), nodes.next().unwrap());
     let out = wait_with_timeout(node0, Duration::from_secs(120));
     assert!(out.status.success(), "node 0: {}", String::from_utf8_lossy(&out.stderr));
-    let served = |b: &str| b.lines().any(|l| l.starts_with("pretune_steps_total{") && l.contains("rank=\"1\"") && l.ends_with(" 6"));
+    let served = |b: &str| crate::util::metric_value(b, "pretune_steps_total", &[("rank", "1")]) == Some(6.0);
     let body = crate::util::eventually(Duration::from_secs(30), "node 1's metrics on the base port show its 6 steps", || crate::util::http_get(metrics, "/metrics").filter(|b| served(b)));
     // SAFETY: signals the process group this test created (the launcher and its rank).
     unsafe { libc::kill(-(node1.id() as i32), libc::SIGKILL) };

@@ -7,17 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{bin, eventually, free_port, ft_config, http_get, metric_value, root, scrape, tiny_config};
+use crate::util::{bin, eventually, KillOnDrop, free_port, ft_config, http_get, metric_value, root, scrape, tiny_config};
 
-/// Kills the child by PID when dropped, so no test leaves a process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills a child's whole process group (a launcher and its ranks) when dropped.
 struct GroupGuard(Child);
@@ -30,13 +21,13 @@ impl Drop for GroupGuard {
     }
 }
 
-fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> Guard {
+fn train(cfg: &Path, port: u16, linger_s: u32, extra: &[&str]) -> KillOnDrop {
     let mut c = Command::new(bin());
     c.args(["train", cfg.to_str().unwrap(), "--set", &format!("metrics.listen=127.0.0.1:{port}"), "--set", &format!("metrics.linger_s={linger_s}")]);
     for e in extra {
         c.args(["--set", e]);
     }
-    Guard(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    KillOnDrop(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
 }
 
 /// Polls `/metrics` until the trainer has counted tokens, then returns the page.
@@ -135,7 +126,7 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian package; `make setup` installs it)");
-    let _prom = Guard(prom);
+    let _prom = KillOnDrop(prom);
     eventually(Duration::from_secs(30), "prometheus got ready", || http_get(prom_port, "/-/ready").filter(|b| b.contains("Ready")));
     // The alert rules load and evaluate.
     let groups = prom_query_path(prom_port, "/api/v1/rules");

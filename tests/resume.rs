@@ -74,15 +74,19 @@ fn resume_reproduces_the_losses_bit_for_bit_at_several_points_with_1_and_3_worke
     }
 }
 
-fn spawn_train(cfg: &Path, out: &Path, extra: &[&str]) -> Child {
-    Command::new(bin())
-        .args(["train", cfg.to_str().unwrap(), "--resume", "auto", "--set", &format!("run.out_dir={}", out.display())])
+/// `pretune train` resuming automatically into `out`, 40 steps, a checkpoint every 2.
+fn train_cmd(cfg: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["train", cfg.to_str().unwrap(), "--resume", "auto", "--set", &format!("run.out_dir={}", out.display())])
         .args(["--set", "train.max_steps=40", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1", "--set", "data.eval=[]"])
-        .args(extra.iter().flat_map(|e| ["--set", e]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .args(extra.iter().flat_map(|e| ["--set", e]));
+    c
+}
+
+/// [`train_cmd`] spawned with its output discarded (a piped stream nobody drains would block
+/// the run when full; [`crate::util::Drained`] is for the tests that read it).
+fn spawn_train(cfg: &Path, out: &Path, extra: &[&str]) -> Child {
+    train_cmd(cfg, out, extra).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
 
 
@@ -99,12 +103,13 @@ fn kill_9_at_random_points_then_resume_ends_with_the_uninterrupted_weights() {
     let store = CheckpointStore::new(out.join("checkpoints"));
     let mut kills = 0;
     for round in 0..6 {
+        // A random step past what is logged so far: the kill lands right after the log shows
+        // it, while the next steps and checkpoint writes (every 2 steps) are under way.
+        let target = losses(&out).keys().max().copied().unwrap_or(0) + 1 + rng.below(8);
         let mut child = spawn_train(&cfg, &out, &[]);
-        let pause = Duration::from_millis(700 + rng.below(1800));
-        let deadline = Instant::now() + pause;
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::util::eventually(Duration::from_secs(120), format!("round {round}: step {target} or the run's end"), || {
+            (losses(&out).keys().max().copied().unwrap_or(0) >= target || child.try_wait().unwrap().is_some()).then_some(())
+        });
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -135,10 +140,7 @@ fn a_corrupted_latest_falls_back_to_the_previous_one_and_an_explicit_one_is_an_e
     bytes[n / 2] ^= 0xff;
     std::fs::write(&model, &bytes).unwrap();
 
-    let mut c = spawn_train(&cfg, &out, &["train.max_steps=8"]);
-    let status = wait_bounded(&mut c, Duration::from_secs(120));
-    let mut err = String::new();
-    std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &out, &["train.max_steps=8"])).output(Duration::from_secs(120));
     assert!(status.success(), "{err}");
     assert!(err.contains("step-00000006") && err.contains("sha256"), "no warning naming the bad checkpoint:\n{err}");
     assert!(err.contains("step=4"), "did not resume from step 4:\n{err}");

@@ -366,3 +366,52 @@ pub fn to_i64s(t: &Tensor) -> Vec<i64> {
 pub fn argmax(outputs: &Tensor) -> Vec<i64> {
     to_i64s(&outputs.argmax(-1, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_registry_finds_kinds_and_refuses_to_replace_a_built_in() {
+        assert_eq!(lookup("cloze").unwrap().name, "cloze");
+        let e = lookup("summarization").err().unwrap().to_string();
+        assert!(e.starts_with("task.kind: `summarization` is not a task") && e.contains("question_answering"), "{e}");
+        assert!(register(TaskKind { name: "regression", ..classification::KIND }).is_err());
+        register(TaskKind { name: "test-only-kind", ..classification::KIND }).unwrap();
+        assert_eq!(lookup("test-only-kind").unwrap().name, "test-only-kind");
+        assert!(kinds().iter().filter(|k| k.name == "test-only-kind").count() == 1);
+        register(TaskKind { name: "test-only-kind", reuses_pretraining_head: true, ..classification::KIND }).unwrap();
+        assert!(lookup("test-only-kind").unwrap().reuses_pretraining_head, "a later registration replaces the earlier one");
+    }
+
+    #[test]
+    fn a_kind_resolves_its_metric_and_another_kinds_keys_are_errors() {
+        let qa = question_answering::KIND;
+        assert_eq!(qa.monitor("").unwrap().metric, "f1");
+        assert_eq!(qa.monitor("exact_match").unwrap().direction, Direction::Higher);
+        assert_eq!(regression::KIND.monitor("").unwrap().direction, Direction::Lower);
+        assert_eq!(cloze::KIND.monitor("loss").unwrap().direction, Direction::Lower);
+        assert!(cloze::KIND.monitor("macro_f1").is_none());
+        let t = toml("[task]\nkind = \"sequence_classification\"\ndoc_stride = 64\npattern = \"{text} [MASK]\"\n");
+        let problems = foreign_keys(&classification::KIND, &t);
+        assert_eq!(problems, vec!["task.pattern: only task.kind = \"cloze\" reads it".to_owned(), "task.doc_stride: only task.kind = \"question_answering\" reads it".to_owned()]);
+        assert!(foreign_keys(&qa, &toml("[task]\ndoc_stride = 64\n")).is_empty());
+    }
+
+    #[test]
+    fn rows_keep_their_scored_positions() {
+        let a = TaskExample { ids: vec![2, 10, 11, 3], types: vec![0; 4], ..Default::default() };
+        let b = TaskExample { ids: vec![2, 12, 3], types: vec![0; 3], ..Default::default() };
+        let mut hb = pad_rows(&[&a, &b], 0);
+        assert_eq!((hb.seq_len, hb.lengths.clone(), hb.n_tokens), (8, vec![4, 3], 7));
+        hb.masked_positions = vec![1, 2, 9];
+        hb.masked_labels = vec![5, 6, 7];
+        assert_eq!(scored_in_row(&hb, 0), vec![(1, 5), (2, 6)]);
+        assert_eq!(scored_in_row(&hb, 1), vec![(1, 7)]);
+        assert_eq!(label_name(&["O".into()], 3), "3");
+    }
+}

@@ -254,3 +254,37 @@ impl Predictor for TagLines {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagging() -> Tagging {
+        let tokenizer = TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap();
+        Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: BertConfig::default(), max_len: 16 }
+    }
+
+    #[test]
+    fn token_classification_scores_first_sub_tokens_only() {
+        let task = tagging();
+        let pad = task.tokenizer.special_ids().pad as i64;
+        let a = TaskExample { ids: vec![2, 10, 11, 12, 3], types: vec![0; 5], labels: vec![IGNORE, 1, IGNORE, 0, IGNORE], word_starts: vec![Some(1), Some(3)], ..Default::default() };
+        let b = TaskExample { ids: vec![2, 10, 3], types: vec![0; 3], labels: vec![IGNORE, 2, IGNORE], word_starts: vec![Some(1), None], ..Default::default() };
+        let hb = task.collate(&[&a, &b]);
+        assert_eq!(hb.seq_len, 8);
+        assert_eq!(hb.masked_positions, vec![1, 3, 9]);
+        assert_eq!(hb.masked_labels, vec![1, 0, 2]);
+        assert_eq!((hb.n_scored, hb.n_examples, hb.n_tokens), (3, 2, 8));
+        assert_eq!(&hb.input_ids[8..12], &[2, 10, 3, pad]);
+        assert_eq!(task.explain(&hb, 1), format!("{}/I-loc", task.tokenizer.id_to_token(10)));
+        // A sequence task reads no scored positions: one label per row.
+        let labelled = |l: i64| TaskExample { labels: vec![l], ..a.clone() };
+        let cls = super::super::classification::KIND;
+        let cx_tok = task.tokenizer.clone();
+        let encoder = crate::objective::ModelSpec::Bert { config: BertConfig::default(), pair_head: false };
+        let config = crate::config::TaskConfig { labels: vec!["x".into(), "y".into()], ..Default::default() };
+        let seq = (cls.build)(&TaskContext { config: &config, tokenizer: cx_tok, encoder: &encoder, max_seq_len: 16 }).unwrap();
+        let hb = seq.collate(&[&labelled(1), &labelled(IGNORE)]);
+        assert_eq!((hb.row_labels.clone(), hb.n_scored), (vec![1, IGNORE], 0));
+    }
+}
