@@ -30,6 +30,8 @@ pub enum Purpose {
     Dropout = 5,
     /// GLM's per-batch choices (mode, document-mode length).
     GlmBatch = 6,
+    /// A sampled token while decoding (keyed by input row and step).
+    Sample = 7,
 }
 
 /// SplitMix64's increment (2⁶⁴ / φ): successive states of its Weyl sequence.

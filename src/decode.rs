@@ -1,0 +1,437 @@
+//! Decoding strategies as pure policies over a next-token model: greedy search, beam search
+//! with `transformers`' semantics, and seeded sampling (temperature, top-k, top-p), for many
+//! inputs at once. The model is anything that gives log-probabilities of the next token for a
+//! batch of (input row, tokens generated so far); GLM's blank filling plugs in there (its
+//! Part A fixed per row), and the tests plug in a toy model whose every continuation can be
+//! enumerated (exhaustive search is the beam search's oracle).
+//!
+//! Lengths count the new tokens, the end token included: a hypothesis that ends after `n` tokens
+//! and the end token scores `sum of log-probs / (n + 1) ^ length_penalty`; one cut at
+//! `max_new_tokens` scores over its `max_new_tokens` tokens.
+
+use crate::rng::{Purpose, Rng};
+
+/// `[generate]`: how new tokens are chosen.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeSettings {
+    /// The most new tokens per input (the end token included).
+    pub max_new_tokens: usize,
+    /// The end token is forbidden before this many new tokens.
+    pub min_new_tokens: usize,
+    /// Beams per input (1: greedy, or sampling with `do_sample`).
+    pub num_beams: usize,
+    /// Exponent of the length a finished hypothesis's log-probability is divided by.
+    pub length_penalty: f64,
+    /// Beam search stops as soon as `num_beams` hypotheses have finished (`true`), or when no
+    /// running beam can still beat the worst finished one by `transformers`' estimate (`false`).
+    pub early_stopping: bool,
+    /// No n-gram of this size occurs twice in what is generated (0: off).
+    pub no_repeat_ngram_size: usize,
+    /// Sample the next token instead of taking the most likely (with `num_beams = 1`).
+    pub do_sample: bool,
+    /// Divides the logits before sampling.
+    pub temperature: f64,
+    /// Sample among the `top_k` most likely tokens only (0: all).
+    pub top_k: usize,
+    /// Sample among the fewest most likely tokens whose probabilities sum to `top_p` (1: all).
+    pub top_p: f64,
+    /// Sampling seed: the same seed draws the same tokens.
+    pub seed: u64,
+}
+
+impl Default for DecodeSettings {
+    fn default() -> Self {
+        DecodeSettings {
+            max_new_tokens: 32,
+            min_new_tokens: 0,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: false,
+            no_repeat_ngram_size: 0,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl DecodeSettings {
+    /// Settings that cannot decode, each with its key.
+    pub fn problems(&self) -> Vec<String> {
+        [
+            (self.max_new_tokens > 0, "generate.max_new_tokens: must be positive"),
+            (self.min_new_tokens <= self.max_new_tokens, "generate.min_new_tokens: must not exceed generate.max_new_tokens"),
+            (self.num_beams > 0, "generate.num_beams: must be positive"),
+            (self.length_penalty.is_finite(), "generate.length_penalty: must be finite"),
+            (self.temperature > 0.0 && self.temperature.is_finite(), "generate.temperature: must be positive"),
+            (self.top_p > 0.0 && self.top_p <= 1.0, "generate.top_p: must be in (0, 1]"),
+            (!(self.do_sample && self.num_beams > 1), "generate.do_sample: samples with num_beams = 1 (beam sampling is not built)"),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, m)| m.to_owned())
+        .collect()
+    }
+}
+
+/// The next-token model: log-probabilities over the vocabulary (`log_softmax`ed) for each
+/// `(input row, tokens generated so far)`, in order.
+pub trait StepModel {
+    /// One row of log-probabilities per prefix.
+    fn log_probs(&mut self, prefixes: &[(usize, &[u32])]) -> Vec<Vec<f32>>;
+}
+
+impl<F: FnMut(&[(usize, &[u32])]) -> Vec<Vec<f32>>> StepModel for F {
+    fn log_probs(&mut self, prefixes: &[(usize, &[u32])]) -> Vec<Vec<f32>> {
+        self(prefixes)
+    }
+}
+
+/// What was generated for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// The new tokens, without the end token.
+    pub tokens: Vec<u32>,
+    /// Whether it ended with the end token (else it reached `max_new_tokens`).
+    pub ended: bool,
+    /// Sum of the chosen tokens' log-probabilities (the end token's included).
+    pub sum_logprobs: f64,
+    /// The length-normalised score beam search ranks by.
+    pub score: f64,
+}
+
+/// Generates for `inputs` rows with `settings`; `eos` ends a hypothesis.
+pub fn generate(model: &mut dyn StepModel, inputs: usize, eos: u32, settings: &DecodeSettings) -> Vec<Generated> {
+    if settings.num_beams > 1 {
+        beam_search(model, inputs, eos, settings)
+    } else {
+        sample_or_greedy(model, inputs, eos, settings)
+    }
+}
+
+fn score(sum: f64, len: usize, length_penalty: f64) -> f64 {
+    sum / (len.max(1) as f64).powf(length_penalty)
+}
+
+/// The processors `transformers` applies before choosing: the end token masked before
+/// `min_new_tokens`, tokens that would repeat an n-gram masked.
+fn process(lp: &mut [f32], prefix: &[u32], eos: u32, s: &DecodeSettings) {
+    if prefix.len() < s.min_new_tokens {
+        if let Some(x) = lp.get_mut(eos as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    let n = s.no_repeat_ngram_size;
+    if n > 0 && prefix.len() + 1 >= n {
+        let tail = &prefix[prefix.len() + 1 - n..];
+        for w in prefix.windows(n) {
+            if w[..n - 1] == *tail {
+                if let Some(x) = lp.get_mut(w[n - 1] as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
+}
+
+/// The token to take: the most likely, or one drawn from the temperature-scaled, top-k and
+/// top-p filtered distribution (`draw` in [0, 1)).
+fn choose(lp: &[f32], s: &DecodeSettings, draw: f64) -> usize {
+    if !s.do_sample {
+        return argmax(lp);
+    }
+    let mut order: Vec<usize> = (0..lp.len()).filter(|&i| lp[i].is_finite()).collect();
+    order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+    if s.top_k > 0 {
+        order.truncate(s.top_k);
+    }
+    let top = order.first().map_or(0.0, |&i| lp[i] as f64);
+    let weights: Vec<f64> = order.iter().map(|&i| ((lp[i] as f64 - top) / s.temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    // top-p on the tempered distribution: the fewest tokens whose mass reaches p.
+    let mut keep = weights.len();
+    let mut mass = 0.0;
+    for (k, w) in weights.iter().enumerate() {
+        mass += w / total;
+        if mass >= s.top_p {
+            keep = k + 1;
+            break;
+        }
+    }
+    let kept: f64 = weights[..keep].iter().sum();
+    let mut at = draw * kept;
+    for (k, w) in weights[..keep].iter().enumerate() {
+        if at < *w {
+            return order[k];
+        }
+        at -= w;
+    }
+    order[keep.saturating_sub(1)]
+}
+
+fn sample_or_greedy(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+    let mut out: Vec<Generated> = (0..inputs).map(|_| Generated { tokens: Vec::new(), ended: false, sum_logprobs: 0.0, score: 0.0 }).collect();
+    for step in 0..s.max_new_tokens {
+        let live: Vec<usize> = (0..inputs).filter(|&r| !out[r].ended).collect();
+        if live.is_empty() {
+            break;
+        }
+        let prefixes: Vec<(usize, &[u32])> = live.iter().map(|&r| (r, out[r].tokens.as_slice())).collect();
+        let mut rows = model.log_probs(&prefixes);
+        let mut picks = Vec::with_capacity(live.len());
+        for (&r, lp) in live.iter().zip(rows.iter_mut()) {
+            process(lp, &out[r].tokens, eos, s);
+            let draw = Rng::keyed(s.seed, Purpose::Sample, &[r as u64, step as u64]).next_f64();
+            let t = choose(lp, s, draw);
+            picks.push((r, t, lp[t] as f64));
+        }
+        for (r, t, l) in picks {
+            let g = &mut out[r];
+            g.sum_logprobs += l;
+            if t as u32 == eos {
+                g.ended = true;
+            } else {
+                g.tokens.push(t as u32);
+            }
+        }
+    }
+    for g in &mut out {
+        g.score = score(g.sum_logprobs, g.tokens.len() + usize::from(g.ended), s.length_penalty);
+    }
+    out
+}
+
+/// One input's beams and finished hypotheses.
+#[derive(Default)]
+struct Beams {
+    running: Vec<(Vec<u32>, f64)>,
+    finished: Vec<Generated>,
+    done: bool,
+}
+
+impl Beams {
+    /// Whether no running beam can still enter the best `num_beams` (`transformers`'
+    /// `BeamHypotheses.is_done`).
+    fn is_done(&self, best_running: f64, len: usize, s: &DecodeSettings) -> bool {
+        if self.finished.len() < s.num_beams {
+            return false;
+        }
+        if s.early_stopping {
+            return true;
+        }
+        let worst = self.finished.iter().map(|g| g.score).fold(f64::INFINITY, f64::min);
+        worst >= score(best_running, len, s.length_penalty)
+    }
+
+    fn add(&mut self, g: Generated, num_beams: usize) {
+        self.finished.push(g);
+        if self.finished.len() > num_beams {
+            let worst = (0..self.finished.len()).min_by(|&a, &b| self.finished[a].score.total_cmp(&self.finished[b].score)).expect("not empty");
+            self.finished.remove(worst);
+        }
+    }
+}
+
+fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+    let k = s.num_beams;
+    let mut all: Vec<Beams> = (0..inputs).map(|_| Beams { running: vec![(Vec::new(), 0.0)], ..Default::default() }).collect();
+    for step in 0..s.max_new_tokens {
+        let prefixes: Vec<(usize, &[u32])> = all.iter().enumerate().filter(|(_, b)| !b.done).flat_map(|(r, b)| b.running.iter().map(move |(t, _)| (r, t.as_slice()))).collect();
+        if prefixes.is_empty() {
+            break;
+        }
+        let owners: Vec<usize> = prefixes.iter().map(|p| p.0).collect();
+        let mut rows = model.log_probs(&prefixes);
+        let mut at = 0;
+        for r in 0..inputs {
+            if all[r].done {
+                continue;
+            }
+            let n = owners[at..].iter().take_while(|&&o| o == r).count();
+            let b = &mut all[r];
+            // Every (beam, token) continuation by its summed log-probability, best first.
+            let mut cands: Vec<(f64, usize, u32, f64)> = Vec::new();
+            for (i, lp) in rows[at..at + n].iter_mut().enumerate() {
+                process(lp, &b.running[i].0, eos, s);
+                for (t, &l) in lp.iter().enumerate() {
+                    if l.is_finite() {
+                        cands.push((b.running[i].1 + l as f64, i, t as u32, l as f64));
+                    }
+                }
+            }
+            at += n;
+            cands.sort_by(|a, c| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1)).then(a.2.cmp(&c.2)));
+            cands.truncate(2 * k);
+            let mut next = Vec::with_capacity(k);
+            for (rank, &(sum, i, t, _)) in cands.iter().enumerate() {
+                if t == eos {
+                    // An end below the top `num_beams` candidates is not a hypothesis.
+                    if rank < k {
+                        let tokens = b.running[i].0.clone();
+                        let len = tokens.len() + 1;
+                        b.add(Generated { tokens, ended: true, sum_logprobs: sum, score: score(sum, len, s.length_penalty) }, k);
+                    }
+                } else {
+                    let mut tokens = b.running[i].0.clone();
+                    tokens.push(t);
+                    next.push((tokens, sum));
+                }
+                if next.len() == k {
+                    break;
+                }
+            }
+            let best_running = next.first().map_or(f64::NEG_INFINITY, |n| n.1);
+            b.running = next;
+            b.done = b.running.is_empty() || b.is_done(best_running, step + 1, s);
+        }
+    }
+    all.into_iter()
+        .map(|mut b| {
+            // Beams still running at the length limit finish there.
+            if !b.done {
+                for (tokens, sum) in std::mem::take(&mut b.running) {
+                    let len = tokens.len();
+                    b.add(Generated { tokens, ended: false, sum_logprobs: sum, score: score(sum, len, s.length_penalty) }, k);
+                }
+            }
+            b.finished.into_iter().max_by(|a, c| a.score.total_cmp(&c.score)).unwrap_or(Generated { tokens: Vec::new(), ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy model: the next token's log-probabilities are a fixed function of the row and
+    /// the prefix (a hash), softmaxed over `v` tokens.
+    fn toy(v: usize) -> impl FnMut(&[(usize, &[u32])]) -> Vec<Vec<f32>> {
+        move |prefixes: &[(usize, &[u32])]| {
+            prefixes
+                .iter()
+                .map(|(r, p)| {
+                    let key: Vec<u64> = std::iter::once(*r as u64).chain(p.iter().map(|&t| t as u64)).collect();
+                    let mut rng = Rng::keyed(99, Purpose::Sample, &key);
+                    let logits: Vec<f64> = (0..v).map(|_| 3.0 * rng.next_f64()).collect();
+                    let z = logits.iter().map(|x| x.exp()).sum::<f64>().ln();
+                    logits.iter().map(|x| (x - z) as f32).collect()
+                })
+                .collect()
+        }
+    }
+
+    /// Every continuation up to `max` new tokens, scored as beam search scores them.
+    fn exhaustive(model: &mut dyn StepModel, row: usize, v: usize, eos: u32, s: &DecodeSettings) -> Generated {
+        let mut best = Generated { tokens: vec![], ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY };
+        let mut stack: Vec<(Vec<u32>, f64)> = vec![(vec![], 0.0)];
+        while let Some((prefix, sum)) = stack.pop() {
+            let mut lp = model.log_probs(&[(row, &prefix)]).remove(0);
+            process(&mut lp, &prefix, eos, s);
+            for t in 0..v as u32 {
+                let l = lp[t as usize] as f64;
+                if !l.is_finite() {
+                    continue;
+                }
+                let total = sum + l;
+                let (tokens, ended) = if t == eos { (prefix.clone(), true) } else { ([prefix.clone(), vec![t]].concat(), false) };
+                let len = tokens.len() + usize::from(ended);
+                if ended || len == s.max_new_tokens {
+                    let g = Generated { tokens, ended, sum_logprobs: total, score: score(total, len, s.length_penalty) };
+                    if g.score > best.score {
+                        best = g;
+                    }
+                } else {
+                    stack.push((tokens, total));
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn beam_search_as_wide_as_every_continuation_equals_exhaustive_search() {
+        let (v, eos) = (4usize, 0u32);
+        // The oracle tells searches apart: greedy misses the best continuation somewhere.
+        let mut greedy_misses = 0;
+        for length_penalty in [0.0, 0.5, 1.0, 2.0] {
+            for (max, min, ngram) in [(3, 0, 0), (4, 2, 0), (4, 0, 2)] {
+                let s = DecodeSettings { max_new_tokens: max, min_new_tokens: min, no_repeat_ngram_size: ngram, num_beams: v.pow(max as u32), length_penalty, ..Default::default() };
+                let mut model = toy(v);
+                let beams = generate(&mut model, 3, eos, &s);
+                let greedy = generate(&mut model, 3, eos, &DecodeSettings { num_beams: 1, ..s.clone() });
+                for (row, got) in beams.iter().enumerate() {
+                    let want = exhaustive(&mut model, row, v, eos, &s);
+                    assert_eq!(got.tokens, want.tokens, "row {row}, lp {length_penalty}, max {max}, min {min}, ngram {ngram}");
+                    assert!((got.score - want.score).abs() < 1e-9);
+                    greedy_misses += usize::from(greedy[row].tokens != want.tokens);
+                }
+            }
+        }
+        assert!(greedy_misses > 0, "a toy model where greedy is always optimal tests nothing");
+    }
+
+    #[test]
+    fn one_beam_is_greedy_and_greedy_takes_the_most_likely_token() {
+        let (v, eos) = (6usize, 5u32);
+        let s = DecodeSettings { max_new_tokens: 8, ..Default::default() };
+        let greedy = generate(&mut toy(v), 4, eos, &s);
+        let mut model = toy(v);
+        for (row, g) in greedy.iter().enumerate() {
+            let mut prefix = Vec::new();
+            for _ in 0..s.max_new_tokens {
+                let t = argmax(&model.log_probs(&[(row, &prefix)])[0]) as u32;
+                if t == eos {
+                    break;
+                }
+                prefix.push(t);
+            }
+            assert_eq!(g.tokens, prefix, "row {row}");
+        }
+        // A beam search of one that stops at its first finished hypothesis keeps the best
+        // continuation only: greedy's tokens.
+        let one = beam_search(&mut toy(v), 4, eos, &DecodeSettings { num_beams: 1, early_stopping: true, ..s.clone() });
+        assert_eq!(one.iter().map(|g| &g.tokens).collect::<Vec<_>>(), greedy.iter().map(|g| &g.tokens).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sampling_repeats_for_a_seed_differs_across_seeds_and_respects_top_k() {
+        let (v, eos) = (50usize, 0u32);
+        let s = DecodeSettings { max_new_tokens: 20, do_sample: true, temperature: 1.5, seed: 7, ..Default::default() };
+        let a = generate(&mut toy(v), 8, eos, &s);
+        assert_eq!(a, generate(&mut toy(v), 8, eos, &s), "one seed, one draw");
+        assert_ne!(a, generate(&mut toy(v), 8, eos, &DecodeSettings { seed: 8, ..s.clone() }), "another seed draws otherwise");
+        // top_k = 1 is greedy whatever the seed.
+        let greedy = generate(&mut toy(v), 8, eos, &DecodeSettings { max_new_tokens: 20, ..Default::default() });
+        assert_eq!(generate(&mut toy(v), 8, eos, &DecodeSettings { top_k: 1, ..s.clone() }), greedy);
+        // Over many draws from one distribution, every token sampled is among the top 3.
+        let lp = toy(v)(&[(0, &[])]).remove(0);
+        let mut order: Vec<usize> = (0..v).collect();
+        order.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
+        let k3 = DecodeSettings { top_k: 3, ..s.clone() };
+        let seen: std::collections::BTreeSet<usize> = (0..2000).map(|i| choose(&lp, &k3, Rng::keyed(i, Purpose::Sample, &[]).next_f64())).collect();
+        assert_eq!(seen, order[..3].iter().copied().collect(), "all three drawn, nothing else");
+    }
+
+    #[test]
+    fn min_new_tokens_and_no_repeat_ngrams_hold_and_bad_settings_name_their_key() {
+        let (v, eos) = (3usize, 0u32);
+        let s = DecodeSettings { max_new_tokens: 12, min_new_tokens: 5, no_repeat_ngram_size: 2, num_beams: 3, ..Default::default() };
+        for g in generate(&mut toy(v), 6, eos, &s) {
+            assert!(g.tokens.len() >= 5 || !g.ended, "{g:?}");
+            let grams: Vec<&[u32]> = g.tokens.windows(2).collect();
+            let unique: std::collections::BTreeSet<&[u32]> = grams.iter().copied().collect();
+            assert_eq!(unique.len(), grams.len(), "a repeated bigram in {:?}", g.tokens);
+        }
+        let bad = DecodeSettings { max_new_tokens: 0, top_p: 1.5, do_sample: true, num_beams: 2, ..Default::default() };
+        let p = bad.problems();
+        assert!(p.iter().any(|m| m.starts_with("generate.max_new_tokens")) && p.iter().any(|m| m.starts_with("generate.top_p")) && p.iter().any(|m| m.starts_with("generate.do_sample")), "{p:?}");
+        assert!(DecodeSettings::default().problems().is_empty());
+    }
+}
