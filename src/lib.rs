@@ -18,7 +18,8 @@
 //! 3. [`batch`]: the data plane's messages ([`batch::RawBatch`], [`batch::HostBatch`]) and the
 //!    label conventions every later layer shares.
 //! 4. [`masking`]: MLM and GLM corruption and collation (pure, seeded, no tch). [`model`]: BERT,
-//!    its heads and GLM with Hugging Face names; dropout and attention on the CPU.
+//!    its heads and GLM with Hugging Face names; dropout and attention on the CPU; GLM filling
+//!    a blank as [`decode`]'s next-token model.
 //! 5. [`objective`]: the objective traits, batches on the device, losses, evaluation metrics and
 //!    the monitored metric.
 //! 6. [`train`]: AdamW, schedules, precision, one training step, the profiler window and the

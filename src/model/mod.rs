@@ -4,4 +4,5 @@ pub mod attention;
 pub mod bert;
 pub mod dropout;
 pub mod glm;
+pub mod glm_fill;
 pub mod heads;

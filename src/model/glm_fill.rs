@@ -1,0 +1,143 @@
+//! GLM as the next-token model of [`crate::decode`]: each row's Part A (the text with one
+//! blank) is fixed, Part B is `[sop]` and the tokens generated so far, at the blank's position
+//! with block positions 1, 2, 3, ... (GLM's layout in pre-training). Every step recomputes the
+//! whole row (no key / value cache yet): the reference the cached path will be checked against.
+
+use tch::{Device, Kind, Tensor};
+
+use super::glm::Glm;
+use crate::decode::StepModel;
+
+/// One row to fill: Part A's ids and where its blank is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlankRow {
+    /// `[CLS]`, the text with its blank token, ...
+    pub part_a: Vec<i64>,
+    /// The blank's index in `part_a`: Part B's position.
+    pub blank: usize,
+}
+
+/// GLM filling one blank per row by full recomputation.
+pub struct GlmFill<'a> {
+    glm: &'a Glm,
+    rows: Vec<BlankRow>,
+    sop: i64,
+    pad: i64,
+    device: Device,
+}
+
+impl<'a> GlmFill<'a> {
+    /// Fills `rows` with `glm` on `device`; `sop` starts Part B, `pad` fills short rows.
+    pub fn new(glm: &'a Glm, rows: Vec<BlankRow>, sop: u32, pad: u32, device: Device) -> Self {
+        GlmFill { glm, rows, sop: sop as i64, pad: pad as i64, device }
+    }
+
+    /// The batch of `(row, generated)` as GLM reads it: ids, positions, block positions, Part A
+    /// lengths, and each row's last real index (where the next token is predicted).
+    fn batch(&self, prefixes: &[(usize, &[u32])]) -> (Tensor, Tensor, Tensor, Tensor, Vec<i64>) {
+        let lens: Vec<usize> = prefixes.iter().map(|(r, g)| self.rows[*r].part_a.len() + 1 + g.len()).collect();
+        let t = lens.iter().copied().max().unwrap_or(1);
+        let n = prefixes.len();
+        let (mut ids, mut pos, mut block) = (vec![self.pad; n * t], vec![0i64; n * t], vec![0i64; n * t]);
+        let mut prefix_len = Vec::with_capacity(n);
+        for (i, (r, generated)) in prefixes.iter().enumerate() {
+            let row = &self.rows[*r];
+            let a = row.part_a.len();
+            let part_b = std::iter::once(self.sop).chain(generated.iter().map(|&x| x as i64));
+            for (j, id) in row.part_a.iter().copied().chain(part_b).enumerate() {
+                ids[i * t + j] = id;
+                pos[i * t + j] = if j < a { j as i64 } else { row.blank as i64 };
+                block[i * t + j] = if j < a { 0 } else { (j - a + 1) as i64 };
+            }
+            prefix_len.push(a as i64);
+        }
+        let shape = [n as i64, t as i64];
+        let up = |v: Vec<i64>| Tensor::from_slice(&v).view(shape).to_device(self.device);
+        let last = lens.iter().enumerate().map(|(i, &l)| (i * t + l - 1) as i64).collect();
+        (up(ids), up(pos), up(block), Tensor::from_slice(&prefix_len).to_device(self.device), last)
+    }
+}
+
+impl StepModel for GlmFill<'_> {
+    fn log_probs(&mut self, prefixes: &[(usize, &[u32])]) -> Vec<Vec<f32>> {
+        let _guard = tch::no_grad_guard();
+        let (ids, pos, block, prefix_len, last) = self.batch(prefixes);
+        let h = self.glm.forward(&ids, &pos, &block, &prefix_len, false);
+        let h = h.view([-1, h.size()[2]]).index_select(0, &Tensor::from_slice(&last).to_device(self.device));
+        let lp = self.glm.logits(&h).log_softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
+        let v = lp.size()[1] as usize;
+        let flat = Vec::<f32>::try_from(lp.view([-1])).expect("a contiguous f32 tensor converts");
+        flat.chunks(v).map(<[f32]>::to_vec).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{generate, DecodeSettings};
+    use crate::model::glm::GlmConfig;
+    use tch::nn;
+
+    fn tiny() -> (nn::VarStore, Glm) {
+        let cfg = GlmConfig {
+            vocab_size: 40,
+            hidden_size: 16,
+            num_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            max_sequence_length: 33,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            layernorm_epsilon: 1e-5,
+            init_method_std: 0.5,
+            explicit_attention: false,
+        };
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let glm = Glm::new(&vs.root(), &cfg);
+        (vs, glm)
+    }
+
+    /// What each decoding step saw equals one teacher-forced pass over the finished row (Part B
+    /// is causal: a position never sees what comes after it), and rows decoded together equal
+    /// rows decoded alone (padding changes nothing).
+    #[test]
+    fn step_logits_equal_a_teacher_forced_pass_and_rows_are_independent() {
+        let (_vs, glm) = tiny();
+        let (sop, eop, pad) = (5u32, 6u32, 0u32);
+        let rows = vec![BlankRow { part_a: vec![1, 10, 11, 2, 12], blank: 3 }, BlankRow { part_a: vec![1, 2, 13, 14, 15, 16, 17], blank: 1 }];
+        let s = DecodeSettings { max_new_tokens: 6, ..Default::default() };
+        let mut steps: Vec<Vec<Vec<f32>>> = vec![Vec::new(); rows.len()];
+        let mut fill = GlmFill::new(&glm, rows.clone(), sop, pad, Device::Cpu);
+        let mut recording = |p: &[(usize, &[u32])]| {
+            let out = fill.log_probs(p);
+            for ((r, _), lp) in p.iter().zip(&out) {
+                steps[*r].push(lp.clone());
+            }
+            out
+        };
+        let together = generate(&mut recording, rows.len(), eop, &s);
+        for (r, g) in together.iter().enumerate() {
+            let alone = generate(&mut GlmFill::new(&glm, vec![rows[r].clone()], sop, pad, Device::Cpu), 1, eop, &s);
+            assert_eq!(alone[0].tokens, g.tokens, "row {r}: decoded alone");
+            // The whole row once: the prediction after `[sop] y_1 .. y_j` for every j.
+            let mut forced = GlmFill::new(&glm, vec![rows[r].clone()], sop, pad, Device::Cpu);
+            for (j, want) in steps[r].iter().enumerate() {
+                let got = forced.log_probs(&[(0, &g.tokens[..j])]).remove(0);
+                let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(d < 1e-5, "row {r}, step {j}: {d}");
+            }
+            let (ids, pos, block, prefix, _) = forced.batch(&[(0, &g.tokens)]);
+            let h = tch::no_grad(|| glm.forward(&ids, &pos, &block, &prefix, false));
+            let a = rows[r].part_a.len() as i64;
+            let lp = glm.logits(&h.get(0).narrow(0, a, steps[r].len() as i64)).log_softmax(-1, Kind::Float);
+            for (j, want) in steps[r].iter().enumerate() {
+                let got = Vec::<f32>::try_from(lp.get(j as i64)).unwrap();
+                let d = got.iter().zip(want).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(d < 1e-5, "row {r}: teacher-forced position {j} differs by {d}");
+            }
+            let positions = Vec::<i64>::try_from(pos.get(0)).unwrap();
+            assert!(positions[a as usize..].iter().all(|&p| p == rows[r].blank as i64), "Part B sits at the blank: {positions:?}");
+        }
+    }
+}
