@@ -4,7 +4,8 @@
 //! Pre-LayerNorm blocks, GELU, 2-D positions (`position_embeddings` for the position row and
 //! `block_position_embeddings` for the intra-span row), prefix-causal attention built on the
 //! device from each row's Part A length, a final LayerNorm, and the output layer tied to the
-//! word embeddings (no bias).
+//! word embeddings (no bias). For decoding, [`Glm::prefill`] also returns every layer's keys and
+//! values and [`Glm::extend`] runs one new token per row against them.
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
@@ -134,18 +135,59 @@ impl Glm {
     // the layer norm's backward.
     #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, input_ids: &Tensor, position_ids: &Tensor, block_position_ids: &Tensor, prefix_len: &Tensor, train: bool) -> Tensor {
+        let t = input_ids.size2().expect("input_ids is [batch, seq]").1;
+        self.run(input_ids, position_ids, block_position_ids, &prefix_causal_mask(prefix_len, t), train, None)
+    }
+
+    /// [`Glm::forward`] in eval mode that also returns every layer's keys and values
+    /// `[batch, heads, T, head_dim]`: the cache [`Glm::extend`] continues from.
+    pub fn prefill(&self, input_ids: &Tensor, position_ids: &Tensor, block_position_ids: &Tensor, prefix_len: &Tensor) -> (Tensor, Vec<(Tensor, Tensor)>) {
+        let t = input_ids.size2().expect("input_ids is [batch, seq]").1;
+        let mut cache = Vec::with_capacity(self.layers.len());
+        let h = self.run(input_ids, position_ids, block_position_ids, &prefix_causal_mask(prefix_len, t), false, Some(&mut cache));
+        (h, cache)
+    }
+
+    /// One new token per row `[batch, 1]` (eval mode) attending to the cached keys and values
+    /// where `key_ok` `[batch, T]` allows and to itself; appends its keys and values to
+    /// `cache`. Returns its hidden state `[batch, 1, hidden]`.
+    pub fn extend(&self, input_ids: &Tensor, position_ids: &Tensor, block_position_ids: &Tensor, key_ok: &Tensor, cache: &mut Vec<(Tensor, Tensor)>) -> Tensor {
+        let b = key_ok.size()[0];
+        let allowed = Tensor::cat(&[key_ok.shallow_clone(), Tensor::ones([b, 1], (Kind::Bool, key_ok.device()))], 1).view([b, 1, 1, -1]);
+        self.run(input_ids, position_ids, block_position_ids, &allowed, false, Some(cache))
+    }
+
+    /// The layers over `[batch, T]` tokens with an attention mask `[batch, 1, T, T_keys]`; with
+    /// `kv`, every layer's keys and values are pushed there (a prefill), or, when `kv` already
+    /// holds one `(keys, values)` per layer, the new keys and values are appended to those
+    /// before attending (a step).
+    // `h = h + ...`, not `h += ...`: tch's `+=` adds in place, into a tensor autograd saved for
+    // the layer norm's backward.
+    #[allow(clippy::assign_op_pattern)]
+    fn run(&self, input_ids: &Tensor, position_ids: &Tensor, block_position_ids: &Tensor, mask: &Tensor, train: bool, mut kv: Option<&mut Vec<(Tensor, Tensor)>>) -> Tensor {
         let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
         let c = &self.cfg;
         let mut h = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(position_ids)
             + self.block_position_embeddings.forward(block_position_ids);
         h = dropout(&h, c.hidden_dropout, train);
-        let mask = prefix_causal_mask(prefix_len, t);
         let (heads, d) = (c.num_attention_heads, c.hidden_size / c.num_attention_heads);
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let x = l.input_layernorm.forward(&h);
             let qkv = l.query_key_value.forward(&x).view([b, t, 3, heads, d]).permute([2, 0, 3, 1, 4]);
-            let ctx = self.attention(&qkv.get(0), &qkv.get(1), &qkv.get(2), &mask, train);
+            let (q, mut k, mut v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+            if let Some(cache) = kv.as_deref_mut() {
+                match cache.get(i) {
+                    // A step: the past keys and values first, then this token's.
+                    Some((k0, v0)) if k0.size()[2] + t == mask.size()[3] => {
+                        k = Tensor::cat(&[k0, &k], 2);
+                        v = Tensor::cat(&[v0, &v], 2);
+                        cache[i] = (k.shallow_clone(), v.shallow_clone());
+                    }
+                    _ => cache.push((k.shallow_clone(), v.shallow_clone())),
+                }
+            }
+            let ctx = self.attention(&q, &k, &v, mask, train);
             let ctx = ctx.transpose(1, 2).reshape([b, t, c.hidden_size]);
             h = h + dropout(&l.dense.forward(&ctx), c.hidden_dropout, train);
             let x = l.post_attention_layernorm.forward(&h);
