@@ -74,9 +74,37 @@ pub const WORDS_FIELD: &str = "words";
 /// ignored on both sides (it is a boundary anyway); the words' characters must spell the
 /// sentences' characters exactly.
 ///
+/// Where a document's `words` and its text part ways.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WordsMismatch {
+    /// A word's character differs from the text's.
+    #[error("`words` spell {word:?} where the text has {text:?} (line {line} of the text, character {at})")]
+    Spell {
+        /// The words' character.
+        word: char,
+        /// The text's.
+        text: char,
+        /// 1-based line of the text.
+        line: usize,
+        /// Character index in the line.
+        at: usize,
+    },
+    /// The words end before the text.
+    #[error("`words` end before the text (line {line} of the text, character {at})")]
+    EndEarly {
+        /// 1-based line of the text.
+        line: usize,
+        /// Character index in the line.
+        at: usize,
+    },
+    /// The words go on after the text.
+    #[error("`words` go on after the text ends ({0:?})")]
+    GoOn(char),
+}
+
 /// # Errors
-/// Where words and text part ways.
-pub fn word_starts(sentences: &[String], words: &[&str]) -> Result<Vec<Vec<bool>>, String> {
+/// [`WordsMismatch`]: where words and text part ways.
+pub fn word_starts(sentences: &[String], words: &[&str]) -> Result<Vec<Vec<bool>>, WordsMismatch> {
     let mut chars = words.iter().flat_map(|w| w.chars().filter(|c| !c.is_whitespace()).enumerate().map(|(i, c)| (c, i == 0)));
     let mut out = Vec::with_capacity(sentences.len());
     for (k, sentence) in sentences.iter().enumerate() {
@@ -88,14 +116,14 @@ pub fn word_starts(sentences: &[String], words: &[&str]) -> Result<Vec<Vec<bool>
             }
             match chars.next() {
                 Some((w, start)) if w == c => starts.push(start),
-                Some((w, _)) => return Err(format!("`words` spell {w:?} where the text has {c:?} (line {} of the text, character {j})", k + 1)),
-                None => return Err(format!("`words` end before the text (line {} of the text, character {j})", k + 1)),
+                Some((w, _)) => return Err(WordsMismatch::Spell { word: w, text: c, line: k + 1, at: j }),
+                None => return Err(WordsMismatch::EndEarly { line: k + 1, at: j }),
             }
         }
         out.push(starts);
     }
     match chars.next() {
-        Some((w, _)) => Err(format!("`words` go on after the text ends ({w:?})")),
+        Some((w, _)) => Err(WordsMismatch::GoOn(w)),
         None => Ok(out),
     }
 }
@@ -315,7 +343,7 @@ impl DocReader {
                         match v.get(WORDS_FIELD) {
                             None | Some(serde_json::Value::Null) => Ok((sentences, None)),
                             Some(serde_json::Value::Array(a)) => match a.iter().map(serde_json::Value::as_str).collect::<Option<Vec<&str>>>() {
-                                Some(words) => word_starts(&sentences, &words).map(|w| (sentences, Some(w))).map_err(|e| ("bad_words", e)),
+                                Some(words) => word_starts(&sentences, &words).map(|w| (sentences, Some(w))).map_err(|e| ("bad_words", e.to_string())),
                                 None => Err(("bad_words", format!("field `{WORDS_FIELD}` is not an array of strings"))),
                             },
                             Some(_) => Err(("bad_words", format!("field `{WORDS_FIELD}` is not an array of strings"))),
@@ -473,9 +501,9 @@ mod tests {
         let w = word_starts(&sentences, &["我", "爱", "北京", "。", "天安门"]).unwrap();
         assert_eq!(w[0], vec![true, true, true, true, false, true]);
         assert_eq!(w[1], vec![true, false, false]);
-        assert!(word_starts(&sentences, &["我", "爱", "北", "。", "天安门"]).unwrap_err().contains("'京'"));
-        assert!(word_starts(&sentences, &["我爱北京。天安门", "了"]).unwrap_err().contains("go on"));
-        assert!(word_starts(&sentences, &["我爱北京。"]).unwrap_err().contains("end before"));
+        assert!(word_starts(&sentences, &["我", "爱", "北", "。", "天安门"]).unwrap_err().to_string().contains("'京'"));
+        assert!(word_starts(&sentences, &["我爱北京。天安门", "了"]).unwrap_err().to_string().contains("go on"));
+        assert!(word_starts(&sentences, &["我爱北京。"]).unwrap_err().to_string().contains("end before"));
         // A JSONL document whose words do not spell it is a bad record, counted.
         let (_d, p) = tmp("{\"text\": \"我爱北京\", \"words\": [\"我\", \"爱\", \"北京\"]}\n{\"text\": \"你好\", \"words\": [\"你\"]}\n{\"text\": \"好\", \"words\": 3}\n", "jsonl");
         let mut skipped = Vec::new();

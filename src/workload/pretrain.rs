@@ -55,7 +55,7 @@ pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
-    let prepared_dir = prepared_dir(&c.data).map_err(|e| problems.push(e)).unwrap_or(None);
+    let prepared_dir = prepared_dir(&c.data).map_err(|e| problems.push(e.to_string())).unwrap_or(None);
     let (mut train_spans, mut eval_spans) = match &prepared_dir {
         None => text_spans(&c.data, problems),
         Some(_) => (Vec::new(), Vec::new()),
@@ -142,9 +142,9 @@ fn text_spans(d: &config::DataConfig, problems: &mut Vec<String>) -> (Vec<FileSp
     let mut eval: Vec<FileSpan> = crate::data::source::expand(&d.eval, "data.eval", problems).into_iter().map(|p| FileSpan::whole(p, d.format)).collect();
     if d.eval_holdout_docs > 0 && !train.is_empty() {
         let read = read_settings(d);
-        match hold_out(&mut train, d.eval_holdout_docs, |span| document_offsets(span, &read).map_err(|e| crate::error_chain(&e))) {
+        match hold_out(&mut train, d.eval_holdout_docs, |span| document_offsets(span, &read).map_err(|e| Box::new(e) as _)) {
             Ok(spans) => eval = spans,
-            Err(e) => problems.push(format!("data.eval_holdout_docs: {e}")),
+            Err(e) => problems.push(format!("data.eval_holdout_docs: {}", crate::error_chain(&e))),
         }
     }
     (train, eval)
@@ -229,9 +229,34 @@ pub fn read_settings(d: &config::DataConfig) -> ReadSettings {
     ReadSettings { text_field: d.text_field.clone(), on_error: d.on_error, max_line_bytes: d.max_line_bytes }
 }
 
+/// `data.train` does not name one prepared folder where `data.format = "prepared"` asks for it.
+#[derive(Debug, thiserror::Error)]
+enum PreparedDirError {
+    /// A folder without a manifest.
+    #[error("data.train: `{}` is not a prepared dataset folder (no {MANIFEST}); make one with `pretune data prepare`", .0.display())]
+    NotPrepared(PathBuf),
+    /// Not exactly one entry.
+    #[error("data.train: with data.format = \"prepared\" give the one prepared folder")]
+    NotOne,
+}
+
+/// Why documents could not be held out of the training files.
+#[derive(Debug, thiserror::Error)]
+enum HoldOutError {
+    /// Fewer documents than asked for.
+    #[error("the training files hold fewer than {0} documents")]
+    TooFew(usize),
+    /// Nothing would be left to train on.
+    #[error("holding out {0} documents leaves nothing to train on")]
+    NothingLeft(usize),
+    /// A span's document offsets could not be read.
+    #[error("cannot find the documents of {}", .0.display())]
+    Offsets(PathBuf, #[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// The prepared folder `data.train` names, if it names one: with `data.format = "prepared"`,
 /// or (`auto`) when its one entry is a folder holding a manifest.
-fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, String> {
+fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, PreparedDirError> {
     let one = match d.train.as_slice() {
         [one] => Some(Path::new(one)),
         _ => None,
@@ -239,8 +264,8 @@ fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, String> {
     match d.format {
         config::DataFormat::Prepared => match one {
             Some(dir) if is_prepared(dir) => Ok(Some(dir.to_owned())),
-            Some(dir) => Err(format!("data.train: `{}` is not a prepared dataset folder (no {MANIFEST}); make one with `pretune data prepare`", dir.display())),
-            None => Err("data.train: with data.format = \"prepared\" give the one prepared folder".into()),
+            Some(dir) => Err(PreparedDirError::NotPrepared(dir.to_owned())),
+            None => Err(PreparedDirError::NotOne),
         },
         config::DataFormat::Auto => Ok(one.filter(|dir| is_prepared(dir)).map(Path::to_owned)),
         _ => Ok(None),
@@ -257,10 +282,10 @@ fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) 
     if d.eval_holdout_docs > 0 {
         let split = data.train.clone();
         eval = hold_out(&mut train, d.eval_holdout_docs, |span| {
-            let f = split.file_index(&span.path).ok_or_else(|| format!("{} is not in the prepared dataset", span.path.display()))?;
+            let f = split.file_index(&span.path).ok_or_else(|| Box::<dyn std::error::Error + Send + Sync>::from("not in the prepared dataset"))?;
             Ok(split.document_offsets(f, (span.start, span.start_line)).into_iter().filter(|&(at, _)| span.end.is_none_or(|end| at < end)).collect())
         })
-        .map_err(|e| vec![format!("data.eval_holdout_docs: {e}")])?;
+        .map_err(|e| vec![format!("data.eval_holdout_docs: {}", crate::error_chain(&e))])?;
     } else if let Some(split) = &data.eval {
         let prepared: Vec<&Path> = split.manifest.files.iter().map(|f| f.path.as_path()).collect();
         let named: Vec<PathBuf> = d.eval.iter().map(PathBuf::from).collect();
@@ -276,14 +301,14 @@ fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) 
 
 /// Moves the last `n` documents of the training spans into held-out spans; `offsets` lists a
 /// span's `(position, line)` before each of its documents.
-fn hold_out(train: &mut Vec<FileSpan>, n: usize, offsets: impl Fn(&FileSpan) -> Result<Vec<(u64, u64)>, String>) -> Result<Vec<FileSpan>, String> {
+fn hold_out(train: &mut Vec<FileSpan>, n: usize, offsets: impl Fn(&FileSpan) -> Result<Vec<(u64, u64)>, Box<dyn std::error::Error + Send + Sync>>) -> Result<Vec<FileSpan>, HoldOutError> {
     let mut need = n;
     let mut held = Vec::new();
     while need > 0 {
         let Some(span) = train.pop() else {
-            return Err(format!("the training files hold fewer than {n} documents"));
+            return Err(HoldOutError::TooFew(n));
         };
-        let offsets = offsets(&span)?;
+        let offsets = offsets(&span).map_err(|e| HoldOutError::Offsets(span.path.clone(), e))?;
         if offsets.len() <= need {
             need -= offsets.len();
             held.push(span);
@@ -295,7 +320,7 @@ fn hold_out(train: &mut Vec<FileSpan>, n: usize, offsets: impl Fn(&FileSpan) -> 
         need = 0;
     }
     if train.is_empty() {
-        return Err(format!("holding out {n} documents leaves nothing to train on"));
+        return Err(HoldOutError::NothingLeft(n));
     }
     held.reverse();
     Ok(held)
