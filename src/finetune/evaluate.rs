@@ -12,7 +12,7 @@ use tch::{nn, Device};
 
 use super::data::BadRecords;
 use super::drive::{open, DriveError, Opened};
-use super::task::{TaskCollator, TaskNet};
+use super::task::TaskNet;
 use super::tasks::Split;
 use crate::config::BadRecordPolicy;
 use crate::data::source::BadRecord;
@@ -48,8 +48,7 @@ pub fn evaluate(checkpoint: &Path, file: &Path) -> Result<Evaluation, DriveError
     let mut skipped = Vec::new();
     let encoded = task.read(&[file.to_owned()], Split::Eval, 0, &mut BadRecords { policy, skipped: &mut skipped })?;
     let task: Arc<dyn super::tasks::Task> = Arc::from(task);
-    let collator = TaskCollator(task.clone());
-    let batches: Vec<_> = encoded.examples.chunks(EVAL_BATCH).map(|c| collator.batch(&c.iter().collect::<Vec<_>>())).collect();
+    let batches: Vec<_> = encoded.examples.chunks(EVAL_BATCH).map(|c| task.collate(&c.iter().collect::<Vec<_>>())).collect();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = TaskNet::new(&vs.root(), task.clone());
     vs.load(dir.join("model.safetensors")).map_err(|e| DriveError::Weights { dir: dir.clone(), source: e })?;

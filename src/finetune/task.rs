@@ -128,13 +128,6 @@ pub fn prepare_tokenizer(tokenizer: &mut TextTokenizer, encoder: &ModelSpec) -> 
 #[derive(Clone)]
 pub struct TaskCollator(pub Arc<dyn Task>);
 
-impl TaskCollator {
-    /// A batch of `examples` (labelled batches are a pure function of the examples).
-    pub fn batch(&self, examples: &[&TaskExample]) -> HostBatch {
-        self.0.collate(examples)
-    }
-}
-
 impl Collator for TaskCollator {
     fn collate(&self, raw: RawBatch, _stream: Purpose) -> HostBatch {
         let examples: Vec<&TaskExample> = raw

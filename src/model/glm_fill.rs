@@ -68,11 +68,16 @@ impl StepModel for GlmFill<'_> {
         let (ids, pos, block, prefix_len, last) = self.batch(prefixes);
         let h = self.glm.forward(&ids, &pos, &block, &prefix_len, false);
         let h = h.view([-1, h.size()[2]]).index_select(0, &Tensor::from_slice(&last).to_device(self.device));
-        let lp = self.glm.logits(&h).log_softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
-        let v = lp.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(lp.view([-1])).expect("a contiguous f32 tensor converts");
-        flat.chunks(v).map(<[f32]>::to_vec).collect()
+        next_token_log_probs(self.glm, &h)
     }
+}
+
+/// Log-probabilities over the vocabulary of each hidden state `[rows, hidden]`, on the host.
+fn next_token_log_probs(glm: &Glm, h: &Tensor) -> Vec<Vec<f32>> {
+    let lp = glm.logits(h).log_softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
+    let v = lp.size()[1] as usize;
+    let flat = Vec::<f32>::try_from(lp.view([-1])).expect("a contiguous f32 tensor converts");
+    flat.chunks(v).map(<[f32]>::to_vec).collect()
 }
 
 /// GLM filling one blank per row with a key / value cache.
@@ -148,10 +153,7 @@ impl StepModel for GlmCachedFill<'_> {
             Some(h) => h,
             None => self.prefill(prefixes),
         };
-        let lp = self.full.glm.logits(&h).log_softmax(-1, Kind::Float).to_device(Device::Cpu).contiguous();
-        let v = lp.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(lp.view([-1])).expect("a contiguous f32 tensor converts");
-        flat.chunks(v).map(<[f32]>::to_vec).collect()
+        next_token_log_probs(self.full.glm, &h)
     }
 }
 

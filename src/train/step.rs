@@ -136,6 +136,11 @@ impl Counts {
         Counts { scored: sum(|b| b.n_scored), examples: sum(|b| b.n_examples), tokens: sum(|b| b.n_tokens) }
     }
 
+    /// What a rank sends to be summed: its counts and its vote to stop (any rank's stops all).
+    fn with_vote(&self, stop: bool) -> [f64; 4] {
+        [self.scored, self.examples, self.tokens, f64::from(u8::from(stop))]
+    }
+
     fn divisor(&self, per: Per) -> f64 {
         match per {
             Per::Target => self.scored.max(1.0),
@@ -300,7 +305,7 @@ impl TrainState {
         }
         let t0 = std::time::Instant::now();
         // A fixed size, so that a rank that brings no batch joins with zeros.
-        let mut head = vec![local.scored, local.examples, local.tokens, f64::from(u8::from(stop || hb.is_none()))];
+        let mut head = local.with_vote(stop || hb.is_none()).to_vec();
         head.resize(4 + MAX_PARTS, 0.0);
         let mut all = Tensor::from_slice(&head).to_device(device);
         for (i, p) in losses.iter().enumerate() {
@@ -342,7 +347,7 @@ impl TrainState {
             None => local,
             Some(d) => {
                 let t0 = std::time::Instant::now();
-                let mut t = Tensor::from_slice(&[local.scored, local.examples, local.tokens, f64::from(u8::from(stop))]).to_device(device);
+                let mut t = Tensor::from_slice(&local.with_vote(stop)).to_device(device);
                 d.pg.all_reduce_sum(&mut t)?;
                 let v = Vec::<f64>::try_from(t.to_device(Device::Cpu)).map_err(|e| d.collective_error("stop vote and counts", e))?;
                 comm += t0.elapsed();

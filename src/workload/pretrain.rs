@@ -367,7 +367,7 @@ impl PretrainPlan {
     /// Where the training (`train`) or held-out documents come from: the prepared dataset's
     /// split (the held-out documents cut from the training files live in its train split),
     /// else the text files through the tokenizer.
-    pub fn corpus(&self, cx: &RunContext, train: bool) -> Corpus {
+    pub fn documents(&self, cx: &RunContext, train: bool) -> Corpus {
         match &self.prepared {
             Some(p) if !train && cx.config.data.eval_holdout_docs == 0 => Corpus::Prepared(p.eval.clone().unwrap_or_else(|| p.train.clone())),
             Some(p) => Corpus::Prepared(p.train.clone()),
@@ -382,14 +382,14 @@ impl Workload for PretrainPlan {
     }
 
     fn train_source(&self, cx: &RunContext, cursor: Cursor) -> Box<dyn ExampleSource> {
-        Box::new(ExampleStream::new(self.train_spans.clone(), self.corpus(cx, true), self.stream_settings(cx, true), cursor))
+        Box::new(ExampleStream::new(self.train_spans.clone(), self.documents(cx, true), self.stream_settings(cx, true), cursor))
     }
 
     fn eval_source(&self, cx: &RunContext) -> Option<OpenSource> {
         if self.eval_spans.is_empty() {
             return None;
         }
-        let (spans, corpus, settings) = (self.eval_spans.clone(), self.corpus(cx, false), self.stream_settings(cx, false));
+        let (spans, corpus, settings) = (self.eval_spans.clone(), self.documents(cx, false), self.stream_settings(cx, false));
         Some(Box::new(move || Box::new(ExampleStream::new(spans.clone(), corpus.clone(), settings.clone(), Cursor::default())) as Box<dyn ExampleSource>))
     }
 

@@ -101,7 +101,6 @@ impl Task for Classification {
         Box::new(ClassScorer::new(&self.labels.names))
     }
 
-
     fn headline(&self) -> &'static [&'static str] {
         &["accuracy", "macro_f1", "loss"]
     }

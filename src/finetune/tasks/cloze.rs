@@ -364,7 +364,6 @@ impl Task for Cloze {
         Box::new(ClassScorer::new(&self.labels.names))
     }
 
-
     fn headline(&self) -> &'static [&'static str] {
         &["accuracy", "macro_f1", "loss"]
     }

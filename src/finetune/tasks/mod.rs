@@ -55,9 +55,6 @@ pub enum TaskError {
     /// A labelled file could not be read, or a record was bad under `data.on_error = "fail"`.
     #[error("data")]
     Data(#[from] TaskDataError),
-    /// The tokenizer refused a text.
-    #[error("tokenizer")]
-    Tokenizer(#[from] crate::data::tokenize::TokenizerError),
     /// No task of this name is registered.
     #[error("task.kind: `{kind}` is not a task ({})", known.join(", "))]
     Unknown {

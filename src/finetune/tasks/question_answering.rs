@@ -119,7 +119,6 @@ impl Task for QuestionAnswering {
         Box::new(SquadScorer { answers: Answers::new(self.settings) })
     }
 
-
     fn headline(&self) -> &'static [&'static str] {
         &["exact_match", "f1", "loss"]
     }

@@ -83,7 +83,6 @@ impl Task for Regression {
         Box::new(RegressionScorer::default())
     }
 
-
     fn headline(&self) -> &'static [&'static str] {
         &["pearson", "spearman", "mse", "loss"]
     }

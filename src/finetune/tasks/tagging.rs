@@ -105,7 +105,6 @@ impl Task for Tagging {
         Box::new(EntityScorer { names: self.labels.names.clone(), confusion: Confusion::new(self.labels.names.len().max(1)), entities: EntityCounts::default() })
     }
 
-
     fn headline(&self) -> &'static [&'static str] {
         &["precision", "recall", "f1", "accuracy", "loss"]
     }
