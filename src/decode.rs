@@ -38,6 +38,9 @@ pub struct DecodeSettings {
     pub top_p: f64,
     /// Sampling seed: the same seed draws the same tokens.
     pub seed: u64,
+    /// Attend each new token to cached keys and values (`false`: recompute every prefix
+    /// whole, the reference the cache is checked against; the outputs are the same).
+    pub kv_cache: bool,
 }
 
 impl Default for DecodeSettings {
@@ -54,6 +57,7 @@ impl Default for DecodeSettings {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            kv_cache: true,
         }
     }
 }

@@ -1,24 +1,48 @@
-//! GLM as the next-token model of [`crate::decode`]: each row's Part A (the text with one
-//! blank) is fixed, Part B is `[sop]` and the tokens generated so far, at the blank's position
-//! with block positions 1, 2, 3, ... (GLM's layout in pre-training). [`GlmFill`] recomputes the
-//! whole row at every step (the reference); [`GlmCachedFill`] encodes Part A once and attends
-//! each new token to the cached keys and values, finding every prefix's parent by its tokens, so
-//! greedy, sampling and beam search (whose beams reorder) all reuse the cache.
+//! GLM as the next-token model of [`crate::decode`]: each row's Part A (the text with its
+//! blanks) and the spans already filled are fixed, the blank being filled is `[sop]` and the
+//! tokens generated so far, at the blank's position with block positions 1, 2, 3, ... (GLM's
+//! layout in pre-training). [`GlmFill`] recomputes the whole row at every step (the reference);
+//! [`GlmCachedFill`] encodes the fixed part once and attends each new token to the cached keys
+//! and values, finding every prefix's parent by its tokens, so greedy, sampling and beam search
+//! (whose beams reorder) all reuse the cache. [`fill_blanks`] fills several blanks per text
+//! left to right, each seeing the ones filled before it (GLM's own order).
 
 use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
 use super::glm::Glm;
-use crate::decode::StepModel;
+use crate::decode::{generate, DecodeSettings, Generated, StepModel};
 
-/// One row to fill: Part A's ids and where its blank is.
-#[derive(Debug, Clone, PartialEq)]
+/// One row to fill: Part A's ids, the spans filled before, and where the blank is.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BlankRow {
-    /// `[CLS]`, the text with its blank token, ...
+    /// `[CLS]`, the text with its blank tokens, ...
     pub part_a: Vec<i64>,
-    /// The blank's index in `part_a`: Part B's position.
+    /// Blanks filled before this one, in order: each blank's index in `part_a` and its tokens
+    /// (Part B spans `[sop] + tokens`, as pre-training laid them out).
+    pub filled: Vec<(usize, Vec<i64>)>,
+    /// The blank being filled: its index in `part_a`, Part B's position.
     pub blank: usize,
+}
+
+impl BlankRow {
+    /// A row with one blank and nothing filled yet.
+    pub fn new(part_a: Vec<i64>, blank: usize) -> Self {
+        BlankRow { part_a, filled: Vec::new(), blank }
+    }
+
+    /// The fixed tokens with their positions and block positions: Part A, then each filled
+    /// span after its `[sop]`.
+    fn fixed(&self, sop: i64) -> impl Iterator<Item = (i64, i64, i64)> + '_ {
+        let a = self.part_a.iter().enumerate().map(|(j, &id)| (id, j as i64, 0));
+        let spans = self.filled.iter().flat_map(move |(at, toks)| std::iter::once(sop).chain(toks.iter().copied()).enumerate().map(move |(j, id)| (id, *at as i64, j as i64 + 1)));
+        a.chain(spans)
+    }
+
+    fn fixed_len(&self) -> usize {
+        self.part_a.len() + self.filled.iter().map(|(_, t)| t.len() + 1).sum::<usize>()
+    }
 }
 
 /// GLM filling one blank per row by full recomputation.
@@ -39,21 +63,20 @@ impl<'a> GlmFill<'a> {
     /// The batch of `(row, generated)` as GLM reads it: ids, positions, block positions, Part A
     /// lengths, and each row's last real index (where the next token is predicted).
     fn batch(&self, prefixes: &[(usize, &[u32])]) -> (Tensor, Tensor, Tensor, Tensor, Vec<i64>) {
-        let lens: Vec<usize> = prefixes.iter().map(|(r, g)| self.rows[*r].part_a.len() + 1 + g.len()).collect();
+        let lens: Vec<usize> = prefixes.iter().map(|(r, g)| self.rows[*r].fixed_len() + 1 + g.len()).collect();
         let t = lens.iter().copied().max().unwrap_or(1);
         let n = prefixes.len();
         let (mut ids, mut pos, mut block) = (vec![self.pad; n * t], vec![0i64; n * t], vec![0i64; n * t]);
         let mut prefix_len = Vec::with_capacity(n);
         for (i, (r, generated)) in prefixes.iter().enumerate() {
             let row = &self.rows[*r];
-            let a = row.part_a.len();
-            let part_b = std::iter::once(self.sop).chain(generated.iter().map(|&x| x as i64));
-            for (j, id) in row.part_a.iter().copied().chain(part_b).enumerate() {
+            let new = std::iter::once(self.sop).chain(generated.iter().map(|&x| x as i64)).enumerate().map(|(j, id)| (id, row.blank as i64, j as i64 + 1));
+            for (j, (id, p, b)) in row.fixed(self.sop).chain(new).enumerate() {
                 ids[i * t + j] = id;
-                pos[i * t + j] = if j < a { j as i64 } else { row.blank as i64 };
-                block[i * t + j] = if j < a { 0 } else { (j - a + 1) as i64 };
+                pos[i * t + j] = p;
+                block[i * t + j] = b;
             }
-            prefix_len.push(a as i64);
+            prefix_len.push(row.part_a.len() as i64);
         }
         let shape = [n as i64, t as i64];
         let up = |v: Vec<i64>| Tensor::from_slice(&v).view(shape).to_device(self.device);
@@ -157,10 +180,51 @@ impl StepModel for GlmCachedFill<'_> {
     }
 }
 
+/// GLM's special ids decoding needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillIds {
+    /// Starts each Part B span.
+    pub sop: u32,
+    /// Ends a span.
+    pub eop: u32,
+    /// Pads short rows.
+    pub pad: u32,
+}
+
+/// Fills every blank of every text: `texts` are Part A's ids with the blanks' indices, in
+/// order. The k-th blanks of all texts that have one are decoded together, each text's Part B
+/// holding its blanks filled so far (GLM's order: left to right, each seeing those before it).
+/// `settings.kv_cache` picks [`GlmCachedFill`] or [`GlmFill`]; a blank ends at `[eop]` or at
+/// `max_new_tokens`.
+pub fn fill_blanks(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Generated>> {
+    let mut out: Vec<Vec<Generated>> = vec![Vec::new(); texts.len()];
+    let most = texts.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
+    for k in 0..most {
+        let active: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].1.len() > k).collect();
+        let rows: Vec<BlankRow> = active
+            .iter()
+            .map(|&i| {
+                let (part_a, blanks) = &texts[i];
+                let filled = blanks.iter().zip(&out[i]).map(|(&at, g)| (at, g.tokens.iter().map(|&t| t as i64).collect())).collect();
+                BlankRow { part_a: part_a.clone(), filled, blank: blanks[k] }
+            })
+            .collect();
+        let n = rows.len();
+        let generated = if settings.kv_cache {
+            generate(&mut GlmCachedFill::new(glm, rows, ids.sop, ids.pad, device), n, ids.eop, settings)
+        } else {
+            generate(&mut GlmFill::new(glm, rows, ids.sop, ids.pad, device), n, ids.eop, settings)
+        };
+        for (i, g) in active.into_iter().zip(generated) {
+            out[i].push(g);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{generate, DecodeSettings};
     use crate::model::glm::GlmConfig;
     use tch::nn;
 
@@ -191,7 +255,7 @@ mod tests {
     fn step_logits_equal_a_teacher_forced_pass_and_rows_are_independent() {
         let (_vs, glm) = tiny();
         let (sop, eop, pad) = (5u32, 6u32, 0u32);
-        let rows = vec![BlankRow { part_a: vec![1, 10, 11, 2, 12], blank: 3 }, BlankRow { part_a: vec![1, 2, 13, 14, 15, 16, 17], blank: 1 }];
+        let rows = vec![BlankRow::new(vec![1, 10, 11, 2, 12], 3), BlankRow::new(vec![1, 2, 13, 14, 15, 16, 17], 1)];
         let s = DecodeSettings { max_new_tokens: 6, ..Default::default() };
         let mut steps: Vec<Vec<Vec<f32>>> = vec![Vec::new(); rows.len()];
         let mut fill = GlmFill::new(&glm, rows.clone(), sop, pad, Device::Cpu);
@@ -233,7 +297,12 @@ mod tests {
     fn the_key_value_cache_gives_the_full_recomputations_logits_and_outputs() {
         let (_vs, glm) = tiny();
         let (sop, eop, pad) = (5u32, 6u32, 0u32);
-        let rows = vec![BlankRow { part_a: vec![1, 10, 11, 2, 12], blank: 3 }, BlankRow { part_a: vec![1, 2, 13, 14, 15, 16, 17], blank: 1 }, BlankRow { part_a: vec![1, 20, 3], blank: 2 }];
+        // The last row fills its second blank after its first (a filled span in Part B).
+        let rows = vec![
+            BlankRow::new(vec![1, 10, 11, 2, 12], 3),
+            BlankRow::new(vec![1, 2, 13, 14, 15, 16, 17], 1),
+            BlankRow { part_a: vec![1, 2, 20, 3], filled: vec![(1, vec![30, 31])], blank: 3 },
+        ];
         for s in [DecodeSettings { max_new_tokens: 7, ..Default::default() }, DecodeSettings { max_new_tokens: 7, num_beams: 4, no_repeat_ngram_size: 2, ..Default::default() }] {
             let mut full = GlmFill::new(&glm, rows.clone(), sop, pad, Device::Cpu);
             let mut cached = GlmCachedFill::new(&glm, rows.clone(), sop, pad, Device::Cpu);
@@ -254,5 +323,30 @@ mod tests {
             assert_eq!(tokens(&with_cache), tokens(&without), "{s:?}");
             assert!(with_cache.iter().zip(&without).all(|(a, b)| (a.score - b.score).abs() < 1e-5), "{s:?}");
         }
+    }
+
+    /// Several blanks per text are filled left to right, the later ones seeing the earlier
+    /// ones' tokens in Part B; texts with fewer blanks stop early; with and without the cache
+    /// the same tokens come out.
+    #[test]
+    fn blanks_fill_left_to_right_each_seeing_the_ones_before() {
+        let (_vs, glm) = tiny();
+        let ids = FillIds { sop: 5, eop: 6, pad: 0 };
+        let texts = vec![(vec![1i64, 10, 2, 11, 12, 3, 13], vec![2usize, 5]), (vec![1, 14, 4], vec![2])];
+        let s = DecodeSettings { max_new_tokens: 4, ..Default::default() };
+        let filled = fill_blanks(&glm, &texts, ids, &s, Device::Cpu);
+        assert_eq!(filled.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+        let uncached = fill_blanks(&glm, &texts, ids, &DecodeSettings { kv_cache: false, ..s.clone() }, Device::Cpu);
+        let tokens = |v: &[Vec<Generated>]| v.iter().map(|b| b.iter().map(|g| (g.tokens.clone(), g.ended)).collect::<Vec<_>>()).collect::<Vec<_>>();
+        assert_eq!(tokens(&filled), tokens(&uncached));
+        // The second blank by hand: Part B holds the first blank's span.
+        let first: Vec<i64> = filled[0][0].tokens.iter().map(|&t| t as i64).collect();
+        let row = BlankRow { part_a: texts[0].0.clone(), filled: vec![(2, first)], blank: 5 };
+        let by_hand = generate(&mut GlmFill::new(&glm, vec![row.clone()], ids.sop, ids.pad, Device::Cpu), 1, ids.eop, &s);
+        assert_eq!(by_hand[0].tokens, filled[0][1].tokens);
+        // ... and it sees it: without the first span the second blank's first step differs.
+        let with = GlmFill::new(&glm, vec![row.clone()], ids.sop, ids.pad, Device::Cpu).log_probs(&[(0, &[])]).remove(0);
+        let without = GlmFill::new(&glm, vec![BlankRow { filled: Vec::new(), ..row }], ids.sop, ids.pad, Device::Cpu).log_probs(&[(0, &[])]).remove(0);
+        assert!(with.iter().zip(&without).any(|(a, b)| (a - b).abs() > 1e-4));
     }
 }
