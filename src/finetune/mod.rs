@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod plan;
 pub mod predict;
 pub mod qa;
+pub mod rouge;
 pub mod task;
 pub mod tasks;
