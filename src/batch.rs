@@ -79,6 +79,8 @@ pub struct HostBatch {
     /// Question answering, held-out and prediction batches: each row's window (its offsets
     /// in the context), to turn logits into answer text.
     pub windows: Vec<Arc<QaWindow>>,
+    /// Generation, held-out batches: each row's reference texts (the first one trains).
+    pub references: Vec<Arc<Vec<String>>>,
 }
 
 /// Padded lengths are rounded up to a multiple of this (tensor-core and SIMD friendly).

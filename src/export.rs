@@ -98,7 +98,7 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
         }
         SavedModel::Glm => return Err(ExportError::Glm),
         SavedModel::Task(spec) => {
-            let head = crate::finetune::task::restore(spec, &state.config)?.export()?;
+            let head = crate::finetune::task::restore(spec, &state.config, Default::default())?.export()?;
             let (arch, extra) = (head.architecture, Value::Object(head.config));
             (spec.config.clone(), arch, extra, spec.tokenizer.clone())
         }

@@ -64,6 +64,7 @@ pub mod distributed;
 mod ffi;
 pub mod failpoint;
 pub mod files;
+pub mod generate;
 pub mod init;
 pub mod export;
 pub mod malloc;

@@ -317,7 +317,7 @@ fn cloze_scores_equal_a_direct_computation() {
     let spec = ClozeSpec { pattern: String::new(), answers: vec![vec![20], vec![21, 22, 23]], model: pretune::finetune::tasks::cloze::ClozeModel::Glm(ids) };
     let ex = |toks: Vec<u32>, label: i64| {
         let blank = toks.iter().position(|&t| t == 2);
-        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], window: None, shown: None }
+        TaskExample { types: vec![0; toks.len()], ids: toks, labels: vec![label], target: 0.0, word_starts: vec![blank], ..Default::default() }
     };
     let examples = [ex(vec![1, 10, 11, 2, 12], 1), ex(vec![1, 13, 2, 14, 15, 16, 17], 0)];
     let refs: Vec<&TaskExample> = examples.iter().collect();
@@ -379,7 +379,7 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
 /// reported for it, to one example (batching may flip an exact tie).
 fn assert_reported_accuracy_is_the_checkpoints(s: &RunSummary, dev: &Path, acc: f64) {
     let ckpt = s.best_checkpoint.as_ref().expect("a best checkpoint");
-    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev).unwrap();
+    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev, &[]).unwrap();
     let again = ev.metrics.get("accuracy").expect("accuracy");
     assert!((again - acc).abs() <= 1.0 / ev.records as f64 + 1e-9, "run reported {acc}, evaluate finds {again} on {} records", ev.records);
 }

@@ -27,7 +27,7 @@ fn qa_task(config: BertConfig) -> std::sync::Arc<dyn Task> {
     let tokenizer = pretune::data::tokenize::TextTokenizer::load(&root().join("data/sotu/tokenizer.json"), None).unwrap();
     let task = pretune::config::TaskConfig { kind: Some("question_answering".into()), doc_stride: 32, n_best_size: 20, max_answer_length: 12, ..Default::default() };
     let encoder = pretune::objective::ModelSpec::Bert { config, pair_head: false };
-    let cx = TaskContext { config: &task, tokenizer: std::sync::Arc::new(tokenizer), encoder: &encoder, max_seq_len: 96 };
+    let cx = TaskContext { config: &task, tokenizer: std::sync::Arc::new(tokenizer), encoder: &encoder, max_seq_len: 96, generate: Default::default() };
     std::sync::Arc::from((pretune::finetune::tasks::question_answering::KIND.build)(&cx).unwrap())
 }
 
@@ -318,7 +318,7 @@ listen = ""
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
     let spec: TaskSpec = serde_json::from_value(state.model).unwrap();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = TaskNet::new(&vs.root(), std::sync::Arc::from(pretune::finetune::task::restore(&spec, &state.config).unwrap()));
+    let net = TaskNet::new(&vs.root(), std::sync::Arc::from(pretune::finetune::task::restore(&spec, &state.config, Default::default()).unwrap()));
     vs.load(ck.join("model.safetensors")).unwrap();
     let hb = HostBatch { batch_size: 1, seq_len: 10, input_ids: ids[0].clone(), token_type_ids: vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1], lengths: vec![10], n_examples: 1, ..Default::default() };
     let _g = tch::no_grad_guard();

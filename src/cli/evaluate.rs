@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use pretune::finetune::evaluate::{evaluate, Evaluation};
 
-use super::Failure;
+use super::{Failure, GenerateArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,10 +19,12 @@ pub struct Args {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    decoding: GenerateArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let ev = evaluate(&a.checkpoint, &a.data).map_err(Failure::failed)?;
+    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides()).map_err(Failure::failed)?;
     if a.json {
         println!("{}", as_json(&ev));
     } else {

@@ -9,6 +9,7 @@ mod ctl;
 mod data;
 mod evaluate;
 mod export;
+mod generate;
 mod launch;
 mod predict;
 mod preview;
@@ -46,6 +47,9 @@ pub enum Command {
     Export(export::Args),
     /// Predict with a fine-tuned checkpoint: JSONL out.
     Predict(predict::Args),
+    /// GLM generation, JSONL in and out: a pre-trained GLM fills each `text`'s blanks
+    /// ([MASK], [sMASK], [gMASK]); a task.kind = "generation" checkpoint answers each `source`.
+    Generate(generate::Args),
     /// A fine-tuned checkpoint's task metrics on a labelled file (the format the task trained
     /// on: JSONL / CSV / TSV, CoNLL, SQuAD JSON or JSONL).
     Evaluate(evaluate::Args),
@@ -78,12 +82,38 @@ pub fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Preview(a) => preview::run(a),
         Command::Export(a) => export::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Ctl(a) => ctl::run(a),
         Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Tokenizer { command } => tokenizer::run(command),
         Command::Data { command } => data::run(command),
+    }
+}
+
+/// Decoding settings of the commands that generate: `--set generate.KEY=VALUE` over the
+/// checkpoint's `[generate]`, and `--no-kv-cache`.
+#[derive(clap::Args, Debug, Default)]
+pub struct GenerateArgs {
+    /// `generate.KEY=VALUE` over the run's `[generate]` (num_beams, max_new_tokens, do_sample,
+    /// seed, ...); repeatable.
+    #[arg(long = "set", value_name = "generate.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Decode by full recomputation instead of the key / value cache (the same outputs,
+    /// slower: for checking).
+    #[arg(long)]
+    pub no_kv_cache: bool,
+}
+
+impl GenerateArgs {
+    /// The overrides, `--no-kv-cache` last.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut v = self.set.clone();
+        if self.no_kv_cache {
+            v.push("generate.kv_cache=false".into());
+        }
+        v
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::Failure;
+use super::{Failure, GenerateArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,10 +16,15 @@ pub struct Args {
     /// Output JSONL (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    decoding: GenerateArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let (dir, n) = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref()).map_err(Failure::failed)?;
-    eprintln!("{n} predictions from {}", dir.display());
+    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(Failure::failed)?;
+    eprintln!("{} predictions from {}", p.lines, p.checkpoint.display());
+    if p.throughput.seconds > 0.0 {
+        eprintln!("generated {} new tokens in {:.2} s ({:.1} tokens/s)", p.throughput.tokens, p.throughput.seconds, p.throughput.per_second());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,8 @@ pub struct RunConfig {
     pub control: ControlConfig,
     /// Data-parallel settings (used when `WORLD_SIZE` > 1).
     pub dist: DistConfig,
+    /// How a generating task (and `pretune generate`) chooses new tokens.
+    pub generate: crate::decode::DecodeSettings,
 }
 
 /// `[dist]`: data-parallel training over c10d; the ranks come from the torchrun variables.
@@ -161,6 +163,14 @@ pub struct TaskConfig {
     pub max_train_examples: usize,
     /// Evaluate on only the first N held-out records (0: all).
     pub max_eval_examples: usize,
+    /// Generation: JSONL field of the source (Part A).
+    pub source_field: String,
+    /// Generation: JSONL field of the target (a string, or a list of references whose first
+    /// one trains).
+    pub target_field: String,
+    /// Generation: the longest target in tokens, its `[eop]` included (longer ones are cut);
+    /// the source gets what is left of `train.max_seq_len`.
+    pub max_target_len: usize,
 }
 
 impl Default for TaskConfig {
@@ -179,6 +189,9 @@ impl Default for TaskConfig {
             max_answer_length: 30,
             max_train_examples: 0,
             max_eval_examples: 0,
+            source_field: "source".into(),
+            target_field: "target".into(),
+            max_target_len: 32,
         }
     }
 }
@@ -691,6 +704,30 @@ fn remove_key(table: &mut toml::Table, path: &str) -> bool {
         }
     }
     cur.remove(*last).is_some()
+}
+
+/// `[generate]` as a checkpoint's `state.json` recorded it (`saved`, absent: the defaults),
+/// with `--set generate.KEY=VALUE` overrides applied; `file` names the source in messages.
+///
+/// # Errors
+/// [`ConfigError`] for an override outside `generate.`, a malformed one, or a bad key.
+pub fn decode_settings(file: &Path, saved: Option<&serde_json::Value>, overrides: &[String]) -> Result<crate::decode::DecodeSettings, ConfigError> {
+    let mut table = toml::Table::new();
+    if let Some(v) = saved.and_then(|v| toml::Value::try_from(v).ok()) {
+        table.insert("generate".into(), v);
+    }
+    for o in overrides {
+        if !o.starts_with("generate.") {
+            return Err(ConfigError::Invalid { file: file.to_owned(), problems: vec![format!("--set {o}: only generate.KEY=VALUE applies to a trained checkpoint")] });
+        }
+        apply_override(&mut table, o)?;
+    }
+    let config = from_table(file, table)?;
+    let problems = config.generate.problems();
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+    }
+    Ok(config.generate)
 }
 
 /// Fine-tuning defaults that follow practice (BERT paper App. A.3, Hugging Face's Trainer):

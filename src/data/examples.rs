@@ -29,6 +29,8 @@ pub struct TaskExample {
     /// Prediction only: what the record's output line echoes of its input (`{"text": ..}`,
     /// `{"tokens": [..]}`), so a batched `predict` can write each line from its example.
     pub shown: Option<Arc<serde_json::Value>>,
+    /// Generation, held-out examples: the reference texts the output is scored against.
+    pub references: Option<Arc<Vec<String>>>,
 }
 
 /// One reference answer: its text and where it starts in the context.

@@ -92,6 +92,7 @@ impl TextTokenizer {
             let mut t = Tokenizer::new(wp);
             t.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase.unwrap_or(true)))).map_err(load_err)?;
             t.with_pre_tokenizer(Some(BertPreTokenizer));
+            t.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
             t
         } else {
             Tokenizer::from_file(path).map_err(load_err)?
@@ -205,6 +206,14 @@ impl TextTokenizer {
             word_start.push(i == 0 || (!piece && starts.get(a).copied().unwrap_or(true)));
         }
         Ok(TokSentence { ids: enc.get_ids().to_vec(), word_start })
+    }
+
+    /// The text of `ids`, special tokens left out (generated text; WordPiece pieces joined).
+    ///
+    /// # Errors
+    /// [`TokenizerError::Encode`] when the tokenizer cannot decode them.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner.decode(ids, true).map_err(TokenizerError::Encode)
     }
 
     /// The string of one id (for `pretune preview`).

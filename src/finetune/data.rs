@@ -148,7 +148,7 @@ pub fn read_texts(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDa
 }
 
 /// Lines of a file as bytes (`\r\n` or `\n`), numbered from 1.
-fn byte_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+pub(crate) fn byte_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     bytes.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
 }
 
@@ -340,7 +340,7 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
         out.push(ids.sep);
         types.resize(out.len(), 1);
     }
-    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None, shown: None })
+    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None, shown: None, references: None })
 }
 
 /// Encodes a tagged sentence: each word tokenized alone, its tag on the first sub-token.
@@ -370,7 +370,7 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     }
     ids.push(sp.sep);
     lab.push(IGNORE);
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None, shown: None })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None, shown: None, references: None })
 }
 
 #[cfg(test)]

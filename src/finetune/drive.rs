@@ -26,6 +26,9 @@ pub enum DriveError {
         /// `evaluate` or `predict`.
         verb: &'static str,
     },
+    /// A `--set generate.KEY=VALUE` that does not apply.
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
     /// The task could not be rebuilt, or could not read the input.
     #[error(transparent)]
     Task(#[from] TaskError),
@@ -57,17 +60,19 @@ pub struct Opened {
     pub task: Box<dyn Task>,
 }
 
-/// Locates the checkpoint at (or under) `checkpoint` and rebuilds its task; `verb` names the
-/// command for the message when it is a pre-training checkpoint.
+/// Locates the checkpoint at (or under) `checkpoint` and rebuilds its task, its `[generate]`
+/// with `generate` overrides (`generate.KEY=VALUE`); `verb` names the command for the message
+/// when it is a pre-training checkpoint.
 ///
 /// # Errors
 /// [`DriveError`].
-pub fn open(checkpoint: &Path, verb: &'static str) -> Result<Opened, DriveError> {
+pub fn open(checkpoint: &Path, verb: &'static str, generate: &[String]) -> Result<Opened, DriveError> {
     let (dir, state) = locate(checkpoint)?;
     let spec = match describe(&state.model, &state.config)? {
         SavedModel::Task(s) => s,
         SavedModel::Pretrain { .. } | SavedModel::Glm => return Err(DriveError::NotATask { dir, verb }),
     };
-    let task = restore(&spec, &state.config)?;
+    let settings = crate::config::decode_settings(&dir.join("state.json"), state.config.get("generate"), generate)?;
+    let task = restore(&spec, &state.config, settings)?;
     Ok(Opened { dir, state, task })
 }

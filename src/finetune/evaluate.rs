@@ -37,13 +37,14 @@ pub struct Evaluation {
     pub skipped: Vec<BadRecord>,
 }
 
-/// Evaluates the checkpoint at (or under) `checkpoint` on `file`.
+/// Evaluates the checkpoint at (or under) `checkpoint` on `file`; `generate` overrides the
+/// run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
 ///
 /// # Errors
 /// [`DriveError`]: no task checkpoint, an unreadable file, a bad record under `fail`, a label
-/// the model does not know.
-pub fn evaluate(checkpoint: &Path, file: &Path) -> Result<Evaluation, DriveError> {
-    let Opened { dir, state, mut task } = open(checkpoint, "evaluate")?;
+/// the model does not know, a bad override.
+pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String]) -> Result<Evaluation, DriveError> {
+    let Opened { dir, state, mut task } = open(checkpoint, "evaluate", generate)?;
     let policy: BadRecordPolicy = state.config.pointer("/data/on_error").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or(BadRecordPolicy::Fail);
     let mut skipped = Vec::new();
     let encoded = task.read(&[file.to_owned()], Split::Eval, 0, &mut BadRecords { policy, skipped: &mut skipped })?;

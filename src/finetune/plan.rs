@@ -44,6 +44,8 @@ pub struct TaskPlan {
     /// Malformed records skipped while reading (`data.on_error = "skip"`), reported when the
     /// run starts.
     pub skipped: Vec<crate::data::source::BadRecord>,
+    /// What reading changed (sources and targets cut), for the run's start line.
+    pub notes: Vec<String>,
 }
 
 /// Validates the task of a fine-tuning config (one with `[task] kind`) and encodes its data;
@@ -89,7 +91,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         config.vocab_size = config.vocab_size.max(tokenizer.vocab_size() as i64);
         config.pad_token_id = tokenizer.special_ids().pad as i64;
     }
-    let cx = TaskContext { config: &c.task, tokenizer: tokenizer.clone(), encoder: &encoder, max_seq_len: c.train.max_seq_len };
+    let cx = TaskContext { config: &c.task, tokenizer: tokenizer.clone(), encoder: &encoder, max_seq_len: c.train.max_seq_len, generate: c.generate.clone() };
     let mut task = (kind.build)(&cx).map_err(|e| e.problems())?;
     let data = read_data(c, task.as_mut(), &train_files, &eval_files)?;
     task.check_trained().map_err(|e| e.problems())?;
@@ -97,8 +99,9 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let (max_steps, epoch_steps) = steps(c, data.train.examples.len(), world);
     let spec = spec_of(&kind, task.as_ref(), &encoder, tokenizer_path, c.train.max_seq_len);
     let monitor = kind.monitor(&c.task.metric).expect("checked with the kind");
+    let notes = data.train.notes.iter().chain(&data.eval.notes).cloned().collect();
     let share = |v: Vec<TaskExample>| Arc::new(v.into_iter().map(Arc::new).collect::<Vec<_>>());
-    Ok(TaskPlan { task: Arc::from(task), spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped })
+    Ok(TaskPlan { task: Arc::from(task), spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped, notes })
 }
 
 /// What checkpoints record of the task model.

@@ -11,7 +11,7 @@ use tch::{nn, Device};
 
 use super::data::BadRecords;
 use super::drive::{open, DriveError, Opened};
-use super::task::TaskNet;
+use super::task::{TaskNet, Throughput};
 use super::tasks::Split;
 use crate::config::BadRecordPolicy;
 use crate::objective::DeviceBatch;
@@ -19,13 +19,25 @@ use crate::objective::DeviceBatch;
 /// Examples (QA: windows) per forward pass.
 const PREDICT_BATCH: usize = 32;
 
-/// Writes predictions for `input` to `output` (stdout when `None`); returns the checkpoint used
-/// and the number of lines written.
+/// What `predict` wrote.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    /// The checkpoint used (a run's best when given a run).
+    pub checkpoint: PathBuf,
+    /// Lines written.
+    pub lines: usize,
+    /// A generating task's new tokens and the time they took.
+    pub throughput: Throughput,
+}
+
+/// Writes predictions for `input` to `output` (stdout when `None`); `generate` overrides the
+/// run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
 ///
 /// # Errors
-/// [`DriveError`]: no task checkpoint, an unreadable input, a bad record, an unwritable output.
-pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result<(PathBuf, usize), DriveError> {
-    let Opened { dir, mut task, .. } = open(checkpoint, "predict")?;
+/// [`DriveError`]: no task checkpoint, an unreadable input, a bad record, an unwritable
+/// output, a bad override.
+pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String]) -> Result<Predicted, DriveError> {
+    let Opened { dir, mut task, .. } = open(checkpoint, "predict", generate)?;
     let encoded = task.read(&[input.to_owned()], Split::Predict, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })?;
     let task: std::sync::Arc<dyn super::tasks::Task> = std::sync::Arc::from(task);
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -40,10 +52,15 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
     let _guard = tch::no_grad_guard();
     let mut predictor = task.predictor();
     let mut n = 0;
+    let mut throughput = Throughput::default();
     for chunk in encoded.examples.chunks(PREDICT_BATCH) {
         let examples: Vec<_> = chunk.iter().collect();
         let b = task.collate(&examples);
-        let outputs = model.outputs(&DeviceBatch::new(&b, Device::Cpu), false);
+        let db = DeviceBatch::new(&b, Device::Cpu);
+        let outputs = match throughput.generate(model.model(), &db) {
+            Some(generated) => generated,
+            None => model.outputs(&db, false),
+        };
         for line in predictor.add(&outputs, &b, &examples) {
             writeln!(out, "{line}").map_err(write_err)?;
             n += 1;
@@ -54,5 +71,5 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>) -> Result
         n += 1;
     }
     out.flush().map_err(write_err)?;
-    Ok((dir, n))
+    Ok(Predicted { checkpoint: dir, lines: n, throughput })
 }

@@ -289,6 +289,7 @@ impl QaWindows {
             word_starts: Vec::new(),
             window: keep_offsets.then(|| Arc::new(QaWindow { question: index, record: rec.clone(), offsets: window_offsets })),
             shown: None,
+            references: None,
         }
     }
 }

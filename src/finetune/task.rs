@@ -95,11 +95,12 @@ pub struct DescribeError(#[source] pub serde_json::Error);
 
 /// Rebuilds the task of a fine-tuned checkpoint from its `state.json` (`model` and `config`):
 /// the `[task]` section the run had, with the label set it learned, the tokenizer it used
-/// (GLM's special tokens added as in the run).
+/// (GLM's special tokens added as in the run), and `generate` (the run's `[generate]` with
+/// the caller's overrides).
 ///
 /// # Errors
 /// An unreadable `[task]`, an unknown kind, a tokenizer that cannot be loaded.
-pub fn restore(spec: &TaskSpec, config: &serde_json::Value) -> Result<Box<dyn Task>, TaskError> {
+pub fn restore(spec: &TaskSpec, config: &serde_json::Value, generate: crate::decode::DecodeSettings) -> Result<Box<dyn Task>, TaskError> {
     let task: TaskConfig = match config.get("task") {
         Some(t) => serde_json::from_value(t.clone()).map_err(|e| TaskError::config(format!("state.json task: {e}")))?,
         None => TaskConfig::default(),
@@ -109,7 +110,7 @@ pub fn restore(spec: &TaskSpec, config: &serde_json::Value) -> Result<Box<dyn Ta
     let mut tokenizer = TextTokenizer::load(&spec.tokenizer, None).map_err(|e| TaskError::config(format!("tokenizer {}: {}", spec.tokenizer.display(), crate::error_chain(&e))))?;
     let encoder = spec.encoder();
     prepare_tokenizer(&mut tokenizer, &encoder)?;
-    (kind.build)(&TaskContext { config: &task, tokenizer: Arc::new(tokenizer), encoder: &encoder, max_seq_len: spec.max_seq_len })
+    (kind.build)(&TaskContext { config: &task, tokenizer: Arc::new(tokenizer), encoder: &encoder, max_seq_len: spec.max_seq_len, generate })
 }
 
 /// Adds what the encoder needs to the tokenizer: GLM's `[sop]`, `[eop]`, `[sMASK]` and
@@ -188,6 +189,11 @@ impl TaskNet {
     pub fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
         self.model.outputs(b, train)
     }
+
+    /// The task's network.
+    pub fn model(&self) -> &dyn super::tasks::TaskModel {
+        self.model.as_ref()
+    }
 }
 
 impl ObjectiveModel for TaskNet {
@@ -197,21 +203,60 @@ impl ObjectiveModel for TaskNet {
     }
 
     /// Streaming counts per batch (never all logits at once): `loss`, and the task's scorer's
-    /// metrics.
+    /// metrics; a generating task's scorer reads what it generated, and its throughput joins
+    /// the metrics (`generated_tokens`, `generation_tokens_per_second`).
     fn evaluate(&self, batches: &[HostBatch], device: Device) -> EvalMetrics {
         let _guard = tch::no_grad_guard();
         let mut scorer = self.task.scorer();
         let mut loss = Tensor::zeros([], (Kind::Double, device));
         let mut n_targets = 0usize;
+        let mut throughput = Throughput::default();
         for hb in batches {
             let b = DeviceBatch::new(hb, device);
             let out = self.model.outputs(&b, false);
             loss += self.task.loss(&out, &b).to_kind(Kind::Double);
             n_targets += if self.task.per() == Per::Target { hb.n_scored } else { hb.n_examples };
-            scorer.add(&out, hb);
+            match throughput.generate(self.model.as_ref(), &b) {
+                Some(generated) => scorer.add(&generated, hb),
+                None => scorer.add(&out, hb),
+            }
         }
         let mut m = scorer.finish();
         m.values.insert("loss".into(), loss.double_value(&[]) / n_targets.max(1) as f64);
+        throughput.record(&mut m);
         m
+    }
+}
+
+/// New tokens and the time spent generating them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Throughput {
+    /// New tokens (end tokens not counted).
+    pub tokens: u64,
+    /// Seconds in the model's `generate`.
+    pub seconds: f64,
+}
+
+impl Throughput {
+    /// Runs `model.generate` on a batch, counting its tokens and time.
+    pub fn generate(&mut self, model: &dyn super::tasks::TaskModel, b: &DeviceBatch) -> Option<Tensor> {
+        let t0 = std::time::Instant::now();
+        let generated = model.generate(b)?;
+        self.seconds += t0.elapsed().as_secs_f64();
+        self.tokens += generated.ge(0).sum(Kind::Int64).int64_value(&[]) as u64;
+        Some(generated)
+    }
+
+    /// New tokens per second (0 before any).
+    pub fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 { self.tokens as f64 / self.seconds } else { 0.0 }
+    }
+
+    /// Adds `generated_tokens` and `generation_tokens_per_second` when anything was generated.
+    pub fn record(&self, m: &mut EvalMetrics) {
+        if self.seconds > 0.0 {
+            m.values.insert("generated_tokens".into(), self.tokens as f64);
+            m.values.insert("generation_tokens_per_second".into(), self.per_second());
+        }
     }
 }

@@ -76,7 +76,7 @@ impl Task for Classification {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len() })
+        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {

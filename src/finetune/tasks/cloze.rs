@@ -132,7 +132,7 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     if let ClozeModel::Bert { sep, .. } = spec.model {
         ids.push(sep);
     }
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None, shown: None })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None, shown: None, references: None })
 }
 
 /// The rows of a batch: GLM's [`collate_glm`] or BERT's [`collate_bert`].
@@ -338,7 +338,7 @@ impl Task for Cloze {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len() })
+        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {

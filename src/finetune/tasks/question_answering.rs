@@ -87,7 +87,7 @@ impl Task for QuestionAnswering {
             // Training windows need only their labels; the others map logits back to text.
             examples.extend(windows.windows(i, r, split != Split::Train).map_err(crate::finetune::data::TaskDataError::from)?);
         }
-        Ok(Encoded { examples, records: records.len() })
+        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {

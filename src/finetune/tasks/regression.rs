@@ -59,7 +59,7 @@ impl Task for Regression {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len() })
+        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {

@@ -64,7 +64,7 @@ impl Task for Tagging {
             self.labels = LabelSet::from_data(&[], sentences.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
         }
         let examples = sentences.iter().map(|s| encode_tagged(&self.tokenizer, s, &self.labels, self.max_len)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Encoded { examples, records: sentences.len() })
+        Ok(Encoded { examples, records: sentences.len(), notes: Vec::new() })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {
@@ -142,7 +142,7 @@ impl Tagging {
                 examples.push(e);
             }
         }
-        Ok(Encoded { records: examples.len(), examples })
+        Ok(Encoded { records: examples.len(), examples, notes: Vec::new() })
     }
 }
 
@@ -282,7 +282,7 @@ mod tests {
         let cx_tok = task.tokenizer.clone();
         let encoder = crate::objective::ModelSpec::Bert { config: BertConfig::default(), pair_head: false };
         let config = crate::config::TaskConfig { labels: vec!["x".into(), "y".into()], ..Default::default() };
-        let seq = (cls.build)(&TaskContext { config: &config, tokenizer: cx_tok, encoder: &encoder, max_seq_len: 16 }).unwrap();
+        let seq = (cls.build)(&TaskContext { config: &config, tokenizer: cx_tok, encoder: &encoder, max_seq_len: 16, generate: Default::default() }).unwrap();
         let hb = seq.collate(&[&labelled(1), &labelled(IGNORE)]);
         assert_eq!((hb.row_labels.clone(), hb.n_scored), (vec![1, IGNORE], 0));
     }

@@ -1,0 +1,35 @@
+//! `pretune generate --checkpoint DIR --input FILE [--output FILE] [--set generate.KEY=V]
+//! [--no-kv-cache]`: GLM generation (see [`pretune::generate`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pretune::generate::{generate, GenerateError};
+
+use super::{Failure, GenerateArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A GLM pre-training checkpoint (fills blanks) or a generation checkpoint (a folder, or a
+    /// run's `checkpoints/`: its best, else its latest).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// JSONL: `text` with blanks, or `source` for a generation checkpoint.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output JSONL (default: stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    decoding: GenerateArgs,
+}
+
+pub fn run(a: Args) -> Result<ExitCode, Failure> {
+    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| match e {
+        GenerateError::Settings(_) | GenerateError::Refused { .. } | GenerateError::Line { .. } => Failure::usage(e),
+        e => Failure::failed(e),
+    })?;
+    let t = report.throughput;
+    eprintln!("{} lines from {}: {} new tokens in {:.2} s ({:.1} tokens/s)", report.lines, report.checkpoint.display(), t.tokens, t.seconds, t.per_second());
+    Ok(ExitCode::SUCCESS)
+}
