@@ -92,6 +92,18 @@ pub enum GenerateError {
     },
 }
 
+impl GenerateError {
+    /// Whether the caller asked for something that cannot be (exit 2): a bad `--set`, a
+    /// checkpoint that does not generate, a line without a blank or too long.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            GenerateError::Drive(e) => e.is_usage(),
+            GenerateError::Settings(_) | GenerateError::Refused { .. } | GenerateError::Line { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// One text cut at its blanks: the pieces around them and which marker each blank was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlankText {
@@ -254,7 +266,7 @@ fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeS
         let filled = fill_blanks(&f.glm, &texts, fill, settings, Device::Cpu);
         throughput.seconds += t0.elapsed().as_secs_f64();
         for (l, gens) in chunk.iter().zip(filled) {
-            throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64).sum::<u64>();
+            throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64 + u64::from(g.ended)).sum::<u64>();
             let blanks: Vec<String> = gens.iter().map(|g| f.tokenizer.decode(&g.tokens)).collect::<Result<_, _>>()?;
             let mut line = json!({ "text": l.text.fill(&blanks), "blanks": blanks });
             if let Some(id) = &l.id {

@@ -50,6 +50,14 @@ pub enum DriveError {
     },
 }
 
+impl DriveError {
+    /// Whether the caller asked for something that cannot be (exit 2): a bad `--set`, or a
+    /// checkpoint of the wrong kind.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DriveError::Settings(_) | DriveError::NotATask { .. })
+    }
+}
+
 /// A located fine-tuned checkpoint and its task.
 pub struct Opened {
     /// The checkpoint folder.

@@ -231,7 +231,7 @@ impl ObjectiveModel for TaskNet {
 /// New tokens and the time spent generating them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Throughput {
-    /// New tokens (end tokens not counted).
+    /// New tokens (end tokens included).
     pub tokens: u64,
     /// Seconds in the model's `generate`.
     pub seconds: f64,

@@ -376,17 +376,20 @@ impl TaskModel for GlmGenerator {
         self.glm.logits(&h.view([-1, h.size()[2]]).index_select(0, &b.masked_positions))
     }
 
-    /// Each row's Part A (its `[gMASK]` last) filled with `[generate]`.
+    /// Each row's Part A (its `[gMASK]` last) filled with `[generate]`: the new tokens, `[eop]`
+    /// included where a row ended.
     fn generate(&self, b: &DeviceBatch) -> Option<Tensor> {
         let (_, _, prefix) = b.glm.as_ref()?;
         let (rows, t) = b.input_ids.size2().expect("[rows, T]");
         let ids = to_i64s(&b.input_ids);
         let texts: Vec<(Vec<i64>, Vec<usize>)> = to_i64s(prefix).iter().enumerate().map(|(r, &a)| (ids[r * t as usize..r * t as usize + a as usize].to_vec(), vec![a as usize - 1])).collect();
         let filled = fill_blanks(&self.glm, &texts, self.ids, &self.settings, b.input_ids.device());
-        let longest = filled.iter().map(|f| f[0].tokens.len()).max().unwrap_or(0).max(1);
+        // The end token stays in (decoding drops it as special): it was generated too.
+        let new: Vec<Vec<u32>> = filled.iter().map(|f| f[0].tokens.iter().copied().chain(f[0].ended.then_some(self.ids.eop)).collect()).collect();
+        let longest = new.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut out = vec![-1i64; rows as usize * longest];
-        for (r, f) in filled.iter().enumerate() {
-            for (j, &tok) in f[0].tokens.iter().enumerate() {
+        for (r, toks) in new.iter().enumerate() {
+            for (j, &tok) in toks.iter().enumerate() {
                 out[r * longest + j] = tok as i64;
             }
         }
