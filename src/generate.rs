@@ -236,11 +236,11 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
             return Err(bad(format!("no blank in `text`: write {} where GLM should fill in", BLANKS.join(", "))));
         }
         let part_a = parsed.part_a(&f.tokenizer, &f.ids)?;
-        let room = f.config.max_sequence_length - 1;
-        if part_a.0.len() as i64 > room {
+        let room = usize::try_from(f.config.max_sequence_length - 1).unwrap_or(0);
+        if part_a.0.len() > room {
             return Err(bad(format!("{} tokens with [CLS] and the blanks; the model has {room} positions", part_a.0.len())));
         }
-        if settings.max_new_tokens as i64 >= room {
+        if settings.max_new_tokens >= room {
             return Err(bad(format!("generate.max_new_tokens = {} but the model has {room} block positions", settings.max_new_tokens)));
         }
         out.push(Line { text: parsed, part_a, id: v.get("id").cloned() });

@@ -18,6 +18,9 @@ pub enum InitError {
     /// Both sources given.
     #[error("init: give either init.checkpoint or init.hf, not both")]
     Both,
+    /// `reinitialize` without a starting point to take the sizes from.
+    #[error("init.reinitialize: give init.checkpoint or init.hf, whose sizes and tokenizer to take")]
+    ReinitializeAlone,
     /// The checkpoint could not be located or verified.
     #[error("init.checkpoint")]
     Checkpoint(#[source] crate::checkpoint::CheckpointError),
@@ -230,6 +233,9 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
     let (ck, hf) = (!init.checkpoint.as_os_str().is_empty(), !init.hf.as_os_str().is_empty());
     if ck && hf {
         return Err(InitError::Both);
+    }
+    if init.reinitialize && !ck && !hf {
+        return Err(InitError::ReinitializeAlone);
     }
     if ck {
         let (dir, state) = crate::checkpoint::resume::locate(&init.checkpoint).map_err(InitError::Checkpoint)?;

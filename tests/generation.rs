@@ -226,3 +226,37 @@ fn generate_refuses_checkpoints_that_do_not_generate() {
     assert_eq!(code, 2);
     assert!(err.contains("a BERT checkpoint does not generate"), "{err}");
 }
+
+/// `scripts/glm_generation.py` in its smoke mode runs every cell once, keeps the text around
+/// the table, and re-renders the same table from the runs alone; the random-init cells start
+/// from fresh weights (`init.reinitialize`), the pre-trained ones load every weight.
+#[test]
+fn the_glm_generation_table_script_runs_and_regenerates_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doc.md");
+    std::fs::write(&doc, "# Title\n\n<!-- table:start -->\nold\n<!-- table:end -->\n\nWhat it shows.\n").unwrap();
+    let out_dir = dir.path().join("gg");
+    let script = |extra: &[&str]| {
+        let out = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/glm_generation.py"))
+            .args(["--smoke", "--pretune", crate::util::bin().to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--doc", doc.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(&doc).unwrap()
+    };
+    let first = script(&[]);
+    assert!(first.starts_with("# Title\n\n") && first.trim_end().ends_with("What it shows.") && !first.contains("\nold\n"), "{first}");
+    for needle in ["| tiny GLM, pre-trained (ours) |", "| same GLM, random init |", "lead baseline: the article's first", "all-MiniLM-L6-v2", "SMOKE"] {
+        assert!(first.contains(needle), "{needle} missing:\n{first}");
+    }
+    let cells: usize = first.lines().filter(|l| l.starts_with("| ")).map(|l| l.matches(" ± ").count()).sum();
+    assert_eq!(cells, 3 * 2 + 2 * 2, "every measured cell holds a number:\n{first}");
+    assert_eq!(script(&["--table-only"]), first, "the table comes from the runs alone");
+    let started = |init: &str| -> Option<Value> {
+        let state = std::fs::read_to_string(out_dir.join(format!("runs/headline/{init}/seed1/checkpoints/step-00000002/state.json"))).unwrap();
+        serde_json::from_str::<Value>(&state).unwrap().get("init").cloned().filter(|v| !v.is_null())
+    };
+    assert!(started("pretrained").is_some() && started("random").is_none(), "pre-trained: {:?}; random: {:?}", started("pretrained"), started("random"));
+}

@@ -17,7 +17,10 @@
 //! * `prepare`: `pretune data prepare` of that corpus with `--threads` workers.
 //! * `resume`: from the config to the first example at a cursor 90 % into the corpus, from the
 //!   text and from the prepared copy.
+//! * `generate`: GLM decoding throughput (greedy or beams, with or without the key / value
+//!   cache) against `transformers`' `generate()` on a GPT-2 of the same sizes.
 
+mod generate;
 mod input;
 mod prepared;
 pub mod sys;
@@ -67,6 +70,8 @@ pub enum Workload {
     Prepare,
     /// A resume deep into the corpus: config to the first example, text vs prepared.
     Resume,
+    /// GLM decoding: `--batch` prompts of `--seq` tokens, `--steps` new tokens each.
+    Generate,
 }
 
 /// Pre-training objective of the `pretrain` workload.
@@ -191,6 +196,12 @@ pub struct BenchArgs {
     /// `stream`: read a prepared copy of the corpus (made first if missing, not timed).
     #[arg(long)]
     pub prepared: bool,
+    /// `generate`: beams per prompt (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
+    /// `generate`: recompute every prefix instead of using the key / value cache.
+    #[arg(long)]
+    pub no_kv_cache: bool,
 }
 
 /// The task of the `finetune` workload.
@@ -228,6 +239,7 @@ pub fn run(w: Workload, a: &BenchArgs) -> Result<serde_json::Value, BenchError> 
         Workload::Pretrain => train::pretrain(a)?,
         Workload::Finetune if a.task == BenchTask::Qa => train::finetune_qa(a)?,
         Workload::Finetune => train::finetune(a)?,
+        Workload::Generate => generate::generate(a)?,
     };
     if let Some(m) = v.as_object_mut() {
         m.insert("corpus".into(), a.corpus.display().to_string().into());

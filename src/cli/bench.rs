@@ -6,7 +6,7 @@ use super::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `tokenize`, `mask`, `pretrain`, `finetune`, `stream`, `prepare` or `resume`.
+    /// `tokenize`, `mask`, `pretrain`, `finetune`, `stream`, `prepare`, `resume` or `generate`.
     #[arg(value_enum)]
     pub workload: pretune::bench::Workload,
     #[command(flatten)]

@@ -206,6 +206,9 @@ pub struct InitConfig {
     /// A Hugging Face BERT folder: `config.json`, `model.safetensors`, `tokenizer.json` or
     /// `vocab.txt`.
     pub hf: PathBuf,
+    /// Take the starting point's architecture, sizes and tokenizer but not its weights (fresh
+    /// ones, from `run.seed`): the from-scratch control of a "what pre-training buys" table.
+    pub reinitialize: bool,
 }
 
 /// `[run]`

@@ -166,7 +166,8 @@ fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, p
     };
     crate::init::apply_overrides(&mut encoder, table);
     problems.extend(crate::init::size_conflicts(table, &encoder));
-    Start { source: st.source, encoder, tokenizer: st.tokenizer }
+    let source = if c.init.reinitialize { InitSource::Fresh } else { st.source };
+    Start { source, encoder, tokenizer: st.tokenizer }
 }
 
 /// `tokenizer.path`, else the starting point's tokenizer, with the path it came from.

@@ -77,6 +77,7 @@ pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -
     let tokenizer = Arc::new(tokenizer);
     let (model, names) = model_of(c, &tokenizer);
     let (model, init) = continued(start, model, table).map_err(|p| problems.extend(p)).ok()?;
+    let init = if c.init.reinitialize { InitSource::Fresh } else { init };
     Some(Resolved { plan: PretrainPlan { train_spans, eval_spans, prepared, names, glm_ids }, tokenizer, model, init })
 }
 

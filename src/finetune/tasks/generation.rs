@@ -50,10 +50,10 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     };
     let c = cx.config;
     let mut problems = cx.generate.problems();
-    if c.max_target_len < 2 || c.max_target_len + 3 > cx.max_seq_len {
+    if c.max_target_len < 2 || c.max_target_len.saturating_add(3) > cx.max_seq_len {
         problems.push(format!("task.max_target_len: must be in [2, train.max_seq_len - 3 = {}] (Part A needs [CLS], a source token and [gMASK])", cx.max_seq_len.saturating_sub(3)));
     }
-    if cx.generate.max_new_tokens as i64 + 1 >= glm.max_sequence_length {
+    if cx.generate.max_new_tokens.saturating_add(1) >= usize::try_from(glm.max_sequence_length).unwrap_or(0) {
         problems.push(format!("generate.max_new_tokens: the model has {} block positions", glm.max_sequence_length - 1));
     }
     if !problems.is_empty() {
