@@ -152,10 +152,12 @@ fn choose(lp: &[f32], s: &DecodeSettings, draw: f64) -> usize {
         return argmax(lp);
     }
     let mut order: Vec<usize> = (0..lp.len()).filter(|&i| lp[i].is_finite()).collect();
-    order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
-    if s.top_k > 0 {
+    let best_first = |a: &usize, b: &usize| lp[*b].total_cmp(&lp[*a]).then(a.cmp(b));
+    if s.top_k > 0 && order.len() > s.top_k {
+        order.select_nth_unstable_by(s.top_k, best_first);
         order.truncate(s.top_k);
     }
+    order.sort_by(best_first);
     let top = order.first().map_or(0.0, |&i| lp[i] as f64);
     let weights: Vec<f64> = order.iter().map(|&i| ((lp[i] as f64 - top) / s.temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
@@ -271,8 +273,15 @@ fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSet
                 }
             }
             at += n;
-            cands.sort_by(|a, c| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1)).then(a.2.cmp(&c.2)));
-            cands.truncate(2 * k);
+            // The best 2·num_beams in a total order (ties: lower beam, then lower token): a
+            // selection, then a sort of those alone (a full sort of beams × vocabulary per
+            // input per step would cost more than the model).
+            let order = |a: &(f64, usize, u32, f64), c: &(f64, usize, u32, f64)| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1)).then(a.2.cmp(&c.2));
+            if cands.len() > 2 * k {
+                cands.select_nth_unstable_by(2 * k, order);
+                cands.truncate(2 * k);
+            }
+            cands.sort_by(order);
             let mut next = Vec::with_capacity(k);
             for (rank, &(sum, i, t, _)) in cands.iter().enumerate() {
                 if t == eos {
