@@ -587,3 +587,34 @@ fn the_pretraining_pays_table_script_runs_and_regenerates_its_table() {
     assert_eq!(spam_few.matches(" ± ").count(), 5, "{spam_few}");
     assert_eq!(script(&["--table-only"]), first, "the table comes from the runs alone");
 }
+
+/// Regression targets that are not finite f32 numbers (`NaN`, `inf`, `1e39`) are bad
+/// records: skipped and reported with file and line under `data.on_error = "skip"` (the run's
+/// held-out metrics stay finite and a best checkpoint is chosen), fatal under `fail`.
+#[test]
+fn non_finite_regression_targets_are_bad_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = (0..40)
+        .map(|i| {
+            let label = match i {
+                3 => "\"NaN\"".to_owned(),
+                7 => "\"inf\"".to_owned(),
+                11 => "\"1e39\"".to_owned(),
+                _ => format!("{}", (i % 5) as f64 / 2.0),
+            };
+            format!("{{\"text\": \"sample text number {i} with words\", \"label\": {label}}}")
+        })
+        .collect();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, rows.join("\n")).unwrap();
+    let cfg = ft_config(dir.path(), "regression", train.to_str().unwrap(), train.to_str().unwrap(), "");
+    let plan = pretune::plan::load_and_resolve(&cfg, &["data.on_error=\"skip\"".into(), "train.epochs=0".into(), "train.max_steps=3".into()]).unwrap();
+    let skipped: Vec<(u64, &str)> = plan.workload.skipped().iter().map(|b| (b.line, b.reason)).collect();
+    assert_eq!(skipped, [4, 8, 12, 4, 8, 12].iter().map(|&l| (l, "bad_target")).collect::<Vec<_>>(), "train and eval, each reported");
+    let s = run(plan).unwrap();
+    let (_, m) = s.eval.clone().unwrap();
+    assert!(m.get("mse").unwrap().is_finite() && m.get("pearson").unwrap().is_finite(), "{}", m.summary());
+    assert!(s.best_checkpoint.is_some());
+    let e = pretune::plan::load_and_resolve(&cfg, &["data.on_error=\"fail\"".into()]).err().unwrap().to_string();
+    assert!(e.contains("train.jsonl:4") && e.contains("`NaN`"), "{e}");
+}

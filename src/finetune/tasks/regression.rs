@@ -51,7 +51,14 @@ impl Task for Regression {
         for r in &records {
             let target = match split {
                 Split::Predict => 0.0,
-                _ => r.label.parse().map_err(|_| TaskDataError::Record { path: r.path.clone(), line: r.line, message: format!("regression label `{}` is not a number", r.label) })?,
+                _ => match finite_target(&r.label) {
+                    Ok(t) => t,
+                    Err(message) => {
+                        // Counted and skipped, or fatal, by `data.on_error`.
+                        bad.judge(&r.path, r.line, "bad_target", message)?;
+                        continue;
+                    }
+                },
             };
             let mut e = encode_classification(&self.tokenizer, r, None, target, self.max_len)?;
             if split == Split::Predict {
@@ -59,7 +66,7 @@ impl Task for Regression {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
+        Ok(Encoded { records: examples.len(), examples, notes: Vec::new() })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {
@@ -149,5 +156,34 @@ impl Predictor for ScoreLines {
                 Value::Object(line)
             })
             .collect()
+    }
+}
+/// A regression target: a finite number that fits an f32 (`NaN`, `inf` and `1e39` would
+/// make every batch holding them a skipped non-finite update, and every evaluation `inf`).
+///
+/// # Errors
+/// What is wrong with the label, for the bad-record message.
+pub fn finite_target(label: &str) -> Result<f32, String> {
+    let v: f64 = label.trim().parse().map_err(|_| format!("regression label `{label}` is not a number"))?;
+    let t = v as f32;
+    if !t.is_finite() {
+        return Err(format!("regression label `{label}` is not a finite number within f32's range"));
+    }
+    Ok(t)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_finite_f32_numbers() {
+        assert_eq!(finite_target(" 2.5 "), Ok(2.5));
+        assert_eq!(finite_target("-1e3"), Ok(-1000.0));
+        for bad in ["NaN", "nan", "inf", "-Infinity", "1e39", "-3.5e38", "", "x"] {
+            assert!(finite_target(bad).is_err(), "{bad}");
+        }
+        assert!(finite_target("1e39").unwrap_err().contains("finite"));
     }
 }
