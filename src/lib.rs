@@ -57,6 +57,8 @@ pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
+#[macro_use]
+pub mod console;
 pub mod cuda;
 pub mod decode;
 pub mod data;

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr (a log reader that quit) drops log lines; tracing's own report of
+        // the failed write would be an `eprintln!`, which panics there.
+        .log_internal_errors(false)
         .init();
     let args = cli::Cli::parse();
     cli::run(args.command).unwrap_or_else(|failure| {

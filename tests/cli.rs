@@ -371,3 +371,31 @@ fn preview_shows_each_tasks_rows_and_targets() {
     assert_eq!(targets.len(), 4, "{targets:?}");
     assert!(targets.iter().all(|t| t.starts_with("candidates `") && t.contains(" | ") && t.contains("`great`") && t.contains("`terrible`")), "{targets:?}");
 }
+
+/// `pretune train ... 2>&1 | head -3`: the reader goes away after three lines; the run goes on
+/// to its last step and checkpoint (writes to the closed pipe are dropped, never a panic or an
+/// abort), and exits 0.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_run() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = crate::util::KillOnDrop(
+        Command::new(bin())
+            .args(["train", cfg.to_str().unwrap(), "--set", "train.max_steps=12", "--set", "train.log_every=1", "--set", "train.checkpoint_every=6", "--set", "data.eval=[]", "--set", "metrics.listen=\"\""])
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(reader).lines();
+    for _ in 0..3 {
+        lines.next().expect("a line before the reader quits").unwrap();
+    }
+    drop(lines);
+    let status = crate::util::wait_bounded(&mut child.0, Duration::from_secs(120));
+    assert!(status.success(), "{status:?}");
+    let latest = std::fs::read_to_string(dir.path().join("run/checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-00000012");
+}

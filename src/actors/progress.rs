@@ -35,7 +35,7 @@ impl Progress {
                 bar.set_position(r.step);
                 bar.set_message(format!("loss {:.4} | lr {:.2e} | {:.0} tok/s", r.loss, r.lr, r.tokens_per_second));
             }
-            None => eprintln!(
+            None => crate::errln!(
                 "{} step {:>6}  loss {:.4}  lr {:.3e}  grad {:.3}  {:.0} tok/s  data-wait {:.1}%  {:.1}s",
                 r.phase,
                 r.step,
@@ -53,7 +53,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => crate::errln!("{line}"),
         }
     }
 

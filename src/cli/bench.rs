@@ -15,6 +15,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let line = pretune::bench::run(a.workload, &a.args).map_err(Failure::failed)?;
-    println!("{line}");
+    pretune::outln!("{line}");
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let plan = pretune::plan::load_and_resolve(&a.config, &a.overrides).map_err(Failure::usage)?;
     let report = pretune::check::check(&plan)
         .map_err(|problems| Failure::usage(format!("{}: the run would fail:\n  - {}", a.config.display(), problems.join("\n  - "))))?;
-    print!("{}", toml::to_string(&plan.config).unwrap_or_default());
-    println!("\n# {}", report.line());
+    pretune::out!("{}", toml::to_string(&plan.config).unwrap_or_default());
+    pretune::outln!("\n# {}", report.line());
     Ok(ExitCode::SUCCESS)
 }

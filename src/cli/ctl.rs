@@ -22,7 +22,7 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let sent = pretune::actors::control_http::send(&a.addr, &a.command, a.value.as_deref(), a.token.as_deref());
     match sent {
         Ok((200, body)) => {
-            println!("{body}");
+            pretune::outln!("{body}");
             Ok(ExitCode::SUCCESS)
         }
         Ok((code, body)) => Err(Failure::failed(format!("{} answered {code}: {body}", a.addr))),

@@ -36,24 +36,24 @@ pub fn run(c: Command) -> Result<ExitCode, Failure> {
     let progress = |split: &str, docs: u64, _bytes: u64| {
         if last.elapsed().as_secs() >= 5 {
             last = Instant::now();
-            eprintln!("{split}: {docs} documents of this file ({:.0} s)", started.elapsed().as_secs_f64());
+            pretune::errln!("{split}: {docs} documents of this file ({:.0} s)", started.elapsed().as_secs_f64());
         }
     };
     let r = pretune::data::prepared::prepare(&out, &input, progress).map_err(Failure::failed)?;
     let secs = started.elapsed().as_secs_f64();
     if r.up_to_date {
-        println!("{} is up to date (same tokenizer and sources): nothing to do", out.display());
+        pretune::outln!("{} is up to date (same tokenizer and sources): nothing to do", out.display());
     }
     for (name, s) in &r.manifest.splits {
         let skipped: u64 = s.files.iter().map(|f| f.skipped).sum();
-        println!("{name}: {} files, {} documents, {} sentences, {} tokens, {skipped} records skipped", s.files.len(), s.docs, s.sentences, s.tokens);
+        pretune::outln!("{name}: {} files, {} documents, {} sentences, {} tokens, {skipped} records skipped", s.files.len(), s.docs, s.sentences, s.tokens);
     }
     for b in &r.bad_records {
-        eprintln!("skipped {}:{}: {} ({})", b.path.display(), b.line, b.detail, b.reason);
+        pretune::errln!("skipped {}:{}: {} ({})", b.path.display(), b.line, b.detail, b.reason);
     }
     if !r.up_to_date {
         let tokens: u64 = r.manifest.splits.values().map(|s| s.tokens).sum();
-        println!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set 'data.train=[\"{}\"]'", out.display(), tokens as f64 / secs.max(1e-9), out.display());
+        pretune::outln!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set 'data.train=[\"{}\"]'", out.display(), tokens as f64 / secs.max(1e-9), out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
     if a.json {
-        println!("{}", as_json(&ev));
+        pretune::outln!("{}", as_json(&ev));
     } else {
         print_table(&ev);
     }
@@ -44,12 +44,12 @@ fn as_json(ev: &Evaluation) -> serde_json::Value {
 
 fn print_table(ev: &Evaluation) {
     let m = &ev.metrics.values;
-    println!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
+    pretune::outln!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
     let head = ev.headline;
     let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
     for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {
         if let Some(v) = m.get(&k) {
-            println!("  {k:<24} {v:>12.4}");
+            pretune::outln!("  {k:<24} {v:>12.4}");
         }
     }
 }

@@ -17,6 +17,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let dir = pretune::export::export_hf(&a.checkpoint, &a.hf).map_err(Failure::failed)?;
-    println!("exported {} to {}", dir.display(), a.hf.display());
+    pretune::outln!("exported {} to {}", dir.display(), a.hf.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -156,10 +156,10 @@ impl Failure {
 pub fn print_error(f: &Failure) {
     let mut chain = pretune::causes(f.error());
     if let Some(top) = chain.next() {
-        eprintln!("error: {top}");
+        pretune::errln!("error: {top}");
     }
     for cause in chain {
-        eprintln!("  caused by: {cause}");
+        pretune::errln!("  caused by: {cause}");
     }
 }
 
@@ -177,7 +177,7 @@ pub fn install_panic_hook() {
         let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         let what = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
         let out = OUT_DIR.get().map(|d| format!("; the run's files are in {}", d.display())).unwrap_or_default();
-        eprintln!("error: internal error (a bug in pretune, please report it): {what}{place}{out}");
+        pretune::errln!("error: internal error (a bug in pretune, please report it): {what}{place}{out}");
         pretune::exit_now(1)
     }));
 }

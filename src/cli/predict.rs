@@ -22,9 +22,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
-    eprintln!("{} predictions from {}", p.lines, p.checkpoint.display());
+    pretune::errln!("{} predictions from {}", p.lines, p.checkpoint.display());
     if p.throughput.seconds > 0.0 {
-        eprintln!("generated {} new tokens in {:.2} s ({:.1} tokens/s)", p.throughput.tokens, p.throughput.seconds, p.throughput.per_second());
+        pretune::errln!("generated {} new tokens in {:.2} s ({:.1} tokens/s)", p.throughput.tokens, p.throughput.seconds, p.throughput.per_second());
     }
     Ok(ExitCode::SUCCESS)
 }

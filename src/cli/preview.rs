@@ -27,10 +27,10 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let rows = pretune::preview::preview(&plan, a.n).map_err(Failure::failed)?;
     if a.json {
         for r in rows {
-            println!("{}", serde_json::to_string(&r).expect("rows serialize"));
+            pretune::outln!("{}", serde_json::to_string(&r).expect("rows serialize"));
         }
     } else {
-        print!("{}", pretune::preview::render_text(&rows, &plan));
+        pretune::out!("{}", pretune::preview::render_text(&rows, &plan));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let index = pretune::report::report(&a.run_dirs, a.out.as_deref()).map_err(Failure::failed)?;
-    println!("wrote {}", index.display());
+    pretune::outln!("wrote {}", index.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -66,8 +66,8 @@ fn print_summary(s: &RunSummary) {
     if let Some(r) = &s.init {
         rows.insert(rows.len() - 1, ("weights", format!("{} loaded, {} fresh, {} unused", r.loaded, r.missing.len(), r.unused.len())));
     }
-    println!("\n{} summary", if s.phase == pretune::workload::Phase::Finetune { "fine-tuning" } else { "run" });
+    pretune::outln!("\n{} summary", if s.phase == pretune::workload::Phase::Finetune { "fine-tuning" } else { "run" });
     for (k, v) in rows {
-        println!("  {k:<17} {v}");
+        pretune::outln!("  {k:<17} {v}");
     }
 }

@@ -13,7 +13,7 @@ use super::{pad_rows, read_texts, shown_text, Encoded, HfHead, Predictor, Scorer
 use crate::batch::HostBatch;
 use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
-use crate::finetune::data::{encode_classification, BadRecords, Fields, TaskDataError};
+use crate::finetune::data::{encode_classification, BadRecords, Fields};
 use crate::finetune::metrics::{pearson, spearman};
 use crate::model::bert::BertConfig;
 use crate::model::heads::{BertForTask, HeadKind};
