@@ -290,3 +290,31 @@ fn retention_keeps_the_last_k_and_the_best_checkpoint() {
     assert_eq!(record.step, best_step);
     assert_eq!(record.score, evals.iter().find(|e| e.0 == best_step).unwrap().1);
 }
+
+/// A second run into a live run's folder (a re-submit, a `--resume auto` while the first
+/// still runs) is refused before it touches anything, naming the first run's pid; the first
+/// runs on to its end with a log of its own records only; after a `kill -9` the folder is free
+/// at once (the kernel drops the lock with the process).
+#[test]
+fn one_run_per_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("out");
+    let mut first = crate::util::KillOnDrop(spawn_train(&cfg, &out, &["train.max_steps=20"]));
+    wait_for_step(&out, 2, Duration::from_secs(120));
+    let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &out, &[])).output(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("is in use by pid {}", first.0.id())), "{err}");
+    assert!(wait_bounded(&mut first.0, Duration::from_secs(120)).success());
+    let steps: Vec<u64> = crate::util::steps(&out).iter().map(|s| s.step).collect();
+    assert_eq!(steps, (1..=20).collect::<Vec<_>>(), "one run's records, once each");
+    CheckpointStore::verify(&out.join("checkpoints/step-00000020")).unwrap();
+
+    let again = dir.path().join("again");
+    let mut killed = spawn_train(&cfg, &again, &["train.max_steps=400"]);
+    wait_for_step(&again, 1, Duration::from_secs(120));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &again, &["train.max_steps=3"])).output(Duration::from_secs(120));
+    assert!(status.success(), "the lock died with its process: {err}");
+}

@@ -52,6 +52,14 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// Another live process runs in this output folder.
+    #[error("{} is in use by {} (another run writes there: wait for it, stop it, or give this run another run.out_dir)", dir.display(), pid.map_or("another process".to_owned(), |p| format!("pid {p}")))]
+    InUse {
+        /// The folder.
+        dir: PathBuf,
+        /// The holder's process id, when it wrote one.
+        pid: Option<u32>,
+    },
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),

@@ -102,7 +102,8 @@ struct TrainerStart {
 fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<Box<dyn stage::DataStage>>, cpu: Arc<dyn Collator>, objective: Arc<dyn Objective>) -> Result<RunSummary, RunError> {
     let monitor = objective.monitor();
     let (rank, world) = plan.dist.as_ref().map_or((0, 1), |d| (d.rank, d.world));
-    let (run_dir, out_dir) = prepare_out_dir(&plan, rank)?;
+    // Held to the end of the run (the summary and any metrics linger included).
+    let (run_dir, out_dir, _lock) = prepare_out_dir(&plan, rank)?;
     // Before anything heavy, so a bad rendezvous fails fast.
     let process_group = join_process_group(&plan)?;
     // libtorch's intra-op pool is OpenMP, one team per calling thread, and libgomp stops

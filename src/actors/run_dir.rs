@@ -31,16 +31,52 @@ pub(super) fn find_resume_point(plan: &RunPlan, run_dir: &std::path::Path, rank:
     Ok((store, point))
 }
 
-/// Creates the run's output folder (rank 0: OUT; others: OUT/ranks/rank-N), writes the resolved
-/// `config.toml`, starts the metrics exporter and reports the records a fine-tuning plan
-/// skipped. Returns `(OUT, this rank's folder)`.
-pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, PathBuf), RunError> {
+/// An exclusive lock on a run's folder for the run's lifetime: `flock` on `FOLDER/.lock`, so
+/// the kernel releases it when the process ends however it ends (a `kill -9` leaves no stale
+/// lock), and a second run into a live run's folder is refused before it touches anything.
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+impl FolderLock {
+    /// Locks `dir` (created if needed), writing this process's id into the lock file.
+    ///
+    /// # Errors
+    /// [`RunError::InUse`] naming the holder's pid; [`RunError::OutDir`] when the folder or
+    /// its lock file cannot be made.
+    pub fn acquire(dir: &std::path::Path) -> Result<Self, RunError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let out_err = |source| RunError::OutDir { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(out_err)?;
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(".lock")).map_err(out_err)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(out_err(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(RunError::InUse { dir: dir.to_owned(), pid: text.trim().parse().ok() });
+        }
+        file.set_len(0).and_then(|()| file.rewind()).and_then(|()| write!(file, "{}", std::process::id())).map_err(out_err)?;
+        Ok(FolderLock { _file: file })
+    }
+}
+
+/// Creates the run's output folder (rank 0: OUT; others: OUT/ranks/rank-N) under an exclusive
+/// lock held until the returned guard drops, writes the resolved `config.toml`, starts the
+/// metrics exporter and reports the records a fine-tuning plan skipped. Returns `(OUT, this
+/// rank's folder, the lock)`.
+pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, PathBuf, FolderLock), RunError> {
     let c = &plan.config;
     // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
     let run_dir = c.run.out_dir.clone();
     let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
     let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
-    std::fs::create_dir_all(&out_dir).map_err(out_err)?;
+    // Before anything is written or cleaned: another live run's files are never touched.
+    let lock = FolderLock::acquire(&out_dir)?;
     let resolved = toml::to_string(c).map_err(|e| RunError::Pipeline(format!("cannot write the resolved config: {e}")))?;
     std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
     if let Some(addr) = plan.metrics_addr {
@@ -54,7 +90,7 @@ pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, P
         metrics::counter!(crate::metrics::names::RECORDS_SKIPPED, "reason" => bad.reason).increment(1);
         tracing::warn!(file = %bad.path.display(), line = bad.line, reason = bad.reason, "skipped record: {}", bad.detail);
     }
-    Ok((run_dir, out_dir))
+    Ok((run_dir, out_dir, lock))
 }
 
 /// Where the data plane and the counters start: a resume point's, after checking it was
