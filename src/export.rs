@@ -90,7 +90,11 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()
 /// [`ExportError`].
 pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> {
     let (dir, state) = find_checkpoint(checkpoint)?;
-    let described = describe(&state.model, &state.config)?;
+    let described = match describe(&state.model, &state.config)? {
+        SavedModel::Task(spec) => SavedModel::Task(crate::finetune::task::TaskSpec { tokenizer: crate::finetune::task::own_tokenizer(&dir, spec.tokenizer.clone()), ..spec }),
+        SavedModel::Pretrain { config, pair_head, tokenizer } => SavedModel::Pretrain { config, pair_head, tokenizer: crate::finetune::task::own_tokenizer(&dir, tokenizer) },
+        SavedModel::Glm => SavedModel::Glm,
+    };
     let (bert, arch, extra, tokenizer) = match &described {
         SavedModel::Pretrain { config: cfg, pair_head: pair, tokenizer: tok } => {
             let arch = if *pair { "BertForPreTraining" } else { "BertForMaskedLM" };

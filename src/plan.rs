@@ -181,7 +181,27 @@ pub fn resolve_with(file: &Path, mut config: RunConfig, table: &toml::Table) -> 
             _ => return Err(invalid(problems)),
         },
     };
+    if let InitSource::Checkpoint(dir) = &parts.init {
+        let recorded = crate::checkpoint::CheckpointStore::verify(dir).ok().and_then(|s| s.tokenizer_sha256);
+        if let Some(p) = tokenizer_mismatch(recorded.as_deref(), &parts.tokenizer, dir, &config.tokenizer) {
+            return Err(invalid(vec![format!("tokenizer.path: {p}")]));
+        }
+    }
     Ok(finish(file, config, parts, endpoints, dist))
+}
+
+/// Why `tokenizer` is not the one the checkpoint in `dir` was trained with (`recorded`: its
+/// fingerprint; absent in checkpoints of earlier versions), unless `tokenizer.allow_mismatch`.
+pub fn tokenizer_mismatch(recorded: Option<&str>, tokenizer: &TextTokenizer, dir: &Path, c: &crate::config::TokenizerConfig) -> Option<String> {
+    let recorded = recorded?;
+    let ours = tokenizer.fingerprint();
+    (ours != recorded && !c.allow_mismatch).then(|| {
+        format!(
+            "this run's tokenizer (sha256 {ours}) is not the one {} was trained with (sha256 {recorded}): its ids would not match the embeddings; use its own copy, {}, or set tokenizer.allow_mismatch = true",
+            dir.display(),
+            dir.join("tokenizer.json").display()
+        )
+    })
 }
 
 /// Fine-tuning's task: its data, labels, starting model and step count.

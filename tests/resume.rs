@@ -12,7 +12,7 @@ use pretune::checkpoint::CheckpointStore;
 
 use pretune::rng::{Rng, Purpose};
 
-use crate::util::{assert_same_weights, bin, load_plan, losses, tiny_config, wait_bounded, weights};
+use crate::util::{assert_same_weights, bin, load_plan, losses, root, tiny_config, wait_bounded, weights};
 
 fn sets(pairs: &[&str]) -> Vec<String> {
     pairs.iter().map(|s| s.to_string()).collect()
@@ -317,4 +317,55 @@ fn one_run_per_output_folder() {
     killed.wait().unwrap();
     let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &again, &["train.max_steps=3"])).output(Duration::from_secs(120));
     assert!(status.success(), "the lock died with its process: {err}");
+}
+
+/// A checkpoint carries its tokenizer: the copy and its hash are in the checkpoint; a resume
+/// or a fine-tuning start with another tokenizer (here: the same file with one token renamed,
+/// so the same size) is refused naming both hashes unless `tokenizer.allow_mismatch`; export
+/// and predict use the checkpoint's copy even after the configured file changed.
+#[test]
+fn checkpoints_are_tied_to_their_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    let original = std::fs::read_to_string(root().join("data/sotu/tokenizer.json")).unwrap();
+    std::fs::write(&tok, &original).unwrap();
+    let cfg = tiny_config(dir.path());
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&format!("{}/data/sotu/tokenizer.json", root().display()), tok.to_str().unwrap());
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.path().join("run");
+    let mut c = spawn_train(&cfg, &out, &["train.max_steps=4"]);
+    assert!(wait_bounded(&mut c, Duration::from_secs(120)).success());
+    let ck = out.join("checkpoints/step-00000004");
+    let state = CheckpointStore::verify(&ck).unwrap();
+    assert!(state.files.contains_key("tokenizer.json") && state.tokenizer_sha256.is_some());
+    assert_eq!(std::fs::read_to_string(ck.join("tokenizer.json")).unwrap().len(), pretune::data::tokenize::TextTokenizer::load(&tok, None).unwrap().serialized().len());
+
+    // The configured file changes under the run: one token renamed ("\"the\":" -> "\"thx\":").
+    assert!(original.contains("\"the\":"));
+    std::fs::write(&tok, original.replacen("\"the\":", "\"thx\":", 1)).unwrap();
+    let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &out, &["train.max_steps=6"])).output(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{err}");
+    let recorded = state.tokenizer_sha256.clone().unwrap();
+    assert!(err.contains("does not fit this config") && err.contains(&recorded) && err.contains("tokenizer.allow_mismatch"), "{err}");
+    let (status, _, err) = crate::util::Drained::spawn(&mut train_cmd(&cfg, &out, &["train.max_steps=6", "tokenizer.allow_mismatch=true"])).output(Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+
+    // Fine-tuning from it with the changed file is refused at resolve time; its own copy works.
+    let spam = root().join("data/spam");
+    let ft = crate::util::ft_config(dir.path(), "sequence_classification", spam.join("train.jsonl").to_str().unwrap(), spam.join("dev.jsonl").to_str().unwrap(), "");
+    let text = std::fs::read_to_string(&ft).unwrap();
+    let (head, tail) = text.split_once("[model]").unwrap();
+    let text = format!("{head}[init]\ncheckpoint = \"{}\"\n{}", ck.display(), &tail[tail.find("[train]").unwrap()..]).replace(&format!("{}/data/sotu/tokenizer.json", root().display()), tok.to_str().unwrap());
+    std::fs::write(&ft, &text).unwrap();
+    let e = pretune::plan::load_and_resolve(&ft, &[]).err().unwrap().to_string();
+    assert!(e.contains("tokenizer.path:") && e.contains(&recorded), "{e}");
+    let own = format!("tokenizer.path=\"{}\"", ck.join("tokenizer.json").display());
+    pretune::plan::load_and_resolve(&ft, &[own]).unwrap();
+
+    // Export ships the checkpoint's own copy, not the changed file.
+    let hf = dir.path().join("hf");
+    let (code, _, err) = crate::util::run_cli(&["export", "--hf", hf.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let exported = std::fs::read_to_string(hf.join("tokenizer.json")).unwrap();
+    assert!(exported.contains("\"the\":") && !exported.contains("\"thx\":"));
 }

@@ -114,7 +114,7 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
     let threads = torch_threads(&plan);
     tch::set_num_threads(1);
     let (store, resume_point) = find_resume_point(&plan, &run_dir, rank)?;
-    let start = start_point(resume_point.as_ref(), world, &objective.describe())?;
+    let start = start_point(resume_point.as_ref(), world, &objective.describe(), &plan)?;
     let stop = StopFlag::new();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
     let progress = progress::Progress::new(plan.config.train.max_steps, plan.phase().as_str());
@@ -203,6 +203,7 @@ impl TrainerStart {
             seed: plan.config.run.seed,
             config_json: serde_json::to_value(&plan.config).map_err(|e| RunError::Pipeline(format!("cannot record the config: {e}")))?,
             model_json: self.objective.describe(),
+            tokenizer_sha256: plan.tokenizer.fingerprint(),
             init_from: match &self.resume_point {
                 Some(rp) => rp.state.init.clone(),
                 None => plan.init.describe(),

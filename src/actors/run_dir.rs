@@ -14,7 +14,7 @@ use crate::plan::RunPlan;
 /// when checkpoints exist and are ignored). Rank 0 first removes half-written temporaries.
 pub(super) fn find_resume_point(plan: &RunPlan, run_dir: &std::path::Path, rank: usize) -> Result<(CheckpointStore, Option<crate::checkpoint::resume::ResumePoint>), RunError> {
     let ckpt_root = run_dir.join("checkpoints");
-    let store = CheckpointStore::new(&ckpt_root);
+    let store = CheckpointStore::new(&ckpt_root).with_tokenizer(std::sync::Arc::new(plan.tokenizer.serialized()));
     if rank == 0 {
         // Never under rank 0's feet.
         store.clean_temporaries();
@@ -94,9 +94,12 @@ pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, P
 }
 
 /// Where the data plane and the counters start: a resume point's, after checking it was
-/// written by a run of the same world size and model (`want`), or the beginning.
-pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value) -> Result<StartPoint, RunError> {
+/// written by a run of the same world size, model (`want`) and tokenizer, or the beginning.
+pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value, plan: &RunPlan) -> Result<StartPoint, RunError> {
     let Some(rp) = resume_point else { return Ok(StartPoint::default()) };
+    if let Some(reason) = crate::plan::tokenizer_mismatch(rp.state.tokenizer_sha256.as_deref(), &plan.tokenizer, &rp.dir, &plan.config.tokenizer) {
+        return Err(RunError::Incompatible { dir: rp.dir.clone(), reason });
+    }
     if rp.state.world_size != world {
         return Err(RunError::Incompatible {
             dir: rp.dir.clone(),

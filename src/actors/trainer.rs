@@ -129,6 +129,8 @@ pub struct Provenance {
     pub model_json: serde_json::Value,
     /// Where the starting weights came from.
     pub init_from: Option<String>,
+    /// The run's tokenizer's fingerprint.
+    pub tokenizer_sha256: String,
 }
 
 /// What the training loop carries from one update to the next.
@@ -598,6 +600,7 @@ impl Trainer {
                 files: BTreeMap::new(),
                 world_size: self.state.rank_world().1,
                 init: self.provenance.init_from.clone(),
+                tokenizer_sha256: Some(self.provenance.tokenizer_sha256.clone()),
             };
             let model = self.state.snapshot();
             let optimizer = self.state.optimizer_snapshot();

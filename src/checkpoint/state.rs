@@ -48,6 +48,10 @@ pub struct CheckpointState {
     /// absent for a fresh start. Kept across resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// SHA-256 of the tokenizer the run used ([`crate::data::tokenize::TextTokenizer::fingerprint`]);
+    /// the folder holds a copy as `tokenizer.json`. Absent in checkpoints of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
 }
 
 fn one() -> usize {

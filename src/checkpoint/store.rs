@@ -52,12 +52,21 @@ fn fsync(path: &Path) -> Result<(), CheckpointError> {
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     root: PathBuf,
+    /// The run's `tokenizer.json`, copied into every checkpoint it writes.
+    tokenizer: Option<std::sync::Arc<String>>,
 }
 
 impl CheckpointStore {
     /// A store rooted at `root` (created on first save).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        CheckpointStore { root: root.into() }
+        CheckpointStore { root: root.into(), tokenizer: None }
+    }
+
+    /// Every checkpoint this store writes carries `tokenizer_json` as `tokenizer.json` (the
+    /// tokenizer travels with the weights, as `save_pretrained` does).
+    pub fn with_tokenizer(mut self, tokenizer_json: std::sync::Arc<String>) -> Self {
+        self.tokenizer = Some(tokenizer_json);
+        self
     }
 
     /// The folder name of a step.
@@ -90,6 +99,12 @@ impl CheckpointStore {
             Tensor::write_safetensors(tensors, &path).map_err(|source| CheckpointError::Tensors { path: path.clone(), source })?;
             fsync(&path)?;
             state.files.insert(file.to_owned(), sha256_file(&path)?);
+        }
+        if let Some(json) = &self.tokenizer {
+            let path = tmp.join("tokenizer.json");
+            fs::write(&path, json.as_bytes()).map_err(FileError::at(&path))?;
+            fsync(&path)?;
+            state.files.insert("tokenizer.json".to_owned(), sha256_file(&path)?);
         }
         let state_path = tmp.join("state.json");
         let json = serde_json::to_vec_pretty(&state).map_err(|source| CheckpointError::State { path: tmp.clone(), source })?;

@@ -323,6 +323,9 @@ pub struct TokenizerConfig {
     pub path: PathBuf,
     /// For a `vocab.txt`: lower-case the text (uncased BERT vocabularies).
     pub lowercase: Option<bool>,
+    /// Go on when this tokenizer differs from the one the resumed or starting checkpoint was
+    /// trained with (its ids would no longer match the embeddings: only for users who mean it).
+    pub allow_mismatch: bool,
 }
 
 /// `[model]`: BERT sizes, with Hugging Face's names where they exist.

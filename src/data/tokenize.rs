@@ -153,6 +153,18 @@ impl TextTokenizer {
         &self.identity
     }
 
+    /// SHA-256 of the tokenizer as it is now (the tokens an objective added included): what a
+    /// checkpoint records beside its own copy, so a resume or a start from it with another
+    /// tokenizer is caught.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(self.serialized().as_bytes()))
+    }
+
+    /// The tokenizer as a `tokenizer.json` (the tokens an objective added included).
+    pub fn serialized(&self) -> String {
+        self.inner.to_string(false).unwrap_or_default()
+    }
+
     /// The id of `token`, if the vocabulary (added tokens included) has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

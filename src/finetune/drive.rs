@@ -77,7 +77,7 @@ pub struct Opened {
 pub fn open(checkpoint: &Path, verb: &'static str, generate: &[String]) -> Result<Opened, DriveError> {
     let (dir, state) = locate(checkpoint)?;
     let spec = match describe(&state.model, &state.config)? {
-        SavedModel::Task(s) => s,
+        SavedModel::Task(s) => super::task::TaskSpec { tokenizer: super::task::own_tokenizer(&dir, s.tokenizer.clone()), ..s },
         SavedModel::Pretrain { .. } | SavedModel::Glm => return Err(DriveError::NotATask { dir, verb }),
     };
     let settings = crate::config::decode_settings(&dir.join("state.json"), state.config.get("generate"), generate)?;

@@ -88,6 +88,13 @@ pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, DescribeErr
     }
 }
 
+/// The tokenizer of the checkpoint in `dir`: its own copy (`tokenizer.json`, written with every
+/// checkpoint), else the path its run recorded (checkpoints of earlier versions).
+pub fn own_tokenizer(dir: &std::path::Path, recorded: PathBuf) -> PathBuf {
+    let own = dir.join("tokenizer.json");
+    if own.exists() { own } else { recorded }
+}
+
 /// A checkpoint whose `state.json` describes no model we know.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable model description")]
