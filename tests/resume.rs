@@ -230,6 +230,8 @@ fn a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_checkpoint() {
     CheckpointStore::verify(&before).unwrap();
     let leftovers: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-00000006")).collect();
     assert!(leftovers.is_empty(), "no half-written checkpoint under a real name: {leftovers:?}");
+    let partial: Vec<PathBuf> = std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp-")).collect();
+    assert!(partial.is_empty(), "the failed write's partial folder is removed at once: {partial:?}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ impl CheckpointStore {
         &self,
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
-        mut state: CheckpointState,
+        state: CheckpointState,
         keep_last: usize,
         spare: &[u64],
     ) -> Result<PathBuf, CheckpointError> {
@@ -94,6 +94,26 @@ impl CheckpointStore {
             fs::remove_dir_all(&tmp).map_err(FileError::at(&tmp))?;
         }
         fs::create_dir(&tmp).map_err(FileError::at(&tmp))?;
+        let written = self.write_into(&tmp, model, optimizer, state);
+        if written.is_err() {
+            // A failed write (a full disk) leaves nothing behind: the space goes back now, not
+            // at the next start.
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        written?;
+        let dest = self.root.join(&name);
+        if dest.exists() {
+            fs::remove_dir_all(&dest).map_err(FileError::at(&dest))?;
+        }
+        fs::rename(&tmp, &dest).map_err(FileError::at(&dest))?;
+        fsync(&self.root)?;
+        self.set_pointer("latest", &name)?;
+        self.retain(keep_last, spare);
+        Ok(dest)
+    }
+
+    /// The files of a checkpoint, written and synced into `tmp`.
+    fn write_into(&self, tmp: &Path, model: &[(String, Tensor)], optimizer: &[(String, Tensor)], mut state: CheckpointState) -> Result<(), CheckpointError> {
         for (file, tensors) in [("model.safetensors", model), ("optimizer.safetensors", optimizer)] {
             let path = tmp.join(file);
             Tensor::write_safetensors(tensors, &path).map_err(|source| CheckpointError::Tensors { path: path.clone(), source })?;
@@ -107,19 +127,10 @@ impl CheckpointStore {
             state.files.insert("tokenizer.json".to_owned(), sha256_file(&path)?);
         }
         let state_path = tmp.join("state.json");
-        let json = serde_json::to_vec_pretty(&state).map_err(|source| CheckpointError::State { path: tmp.clone(), source })?;
+        let json = serde_json::to_vec_pretty(&state).map_err(|source| CheckpointError::State { path: tmp.to_owned(), source })?;
         let mut f = File::create(&state_path).map_err(FileError::at(&state_path))?;
         f.write_all(&json).and_then(|_| f.sync_all()).map_err(FileError::at(&state_path))?;
-        fsync(&tmp)?;
-        let dest = self.root.join(&name);
-        if dest.exists() {
-            fs::remove_dir_all(&dest).map_err(FileError::at(&dest))?;
-        }
-        fs::rename(&tmp, &dest).map_err(FileError::at(&dest))?;
-        fsync(&self.root)?;
-        self.set_pointer("latest", &name)?;
-        self.retain(keep_last, spare);
-        Ok(dest)
+        fsync(tmp)
     }
 
     /// Atomically replaces the small file `pointer` (`latest`, `best.json`) with `name`.
