@@ -399,3 +399,37 @@ fn a_closed_log_pipe_does_not_stop_the_run() {
     let latest = std::fs::read_to_string(dir.path().join("run/checkpoints/latest")).unwrap();
     assert_eq!(latest.trim(), "step-00000012");
 }
+
+/// A finished run lingering for a last scrape (`metrics.linger_s`) ends at once on SIGTERM.
+#[test]
+fn sigterm_ends_a_metrics_linger_at_once() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let (reader, writer) = std::io::pipe().unwrap();
+    let port = free_port();
+    let mut child = crate::util::KillOnDrop(
+        Command::new(bin())
+            .args(["train", cfg.to_str().unwrap(), "--set", "train.max_steps=2", "--set", "data.eval=[]", "--set", &format!("metrics.listen=\"127.0.0.1:{port}\""), "--set", "metrics.linger_s=600"])
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::io::BufReader::new(reader).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        let lingering = line.contains("lingering for a last scrape");
+        seen.push(line);
+        if lingering {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains("lingering")), "{seen:?}");
+    // SAFETY: kill(2) on our child.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let t0 = std::time::Instant::now();
+    let status = crate::util::wait_bounded(&mut child.0, Duration::from_secs(30));
+    assert!(status.success() && t0.elapsed() < Duration::from_secs(10), "{status:?} after {:?}", t0.elapsed());
+}

@@ -116,6 +116,29 @@ pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::Resum
     Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches: rp.state.batches_seen, cursor: rp.state.cursor })
 }
 
+/// Keeps the process (and its `/metrics`) up for a last scrape, `seconds` at most: SIGTERM or
+/// SIGINT ends the wait at once (an operator stopping a finished run, a launcher stopping its
+/// ranks).
+fn linger(seconds: f64) {
+    let limit = std::time::Duration::from_secs_f64(seconds);
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        std::thread::sleep(limit);
+        return;
+    };
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sleep = tokio::time::sleep(limit);
+        // Listening before saying so: a signal sent on seeing the line is never missed.
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tracing::info!(seconds, "lingering for a last scrape (SIGTERM or SIGINT ends it)");
+                tokio::select! { _ = sleep => {}, _ = int.recv() => {}, _ = term.recv() => {} }
+            }
+            _ => sleep.await,
+        }
+    });
+}
+
 /// The run's summary from the Coordinator's outcome (a stage's failure becomes the error).
 pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::Path, out_dir: PathBuf, metric: String) -> Result<RunSummary, RunError> {
     if let Some((stage, source)) = outcome.failure {
@@ -124,9 +147,9 @@ pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::P
     let c = &plan.config;
     let phase = plan.phase();
     let t = outcome.totals.ok_or_else(|| RunError::Pipeline("the trainer never reported".into()))?;
-    let linger = c.metrics.linger_s;
-    if plan.metrics_addr.is_some() && linger > 0.0 {
-        std::thread::sleep(std::time::Duration::from_secs_f64(linger));
+    let linger_s = c.metrics.linger_s;
+    if plan.metrics_addr.is_some() && linger_s > 0.0 {
+        linger(linger_s);
     }
     let epoch_steps = plan.workload.epoch_steps();
     let ended_by = if t.stopped_early {
