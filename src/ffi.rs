@@ -70,5 +70,27 @@ extern "C" {
 pub(crate) fn last_error() -> String {
     // SAFETY: the shim returns a pointer to a thread-local, NUL-terminated string that lives
     // until the next call on this thread; we copy it at once.
-    unsafe { CStr::from_ptr(pt_last_error()) }.to_string_lossy().into_owned()
+    let message = unsafe { CStr::from_ptr(pt_last_error()) }.to_string_lossy().into_owned();
+    if std::env::var_os("TORCH_SHOW_CPP_STACKTRACES").is_some_and(|v| v == "1") {
+        message
+    } else {
+        without_cpp_frames(&message)
+    }
+}
+
+/// libtorch's message without the C++ stack it appends (`Exception raised from ...` and a
+/// `frame #N` line per frame): what PyTorch shows unless `TORCH_SHOW_CPP_STACKTRACES=1`.
+pub(crate) fn without_cpp_frames(message: &str) -> String {
+    let kept: Vec<&str> = message.lines().take_while(|l| !l.trim_start().starts_with("Exception raised from")).filter(|l| !l.trim_start().starts_with("frame #")).collect();
+    kept.join("\n").trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpp_frames_are_cut_from_messages() {
+        let m = "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500\nException raised from run at /pytorch/torch/csrc/distributed/c10d/ProcessGroupGloo.cpp:123 (most recent call first):\nframe #0: c10::Error::Error(...) + 0x98 (0x7f in libc10.so)\nframe #1: ... \n";
+        assert_eq!(super::without_cpp_frames(m), "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500");
+        assert_eq!(super::without_cpp_frames("plain"), "plain");
+    }
 }
