@@ -416,10 +416,36 @@ pub fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec
                 MANIFEST
             ));
         } else {
-            problems.push(format!("{key}: file not found: `{p}`"));
+            problems.push(format!("{key}: `{p}`: {}", why_not_a_file(Path::new(p))));
         }
     }
     out
+}
+
+/// Why `path` cannot be read as a data file, in the OS's words or by what it is: missing, a
+/// symlink loop, unreadable, or a FIFO / device / socket (not a regular file).
+fn why_not_a_file(path: &Path) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_ok() => format!("a symbolic link to nothing ({e})"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "file not found".into(),
+        Err(e) => format!("cannot be read: {e}"),
+        Ok(m) => {
+            let t = m.file_type();
+            let what = if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() {
+                "a character device"
+            } else if t.is_block_device() {
+                "a block device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            format!("{what}, not a regular file (data is read whole or by offset, so it must be a file)")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,5 +548,29 @@ mod tests {
         let head = FileSpan { end: Some(offs[2].0), ..whole.clone() };
         let docs = read_all(&head, 0, &mut vec![]);
         assert_eq!(docs.iter().map(|d| d.sentences[0].as_str()).collect::<Vec<_>>(), vec!["A.", "B."]);
+    }
+
+    #[test]
+    fn special_files_say_what_they_are() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path in our own temporary folder.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nothing"), &dangling).unwrap();
+        let mut problems = Vec::new();
+        let paths = [fifo, a, PathBuf::from("/dev/null"), dangling, d.path().join("missing")];
+        let found = expand(&paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), "data.train", &mut problems);
+        assert!(found.is_empty());
+        assert!(problems[0].contains("a FIFO, not a regular file"), "{problems:?}");
+        assert!(problems[1].contains("cannot be read") && problems[1].to_lowercase().contains("symbolic links"), "{problems:?}");
+        assert!(problems[2].contains("a character device"), "{problems:?}");
+        assert!(problems[3].contains("a symbolic link to nothing"), "{problems:?}");
+        assert!(problems[4].ends_with("file not found"), "{problems:?}");
     }
 }
