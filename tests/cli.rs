@@ -50,6 +50,16 @@ fn empty_corpus_is_a_clear_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("corpus is empty") && err.contains("empty.txt"), "{err}");
     no_panic(&err);
+    // Every record skipped (invalid UTF-8, an over-long line): the error says so, by reason.
+    let bad = dir.path().join("bad.txt");
+    let mut bytes = b"caf\xff one\n\xfe two\n\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 4096));
+    bytes.push(b'\n');
+    std::fs::write(&bad, bytes).unwrap();
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap(), "--set", &format!("data.train=[\"{}\"]", bad.display()), "--set", "data.max_line_bytes=1024", "--set", "data.on_error=\"skip\""]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("every record of") && err.contains("invalid_utf8") && err.contains("1 line_too_long"), "{err}");
+    no_panic(&err);
 }
 
 #[test]

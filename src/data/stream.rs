@@ -105,6 +105,14 @@ pub enum StreamError {
     /// A whole pass over the files produced nothing.
     #[error("the corpus is empty: no document with text in {0}")]
     Empty(String),
+    /// A whole pass produced nothing because every record was skipped.
+    #[error("the corpus is empty: every record of {files} was skipped ({reasons}; data.on_error = \"skip\")")]
+    AllSkipped {
+        /// The files read.
+        files: String,
+        /// Skips by reason (`3 invalid_utf8, 1 too_long`).
+        reasons: String,
+    },
     /// A span names a file the prepared dataset does not hold.
     #[error("the prepared dataset {dir} holds no file {path}")]
     NotPrepared {
@@ -245,6 +253,8 @@ pub struct ExampleStream {
     produced_this_epoch: u64,
     /// Records skipped since the last call to [`ExampleStream::take_skipped`].
     skipped: Vec<BadRecord>,
+    /// Records skipped this epoch, by reason (what an empty corpus's error says).
+    epoch_skips: std::collections::BTreeMap<&'static str, u64>,
     /// The unsegmented-Chinese warning was given.
     warned_unsegmented: bool,
 }
@@ -264,6 +274,7 @@ impl ExampleStream {
             block_loaded: false,
             produced_this_epoch: cursor.example,
             skipped: Vec::new(),
+            epoch_skips: Default::default(),
             warned_unsegmented: false,
         };
         s.order = s.file_order(cursor.epoch);
@@ -277,7 +288,15 @@ impl ExampleStream {
 
     /// Bad records met since the last call.
     pub fn take_skipped(&mut self) -> Vec<BadRecord> {
+        self.count_skips();
         std::mem::take(&mut self.skipped)
+    }
+
+    /// Adds the records about to be handed over to this epoch's counts.
+    fn count_skips(&mut self) {
+        for b in &self.skipped {
+            *self.epoch_skips.entry(b.reason).or_insert(0) += 1;
+        }
     }
 
     fn file_order(&self, epoch: u64) -> Vec<usize> {
@@ -298,7 +317,16 @@ impl ExampleStream {
                 if self.cursor.file >= self.spans.len() {
                     if self.produced_this_epoch == 0 {
                         let files: Vec<String> = self.spans.iter().map(|s| s.path.display().to_string()).collect();
-                        return Err(StreamError::Empty(files.join(", ")));
+                        // This epoch's skips: those handed over already and those not yet.
+                        let mut skips = self.epoch_skips.clone();
+                        for b in &self.skipped {
+                            *skips.entry(b.reason).or_insert(0) += 1;
+                        }
+                        if skips.is_empty() {
+                            return Err(StreamError::Empty(files.join(", ")));
+                        }
+                        let reasons: Vec<String> = skips.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                        return Err(StreamError::AllSkipped { files: files.join(", "), reasons: reasons.join(", ") });
                     }
                     if !self.settings.repeat {
                         return Ok(None);
@@ -306,6 +334,7 @@ impl ExampleStream {
                     self.cursor.epoch += 1;
                     self.cursor.file = 0;
                     self.produced_this_epoch = 0;
+                    self.epoch_skips.clear();
                     self.order = self.file_order(self.cursor.epoch);
                     self.start_file();
                     self.reader = None;
