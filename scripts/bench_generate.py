@@ -30,6 +30,7 @@ def main():
     p.add_argument("--steps", type=int, default=32, help="new tokens per row")
     p.add_argument("--seq", type=int, default=64, help="prompt tokens")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement (whole calls)")
     p.add_argument("--out", default=str(ROOT / "bench-results/generate"))
     a = p.parse_args()
     out = pathlib.Path(a.out)
@@ -39,7 +40,7 @@ def main():
     for batch in (1, 16):
         for beams in (1, 4):
             for cache in (True, False):
-                common = ["--batch", batch, "--seq", a.seq, "--steps", a.steps, "--beams", beams, "--threads", a.threads] + ([] if cache else ["--no-kv-cache"])
+                common = ["--batch", batch, "--seq", a.seq, "--steps", a.steps, "--beams", beams, "--threads", a.threads, "--seconds", a.seconds] + ([] if cache else ["--no-kv-cache"])
                 ours, theirs = [], []
                 for r in range(a.rounds):
                     sides = [("pretune", [a.pretune, "bench", "generate", *common]), ("peer", [sys.executable, ROOT / "scripts/bench_generate_peer.py", *common])]

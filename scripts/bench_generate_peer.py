@@ -3,7 +3,7 @@
 GPT2LMHeadModel with the tiny GLM's sizes (2 layers, width 128, 2 heads, FFN 512, 8,004
 tokens), random prompts of --seq tokens, --steps new tokens per row (min_new_tokens =
 max_new_tokens, so every row decodes the same number), --batch rows, --beams beams, with or
-without the key / value cache. One untimed warm-up call, then one timed call; one JSON line.
+without the key / value cache. One untimed warm-up call, then whole calls repeated for --seconds; one JSON line.
 """
 import argparse
 import json
@@ -20,6 +20,7 @@ p.add_argument("--beams", type=int, default=1)
 p.add_argument("--no-kv-cache", action="store_true")
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--seconds", type=float, default=2.0, help="repeat the timed call until this much time has passed")
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
@@ -41,9 +42,12 @@ def run(n):
 
 run(2)
 t0 = time.perf_counter()
-out = run(a.steps)
+tokens = calls = 0
+while calls == 0 or time.perf_counter() - t0 < a.seconds:
+    out = run(a.steps)
+    tokens += a.batch * (out.shape[1] - a.seq)
+    calls += 1
 seconds = time.perf_counter() - t0
-tokens = a.batch * (out.shape[1] - a.seq)
 print(json.dumps({"workload": "generate", "side": "transformers", "batch": a.batch, "prompt": a.seq, "new_tokens": a.steps, "beams": a.beams,
-                  "kv_cache": not a.no_kv_cache, "threads": a.threads, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+                  "kv_cache": not a.no_kv_cache, "threads": a.threads, "seconds": seconds, "calls": calls, "tokens": tokens, "tokens_per_s": tokens / seconds,
                   "torch": torch.__version__}))

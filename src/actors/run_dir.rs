@@ -113,7 +113,31 @@ pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::Resum
         return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model is {} but the config builds {}", rp.state.model, want) });
     }
     tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
+    let now = serde_json::to_value(&plan.config).unwrap_or_default();
+    for change in changed_settings(&rp.state.config, &now) {
+        tracing::warn!("resuming with a changed setting: {change}");
+    }
     Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches: rp.state.batches_seen, cursor: rp.state.cursor })
+}
+
+/// The training settings a resume changes, one line per key (`train.lr: 0.001 -> 0.0005`), as
+/// `transformers` warns key by key: `[train]`, `[objective]`, `[model]` and `[data]`, the step
+/// budget aside (extending a run is what resuming is for).
+pub fn changed_settings(before: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for section in ["train", "objective", "model", "data"] {
+        let (Some(a), Some(b)) = (before.get(section).and_then(|v| v.as_object()), now.get(section).and_then(|v| v.as_object())) else { continue };
+        for (key, new) in b {
+            if matches!((section, key.as_str()), ("train", "max_steps" | "epochs")) {
+                continue;
+            }
+            match a.get(key) {
+                Some(old) if old != new => out.push(format!("{section}.{key}: {old} -> {new}")),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// Keeps the process (and its `/metrics`) up for a last scrape, `seconds` at most: SIGTERM or
@@ -186,3 +210,15 @@ pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::P
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_resume_names_each_changed_setting_but_not_the_step_budget() {
+        let before = json!({"train": {"lr": 0.001, "batch_size": 32, "max_steps": 100}, "model": {"hidden_size": 128}, "run": {"seed": 1}});
+        let now = json!({"train": {"lr": 0.0005, "batch_size": 32, "max_steps": 400}, "model": {"hidden_size": 128}, "run": {"seed": 2}});
+        assert_eq!(super::changed_settings(&before, &now), vec!["train.lr: 0.001 -> 0.0005".to_owned()]);
+    }
+}

@@ -139,7 +139,7 @@ pub struct BenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub steps: u64,
-    /// Seconds per `mask` variant; passes of `tokenize`.
+    /// Seconds per `mask` variant; passes of `tokenize`; timed seconds of `generate`.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// `pretrain`: the objective.
