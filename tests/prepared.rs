@@ -242,3 +242,47 @@ fn mismatched_damaged_and_interrupted_datasets_are_clear_errors_and_prepare_repa
     let (code, _, err) = run_cli(&["check", cfg.to_str().unwrap(), "--set", &use_prepared(&empty), "--set", "data.format=\"prepared\""]);
     assert!(code == 2 && err.contains("not a prepared dataset folder"), "{err}");
 }
+
+/// Flipped bytes in each array of a prepared folder: a token id past the vocabulary, sentence
+/// offsets out of order, a document's first sentence out of range, and a flip that breaks no
+/// structure (only the checksum sees it). `data verify` names the damaged array every time; a
+/// run opening the folder refuses the structural damage before training (never an index error
+/// inside libtorch); `data prepare` rebuilds the folder instead of calling it up to date.
+#[test]
+fn flipped_bytes_in_any_array_are_caught_and_prepare_repairs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let prep = dir.path().join("prep");
+    let sets = vec!["data.eval=[]".to_string()];
+    assert_eq!(prepare(&cfg, &prep, 2, &sets).0, 0);
+    let (code, out, err) = run_cli(&["data", "verify", prep.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("checksums and structure ok"), "{out}");
+    let pristine: Vec<(String, Vec<u8>)> = ["tokens.bin", "word_starts.bin", "sentences.bin", "docs.bin"].iter().map(|a| (a.to_string(), std::fs::read(prep.join("train").join(a)).unwrap())).collect();
+    // (array, byte offset, new byte, whether a run's open must refuse it too)
+    let cases: [(&str, usize, u8, bool); 5] = [
+        ("tokens.bin", 101, 0xff, true),     // the high byte of a u16 id: id >= 65280, past the 8k vocabulary
+        ("sentences.bin", 8 * 3 + 5, 0x40, true), // an offset far past the token count
+        ("docs.bin", 8 * 4 + 6, 0x7f, true),      // document 1's first sentence out of range
+        ("word_starts.bin", 10, 0x00, false),     // word starts lost: structure fine, checksum not
+        ("docs.bin", 8 * 4 * 3 + 8 * 3, 0x01, false), // a document's end line: only the checksum
+    ];
+    for (array, at, byte, structural) in cases {
+        let path = prep.join("train").join(array);
+        let mut bytes = pristine.iter().find(|(a, _)| a == array).unwrap().1.clone();
+        assert_ne!(bytes[at], byte, "{array}: the flip changes a byte");
+        bytes[at] = byte;
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, _, err) = run_cli(&["data", "verify", prep.to_str().unwrap()]);
+        assert_eq!(code, 1, "{array}: {err}");
+        assert!(err.contains(array) && err.contains("damaged"), "{array}: {err}");
+        let (code, _, err) = run_cli(&["check", cfg.to_str().unwrap(), "--set", &use_prepared(&prep), "--set", "data.eval=[]"]);
+        if structural {
+            assert!(code != 0 && err.contains(array) && err.contains("damaged") && !err.contains("panicked") && !err.contains("internal error"), "{array}: {err}");
+        }
+        let (code, out, err) = prepare(&cfg, &prep, 2, &sets);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains("up to date"), "{array}: a damaged folder is rebuilt: {out}");
+        assert_eq!(run_cli(&["data", "verify", prep.to_str().unwrap()]).0, 0, "{array}: repaired");
+    }
+}

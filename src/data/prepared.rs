@@ -116,7 +116,15 @@ pub struct SplitManifest {
     pub sentences: u64,
     /// Tokens after tokenization, special tokens excluded.
     pub tokens: u64,
+    /// SHA-256 of each array file (`tokens.bin`, ...): what `data prepare` and `data verify`
+    /// check, so a damaged folder is rebuilt, never declared up to date. Absent in folders of
+    /// earlier versions (prepared again).
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
+
+/// The array files of a split.
+const ARRAYS: [&str; 4] = ["tokens.bin", "word_starts.bin", "sentences.bin", "docs.bin"];
 
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,11 +223,14 @@ pub struct PreparedSplit {
 }
 
 impl PreparedSplit {
-    /// Maps the split in `dir` described by `manifest`, checking the arrays' sizes.
+    /// Maps the split in `dir` described by `manifest`, checking the arrays' sizes and, in one
+    /// pass over them, what would crash a run later: every token id below `vocab`, sentence
+    /// offsets from 0 to the token count and never decreasing, documents' first sentences
+    /// never decreasing and in range, each document's end not before its start.
     ///
     /// # Errors
-    /// [`PreparedError`] when a file is missing or its size disagrees with the manifest.
-    pub fn open(dir: &Path, manifest: SplitManifest, token_bytes: u8) -> Result<Self, PreparedError> {
+    /// [`PreparedError::Invalid`] naming the array and what is wrong.
+    pub fn open(dir: &Path, manifest: SplitManifest, token_bytes: u8, vocab: usize) -> Result<Self, PreparedError> {
         let open = |name: &str| Mapped::open(&dir.join(name));
         let split = PreparedSplit {
             dir: dir.to_owned(),
@@ -243,7 +254,39 @@ impl PreparedSplit {
                 return Err(PreparedError::Invalid { path: dir.join(name), message: format!("{have} bytes where the manifest implies {want}: the dataset is damaged; prepare it again") });
             }
         }
+        split.check_structure(vocab)?;
         Ok(split)
+    }
+
+    /// The checks of [`PreparedSplit::open`] past the sizes.
+    fn check_structure(&self, vocab: usize) -> Result<(), PreparedError> {
+        let m = &self.manifest;
+        let damaged = |name: &str, message: String| PreparedError::Invalid { path: self.dir.join(name), message: format!("{message}: the dataset is damaged; run `pretune data prepare` again") };
+        if let Some(i) = (0..m.tokens as usize).find(|&i| self.token(i) as usize >= vocab) {
+            return Err(damaged("tokens.bin", format!("token {i} has id {} but the vocabulary has {vocab}", self.token(i))));
+        }
+        let mut prev = 0;
+        for i in 0..=m.sentences as usize {
+            let at = self.sentences.u64_at(i);
+            if at < prev || at > m.tokens || (i == 0 && at != 0) || (i == m.sentences as usize && at != m.tokens) {
+                return Err(damaged("sentences.bin", format!("sentence offset {i} is {at} (after {prev}; {} tokens)", m.tokens)));
+            }
+            prev = at;
+        }
+        let mut prev = 0;
+        for i in 0..m.docs {
+            let d = self.doc(i);
+            if d.first_sentence < prev || d.first_sentence > m.sentences || d.end < d.offset {
+                return Err(damaged("docs.bin", format!("document {i} starts at sentence {} (after {prev}; {} sentences), bytes {}..{}", d.first_sentence, m.sentences, d.offset, d.end)));
+            }
+            prev = d.first_sentence;
+        }
+        for (f, file) in m.files.iter().enumerate() {
+            if file.first_doc.checked_add(file.docs).is_none_or(|end| end > m.docs) {
+                return Err(damaged("manifest.json", format!("file {f} claims documents {}..+{} of {}", file.first_doc, file.docs, m.docs)));
+            }
+        }
+        Ok(())
     }
 
     /// The source file's index, by the path the manifest records.
@@ -406,7 +449,7 @@ impl PreparedData {
             }
         }
         let open = |name: &str| -> Result<Option<Arc<PreparedSplit>>, PreparedError> {
-            manifest.splits.get(name).map(|m| PreparedSplit::open(&root.join(name), m.clone(), manifest.token_bytes).map(Arc::new)).transpose()
+            manifest.splits.get(name).map(|m| PreparedSplit::open(&root.join(name), m.clone(), manifest.token_bytes, tokenizer.vocab_size()).map(Arc::new)).transpose()
         };
         let train = open("train")?.ok_or_else(|| PreparedError::Invalid { path: root.to_owned(), message: "the manifest has no train split".into() })?;
         let eval = open("eval")?;
@@ -417,6 +460,31 @@ impl PreparedData {
     pub fn spans(split: &PreparedSplit) -> Vec<FileSpan> {
         split.manifest.files.iter().map(|f| FileSpan { path: f.path.clone(), format: f.format, start: 0, start_line: 1, end: None }).collect()
     }
+}
+
+/// Checks a prepared folder whole: the manifest, every array's SHA-256 against it, and each
+/// split's structure ([`PreparedSplit::open`]'s checks, against the manifest's vocabulary).
+/// What `pretune data verify` and `data prepare` run; a run opening the folder checks only the
+/// structure (the checksums read every byte).
+///
+/// # Errors
+/// [`PreparedError::Invalid`] naming the first damaged file.
+pub fn verify(root: &Path) -> Result<Manifest, PreparedError> {
+    let m = read_manifest(root)?;
+    for (name, split) in &m.splits {
+        let dir = root.join(name);
+        for a in ARRAYS {
+            let Some(want) = split.sha256.get(a) else {
+                return Err(PreparedError::Invalid { path: dir.join(a), message: "the manifest records no checksum for it (an earlier version's dataset): prepare it again".into() });
+            };
+            let have = sha256_file(&dir.join(a))?;
+            if &have != want {
+                return Err(PreparedError::Invalid { path: dir.join(a), message: format!("sha256 {have} where the manifest records {want}: the dataset is damaged; run `pretune data prepare` again") });
+            }
+        }
+        PreparedSplit::open(&dir, split.clone(), m.token_bytes, m.tokenizer.vocab_size)?;
+    }
+    Ok(m)
 }
 
 /// Whether `dir` is a prepared dataset folder (it has a manifest).
@@ -577,7 +645,7 @@ fn up_to_date(root: &Path, input: &PrepareInput) -> Option<Manifest> {
                     })
             })
         });
-    let complete = m.splits.iter().all(|(name, split)| PreparedSplit::open(&root.join(name), split.clone(), m.token_bytes).is_ok());
+    let complete = verify(root).is_ok();
     (same_tokenizer && same_read && same_sources && complete).then_some(m)
 }
 
@@ -624,7 +692,8 @@ pub fn prepare(root: &Path, input: &PrepareInput, mut progress: impl FnMut(&str,
             bad_records.extend(skipped.into_iter().take(room));
         }
         let (docs, sentences, tokens) = writer.finish()?;
-        splits.insert(name.clone(), SplitManifest { files, docs, sentences, tokens });
+        let sha256 = ARRAYS.iter().map(|a| Ok((a.to_string(), sha256_file(&dir.join(a))?))).collect::<Result<_, PreparedError>>()?;
+        splits.insert(name.clone(), SplitManifest { files, docs, sentences, tokens, sha256 });
     }
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
