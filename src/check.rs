@@ -60,21 +60,18 @@ fn cuda_backend() -> String {
     }
 }
 
-/// Checks what a run needs beyond the plan; every problem at once.
+/// Checks what a run needs beyond the plan; every problem at once. `nproc`: the local ranks
+/// of a launch (each needs its own metrics port).
 ///
 /// # Errors
 /// One line per problem, each starting with its key path.
-pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
-    let mut problems = Vec::new();
-    let out = &plan.config.run.out_dir;
-    if let Err(e) = writable(out) {
-        problems.push(format!("run.out_dir: {} is not writable: {e}", out.display()));
-    }
-    for (key, addr) in [("metrics.listen", plan.metrics_addr), ("control.listen", plan.control_addr)] {
-        if let Some(a) = addr {
-            if let Err(e) = std::net::TcpListener::bind(a) {
-                problems.push(format!("{key}: cannot listen on {a}: {e}"));
-            }
+pub fn check(plan: &RunPlan, nproc: usize) -> Result<CheckReport, Vec<String>> {
+    let mut problems = out_dir_problems(&plan.config.run.out_dir);
+    let metrics = plan.metrics_addr.map(|a| (0..nproc.max(1)).filter_map(move |r| a.port().checked_add(r as u16).map(|p| std::net::SocketAddr::new(a.ip(), p)))).into_iter().flatten();
+    let control = plan.control_addr.into_iter();
+    for (key, a) in metrics.map(|a| ("metrics.listen", a)).chain(control.map(|a| ("control.listen", a))) {
+        if let Err(e) = std::net::TcpListener::bind(a) {
+            problems.push(format!("{key}: cannot listen on {a}: {e}"));
         }
     }
     let objective = plan.objective();
@@ -94,6 +91,14 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
             }
         }
     };
+    if let Some(free) = free_bytes(&plan.config.run.out_dir) {
+        // A checkpoint holds the weights and AdamW's two moments (fp32), and the previous one
+        // stays until the new one is complete.
+        let need = 2 * 3 * 4 * parameters.max(0) as u64;
+        if free < need {
+            problems.push(format!("run.out_dir: {} MB free where two checkpoints take {} MB", free >> 20, need >> 20));
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -115,6 +120,39 @@ pub fn check(plan: &RunPlan) -> Result<CheckReport, Vec<String>> {
         outcome => outcome.to_string(),
     };
     Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe() })
+}
+
+/// What would stop a run at its output folder: not writable, in use by a live run, or a
+/// `checkpoints` that is not a folder.
+fn out_dir_problems(out: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = writable(out) {
+        problems.push(format!("run.out_dir: {} is not writable: {e}", out.display()));
+    }
+    let ckpt = out.join("checkpoints");
+    if ckpt.exists() && !ckpt.is_dir() {
+        problems.push(format!("run.out_dir: {} is not a folder (checkpoints go there)", ckpt.display()));
+    }
+    if out.join(".lock").exists() {
+        if let Err(e) = crate::actors::FolderLock::acquire(out) {
+            problems.push(format!("run.out_dir: {}", crate::error_chain(&e)));
+        }
+    }
+    problems
+}
+
+/// Bytes free to an unprivileged writer on the file system of `dir` (or its nearest existing
+/// ancestor).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    while !at.exists() {
+        at = at.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    }
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct we own from a NUL-terminated path.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does

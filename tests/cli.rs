@@ -443,3 +443,49 @@ fn sigterm_ends_a_metrics_linger_at_once() {
     let status = crate::util::wait_bounded(&mut child.0, Duration::from_secs(30));
     assert!(status.success() && t0.elapsed() < Duration::from_secs(10), "{status:?} after {:?}", t0.elapsed());
 }
+
+/// `pretune check` finds what would stop a run at its output folder and ports: a
+/// `checkpoints` that is a file, a folder a live run holds, a per-rank metrics port taken (with
+/// `--nproc`), and a disk without room for two checkpoints (a 1 MB tmpfs; skipped with a
+/// reason where mounting is not allowed).
+#[test]
+fn check_finds_output_folder_and_port_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("checkpoints"), b"not a folder").unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check".to_string(), cfg.display().to_string(), "--set".into(), format!("run.out_dir=\"{}\"", out.display())];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, _, err) = check(&["--set", "metrics.listen=\"\""]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("checkpoints") && err.contains("is not a folder"), "{err}");
+    std::fs::remove_file(out.join("checkpoints")).unwrap();
+
+    let held = pretune::actors::FolderLock::acquire(&out).unwrap();
+    let (code, _, err) = check(&["--set", "metrics.listen=\"\""]);
+    assert!(code == 2 && err.contains(&format!("in use by pid {}", std::process::id())), "{err}");
+    drop(held);
+
+    let port = free_port();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
+    let listen = format!("metrics.listen=\"127.0.0.1:{port}\"");
+    assert_eq!(check(&["--set", &listen]).0, 0, "one process needs only the first port");
+    let (code, _, err) = check(&["--set", &listen, "--nproc", "2"]);
+    assert!(code == 2 && err.contains(&format!("metrics.listen: cannot listen on 127.0.0.1:{}", port + 1)), "{err}");
+    drop(taken);
+
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", small.to_str().unwrap()]).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped the full-disk case: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let (code, _, err) = run_cli(&["check", cfg.to_str().unwrap(), "--set", &format!("run.out_dir=\"{}\"", small.join("run").display()), "--set", "metrics.listen=\"\""]);
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(code == 2 && err.contains("MB free where two checkpoints take"), "{err}");
+}

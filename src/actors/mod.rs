@@ -39,6 +39,7 @@ use events::SharedError;
 
 pub use data_plane::{eval_data, eval_data_with, DataPlane};
 pub use pipeline::Pipeline;
+pub use run_dir::FolderLock;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
