@@ -3,8 +3,6 @@
 //! checkpoint are in), on Ctrl-C (graceful: the Trainer checkpoints first; a second Ctrl-C
 //! exits at once), or on the first failure.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient};
@@ -39,8 +37,8 @@ pub struct Outcome {
 /// early stopping by the monitored metric, commands to the Trainer, signals, the run's end.
 pub struct Coordinator {
     stop: StopFlag,
-    /// `OUT/events.jsonl`; flushed on every event so a crash loses at most one line.
-    events: BufWriter<File>,
+    /// `OUT/events.jsonl`, a whole line or nothing per record.
+    events: super::event_log::EventLog,
     progress: Progress,
     outcome: Option<Outcome>,
     /// Results still owed by the Evaluator and Checkpointer once the Trainer is done.
@@ -121,7 +119,7 @@ impl Coordinator {
     /// When `events.jsonl` cannot be created.
     pub fn new(out_dir: &Path, stop: StopFlag, progress: Progress, done: oneshot::Sender<Outcome>, monitor: Monitor) -> std::io::Result<Self> {
         // Appended to, so a resumed run continues the same log.
-        let events = BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(out_dir.join("events.jsonl"))?);
+        let events = super::event_log::EventLog::open(&out_dir.join("events.jsonl"))?;
         Ok(Coordinator {
             stop,
             events,
@@ -158,8 +156,8 @@ impl Coordinator {
     fn log(&mut self, r: &Record) {
         match serde_json::to_string(r) {
             Ok(line) => {
-                if let Err(e) = writeln!(self.events, "{line}").and_then(|_| self.events.flush()) {
-                    tracing::warn!(error = %e, "cannot append to events.jsonl");
+                if let Err(e) = self.events.append(&line) {
+                    tracing::warn!(error = %e, failures = self.events.failures, "cannot append to events.jsonl (the record is lost, the log stays whole)");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot serialize an event record"),
@@ -188,7 +186,6 @@ impl Coordinator {
     fn finish(&mut self) {
         let Some(outcome) = self.outcome.take() else { return };
         self.progress.finish();
-        let _ = self.events.flush();
         if let Some(done) = self.done.take() {
             let _ = done.send(outcome);
         }

@@ -24,6 +24,7 @@ pub mod stage;
 pub mod trainer;
 mod data_plane;
 mod pipeline;
+mod event_log;
 mod run_dir;
 
 use std::path::PathBuf;

@@ -52,6 +52,8 @@ pub const CHECKPOINT_FAILURES: &str = "pretune_checkpoint_failures_total";
 /// Evaluations since the monitored metric last improved, by `phase` and `metric` (the count
 /// early stopping uses, exported with or without patience).
 pub const EVALS_SINCE_BEST: &str = "pretune_evals_since_best";
+/// `events.jsonl` records that could not be written (a full disk): lost, never torn.
+pub const EVENTS_WRITE_ERRORS: &str = "pretune_events_write_errors_total";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -88,6 +90,7 @@ pub fn describe_all() {
     describe_gauge!(WORLD_SIZE, Unit::Count, "Processes in the run.");
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint writes that failed.");
     describe_gauge!(EVALS_SINCE_BEST, Unit::Count, "Evaluations since the monitored metric last improved.");
+    describe_counter!(EVENTS_WRITE_ERRORS, Unit::Count, "events.jsonl records that could not be written (lost whole, never torn).");
 }
 
 /// Sets `pretune_build_info{version, tch_version, libtorch_version} 1`.
