@@ -67,6 +67,7 @@ mod ffi;
 pub mod failpoint;
 pub mod files;
 pub mod generate;
+pub mod guard;
 pub mod init;
 pub mod export;
 pub mod malloc;

@@ -489,3 +489,32 @@ fn check_finds_output_folder_and_port_problems() {
     let _ = Command::new("umount").arg(&small).status();
     assert!(code == 2 && err.contains("MB free where two checkpoints take"), "{err}");
 }
+
+/// A step that cannot allocate (an address-space limit, as a machine without the memory would
+/// give) ends the run with what ran out and what to change, exit 1, never "internal error";
+/// the checkpoint of the run it resumed stays intact.
+#[test]
+fn out_of_memory_in_a_step_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let (code, _, err) = run_cli(&["train", cfg.to_str().unwrap(), "--set", "train.max_steps=2", "--set", "data.eval=[]", "--set", "metrics.listen=\"\""]);
+    assert_eq!(code, 0, "{err}");
+    let latest = dir.path().join("run/checkpoints/step-00000002");
+    let mut cmd = Command::new(bin());
+    cmd.args(["train", cfg.to_str().unwrap(), "--resume", "auto", "--set", "train.max_steps=4", "--set", "data.eval=[]", "--set", "metrics.listen=\"\"", "--set", "train.batch_size=4096", "--set", "train.max_seq_len=64", "--set", "pipeline.masker_workers=1"]);
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 4 << 30, rlim_max: 4 << 30 };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let (status, _, err) = crate::util::Drained::adopt(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).output(Duration::from_secs(180));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("out of memory at step 3") && err.contains("4096 rows") && err.contains("train.batch_size"), "{err}");
+    no_panic(&err);
+    assert!(!err.contains("internal error"), "{err}");
+    pretune::checkpoint::CheckpointStore::verify(&latest).unwrap();
+}

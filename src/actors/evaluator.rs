@@ -99,6 +99,24 @@ impl Evaluator {
     }
 }
 
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The held-out data could not be read.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// libtorch failed evaluating (out of memory, most likely).
+    #[error("evaluation at step {step} failed{}: {message}", if *out_of_memory { " for lack of memory (lower train.batch_size or data.eval_batches)" } else { "" })]
+    Libtorch {
+        /// The step evaluated.
+        step: u64,
+        /// Whether an allocation failed.
+        out_of_memory: bool,
+        /// libtorch's message.
+        message: String,
+    },
+}
+
 impl Actor for Evaluator {
     type Context = SyncContext<Self>;
 }
@@ -108,7 +126,8 @@ impl Handler<Evaluate> for Evaluator {
 
     fn handle(&mut self, msg: Evaluate, _: &mut SyncContext<Self>) {
         tch::set_num_threads(msg.threads.max(1) as i32);
-        let result = (|| -> Result<_, StreamError> {
+        let step = msg.step;
+        let result = (|| -> Result<_, EvalError> {
             if self.batches.is_none() {
                 self.batches = Some(self.data.build()?);
             }
@@ -119,7 +138,8 @@ impl Handler<Evaluate> for Evaluator {
                     }
                 }
             });
-            Ok(self.model.evaluate(self.batches.as_deref().unwrap_or_default(), self.vs.device()))
+            let (model, batches, device) = (&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device());
+            crate::guard::guarded(|| model.evaluate(batches, device)).map_err(|message| EvalError::Libtorch { step, out_of_memory: crate::guard::is_out_of_memory(&message), message })
         })();
         if let Ok(m) = &result {
             let _ = self.results.try_send((msg.step, m.clone()));

@@ -197,6 +197,28 @@ pub enum TrainerError {
         /// Policy in force.
         policy: &'static str,
     },
+    /// A step could not allocate: what ran out, and what to change.
+    #[error("out of memory at step {step} (a batch of {rows} rows × {seq_len} tokens on {device}): lower train.batch_size (raise train.grad_accum to keep the global batch) or train.max_seq_len; the last checkpoint is intact ({message})")]
+    OutOfMemory {
+        /// The update that failed.
+        step: u64,
+        /// Rows of its largest micro-batch.
+        rows: usize,
+        /// Their padded length.
+        seq_len: usize,
+        /// `cpu`, `cuda:0`, ...
+        device: String,
+        /// libtorch's message.
+        message: String,
+    },
+    /// libtorch failed inside a step for another reason.
+    #[error("libtorch failed at step {step}: {message}")]
+    Libtorch {
+        /// The update that failed.
+        step: u64,
+        /// libtorch's message.
+        message: String,
+    },
     /// The weights went non-finite: no checkpoint is written with them.
     #[error("weights are not finite at step {0}: refusing to write a checkpoint")]
     NonFiniteWeights(u64),
@@ -364,7 +386,11 @@ impl Trainer {
             return Ok(Next::Stop);
         }
         let t0 = Instant::now();
-        let result = self.state.train_step(&lp.micro, stopping, self.rules.grad_accum > 1)?;
+        let accumulating = self.rules.grad_accum > 1;
+        let result = match crate::guard::guarded(|| self.state.train_step(&lp.micro, stopping, accumulating)) {
+            Ok(r) => r?,
+            Err(message) => return Err(self.step_failure(&lp.micro, message)),
+        };
         lp.m.step_seconds.record(t0.elapsed().as_secs_f64());
         let out = match result {
             StepResult::Stopped => {
@@ -610,6 +636,24 @@ impl Trainer {
             totals.checkpoints_requested += 1;
         }
         Ok(true)
+    }
+}
+
+impl Trainer {
+    /// The typed error of a step libtorch failed in.
+    fn step_failure(&self, micro: &[HostBatch], message: String) -> TrainerError {
+        let step = self.state.step + 1;
+        if !crate::guard::is_out_of_memory(&message) {
+            return TrainerError::Libtorch { step, message };
+        }
+        let largest = micro.iter().max_by_key(|b| b.batch_size * b.seq_len);
+        TrainerError::OutOfMemory {
+            step,
+            rows: largest.map_or(0, |b| b.batch_size),
+            seq_len: largest.map_or(0, |b| b.seq_len),
+            device: format!("{:?}", self.state.vs.device()).to_lowercase(),
+            message,
+        }
     }
 }
 

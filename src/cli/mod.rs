@@ -171,6 +171,10 @@ static OUT_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A guarded libtorch call (the training step) turns its panic into a typed error.
+        if pretune::guard::in_guarded() {
+            return;
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
             default(info);
         }
