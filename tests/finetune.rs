@@ -617,4 +617,8 @@ fn non_finite_regression_targets_are_bad_records() {
     assert!(s.best_checkpoint.is_some());
     let e = pretune::plan::load_and_resolve(&cfg, &["data.on_error=\"fail\"".into()]).err().unwrap().to_string();
     assert!(e.contains("train.jsonl:4") && e.contains("`NaN`"), "{e}");
+    // The same through the binary: exit 2, the file and line named, nothing trained.
+    let (code, _, err) = crate::util::run_cli(&["train", cfg.to_str().unwrap(), "--set", "data.on_error=\"fail\""]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("train.jsonl:4") && err.contains("`NaN` is not a finite number"), "{err}");
 }
