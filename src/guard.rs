@@ -15,11 +15,26 @@ pub fn in_guarded() -> bool {
     GUARDED.with(Cell::get)
 }
 
-/// Runs `f`; a panic inside it comes back as `Err(message)`.
+/// A panic inside a guarded call: libtorch's message (its C++ frames cut).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// What libtorch (or the wrapper) said.
+    pub message: String,
+}
+
+impl Failed {
+    /// Whether libtorch's message says an allocation failed (CPU or CUDA).
+    pub fn is_out_of_memory(&self) -> bool {
+        is_out_of_memory(&self.message)
+    }
+}
+
+/// Runs `f`; a panic inside it comes back as [`Failed`].
 ///
 /// # Errors
-/// The panic's message, libtorch's C++ frames cut.
-pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+/// [`Failed`] with the panic's message, libtorch's C++ frames cut.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failed> {
     let outer = GUARDED.with(|g| g.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(outer));
@@ -28,12 +43,12 @@ pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         // tch's `Result::unwrap` message: `called ... on an Err value: Torch("...")`.
         let inner = message.split_once("Torch(\"").map_or(message.as_str(), |(_, rest)| rest.trim_end_matches("\")"));
         let inner = inner.replace("\\n", "\n");
-        crate::ffi::without_cpp_frames(&inner)
+        Failed { message: crate::ffi::without_cpp_frames(&inner) }
     })
 }
 
 /// Whether libtorch's message says an allocation failed (CPU or CUDA).
-pub fn is_out_of_memory(message: &str) -> bool {
+fn is_out_of_memory(message: &str) -> bool {
     ["can't allocate memory", "CUDA out of memory", "out of memory", "OutOfMemoryError"].iter().any(|p| message.contains(p))
 }
 
@@ -44,8 +59,8 @@ mod tests {
     #[test]
     fn a_panic_inside_becomes_an_error_and_outside_nothing_changes() {
         let e = guarded(|| -> () { panic!("called `Result::unwrap()` on an `Err` value: Torch(\"[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 272448000 bytes.\\nframe #0: c10::ThrowEnforceNotMet\")") }).unwrap_err();
-        assert_eq!(e, "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 272448000 bytes.");
-        assert!(is_out_of_memory(&e));
+        assert_eq!(e.message, "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 272448000 bytes.");
+        assert!(e.is_out_of_memory());
         assert!(!in_guarded());
         assert_eq!(guarded(|| 7), Ok(7));
     }

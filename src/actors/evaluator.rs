@@ -139,7 +139,7 @@ impl Handler<Evaluate> for Evaluator {
                 }
             });
             let (model, batches, device) = (&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device());
-            crate::guard::guarded(|| model.evaluate(batches, device)).map_err(|message| EvalError::Libtorch { step, out_of_memory: crate::guard::is_out_of_memory(&message), message })
+            crate::guard::guarded(|| model.evaluate(batches, device)).map_err(|f| EvalError::Libtorch { step, out_of_memory: f.is_out_of_memory(), message: f.message })
         })();
         if let Ok(m) = &result {
             let _ = self.results.try_send((msg.step, m.clone()));

@@ -389,7 +389,7 @@ impl Trainer {
         let accumulating = self.rules.grad_accum > 1;
         let result = match crate::guard::guarded(|| self.state.train_step(&lp.micro, stopping, accumulating)) {
             Ok(r) => r?,
-            Err(message) => return Err(self.step_failure(&lp.micro, message)),
+            Err(failed) => return Err(self.step_failure(&lp.micro, failed)),
         };
         lp.m.step_seconds.record(t0.elapsed().as_secs_f64());
         let out = match result {
@@ -641,9 +641,11 @@ impl Trainer {
 
 impl Trainer {
     /// The typed error of a step libtorch failed in.
-    fn step_failure(&self, micro: &[HostBatch], message: String) -> TrainerError {
+    fn step_failure(&self, micro: &[HostBatch], failed: crate::guard::Failed) -> TrainerError {
         let step = self.state.step + 1;
-        if !crate::guard::is_out_of_memory(&message) {
+        let out_of_memory = failed.is_out_of_memory();
+        let message = failed.message;
+        if !out_of_memory {
             return TrainerError::Libtorch { step, message };
         }
         let largest = micro.iter().max_by_key(|b| b.batch_size * b.seq_len);

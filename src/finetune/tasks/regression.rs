@@ -53,9 +53,9 @@ impl Task for Regression {
                 Split::Predict => 0.0,
                 _ => match finite_target(&r.label) {
                     Ok(t) => t,
-                    Err(message) => {
+                    Err(e) => {
                         // Counted and skipped, or fatal, by `data.on_error`.
-                        bad.judge(&r.path, r.line, "bad_target", message)?;
+                        bad.judge(&r.path, r.line, "bad_target", e.to_string())?;
                         continue;
                     }
                 },
@@ -158,16 +158,27 @@ impl Predictor for ScoreLines {
             .collect()
     }
 }
+/// A regression label that cannot be a target.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadTarget {
+    /// Not a number at all.
+    #[error("regression label `{0}` is not a number")]
+    NotANumber(String),
+    /// `NaN`, an infinity, or past f32's range.
+    #[error("regression label `{0}` is not a finite number within f32's range")]
+    NotFinite(String),
+}
+
 /// A regression target: a finite number that fits an f32 (`NaN`, `inf` and `1e39` would
 /// make every batch holding them a skipped non-finite update, and every evaluation `inf`).
 ///
 /// # Errors
-/// What is wrong with the label, for the bad-record message.
-pub fn finite_target(label: &str) -> Result<f32, String> {
-    let v: f64 = label.trim().parse().map_err(|_| format!("regression label `{label}` is not a number"))?;
+/// [`BadTarget`], for the bad-record message.
+pub fn finite_target(label: &str) -> Result<f32, BadTarget> {
+    let v: f64 = label.trim().parse().map_err(|_| BadTarget::NotANumber(label.to_owned()))?;
     let t = v as f32;
     if !t.is_finite() {
-        return Err(format!("regression label `{label}` is not a finite number within f32's range"));
+        return Err(BadTarget::NotFinite(label.to_owned()));
     }
     Ok(t)
 }
@@ -184,6 +195,7 @@ mod tests {
         for bad in ["NaN", "nan", "inf", "-Infinity", "1e39", "-3.5e38", "", "x"] {
             assert!(finite_target(bad).is_err(), "{bad}");
         }
-        assert!(finite_target("1e39").unwrap_err().contains("finite"));
+        assert_eq!(finite_target("1e39"), Err(BadTarget::NotFinite("1e39".into())));
+        assert_eq!(finite_target("x"), Err(BadTarget::NotANumber("x".into())));
     }
 }
