@@ -147,6 +147,30 @@ pub fn read_texts(path: &Path, fields: &Fields) -> Result<Vec<ClsRecord>, TaskDa
     read_records(path, fields, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut skipped })
 }
 
+/// The JSON values of a JSONL file's lines with their 1-based line numbers, blank lines
+/// skipped; a line that is not UTF-8 or not JSON is judged by `bad` (counted and skipped, or
+/// the error) — the one place every JSONL reader of labelled data gets this from.
+///
+/// # Errors
+/// A bad line under `fail`.
+pub(crate) fn jsonl_values(path: &Path, bytes: &[u8], bad: &mut BadRecords) -> Result<Vec<(u64, serde_json::Value)>, TaskDataError> {
+    let mut out = Vec::new();
+    for (line, raw) in byte_lines(bytes) {
+        let Ok(l) = std::str::from_utf8(raw) else {
+            bad.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
+            continue;
+        };
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(v) => out.push((line, v)),
+            Err(e) => bad.judge(path, line, "bad_json", format!("bad JSON: {e}"))?,
+        }
+    }
+    Ok(out)
+}
+
 /// Lines of a file as bytes (`\r\n` or `\n`), numbered from 1.
 pub(crate) fn byte_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     bytes.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
@@ -184,21 +208,7 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool, bad_records: &mu
         }
     } else {
         let bytes = std::fs::read(path).map_err(FileError::at(path))?;
-        for (line, raw) in byte_lines(&bytes) {
-            let Ok(l) = std::str::from_utf8(raw) else {
-                bad_records.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
-                continue;
-            };
-            if l.trim().is_empty() {
-                continue;
-            }
-            let v: serde_json::Value = match serde_json::from_str(l) {
-                Ok(v) => v,
-                Err(e) => {
-                    bad_records.judge(path, line, "bad_json", format!("bad JSON: {e}"))?;
-                    continue;
-                }
-            };
+        for (line, v) in jsonl_values(path, &bytes, bad_records)? {
             let get = |k: &str| v.get(k).and_then(json_text);
             let Some(text) = get(&fields.text) else {
                 bad_records.judge(path, line, "missing_field", format!("no text field `{}` (a string, number or boolean)", fields.text))?;

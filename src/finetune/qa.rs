@@ -105,23 +105,7 @@ pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<Q
             }
         }
     } else {
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let line = i as u64 + 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let Ok(l) = std::str::from_utf8(raw) else {
-                bad.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
-                continue;
-            };
-            if l.trim().is_empty() {
-                continue;
-            }
-            let v: Value = match serde_json::from_str(l) {
-                Ok(v) => v,
-                Err(e) => {
-                    bad.judge(path, line, "bad_json", format!("bad JSON: {e}"))?;
-                    continue;
-                }
-            };
+        for (line, v) in super::data::jsonl_values(path, &bytes, bad)? {
             let Some(context) = v.get("context").and_then(Value::as_str) else {
                 bad.judge(path, line, "missing_field", "no `context` string".into())?;
                 continue;

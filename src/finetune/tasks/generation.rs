@@ -26,7 +26,7 @@ use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
 use crate::decode::DecodeSettings;
 use crate::files::FileError;
-use crate::finetune::data::{byte_lines, BadRecords, TaskDataError};
+use crate::finetune::data::{jsonl_values, BadRecords, TaskDataError};
 use crate::finetune::metrics::SquadScore;
 use crate::finetune::rouge::RougeTotals;
 use crate::masking::glm::GlmIds;
@@ -90,21 +90,7 @@ pub struct PairRecord {
 pub fn read_pairs(path: &Path, source: &str, target: &str, need_target: bool, bad: &mut BadRecords) -> Result<Vec<PairRecord>, TaskDataError> {
     let bytes = std::fs::read(path).map_err(FileError::at(path))?;
     let mut out = Vec::new();
-    for (line, raw) in byte_lines(&bytes) {
-        let Ok(l) = std::str::from_utf8(raw) else {
-            bad.judge(path, line, "invalid_utf8", "not valid UTF-8".into())?;
-            continue;
-        };
-        if l.trim().is_empty() {
-            continue;
-        }
-        let v: Value = match serde_json::from_str(l) {
-            Ok(v) => v,
-            Err(e) => {
-                bad.judge(path, line, "bad_json", format!("bad JSON: {e}"))?;
-                continue;
-            }
-        };
+    for (line, v) in jsonl_values(path, &bytes, bad)? {
         let Some(src) = v.get(source).and_then(Value::as_str) else {
             bad.judge(path, line, "missing_field", format!("no source field `{source}` (a string)"))?;
             continue;
