@@ -145,26 +145,25 @@ fn out_dir_problems(out: &Path) -> Vec<String> {
 /// ancestor).
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let mut at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    while !at.exists() {
-        at = at.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    }
-    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).ok()?;
+    let c = std::ffi::CString::new(existing_ancestor(dir).as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs fills the struct we own from a NUL-terminated path.
     (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// `dir`, or its nearest ancestor that exists (`.` at the top of a relative path).
+fn existing_ancestor(dir: &Path) -> &Path {
+    let mut at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    while !at.exists() {
+        at = at.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    }
+    at
+}
+
 /// Writes and removes a probe file in `dir`, or in its nearest existing ancestor when it does
 /// not exist yet (a check creates nothing).
 fn writable(dir: &Path) -> std::io::Result<()> {
-    let mut at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    while !at.exists() {
-        at = match at.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-    }
+    let at = existing_ancestor(dir);
     if !at.is_dir() {
         return Err(std::io::Error::other(format!("{} is not a folder", at.display())));
     }

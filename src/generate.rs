@@ -223,13 +223,14 @@ struct Line {
 fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<Line>, GenerateError> {
     let bytes = std::fs::read(path).map_err(FileError::at(path))?;
     let mut out = Vec::new();
-    for (line, raw) in crate::finetune::data::byte_lines(&bytes) {
+    // Every line must be readable: an input to fill is never skipped quietly.
+    let mut fail = crate::finetune::data::BadRecords { policy: crate::config::BadRecordPolicy::Fail, skipped: &mut Vec::new() };
+    let values = crate::finetune::data::jsonl_values(path, &bytes, &mut fail).map_err(|e| match e {
+        crate::finetune::data::TaskDataError::Record { path, line, message } => GenerateError::Line { path, line, message },
+        other => GenerateError::Line { path: path.to_owned(), line: 0, message: crate::error_chain(&other) },
+    })?;
+    for (line, v) in values {
         let bad = |message: String| GenerateError::Line { path: path.to_owned(), line, message };
-        let l = std::str::from_utf8(raw).map_err(|_| bad("not valid UTF-8".into()))?;
-        if l.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(l).map_err(|e| bad(format!("bad JSON: {e}")))?;
         let text = v.get("text").and_then(Value::as_str).ok_or_else(|| bad("no `text` field (a string)".into()))?;
         let parsed = BlankText::parse(text);
         if parsed.blanks.is_empty() {

@@ -407,14 +407,7 @@ impl Task for Cloze {
     /// Cloze adds no weights: every variable must come from the starting point (a BERT
     /// without its MLM head, such as a sentence-embedding model, cannot fill blanks).
     fn check_start(&self, missing: &[String]) -> Result<(), crate::objective::IncompleteStart> {
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(crate::objective::IncompleteStart {
-            reason: "cloze fine-tuning reuses the pre-trained output layer".into(),
-            missing: missing.to_vec(),
-            instead: "start from an MLM or GLM pre-training checkpoint, or a BertForMaskedLM / BertForPreTraining folder".into(),
-        })
+        super::all_weights_from_start(missing, "cloze fine-tuning reuses the pre-trained output layer", "start from an MLM or GLM pre-training checkpoint, or a BertForMaskedLM / BertForPreTraining folder")
     }
 }
 

@@ -280,14 +280,7 @@ impl Task for Generation {
 
     /// Generation adds no weights: the pre-trained GLM's output layer generates.
     fn check_start(&self, missing: &[String]) -> Result<(), crate::objective::IncompleteStart> {
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(crate::objective::IncompleteStart {
-            reason: "generation reuses the pre-trained GLM's output layer".into(),
-            missing: missing.to_vec(),
-            instead: "start from a GLM pre-training checkpoint".into(),
-        })
+        super::all_weights_from_start(missing, "generation reuses the pre-trained GLM's output layer", "start from a GLM pre-training checkpoint")
     }
 }
 

@@ -297,6 +297,18 @@ pub fn foreign_keys(kind: &TaskKind, table: &toml::Table) -> Vec<String> {
 
 // Helpers the task files share.
 
+/// The start check of a task that adds no weights (cloze, generation): every variable must
+/// come from the starting point; `reason` says what is reused, `instead` what to start from.
+///
+/// # Errors
+/// [`crate::objective::IncompleteStart`] listing what is missing.
+pub fn all_weights_from_start(missing: &[String], reason: &str, instead: &str) -> Result<(), crate::objective::IncompleteStart> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(crate::objective::IncompleteStart { reason: reason.into(), missing: missing.to_vec(), instead: instead.into() })
+}
+
 /// The first `limit` items (all when `limit` is 0): `task.max_train_examples` /
 /// `max_eval_examples`.
 pub fn first<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
