@@ -256,25 +256,31 @@ fn wait_with_timeout(child: std::process::Child, limit: Duration) -> std::proces
     std::process::Output { status, stdout: stdout.into_bytes(), stderr: stderr.into_bytes() }
 }
 
+/// `pretune launch --nproc N` (N > 1) or `pretune train` (N = 1) of the tiny config at
+/// `batch` per rank, into `out`; `extra` after the shared settings. Returns stderr.
+fn run_ranks(cfg: &Path, out: &Path, nproc: usize, batch: usize, steps: u64, resume: bool, extra: &[&str]) -> String {
+    let mut s = sets(batch, steps);
+    s.push(format!("run.out_dir=\"{}\"", out.display()));
+    s.extend(extra.iter().map(|x| x.to_string()));
+    let head = if nproc > 1 { vec!["launch".into(), "--nproc".into(), nproc.to_string(), cfg.display().to_string()] } else { vec!["train".into(), cfg.display().to_string()] };
+    let mut args = with_sets(head, &s);
+    if resume {
+        args.extend(["--resume".into(), "auto".into()]);
+    }
+    let (code, _, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    err
+}
+
 #[test]
-fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
+fn a_two_rank_run_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let launch = |out: &Path, steps: u64, resume: bool| {
-        let mut s = sets(8, steps);
-        s.push(format!("run.out_dir=\"{}\"", out.display()));
-        let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
-        if resume {
-            args.extend(["--resume".into(), "auto".into()]);
-        }
-        let (code, _, err) = run_cli(&args);
-        assert_eq!(code, 0, "{err}");
-    };
     let straight = dir.path().join("straight");
-    launch(&straight, 6, false);
+    run_ranks(&cfg, &straight, 2, 8, 6, false, &[]);
     let resumed = dir.path().join("resumed");
-    launch(&resumed, 3, false);
-    launch(&resumed, 6, true);
+    run_ranks(&cfg, &resumed, 2, 8, 3, false, &[]);
+    run_ranks(&cfg, &resumed, 2, 8, 6, true, &[]);
     let (a, b) = (weights(&latest(&straight)), weights(&latest(&resumed)));
     for (k, t) in &a {
         assert!(t.equal(&b[k]), "{k} differs after the resume");
@@ -283,15 +289,57 @@ fn a_two_rank_run_resumes_exactly_and_refuses_another_world_size() {
     for step in 4..=6 {
         assert_eq!(ea[&step], eb[&step], "step {step}");
     }
+}
 
-    // One process cannot continue a 2-rank run.
-    let mut s = sets(8, 9);
-    s.push(format!("run.out_dir=\"{}\"", resumed.display()));
-    let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &s);
+/// A checkpoint of 2 ranks × 8 continues on one process as 1 × 16, and one of 1 × 16 on two
+/// ranks as 2 × 8 (the global micro-batch kept, the config's batch_size re-split and said so):
+/// the steps after the resume equal an uninterrupted run's at the new world size, token for
+/// token, and the loss within 1e-5 (the sums over ranks are added in another order). A global
+/// batch that does not split over the new ranks is refused, naming the keys.
+#[test]
+fn a_checkpoint_resumes_on_another_world_size_at_the_same_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    run_ranks(&cfg, &two, 2, 8, 6, false, &[]);
+    run_ranks(&cfg, &one, 1, 16, 6, false, &[]);
+    let close = |reference: &Path, resumed: &Path, what: &str| {
+        let (ea, eb) = (steps(reference), steps(resumed));
+        for step in 4..=6 {
+            let ((la, ta), (lb, tb)) = (ea[&step], eb[&step]);
+            assert_eq!(ta, tb, "{what}: step {step} trained on other tokens");
+            assert!((la - lb).abs() < 1e-5, "{what}: step {step}: loss {la} vs {lb}");
+        }
+        let (wa, wb) = (weights(&latest(reference)), weights(&latest(resumed)));
+        let worst = wa.iter().map(|(k, t)| (t - &wb[k]).abs().max().double_value(&[])).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "{what}: weights differ by {worst}");
+    };
+
+    let down = dir.path().join("down");
+    run_ranks(&cfg, &down, 2, 8, 3, false, &[]);
+    let err = run_ranks(&cfg, &down, 1, 8, 6, true, &[]);
+    assert!(err.contains("resuming a 2-rank run on 1 rank(s) at its global batch of 16") && err.contains("-> 1 rank(s) × batch_size 16 × grad_accum 1"), "{err}");
+    let config = std::fs::read_to_string(down.join("config.toml")).unwrap();
+    assert!(config.contains("batch_size = 16"), "config.toml keeps the batch really used: {config}");
+    close(&one, &down, "2 ranks -> 1");
+
+    let up = dir.path().join("up");
+    run_ranks(&cfg, &up, 1, 16, 3, false, &[]);
+    run_ranks(&cfg, &up, 2, 16, 6, true, &[]);
+    close(&two, &up, "1 rank -> 2");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(latest(&up).join("state.json")).unwrap()).unwrap();
+    assert_eq!((state["world_size"].as_u64(), state["config"]["train"]["batch_size"].as_u64()), (Some(2), Some(8)));
+
+    // 1 × 5 cannot be split over two ranks.
+    let odd = dir.path().join("odd");
+    run_ranks(&cfg, &odd, 1, 5, 1, false, &["train.checkpoint_every=1"]);
+    let mut s = sets(5, 2);
+    s.push(format!("run.out_dir=\"{}\"", odd.display()));
+    let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
     args.extend(["--resume".into(), "auto".into()]);
     let (code, _, err) = run_cli(&args);
     assert_ne!(code, 0);
-    assert!(err.contains("2 rank(s)") && err.contains("WORLD_SIZE=2"), "{err}");
+    assert!(err.contains("global batch of 5") && err.contains("train.grad_accum"), "{err}");
 }
 
 /// SIGTERM to the launcher reaches every rank once; the ranks agree to stop after the same

@@ -13,7 +13,7 @@ use super::control::{Permits, StopFlag};
 use super::coordinator::{self, Coordinator, Outcome};
 use super::data_plane::{eval_data_with, spawn, DataPlane};
 use super::events::{self, SharedError};
-use super::run_dir::{find_resume_point, prepare_out_dir, start_point, summarize};
+use super::run_dir::{find_resume_point, prepare_out_dir, start_point, summarize, write_resolved_config};
 use super::trainer::{self, StartPoint};
 use super::{checkpointer, control_http, evaluator, progress, stage, torch_threads, Controller, RunError, RunSummary, SubscriberFactory};
 use crate::init::LoadReport;
@@ -99,7 +99,7 @@ struct TrainerStart {
     threads: usize,
 }
 
-fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<Box<dyn stage::DataStage>>, cpu: Arc<dyn Collator>, objective: Arc<dyn Objective>) -> Result<RunSummary, RunError> {
+fn run_pipeline(mut plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<Box<dyn stage::DataStage>>, cpu: Arc<dyn Collator>, objective: Arc<dyn Objective>) -> Result<RunSummary, RunError> {
     let monitor = objective.monitor();
     let (rank, world) = plan.dist.as_ref().map_or((0, 1), |d| (d.rank, d.world));
     // Held to the end of the run (the summary and any metrics linger included).
@@ -114,7 +114,11 @@ fn run_pipeline(plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: Vec<
     let threads = torch_threads(&plan);
     tch::set_num_threads(1);
     let (store, resume_point) = find_resume_point(&plan, &run_dir, rank)?;
-    let start = start_point(resume_point.as_ref(), world, &objective.describe(), &plan)?;
+    let batching = (plan.config.train.batch_size, plan.config.train.grad_accum);
+    let start = start_point(resume_point.as_ref(), world, &objective.describe(), &mut plan)?;
+    if batching != (plan.config.train.batch_size, plan.config.train.grad_accum) {
+        write_resolved_config(&plan, &out_dir)?;
+    }
     let stop = StopFlag::new();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
     let progress = progress::Progress::new(plan.config.train.max_steps, plan.phase().as_str());

@@ -8,6 +8,7 @@ use super::trainer::StartPoint;
 use super::{EndedBy, RunError, RunSummary};
 use crate::checkpoint::resume::choose;
 use crate::checkpoint::CheckpointStore;
+use crate::distributed::reshard::{reshard, Batching};
 use crate::plan::RunPlan;
 
 /// The run's checkpoint store and the checkpoint `--resume` picks (none without it; a warning
@@ -74,11 +75,9 @@ pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, P
     // Rank 0 owns OUT (checkpoints, events); the others log under OUT/ranks/rank-N.
     let run_dir = c.run.out_dir.clone();
     let out_dir = if rank == 0 { run_dir.clone() } else { run_dir.join("ranks").join(format!("rank-{rank}")) };
-    let out_err = |source| RunError::OutDir { path: out_dir.clone(), source };
     // Before anything is written or cleaned: another live run's files are never touched.
     let lock = FolderLock::acquire(&out_dir)?;
-    let resolved = toml::to_string(c).map_err(|e| RunError::Pipeline(format!("cannot write the resolved config: {e}")))?;
-    std::fs::write(out_dir.join("config.toml"), resolved).map_err(out_err)?;
+    write_resolved_config(plan, &out_dir)?;
     if let Some(addr) = plan.metrics_addr {
         // Every run labels its rank (0 alone), so dashboards and alerts select and group by it
         // the same way for one process and for many.
@@ -94,30 +93,63 @@ pub(super) fn prepare_out_dir(plan: &RunPlan, rank: usize) -> Result<(PathBuf, P
 }
 
 /// Where the data plane and the counters start: a resume point's, after checking it was
-/// written by a run of the same world size, model (`want`) and tokenizer, or the beginning.
-pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value, plan: &RunPlan) -> Result<StartPoint, RunError> {
+/// written by a run of the same model (`want`) and tokenizer, or the beginning. A checkpoint of
+/// another world size continues at the same global batch: the plan's `train.batch_size` /
+/// `train.grad_accum` are re-split ([`crate::distributed::reshard`]) and the change is logged.
+pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::ResumePoint>, world: usize, want: &serde_json::Value, plan: &mut RunPlan) -> Result<StartPoint, RunError> {
     let Some(rp) = resume_point else { return Ok(StartPoint::default()) };
     if let Some(reason) = crate::plan::tokenizer_mismatch(rp.state.tokenizer_sha256.as_deref(), &plan.tokenizer, &rp.dir, &plan.config.tokenizer) {
         return Err(RunError::Incompatible { dir: rp.dir.clone(), reason });
     }
-    if rp.state.world_size != world {
-        return Err(RunError::Incompatible {
-            dir: rp.dir.clone(),
-            reason: format!(
-                "it was written by a run of {} rank(s) and this run has {world}: the data shards and the global batch depend on the world size; resume with WORLD_SIZE={} (or start afresh)",
-                rp.state.world_size, rp.state.world_size
-            ),
-        });
-    }
     if rp.state.model != *want {
         return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model is {} but the config builds {}", rp.state.model, want) });
+    }
+    let mut batches = rp.state.batches_seen;
+    let mut resplit = false;
+    if rp.state.world_size != world {
+        let incompatible = |reason: String| RunError::Incompatible { dir: rp.dir.clone(), reason: format!("it was written by a run of {} rank(s) and this run has {world}: {reason}", rp.state.world_size) };
+        let saved = saved_batching(&rp.state).ok_or_else(|| incompatible(format!("its state.json does not record the batch it used; resume with WORLD_SIZE={}", rp.state.world_size)))?;
+        let t = &plan.config.train;
+        let now = Batching { world, batch: t.batch_size, accum: t.grad_accum };
+        let split = reshard(saved, now, t.group_by_length).map_err(|e| incompatible(e.to_string()))?;
+        tracing::warn!(
+            checkpoint = %rp.dir.display(),
+            "resuming a {}-rank run on {world} rank(s) at its global batch of {} sequences: {saved} -> {split}{}",
+            saved.world,
+            saved.global(),
+            if (split.batch, split.accum) == (now.batch, now.accum) { String::new() } else { format!(" (the config said batch_size {} × grad_accum {})", now.batch, now.accum) }
+        );
+        batches = split.seq_after(&saved, rp.state.batches_seen, rp.state.step);
+        plan.config.train.batch_size = split.batch;
+        plan.config.train.grad_accum = split.accum;
+        if let Some(max_steps) = plan.workload.rebatched(&plan.config, world) {
+            plan.config.train.max_steps = max_steps;
+        }
+        resplit = true;
     }
     tracing::info!(checkpoint = %rp.dir.display(), step = rp.state.step, "resuming");
     let now = serde_json::to_value(&plan.config).unwrap_or_default();
     for change in changed_settings(&rp.state.config, &now) {
+        if resplit && (change.starts_with("train.batch_size:") || change.starts_with("train.grad_accum:")) {
+            continue;
+        }
         tracing::warn!("resuming with a changed setting: {change}");
     }
-    Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches: rp.state.batches_seen, cursor: rp.state.cursor })
+    Ok(StartPoint { tokens: rp.state.tokens_seen, samples: rp.state.samples_seen, batches, cursor: rp.state.cursor })
+}
+
+/// `config.toml` in the rank's folder: the configuration the run really uses (rewritten once a
+/// resume on another world size has re-split the batch).
+pub(super) fn write_resolved_config(plan: &RunPlan, out_dir: &std::path::Path) -> Result<(), RunError> {
+    let resolved = toml::to_string(&plan.config).map_err(|e| RunError::Pipeline(format!("cannot write the resolved config: {e}")))?;
+    std::fs::write(out_dir.join("config.toml"), resolved).map_err(|source| RunError::OutDir { path: out_dir.to_owned(), source })
+}
+
+/// How the checkpoint's run split its updates, from its `state.json`.
+fn saved_batching(state: &crate::checkpoint::state::CheckpointState) -> Option<Batching> {
+    let train = state.config.get("train")?;
+    let num = |k: &str| train.get(k).and_then(serde_json::Value::as_u64).map(|v| v as usize).filter(|&v| v > 0);
+    Some(Batching { world: state.world_size, batch: num("batch_size")?, accum: num("grad_accum")? })
 }
 
 /// The training settings a resume changes, one line per key (`train.lr: 0.001 -> 0.0005`), as

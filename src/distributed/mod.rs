@@ -16,6 +16,7 @@
 //! summed gradients are the global batch's gradient.
 
 pub mod launch;
+pub mod reshard;
 
 use std::ffi::CString;
 

@@ -198,7 +198,7 @@ fn read_data(c: &RunConfig, task: &mut dyn Task, train_files: &[PathBuf], eval_f
 
 /// `(max_steps, epoch_steps)`: batches of an epoch end at its last example (a short last
 /// batch, as a DataLoader), and the ranks of a data-parallel run share each global batch.
-fn steps(c: &RunConfig, examples: usize, world: usize) -> (u64, u64) {
+pub(crate) fn steps(c: &RunConfig, examples: usize, world: usize) -> (u64, u64) {
     let batches_per_epoch = (examples as u64).div_ceil(c.train.batch_size.saturating_mul(world) as u64).max(1);
     let epoch_steps = batches_per_epoch.div_ceil(c.train.grad_accum as u64).max(1);
     if c.train.epochs > 0 {

@@ -64,6 +64,12 @@ impl Workload for TaskPlan {
         self.epoch_steps
     }
 
+    fn rebatched(&mut self, config: &crate::config::RunConfig, world: usize) -> Option<u64> {
+        let (max_steps, epoch_steps) = crate::finetune::plan::steps(config, self.train.len(), world);
+        (self.max_steps, self.epoch_steps) = (max_steps, epoch_steps);
+        (config.train.epochs > 0).then_some(max_steps)
+    }
+
     fn skipped(&self) -> &[BadRecord] {
         &self.skipped
     }

@@ -81,6 +81,12 @@ pub trait Workload: Send + Sync {
     fn epoch_steps(&self) -> u64 {
         0
     }
+    /// The batch or accumulation changed after planning (a resume on another world size):
+    /// recounts what depends on them; returns the new `train.max_steps` when the run counts
+    /// epochs.
+    fn rebatched(&mut self, _config: &crate::config::RunConfig, _world: usize) -> Option<u64> {
+        None
+    }
     /// Malformed records skipped while resolving (`data.on_error = "skip"`).
     fn skipped(&self) -> &[BadRecord] {
         &[]
