@@ -289,6 +289,130 @@ fn a_two_rank_run_resumes_exactly() {
     for step in 4..=6 {
         assert_eq!(ea[&step], eb[&step], "step {step}");
     }
+
+    // Rank 1 dies by SIGKILL right after update 4 (the failpoint fires in the first start
+    // only); `--max-restarts 1` brings the group back from step 3's checkpoint, and the run
+    // ends with the uninterrupted run's weights, bit for bit.
+    let restarted = dir.path().join("restarted");
+    let mut s = sets(8, 6);
+    s.push(format!("run.out_dir=\"{}\"", restarted.display()));
+    let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    let (code, _, err) = crate::util::run_cli_env(&args, &[("PRETUNE_FAILPOINT", Some("trainer.step=4 rank=1 attempt=0"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("restarting every rank from the last checkpoint"), "{err}");
+    let c = weights(&latest(&restarted));
+    for (k, t) in &a {
+        assert!(t.equal(&c[k]), "{k} differs after the restart");
+    }
+    let restarts: Vec<(u32, u64)> = crate::util::records(&restarted)
+        .into_iter()
+        .filter_map(|r| match r {
+            pretune::actors::events::Record::Restarted { restart, step, .. } => Some((restart, step)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restarts, vec![(1, 3)], "one restart, from step 3's checkpoint");
+}
+
+/// The global ranks of a run's `pretune train` processes: the launcher's children.
+fn ranks_of(launcher: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(launcher) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next())).flatten().is_some_and(|c| c != 'Z' && c != 'X')
+}
+
+fn restart_records(out: &Path) -> usize {
+    crate::util::records(out).iter().filter(|r| matches!(r, pretune::actors::events::Record::Restarted { .. })).count()
+}
+
+/// A rank that fails at its first step at every start: after `--max-restarts 2` the launcher
+/// gives up with the rank's error, and rank 0's log holds the two restarts.
+#[test]
+fn a_rank_that_keeps_failing_stops_the_run_after_the_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let mut s = sets(8, 6);
+    s.extend([format!("run.out_dir=\"{}\"", run.display()), "dist.timeout_s=20".into()]);
+    let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "2".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    let (code, _, err) = crate::util::run_cli_env(&args, &[("PRETUNE_FAILPOINT", Some("trainer.step=1 rank=1"))]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("giving up") && err.contains("after 2 restart(s)"), "{err}");
+    assert!(err.contains("failed"), "the rank's own error is shown: {err}");
+    assert_eq!(restart_records(&run), 2);
+    assert!(CheckpointStore::new(run.join("checkpoints")).latest().is_none(), "no step was ever checkpointed");
+}
+
+/// SIGSTOP of rank 1: rank 0's next collective times out after `dist.timeout_s`, the launcher
+/// names the stopped rank, stops it and (with `--max-restarts 1`) brings the group back, which
+/// trains on until the launcher is asked to stop.
+#[test]
+fn a_stopped_rank_is_named_and_the_group_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let mut s = sets(8, 100_000);
+    s.extend([format!("run.out_dir=\"{}\"", run.display()), "dist.timeout_s=8".into(), "train.checkpoint_every=2".into()]);
+    let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    let launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let launcher_pid = launcher.id();
+    let launcher = crate::util::Drained::adopt(launcher);
+    crate::util::eventually(Duration::from_secs(120), "the ranks trained 3 steps", || (steps_logged(&run) >= 3).then_some(()));
+    let rank1 = crate::util::eventually(Duration::from_secs(10), "rank 1's process", || {
+        ranks_of(launcher_pid).into_iter().find(|&pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == b"RANK=1")))
+    });
+    // SAFETY: a process this test's launcher started.
+    unsafe { libc::kill(rank1 as i32, libc::SIGSTOP) };
+    let before = steps(&run).keys().last().copied().unwrap();
+    crate::util::eventually(Duration::from_secs(90), "the restarted group trained past the stop", || (restart_records(&run) == 1 && steps(&run).keys().last().copied().unwrap_or(0) > before + 1).then_some(()));
+    // SAFETY: the launcher this test spawned.
+    unsafe { libc::kill(launcher_pid as i32, libc::SIGTERM) };
+    let (status, _, err) = launcher.output(Duration::from_secs(90));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("rank(s) 1 were stopped"), "the stuck rank is named: {err}");
+    assert!(err.contains("rank 0 of 2") && err.contains("failed"), "rank 0's collective failed: {err}");
+}
+
+/// `kill -9` of the launcher: its ranks get SIGTERM from the kernel (a parent-death signal),
+/// stop at the same step with a checkpoint and exit, leaving no orphans; `--resume auto`
+/// continues from there.
+#[test]
+fn killing_the_launcher_leaves_no_orphan_ranks_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let mut s = sets(8, 100_000);
+    s.extend([format!("run.out_dir=\"{}\"", run.display()), "train.checkpoint_every=0".into()]);
+    let args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    let mut launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    crate::util::eventually(Duration::from_secs(120), "the ranks trained 3 steps", || (steps_logged(&run) >= 3).then_some(()));
+    let ranks = ranks_of(launcher.id());
+    assert_eq!(ranks.len(), 2, "two ranks under the launcher");
+    launcher.kill().unwrap();
+    let _ = launcher.wait();
+    crate::util::eventually(Duration::from_secs(60), "the ranks exited with their launcher", || ranks.iter().all(|&p| !alive(p)).then_some(()));
+    let stopped_at = *steps(&run).keys().last().unwrap();
+    assert!(latest(&run).ends_with(format!("step-{stopped_at:08}")), "a checkpoint at the stop: {}", latest(&run).display());
+    let mut s = sets(8, stopped_at + 2);
+    s.push(format!("run.out_dir=\"{}\"", run.display()));
+    let mut args = with_sets(vec!["launch".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    args.extend(["--resume".into(), "auto".into()]);
+    let (code, _, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(latest(&run).ends_with(format!("step-{:08}", stopped_at + 2)), "{}", latest(&run).display());
 }
 
 /// A checkpoint of 2 ranks × 8 continues on one process as 1 × 16, and one of 1 × 16 on two

@@ -151,6 +151,14 @@ impl Coordinator {
         self
     }
 
+    /// Records that this process is the launcher's `restart`-th restart of the run, continuing
+    /// from `step`: a line in `events.jsonl` and `pretune_restarts_total`.
+    pub fn restarted(mut self, restart: u32, max_restarts: u32, step: u64) -> Self {
+        metrics::counter!(crate::metrics::names::RESTARTS).absolute(u64::from(restart));
+        self.log(&Record::Restarted { restart, max_restarts, step });
+        self
+    }
+
     /// Appends a record to `events.jsonl` (a full disk loses the line, never the run: the
     /// checkpoints are what a resume needs).
     fn log(&mut self, r: &Record) {

@@ -231,6 +231,16 @@ pub enum Record {
         /// Updates done.
         step: u64,
     },
+    /// The launcher restarted the ranks after a failure (`--max-restarts`); this process is
+    /// the restart.
+    Restarted {
+        /// The restart's number, from 1.
+        restart: u32,
+        /// The launcher's limit.
+        max_restarts: u32,
+        /// The step the run continues from (0: no checkpoint yet).
+        step: u64,
+    },
     /// A stage failed.
     Failed {
         /// `loader`, `masker`, `trainer`, `evaluator` or `checkpointer`.

@@ -122,7 +122,12 @@ fn run_pipeline(mut plan: RunPlan, subscribers: Vec<SubscriberFactory>, stages: 
     let stop = StopFlag::new();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Outcome>();
     let progress = progress::Progress::new(plan.config.train.max_steps, plan.phase().as_str());
-    let coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx, monitor.clone()).map_err(|source| RunError::OutDir { path: out_dir.clone(), source })?;
+    let mut coordinator = Coordinator::new(&out_dir, stop.clone(), progress, done_tx, monitor.clone()).map_err(|source| RunError::OutDir { path: out_dir.clone(), source })?;
+    if let Some((restart, max_restarts)) = crate::distributed::launch::restarted() {
+        let step = resume_point.as_ref().map_or(0, |r| r.state.step);
+        tracing::warn!(restart, max_restarts, step, "this run was restarted by its launcher after a failure");
+        coordinator = coordinator.restarted(restart, max_restarts, step);
+    }
     let plan = Arc::new(plan);
     let profile_dir = crate::train::profile::dir_of(&out_dir);
     let trainer = TrainerStart { objective, resume_point, process_group, profile_dir, start, threads };

@@ -422,6 +422,7 @@ impl Trainer {
     /// Evaluator and the Checkpointer, and the early-stopping verdict.
     fn after_update(&mut self, lp: &mut LoopState, out: &StepOutput) -> Result<Next, TrainerError> {
         let step = self.state.step;
+        crate::failpoint::hit_at("trainer.step", step);
         let mut due = self.rules.policy.due(step);
         due.eval |= std::mem::take(&mut lp.requests.evaluate) && self.peers.evaluator.is_some();
         due.checkpoint |= std::mem::take(&mut lp.requests.checkpoint) || due.eval;

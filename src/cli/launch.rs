@@ -24,6 +24,10 @@ pub struct Args {
     /// Rendezvous port (default: a free one; required with --nnodes > 1).
     #[arg(long)]
     master_port: Option<u16>,
+    /// Restart every rank from the last checkpoint (`--resume auto`) up to N times when one
+    /// fails (torchrun's `--max-restarts`); 0 ends the run at the first failure.
+    #[arg(long, default_value_t = 0)]
+    max_restarts: u32,
     /// `train` arguments: the config and its options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     train_args: Vec<String>,
@@ -36,6 +40,6 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let master_addr = a.master_addr.unwrap_or_else(|| "127.0.0.1".into());
     let rdzv = Rendezvous { nnodes: a.nnodes, node_rank: a.node_rank, nproc: a.nproc, master_addr, master_port: a.master_port };
     rdzv.validate().map_err(Failure::usage)?;
-    let code = launch(&rdzv, &a.train_args).map_err(Failure::failed)?;
+    let code = launch(&rdzv, &a.train_args, a.max_restarts).map_err(Failure::failed)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

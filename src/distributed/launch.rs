@@ -109,40 +109,159 @@ impl Rendezvous {
     }
 }
 
-/// Runs this node's ranks of `pretune train <train_args>`; returns the exit code for the
-/// launcher: 0 when every rank succeeded, else the first failing rank's code (1 when it had
-/// none).
+/// torchrun's variables for restarts: how many times the group was restarted, and the limit.
+pub const RESTART_COUNT_VAR: &str = "TORCHELASTIC_RESTART_COUNT";
+/// See [`RESTART_COUNT_VAR`].
+pub const MAX_RESTARTS_VAR: &str = "TORCHELASTIC_MAX_RESTARTS";
+
+/// `(restart, max_restarts)` when this process was started by a launcher's restart (the
+/// restart's number, from 1), from torchrun's variables.
+pub fn restarted() -> Option<(u32, u32)> {
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    let restart = num(RESTART_COUNT_VAR).filter(|&r| r > 0)?;
+    Some((restart, num(MAX_RESTARTS_VAR).unwrap_or(restart)))
+}
+
+/// How one start of the group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupEnd {
+    /// Every rank exited 0.
+    Succeeded,
+    /// The launcher was asked to stop (SIGINT / SIGTERM): the ranks' code, never restarted.
+    Interrupted(i32),
+    /// A rank failed first (its global rank and the launcher's exit code for it).
+    Failed {
+        /// Global rank.
+        rank: usize,
+        /// Exit code (1 for a rank killed by a signal).
+        code: i32,
+    },
+}
+
+/// What the launcher does after a group's end: a pure policy (torchrun's `--max-restarts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterGroup {
+    /// Exit with this code.
+    Exit(i32),
+    /// Start the whole group again from the last checkpoint.
+    Restart,
+}
+
+/// Exit code of a usage error (a bad config or flag): the same error at every restart.
+const USAGE: i32 = 2;
+
+fn after_group(end: GroupEnd, restarts_done: u32, max_restarts: u32) -> AfterGroup {
+    match end {
+        GroupEnd::Succeeded => AfterGroup::Exit(0),
+        GroupEnd::Interrupted(code) => AfterGroup::Exit(code),
+        GroupEnd::Failed { code, .. } if code == USAGE || restarts_done >= max_restarts => AfterGroup::Exit(code),
+        GroupEnd::Failed { .. } => AfterGroup::Restart,
+    }
+}
+
+/// The train arguments of a restart: `--resume auto` in place of any `--resume` given (the
+/// newest valid checkpoint; none yet means the beginning).
+fn resume_args(train_args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(train_args.len() + 2);
+    let mut it = train_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--resume" {
+            it.next();
+        } else if !a.starts_with("--resume=") {
+            out.push(a.clone());
+        }
+    }
+    out.extend(["--resume".to_owned(), "auto".to_owned()]);
+    out
+}
+
+/// Runs this node's ranks of `pretune train <train_args>`, restarting the whole group from its
+/// last checkpoint (`--resume auto`) up to `max_restarts` times when a rank fails (torchrun's
+/// `--max-restarts`; a usage error, exit code 2, is never restarted, nor is a group the
+/// launcher was asked to stop). Returns the exit code for the launcher: 0 when every rank
+/// succeeded, else the first failing rank's code (1 when it had none).
 ///
 /// # Errors
 /// When the executable cannot be found or a rank cannot start.
-pub fn launch(rdzv: &Rendezvous, train_args: &[String]) -> std::io::Result<i32> {
-    let exe = std::env::current_exe()?;
-    let port = match rdzv.master_port {
-        Some(p) => p,
-        None => free_port()?,
-    };
-    let nproc = rdzv.nproc;
+pub fn launch(rdzv: &Rendezvous, train_args: &[String], max_restarts: u32) -> std::io::Result<i32> {
     // SAFETY: installing a handler that only stores an integer.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as usize);
         libc::signal(libc::SIGTERM, on_signal as *const () as usize);
     }
-    tracing::info!(nproc, nnodes = rdzv.nnodes, node_rank = rdzv.node_rank, master = %format!("{}:{port}", rdzv.master_addr), "launching ranks");
+    let mut restarts = 0;
+    loop {
+        let args = if restarts == 0 { train_args.to_vec() } else { resume_args(train_args) };
+        // A fresh port per start on one machine (the old store's socket may linger); the
+        // port every node names otherwise (c10d's store binds it with SO_REUSEADDR).
+        let port = match rdzv.master_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let end = run_group(rdzv, &args, port, restarts, max_restarts)?;
+        match (after_group(end, restarts, max_restarts), end) {
+            (AfterGroup::Exit(code), GroupEnd::Failed { rank, .. }) => {
+                if code == USAGE && max_restarts > 0 {
+                    tracing::error!(rank, "not restarting: a usage error (exit code 2) fails the same way every time");
+                } else if max_restarts > 0 {
+                    tracing::error!(rank, restarts, "giving up: the group failed again after {restarts} restart(s) (--max-restarts {max_restarts}); the last error is above");
+                }
+                return Ok(code);
+            }
+            (AfterGroup::Exit(code), _) => return Ok(code),
+            (AfterGroup::Restart, _) => {
+                restarts += 1;
+                tracing::warn!(restart = restarts, max_restarts, "restarting every rank from the last checkpoint (--resume auto)");
+            }
+        }
+    }
+}
+
+/// The state letter of a live process (`R`, `S`, `T` stopped, `D`, ...), from `/proc`.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S ...`: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Starts this node's ranks once and waits for them: the first failure stops the others
+/// (SIGTERM with SIGCONT, so a stopped rank can act on it; SIGKILL after the grace period).
+fn run_group(rdzv: &Rendezvous, train_args: &[String], port: u16, restart: u32, max_restarts: u32) -> std::io::Result<GroupEnd> {
+    let exe = std::env::current_exe()?;
+    let nproc = rdzv.nproc;
+    tracing::info!(nproc, nnodes = rdzv.nnodes, node_rank = rdzv.node_rank, master = %format!("{}:{port}", rdzv.master_addr), restart, "launching ranks");
+    let parent = std::process::id() as libc::pid_t;
     let mut children: Vec<Option<Child>> = Vec::new();
     for local in 0..nproc {
-        let child = Command::new(&exe)
-            .arg("train")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("train")
             .args(train_args)
             .envs(rdzv.rank_vars(local, port))
+            .env(RESTART_COUNT_VAR, restart.to_string())
+            .env(MAX_RESTARTS_VAR, max_restarts.to_string())
             // Their own process group: a terminal's Ctrl-C reaches the launcher only, which
             // passes it on once (a rank treats a second signal as "exit now").
-            .process_group(0)
-            .spawn();
-        match child {
+            .process_group(0);
+        // SAFETY: prctl and getppid are async-signal-safe. A launcher that dies (even by
+        // SIGKILL) sends its ranks SIGTERM: they stop at the same step with a checkpoint
+        // instead of training on as orphans; one that died before prctl ran is caught by
+        // the parent check.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
             Ok(c) => children.push(Some(c)),
             Err(e) => {
                 for c in children.iter().flatten() {
                     signal(c, libc::SIGKILL);
+                }
+                for c in children.iter_mut().flatten() {
+                    let _ = c.wait();
                 }
                 return Err(e);
             }
@@ -160,19 +279,36 @@ pub fn launch(rdzv: &Rendezvous, train_args: &[String]) -> std::io::Result<i32> 
                 signal(c, s);
             }
         }
+        let mut failed_now: Vec<(usize, ExitStatus)> = Vec::new();
         for (local, slot) in children.iter_mut().enumerate() {
             let Some(c) = slot else { continue };
             if let Some(status) = c.try_wait()? {
                 codes[local] = Some(status);
                 *slot = None;
-                if !status.success() && failed_at.is_none() {
-                    tracing::error!(rank = rdzv.node_rank * nproc + local, %status, "a rank failed: stopping the others");
-                    failed_at = Some((local, Instant::now()));
-                    for c in children.iter().flatten() {
-                        signal(c, libc::SIGTERM);
-                    }
-                    break;
+                if !status.success() {
+                    failed_now.push((local, status));
                 }
+            }
+        }
+        if failed_at.is_none() && !failed_now.is_empty() {
+            // Of ranks found dead in the same poll, one killed by a signal died first: the
+            // others failed on their next collective with it.
+            let (local, status) = failed_now.iter().copied().find(|(_, s)| s.code().is_none()).unwrap_or(failed_now[0]);
+            let rank = rdzv.node_rank * nproc + local;
+            let stuck: Vec<String> = children
+                .iter()
+                .enumerate()
+                .filter_map(|(l, c)| c.as_ref().and_then(|c| proc_state(c.id())).filter(|s| matches!(s, 'T' | 't')).map(|_| (rdzv.node_rank * nproc + l).to_string()))
+                .collect();
+            if stuck.is_empty() {
+                tracing::error!(rank, %status, "a rank failed: stopping the others");
+            } else {
+                tracing::error!(rank, %status, stopped = %stuck.join(","), "a rank failed while rank(s) {} were stopped (SIGSTOP or a debugger): they are the stuck ones; stopping the others", stuck.join(", "));
+            }
+            failed_at = Some((local, Instant::now()));
+            for c in children.iter().flatten() {
+                signal(c, libc::SIGCONT);
+                signal(c, libc::SIGTERM);
             }
         }
         if children.iter().all(Option::is_none) {
@@ -187,11 +323,18 @@ pub fn launch(rdzv: &Rendezvous, train_args: &[String]) -> std::io::Result<i32> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if let Some((rank, _)) = failed_at {
-        let code = codes[rank].and_then(|s| s.code()).unwrap_or(1);
-        return Ok(if code == 0 { 1 } else { code });
+    let code_of = |s: &ExitStatus| match s.code() {
+        Some(0) | None => 1,
+        Some(c) => c,
+    };
+    if let Some((local, _)) = failed_at {
+        let code = codes[local].as_ref().map_or(1, code_of);
+        if forwarded > 0 {
+            return Ok(GroupEnd::Interrupted(code));
+        }
+        return Ok(GroupEnd::Failed { rank: rdzv.node_rank * nproc + local, code });
     }
-    Ok(codes.iter().flatten().find(|s| !s.success()).map_or(0, |s| s.code().unwrap_or(1)))
+    Ok(GroupEnd::Succeeded)
 }
 
 #[cfg(test)]
@@ -215,6 +358,43 @@ mod tests {
         let mut all: Vec<usize> = (0..2).flat_map(|n| (0..4).map(move |l| rdzv(2, n, 4, Some(1)).rank_vars(l, 1)[0].1.parse().unwrap())).collect();
         all.sort_unstable();
         assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_group_restarts_until_the_limit_but_not_for_usage_errors_or_signals() {
+        let failed = |code| GroupEnd::Failed { rank: 1, code };
+        assert_eq!(after_group(failed(1), 0, 0), AfterGroup::Exit(1), "--max-restarts 0: today's behaviour");
+        assert_eq!(after_group(failed(1), 0, 2), AfterGroup::Restart);
+        assert_eq!(after_group(failed(1), 1, 2), AfterGroup::Restart);
+        assert_eq!(after_group(failed(134), 2, 2), AfterGroup::Exit(134), "the last failure's code after N restarts");
+        assert_eq!(after_group(failed(2), 0, 5), AfterGroup::Exit(2), "a usage error fails the same way again");
+        assert_eq!(after_group(GroupEnd::Interrupted(130), 0, 5), AfterGroup::Exit(130));
+        assert_eq!(after_group(GroupEnd::Succeeded, 3, 5), AfterGroup::Exit(0));
+    }
+
+    #[test]
+    fn a_restart_resumes_from_the_newest_checkpoint() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(resume_args(&args(&["c.toml", "--set", "a=1"])), args(&["c.toml", "--set", "a=1", "--resume", "auto"]));
+        assert_eq!(resume_args(&args(&["c.toml", "--resume", "out/checkpoints/step-3", "--set", "a=1"])), args(&["c.toml", "--set", "a=1", "--resume", "auto"]));
+        assert_eq!(resume_args(&args(&["--resume=x", "c.toml"])), args(&["c.toml", "--resume", "auto"]));
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_in_proc() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        signal(&child, libc::SIGSTOP);
+        // Delivery is asynchronous: wait for the state, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut state = proc_state(child.id());
+        while state != Some('T') && Instant::now() < deadline {
+            std::thread::yield_now();
+            state = proc_state(child.id());
+        }
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        assert_eq!(state, Some('T'));
+        assert_eq!(proc_state(std::process::id()).map(|s| s != 'T'), Some(true));
     }
 
     #[test]

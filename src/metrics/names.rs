@@ -54,6 +54,9 @@ pub const CHECKPOINT_FAILURES: &str = "pretune_checkpoint_failures_total";
 pub const EVALS_SINCE_BEST: &str = "pretune_evals_since_best";
 /// `events.jsonl` records that could not be written (a full disk): lost, never torn.
 pub const EVENTS_WRITE_ERRORS: &str = "pretune_events_write_errors_total";
+/// Times the launcher restarted the run's ranks from their last checkpoint
+/// (`pretune launch --max-restarts`), as of this process's start.
+pub const RESTARTS: &str = "pretune_restarts_total";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -90,6 +93,7 @@ pub fn describe_all() {
     describe_gauge!(WORLD_SIZE, Unit::Count, "Processes in the run.");
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint writes that failed.");
     describe_gauge!(EVALS_SINCE_BEST, Unit::Count, "Evaluations since the monitored metric last improved.");
+    describe_counter!(RESTARTS, Unit::Count, "Times the launcher restarted every rank from the last checkpoint after a failure.");
     describe_counter!(EVENTS_WRITE_ERRORS, Unit::Count, "events.jsonl records that could not be written (lost whole, never torn).");
 }
 
