@@ -14,11 +14,13 @@ prometheus_tools() {
     command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
     command -v chromium >/dev/null || need+=(chromium)
     [ -f /usr/include/gloo/algorithm.h ] || need+=(libgloo-dev)
+    # Two "machines" as network namespaces joined by a veth pair (the two-node test; root).
+    { command -v ip >/dev/null && command -v tc >/dev/null; } || need+=(iproute2)
     [ ${#need[@]} -eq 0 ] && return
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     else
-        echo "setup: install Debian's ${need[*]} (prometheus/promtool and chromium for the observability tests, libgloo-dev for distributed training)" >&2
+        echo "setup: install Debian's ${need[*]} (prometheus/promtool and chromium for the observability tests, libgloo-dev for distributed training, iproute2 for the two-namespace test)" >&2
         exit 1
     fi
 }

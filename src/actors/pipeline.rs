@@ -287,7 +287,7 @@ fn trainer_setup(
         resume_from: resume.map(|r| (r.dir.clone(), r.state.step)),
         init_source: plan.init.clone(),
         process_group,
-        bucket_bytes: (config.dist.bucket_mb * 1024.0 * 1024.0) as usize,
+        bucket_bytes: if config.dist.overlap { (config.dist.bucket_mb * 1024.0 * 1024.0) as usize } else { usize::MAX },
         find_unused: config.dist.find_unused_parameters,
     }
 }

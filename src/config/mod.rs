@@ -94,11 +94,15 @@ pub struct DistConfig {
     /// in the order gradients arrive. Without it such a model fails at the second update with
     /// c10d's list of the parameters that got no gradient.
     pub find_unused_parameters: bool,
+    /// Overlap the gradient all-reduce with the backward pass (DDP's buckets, the default).
+    /// `false` puts every gradient in one bucket, reduced once the backward pass has produced
+    /// the last one: the plain all-reduce after the backward, for comparison (BENCHMARKS.md).
+    pub overlap: bool,
 }
 
 impl Default for DistConfig {
     fn default() -> Self {
-        DistConfig { bucket_mb: 25.0, timeout_s: 120.0, find_unused_parameters: false }
+        DistConfig { bucket_mb: 25.0, timeout_s: 120.0, find_unused_parameters: false, overlap: true }
     }
 }
 

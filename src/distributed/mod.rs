@@ -354,7 +354,7 @@ pub fn now_ns() -> i64 {
 
 impl Reducer {
     /// Hooks the reducer onto `params` (the trainable parameters, in the same order on every
-    /// rank) over `pg`'s backend.
+    /// rank) over `pg`'s backend, in buckets of `bucket_bytes` (`usize::MAX`: one bucket).
     ///
     /// # Errors
     /// [`DistError::Unavailable`] with c10d's message when the reducer cannot be built.
@@ -362,9 +362,11 @@ impl Reducer {
         let params: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
         let ptrs: Vec<*mut torch_sys::C_tensor> = params.iter().map(|t| t.as_ptr().cast_mut()).collect();
         let bucket = i64::try_from(bucket_bytes).unwrap_or(i64::MAX);
+        // `usize::MAX`: one bucket, the first included (no overlap: `dist.overlap = false`).
+        let first = if bucket_bytes == usize::MAX { bucket } else { FIRST_BUCKET_BYTES.min(bucket) };
         // SAFETY: the tensors outlive the reducer (kept in `_params`); the shim copies the
         // handles.
-        let ptr = unsafe { ffi::pt_reducer_new(pg.ptr, ptrs.as_ptr(), ptrs.len() as i32, bucket, FIRST_BUCKET_BYTES.min(bucket), i32::from(find_unused)) };
+        let ptr = unsafe { ffi::pt_reducer_new(pg.ptr, ptrs.as_ptr(), ptrs.len() as i32, bucket, first, i32::from(find_unused)) };
         if ptr.is_null() {
             return Err(DistError::Unavailable(format!("cannot build c10d's Reducer: {}", ffi::last_error())));
         }
