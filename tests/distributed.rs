@@ -292,11 +292,13 @@ fn a_two_rank_run_resumes_exactly() {
 
     // Rank 1 dies by SIGKILL right after update 4 (the failpoint fires in the first start
     // only); `--max-restarts 1` brings the group back from step 3's checkpoint, and the run
-    // ends with the uninterrupted run's weights, bit for bit.
+    // ends with the uninterrupted run's weights, bit for bit. The port is fixed, as on several
+    // machines: the restarted store binds it again.
     let restarted = dir.path().join("restarted");
     let mut s = sets(8, 6);
     s.push(format!("run.out_dir=\"{}\"", restarted.display()));
-    let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
+    let port = free_port().to_string();
+    let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--master-port".into(), port, "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
     let (code, _, err) = crate::util::run_cli_env(&args, &[("PRETUNE_FAILPOINT", Some("trainer.step=4 rank=1 attempt=0"))]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("restarting every rank from the last checkpoint"), "{err}");

@@ -286,3 +286,88 @@ fn flipped_bytes_in_any_array_are_caught_and_prepare_repairs_them() {
         assert_eq!(run_cli(&["data", "verify", prep.to_str().unwrap()]).0, 0, "{array}: repaired");
     }
 }
+
+/// The examples of `n` global batches of `global` as rank `rank` of `world` keeps them, read
+/// the way the Loader reads them (positions first, then the ids of the kept examples only, when
+/// `world` > 1), and the bytes of token ids the stream read.
+fn shard_of(plan: &RunPlan, global: usize, rank: usize, world: usize, n: usize) -> (Vec<pretune::data::stream::Example>, u64) {
+    let mut s = plan.train_source(Default::default());
+    let deferred = world > 1 && s.defer_reads();
+    assert_eq!(deferred, world > 1, "a prepared corpus defers its reads");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut batch: Vec<_> = (0..global).map(|_| s.next_example().unwrap().unwrap()).collect();
+        let keep = pretune::distributed::shard_range(batch.len(), rank, world);
+        batch.truncate(keep.end);
+        batch.drain(..keep.start);
+        for e in &mut batch {
+            s.resolve(e);
+            assert_eq!(e.positions_from, None);
+        }
+        out.extend(batch);
+    }
+    (out, s.token_bytes_read())
+}
+
+/// Shards per rank: a rank of a data-parallel run reads, from a prepared corpus, the token ids
+/// of its own examples only. With 2 and 4 ranks each rank's examples equal its slice of one
+/// process's (ids and word starts, packed segments and NSP pairs), the bytes it read are its
+/// examples' tokens exactly, and the ranks' bytes add up to the examples' tokens: no rank read
+/// another's examples (one process reads its blocks whole). The real Loader with a shard hands
+/// the Maskers ids, never positions.
+#[test]
+fn each_rank_reads_only_its_own_examples_from_a_prepared_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let prep = dir.path().join("prep");
+    assert_eq!(prepare(&cfg, &prep, 2, &[]).0, 0);
+    let token_bytes = |e: &pretune::data::stream::Example| e.payload.n_tokens() as u64 * 2;
+    for layout in [vec!["objective.unit=\"word\""], vec!["objective.sentence_pair=\"nsp\"", "data.shuffle_block_docs=3"]] {
+        let mut sets: Vec<String> = layout.iter().map(|s| s.to_string()).collect();
+        sets.extend([use_prepared(&prep), "data.eval=[]".into()]);
+        let plan = load_plan(&cfg, &sets);
+        // One process reads its blocks whole (every document's tokens, used or not yet).
+        let (whole, whole_bytes) = shard_of(&plan, 8, 0, 1, 30);
+        let used: u64 = whole.iter().map(token_bytes).sum();
+        assert!(whole_bytes >= used, "{layout:?}: one process read {whole_bytes} bytes for {used} bytes of examples");
+        for world in [2, 4] {
+            let mut total = 0;
+            let mut seen = Vec::new();
+            for rank in 0..world {
+                let (mine, bytes) = shard_of(&plan, 8, rank, world, 30);
+                assert_eq!(bytes, mine.iter().map(token_bytes).sum::<u64>(), "{layout:?} rank {rank}/{world}: read exactly its examples' tokens");
+                assert!(bytes < whole_bytes, "{layout:?} rank {rank}/{world}");
+                total += bytes;
+                seen.extend(mine);
+            }
+            assert_eq!(total, used, "{layout:?} {world} ranks: the shards' bytes add up to the examples' tokens, each read once");
+            seen.sort_by_key(|e| e.index);
+            assert_eq!(seen.len(), whole.len());
+            for (a, b) in seen.iter().zip(&whole) {
+                assert_eq!(a.index, b.index);
+                assert_eq!(a.payload, b.payload, "{layout:?} {world} ranks: example {} differs from one process's", a.index);
+            }
+        }
+        // The Loader, sharded: ids from the prepared corpus, equal to one process's examples.
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let loader = pretune::actors::loader::Loader {
+            stream: plan.train_source(Default::default()),
+            batch_size: 2,
+            first_seq: 0,
+            tx,
+            stop: StopFlag::new(),
+            events: Arc::new(|_| {}),
+            phase: pretune::workload::Phase::Pretrain,
+            shard: Some((1, 4)),
+        };
+        let h = std::thread::spawn(move || loader.run());
+        let got: Vec<_> = rx.iter().take(30).flat_map(|b| b.examples).collect();
+        drop(rx);
+        h.join().unwrap();
+        let expect: Vec<_> = whole.chunks(8).flat_map(|c| c[2..4].to_vec()).collect();
+        assert_eq!(got.len(), expect.len());
+        for (a, b) in got.iter().zip(&expect) {
+            assert_eq!((a.index, &a.payload, a.positions_from), (b.index, &b.payload, None), "{layout:?}: the Loader's example {}", a.index);
+        }
+    }
+}

@@ -40,6 +40,11 @@ impl Loader {
             self.stop.abort();
             (self.events)(Event::Failed { stage: "loader", error: Arc::new(e) });
         }
+        let read = self.stream.token_bytes_read();
+        if read > 0 {
+            let (rank, world) = self.shard.unwrap_or((0, 1));
+            tracing::info!(rank, world, token_bytes_read = read, "the Loader read {:.1} MB of token ids from the prepared corpus", read as f64 / 1e6);
+        }
     }
 
     fn pump(&mut self) -> Result<(), StreamError> {
@@ -49,6 +54,11 @@ impl Loader {
         let mut seq = self.first_seq;
         let (rank, world) = self.shard.unwrap_or((0, 1));
         let global = self.batch_size * world;
+        // A rank of a data-parallel run reads the ids of the examples it keeps only (a
+        // prepared corpus hands out positions until then).
+        let deferred = world > 1 && self.stream.defer_reads();
+        let bytes_read = counter!(names::PREPARED_BYTES_READ, "phase" => self.phase);
+        let mut reported = 0;
         while !self.stop.is_stopping() {
             let mut examples = Vec::with_capacity(global);
             while examples.len() < global {
@@ -78,6 +88,14 @@ impl Loader {
                 examples.truncate(keep.end);
                 examples.drain(..keep.start);
             }
+            if deferred {
+                for e in &mut examples {
+                    self.stream.resolve(e);
+                }
+            }
+            let read = self.stream.token_bytes_read();
+            bytes_read.increment(read - reported);
+            reported = read;
             tokens.increment(examples.iter().map(|e| e.payload.n_tokens() as u64).sum());
             samples.increment(examples.len() as u64);
             let batch = RawBatch { seq, examples, cursor: self.stream.cursor() };

@@ -74,7 +74,7 @@ impl ExampleSource for LabelledStream {
             self.load_order();
         }
         let i = self.order[self.cursor.in_block as usize];
-        let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload: Payload::Labelled(self.examples[i].clone()) };
+        let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload: Payload::Labelled(self.examples[i].clone()), positions_from: None };
         self.cursor.in_block += 1;
         self.cursor.example += 1;
         Ok(Some(ex))

@@ -208,6 +208,20 @@ impl Mapped {
     }
 }
 
+/// Drops this process's copies of the whole pages inside bytes `a..b` of `m` (a page shared
+/// with a neighbouring range stays).
+fn advise_dontneed(m: &Mapped, a: usize, b: usize) {
+    if let Some(map) = &m.map {
+        let page = 4096;
+        let (a, b) = (a.div_ceil(page) * page, (b / page) * page);
+        if b > a && b <= map.len() {
+            // SAFETY: a read-only shared file mapping; DONTNEED only drops this process's
+            // copies of the pages, which refault with the file's bytes.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+        }
+    }
+}
+
 /// One split, memory-mapped: documents by source file, in the order they were read.
 pub struct PreparedSplit {
     /// The split's folder.
@@ -337,8 +351,7 @@ impl PreparedSplit {
 
     /// Document `i`'s sentences, as the tokenizer made them.
     pub fn sentences(&self, i: u64) -> Vec<TokSentence> {
-        let first = self.doc(i).first_sentence as usize;
-        let last = if i + 1 < self.manifest.docs { self.doc(i + 1).first_sentence as usize } else { self.manifest.sentences as usize };
+        let (first, last) = self.sentence_range(i);
         let bits = self.word_starts.bytes();
         (first..last)
             .map(|s| {
@@ -349,6 +362,81 @@ impl PreparedSplit {
                 }
             })
             .collect()
+    }
+
+    /// Document `i`'s sentences as token *positions* relative to `base` (the first token of
+    /// the block), with every word-start flag `false`: what packing and pairing need (lengths
+    /// and sentence boundaries) from the index arrays alone, without reading a token. A
+    /// data-parallel rank reads the ids of its own examples only ([`PreparedSplit::read_into`]).
+    /// `None` when a position does not fit 32 bits past `base` (a block of over 4 G tokens).
+    pub fn sentence_positions(&self, i: u64, base: u64) -> Option<Vec<TokSentence>> {
+        let (first, last) = self.sentence_range(i);
+        (first..last)
+            .map(|s| {
+                let (a, b) = (self.sentences.u64_at(s), self.sentences.u64_at(s + 1));
+                let (a, b) = (u32::try_from(a.checked_sub(base)?).ok()?, u32::try_from(b - base).ok()?);
+                Some(TokSentence { ids: (a..b).collect(), word_start: vec![false; (b - a) as usize] })
+            })
+            .collect()
+    }
+
+    /// Tokens of document `i`.
+    pub fn doc_tokens(&self, i: u64) -> u64 {
+        let (first, last) = self.sentence_range(i);
+        self.sentences.u64_at(last) - self.sentences.u64_at(first)
+    }
+
+    /// Bytes per token id in `tokens.bin` (2 or 4).
+    pub fn token_bytes(&self) -> u64 {
+        self.token_bytes as u64
+    }
+
+    /// The first token position of document `i`.
+    pub fn doc_first_token(&self, i: u64) -> u64 {
+        self.sentences.u64_at(self.doc(i).first_sentence as usize)
+    }
+
+    /// Document `i`'s sentences: `(first, end)` indexes into the sentence array.
+    fn sentence_range(&self, i: u64) -> (usize, usize) {
+        let first = self.doc(i).first_sentence as usize;
+        let last = if i + 1 < self.manifest.docs { self.doc(i + 1).first_sentence as usize } else { self.manifest.sentences as usize };
+        (first, last)
+    }
+
+    /// Replaces positions relative to `base` (from [`PreparedSplit::sentence_positions`]) by
+    /// the token ids and word-start flags stored there; returns the bytes of `tokens.bin` read.
+    /// The pages read are dropped from this process afterwards (they stay in the page cache),
+    /// as [`PreparedSplit::release`] does for a block.
+    pub fn read_into(&self, base: u64, ids: &mut [u32], word_start: &mut [bool]) -> u64 {
+        let bits = self.word_starts.bytes();
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
+        for (id, ws) in ids.iter_mut().zip(word_start.iter_mut()) {
+            let t = (base + u64::from(*id)) as usize;
+            *id = self.token(t);
+            *ws = bits[t / 8] >> (t % 8) & 1 == 1;
+            (lo, hi) = (lo.min(t), hi.max(t + 1));
+        }
+        if lo < hi {
+            self.drop_pages(lo, hi);
+        }
+        (ids.len() * self.token_bytes) as u64
+    }
+
+    /// Drops this process's pages holding tokens `t0..t1` and their word-start bits, every
+    /// page touched (a neighbouring example another call still reads refaults it from the page
+    /// cache: cheaper than a process that maps a whole epoch by its end).
+    fn drop_pages(&self, t0: usize, t1: usize) {
+        let page = 4096;
+        let ranges = [(&self.tokens, t0 * self.token_bytes, t1 * self.token_bytes), (&self.word_starts, t0 / 8, t1.div_ceil(8))];
+        for (m, a, b) in ranges {
+            if let Some(map) = &m.map {
+                let (a, b) = ((a / page) * page, (b.div_ceil(page) * page).min(map.len()));
+                if b > a {
+                    // SAFETY: as in `advise_dontneed`.
+                    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+                }
+            }
+        }
     }
 
     /// Drops documents `docs`' pages from this process's memory once a block is built from them
@@ -370,16 +458,7 @@ impl PreparedSplit {
             (&self.docs, docs.start as usize * DOC_FIELDS * 8, docs.end as usize * DOC_FIELDS * 8),
         ];
         for (m, a, b) in ranges {
-            if let Some(map) = &m.map {
-                let page = 4096;
-                // Whole pages inside the range only: a page shared with the next block stays.
-                let (a, b) = (a.div_ceil(page) * page, (b / page) * page);
-                if b > a && b <= map.len() {
-                    // SAFETY: a read-only shared file mapping; DONTNEED only drops this
-                    // process's copies of the pages, which refault with the file's bytes.
-                    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
-                }
-            }
+            advise_dontneed(m, a, b);
         }
     }
 

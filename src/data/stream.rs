@@ -72,6 +72,10 @@ pub struct Example {
     pub epoch: u64,
     /// Token ids: one packed segment, or an NSP / SOP pair.
     pub payload: Payload,
+    /// `Some(base)` while the payload's ids are still token *positions* relative to `base` in
+    /// a prepared corpus (a data-parallel rank reads the ids of its own examples only:
+    /// [`ExampleSource::resolve`]); `None` once they are ids.
+    pub positions_from: Option<u64>,
 }
 
 /// How a block of documents becomes examples.
@@ -221,6 +225,19 @@ pub trait ExampleSource: Send {
     fn batch_ends_here(&self) -> bool {
         false
     }
+    /// Asks the source to hand out examples whose token ids are read later, by
+    /// [`ExampleSource::resolve`], so a data-parallel rank reads only its own examples' ids;
+    /// `true` when the source does so (a prepared corpus), `false` when it always hands out ids.
+    fn defer_reads(&mut self) -> bool {
+        false
+    }
+    /// Reads the token ids of an example handed out with [`Example::positions_from`] set
+    /// (a no-op on one whose ids are read).
+    fn resolve(&mut self, _example: &mut Example) {}
+    /// Bytes of token ids this source has read from a prepared corpus so far.
+    fn token_bytes_read(&self) -> u64 {
+        0
+    }
 }
 
 impl ExampleSource for ExampleStream {
@@ -232,6 +249,22 @@ impl ExampleSource for ExampleStream {
     }
     fn take_skipped(&mut self) -> Vec<BadRecord> {
         ExampleStream::take_skipped(self)
+    }
+    fn defer_reads(&mut self) -> bool {
+        self.defer = matches!(self.corpus, Corpus::Prepared(_));
+        self.defer
+    }
+    fn resolve(&mut self, example: &mut Example) {
+        let (Some(base), Corpus::Prepared(split)) = (example.positions_from.take(), &self.corpus) else { return };
+        let read = |seg: &mut super::packing::Segment| split.read_into(base, &mut seg.ids, &mut seg.word_start);
+        self.token_bytes_read += match &mut example.payload {
+            Payload::Single(seg) => read(seg),
+            Payload::Pair(p) => read(&mut p.a) + read(&mut p.b),
+            Payload::Labelled(_) => 0,
+        };
+    }
+    fn token_bytes_read(&self) -> u64 {
+        self.token_bytes_read
     }
 }
 
@@ -257,6 +290,12 @@ pub struct ExampleStream {
     epoch_skips: std::collections::BTreeMap<&'static str, u64>,
     /// The unsegmented-Chinese warning was given.
     warned_unsegmented: bool,
+    /// Hand out a prepared corpus's examples as token positions ([`ExampleSource::defer_reads`]).
+    defer: bool,
+    /// The current block's token positions are relative to this (deferred reads only).
+    block_base: Option<u64>,
+    /// Bytes of token ids read from a prepared corpus.
+    token_bytes_read: u64,
 }
 
 impl ExampleStream {
@@ -276,6 +315,9 @@ impl ExampleStream {
             skipped: Vec::new(),
             epoch_skips: Default::default(),
             warned_unsegmented: false,
+            defer: false,
+            block_base: None,
+            token_bytes_read: 0,
         };
         s.order = s.file_order(cursor.epoch);
         s
@@ -349,7 +391,7 @@ impl ExampleStream {
             let i = self.cursor.in_block as usize;
             if i < self.block.len() {
                 let payload = std::mem::take(&mut self.block[i]);
-                let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload };
+                let ex = Example { index: self.cursor.example, epoch: self.cursor.epoch, payload, positions_from: self.block_base };
                 self.cursor.in_block += 1;
                 self.cursor.example += 1;
                 self.produced_this_epoch += 1;
@@ -411,17 +453,28 @@ impl ExampleStream {
             (Reading::Prepared { file, next, pos, line }, Corpus::Prepared(split)) => {
                 // The documents a text reader would return from here: those of this file that
                 // start before the span's end; the position after each is recorded.
-                let mut docs = Vec::new();
                 let first = *next;
                 let last = split.file_docs(*file).end;
-                while docs.len() < self.settings.block_docs && *next < last {
+                while ((*next - first) as usize) < self.settings.block_docs && *next < last {
                     let d = split.doc(*next);
                     if span.end.is_some_and(|end| d.offset >= end) {
                         break;
                     }
-                    docs.push(split.sentences(*next));
                     (*next, *pos, *line) = (*next + 1, d.end, d.end_line);
                 }
+                // Deferred reads: positions from the index arrays, the ids read later for the
+                // examples this rank keeps; else (or for a block past 32-bit positions) the ids.
+                let base = (first < *next).then(|| split.doc_first_token(first));
+                let positions = base.filter(|_| self.defer).and_then(|b| (first..*next).map(|i| split.sentence_positions(i, b)).collect::<Option<Vec<_>>>());
+                self.block_base = positions.as_ref().and(base);
+                let docs = match positions {
+                    Some(docs) => docs,
+                    None => {
+                        let docs: Vec<Vec<TokSentence>> = (first..*next).map(|i| split.sentences(i)).collect();
+                        self.token_bytes_read += (first..*next).map(|i| split.doc_tokens(i)).sum::<u64>() * split.token_bytes();
+                        docs
+                    }
+                };
                 split.release(first..*next);
                 docs
             }

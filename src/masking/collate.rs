@@ -256,7 +256,7 @@ mod tests {
     }
 
     fn raw(lens: &[usize]) -> RawBatch {
-        let examples = lens.iter().enumerate().map(|(i, &n)| Example { index: i as u64, epoch: 0, payload: Payload::Single(seg(n)) }).collect();
+        let examples = lens.iter().enumerate().map(|(i, &n)| Example { index: i as u64, epoch: 0, payload: Payload::Single(seg(n)), positions_from: None }).collect();
         RawBatch { seq: 7, examples, cursor: Cursor::default() }
     }
 
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn pairs_get_two_separators_segment_ids_and_their_label() {
         let pair = PairInstance { a: seg(3), b: seg(4), label: 1 };
-        let r = RawBatch { seq: 0, examples: vec![Example { index: 0, epoch: 0, payload: Payload::Pair(pair) }], cursor: Cursor::default() };
+        let r = RawBatch { seq: 0, examples: vec![Example { index: 0, epoch: 0, payload: Payload::Pair(pair), positions_from: None }], cursor: Cursor::default() };
         let b = mask_and_collate(&r, &ctx());
         assert_eq!(b.lengths, vec![10]);
         assert_eq!((b.input_ids[0], b.input_ids[4], b.input_ids[9]), (1, 2, 2));
@@ -314,7 +314,7 @@ mod tests {
                 let mut a = seg(5 + i as usize * 3);
                 a.word_start.iter_mut().enumerate().for_each(|(k, w)| *w = k % 3 != 1);
                 let payload = if i % 2 == 0 { Payload::Single(a) } else { Payload::Pair(PairInstance { a, b: seg(7), label: (i % 4 == 1) as u8 as _ }) };
-                examples.push(Example { index: 100 + i, epoch: 2, payload });
+                examples.push(Example { index: 100 + i, epoch: 2, payload, positions_from: None });
             }
             let raw = RawBatch { seq: 3, examples, cursor: Cursor::default() };
             let b = mask_and_collate(&raw, &c);

@@ -57,6 +57,9 @@ pub const EVENTS_WRITE_ERRORS: &str = "pretune_events_write_errors_total";
 /// Times the launcher restarted the run's ranks from their last checkpoint
 /// (`pretune launch --max-restarts`), as of this process's start.
 pub const RESTARTS: &str = "pretune_restarts_total";
+/// Bytes of token ids read from a prepared corpus, by `phase`: with data parallelism each
+/// rank reads its own examples' only.
+pub const PREPARED_BYTES_READ: &str = "pretune_prepared_token_bytes_read_total";
 /// Constant 1 with version labels.
 pub const BUILD_INFO: &str = "pretune_build_info";
 
@@ -94,6 +97,7 @@ pub fn describe_all() {
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "Checkpoint writes that failed.");
     describe_gauge!(EVALS_SINCE_BEST, Unit::Count, "Evaluations since the monitored metric last improved.");
     describe_counter!(RESTARTS, Unit::Count, "Times the launcher restarted every rank from the last checkpoint after a failure.");
+    describe_counter!(PREPARED_BYTES_READ, Unit::Bytes, "Bytes of token ids read from a prepared corpus (each data-parallel rank reads its own examples' only).");
     describe_counter!(EVENTS_WRITE_ERRORS, Unit::Count, "events.jsonl records that could not be written (lost whole, never torn).");
 }
 
