@@ -5,7 +5,8 @@
 # the first namespace's address), BERT-mini MLM+NSP on the baseline's corpus (as
 # scripts/bench-ddp.sh: global batch 32 × 128, fp32, 1 thread per rank), with the reducer's
 # overlap (dist.overlap = true, DDP's 25 MiB buckets) and without it (one bucket reduced after
-# the backward), alternating, ROUNDS rounds. Prints one JSON line per run: tokens/s, each
+# the backward), alternating, ROUNDS rounds. VARIANTS="label=overlap:bucket_mb ..." picks
+# others (default "overlap-25=true:25 after-backward=false:25"). Prints one JSON line per run: tokens/s, each
 # rank's waited communication per update, and the reducer's exposed time (rank 0, steps > 1).
 # Needs root (namespaces) and a release build.
 #   scripts/bench-ddp-network.sh [STEPS] [ROUNDS] [RATES...]   (RATES default: none 10gbit 1gbit 100mbit)
@@ -94,18 +95,19 @@ PY
 for round in $(seq 1 "$ROUNDS"); do
   for rate in $RATES; do
     shape "$rate"
-    for overlap in true false; do
+    for v in ${VARIANTS:-overlap-25=true:25 after-backward=false:25}; do
+      label=${v%%=*}; rest=${v#*=}; overlap=${rest%%:*}; mb=${rest##*:}
       port=$((29600 + RANDOM % 1000))
       rm -rf "$WORK/node0" "$WORK/node1"
       for node in 1 0; do
         ns=$([ $node = 0 ] && echo "$A" || echo "$B")
         ip netns exec "$ns" "$P" launch --nnodes 2 --node-rank $node --nproc 1 --master-addr 10.99.0.1 --master-port $port \
-          "$WORK/config.toml" --set run.out_dir="\"$WORK/node$node\"" --set dist.overlap=$overlap >"$WORK/node$node.out" 2>"$WORK/node$node.err" &
+          "$WORK/config.toml" --set run.out_dir="\"$WORK/node$node\"" --set dist.overlap=$overlap --set dist.bucket_mb=$mb >"$WORK/node$node.out" 2>"$WORK/node$node.err" &
       done
       wait
       tps=$(awk '/throughput/ {print $2; exit}' "$WORK/node0.out")
       waited=$(cat "$WORK/node0.err" "$WORK/node1.err" | grep -o 'allreduce_ms_per_step=[0-9.]*' | cut -d= -f2 | xargs printf '%.0f ' | xargs)
-      echo "{\"round\": $round, \"rate\": \"$rate\", \"overlap\": $overlap, \"steps\": $STEPS, \"tokens_per_s\": ${tps:-null}, \"waited_ms_per_step_by_rank\": \"$waited\", $(exposed "$WORK/node0"), \"cpu\": \"$cpu\"}"
+      echo "{\"round\": $round, \"rate\": \"$rate\", \"variant\": \"$label\", \"overlap\": $overlap, \"bucket_mb\": $mb, \"steps\": $STEPS, \"tokens_per_s\": ${tps:-null}, \"waited_ms_per_step_by_rank\": \"$waited\", $(exposed "$WORK/node0"), \"cpu\": \"$cpu\"}"
     done
   done
 done
