@@ -367,7 +367,8 @@ fn a_stopped_rank_is_named_and_the_group_comes_back() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let mut s = sets(8, 100_000);
-    s.extend([format!("run.out_dir=\"{}\"", run.display()), "dist.timeout_s=8".into(), "train.checkpoint_every=2".into()]);
+    let metrics = free_port();
+    s.extend([format!("run.out_dir=\"{}\"", run.display()), "dist.timeout_s=8".into(), "train.checkpoint_every=2".into(), format!("metrics.listen=\"127.0.0.1:{metrics}\"")]);
     let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
     let launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let launcher_pid = launcher.id();
@@ -380,6 +381,10 @@ fn a_stopped_rank_is_named_and_the_group_comes_back() {
     unsafe { libc::kill(rank1 as i32, libc::SIGSTOP) };
     let before = steps(&run).keys().last().copied().unwrap();
     crate::util::eventually(Duration::from_secs(90), "the restarted group trained past the stop", || (restart_records(&run) == 1 && steps(&run).keys().last().copied().unwrap_or(0) > before + 1).then_some(()));
+    // The restart is a series on every rank's scrape.
+    for rank in 0..2u16 {
+        crate::util::eventually(Duration::from_secs(30), format!("rank {rank}'s pretune_restarts_total is 1"), || (crate::util::scrape(metrics + rank, "pretune_restarts_total", &[("rank", &rank.to_string())]) == Some(1.0)).then_some(()));
+    }
     // SAFETY: the launcher this test spawned.
     unsafe { libc::kill(launcher_pid as i32, libc::SIGTERM) };
     let (status, _, err) = launcher.output(Duration::from_secs(90));
