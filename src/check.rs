@@ -81,9 +81,15 @@ pub fn check(plan: &RunPlan, nproc: usize) -> Result<CheckReport, Vec<String>> {
     let init = match &plan.init {
         crate::init::InitSource::Fresh => "fresh".to_owned(),
         source => {
-            let loaded = crate::init::load_start(&vs, source).map_err(|e| crate::error_chain(&e));
+            let loaded = crate::init::load_start(&vs, source).and_then(|r| r.check_encoder(source).map(|()| r)).map_err(|e| crate::error_chain(&e));
             match loaded.and_then(|r| objective.check_start(&r.missing).map(|()| r).map_err(|e| e.to_string())) {
-                Ok(r) => format!("{} ({} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len()),
+                Ok(r) => {
+                    let arch = match source {
+                        crate::init::InitSource::Hf(dir) => crate::init::hf_architecture(dir).map(|a| format!("{a}; ")).unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    format!("{} ({arch}{} tensors load, {} fresh, {} unused)", source.describe().unwrap_or_default(), r.loaded, r.missing.len(), r.unused.len())
+                }
                 Err(e) => {
                     problems.push(format!("init: {e}"));
                     String::new()

@@ -68,6 +68,61 @@ pub enum InitError {
     /// The starting point's architecture cannot start this objective.
     #[error("{0}")]
     Architecture(&'static str),
+    /// A Hugging Face folder of an architecture pretune does not build.
+    #[error("init.hf: {}: model_type {model_type:?} ({architectures}) is not supported: pretune reads {} folders", path.display(), SUPPORTED_MODEL_TYPES.join(", "))]
+    Unsupported {
+        /// The `config.json`.
+        path: PathBuf,
+        /// Its `model_type`.
+        model_type: String,
+        /// Its `architectures`, joined.
+        architectures: String,
+    },
+    /// The starting weights lack tensors of the encoder itself: the run would train a random
+    /// model. (Only a new head may start fresh.)
+    #[error(
+        "init: {start}: {} of the encoder's tensors are not in its weights ({}), and {} of its tensors match no variable ({}): it is not a starting point for this model (another architecture, or names pretune does not read)",
+        missing.len(), sample(missing), unused.len(), sample(unused)
+    )]
+    EncoderMissing {
+        /// `checkpoint DIR` or `hf DIR`.
+        start: String,
+        /// The encoder's variables the weights lack.
+        missing: Vec<String>,
+        /// The weights' tensors nothing used.
+        unused: Vec<String>,
+    },
+}
+
+/// What a Hugging Face folder's `config.json` says it holds: `model_type (architectures)`.
+pub fn hf_architecture(dir: &Path) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    let model_type = value.get("model_type").and_then(|m| m.as_str()).unwrap_or("bert");
+    let architectures = value.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    Some(if architectures.is_empty() { model_type.to_owned() } else { format!("{model_type} ({architectures})") })
+}
+
+/// The `model_type`s of Hugging Face folders pretune reads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+/// The first few names, for a message.
+fn sample(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut out = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+/// Whether `name` is a variable of an encoder body (embeddings and blocks), which a starting
+/// point must provide: BERT's `bert.embeddings.*` / `bert.encoder.*`, GLM's `word_embeddings`
+/// and `transformer.*`. Poolers and heads may start fresh, as in `transformers`.
+pub fn is_encoder_variable(name: &str) -> bool {
+    ["bert.embeddings.", "bert.encoder.", "transformer."].iter().any(|p| name.starts_with(p)) || name == "word_embeddings.weight"
 }
 
 /// The starting point.
@@ -101,6 +156,20 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// Source tensors nothing used.
     pub unused: Vec<String>,
+}
+
+impl LoadReport {
+    /// Whether the start gave the whole encoder ([`is_encoder_variable`]).
+    ///
+    /// # Errors
+    /// [`InitError::EncoderMissing`] naming what is missing and what went unused.
+    pub fn check_encoder(&self, source: &InitSource) -> Result<(), InitError> {
+        let missing: Vec<String> = self.missing.iter().filter(|n| is_encoder_variable(n)).cloned().collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(InitError::EncoderMissing { start: source.describe().unwrap_or_default(), missing, unused: self.unused.clone() })
+    }
 }
 
 /// What a starting point says about the model it holds.
@@ -261,7 +330,15 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
         let path = dir.join("config.json");
         let hf_err = |source: Box<dyn std::error::Error + Send + Sync>| InitError::HfConfig { path: path.clone(), source };
         let text = std::fs::read_to_string(&path).map_err(|e| hf_err(e.into()))?;
-        let cfg = serde_json::from_str::<BertConfig>(&text).map_err(|e| hf_err(e.into()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| hf_err(e.into()))?;
+        let architectures = value.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        // Configs written before `model_type` existed are BERT's (their only reader then).
+        let model_type = value.get("model_type").and_then(|m| m.as_str()).unwrap_or("bert").to_owned();
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+            return Err(InitError::Unsupported { path, model_type, architectures: if architectures.is_empty() { "no architectures listed".into() } else { architectures } });
+        }
+        let cfg = serde_json::from_value::<BertConfig>(value).map_err(|e| hf_err(e.into()))?;
+        tracing::info!(dir = %dir.display(), model_type, architectures, "starting point: a Hugging Face folder");
         if !dir.join("model.safetensors").exists() {
             return Err(InitError::NoSafetensors(dir));
         }

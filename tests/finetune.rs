@@ -622,3 +622,77 @@ fn non_finite_regression_targets_are_bad_records() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("train.jsonl:4") && err.contains("`NaN` is not a finite number"), "{err}");
 }
+
+/// `[init] hf` starts only from what pretune builds, and says what it found. An ELECTRA or a
+/// ModernBERT folder is an error naming its `model_type` and the supported ones (it used to
+/// be read as a BERT with 0 of its tensors loaded and a random model trained); a BERT folder
+/// whose tensors carry names pretune does not read is an error naming the missing encoder
+/// tensors and the unused ones, from `check` and from `train`, in both phases. The real
+/// MiniLM passes, named as what its config says.
+#[test]
+fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
+    let minilm = root().join(".cache/minilm/model");
+    assert!(minilm.join("model.safetensors").exists(), "run `make setup` to fetch MiniLM");
+    let dir = tempfile::tempdir().unwrap();
+    let copy_side_files = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in ["config.json", "vocab.txt", "tokenizer.json"] {
+            std::fs::copy(minilm.join(f), to.join(f)).unwrap();
+        }
+    };
+    // MiniLM's tensors under another prefix (as another library might name them).
+    let renamed = dir.path().join("renamed");
+    copy_side_files(&renamed);
+    let tensors = Tensor::read_safetensors(minilm.join("model.safetensors")).unwrap();
+    let named: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, v)| (format!("encoder_model.{k}"), v)).collect();
+    Tensor::write_safetensors(&named, renamed.join("model.safetensors")).unwrap();
+    // Folders of other architectures (their weights do not matter: the config is read first).
+    let foreign = |name: &str, model_type: &str, arch: &str| {
+        let d = dir.path().join(name);
+        copy_side_files(&d);
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(minilm.join("config.json")).unwrap()).unwrap();
+        cfg["model_type"] = model_type.into();
+        cfg["architectures"] = serde_json::json!([arch]);
+        std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+        std::fs::copy(minilm.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+        d
+    };
+    let electra = foreign("electra", "electra", "ElectraForPreTraining");
+    let modernbert = foreign("modernbert", "modernbert", "ModernBertForMaskedLM");
+    let out = dir.path().join("run");
+    // Continued pre-training from a folder: the tiny MLM config without its own sizes and
+    // tokenizer (both come from [init]).
+    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
+    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
+    let pretrain_cfg = dir.path().join("pretrain-from-hf.toml");
+    std::fs::write(&pretrain_cfg, format!("{head}{}", &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string())).unwrap();
+    let args = |verb: &str, cfg: &str, init: &Path| -> Vec<String> {
+        let path = if cfg.contains("finetune") { root().join(cfg) } else { pretrain_cfg.clone() };
+        let mut a = vec![verb.to_string(), path.display().to_string()];
+        for s in [format!("init.hf=\"{}\"", init.display()), "metrics.listen=\"\"".into(), format!("run.out_dir=\"{}\"", out.display()), "train.max_steps=2".into()] {
+            a.extend(["--set".into(), s]);
+        }
+        if cfg.contains("finetune") {
+            a.extend(["--set".into(), "train.epochs=0".into()]);
+        }
+        a
+    };
+    let (finetune, pretrain) = ("configs/finetune-cls-minilm.toml", "configs/pretrain-mlm-tiny.toml");
+    for cfg in [finetune, pretrain] {
+        let (code, stdout, err) = run_cli(&args("check", cfg, &minilm));
+        assert_eq!(code, 0, "{cfg}: {err}");
+        assert!(stdout.contains("bert (BertModel)"), "{cfg}: check names the architecture: {stdout}");
+        for (folder, model_type, arch) in [(&electra, "electra", "ElectraForPreTraining"), (&modernbert, "modernbert", "ModernBertForMaskedLM")] {
+            let (code, _, err) = run_cli(&args("check", cfg, folder));
+            assert_ne!(code, 0, "{cfg} from {model_type}");
+            assert!(err.contains(&format!("model_type \"{model_type}\"")) && err.contains(arch) && err.contains("pretune reads bert folders"), "{cfg}: {err}");
+        }
+        let (code, _, err) = run_cli(&args("check", cfg, &renamed));
+        assert_ne!(code, 0, "{cfg}: a start without the encoder's tensors");
+        assert!(err.contains("of the encoder's tensors are not in its weights") && err.contains("`bert.embeddings.") && err.contains("`encoder_model."), "{cfg}: {err}");
+    }
+    let (code, _, err) = run_cli(&args("train", finetune, &renamed));
+    assert_ne!(code, 0);
+    assert!(err.contains("of the encoder's tensors are not in its weights") && err.contains("`encoder_model."), "{err}");
+    assert!(crate::util::steps(&out).is_empty(), "no step trained on a random encoder");
+}

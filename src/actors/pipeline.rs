@@ -342,6 +342,7 @@ impl TrainerSetup {
             state.load_checkpoint(&dir, step).map_err(|source| Arc::new(RunError::Load { dir, source }) as SharedError)?;
         } else if !matches!(self.init_source, crate::init::InitSource::Fresh) {
             let report = crate::init::load_start(&state.vs, &self.init_source).map_err(|e| Arc::new(RunError::Init(e)) as SharedError)?;
+            report.check_encoder(&self.init_source).map_err(|e| Arc::new(RunError::Init(e)) as SharedError)?;
             self.objective.check_start(&report.missing).map_err(|e| Arc::new(RunError::IncompleteStart(e)) as SharedError)?;
             tracing::info!(loaded = report.loaded, missing = ?report.missing, unused = ?report.unused, "starting weights");
             init = Some(report);
