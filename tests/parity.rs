@@ -186,3 +186,77 @@ fn glm_prefix_causal_attention_matches_an_explicit_reference() {
     let db = (a.get(0).narrow(0, sep0, t as i64 - sep0) - c.get(0).narrow(0, sep0, t as i64 - sep0)).abs().max().double_value(&[]);
     assert!(db > 1e-3, "Part B depends on its own tokens");
 }
+
+/// RoBERTa is BERT's network with other names, positions from `padding_idx + 1`, one token
+/// type and its own heads: each of `transformers`' `RobertaFor{MaskedLM, SequenceClassification,
+/// TokenClassification, QuestionAnswering}` folders (random, perturbed, saved with
+/// `save_pretrained`; fixture `scripts/make_roberta_fixture.py`) loads by name through the
+/// `[init] hf` path with every tensor used, and the hidden states, logits and loss on a
+/// right-padded batch equal `transformers`' within 1e-5.
+#[test]
+fn roberta_heads_match_transformers() {
+    use pretune::model::heads::{BertForTask, HeadKind};
+    let dir = fixture("roberta");
+    let batch: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("batch.safetensors")).unwrap().into_iter().collect();
+    let get = |k: &str| batch[k].shallow_clone();
+    let (ids, lengths, mask) = (get("input_ids"), get("lengths"), get("attention_mask"));
+    let types = ids.zeros_like();
+    let valid = mask.to_kind(Kind::Bool);
+    for head in ["mlm", "cls", "tag", "qa"] {
+        let folder = dir.join(head);
+        let text = std::fs::read_to_string(folder.join("config.json")).unwrap();
+        let cfg: BertConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!((cfg.prefix(), cfg.position_offset()), ("roberta", 2), "{head}");
+        let labels = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id2label"].as_object().map_or(2, |m| m.len()) as i64;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let want: HashMap<String, Tensor> = Tensor::read_safetensors(folder.join("out.safetensors")).unwrap().into_iter().collect();
+        let _g = tch::no_grad_guard();
+        let (hidden, logits, loss) = if head == "mlm" {
+            let model = BertForMaskedLM::new(&vs.root(), &cfg);
+            let report = pretune::init::load_into(&vs, &folder.join("model.safetensors")).unwrap();
+            assert!(report.missing.is_empty() && report.unused.is_empty(), "{head}: {report:?}");
+            let hidden = model.bert.forward(&ids, &types, &lengths, false);
+            let logits = model.predict(&hidden);
+            let labels = get("mlm_labels").view([-1]);
+            let positions = labels.ne(-100).nonzero().view([-1]);
+            let n = positions.size()[0] as usize;
+            let loss = model.mlm_loss(&hidden, &positions, &labels.index_select(0, &positions), n).loss;
+            (hidden, logits, loss)
+        } else {
+            let kind = match head {
+                "cls" => HeadKind::SequenceClassification,
+                "tag" => HeadKind::TokenClassification,
+                _ => HeadKind::QuestionAnswering,
+            };
+            let model = BertForTask::new(&vs.root(), &cfg, kind, labels);
+            let report = pretune::init::load_into(&vs, &folder.join("model.safetensors")).unwrap();
+            assert!(report.missing.is_empty() && report.unused.is_empty(), "{head}: {report:?}");
+            let hidden = model.bert.forward(&ids, &types, &lengths, false);
+            let logits = model.forward(&ids, &types, &lengths, false);
+            let ce = |l: &Tensor, y: &Tensor| l.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0);
+            let loss = match kind {
+                HeadKind::SequenceClassification => ce(&logits, &get("class_labels")),
+                HeadKind::TokenClassification => ce(&logits.view([-1, labels]), &get("tag_labels").view([-1])),
+                HeadKind::QuestionAnswering => (ce(&logits.select(2, 0), &get("start_positions")) + ce(&logits.select(2, 1), &get("end_positions"))) / 2.0,
+            };
+            (hidden, logits, loss)
+        };
+        let dh = max_diff_on_valid(&hidden, &want["hidden"], &mask);
+        assert!(dh < 1e-5, "{head}: hidden states differ by {dh}");
+        let dl = if logits.dim() == 3 { max_diff_on_valid(&logits, &want["logits"], &valid) } else { (&logits - &want["logits"]).abs().max().double_value(&[]) };
+        assert!(dl < 1e-5, "{head}: logits differ by {dl}");
+        // `transformers`' QA loss reads the logits of padding too (whatever they hold); ours
+        // never reads them: compare both sides' span loss with padding masked out.
+        let (got, theirs) = if head == "qa" {
+            let span_loss = |l: &Tensor| {
+                let l = l.masked_fill(&valid.logical_not().unsqueeze(-1), f64::NEG_INFINITY);
+                let ce = |x: Tensor, y: &Tensor| x.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0);
+                ((ce(l.select(2, 0), &get("start_positions")) + ce(l.select(2, 1), &get("end_positions"))) / 2.0).double_value(&[])
+            };
+            (span_loss(&logits), span_loss(&want["logits"]))
+        } else {
+            (loss.double_value(&[]), want["loss"].double_value(&[0]))
+        };
+        assert!((got - theirs).abs() < 1e-5, "{head}: loss {got} vs transformers {theirs}");
+    }
+}

@@ -99,10 +99,11 @@ impl TextTokenizer {
         };
         inner.with_padding(None);
         inner.with_truncation(None).map_err(load_err)?;
-        let id = |token: &'static str| {
-            inner.token_to_id(token).ok_or(TokenizerError::MissingSpecial { path: path.to_owned(), token })
+        // BERT's names, else RoBERTa's / XLM-R's (`<s>`, `</s>`, `<pad>`, `<mask>`, `<unk>`).
+        let id = |token: &'static str, or: &str| {
+            inner.token_to_id(token).or_else(|| inner.token_to_id(or)).ok_or(TokenizerError::MissingSpecial { path: path.to_owned(), token })
         };
-        let ids = SpecialIds { cls: id("[CLS]")?, sep: id("[SEP]")?, pad: id("[PAD]")?, mask: id("[MASK]")?, unk: id("[UNK]")? };
+        let ids = SpecialIds { cls: id("[CLS]", "<s>")?, sep: id("[SEP]", "</s>")?, pad: id("[PAD]", "<pad>")?, mask: id("[MASK]", "<mask>")?, unk: id("[UNK]", "<unk>")? };
         if is_vocab {
             inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), ids.sep), ("[CLS]".into(), ids.cls))));
         }

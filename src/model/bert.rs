@@ -1,4 +1,5 @@
-//! A BERT encoder and MLM head in tch, with Hugging Face parameter names.
+//! A BERT encoder and MLM head in tch, with Hugging Face parameter names; RoBERTa and XLM-R
+//! are the same network with other names and positions (`BertConfig::model_type`).
 //!
 //! Post-LayerNorm blocks, exact (erf) GELU, learned absolute positions and token types, as
 //! `transformers`' `BertForMaskedLM`. Parameter paths match HF's (`bert.encoder.layer.0.
@@ -44,6 +45,16 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     /// `[PAD]` id: its embedding row starts at zero and gets no gradient from the input side.
     pub pad_token_id: i64,
+    /// `transformers`' `model_type`: `bert`, or `roberta` / `xlm-roberta` (the same blocks;
+    /// parameters under `roberta.*`, positions counted from `pad_token_id + 1`, one token type,
+    /// the `lm_head` MLM head and a two-layer classification head). Not written for BERT, so
+    /// BERT checkpoints describe their model as before.
+    #[serde(skip_serializing_if = "is_bert")]
+    pub model_type: String,
+}
+
+fn is_bert(model_type: &str) -> bool {
+    model_type == "bert"
 }
 
 impl BertConfig {
@@ -62,6 +73,7 @@ impl BertConfig {
             initializer_range: m.initializer_range,
             layer_norm_eps: m.layer_norm_eps,
             pad_token_id,
+            model_type: "bert".into(),
         }
     }
 }
@@ -81,6 +93,7 @@ impl Default for BertConfig {
             initializer_range: 0.02,
             layer_norm_eps: 1e-12,
             pad_token_id: 0,
+            model_type: "bert".into(),
         }
     }
 }
@@ -89,6 +102,30 @@ impl BertConfig {
     /// Per-head width.
     pub fn head_dim(&self) -> i64 {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Whether this is RoBERTa's flavour (`roberta`, `xlm-roberta`).
+    pub fn is_roberta(&self) -> bool {
+        matches!(self.model_type.as_str(), "roberta" | "xlm-roberta")
+    }
+
+    /// The encoder's name in parameter paths (`bert`, `roberta`).
+    pub fn prefix(&self) -> &'static str {
+        if self.is_roberta() {
+            "roberta"
+        } else {
+            "bert"
+        }
+    }
+
+    /// The first position id: RoBERTa counts positions from `padding_idx + 1` (its table's
+    /// first rows belong to padding), BERT from 0.
+    pub fn position_offset(&self) -> i64 {
+        if self.is_roberta() {
+            self.pad_token_id + 1
+        } else {
+            0
+        }
     }
 }
 
@@ -140,7 +177,7 @@ pub struct Bert {
 }
 
 impl Bert {
-    /// Creates the encoder's variables under `p` (pass `root / "bert"`).
+    /// Creates the encoder's variables under `p` (pass `root / cfg.prefix()`).
     pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
         let (h, std) = (cfg.hidden_size, cfg.initializer_range);
         let e = &p / "embeddings";
@@ -194,7 +231,11 @@ impl Bert {
         let device = input_ids.device();
         let positions = Tensor::arange(t, (Kind::Int64, device));
         let e = &self.embeddings;
-        let x = e.word.forward(input_ids) + e.position.forward(&positions).unsqueeze(0) + e.token_type.forward(token_type_ids);
+        let offset = self.cfg.position_offset();
+        let position_ids = if offset == 0 { positions.shallow_clone() } else { &positions + offset };
+        // RoBERTa has one token type: pair segments all read row 0, as `transformers` does.
+        let types = if self.cfg.type_vocab_size == 1 { token_type_ids.zeros_like() } else { token_type_ids.shallow_clone() };
+        let x = e.word.forward(input_ids) + e.position.forward(&position_ids).unsqueeze(0) + e.token_type.forward(&types);
         // True where a key may be attended to: [batch, 1, 1, seq].
         let key_mask = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
         if device == tch::Device::Cpu {
@@ -275,11 +316,19 @@ pub struct MlmOutput {
 impl BertForMaskedLM {
     /// Creates all variables under `root` with HF names.
     pub fn new(root: &nn::Path, cfg: &BertConfig) -> Self {
-        let bert = Bert::new(root / "bert", cfg);
-        let p = root / "cls" / "predictions";
-        let transform = linear(&p / "transform" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
-        let transform_norm = layer_norm(&p / "transform" / "LayerNorm", cfg.hidden_size, cfg.layer_norm_eps);
-        let decoder_bias = p.zeros("bias", &[cfg.vocab_size]);
+        let bert = Bert::new(root / cfg.prefix(), cfg);
+        // RoBERTa's `lm_head.{dense, layer_norm, bias}`, BERT's `cls.predictions.*`.
+        let (transform, transform_norm, decoder_bias) = if cfg.is_roberta() {
+            let p = root / "lm_head";
+            (linear(&p / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range), layer_norm(&p / "layer_norm", cfg.hidden_size, cfg.layer_norm_eps), p.zeros("bias", &[cfg.vocab_size]))
+        } else {
+            let p = root / "cls" / "predictions";
+            (
+                linear(&p / "transform" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range),
+                layer_norm(&p / "transform" / "LayerNorm", cfg.hidden_size, cfg.layer_norm_eps),
+                p.zeros("bias", &[cfg.vocab_size]),
+            )
+        };
         BertForMaskedLM { bert, transform, transform_norm, decoder_bias, pair_head: None }
     }
 
@@ -287,7 +336,7 @@ impl BertForMaskedLM {
     /// `cls.seq_relationship` classifier for NSP or SOP.
     pub fn with_pair_head(root: &nn::Path, cfg: &BertConfig) -> Self {
         let mut m = Self::new(root, cfg);
-        let pooler = linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
+        let pooler = linear(root / cfg.prefix() / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, cfg.initializer_range);
         let rel = linear(root / "cls" / "seq_relationship", cfg.hidden_size, 2, cfg.initializer_range);
         m.pair_head = Some((pooler, rel));
         m
@@ -340,7 +389,7 @@ mod unpad_tests {
             ..Default::default()
         };
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let bert = Bert::new(vs.root() / "bert", &cfg);
+        let bert = Bert::new(vs.root() / cfg.prefix(), &cfg);
         let (b, t) = (3, 12);
         let ids = Tensor::randint(50, [b, t], (Kind::Int64, tch::Device::Cpu));
         let types = Tensor::zeros([b, t], (Kind::Int64, tch::Device::Cpu));

@@ -26,6 +26,9 @@ pub struct BertForTask {
     /// The encoder (`bert.*` in Hugging Face names), shared with pre-training checkpoints.
     pub bert: Bert,
     pooler: Option<nn::Linear>,
+    /// RoBERTa's sequence head: `classifier.dense` + tanh on `<s>` before `classifier.out_proj`
+    /// (in `classifier`), in place of BERT's pooler.
+    dense: Option<nn::Linear>,
     classifier: nn::Linear,
     dropout: f64,
     /// The task the head is for: decides pooling, output width and loss.
@@ -35,25 +38,30 @@ pub struct BertForTask {
 impl BertForTask {
     /// Creates `bert.*` (with `bert.pooler` for sequence heads) and `classifier` under `root`.
     pub fn new(root: &nn::Path, cfg: &BertConfig, kind: HeadKind, num_labels: i64) -> Self {
-        let bert = Bert::new(root / "bert", cfg);
+        let bert = Bert::new(root / cfg.prefix(), cfg);
         let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
-        let per_token = kind != HeadKind::SequenceClassification;
-        let pooler = (!per_token).then(|| nn::linear(root / "bert" / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
-        let (name, outputs, dropout) = match kind {
-            HeadKind::QuestionAnswering => ("qa_outputs", 2, 0.0),
-            _ => ("classifier", num_labels, cfg.hidden_dropout_prob),
+        let sequence = kind == HeadKind::SequenceClassification;
+        let roberta_head = sequence && cfg.is_roberta();
+        let pooler = (sequence && !roberta_head).then(|| nn::linear(root / cfg.prefix() / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
+        let dense = roberta_head.then(|| nn::linear(root / "classifier" / "dense", cfg.hidden_size, cfg.hidden_size, init));
+        let (path, outputs, dropout) = match kind {
+            HeadKind::QuestionAnswering => (root / "qa_outputs", 2, 0.0),
+            _ if roberta_head => (root / "classifier" / "out_proj", num_labels, cfg.hidden_dropout_prob),
+            _ => (root / "classifier", num_labels, cfg.hidden_dropout_prob),
         };
-        let classifier = nn::linear(root / name, cfg.hidden_size, outputs, init);
-        BertForTask { bert, pooler, classifier, dropout, kind }
+        let classifier = nn::linear(path, cfg.hidden_size, outputs, init);
+        BertForTask { bert, pooler, dense, classifier, dropout, kind }
     }
 
     /// Logits: `[batch, labels]` (regression: `[batch, 1]`) or `[batch, seq, labels]`
     /// (question answering: `[batch, seq, 2]`, start and end).
     pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
-        let x = match &self.pooler {
-            Some(p) => p.forward(&h.select(1, 0)).tanh(),
-            None => h,
+        let x = match (&self.pooler, &self.dense) {
+            (Some(p), _) => p.forward(&h.select(1, 0)).tanh(),
+            // RobertaClassificationHead: dropout, dense, tanh (then dropout, out_proj below).
+            (None, Some(d)) => d.forward(&dropout(&h.select(1, 0), self.dropout, train)).tanh(),
+            (None, None) => h,
         };
         self.classifier.forward(&dropout(&x, self.dropout, train))
     }

@@ -1,0 +1,79 @@
+"""Golden fixture for the RoBERTa parity tests: Hugging Face `transformers` is the oracle.
+
+Writes, for small random RoBERTa models (every parameter perturbed so a swapped or misnamed
+tensor cannot go unnoticed; padding id 1, positions from 2, one token type, as roberta-base):
+  OUT/config.json, OUT/batch.safetensors (a right-padded batch with MLM labels, class labels,
+  tag labels and answer spans),
+  OUT/<head>/model.safetensors + OUT/<head>/config.json for RobertaForMaskedLM,
+  RobertaForSequenceClassification, RobertaForTokenClassification and
+  RobertaForQuestionAnswering (saved by `save_pretrained`, as a user's folder is), and
+  OUT/<head>/out.safetensors: the last hidden state, logits and loss in eval mode.
+
+    .venv/bin/python scripts/make_roberta_fixture.py target/fixtures/roberta
+"""
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch
+from safetensors.torch import save_file
+from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                          RobertaForSequenceClassification, RobertaForTokenClassification)
+
+
+def perturbed(cls, cfg, seed):
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def main(out_dir: pathlib.Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = RobertaConfig(vocab_size=70, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=34, type_vocab_size=1,
+                        hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+                        eos_token_id=2, num_labels=3)
+    (out_dir / "config.json").write_text(cfg.to_json_string())
+    torch.manual_seed(7)
+    b, t = 3, 16
+    lengths = torch.tensor([16, 11, 7])
+    valid = torch.arange(t)[None, :] < lengths[:, None]
+    input_ids = torch.where(valid, torch.randint(4, cfg.vocab_size, (b, t)), torch.full((b, t), 1))
+    input_ids[:, 0] = 0
+    attention_mask = valid.long()
+    mlm_labels = torch.full((b, t), -100)
+    pick = valid & (torch.rand(b, t) < 0.3)
+    pick[:, 0] = False
+    mlm_labels[pick] = torch.randint(4, cfg.vocab_size, (int(pick.sum()),))
+    class_labels = torch.tensor([0, 2, 1])
+    tag_labels = torch.where(valid, torch.randint(0, 3, (b, t)), torch.full((b, t), -100))
+    starts, ends = torch.tensor([3, 2, 1]), torch.tensor([5, 2, 4])
+    save_file({"input_ids": input_ids, "attention_mask": attention_mask, "lengths": lengths,
+               "mlm_labels": mlm_labels, "class_labels": class_labels, "tag_labels": tag_labels,
+               "start_positions": starts, "end_positions": ends}, out_dir / "batch.safetensors")
+    heads = [
+        ("mlm", RobertaForMaskedLM, dict(labels=mlm_labels)),
+        ("cls", RobertaForSequenceClassification, dict(labels=class_labels)),
+        ("tag", RobertaForTokenClassification, dict(labels=tag_labels)),
+        ("qa", RobertaForQuestionAnswering, dict(start_positions=starts, end_positions=ends)),
+    ]
+    for i, (name, cls, labels) in enumerate(heads):
+        head_cfg = RobertaConfig.from_dict({**{k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id")},
+                                           "num_labels": 2 if name == "qa" else 3})
+        model = perturbed(cls, head_cfg, 100 + i)
+        model.save_pretrained(out_dir / name, safe_serialization=True)
+        with torch.no_grad():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **labels)
+        logits = torch.stack([out.start_logits, out.end_logits], -1) if name == "qa" else out.logits
+        save_file({"hidden": out.hidden_states[-1].contiguous(), "logits": logits.contiguous(),
+                   "loss": out.loss.reshape(1)}, out_dir / name / "out.safetensors")
+        print(f"{name}: loss {out.loss.item():.6f}")
+
+
+if __name__ == "__main__":
+    main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/fixtures/roberta"))
