@@ -1,5 +1,9 @@
 """Golden fixture for the RoBERTa parity tests: Hugging Face `transformers` is the oracle.
 
+A byte-level BPE tokenizer (RoBERTa's kind: `<s>` `<pad>` `</s>` `<unk>` `<mask>` at ids 0-4,
+`Ġ` word starts) is trained on the bundled spam set's texts and saved as `tokenizer.json` in
+every folder, so a folder is a complete starting point (`[init] hf`).
+
 Writes, for small random RoBERTa models (every parameter perturbed so a swapped or misnamed
 tensor cannot go unnoticed; padding id 1, positions from 2, one token type, as roberta-base):
   OUT/config.json, OUT/batch.safetensors (a right-padded batch with MLM labels, class labels,
@@ -7,10 +11,12 @@ tensor cannot go unnoticed; padding id 1, positions from 2, one token type, as r
   OUT/<head>/model.safetensors + OUT/<head>/config.json for RobertaForMaskedLM,
   RobertaForSequenceClassification, RobertaForTokenClassification and
   RobertaForQuestionAnswering (saved by `save_pretrained`, as a user's folder is), and
-  OUT/<head>/out.safetensors: the last hidden state, logits and loss in eval mode.
+  OUT/<head>/out.safetensors: the last hidden state, logits and loss in eval mode;
+  OUT/plain: a RobertaForMaskedLM as `transformers` initialises it (the fine-tuning test's start).
 
     .venv/bin/python scripts/make_roberta_fixture.py target/fixtures/roberta
 """
+import json
 import os
 import pathlib
 import sys
@@ -32,10 +38,21 @@ def perturbed(cls, cfg, seed):
     return model
 
 
+def tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    root = pathlib.Path(__file__).resolve().parent.parent
+    texts = [json.loads(l)["text"] for l in (root / "data/spam/train.jsonl").read_text().splitlines() if l.strip()]
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(texts, vocab_size=400, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    return tok
+
+
 def main(out_dir: pathlib.Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = RobertaConfig(vocab_size=70, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=34, type_vocab_size=1,
+    tok = tokenizer()
+    cfg = RobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=130, type_vocab_size=1,
                         hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
                         eos_token_id=2, num_labels=3)
     (out_dir / "config.json").write_text(cfg.to_json_string())
@@ -43,7 +60,7 @@ def main(out_dir: pathlib.Path) -> None:
     b, t = 3, 16
     lengths = torch.tensor([16, 11, 7])
     valid = torch.arange(t)[None, :] < lengths[:, None]
-    input_ids = torch.where(valid, torch.randint(4, cfg.vocab_size, (b, t)), torch.full((b, t), 1))
+    input_ids = torch.where(valid, torch.randint(5, cfg.vocab_size, (b, t)), torch.full((b, t), 1))
     input_ids[:, 0] = 0
     attention_mask = valid.long()
     mlm_labels = torch.full((b, t), -100)
@@ -67,12 +84,19 @@ def main(out_dir: pathlib.Path) -> None:
                                            "num_labels": 2 if name == "qa" else 3})
         model = perturbed(cls, head_cfg, 100 + i)
         model.save_pretrained(out_dir / name, safe_serialization=True)
+        tok.save(str(out_dir / name / "tokenizer.json"))
         with torch.no_grad():
             out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **labels)
         logits = torch.stack([out.start_logits, out.end_logits], -1) if name == "qa" else out.logits
         save_file({"hidden": out.hidden_states[-1].contiguous(), "logits": logits.contiguous(),
                    "loss": out.loss.reshape(1)}, out_dir / name / "out.safetensors")
         print(f"{name}: loss {out.loss.item():.6f}")
+    # A RobertaForMaskedLM as `transformers` initialises it (no perturbation): the starting
+    # point of the fine-tuning test (the perturbed weights above saturate a model this small).
+    torch.manual_seed(5)
+    plain = RobertaForMaskedLM(cfg).eval()
+    plain.save_pretrained(out_dir / "plain", safe_serialization=True)
+    tok.save(str(out_dir / "plain" / "tokenizer.json"))
 
 
 if __name__ == "__main__":

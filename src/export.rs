@@ -84,6 +84,18 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()
     safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| ExportError::Safetensors { path: path.to_owned(), source })
 }
 
+/// The `transformers` class of BERT-family head `arch` (`BertForSequenceClassification`, ...)
+/// for the encoder's `model_type`: `RobertaFor...` / `XLMRobertaFor...` (the same tensor names
+/// as pretune's: `roberta.*`, `lm_head.*`, `classifier.{dense, out_proj}`).
+fn family_architecture(model_type: &str, arch: &str) -> String {
+    let family = match model_type {
+        "roberta" => "Roberta",
+        "xlm-roberta" => "XLMRoberta",
+        _ => return arch.to_owned(),
+    };
+    arch.strip_prefix("Bert").map_or_else(|| arch.to_owned(), |rest| format!("{family}{rest}"))
+}
+
 /// Exports the checkpoint at (or under) `checkpoint` into `out`.
 ///
 /// # Errors
@@ -108,9 +120,10 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
         }
     };
     std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
+    let arch = family_architecture(&bert.model_type, arch);
     let mut config = serde_json::to_value(&bert).expect("a BERT config serializes");
     let obj = config.as_object_mut().expect("a struct serializes to an object");
-    obj.insert("model_type".into(), json!("bert"));
+    obj.insert("model_type".into(), json!(bert.model_type));
     obj.insert("architectures".into(), json!([arch]));
     obj.insert("hidden_act".into(), json!("gelu"));
     obj.insert("position_embedding_type".into(), json!("absolute"));

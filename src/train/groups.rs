@@ -30,13 +30,19 @@ impl ParamGroups {
     }
 }
 
-/// Depth of a BERT parameter: 0 for embeddings, `l + 1` for encoder layer `l`, `layers + 1`
-/// for everything above the encoder (pooler, heads).
+/// A BERT-family parameter's name below its encoder's prefix (`bert.` or `roberta.`).
+fn in_encoder(name: &str) -> Option<&str> {
+    name.strip_prefix("bert.").or_else(|| name.strip_prefix("roberta."))
+}
+
+/// Depth of a BERT-family parameter: 0 for embeddings, `l + 1` for encoder layer `l`,
+/// `layers + 1` for everything above the encoder (pooler, heads).
 pub fn depth(name: &str, layers: i64) -> i64 {
-    if name.starts_with("bert.embeddings.") {
+    let inner = in_encoder(name).unwrap_or("");
+    if inner.starts_with("embeddings.") {
         return 0;
     }
-    if let Some(rest) = name.strip_prefix("bert.encoder.layer.") {
+    if let Some(rest) = inner.strip_prefix("encoder.layer.") {
         if let Some(l) = rest.split('.').next().and_then(|s| s.parse::<i64>().ok()) {
             return l + 1;
         }
@@ -57,7 +63,7 @@ pub fn frozen(name: &str, freeze_embeddings: bool, freeze_layers: i64, layers: i
 
 /// Encoder layers of a model, from its variable names (`bert.encoder.layer.N.`).
 pub fn count_layers<'a>(names: impl Iterator<Item = &'a str>) -> i64 {
-    names.filter_map(|n| n.strip_prefix("bert.encoder.layer.")?.split('.').next()?.parse::<i64>().ok()).max().map_or(0, |l| l + 1)
+    names.filter_map(|n| in_encoder(n)?.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<i64>().ok()).max().map_or(0, |l| l + 1)
 }
 
 #[cfg(test)]
@@ -72,6 +78,9 @@ mod tests {
         assert_eq!(lr_scale("bert.encoder.layer.3.output.dense.weight", l, 0.5), 0.5);
         assert_eq!(lr_scale("bert.encoder.layer.0.attention.self.query.weight", l, 0.5), 0.0625);
         assert_eq!(lr_scale("bert.embeddings.word_embeddings.weight", l, 0.5), 0.03125);
+        assert_eq!(lr_scale("roberta.embeddings.word_embeddings.weight", l, 0.5), 0.03125);
+        assert_eq!(lr_scale("roberta.encoder.layer.3.output.dense.weight", l, 0.5), 0.5);
+        assert_eq!(count_layers(["roberta.encoder.layer.5.output.dense.bias", "classifier.out_proj.weight"].into_iter()), 6);
         assert!(frozen("bert.embeddings.LayerNorm.weight", true, 0, l));
         assert!(!frozen("bert.embeddings.LayerNorm.weight", false, 2, l));
         assert!(frozen("bert.encoder.layer.1.output.dense.bias", false, 2, l));
