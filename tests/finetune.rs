@@ -743,3 +743,65 @@ fn fine_tuning_from_a_roberta_folder_learns_and_exports_as_roberta() {
         assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
     }
 }
+
+/// Continued pre-training from a RoBERTa folder (MLM alone, as RoBERTa pre-trains, with the
+/// folder's byte-level BPE tokenizer and the dynamic masking our Masker does): the held-out
+/// MLM loss falls, a run stopped at step 3 and resumed ends with the weights of one that went
+/// straight to step 6, bit for bit, and the checkpoint exports as `RobertaForMaskedLM`, which
+/// `transformers` loads with our logits. NSP on RoBERTa is refused.
+#[test]
+fn continued_pre_training_from_a_roberta_folder_learns_resumes_and_exports() {
+    let fix = fixture("roberta");
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
+    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
+    let cfg = dir.path().join("pretrain-roberta.toml");
+    let text = format!("{head}[init]\nhf = \"{}\"\n{}", fix.join("plain").display(), &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    let run = |out: &Path, steps: u64, resume: bool, extra: &[&str]| {
+        let mut a: Vec<String> = vec!["train".into(), cfg.display().to_string()];
+        let sets = [format!("run.out_dir=\"{}\"", out.display()), format!("train.max_steps={steps}"), "train.checkpoint_every=3".into(), "train.eval_every=3".into(), "train.log_every=1".into(), "train.warmup_steps=1".into(), "train.decay=\"constant\"".into(), "train.batch_size=8".into(), "metrics.listen=\"\"".into(), "model.hidden_dropout=0.0".into(), "model.attention_dropout=0.0".into()];
+        for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+            a.extend(["--set".to_string(), s.to_string()]);
+        }
+        if resume {
+            a.extend(["--resume".into(), "auto".into()]);
+        }
+        run_cli(&a)
+    };
+    let straight = dir.path().join("straight");
+    let (code, _, err) = run(&straight, 6, false, &[]);
+    assert_eq!(code, 0, "{err}");
+    let evals = crate::util::evals(&straight);
+    let loss = |i: usize| evals[i].1.get("mlm_loss").unwrap();
+    assert!(loss(1) < loss(0) - 0.05, "held-out MLM loss did not fall: {evals:?}");
+    let resumed = dir.path().join("resumed");
+    assert_eq!(run(&resumed, 3, false, &[]).0, 0);
+    let (code, _, err) = run(&resumed, 6, true, &[]);
+    assert_eq!(code, 0, "{err}");
+    crate::util::assert_same_weights(&straight.join("checkpoints/step-00000006"), &resumed.join("checkpoints/step-00000006"));
+
+    let out = dir.path().join("hf");
+    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", straight.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hf_config["architectures"][0], "RobertaForMaskedLM");
+    let ids = vec![vec![0i64, 100, 4, 300, 2]];
+    let theirs = hf_logits(&out, "AutoModelForMaskedLM", &ids);
+    let state = pretune::checkpoint::CheckpointStore::verify(&straight.join("checkpoints/step-00000006")).unwrap();
+    let spec: pretune::objective::ModelSpec = serde_json::from_value(state.model).unwrap();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = pretune::objective::PretrainModel::new(&vs.root(), &spec);
+    vs.load(straight.join("checkpoints/step-00000006/model.safetensors")).unwrap();
+    let pretune::objective::PretrainModel::Bert(m) = model else { panic!("a BERT-family model") };
+    let _g = tch::no_grad_guard();
+    let input = Tensor::from_slice(&ids[0]).view([1, 5]);
+    let ours = m.predict(&m.bert.forward(&input, &input.zeros_like(), &Tensor::from_slice(&[5i64]), false));
+    let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
+    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(ours.len() == theirs.len() && worst < 1e-4, "logits differ by {worst}");
+
+    let (code, _, err) = run(&dir.path().join("nsp"), 2, false, &["objective.sentence_pair=\"nsp\""]);
+    assert_ne!(code, 0);
+    assert!(err.contains("RoBERTa has no next-sentence head"), "{err}");
+}

@@ -72,7 +72,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let tokenizer = load_tokenizer(c, start.tokenizer.as_ref(), &mut problems);
     let positions = match &start.encoder {
         ModelSpec::Glm { config } => config.max_sequence_length - 1,
-        ModelSpec::Bert { config, .. } => config.max_position_embeddings,
+        ModelSpec::Bert { config, .. } => config.max_positions(),
     };
     if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
         problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));

@@ -118,6 +118,11 @@ impl BertConfig {
         }
     }
 
+    /// The longest sequence the position table holds (RoBERTa's first rows are padding's).
+    pub fn max_positions(&self) -> i64 {
+        self.max_position_embeddings - self.position_offset()
+    }
+
     /// The first position id: RoBERTa counts positions from `padding_idx + 1` (its table's
     /// first rows belong to padding), BERT from 0.
     pub fn position_offset(&self) -> i64 {

@@ -213,6 +213,11 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e.to_string()),
             }
+            if let (ModelSpec::Bert { config, .. }, Some(len)) = (&model, table.get("train").and_then(|t| t.get("max_seq_len")).and_then(toml::Value::as_integer)) {
+                if len > config.max_positions() {
+                    problems.push(format!("train.max_seq_len: {len} is longer than the starting point's position table holds ({})", config.max_positions()));
+                }
+            }
             problems.extend(crate::init::size_conflicts(table, &model));
             if !problems.is_empty() {
                 return Err(problems);
