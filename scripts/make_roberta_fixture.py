@@ -48,6 +48,50 @@ def tokenizer():
     return tok
 
 
+ODD_TEXTS = [
+    "Hello spam world, buy now!!",
+    "naïve café — résumé ½ price; Ünïcödé «quotes» and ‘curly’ ones",
+    "emoji 🤖🚀 and CJK 北京欢迎你 and Ω≈ç√",
+    "  leading and   repeated   spaces\tand tabs",
+    "ﬁ ligature, ＦＵＬＬＷＩＤＴＨ, e\u0301 combining, zero\u200bwidth",
+]
+ODD_PAIRS = [("Is this spam?", "Buy cheap pills now 💊"), ("naïve question", "¿qué pasa?")]
+ODD_WORDS = [["Hello", "naïve", "北京", "🤖", "U.S.A."], ["re-use", "don't", "½"]]
+
+
+def unigram(texts):
+    """An XLM-R-style SentencePiece Unigram tokenizer (`▁` word starts) as a tokenizer.json."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders, trainers
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def tokenizer_oracle(out_dir, bpe_path, unigram_path):
+    """What `transformers`' fast tokenizers give on odd text: ids without special tokens, pairs
+    with RoBERTa's template, pre-split words (each as in running text, a space before it)."""
+    from transformers import RobertaTokenizerFast, XLMRobertaTokenizerFast
+    out = {}
+    for name, tok in [("bpe", RobertaTokenizerFast(tokenizer_file=str(bpe_path), add_prefix_space=True)),
+                      ("unigram", XLMRobertaTokenizerFast(tokenizer_file=str(unigram_path)))]:
+        out[name] = {
+            "texts": [tok(t, add_special_tokens=False)["input_ids"] for t in ODD_TEXTS],
+            "tokens": [tok.convert_ids_to_tokens(tok(t, add_special_tokens=False)["input_ids"]) for t in ODD_TEXTS],
+            "pairs": [tok(a, b)["input_ids"] for a, b in ODD_PAIRS],
+            # Pre-split words as in running text: each after a space (what `add_prefix_space=True`
+            # with `is_split_into_words` gave in transformers 4; 5 loads a tokenizer_file's
+            # pre-tokenizer as written and splits "Hello world" as H-e-ll-o w-or-ld instead).
+            "words": [[i for w in ws for i in tok((" " + w) if name == "bpe" else w, add_special_tokens=False)["input_ids"]]
+                      for ws in ODD_WORDS],
+        }
+    (out_dir / "tokenizers.json").write_text(json.dumps({"texts": ODD_TEXTS, "pairs": ODD_PAIRS, "words": ODD_WORDS, **out}, ensure_ascii=False))
+
+
 def main(out_dir: pathlib.Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = tokenizer()
@@ -91,6 +135,12 @@ def main(out_dir: pathlib.Path) -> None:
         save_file({"hidden": out.hidden_states[-1].contiguous(), "logits": logits.contiguous(),
                    "loss": out.loss.reshape(1)}, out_dir / name / "out.safetensors")
         print(f"{name}: loss {out.loss.item():.6f}")
+    # Tokenizers: the BPE above and a Unigram one, with the oracle's ids.
+    root = pathlib.Path(__file__).resolve().parent.parent
+    texts = [json.loads(l)["text"] for l in (root / "data/spam/train.jsonl").read_text().splitlines() if l.strip()]
+    tok.save(str(out_dir / "bpe.json"))
+    unigram(texts).save(str(out_dir / "unigram.json"))
+    tokenizer_oracle(out_dir, out_dir / "bpe.json", out_dir / "unigram.json")
     # A RobertaForMaskedLM as `transformers` initialises it (no perturbation): the starting
     # point of the fine-tuning test (the perturbed weights above saturate a model this small).
     torch.manual_seed(5)

@@ -685,7 +685,7 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
         for (folder, model_type, arch) in [(&electra, "electra", "ElectraForPreTraining"), (&modernbert, "modernbert", "ModernBertForMaskedLM")] {
             let (code, _, err) = run_cli(&args("check", cfg, folder));
             assert_ne!(code, 0, "{cfg} from {model_type}");
-            assert!(err.contains(&format!("model_type \"{model_type}\"")) && err.contains(arch) && err.contains("pretune reads bert folders"), "{cfg}: {err}");
+            assert!(err.contains(&format!("model_type \"{model_type}\"")) && err.contains(arch) && err.contains("pretune reads bert, roberta, xlm-roberta folders"), "{cfg}: {err}");
         }
         let (code, _, err) = run_cli(&args("check", cfg, &renamed));
         assert_ne!(code, 0, "{cfg}: a start without the encoder's tensors");
@@ -804,4 +804,52 @@ fn continued_pre_training_from_a_roberta_folder_learns_resumes_and_exports() {
     let (code, _, err) = run(&dir.path().join("nsp"), 2, false, &["objective.sentence_pair=\"nsp\""]);
     assert_ne!(code, 0);
     assert!(err.contains("RoBERTa has no next-sentence head"), "{err}");
+}
+
+/// RoBERTa's and XLM-R's tokenizers through the `tokenizers` crate: a byte-level BPE and a
+/// SentencePiece-style Unigram `tokenizer.json` (trained by `tokenizers` in the fixture) give,
+/// on odd Unicode (accents, emoji, CJK, ligatures, full-width, combining marks, zero-width
+/// space, runs of spaces), the ids of `transformers`' `RobertaTokenizerFast` /
+/// `XLMRobertaTokenizerFast`; a pair is framed as theirs (`<s> A </s></s> B </s>`); pre-split
+/// words (tagging) get the pieces they have in running text (for the byte-level BPE, of the
+/// word after a space, as `add_prefix_space=True` gave in transformers 4); and every
+/// piece that opens with `Ġ` / `▁` and text starts a word, so whole-word masking never joins
+/// two words.
+#[test]
+fn roberta_and_xlmr_tokenizers_match_transformers_on_odd_text() {
+    use pretune::data::tokenize::TextTokenizer;
+    use pretune::finetune::data::{encode_classification, ClsRecord};
+    let fix = fixture("roberta");
+    let oracle: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fix.join("tokenizers.json")).unwrap()).unwrap();
+    let strings = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let texts = strings(&oracle["texts"]);
+    for (name, file) in [("bpe", "bpe.json"), ("unigram", "unigram.json")] {
+        let tok = TextTokenizer::load(&fix.join(file), None).unwrap();
+        assert_eq!(tok.pair_separators(), 2, "{name}");
+        let want = &oracle[name];
+        for (i, text) in texts.iter().enumerate() {
+            let got = tok.encode(text).unwrap();
+            assert_eq!(got.ids, ids(&want["texts"][i]), "{name}: {text:?}");
+            for (k, (&id, &start)) in got.ids.iter().zip(&got.word_start).enumerate() {
+                let piece = tok.id_to_token(id);
+                // A marker and text opens a word; a bare marker may continue a run of spaces.
+                let marker = |c: char| c == 'Ġ' || c == '▁';
+                if piece.starts_with(marker) && !piece.chars().all(marker) {
+                    assert!(start, "{name}: {text:?}: piece {k} {piece:?} starts a word but is not marked so");
+                }
+            }
+            assert!(got.word_start.iter().filter(|&&s| s).count() > 1, "{name}: {text:?}");
+        }
+        for (i, pair) in oracle["pairs"].as_array().unwrap().iter().enumerate() {
+            let p = strings(pair);
+            let rec = ClsRecord { text: p[0].clone(), pair: Some(p[1].clone()), label: String::new(), path: "x".into(), line: 1 };
+            let got = encode_classification(&tok, &rec, None, 0.0, 512).unwrap();
+            assert_eq!(got.ids, ids(&want["pairs"][i]), "{name}: pair {p:?}");
+        }
+        for (i, words) in oracle["words"].as_array().unwrap().iter().enumerate() {
+            let got: Vec<u32> = strings(words).iter().flat_map(|w| tok.encode_word(w).unwrap().ids).collect();
+            assert_eq!(got, ids(&want["words"][i]), "{name}: words {words}");
+        }
+    }
 }

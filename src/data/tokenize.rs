@@ -64,6 +64,11 @@ pub struct TextTokenizer {
     vocab_size: usize,
     /// SHA-256 of the tokenizer as loaded (before any objective adds tokens).
     identity: String,
+    /// RoBERTa's conventions (`<s>` opens a sequence): a pair is `<s> A </s></s> B </s>`.
+    roberta_style: bool,
+    /// A byte-level BPE (GPT-2 / RoBERTa): a word encoded alone gets the space that precedes it
+    /// in running text (`Ġ`), as `transformers` does with `is_split_into_words`.
+    byte_level: bool,
 }
 
 /// One sentence in ids, with a flag per token saying whether it starts a word (from the
@@ -104,6 +109,8 @@ impl TextTokenizer {
             inner.token_to_id(token).or_else(|| inner.token_to_id(or)).ok_or(TokenizerError::MissingSpecial { path: path.to_owned(), token })
         };
         let ids = SpecialIds { cls: id("[CLS]", "<s>")?, sep: id("[SEP]", "</s>")?, pad: id("[PAD]", "<pad>")?, mask: id("[MASK]", "<mask>")?, unk: id("[UNK]", "<unk>")? };
+        let roberta_style = inner.token_to_id("[CLS]").is_none();
+        let byte_level = matches!(inner.get_pre_tokenizer(), Some(tokenizers::PreTokenizerWrapper::ByteLevel(_)));
         if is_vocab {
             inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), ids.sep), ("[CLS]".into(), ids.cls))));
         }
@@ -120,7 +127,7 @@ impl TextTokenizer {
         special[ids.unk as usize] = false;
         let serialized = inner.to_string(false).map_err(load_err)?;
         let identity = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(serialized.as_bytes()));
-        Ok(TextTokenizer { inner, special, ids, vocab_size, identity })
+        Ok(TextTokenizer { inner, special, ids, vocab_size, identity, roberta_style, byte_level })
     }
 
     /// Adds `tokens` as special tokens where the vocabulary lacks them (GLM's `[sop]`,
@@ -145,6 +152,29 @@ impl TextTokenizer {
                 id
             })
             .collect())
+    }
+
+    /// Separators between the two texts of a pair: 2 for RoBERTa's `</s></s>`, 1 for BERT's
+    /// `[SEP]`.
+    pub fn pair_separators(&self) -> usize {
+        if self.roberta_style {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Encodes one word of a pre-split sentence (tagging): with a byte-level BPE the word gets
+    /// the space before it, so its pieces are the ones it has in running text (`Ġword`).
+    ///
+    /// # Errors
+    /// [`TokenizerError::Encode`].
+    pub fn encode_word(&self, word: &str) -> Result<TokSentence, TokenizerError> {
+        if self.byte_level && !word.starts_with(' ') {
+            self.encode(&format!(" {word}"))
+        } else {
+            self.encode(word)
+        }
     }
 
     /// SHA-256 of the tokenizer's serialized form as loaded (vocabulary, normalizer,

@@ -330,7 +330,8 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
         None => None,
     };
     // Longest-first truncation, as Hugging Face tokenizers do.
-    let budget = max_len - if b.is_some() { 3 } else { 2 };
+    let seps = tok.pair_separators();
+    let budget = max_len - if b.is_some() { 2 + seps } else { 2 };
     while a.len() + b.as_ref().map_or(0, Vec::len) > budget {
         match &mut b {
             Some(bb) if bb.len() > a.len() => {
@@ -346,6 +347,9 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
     out.push(ids.sep);
     let mut types = vec![0u8; out.len()];
     if let Some(bb) = b {
+        // RoBERTa: `<s> A </s></s> B </s>` (its one token type reads every position as 0).
+        out.extend(std::iter::repeat_n(ids.sep, seps - 1));
+        types.resize(out.len(), 0);
         out.extend(&bb);
         out.push(ids.sep);
         types.resize(out.len(), 1);
@@ -364,7 +368,7 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     let mut word_starts = Vec::with_capacity(s.words.len());
     for (k, (w, t)) in s.words.iter().zip(&s.tags).enumerate() {
         let class = labels.id(t, &s.path, s.line + k as u64)? as i64;
-        let mut pieces = tok.encode(w)?.ids;
+        let mut pieces = tok.encode_word(w)?.ids;
         if pieces.is_empty() {
             pieces.push(sp.unk);
         }
