@@ -91,6 +91,7 @@ fn family_architecture(model_type: &str, arch: &str) -> String {
     let family = match model_type {
         "roberta" => "Roberta",
         "xlm-roberta" => "XLMRoberta",
+        "electra" => "Electra",
         _ => return arch.to_owned(),
     };
     arch.strip_prefix("Bert").map_or_else(|| arch.to_owned(), |rest| format!("{family}{rest}"))
@@ -124,6 +125,10 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     let mut config = serde_json::to_value(&bert).expect("a BERT config serializes");
     let obj = config.as_object_mut().expect("a struct serializes to an object");
     obj.insert("model_type".into(), json!(bert.model_type));
+    if bert.is_electra() {
+        // `ElectraConfig` defaults to 128: always say it.
+        obj.insert("embedding_size".into(), json!(bert.embedding_width()));
+    }
     obj.insert("architectures".into(), json!([arch]));
     obj.insert("hidden_act".into(), json!("gelu"));
     obj.insert("position_embedding_type".into(), json!("absolute"));

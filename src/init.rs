@@ -103,7 +103,7 @@ pub fn hf_architecture(dir: &Path) -> Option<String> {
 }
 
 /// The `model_type`s of Hugging Face folders pretune reads.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "electra"];
 
 /// The first few names, for a message.
 fn sample(names: &[String]) -> String {
@@ -122,7 +122,7 @@ fn sample(names: &[String]) -> String {
 /// point must provide: BERT's `bert.embeddings.*` / `bert.encoder.*`, GLM's `word_embeddings`
 /// and `transformer.*`. Poolers and heads may start fresh, as in `transformers`.
 pub fn is_encoder_variable(name: &str) -> bool {
-    ["bert.embeddings.", "bert.encoder.", "roberta.embeddings.", "roberta.encoder.", "transformer."].iter().any(|p| name.starts_with(p)) || name == "word_embeddings.weight"
+    ["bert.embeddings.", "bert.encoder.", "roberta.embeddings.", "roberta.encoder.", "electra.embeddings", "electra.encoder.", "transformer."].iter().any(|p| name.starts_with(p)) || name == "word_embeddings.weight"
 }
 
 /// The starting point.
@@ -214,6 +214,7 @@ impl StartModel {
         match (self, want) {
             (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => Ok(ModelSpec::Glm { config: config.clone() }),
             (_, ModelSpec::Bert { pair_head, .. }) => match self.bert() {
+                Some(config) if config.is_electra() => Err(InitError::Architecture("init.hf: an ELECTRA discriminator has no MLM head to continue pre-training with (replaced-token detection, objective.kind = \"electra\", is not built yet); start fine-tuning from it instead")),
                 Some(config) if config.is_roberta() && *pair_head => Err(InitError::Architecture("objective.sentence_pair: RoBERTa has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
                 Some(config) => Ok(ModelSpec::Bert { config, pair_head: *pair_head }),
                 None => Err(InitError::Architecture("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")")),
@@ -360,10 +361,10 @@ pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, 
     }
 }
 
-/// Hugging Face `BertModel` / `RobertaModel` files name tensors without the `bert.` /
-/// `roberta.` prefix (`encoder` is the model's: `bert` or `roberta`).
+/// Hugging Face `BertModel` / `RobertaModel` / `ElectraModel` files name tensors without the
+/// `bert.` / `roberta.` / `electra.` prefix (`encoder` is the model's).
 fn hf_name(name: &str, encoder: &str) -> String {
-    if ["embeddings.", "encoder.", "pooler."].iter().any(|p| name.starts_with(p)) {
+    if ["embeddings.", "encoder.", "pooler.", "embeddings_project."].iter().any(|p| name.starts_with(p)) {
         format!("{encoder}.{name}")
     } else {
         name.to_owned()
@@ -375,7 +376,7 @@ fn hf_name(name: &str, encoder: &str) -> String {
 /// # Errors
 /// [`InitError`] naming the file, or a tensor whose shape differs.
 pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError> {
-    let encoder = if vs.variables().keys().any(|k| k.starts_with("roberta.")) { "roberta" } else { "bert" };
+    let encoder = ["roberta", "electra"].into_iter().find(|p| vs.variables().keys().any(|k| k.starts_with(&format!("{p}.")))).unwrap_or("bert");
     let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(file)
         .map_err(|source| InitError::Read { file: file.to_owned(), source })?
         .into_iter()

@@ -260,3 +260,51 @@ fn roberta_heads_match_transformers() {
         assert!((got - theirs).abs() < 1e-5, "{head}: loss {got} vs transformers {theirs}");
     }
 }
+
+/// ELECTRA's discriminator is BERT's network with narrower embeddings projected to the width
+/// (`electra.embeddings_project`) and a GELU classification head: `transformers`'
+/// `ElectraFor{SequenceClassification, TokenClassification, QuestionAnswering}` folders (random,
+/// perturbed, embeddings 16 wide under blocks 32 wide; fixture
+/// `scripts/make_electra_fixture.py`) load by name with every tensor used, and the hidden
+/// states, logits and loss on a right-padded batch with token types equal `transformers'`
+/// within 1e-5.
+#[test]
+fn electra_heads_match_transformers() {
+    use pretune::model::heads::{BertForTask, HeadKind};
+    let dir = fixture("electra");
+    let batch: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("batch.safetensors")).unwrap().into_iter().collect();
+    let get = |k: &str| batch[k].shallow_clone();
+    let (ids, types, lengths, mask) = (get("input_ids"), get("token_type_ids"), get("lengths"), get("attention_mask"));
+    let valid = mask.to_kind(Kind::Bool);
+    for (head, kind, labels) in [("cls", HeadKind::SequenceClassification, 3), ("tag", HeadKind::TokenClassification, 3), ("qa", HeadKind::QuestionAnswering, 2)] {
+        let folder = dir.join(head);
+        let cfg: BertConfig = serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
+        assert_eq!((cfg.prefix(), cfg.embedding_width(), cfg.hidden_size), ("electra", 16, 32), "{head}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = BertForTask::new(&vs.root(), &cfg, kind, labels);
+        let report = pretune::init::load_into(&vs, &folder.join("model.safetensors")).unwrap();
+        assert!(report.missing.is_empty() && report.unused.is_empty(), "{head}: {report:?}");
+        let want: HashMap<String, Tensor> = Tensor::read_safetensors(folder.join("out.safetensors")).unwrap().into_iter().collect();
+        let _g = tch::no_grad_guard();
+        let hidden = model.bert.forward(&ids, &types, &lengths, false);
+        let dh = max_diff_on_valid(&hidden, &want["hidden"], &mask);
+        assert!(dh < 1e-5, "{head}: hidden states differ by {dh}");
+        let logits = model.forward(&ids, &types, &lengths, false);
+        let dl = if logits.dim() == 3 { max_diff_on_valid(&logits, &want["logits"], &valid) } else { (&logits - &want["logits"]).abs().max().double_value(&[]) };
+        assert!(dl < 1e-5, "{head}: logits differ by {dl}");
+        let ce = |l: &Tensor, y: &Tensor| l.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0).double_value(&[]);
+        let (got, theirs) = match kind {
+            HeadKind::SequenceClassification => (ce(&logits, &get("class_labels")), want["loss"].double_value(&[0])),
+            HeadKind::TokenClassification => (ce(&logits.view([-1, labels]), &get("tag_labels").view([-1])), want["loss"].double_value(&[0])),
+            // As for RoBERTa: both sides' span loss with padding masked out.
+            HeadKind::QuestionAnswering => {
+                let span = |l: &Tensor| {
+                    let l = l.masked_fill(&valid.logical_not().unsqueeze(-1), f64::NEG_INFINITY);
+                    (ce(&l.select(2, 0), &get("start_positions")) + ce(&l.select(2, 1), &get("end_positions"))) / 2.0
+                };
+                (span(&logits), span(&want["logits"]))
+            }
+        };
+        assert!((got - theirs).abs() < 1e-5, "{head}: loss {got} vs transformers {theirs}");
+    }
+}

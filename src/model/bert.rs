@@ -1,5 +1,6 @@
 //! A BERT encoder and MLM head in tch, with Hugging Face parameter names; RoBERTa and XLM-R
-//! are the same network with other names and positions (`BertConfig::model_type`).
+//! are the same network with other names and positions, and ELECTRA's discriminator the same
+//! with narrower embeddings projected to the width (`BertConfig::model_type`).
 //!
 //! Post-LayerNorm blocks, exact (erf) GELU, learned absolute positions and token types, as
 //! `transformers`' `BertForMaskedLM`. Parameter paths match HF's (`bert.encoder.layer.0.
@@ -51,6 +52,10 @@ pub struct BertConfig {
     /// BERT checkpoints describe their model as before.
     #[serde(skip_serializing_if = "is_bert")]
     pub model_type: String,
+    /// ELECTRA's embedding width when it differs from `hidden_size` (its small models embed
+    /// into 128 and project, `electra.embeddings_project`); `None`: the hidden size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<i64>,
 }
 
 fn is_bert(model_type: &str) -> bool {
@@ -74,6 +79,7 @@ impl BertConfig {
             layer_norm_eps: m.layer_norm_eps,
             pad_token_id,
             model_type: "bert".into(),
+            embedding_size: None,
         }
     }
 }
@@ -94,6 +100,7 @@ impl Default for BertConfig {
             layer_norm_eps: 1e-12,
             pad_token_id: 0,
             model_type: "bert".into(),
+            embedding_size: None,
         }
     }
 }
@@ -109,13 +116,25 @@ impl BertConfig {
         matches!(self.model_type.as_str(), "roberta" | "xlm-roberta")
     }
 
-    /// The encoder's name in parameter paths (`bert`, `roberta`).
+    /// Whether this is ELECTRA's discriminator (`electra`).
+    pub fn is_electra(&self) -> bool {
+        self.model_type == "electra"
+    }
+
+    /// The encoder's name in parameter paths (`bert`, `roberta`, `electra`).
     pub fn prefix(&self) -> &'static str {
         if self.is_roberta() {
             "roberta"
+        } else if self.is_electra() {
+            "electra"
         } else {
             "bert"
         }
+    }
+
+    /// The embeddings' width (ELECTRA's `embedding_size`, else the hidden size).
+    pub fn embedding_width(&self) -> i64 {
+        self.embedding_size.unwrap_or(self.hidden_size)
     }
 
     /// The longest sequence the position table holds (RoBERTa's first rows are padding's).
@@ -161,6 +180,20 @@ struct Embeddings {
     token_type: nn::Embedding,
     norm: nn::LayerNorm,
     dropout: f64,
+    /// ELECTRA's `embeddings_project` when the embeddings are narrower than the blocks.
+    project: Option<nn::Linear>,
+}
+
+impl Embeddings {
+    /// LayerNorm, dropout and (ELECTRA) the projection to the hidden width, of the summed
+    /// embeddings `x` (`[..., embedding_width]`).
+    fn finish(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = dropout(&self.norm.forward(x), self.dropout, train);
+        match &self.project {
+            Some(p) => p.forward(&x),
+            None => x,
+        }
+    }
 }
 
 struct Layer {
@@ -186,12 +219,14 @@ impl Bert {
     pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
         let (h, std) = (cfg.hidden_size, cfg.initializer_range);
         let e = &p / "embeddings";
+        let w = cfg.embedding_width();
         let embeddings = Embeddings {
-            word: embedding(&e / "word_embeddings", cfg.vocab_size, h, std, cfg.pad_token_id),
-            position: embedding(&e / "position_embeddings", cfg.max_position_embeddings, h, std, -1),
-            token_type: embedding(&e / "token_type_embeddings", cfg.type_vocab_size, h, std, -1),
-            norm: layer_norm(&e / "LayerNorm", h, cfg.layer_norm_eps),
+            word: embedding(&e / "word_embeddings", cfg.vocab_size, w, std, cfg.pad_token_id),
+            position: embedding(&e / "position_embeddings", cfg.max_position_embeddings, w, std, -1),
+            token_type: embedding(&e / "token_type_embeddings", cfg.type_vocab_size, w, std, -1),
+            norm: layer_norm(&e / "LayerNorm", w, cfg.layer_norm_eps),
             dropout: cfg.hidden_dropout_prob,
+            project: (w != h).then(|| linear(&p / "embeddings_project", w, h, std)),
         };
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
@@ -255,7 +290,7 @@ impl Bert {
     /// [`Bert::forward`] on the padded `[b, t, hidden]` layout; `x` is the embedding sum.
     fn forward_padded(&self, x: Tensor, key_mask: &Tensor, b: i64, t: i64, train: bool) -> Tensor {
         let e = &self.embeddings;
-        let mut x = dropout(&e.norm.forward(&x), e.dropout, train);
+        let mut x = e.finish(&x, train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let attn_p = self.cfg.attention_probs_dropout_prob;
         for l in &self.layers {
@@ -277,7 +312,8 @@ impl Bert {
         let h = self.cfg.hidden_size;
         let idx = key_mask.view([b * t]).nonzero().squeeze_dim(1);
         let e = &self.embeddings;
-        let mut x = dropout(&e.norm.forward(&x.view([b * t, h]).index_select(0, &idx)), e.dropout, train);
+        let w = self.cfg.embedding_width();
+        let mut x = e.finish(&x.view([b * t, w]).index_select(0, &idx), train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let attn_p = self.cfg.attention_probs_dropout_prob;
         let pad = |y: &Tensor| Tensor::zeros([b * t, h], (y.kind(), y.device())).index_copy(0, &idx, y).view([b, t, heads, d]).transpose(1, 2);

@@ -26,9 +26,12 @@ pub struct BertForTask {
     /// The encoder (`bert.*` in Hugging Face names), shared with pre-training checkpoints.
     pub bert: Bert,
     pooler: Option<nn::Linear>,
-    /// RoBERTa's sequence head: `classifier.dense` + tanh on `<s>` before `classifier.out_proj`
-    /// (in `classifier`), in place of BERT's pooler.
+    /// RoBERTa's and ELECTRA's sequence head: `classifier.dense` on the first token, then tanh
+    /// (RoBERTa) or GELU (ELECTRA), before `classifier.out_proj` (in `classifier`), in place of
+    /// BERT's pooler.
     dense: Option<nn::Linear>,
+    /// ELECTRA's head uses GELU where RoBERTa's uses tanh.
+    gelu_head: bool,
     classifier: nn::Linear,
     dropout: f64,
     /// The task the head is for: decides pooling, output width and loss.
@@ -41,7 +44,7 @@ impl BertForTask {
         let bert = Bert::new(root / cfg.prefix(), cfg);
         let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
         let sequence = kind == HeadKind::SequenceClassification;
-        let roberta_head = sequence && cfg.is_roberta();
+        let roberta_head = sequence && (cfg.is_roberta() || cfg.is_electra());
         let pooler = (sequence && !roberta_head).then(|| nn::linear(root / cfg.prefix() / "pooler" / "dense", cfg.hidden_size, cfg.hidden_size, init));
         let dense = roberta_head.then(|| nn::linear(root / "classifier" / "dense", cfg.hidden_size, cfg.hidden_size, init));
         let (path, outputs, dropout) = match kind {
@@ -50,7 +53,7 @@ impl BertForTask {
             _ => (root / "classifier", num_labels, cfg.hidden_dropout_prob),
         };
         let classifier = nn::linear(path, cfg.hidden_size, outputs, init);
-        BertForTask { bert, pooler, dense, classifier, dropout, kind }
+        BertForTask { bert, pooler, dense, gelu_head: cfg.is_electra(), classifier, dropout, kind }
     }
 
     /// Logits: `[batch, labels]` (regression: `[batch, 1]`) or `[batch, seq, labels]`
@@ -60,7 +63,14 @@ impl BertForTask {
         let x = match (&self.pooler, &self.dense) {
             (Some(p), _) => p.forward(&h.select(1, 0)).tanh(),
             // RobertaClassificationHead: dropout, dense, tanh (then dropout, out_proj below).
-            (None, Some(d)) => d.forward(&dropout(&h.select(1, 0), self.dropout, train)).tanh(),
+            (None, Some(d)) => {
+                let x = d.forward(&dropout(&h.select(1, 0), self.dropout, train));
+                if self.gelu_head {
+                    x.gelu("none")
+                } else {
+                    x.tanh()
+                }
+            }
             (None, None) => h,
         };
         self.classifier.forward(&dropout(&x, self.dropout, train))

@@ -30,16 +30,17 @@ impl ParamGroups {
     }
 }
 
-/// A BERT-family parameter's name below its encoder's prefix (`bert.` or `roberta.`).
+/// A BERT-family parameter's name below its encoder's prefix (`bert.`, `roberta.`, `electra.`).
 fn in_encoder(name: &str) -> Option<&str> {
-    name.strip_prefix("bert.").or_else(|| name.strip_prefix("roberta."))
+    name.strip_prefix("bert.").or_else(|| name.strip_prefix("roberta.")).or_else(|| name.strip_prefix("electra."))
 }
 
 /// Depth of a BERT-family parameter: 0 for embeddings, `l + 1` for encoder layer `l`,
 /// `layers + 1` for everything above the encoder (pooler, heads).
 pub fn depth(name: &str, layers: i64) -> i64 {
     let inner = in_encoder(name).unwrap_or("");
-    if inner.starts_with("embeddings.") {
+    // `embeddings.*`, and ELECTRA's `embeddings_project.*` with them.
+    if inner.starts_with("embeddings") {
         return 0;
     }
     if let Some(rest) = inner.strip_prefix("encoder.layer.") {
