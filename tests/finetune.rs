@@ -810,7 +810,8 @@ fn continued_pre_training_from_a_roberta_folder_learns_resumes_and_exports() {
 /// SentencePiece-style Unigram `tokenizer.json` (trained by `tokenizers` in the fixture) give,
 /// on odd Unicode (accents, emoji, CJK, ligatures, full-width, combining marks, zero-width
 /// space, runs of spaces), the ids of `transformers`' `RobertaTokenizerFast` /
-/// `XLMRobertaTokenizerFast`; a pair is framed as theirs (`<s> A </s></s> B </s>`); pre-split
+/// `XLMRobertaTokenizerFast`; a pair, and a question-answering window, is framed as theirs
+/// (`<s> A </s></s> B </s>`); pre-split
 /// words (tagging) get the pieces they have in running text (for the byte-level BPE, of the
 /// word after a space, as `add_prefix_space=True` gave in transformers 4); and every
 /// piece that opens with `Ġ` / `▁` and text starts a word, so whole-word masking never joins
@@ -846,6 +847,15 @@ fn roberta_and_xlmr_tokenizers_match_transformers_on_odd_text() {
             let rec = ClsRecord { text: p[0].clone(), pair: Some(p[1].clone()), label: String::new(), path: "x".into(), line: 1 };
             let got = encode_classification(&tok, &rec, None, 0.0, 512).unwrap();
             assert_eq!(got.ids, ids(&want["pairs"][i]), "{name}: pair {p:?}");
+        }
+        // A question-answering window of a pair that fits is the same pair template.
+        let mut windows = pretune::finetune::qa::QaWindows::new(&tok, 512, 128).unwrap();
+        for (i, pair) in oracle["pairs"].as_array().unwrap().iter().enumerate() {
+            let p = strings(pair);
+            let rec = std::sync::Arc::new(pretune::data::labelled::QaRecord { id: i.to_string(), question: p[0].clone(), context: p[1].as_str().into(), answers: Vec::new() });
+            let w = windows.windows(i, &rec, false).unwrap();
+            assert_eq!(w.len(), 1);
+            assert_eq!(w[0].ids, ids(&want["pairs"][i]), "{name}: question-answering window of {p:?}");
         }
         for (i, words) in oracle["words"].as_array().unwrap().iter().enumerate() {
             let got: Vec<u32> = strings(words).iter().flat_map(|w| tok.encode_word(w).unwrap().ids).collect();

@@ -173,6 +173,8 @@ pub struct QaWindows {
     tokenizer: Tokenizer,
     cls: u32,
     sep: u32,
+    /// Separators between question and context: 1 (`[SEP]`), or 2 for RoBERTa (`</s></s>`).
+    seps: usize,
     max_len: usize,
     stride: usize,
     /// Questions cut short so a window keeps room for context (run_qa.py would stop).
@@ -203,11 +205,12 @@ impl QaWindows {
     /// When the stride leaves no room for the context (`stride + 4 >= max_len`) or the
     /// tokenizer refuses the settings.
     pub fn new(tok: &TextTokenizer, max_len: usize, stride: usize) -> Result<Self, StrideError> {
-        if stride + 3 + MIN_NEW_CONTEXT + 1 > max_len {
+        let seps = tok.pair_separators();
+        if stride + 2 + seps + MIN_NEW_CONTEXT + 1 > max_len {
             return Err(StrideError { stride, max_len });
         }
         let ids = tok.special_ids();
-        Ok(QaWindows { tokenizer: tok.inner().clone(), cls: ids.cls, sep: ids.sep, max_len, stride, questions_truncated: 0, last_context: None })
+        Ok(QaWindows { tokenizer: tok.inner().clone(), cls: ids.cls, sep: ids.sep, seps, max_len, stride, questions_truncated: 0, last_context: None })
     }
 
     /// The windows of question `index` of a set: training windows carry `[start, end]` labels;
@@ -225,7 +228,8 @@ impl QaWindows {
         }
         let context = &self.last_context.as_ref().expect("set just above").1;
         // Room for context beyond the stride, or the window could not slide.
-        let room = self.max_len - 3 - self.stride - MIN_NEW_CONTEXT;
+        let specials = 2 + self.seps;
+        let room = self.max_len - specials - self.stride - MIN_NEW_CONTEXT;
         let mut q: &[u32] = question.get_ids();
         if q.len() > room {
             q = &q[..room];
@@ -234,7 +238,7 @@ impl QaWindows {
         let (c_ids, c_offsets) = (context.get_ids(), context.get_offsets());
         // `Encoding::truncate`'s ranges: `budget` tokens, `budget - stride` apart, the last
         // ending at the context's end (one window when it all fits).
-        let budget = self.max_len - 3 - q.len();
+        let budget = self.max_len - specials - q.len();
         let step = budget - self.stride;
         let answer = rec.answers.first().map(|a| (a.start as u32, (a.start + a.text.chars().count()) as u32));
         let mut out = Vec::new();
@@ -251,16 +255,18 @@ impl QaWindows {
 
     #[allow(clippy::too_many_arguments)]
     fn window(&self, index: usize, rec: &Arc<QaRecord>, q: &[u32], ids: &[u32], offsets: &[(usize, usize)], answer: Option<(u32, u32)>, keep_offsets: bool) -> TaskExample {
-        let n = q.len() + ids.len() + 3;
+        // `[CLS] q [SEP] c [SEP]`, RoBERTa's `<s> q </s></s> c </s>`.
+        let n = q.len() + ids.len() + 2 + self.seps;
         let mut all = Vec::with_capacity(n);
         all.push(self.cls);
         all.extend_from_slice(q);
-        all.push(self.sep);
+        all.extend(std::iter::repeat_n(self.sep, self.seps));
+        let head = all.len();
         all.extend_from_slice(ids);
         all.push(self.sep);
-        let mut types = vec![0u8; q.len() + 2];
+        let mut types = vec![0u8; head];
         types.resize(n, 1);
-        let mut window_offsets = vec![None; q.len() + 2];
+        let mut window_offsets = vec![None; head];
         window_offsets.extend(offsets.iter().map(|&(a, b)| Some((a as u32, b as u32))));
         window_offsets.push(None);
         // [CLS] is position 0 of every window.
