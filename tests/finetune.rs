@@ -660,12 +660,8 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
     let deberta = foreign("deberta", "deberta-v2", "DebertaV2ForMaskedLM");
     let modernbert = foreign("modernbert", "modernbert", "ModernBertForMaskedLM");
     let out = dir.path().join("run");
-    // Continued pre-training from a folder: the tiny MLM config without its own sizes and
-    // tokenizer (both come from [init]).
-    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
-    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
-    let pretrain_cfg = dir.path().join("pretrain-from-hf.toml");
-    std::fs::write(&pretrain_cfg, format!("{head}{}", &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string())).unwrap();
+    // Continued pre-training from a folder: sizes and tokenizer come from [init] (given below).
+    let pretrain_cfg = pretrain_config_from_hf(dir.path(), None);
     let args = |verb: &str, cfg: &str, init: &Path| -> Vec<String> {
         let path = if cfg.contains("finetune") { root().join(cfg) } else { pretrain_cfg.clone() };
         let mut a = vec![verb.to_string(), path.display().to_string()];
@@ -697,6 +693,59 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
     assert!(crate::util::steps(&out).is_empty(), "no step trained on a random encoder");
 }
 
+/// The tiny MLM pre-training config without its own sizes and tokenizer, starting from the
+/// Hugging Face folder `init` (both come from it), written into `dir`.
+fn pretrain_config_from_hf(dir: &Path, init: Option<&Path>) -> std::path::PathBuf {
+    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
+    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
+    let init = init.map_or(String::new(), |d| format!("[init]\nhf = \"{}\"\n", d.display()));
+    let cfg = dir.join("pretrain-from-hf.toml");
+    std::fs::write(&cfg, format!("{head}{init}{}", &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string())).unwrap();
+    cfg
+}
+
+/// A spam sequence-classification config (`ft_config`'s) starting from the Hugging Face folder
+/// `init`, with its sizes and tokenizer.
+fn spam_config_from_hf(dir: &Path, init: &Path) -> std::path::PathBuf {
+    let spam = root().join("data/spam");
+    let cfg = ft_config(dir, "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, rest) = text.split_once("[tokenizer]").unwrap();
+    std::fs::write(&cfg, format!("{head}[init]\nhf = \"{}\"\n{}", init.display(), &rest[rest.find("[train]").unwrap()..])).unwrap();
+    cfg
+}
+
+/// Exports the run in `dir/run` into `dir/hf`, checks its `config.json`'s `model_type` and
+/// architecture, and that `transformers` computes the logits of `rows` that our model of the
+/// best checkpoint does (rows right-padded with `pad`).
+fn export_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str, architecture: &str, rows: &[Vec<i64>], pad: i64) -> serde_json::Value {
+    let out = dir.join("hf");
+    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", dir.join("run").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((hf_config["model_type"].as_str(), hf_config["architectures"][0].as_str()), (Some(model_type), Some(architecture)));
+    let theirs = hf_logits(&out, "AutoModelForSequenceClassification", rows);
+    let ck = s.best_checkpoint.clone().unwrap();
+    let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
+    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
+    assert_eq!(spec.config.model_type, model_type);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::SequenceClassification, 2);
+    vs.load(ck.join("model.safetensors")).unwrap();
+    let _g = tch::no_grad_guard();
+    let longest = rows.iter().map(Vec::len).max().unwrap();
+    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
+    let input = Tensor::from_slice(&flat).view([rows.len() as i64, longest as i64]);
+    let lengths: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
+    let ours = model.forward(&input, &input.zeros_like(), &Tensor::from_slice(&lengths), false);
+    let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
+    }
+    hf_config
+}
+
 /// A RoBERTa folder starts fine-tuning: `transformers`' `RobertaForMaskedLM` (its own random
 /// initialisation, a byte-level BPE `tokenizer.json` beside it; fixture
 /// `scripts/make_roberta_fixture.py`) as
@@ -707,41 +756,14 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
 fn fine_tuning_from_a_roberta_folder_learns_and_exports_as_roberta() {
     let fix = fixture("roberta");
     let dir = tempfile::tempdir().unwrap();
-    let spam = root().join("data/spam");
-    let cfg = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let (head, rest) = text.split_once("[tokenizer]").unwrap();
-    let text = format!("{head}[init]\nhf = \"{}\"\n{}", fix.join("plain").display(), &rest[rest.find("[train]").unwrap()..]);
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = spam_config_from_hf(dir.path(), &fix.join("plain"));
     let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=320", "train.eval_every=160", "train.lr=5e-4", "train.max_seq_len=128"]);
     let init = s.init.clone().unwrap();
     assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && init.unused.iter().all(|u| u.starts_with("lm_head.")), "{init:?}");
     let (_, acc) = s.best.unwrap();
     eprintln!("RoBERTa (random, tiny, byte-level BPE of 400) on spam after 320 updates: accuracy {acc:.4}");
     assert!(acc > 0.75, "accuracy {acc} does not beat the majority class (0.54) clearly");
-
-    let out = dir.path().join("hf");
-    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", dir.path().join("run").to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!((hf_config["model_type"].as_str(), hf_config["architectures"][0].as_str()), (Some("roberta"), Some("RobertaForSequenceClassification")));
-    let ids = vec![vec![0i64, 100, 200, 300, 150, 2], vec![0, 40, 41, 42, 2]];
-    let theirs = hf_logits(&out, "AutoModelForSequenceClassification", &ids);
-    let ck = s.best_checkpoint.clone().unwrap();
-    let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
-    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
-    assert_eq!(spec.config.model_type, "roberta");
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::SequenceClassification, 2);
-    vs.load(ck.join("model.safetensors")).unwrap();
-    let _g = tch::no_grad_guard();
-    let input = Tensor::from_slice(&[0i64, 100, 200, 300, 150, 2, 0, 40, 41, 42, 2, 1]).view([2, 6]);
-    let ours = model.forward(&input, &input.zeros_like(), &Tensor::from_slice(&[6i64, 5]), false);
-    let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
-    assert_eq!(ours.len(), theirs.len());
-    for (a, b) in ours.iter().zip(&theirs) {
-        assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
-    }
+    export_matches_transformers(dir.path(), &s, "roberta", "RobertaForSequenceClassification", &[vec![0, 100, 200, 300, 150, 2], vec![0, 40, 41, 42, 2]], 1);
 }
 
 /// Continued pre-training from a RoBERTa folder (MLM alone, as RoBERTa pre-trains, with the
@@ -753,11 +775,7 @@ fn fine_tuning_from_a_roberta_folder_learns_and_exports_as_roberta() {
 fn continued_pre_training_from_a_roberta_folder_learns_resumes_and_exports() {
     let fix = fixture("roberta");
     let dir = tempfile::tempdir().unwrap();
-    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
-    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
-    let cfg = dir.path().join("pretrain-roberta.toml");
-    let text = format!("{head}[init]\nhf = \"{}\"\n{}", fix.join("plain").display(), &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string());
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = pretrain_config_from_hf(dir.path(), Some(&fix.join("plain")));
     let run = |out: &Path, steps: u64, resume: bool, extra: &[&str]| {
         let mut a: Vec<String> = vec!["train".into(), cfg.display().to_string()];
         let sets = [format!("run.out_dir=\"{}\"", out.display()), format!("train.max_steps={steps}"), "train.checkpoint_every=3".into(), "train.eval_every=3".into(), "train.log_every=1".into(), "train.warmup_steps=1".into(), "train.decay=\"constant\"".into(), "train.batch_size=8".into(), "metrics.listen=\"\"".into(), "model.hidden_dropout=0.0".into(), "model.attention_dropout=0.0".into()];
@@ -874,45 +892,17 @@ fn roberta_and_xlmr_tokenizers_match_transformers_on_odd_text() {
 fn fine_tuning_from_an_electra_discriminator_learns_and_exports_as_electra() {
     let fix = fixture("electra");
     let dir = tempfile::tempdir().unwrap();
-    let spam = root().join("data/spam");
-    let cfg = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let (head, rest) = text.split_once("[tokenizer]").unwrap();
-    let text = format!("{head}[init]\nhf = \"{}\"\n{}", fix.join("discriminator").display(), &rest[rest.find("[train]").unwrap()..]);
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = spam_config_from_hf(dir.path(), &fix.join("discriminator"));
     let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=160", "train.eval_every=80", "train.lr=1e-3"]);
     let init = s.init.clone().unwrap();
     assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && !init.unused.is_empty() && init.unused.iter().all(|u| u.starts_with("discriminator_predictions.")), "{init:?}");
     let (_, acc) = s.best.unwrap();
     eprintln!("ELECTRA (random, tiny) on spam after 160 updates: accuracy {acc:.4}");
     assert!(acc > 0.75, "accuracy {acc} does not beat the majority class (0.54) clearly");
+    let hf_config = export_matches_transformers(dir.path(), &s, "electra", "ElectraForSequenceClassification", &[vec![2, 500, 600, 700, 800, 3], vec![2, 40, 41, 42, 3]], 0);
+    assert_eq!(hf_config["embedding_size"].as_i64(), Some(16));
 
-    let out = dir.path().join("hf");
-    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", dir.path().join("run").to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!((hf_config["model_type"].as_str(), hf_config["architectures"][0].as_str(), hf_config["embedding_size"].as_i64()), (Some("electra"), Some("ElectraForSequenceClassification"), Some(16)));
-    let ids = vec![vec![2i64, 500, 600, 700, 800, 3], vec![2, 40, 41, 42, 3]];
-    let theirs = hf_logits(&out, "AutoModelForSequenceClassification", &ids);
-    let ck = s.best_checkpoint.clone().unwrap();
-    let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
-    let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::SequenceClassification, 2);
-    vs.load(ck.join("model.safetensors")).unwrap();
-    let _g = tch::no_grad_guard();
-    let input = Tensor::from_slice(&[2i64, 500, 600, 700, 800, 3, 2, 40, 41, 42, 3, 0]).view([2, 6]);
-    let ours = model.forward(&input, &input.zeros_like(), &Tensor::from_slice(&[6i64, 5]), false);
-    let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
-    assert_eq!(ours.len(), theirs.len());
-    for (a, b) in ours.iter().zip(&theirs) {
-        assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
-    }
-
-    let tiny = std::fs::read_to_string(root().join("configs/pretrain-mlm-tiny.toml")).unwrap();
-    let (head, rest) = tiny.split_once("[tokenizer]").unwrap();
-    let pre = dir.path().join("pretrain.toml");
-    std::fs::write(&pre, format!("{head}[init]\nhf = \"{}\"\n{}", fix.join("discriminator").display(), &rest[rest.find("[objective]").unwrap()..]).replace("data/sotu", &root().join("data/sotu").display().to_string())).unwrap();
+    let pre = pretrain_config_from_hf(dir.path(), Some(&fix.join("discriminator")));
     let (code, _, err) = run_cli(&["check", pre.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("ELECTRA discriminator has no MLM head"), "{err}");
