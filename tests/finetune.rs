@@ -717,20 +717,32 @@ fn spam_config_from_hf(dir: &Path, init: &Path) -> std::path::PathBuf {
 
 /// Exports the run in `dir/run` into `dir/hf`, checks its `config.json`'s `model_type` and
 /// architecture, and that `transformers` computes the logits of `rows` that our model of the
-/// best checkpoint does (rows right-padded with `pad`).
+/// best checkpoint does (rows right-padded with `pad`), for a sequence classifier.
 fn export_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str, architecture: &str, rows: &[Vec<i64>], pad: i64) -> serde_json::Value {
+    export_head_matches_transformers(dir, s, model_type, architecture, HeadKind::SequenceClassification, rows, pad)
+}
+
+/// [`export_matches_transformers`] for any head (`AutoModelFor...` from `kind`).
+fn export_head_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str, architecture: &str, kind: HeadKind, rows: &[Vec<i64>], pad: i64) -> serde_json::Value {
     let out = dir.join("hf");
-    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", dir.join("run").to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&out);
+    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", s.best_checkpoint.clone().unwrap().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!((hf_config["model_type"].as_str(), hf_config["architectures"][0].as_str()), (Some(model_type), Some(architecture)));
-    let theirs = hf_logits(&out, "AutoModelForSequenceClassification", rows);
+    let auto = match kind {
+        HeadKind::SequenceClassification => "AutoModelForSequenceClassification",
+        HeadKind::TokenClassification => "AutoModelForTokenClassification",
+        HeadKind::QuestionAnswering => "AutoModelForQuestionAnswering",
+    };
+    let theirs = hf_logits(&out, auto, rows);
     let ck = s.best_checkpoint.clone().unwrap();
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
     let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
     assert_eq!(spec.config.model_type, model_type);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = BertForTask::new(&vs.root(), &spec.config, HeadKind::SequenceClassification, 2);
+    let labels = if kind == HeadKind::QuestionAnswering { 2 } else { spec.labels.len().max(1) as i64 };
+    let model = BertForTask::new(&vs.root(), &spec.config, kind, labels);
     vs.load(ck.join("model.safetensors")).unwrap();
     let _g = tch::no_grad_guard();
     let longest = rows.iter().map(Vec::len).max().unwrap();
@@ -738,12 +750,70 @@ fn export_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str, arc
     let input = Tensor::from_slice(&flat).view([rows.len() as i64, longest as i64]);
     let lengths: Vec<i64> = rows.iter().map(|r| r.len() as i64).collect();
     let ours = model.forward(&input, &input.zeros_like(), &Tensor::from_slice(&lengths), false);
+    let width = ours.size().last().copied().unwrap() as usize;
     let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
     assert_eq!(ours.len(), theirs.len());
-    for (a, b) in ours.iter().zip(&theirs) {
-        assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        // Per-token heads: padding's logits are nobody's (ours are computed unpadded).
+        let (row, pos) = (i / width / longest.max(1), i / width % longest.max(1));
+        if kind != HeadKind::SequenceClassification && pos >= rows[row].len() {
+            continue;
+        }
+        assert!((a - b).abs() < 1e-4, "{architecture}: ours {ours:?} vs transformers {theirs:?}");
     }
     hf_config
+}
+
+/// The first `n` SQuAD dev questions as `datasets`-style JSONL, into `dir`.
+fn squad_rows(dir: &Path, n: usize) -> std::path::PathBuf {
+    let dev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(".cache/squad/dev-v1.1.json")).unwrap()).unwrap();
+    let mut out = String::new();
+    let mut count = 0;
+    'all: for article in dev["data"].as_array().unwrap() {
+        for para in article["paragraphs"].as_array().unwrap() {
+            for qa in para["qas"].as_array().unwrap() {
+                let answers = qa["answers"].as_array().unwrap();
+                let row = serde_json::json!({"id": qa["id"], "question": qa["question"], "context": para["context"],
+                    "answers": {"text": answers.iter().map(|a| a["text"].clone()).collect::<Vec<_>>(), "answer_start": answers.iter().map(|a| a["answer_start"].clone()).collect::<Vec<_>>()}});
+                out.push_str(&format!("{row}\n"));
+                count += 1;
+                if count == n {
+                    break 'all;
+                }
+            }
+        }
+    }
+    let path = dir.join("squad.jsonl");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// Token classification (WNUT's tags, words pre-split) and question answering (SQuAD windows)
+/// from a RoBERTa and an ELECTRA folder: a few updates each, exported as
+/// `RobertaFor{Token,QuestionAnswering}...` / `ElectraFor...`, which `transformers` loads with
+/// our logits at every real token.
+#[test]
+fn roberta_and_electra_tagging_and_qa_checkpoints_export_with_transformers_logits() {
+    let (roberta, electra) = (fixture("roberta").join("plain"), fixture("electra").join("discriminator"));
+    let wnut = root().join(".cache/wnut");
+    let dir = tempfile::tempdir().unwrap();
+    let squad = squad_rows(dir.path(), 16);
+    for (init, model_type, family, rows, pad) in [(&roberta, "roberta", "Roberta", vec![vec![0i64, 100, 200, 300, 2], vec![0, 40, 41, 2]], 1), (&electra, "electra", "Electra", vec![vec![2i64, 500, 600, 700, 3], vec![2, 40, 41, 3]], 0)] {
+        for (kind, task, train, head) in [
+            (HeadKind::TokenClassification, "token_classification", wnut.join("train.txt"), "TokenClassification"),
+            (HeadKind::QuestionAnswering, "question_answering", squad.clone(), "QuestionAnswering"),
+        ] {
+            let run = dir.path().join(format!("{model_type}-{task}"));
+            std::fs::create_dir_all(&run).unwrap();
+            let cfg = ft_config(&run, task, &train.display().to_string(), &train.display().to_string(), "");
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            let (head_text, rest) = text.split_once("[tokenizer]").unwrap();
+            let text = format!("{head_text}[init]\nhf = \"{}\"\n{}", init.display(), &rest[rest.find("[train]").unwrap()..]).replace("eval = [", "eval = [] # [");
+            std::fs::write(&cfg, text).unwrap();
+            let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=3", "train.max_seq_len=128", if kind == HeadKind::QuestionAnswering { "task.doc_stride=32" } else { "train.log_every=1" }]);
+            export_head_matches_transformers(&run, &s, model_type, &format!("{family}For{head}"), kind, &rows, pad);
+        }
+    }
 }
 
 /// A RoBERTa folder starts fine-tuning: `transformers`' `RobertaForMaskedLM` (its own random
