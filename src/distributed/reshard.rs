@@ -39,7 +39,7 @@ impl Batching {
     pub fn seq_after(&self, from: &Batching, consumed: u64, step: u64) -> u64 {
         if self.accum == from.accum {
             consumed
-        } else if consumed % from.accum as u64 == 0 {
+        } else if consumed.is_multiple_of(from.accum as u64) {
             consumed / from.accum as u64 * self.accum as u64
         } else {
             step * self.accum as u64
@@ -99,17 +99,17 @@ pub fn reshard(saved: Batching, now: Batching, group_by_length: bool) -> Result<
         return Ok(now);
     }
     let world = now.world;
-    if saved.global_micro() % world == 0 {
+    if saved.global_micro().is_multiple_of(world) {
         return Ok(Batching { world, batch: saved.global_micro() / world, accum: saved.accum });
     }
     if group_by_length {
         return Err(ReshardError::GroupedOrder { saved, world });
     }
-    if saved.global() % world != 0 {
+    if !saved.global().is_multiple_of(world) {
         return Err(ReshardError::Indivisible { saved, world });
     }
     let per_rank = saved.global() / world;
-    let batch = (1..=saved.batch.min(per_rank)).rev().find(|b| per_rank % b == 0).unwrap_or(1);
+    let batch = (1..=saved.batch.min(per_rank)).rev().find(|b| per_rank.is_multiple_of(*b)).unwrap_or(1);
     Ok(Batching { world, batch, accum: per_rank / batch })
 }
 
