@@ -128,11 +128,13 @@ def main():
     p.add_argument("--out", default="")
     a = p.parse_args()
 
-    from transformers import BertForQuestionAnswering, PreTrainedTokenizerFast
+    from transformers import AutoModelForQuestionAnswering, PreTrainedTokenizerFast
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(a.model, "tokenizer.json"))
-    model = BertForQuestionAnswering.from_pretrained(a.model)
+    # The folder's own class (BertForQuestionAnswering for MiniLM; RobertaFor..., ElectraFor...
+    # for scripts/bench-encoders.sh's folders).
+    model = AutoModelForQuestionAnswering.from_pretrained(a.model)
     recs = squad_records(a.train, a.train_examples)
     feats = encode(tok, recs, a.seq, a.stride)
     no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n  # noqa: E731
@@ -153,6 +155,8 @@ def main():
         batch = [feats[k] for k in order[at:at + a.batch]]
         at += a.batch
         x = tensors(batch)
+        if model.config.type_vocab_size == 1:
+            x.pop("token_type_ids", None)  # RoBERTa: one token type
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             out = model(**x, start_positions=torch.tensor([f["start"] for f in batch]), end_positions=torch.tensor([f["end"] for f in batch]))
@@ -166,7 +170,7 @@ def main():
             times.append(time.perf_counter() - t0)
             real += int(x["attention_mask"].sum())
     train_s = time.perf_counter() - t_train
-    res = {"bench": "finetune_qa", "side": "transformers", "model": "BertForQuestionAnswering (all-MiniLM-L6-v2)", "threads": a.threads, "bf16": a.bf16,
+    res = {"bench": "finetune_qa", "side": "transformers", "model": f"{type(model).__name__} ({a.model})", "threads": a.threads, "bf16": a.bf16,
            "batch": a.batch, "seq": a.seq, "stride": a.stride, "train_questions": len(recs), "train_windows": len(feats),
            "steps": len(times), "seconds": round(sum(times), 3), "s_per_step": round(sum(times) / len(times), 4),
            "s_per_step_median": round(float(np.median(times)), 4),
@@ -182,7 +186,10 @@ def main():
         t0 = time.perf_counter()
         with torch.no_grad():
             for k in range(0, len(dfeats), 64):
-                o = model(**tensors(dfeats[k:k + 64]))
+                x = tensors(dfeats[k:k + 64])
+                if model.config.type_vocab_size == 1:
+                    x.pop("token_type_ids", None)
+                o = model(**x)
                 starts.extend(o.start_logits.numpy())
                 ends.extend(o.end_logits.numpy())
         preds = postprocess(dev, dfeats, starts, ends, a.n_best, a.max_answer)
