@@ -17,48 +17,12 @@ STEPS=${1:-30}
 ROUNDS=${2:-2}
 shift 2 || true
 RATES=${*:-none 10gbit 1gbit 100mbit}
-BENCH_DATA=${BENCH_DATA:-.bench-data}
-TOK=$(ls -d "$BENCH_DATA"/cache/wordpiece-16000-*/ | head -n1)tokenizer.json
 WORK=${WORK:-$PWD/runs/bench-ddp-network}
 P=$(realpath "${PRETUNE:-target/release/pretune}")
 [ "$(id -u)" = 0 ] || { echo "bench-ddp-network: needs root for network namespaces" >&2; exit 1; }
 mkdir -p "$WORK"
-cat > "$WORK/config.toml" <<TOML
-[run]
-name = "bench-ddp-network"
-seed = 1
-device = "cpu"
-threads = 1
-[data]
-train = ["$PWD/$BENCH_DATA/corpus.txt"]
-[tokenizer]
-path = "$PWD/$TOK"
-[model]
-hidden_size = 256
-num_layers = 4
-num_heads = 4
-intermediate_size = 1024
-max_position_embeddings = 512
-[objective]
-kind = "mlm"
-sentence_pair = "nsp"
-[train]
-max_seq_len = 128
-batch_size = 16
-max_steps = $STEPS
-lr = 1e-4
-warmup_steps = 0
-log_every = 5
-checkpoint_every = 0
-precision = "fp32"
-[pipeline]
-masker_workers = 1
-[metrics]
-listen = ""
-[dist]
-timeout_s = 600
-TOML
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+. scripts/bench-mini-config.sh
+mini_config "$WORK/config.toml" bench-ddp-network "$STEPS" "[dist]" "timeout_s = 600"
 A=ptbench-a B=ptbench-b
 cleanup() { ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -102,7 +66,8 @@ for round in $(seq 1 "$ROUNDS"); do
       for node in 1 0; do
         ns=$([ $node = 0 ] && echo "$A" || echo "$B")
         ip netns exec "$ns" "$P" launch --nnodes 2 --node-rank $node --nproc 1 --master-addr 10.99.0.1 --master-port $port \
-          "$WORK/config.toml" --set run.out_dir="\"$WORK/node$node\"" --set dist.overlap=$overlap --set dist.bucket_mb=$mb >"$WORK/node$node.out" 2>"$WORK/node$node.err" &
+          "$WORK/config.toml" --set run.out_dir="\"$WORK/node$node\"" --set dist.overlap=$overlap --set dist.bucket_mb=$mb \
+          --set run.threads=1 --set train.batch_size=16 --set train.log_every=5 --set objective.sentence_pair='"nsp"' >"$WORK/node$node.out" 2>"$WORK/node$node.err" &
       done
       wait
       tps=$(awk '/throughput/ {print $2; exit}' "$WORK/node0.out")

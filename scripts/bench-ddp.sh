@@ -10,44 +10,11 @@ cd "$(dirname "$0")/.."
 export LIBTORCH_USE_PYTORCH=1
 STEPS=${1:-40}
 ROUNDS=${2:-2}
-BENCH_DATA=${BENCH_DATA:-.bench-data}
-TOK=$(ls -d "$BENCH_DATA"/cache/wordpiece-16000-*/ | head -n1)tokenizer.json
 WORK=${WORK:-runs/bench-ddp}
 P=${PRETUNE:-target/release/pretune}
 mkdir -p "$WORK"
-cat > "$WORK/config.toml" <<TOML
-[run]
-name = "bench-ddp"
-seed = 1
-out_dir = "$WORK/run"
-device = "cpu"
-[data]
-train = ["$BENCH_DATA/corpus.txt"]
-[tokenizer]
-path = "$TOK"
-[model]
-hidden_size = 256
-num_layers = 4
-num_heads = 4
-intermediate_size = 1024
-max_position_embeddings = 512
-[objective]
-kind = "mlm"
-sentence_pair = "nsp"
-[train]
-max_seq_len = 128
-max_steps = $STEPS
-lr = 1e-4
-warmup_steps = 0
-log_every = 10
-checkpoint_every = 0
-precision = "fp32"
-[pipeline]
-masker_workers = 1
-[metrics]
-listen = ""
-TOML
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+. scripts/bench-mini-config.sh
+mini_config "$WORK/config.toml" bench-ddp "$STEPS"
 # Rank 0's tokens/s from a run's output; the mean exposed all-reduce and bucket count per
 # update after the first (the reducer's `buckets` in events.jsonl; absent before the reducer).
 throughput() { awk '/throughput/ {print $2; exit}' "$1"; }
@@ -70,12 +37,12 @@ PY
 VARIANTS=${VARIANTS:-"reducer-25=$P:25 reducer-4=$P:4${BEFORE:+ gradsync-25=$BEFORE:25}"}
 for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$WORK/run"
-  "$P" train "$WORK/config.toml" --set train.batch_size=32 --set run.threads=2 >"$WORK/one.out" 2>/dev/null
+  "$P" train "$WORK/config.toml" --set run.out_dir="\"$WORK/run\"" --set objective.sentence_pair="\"nsp\"" --set train.batch_size=32 --set run.threads=2 >"$WORK/one.out" 2>/dev/null
   echo "{\"round\": $round, \"run\": \"1 rank x 2 threads\", \"tokens_per_s\": $(throughput "$WORK/one.out"), \"cpu\": \"$cpu\"}"
   for v in $VARIANTS; do
     label=${v%%=*}; rest=${v#*=}; bin=${rest%%:*}; mb=${rest##*:}
     rm -rf "$WORK/run"
-    log=$("$bin" launch --nproc 2 "$WORK/config.toml" --set train.batch_size=16 --set run.threads=1 --set dist.bucket_mb="$mb" 2>&1 >"$WORK/launch.out" || true)
+    log=$("$bin" launch --nproc 2 "$WORK/config.toml" --set run.out_dir="\"$WORK/run\"" --set objective.sentence_pair="\"nsp\"" --set train.batch_size=16 --set run.threads=1 --set dist.bucket_mb="$mb" 2>&1 >"$WORK/launch.out" || true)
     comm=$(printf '%s\n' "$log" | grep -o 'allreduce_ms_per_step=[0-9.]*' | cut -d= -f2 | xargs printf '%.1f ' | xargs)
     echo "{\"round\": $round, \"run\": \"2 ranks x 1 thread, $label\", \"tokens_per_s\": $(throughput "$WORK/launch.out"), \"waited_ms_per_step_by_rank\": \"$comm\", $(buckets), \"cpu\": \"$cpu\"}"
   done

@@ -9,49 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LIBTORCH_USE_PYTORCH=1
 STEPS=${1:-20}
-BENCH_DATA=${BENCH_DATA:-.bench-data}
-TOK=$(ls -d "$BENCH_DATA"/cache/wordpiece-16000-*/ | head -n1)tokenizer.json
 WORK=${WORK:-runs/bench-shards}
 P=${PRETUNE:-target/release/pretune}
 mkdir -p "$WORK"
-cat > "$WORK/config.toml" <<TOML
-[run]
-name = "bench-shards"
-seed = 1
-out_dir = "$WORK/run"
-device = "cpu"
-threads = 1
-[data]
-train = ["$BENCH_DATA/corpus.txt"]
-eval = []
-[tokenizer]
-path = "$TOK"
-[model]
-hidden_size = 256
-num_layers = 4
-num_heads = 4
-intermediate_size = 1024
-max_position_embeddings = 512
-[train]
-max_seq_len = 128
-max_steps = $STEPS
-lr = 1e-4
-log_every = 10
-checkpoint_every = 0
-precision = "fp32"
-[pipeline]
-masker_workers = 1
-[metrics]
-listen = ""
-TOML
+. scripts/bench-mini-config.sh
+mini_config "$WORK/config.toml" bench-shards "$STEPS"
+sed -i 's/^\[data\]$/[data]\neval = []/' "$WORK/config.toml"
 [ -f "$WORK/prepared/manifest.json" ] || "$P" data prepare "$WORK/config.toml" --out "$WORK/prepared" >/dev/null
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 for pair in none nsp; do
   for n in 1 2 4; do
     rm -rf "$WORK/run"
     cmd=(train)
     [ "$n" = 1 ] || cmd=(launch --nproc "$n")
-    log=$("$P" "${cmd[@]}" "$WORK/config.toml" --set "data.train=[\"$WORK/prepared\"]" --set objective.sentence_pair="\"$pair\"" \
+    log=$("$P" "${cmd[@]}" "$WORK/config.toml" --set run.out_dir="\"$WORK/run\"" --set run.threads=1 --set "data.train=[\"$WORK/prepared\"]" --set objective.sentence_pair="\"$pair\"" \
       --set train.batch_size=$((32 / n)) 2>&1 >/dev/null)
     bytes=$(printf '%s\n' "$log" | grep -o 'token_bytes_read=[0-9]*' | cut -d= -f2 | xargs)
     echo "{\"sentence_pair\": \"$pair\", \"ranks\": $n, \"steps\": $STEPS, \"global_batch\": 32, \"token_bytes_read_by_rank\": \"$bytes\", \"tokens_bytes_in_corpus\": $(stat -c %s "$WORK/prepared/train/tokens.bin"), \"cpu\": \"$cpu\"}"
