@@ -94,12 +94,19 @@ pub enum InitError {
     },
 }
 
+/// `(model_type, architectures joined)` of a parsed `config.json`. Configs written before
+/// `model_type` existed are BERT's (their only reader then).
+fn architecture_of(config: &serde_json::Value) -> (String, String) {
+    let model_type = config.get("model_type").and_then(|m| m.as_str()).unwrap_or("bert").to_owned();
+    let architectures = config.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    (model_type, architectures)
+}
+
 /// What a Hugging Face folder's `config.json` says it holds: `model_type (architectures)`.
 pub fn hf_architecture(dir: &Path) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
-    let model_type = value.get("model_type").and_then(|m| m.as_str()).unwrap_or("bert");
-    let architectures = value.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-    Some(if architectures.is_empty() { model_type.to_owned() } else { format!("{model_type} ({architectures})") })
+    let (model_type, architectures) = architecture_of(&value);
+    Some(if architectures.is_empty() { model_type } else { format!("{model_type} ({architectures})") })
 }
 
 /// The `model_type`s of Hugging Face folders pretune reads.
@@ -333,9 +340,7 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
         let hf_err = |source: Box<dyn std::error::Error + Send + Sync>| InitError::HfConfig { path: path.clone(), source };
         let text = std::fs::read_to_string(&path).map_err(|e| hf_err(e.into()))?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| hf_err(e.into()))?;
-        let architectures = value.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-        // Configs written before `model_type` existed are BERT's (their only reader then).
-        let model_type = value.get("model_type").and_then(|m| m.as_str()).unwrap_or("bert").to_owned();
+        let (model_type, architectures) = architecture_of(&value);
         if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
             return Err(InitError::Unsupported { path, model_type, architectures: if architectures.is_empty() { "no architectures listed".into() } else { architectures } });
         }
