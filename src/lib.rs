@@ -84,6 +84,7 @@ pub mod workload;
 pub mod plan;
 pub mod preview;
 pub mod report;
+pub mod sweep;
 
 /// An error and then each of its causes, outermost first.
 pub fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {

@@ -32,6 +32,8 @@ pub enum Purpose {
     GlmBatch = 6,
     /// A sampled token while decoding (keyed by input row and step).
     Sample = 7,
+    /// The training examples kept by `task.train_per_class`.
+    Subset = 8,
 }
 
 /// SplitMix64's increment (2⁶⁴ / φ): successive states of its Weyl sequence.

@@ -15,4 +15,5 @@ mod precision;
 mod prepared;
 mod qa;
 mod resume;
+mod sweep;
 mod util;

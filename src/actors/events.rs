@@ -241,6 +241,24 @@ pub enum Record {
         /// The step the run continues from (0: no checkpoint yet).
         step: u64,
     },
+    /// The run ended without a failure, after its last evaluation and checkpoint: the last
+    /// record of a finished run (a sweep knows a cell is done by it).
+    Finished {
+        /// Its phase.
+        phase: Phase,
+        /// Updates done.
+        step: u64,
+        /// What ended it (`interrupted`: a signal or a stop command; a resume continues it).
+        ended_by: super::EndedBy,
+        /// Seconds of training.
+        elapsed_s: f64,
+        /// Tokens trained on.
+        tokens: u64,
+        /// The monitored metric.
+        metric: String,
+        /// The step of the best evaluation by it (the checkpoint `export` and `predict` use).
+        best_step: Option<u64>,
+    },
     /// A stage failed.
     Failed {
         /// `loader`, `masker`, `trainer`, `evaluator` or `checkpointer`.

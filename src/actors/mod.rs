@@ -108,7 +108,7 @@ pub enum RunError {
 }
 
 /// What ended a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndedBy {
     /// `train.max_steps` updates.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::coordinator::Outcome;
 use super::trainer::StartPoint;
 use super::{EndedBy, RunError, RunSummary};
+use super::events::Record;
 use crate::checkpoint::resume::choose;
 use crate::checkpoint::CheckpointStore;
 use crate::distributed::reshard::{reshard, Batching};
@@ -218,6 +219,11 @@ pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::P
         EndedBy::MaxSteps
     };
     let store = CheckpointStore::new(run_dir.join("checkpoints"));
+    let finished = Record::Finished { phase, step: t.steps, ended_by, elapsed_s: t.elapsed_s, tokens: t.tokens, metric: metric.clone(), best_step: outcome.best.map(|(s, _)| s) };
+    let appended = super::event_log::EventLog::open(&out_dir.join("events.jsonl")).and_then(|mut log| log.append(&serde_json::to_string(&finished).expect("a record serialises")));
+    if let Err(error) = appended {
+        tracing::warn!(%error, "could not append the run's end to events.jsonl");
+    }
     Ok(RunSummary {
         phase,
         metric,

@@ -14,6 +14,7 @@ mod launch;
 mod predict;
 mod preview;
 mod report;
+mod sweep;
 mod tokenizer;
 mod train;
 
@@ -58,6 +59,10 @@ pub enum Command {
     /// A run's report from its events.jsonl and config: RUN_DIR/report/index.html (tables and
     /// SVG charts); several runs overlay their curves (into --out, default ./pretune-report).
     Report(report::Args),
+    /// A grid of runs over config keys (learning rates, seeds, starting points, ...), each in
+    /// its own folder, resumable, `--jobs N` at a time, and the table of every metric's mean ±
+    /// standard deviation over seeds (Markdown, JSON, plots): `pretune sweep SPEC.toml`.
+    Sweep(sweep::Args),
     /// Benchmarks: the workloads of the PyTorch + transformers baseline through pretune, one
     /// JSON line on stdout. See BENCHMARKS.md and scripts/bench-side-by-side.sh.
     Bench(bench::Args),
@@ -86,6 +91,7 @@ pub fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Ctl(a) => ctl::run(a),
         Command::Report(a) => report::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Tokenizer { command } => tokenizer::run(command),
         Command::Data { command } => data::run(command),

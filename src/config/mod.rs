@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use overrides::apply_override;
+pub use overrides::{apply_override, set_value};
 
 /// Errors from reading, overriding or validating a config. All are usage errors (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +165,9 @@ pub struct TaskConfig {
     /// Use only the first N training records (0: all), as `run_qa.py`'s `--max_train_samples`:
     /// a CPU-sized run on a large set.
     pub max_train_examples: usize,
+    /// Keep N training examples of each class (0: all), drawn with `run.seed`: a few-shot
+    /// run (classification and cloze). A class with fewer keeps all of its own.
+    pub train_per_class: usize,
     /// Evaluate on only the first N held-out records (0: all).
     pub max_eval_examples: usize,
     /// Generation: JSONL field of the source (Part A).
@@ -192,6 +195,7 @@ impl Default for TaskConfig {
             n_best_size: 20,
             max_answer_length: 30,
             max_train_examples: 0,
+            train_per_class: 0,
             max_eval_examples: 0,
             source_field: "source".into(),
             target_field: "target".into(),

@@ -14,11 +14,20 @@ use super::ConfigError;
 pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::Override(spec.to_owned());
     let (key, raw) = spec.split_once('=').ok_or_else(bad)?;
-    let parts: Vec<&str> = key.trim().split('.').collect();
+    set_value(table, key.trim(), parse_value(raw.trim())).map_err(|_| bad())
+}
+
+/// Sets `key` (a dotted path, `train.lr`) to `value`, making the tables on the way.
+///
+/// # Errors
+/// [`ConfigError::Override`] when the path is empty somewhere or runs through a value that is
+/// not a table.
+pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let bad = || ConfigError::Override(format!("{key}={value}"));
+    let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(bad());
     }
-    let value = parse_value(raw.trim());
     let (last, parents) = parts.split_last().ok_or_else(bad)?;
     let mut cur = table;
     for p in parents {

@@ -191,9 +191,59 @@ struct TaskData {
 fn read_data(c: &RunConfig, task: &mut dyn Task, train_files: &[PathBuf], eval_files: &[PathBuf]) -> Result<TaskData, Vec<String>> {
     let mut skipped = Vec::new();
     let mut bad = super::data::BadRecords { policy: c.data.on_error, skipped: &mut skipped };
-    let train = task.read(train_files, Split::Train, c.task.max_train_examples, &mut bad).map_err(|e| e.problems())?;
+    let mut train = task.read(train_files, Split::Train, c.task.max_train_examples, &mut bad).map_err(|e| e.problems())?;
+    if c.task.train_per_class > 0 {
+        per_class(task, &mut train, c.task.train_per_class, c.run.seed)?;
+    }
     let eval = if eval_files.is_empty() { Encoded::default() } else { task.read(eval_files, Split::Eval, c.task.max_eval_examples, &mut bad).map_err(|e| e.problems())? };
     Ok(TaskData { train, eval, skipped })
+}
+
+/// Keeps `n` training examples of each class, drawn with `seed` (the same draw for every
+/// worker count and resume: it is made once, here, before the Loader sees the examples), in
+/// file order. A class with fewer than `n` keeps them all, and the start line says so.
+fn per_class(task: &dyn Task, train: &mut Encoded, n: usize, seed: u64) -> Result<(), Vec<String>> {
+    let classes: Option<Vec<usize>> = train.examples.iter().map(|e| task.class_of(e)).collect();
+    let Some(classes) = classes else {
+        return Err(vec![format!("task.train_per_class: task.kind = \"{}\" has no single class per example (classification and cloze have)", task.kind())]);
+    };
+    let picked = draw_per_class(&classes, n, seed);
+    let before = train.examples.len();
+    let mut keep = vec![false; before];
+    for &i in &picked {
+        keep[i] = true;
+    }
+    let mut k = keep.iter();
+    train.examples.retain(|_| *k.next().expect("one flag per example"));
+    let mut counts = std::collections::BTreeMap::new();
+    for &i in &picked {
+        *counts.entry(classes[i]).or_insert(0usize) += 1;
+    }
+    let short: Vec<String> = counts.iter().filter(|(_, &c)| c < n).map(|(&l, c)| format!("{} ({c})", task.labels().get(l).map_or("?", String::as_str))).collect();
+    let mut note = format!("task.train_per_class = {n}: {} of {before} training examples kept (drawn with run.seed = {seed})", train.examples.len());
+    if !short.is_empty() {
+        note += &format!("; fewer in {}", short.join(", "));
+    }
+    train.notes.push(note);
+    Ok(())
+}
+
+/// The indices (sorted) of at most `n` examples of each class in `classes`, drawn uniformly
+/// without replacement with `seed`.
+pub(crate) fn draw_per_class(classes: &[usize], n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    crate::rng::Rng::keyed(seed, crate::rng::Purpose::Subset, &[]).shuffle(&mut order);
+    let mut taken = std::collections::HashMap::new();
+    let mut picked: Vec<usize> = order
+        .into_iter()
+        .filter(|&i| {
+            let t = taken.entry(classes[i]).or_insert(0usize);
+            *t += 1;
+            *t <= n
+        })
+        .collect();
+    picked.sort_unstable();
+    picked
 }
 
 /// `(max_steps, epoch_steps)`: batches of an epoch end at its last example (a short last
@@ -205,5 +255,39 @@ pub(crate) fn steps(c: &RunConfig, examples: usize, world: usize) -> (u64, u64) 
         (c.train.epochs.saturating_mul(epoch_steps), epoch_steps)
     } else {
         (c.train.max_steps, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::draw_per_class;
+
+    #[test]
+    fn per_class_draws_n_of_each_class_uniformly_and_by_seed() {
+        // 10 examples of class 0, 4 of class 1, 30 of class 2, interleaved.
+        let classes: Vec<usize> = (0..44).map(|i| if i % 4 == 1 && i < 16 { 1 } else if i % 2 == 0 && i < 20 { 0 } else { 2 }).collect();
+        let count = |c: usize| classes.iter().filter(|&&x| x == c).count();
+        let (n0, n1, n2) = (count(0), count(1), count(2));
+        assert_eq!((n0, n1, n0 + n1 + n2), (10, 4, 44));
+        let mut hits = vec![0u32; classes.len()];
+        let seeds = 3000;
+        for seed in 0..seeds {
+            let p = draw_per_class(&classes, 3, seed);
+            assert!(p.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+            for c in 0..3 {
+                assert_eq!(p.iter().filter(|&&i| classes[i] == c).count(), 3.min(count(c)), "class {c}");
+            }
+            for i in p {
+                hits[i] += 1;
+            }
+        }
+        assert_eq!(draw_per_class(&classes, 3, 7), draw_per_class(&classes, 3, 7));
+        assert_ne!(draw_per_class(&classes, 3, 7), draw_per_class(&classes, 3, 8));
+        // Each example of a class of size m is kept with probability 3 / m; 4-sigma bounds.
+        for (i, &h) in hits.iter().enumerate() {
+            let p = 3.0_f64.min(count(classes[i]) as f64) / count(classes[i]) as f64;
+            let (mean, sd) = (seeds as f64 * p, (seeds as f64 * p * (1.0 - p)).sqrt());
+            assert!((h as f64 - mean).abs() <= 4.0 * sd + 1e-9, "example {i}: {h} vs {mean:.0} ± {sd:.1}");
+        }
     }
 }

@@ -326,6 +326,9 @@ impl Task for Cloze {
     fn labels(&self) -> &[String] {
         &self.labels.names
     }
+    fn class_of(&self, example: &TaskExample) -> Option<usize> {
+        example.labels.first().map(|&l| l as usize)
+    }
 
     fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
         let records = read_texts(files, &self.fields, split, limit, bad)?;

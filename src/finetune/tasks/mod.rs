@@ -166,6 +166,12 @@ pub trait Task: Send + Sync + 'static {
     fn check_trained(&self) -> Result<(), TaskError> {
         Ok(())
     }
+    /// The class a training example teaches, for `task.train_per_class` (`None`: the task
+    /// has no single class per example, and the key is an error for it).
+    fn class_of(&self, example: &TaskExample) -> Option<usize> {
+        let _ = example;
+        None
+    }
     /// A padded batch of examples (a pure function of them: no randomness).
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch;
     /// Creates the network's variables under `root` (Hugging Face names).
