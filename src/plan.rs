@@ -136,6 +136,9 @@ fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
         if table.contains_key("objective") {
             problems.push("objective: fine-tuning trains the [task]'s objective; [objective] configures pre-training corruption (remove it)".into());
         }
+        if table.contains_key("probe") {
+            problems.push("probe: [[probe]] scores a pre-training run zero-shot; a fine-tuning run's own evaluation is its task's (remove it)".into());
+        }
         for key in ["eval_holdout_docs", "eval_batches", "format", "text_field", "shuffle_block_docs", "max_line_bytes"] {
             if has("data", key) {
                 problems.push(format!("data.{key}: applies to the pre-training corpus; labelled data is read with [task] fields (remove it)"));

@@ -83,6 +83,12 @@ fn collect(records: &[Record]) -> RunData {
                 run.throughput.entry(phase.to_owned()).or_default().push(r.tokens_per_second);
             }
             Record::Eval { phase, step, eval } => {
+                // `[[probe]]`s: one curve per probe, zero-shot accuracy by pre-training step.
+                for (k, &x) in &eval.values {
+                    if let Some(name) = k.strip_prefix("probe.").and_then(|r| r.strip_suffix(".accuracy")) {
+                        push("probe accuracy", format!("probe {name}"), *step as f64, x);
+                    }
+                }
                 for (k, &x) in eval.values.iter().filter(|(k, _)| !k.contains('.')) {
                     push(&format!("eval {k}"), phase.to_string(), *step as f64, x);
                     run.evals.entry((phase.to_string(), *step)).or_default().insert(k.clone(), x);
@@ -124,6 +130,7 @@ fn y_label(chart: &str) -> String {
         "loss" | "fine-tuning: training vs held-out loss" => "cross-entropy (nats)".into(),
         "learning rate" => "learning rate (per update)".into(),
         "throughput" => "tokens / s".into(),
+        "probe accuracy" => "zero-shot cloze accuracy (fraction)".into(),
         c => match c.strip_prefix("eval ") {
             Some("perplexity") => "perplexity (exp of nats)".into(),
             Some(m) if m.ends_with("loss") => format!("{m} (nats)"),
@@ -283,7 +290,7 @@ mod tests {
 
     const EVENTS: &str = r#"{"kind":"step","phase":"pretrain","step":1,"loss":9.0,"losses":{"mlm":8.3,"nsp":0.7},"lr":0.0,"grad_norm":1.0,"tokens":64,"tokens_per_second":100.0,"elapsed_s":0.6,"data_wait_share":0.0}
 {"kind":"step","phase":"pretrain","step":2,"loss":8.0,"losses":{"mlm":7.4,"nsp":0.6},"lr":0.1,"grad_norm":1.0,"tokens":128,"tokens_per_second":120.0,"elapsed_s":1.1,"data_wait_share":0.0}
-{"kind":"eval","phase":"pretrain","step":2,"eval":{"mlm_loss":7.9,"accuracy":0.1}}
+{"kind":"eval","phase":"pretrain","step":2,"eval":{"mlm_loss":7.9,"accuracy":0.1,"probe.spam.accuracy":0.6,"probe.spam.loss":0.7}}
 {"kind":"step","phase":"finetune","step":5,"loss":0.6,"losses":{},"lr":0.01,"grad_norm":1.0,"tokens":50,"tokens_per_second":90.0,"elapsed_s":0.5,"data_wait_share":0.0}
 {"kind":"eval","phase":"finetune","step":5,"eval":{"accuracy":0.8,"loss":0.7,"precision.ham":0.7}}"#;
 
@@ -295,6 +302,7 @@ mod tests {
         assert_eq!(c["eval accuracy"]["pretrain"], vec![(2.0, 0.1)]);
         assert_eq!(c["eval accuracy"]["finetune"], vec![(5.0, 0.8)]);
         assert!(!c.contains_key("eval precision.ham"), "per-class numbers stay in the tables");
+        assert_eq!(c["probe accuracy"]["probe spam"], vec![(2.0, 0.6)], "a probe's accuracy is a curve of its own");
         let tv = &c["fine-tuning: training vs held-out loss"];
         assert_eq!((tv["training"].clone(), tv["held-out"].clone()), (vec![(5.0, 0.6)], vec![(5.0, 0.7)]));
         assert_eq!(r.throughput["pretrain"], vec![100.0, 120.0]);

@@ -138,6 +138,12 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     // Phase 1: pre-training on 2 ranks, with evaluations and checkpoints; long enough for
     // several scrapes; both ranks linger so their series stay fresh while the queries run.
     let cfg = tiny_config(dir.path());
+    // With a zero-shot probe: its series feeds the dashboard's probe panel.
+    let probe = format!(
+        "\n[[probe]]\nname = \"spam\"\ndata = \"{}\"\npattern = \"{{text}} All in all, this message is [MASK].\"\nverbalizers = {{ ham = \"personal\", spam = \"an offer\" }}\nmax_examples = 32\n",
+        root().join("data/spam/dev.jsonl").display()
+    );
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap() + &probe).unwrap();
     let mut launch = Command::new(bin());
     launch.args(["launch", "--nproc", "2", cfg.to_str().unwrap()]);
     for e in [
@@ -198,6 +204,10 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     }
     let wait_share = by_phase(&prom_query(prom_port, "sum by (phase) (rate(pretune_data_wait_seconds_total[1m]))"));
     assert!(wait_share.len() == 2 && wait_share.values().all(|v| v.is_finite() && *v >= 0.0), "data-wait share: {wait_share:?}");
+
+    let probe = prom_query(prom_port, "pretune_probe_accuracy");
+    let probed: Vec<(&str, f64)> = probe["data"]["result"].as_array().map(|r| r.iter().filter_map(|x| Some((x["metric"]["probe"].as_str()?, x["value"][1].as_str()?.parse().ok()?))).collect()).unwrap_or_default();
+    assert!(probed.len() == 1 && probed[0].0 == "spam" && (0.0..=1.0).contains(&probed[0].1), "the probe's series (rank 0 evaluates): {probe}");
 
     let dashboards: Vec<String> = std::fs::read_dir(root().join("grafana/dashboards")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
     let out = Command::new(root().join(".venv/bin/python"))

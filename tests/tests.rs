@@ -13,6 +13,7 @@ mod parity;
 mod pipeline;
 mod precision;
 mod prepared;
+mod probe;
 mod qa;
 mod resume;
 mod sweep;

@@ -14,6 +14,7 @@ use crate::data::stream::StreamError;
 use crate::metrics::names;
 use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
 use crate::rng::Purpose;
+use crate::workload::probe::{ProbeError, ProbeRunner};
 
 /// Evaluate these weights (taken after `step`).
 #[derive(Message)]
@@ -42,6 +43,8 @@ pub struct EvalData {
     pub batch_size: usize,
     /// At most this many batches.
     pub max_batches: usize,
+    /// Zero-shot probes scored after each evaluation (`[[probe]]`).
+    pub probes: Vec<crate::workload::probe::Probe>,
 }
 
 impl EvalData {
@@ -86,16 +89,22 @@ pub struct Evaluator {
     permits: Permits,
     /// Results back to the Trainer (early stopping waits on them).
     results: crossbeam_channel::Sender<EvalResult>,
+    /// The probes, on this model's weights.
+    probes: Vec<ProbeRunner>,
 }
 
 impl Evaluator {
     /// Builds the evaluation model. Call this *before* the Trainer seeds and initialises its
     /// own model: variable initialisation draws from libtorch's global generator.
-    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, events: Recipient<Event>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Self {
+    ///
+    /// # Errors
+    /// A probe whose network the model cannot feed ([`ProbeError`]).
+    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, events: Recipient<Event>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Result<Self, ProbeError> {
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
         let vars = vs.variables();
-        Evaluator { vs, model, vars, data, batches: None, events, permits, results }
+        let probes = data.probes.iter().map(|p| ProbeRunner::new(p, device, data.batch_size, &vars)).collect::<Result<_, _>>()?;
+        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes })
     }
 }
 
@@ -139,7 +148,25 @@ impl Handler<Evaluate> for Evaluator {
                 }
             });
             let (model, batches, device) = (&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device());
-            crate::guard::guarded(|| model.evaluate(batches, device)).map_err(|f| EvalError::Libtorch { step, out_of_memory: f.is_out_of_memory(), message: f.message })
+            let failed = |f: crate::guard::Failed| EvalError::Libtorch { step, out_of_memory: f.is_out_of_memory(), message: f.message };
+            let mut metrics = crate::guard::guarded(|| model.evaluate(batches, device)).map_err(failed)?;
+            // The probes' networks share these weights: scored after the held-out set, on the
+            // same snapshot, as `probe.NAME.METRIC`.
+            for probe in &self.probes {
+                let m = crate::guard::guarded(|| probe.score(device)).map_err(failed)?;
+                for (k, v) in m.pairs() {
+                    if !k.contains('.') {
+                        metrics.values.insert(format!("probe.{}.{k}", probe.name()), v);
+                    }
+                }
+                if let Some(acc) = m.values.get("accuracy") {
+                    metrics::gauge!(names::PROBE_ACCURACY, "probe" => probe.name().to_owned()).set(*acc);
+                }
+                if let Some(s) = m.values.get("seconds") {
+                    metrics::gauge!(names::PROBE_SECONDS, "probe" => probe.name().to_owned()).set(*s);
+                }
+            }
+            Ok(metrics)
         })();
         if let Ok(m) = &result {
             let _ = self.results.try_send((msg.step, m.clone()));

@@ -165,11 +165,14 @@ impl Launch {
             serve_control(&plan, &coordinator)?;
         }
         let (results_tx, results_rx) = crossbeam_channel::unbounded();
-        let evaluator = eval_data_with(&plan, cpu.clone()).filter(|_| rank == 0).map(|data| {
-            let permits = Permits::new(1);
-            let ev = evaluator::Evaluator::new(trainer.objective.as_ref(), plan.device, data, coordinator.clone().recipient(), permits.clone(), results_tx);
-            (start_on_own_thread(ev), permits)
-        });
+        let evaluator = eval_data_with(&plan, cpu.clone())
+            .filter(|_| rank == 0)
+            .map(|data| {
+                let permits = Permits::new(1);
+                let ev = evaluator::Evaluator::new(trainer.objective.as_ref(), plan.device, data, coordinator.clone().recipient(), permits.clone(), results_tx).map_err(|e| RunError::Pipeline(e.to_string()))?;
+                Ok::<_, RunError>((start_on_own_thread(ev), permits))
+            })
+            .transpose()?;
         // `best.json` is the authority (a state.json only knows the best at its writing time).
         let resumed_best = trainer.resume_point.as_ref().and_then(|r| store.best_record().or(r.state.best));
         let ckpt_permits = Permits::new(1);

@@ -77,6 +77,37 @@ pub struct RunConfig {
     pub dist: DistConfig,
     /// How a generating task (and `pretune generate`) chooses new tokens.
     pub generate: crate::decode::DecodeSettings,
+    /// Pre-training: zero-shot cloze probes scored at every evaluation (`[[probe]]`).
+    pub probe: Vec<ProbeConfig>,
+}
+
+/// `[[probe]]`: a labelled set scored zero-shot at each evaluation of a pre-training run, as
+/// cloze on the model's own output layer (BERT's MLM head, GLM's blank infilling: no new
+/// weights), so the run shows what it is learning for a downstream task while it trains.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Its name: the `probe` label of `pretune_probe_accuracy`, and `probe.NAME.accuracy` in
+    /// `events.jsonl`.
+    pub name: String,
+    /// Labelled JSONL / CSV / TSV (the classification formats).
+    pub data: PathBuf,
+    /// The pattern, with `{text}` and one `[MASK]`.
+    pub pattern: String,
+    /// Verbalizer text per label.
+    pub verbalizers: std::collections::BTreeMap<String, String>,
+    /// Field of the text.
+    pub text_field: String,
+    /// Field of the label.
+    pub label_field: String,
+    /// Scores the first N records (0: all).
+    pub max_examples: usize,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { name: String::new(), data: PathBuf::new(), pattern: String::new(), verbalizers: Default::default(), text_field: "text".into(), label_field: "label".into(), max_examples: 256 }
+    }
 }
 
 /// `[dist]`: data-parallel training over c10d; the ranks come from the torchrun variables.

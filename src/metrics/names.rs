@@ -22,6 +22,10 @@ pub const LEARNING_RATE: &str = "pretune_learning_rate";
 pub const GRAD_NORM: &str = "pretune_grad_norm";
 /// Latest held-out metric, by `phase` and `metric`.
 pub const EVAL_METRIC: &str = "pretune_eval_metric";
+/// Latest zero-shot probe accuracy of a pre-training run, by `probe` (`[[probe]]`).
+pub const PROBE_ACCURACY: &str = "pretune_probe_accuracy";
+/// Seconds the latest probe took on the Evaluator's thread, by `probe`.
+pub const PROBE_SECONDS: &str = "pretune_probe_seconds";
 /// Time to write one checkpoint.
 pub const CHECKPOINT_DURATION: &str = "pretune_checkpoint_duration_seconds";
 /// Records skipped by the Loader, by `reason`.
@@ -82,6 +86,8 @@ pub fn describe_all() {
     describe_gauge!(LEARNING_RATE, "Learning rate of the latest update.");
     describe_gauge!(GRAD_NORM, "Global gradient norm before clipping, at the latest logged update.");
     describe_gauge!(EVAL_METRIC, "Latest held-out evaluation metric.");
+    describe_gauge!(PROBE_ACCURACY, "Latest zero-shot cloze probe accuracy of a pre-training run ([[probe]]), by probe.");
+    describe_gauge!(PROBE_SECONDS, Unit::Seconds, "Seconds the latest probe took on the Evaluator's thread (off the training thread), by probe.");
     describe_histogram!(CHECKPOINT_DURATION, Unit::Seconds, "Time to write one checkpoint to disk.");
     describe_counter!(RECORDS_SKIPPED, Unit::Count, "Input records skipped as unreadable, by reason.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");

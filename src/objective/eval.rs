@@ -36,7 +36,9 @@ impl EvalMetrics {
 
     /// The headline values (no per-class details), as `name value` text.
     pub fn summary(&self) -> String {
-        let shown: Vec<String> = self.values.iter().filter(|(k, _)| !k.contains('.')).map(|(k, v)| format!("{k} {v:.4}")).collect();
+        let mut shown: Vec<String> = self.values.iter().filter(|(k, _)| !k.contains('.')).map(|(k, v)| format!("{k} {v:.4}")).collect();
+        // `[[probe]]`s: their accuracy (the rest is in events.jsonl).
+        shown.extend(self.values.iter().filter_map(|(k, v)| Some(format!("probe {} accuracy {v:.4}", k.strip_prefix("probe.")?.strip_suffix(".accuracy")?))));
         shown.join(", ")
     }
 

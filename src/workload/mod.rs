@@ -6,6 +6,7 @@
 
 pub mod finetune;
 pub mod pretrain;
+pub mod probe;
 
 use std::sync::Arc;
 
@@ -94,6 +95,10 @@ pub trait Workload: Send + Sync {
     /// The fine-tuning task, when this is one.
     fn task(&self) -> Option<&TaskPlan> {
         None
+    }
+    /// Zero-shot probes scored at each evaluation (`[[probe]]`, pre-training only).
+    fn probes(&self) -> &[probe::Probe] {
+        &[]
     }
     /// The pre-training corpus, when this is one.
     fn corpus(&self) -> Option<&pretrain::PretrainPlan> {

@@ -34,6 +34,8 @@ pub struct PretrainPlan {
     pub names: ObjectiveNames,
     /// GLM's special ids (with `objective.kind = "glm"`).
     pub glm_ids: Option<GlmIds>,
+    /// `[[probe]]`s, resolved against the tokenizer and model.
+    pub probes: Vec<super::probe::Probe>,
 }
 
 /// A resolved pre-training workload with what the rest of the plan takes from it.
@@ -78,7 +80,8 @@ pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -
     let (model, names) = model_of(c, &tokenizer);
     let (model, init) = continued(start, model, table).map_err(|p| problems.extend(p)).ok()?;
     let init = if c.init.reinitialize { InitSource::Fresh } else { init };
-    Some(Resolved { plan: PretrainPlan { train_spans, eval_spans, prepared, names, glm_ids }, tokenizer, model, init })
+    let probes = super::probe::resolve(c, &tokenizer, &model, problems);
+    Some(Resolved { plan: PretrainPlan { train_spans, eval_spans, prepared, names, glm_ids, probes }, tokenizer, model, init })
 }
 
 /// `[model]` sizes and `[objective]` settings that pre-training reads.
@@ -424,5 +427,8 @@ impl Workload for PretrainPlan {
 
     fn corpus(&self) -> Option<&PretrainPlan> {
         Some(self)
+    }
+    fn probes(&self) -> &[super::probe::Probe] {
+        &self.probes
     }
 }

@@ -1,0 +1,126 @@
+//! `[[probe]]`: a pre-training run scores a labelled set zero-shot (cloze on its own output
+//! layer) at each evaluation, on BERT and on GLM; the numbers are the cloze task's on the same
+//! weights, and probing changes nothing the Trainer does.
+
+use std::path::{Path, PathBuf};
+
+use pretune::finetune::task::TaskNet;
+use pretune::objective::ObjectiveModel;
+
+use crate::util::{assert_same_weights, evals, ft_config, load_plan, root, run_cli, tiny_config, weights};
+
+const PATTERN: &str = "{text} All in all, this message is [MASK].";
+
+fn probe_section(pattern: &str) -> String {
+    format!(
+        "\n[[probe]]\nname = \"spam\"\ndata = \"{}\"\npattern = \"{pattern}\"\nverbalizers = {{ ham = \"personal\", spam = \"an offer\" }}\nmax_examples = 48\n",
+        root().join("data/spam/dev.jsonl").display()
+    )
+}
+
+/// The tiny pre-training config of the tests, with a probe (or not), into `dir/run`.
+fn config(dir: &Path, probe: bool) -> PathBuf {
+    let cfg = tiny_config(dir);
+    if probe {
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text += &probe_section(PATTERN);
+        std::fs::write(&cfg, text).unwrap();
+    }
+    cfg
+}
+
+const SETS: [&str; 5] = ["train.max_steps=20", "train.eval_every=10", "train.checkpoint_every=10", "train.keep_last=0", "data.eval_batches=1"];
+
+#[test]
+fn a_bert_probe_is_the_cloze_accuracy_of_the_same_weights_and_changes_no_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));
+    for (dir, probe) in [(&with, true), (&without, false)] {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = config(dir, probe);
+        let args: Vec<String> = ["train".to_string(), cfg.display().to_string()].into_iter().chain(SETS.iter().flat_map(|s| ["--set".to_string(), s.to_string()])).collect();
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    // Probing runs on the Evaluator's copy: the Trainer's weights are bit-identical.
+    assert_same_weights(&with.join("run/checkpoints/step-00000020"), &without.join("run/checkpoints/step-00000020"));
+    let probed = evals(&with.join("run"));
+    assert_eq!(probed.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![10, 20]);
+    assert!(evals(&without.join("run")).iter().all(|(_, m)| !m.values.keys().any(|k| k.starts_with("probe."))));
+
+    // The oracle: the cloze fine-tuning task built from the step-10 checkpoint, scored on
+    // the same 48 records with that checkpoint's weights.
+    for step in [10u64, 20] {
+        let ckpt = with.join(format!("run/checkpoints/step-{step:08}"));
+        let dev = root().join("data/spam/dev.jsonl").display().to_string();
+        let dir = tmp.path().join(format!("oracle-{step}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ft = dir.join("cloze.toml");
+        std::fs::write(
+            &ft,
+            format!(
+                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{ckpt}\"\n[task]\nkind = \"cloze\"\npattern = \"{PATTERN}\"\nverbalizers = {{ ham = \"personal\", spam = \"an offer\" }}\nmax_eval_examples = 48\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\n[metrics]\nlisten = \"\"\n",
+                out = dir.join("run").display(),
+                ckpt = ckpt.display()
+            ),
+        )
+        .unwrap();
+        let plan = load_plan(&ft, &[] as &[&str]);
+        let task = plan.task().unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = TaskNet::new(&vs.root(), task.task.clone());
+        let w = weights(&ckpt);
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                v.copy_(w.get(&name).unwrap_or_else(|| panic!("{name} not in the checkpoint")));
+            }
+        });
+        let examples: Vec<&pretune::data::labelled::TaskExample> = task.eval.iter().map(|e| e.as_ref()).collect();
+        assert_eq!(examples.len(), 48);
+        let batches: Vec<_> = examples.chunks(7).map(|c| task.task.collate(c)).collect();
+        let want = net.evaluate(&batches, tch::Device::Cpu);
+        let got = &probed.iter().find(|(s, _)| *s == step).unwrap().1;
+        assert_eq!(got.values["probe.spam.accuracy"], want.values["accuracy"], "step {step}");
+        assert!((got.values["probe.spam.loss"] - want.values["loss"]).abs() < 1e-5, "step {step}: {} vs {}", got.values["probe.spam.loss"], want.values["loss"]);
+    }
+}
+
+#[test]
+fn a_glm_run_probes_through_blank_infilling_and_bad_probes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let glm = root().join("configs/pretrain-glm-tiny.toml");
+    let mut text = std::fs::read_to_string(&glm).unwrap();
+    text += &probe_section(PATTERN);
+    let cfg = tmp.path().join("glm.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = tmp.path().join("run");
+    let (code, stdout, err) = run_cli(&[
+        "train".to_string(),
+        cfg.display().to_string(),
+        "--set".into(),
+        format!("run.out_dir=\"{}\"", out.display()),
+        "--set".into(),
+        "metrics.listen=\"\"".into(),
+        "--set".into(),
+        "train.max_steps=4".into(),
+        "--set".into(),
+        "train.eval_every=4".into(),
+        "--set".into(),
+        "data.eval_batches=1".into(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let e = evals(&out);
+    let acc = e.last().unwrap().1.values["probe.spam.accuracy"];
+    assert!((0.0..=1.0).contains(&acc) && e.last().unwrap().1.values["probe.spam.loss"].is_finite());
+
+    // A probe without a blank, or on a fine-tuning run, is refused with its key.
+    std::fs::write(&cfg, text.replace(PATTERN, "{text} no blank here")).unwrap();
+    let (code, _, err) = run_cli(&["check".to_string(), cfg.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("probe[0].pattern: needs `{text}` and exactly one `[MASK]`"), "{err}");
+    let dev = root().join("data/spam/dev.jsonl").display().to_string();
+    let ft = ft_config(tmp.path(), "sequence_classification", &dev, &dev, &probe_section(PATTERN));
+    let (code, _, err) = run_cli(&["check".to_string(), ft.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("probe: [[probe]] scores a pre-training run"), "{err}");
+}
