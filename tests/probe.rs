@@ -124,3 +124,46 @@ fn a_glm_run_probes_through_blank_infilling_and_bad_probes_are_named() {
     assert_eq!(code, 2);
     assert!(err.contains("probe: [[probe]] scores a pre-training run"), "{err}");
 }
+
+/// `encoder_drift`, the forgetting measure of the learning-rate table: ‖θ − θ₀‖ / ‖θ₀‖ over
+/// the encoder's weights, θ₀ the `[init]` weights, recomputed here from the checkpoints.
+#[test]
+fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = config(tmp.path(), false);
+    let (code, out, err) = run_cli(&["train".to_string(), pre.display().to_string(), "--set".into(), "train.max_steps=4".into(), "--set".into(), "train.checkpoint_every=4".into()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let start = tmp.path().join("run/checkpoints/step-00000004");
+    let dev = root().join("data/spam/dev.jsonl").display().to_string();
+    for (lr, name) in [(1e-12, "still"), (3e-3, "moving")] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ft = dir.join("ft.toml");
+        std::fs::write(
+            &ft,
+            format!(
+                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{start}\"\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 16\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 3\neval_every = 3\nlr = {lr}\nwarmup_steps = 0\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
+                out = dir.join("run").display(),
+                start = start.display()
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = run_cli(&["train".to_string(), ft.display().to_string()]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let drift = evals(&dir.join("run")).last().unwrap().1.values["encoder_drift"];
+        let (w0, w) = (weights(&start), weights(&dir.join("run/checkpoints/step-00000003")));
+        let (mut num, mut den) = (0.0, 0.0);
+        for (k, t0) in w0.iter().filter(|(k, _)| pretune::init::is_encoder_variable(k)) {
+            let d = (&w[k].to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double)).square().sum(tch::Kind::Double).double_value(&[]);
+            num += d;
+            den += t0.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[]);
+        }
+        let want = (num / den).sqrt();
+        assert!((drift - want).abs() <= 1e-9 * want.max(1e-12), "{name}: {drift} vs {want}");
+        if lr < 1e-9 {
+            assert!(drift < 1e-9, "{drift}");
+        } else {
+            assert!(drift > 1e-4, "{drift}");
+        }
+    }
+}

@@ -45,6 +45,9 @@ pub struct EvalData {
     pub max_batches: usize,
     /// Zero-shot probes scored after each evaluation (`[[probe]]`).
     pub probes: Vec<crate::workload::probe::Probe>,
+    /// Where a fine-tuning run's encoder started (`[init]`): each evaluation reports
+    /// `encoder_drift`, ‖θ − θ₀‖ / ‖θ₀‖ over the encoder's weights, what fine-tuning moved.
+    pub start: Option<crate::init::InitSource>,
 }
 
 impl EvalData {
@@ -91,6 +94,8 @@ pub struct Evaluator {
     results: crossbeam_channel::Sender<EvalResult>,
     /// The probes, on this model's weights.
     probes: Vec<ProbeRunner>,
+    /// θ₀ of the encoder's variables, by name (`EvalData::start`).
+    start: Vec<(String, Tensor)>,
 }
 
 impl Evaluator {
@@ -98,13 +103,36 @@ impl Evaluator {
     /// own model: variable initialisation draws from libtorch's global generator.
     ///
     /// # Errors
-    /// A probe whose network the model cannot feed ([`ProbeError`]).
-    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, events: Recipient<Event>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Result<Self, ProbeError> {
+    /// A probe whose network the model cannot feed ([`ProbeError`]), or starting weights that
+    /// cannot be read.
+    pub fn new(objective: &dyn Objective, device: Device, data: EvalData, events: Recipient<Event>, permits: Permits, results: crossbeam_channel::Sender<EvalResult>) -> Result<Self, super::RunError> {
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
         let vars = vs.variables();
-        let probes = data.probes.iter().map(|p| ProbeRunner::new(p, device, data.batch_size, &vars)).collect::<Result<_, _>>()?;
-        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes })
+        let probes = data.probes.iter().map(|p| ProbeRunner::new(p, device, data.batch_size, &vars)).collect::<Result<_, ProbeError>>().map_err(|e| super::RunError::Pipeline(e.to_string()))?;
+        // θ₀ read the way the Trainer reads it (also after a resume: drift is from the start).
+        let mut start = Vec::new();
+        if let Some(source) = &data.start {
+            crate::init::load_start(&vs, source).map_err(super::RunError::Init)?;
+            start = tch::no_grad(|| vars.iter().filter(|(k, _)| crate::init::is_encoder_variable(k)).map(|(k, v)| (k.clone(), v.copy())).collect());
+        }
+        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes, start })
+    }
+
+    /// ‖θ − θ₀‖ / ‖θ₀‖ over the encoder's variables (`None` without a start).
+    fn drift(&self) -> Option<f64> {
+        if self.start.is_empty() {
+            return None;
+        }
+        tch::no_grad(|| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for (name, t0) in &self.start {
+                let t = &self.vars[name];
+                num += (t.to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double)).square().sum(tch::Kind::Double).double_value(&[]);
+                den += t0.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[]);
+            }
+            (den > 0.0).then(|| (num / den).sqrt())
+        })
     }
 }
 
@@ -150,6 +178,9 @@ impl Handler<Evaluate> for Evaluator {
             let (model, batches, device) = (&self.model, self.batches.as_deref().unwrap_or_default(), self.vs.device());
             let failed = |f: crate::guard::Failed| EvalError::Libtorch { step, out_of_memory: f.is_out_of_memory(), message: f.message };
             let mut metrics = crate::guard::guarded(|| model.evaluate(batches, device)).map_err(failed)?;
+            if let Some(d) = crate::guard::guarded(|| self.drift()).map_err(failed)? {
+                metrics.values.insert("encoder_drift".into(), d);
+            }
             // The probes' networks share these weights: scored after the held-out set, on the
             // same snapshot, as `probe.NAME.METRIC`.
             for probe in &self.probes {

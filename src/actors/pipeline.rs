@@ -169,7 +169,7 @@ impl Launch {
             .filter(|_| rank == 0)
             .map(|data| {
                 let permits = Permits::new(1);
-                let ev = evaluator::Evaluator::new(trainer.objective.as_ref(), plan.device, data, coordinator.clone().recipient(), permits.clone(), results_tx).map_err(|e| RunError::Pipeline(e.to_string()))?;
+                let ev = evaluator::Evaluator::new(trainer.objective.as_ref(), plan.device, data, coordinator.clone().recipient(), permits.clone(), results_tx)?;
                 Ok::<_, RunError>((start_on_own_thread(ev), permits))
             })
             .transpose()?;
