@@ -126,7 +126,8 @@ fn a_glm_run_probes_through_blank_infilling_and_bad_probes_are_named() {
 }
 
 /// `encoder_drift`, the forgetting measure of the learning-rate table: ‖θ − θ₀‖ / ‖θ₀‖ over
-/// the encoder's weights, θ₀ the `[init]` weights, recomputed here from the checkpoints.
+/// the encoder's weights, θ₀ the `[init]` weights, recomputed here from the checkpoints; and
+/// `task.eval_train`'s `train.*` metrics.
 #[test]
 fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
     let tmp = tempfile::tempdir().unwrap();
@@ -142,7 +143,7 @@ fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
         std::fs::write(
             &ft,
             format!(
-                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{start}\"\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 16\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 3\neval_every = 3\nlr = {lr}\nwarmup_steps = 0\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
+                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{start}\"\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 16\neval_train = 16\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 3\neval_every = 3\nlr = {lr}\nwarmup_steps = 0\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
                 out = dir.join("run").display(),
                 start = start.display()
             ),
@@ -150,7 +151,12 @@ fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
         .unwrap();
         let (code, out, err) = run_cli(&["train".to_string(), ft.display().to_string()]);
         assert_eq!(code, 0, "{out}\n{err}");
-        let drift = evals(&dir.join("run")).last().unwrap().1.values["encoder_drift"];
+        let last = evals(&dir.join("run")).last().unwrap().1.clone();
+        let drift = last.values["encoder_drift"];
+        // task.eval_train: here the training file is the held-out one, so the first 16
+        // training examples are the 16 held-out ones, scored on the same weights.
+        assert_eq!(last.values["train.accuracy"], last.values["accuracy"]);
+        assert!((last.values["train.loss"] - last.values["loss"]).abs() < 1e-6, "{last:?}");
         let (w0, w) = (weights(&start), weights(&dir.join("run/checkpoints/step-00000003")));
         let (mut num, mut den) = (0.0, 0.0);
         for (k, t0) in w0.iter().filter(|(k, _)| pretune::init::is_encoder_variable(k)) {

@@ -187,8 +187,11 @@ impl Handler<Evaluate> for Evaluator {
                 let m = crate::guard::guarded(|| probe.score(device)).map_err(failed)?;
                 for (k, v) in m.pairs() {
                     if !k.contains('.') {
-                        metrics.values.insert(format!("probe.{}.{k}", probe.name()), v);
+                        metrics.values.insert(format!("{}{k}", probe.prefix()), v);
                     }
+                }
+                if !probe.is_probe() {
+                    continue;
                 }
                 if let Some(acc) = m.values.get("accuracy") {
                     metrics::gauge!(names::PROBE_ACCURACY, "probe" => probe.name().to_owned()).set(*acc);

@@ -201,6 +201,10 @@ pub struct TaskConfig {
     pub train_per_class: usize,
     /// Evaluate on only the first N held-out records (0: all).
     pub max_eval_examples: usize,
+    /// Also score the first N training examples at each evaluation (0: none), reported as
+    /// `train.accuracy`, `train.loss`, ...: the train–dev gap of over-fitting, in every
+    /// evaluation line and in `events.jsonl`.
+    pub eval_train: usize,
     /// Generation: JSONL field of the source (Part A).
     pub source_field: String,
     /// Generation: JSONL field of the target (a string, or a list of references whose first
@@ -228,6 +232,7 @@ impl Default for TaskConfig {
             max_train_examples: 0,
             train_per_class: 0,
             max_eval_examples: 0,
+            eval_train: 0,
             source_field: "source".into(),
             target_field: "target".into(),
             max_target_len: 32,

@@ -46,6 +46,8 @@ pub struct TaskPlan {
     pub skipped: Vec<crate::data::source::BadRecord>,
     /// What reading changed (sources and targets cut), for the run's start line.
     pub notes: Vec<String>,
+    /// The training examples the Evaluator also scores (`task.eval_train`), as a probe.
+    pub probes: Vec<crate::workload::probe::Probe>,
 }
 
 /// Validates the task of a fine-tuning config (one with `[task] kind`) and encodes its data;
@@ -101,7 +103,16 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let monitor = kind.monitor(&c.task.metric).expect("checked with the kind");
     let notes = data.train.notes.iter().chain(&data.eval.notes).cloned().collect();
     let share = |v: Vec<TaskExample>| Arc::new(v.into_iter().map(Arc::new).collect::<Vec<_>>());
-    Ok(TaskPlan { task: Arc::from(task), spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped, notes })
+    let task: Arc<dyn Task> = Arc::from(task);
+    // `task.eval_train`: the first training examples, scored by the Evaluator as `train.*` on
+    // the weights it evaluates (storage shared with its model: no copy).
+    let probes = if c.task.eval_train > 0 {
+        let examples = data.train.examples.iter().take(c.task.eval_train).cloned().collect();
+        vec![crate::workload::probe::Probe { name: "train".into(), prefix: "train.".into(), task: task.clone(), examples: Arc::new(examples) }]
+    } else {
+        Vec::new()
+    };
+    Ok(TaskPlan { task, probes, spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped, notes })
 }
 
 /// What checkpoints record of the task model.

@@ -39,6 +39,8 @@ impl EvalMetrics {
         let mut shown: Vec<String> = self.values.iter().filter(|(k, _)| !k.contains('.')).map(|(k, v)| format!("{k} {v:.4}")).collect();
         // `[[probe]]`s: their accuracy (the rest is in events.jsonl).
         shown.extend(self.values.iter().filter_map(|(k, v)| Some(format!("probe {} accuracy {v:.4}", k.strip_prefix("probe.")?.strip_suffix(".accuracy")?))));
+        // `task.eval_train`: the training examples' accuracy, beside the held-out one.
+        shown.extend(self.values.get("train.accuracy").map(|v| format!("train accuracy {v:.4}")));
         shown.join(", ")
     }
 

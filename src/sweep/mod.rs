@@ -103,14 +103,14 @@ pub struct SweepReport {
 /// `--smoke`).
 fn jobs(spec: &Spec, all: bool) -> (Vec<Job>, Vec<Job>) {
     let interp = |set: &[spec::Setting]| set.iter().map(|(k, v)| (k.clone(), spec.interpolate(v).expect("checked when the spec was read"))).collect::<Vec<_>>();
-    let pre = spec.pretrain.iter().map(|p| Job { name: format!("pretrain {}", p.name), base: p.config.clone(), dir: spec.pretrain_dir(&p.name), set: interp(&p.set) }).collect();
+    let pre = spec.pretrain.iter().map(|p| Job { name: format!("pretrain {}", p.name), base: p.config.clone(), dir: spec.pretrain_dir(&p.name), set: interp(&p.set), pick: spec::Pick::Last }).collect();
     let cells = if all { spec.all_cells() } else { spec.cells() };
     let cells = cells
         .into_iter()
         .map(|c| {
             let mut name: Vec<String> = spec.axes.iter().zip(&c.labels).map(|(a, l)| format!("{}={l}", a.name)).collect();
             name.push(format!("seed={}", c.seed));
-            Job { name: name.join(" "), base: spec.base.clone(), dir: spec.cell_dir(&c), set: interp(&c.set) }
+            Job { name: name.join(" "), base: spec.base.clone(), dir: spec.cell_dir(&c), set: interp(&c.set), pick: c.pick }
         })
         .collect();
     (pre, cells)
@@ -171,7 +171,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<SweepReport, SweepError> {
             Some(e) => e.clone(),
             None => std::env::current_exe().map_err(|source| SweepError::Spawn { exe: "pretune".into(), source })?,
         };
-        let runner = Runner { exe, jobs: jobs_n, threads, pick: spec.pick };
+        let runner = Runner { exe, jobs: jobs_n, threads };
         tracing::info!(cells = cells.len(), pretrain = pre.len(), jobs = jobs_n, threads, out = %spec.out_dir.display(), "sweep {}", spec.name);
         let pre_ends = runner.run_all(&pre);
         let mut pre_ok = true;
@@ -216,7 +216,7 @@ fn render(spec: &Spec, pre: &[Job], cells: &[Job]) -> Result<(String, (usize, us
         .into_iter()
         .zip(cells)
         .map(|(c, job)| {
-            let result = results::read(&job.dir, spec.pick).unwrap_or_else(|e| {
+            let result = results::read(&job.dir, job.pick).unwrap_or_else(|e| {
                 tracing::warn!("{}: {}", job.name, crate::error_chain(&e));
                 results::RunResult::default()
             });

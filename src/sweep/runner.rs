@@ -37,6 +37,8 @@ pub struct Job {
     pub dir: PathBuf,
     /// What it sets over the base, values interpolated, in order.
     pub set: Vec<Setting>,
+    /// Which evaluation its result reports.
+    pub pick: Pick,
 }
 
 /// How jobs run.
@@ -48,8 +50,6 @@ pub struct Runner {
     pub jobs: usize,
     /// libtorch threads of each job where the spec sets none (the cores shared out).
     pub threads: usize,
-    /// Which evaluation decides nothing here, but a finished run is read with it.
-    pub pick: Pick,
 }
 
 /// What became of a job.
@@ -140,7 +140,7 @@ impl Runner {
                 return Err(SweepError::Changed { dir: job.dir.clone() });
             }
         }
-        if results::read(&job.dir, self.pick)?.finished {
+        if results::read(&job.dir, job.pick)?.finished {
             return Ok(JobEnd::AlreadyDone);
         }
         let resume = crate::checkpoint::CheckpointStore::new(job.dir.join("checkpoints")).latest().is_some();
@@ -190,7 +190,7 @@ impl Runner {
         };
         let wall = t0.elapsed().as_secs_f64();
         add_wall_time(&job.dir, wall);
-        let r = results::read(&job.dir, self.pick).unwrap_or_default();
+        let r = results::read(&job.dir, job.pick).unwrap_or_default();
         if status.success() && r.finished {
             let headline: Vec<String> = r.metrics.iter().filter(|(k, _)| !matches!(k.as_str(), "steps" | "elapsed_s" | "tokens_per_second")).take(3).map(|(k, v)| format!("{k} {v:.4}")).collect();
             tracing::info!("[{n}/{total}] done {} in {wall:.0} s {}", job.name, headline.join(", "));

@@ -149,6 +149,7 @@ struct LevelFile {
     label: String,
     #[serde(default)]
     set: toml::Table,
+    pick: Option<Pick>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +203,9 @@ pub struct Level {
     pub label: String,
     /// What it sets.
     pub set: Vec<Setting>,
+    /// Which evaluation its cells report, over the spec's `pick` (the over-fitting table:
+    /// the last evaluation of a run without early stopping, the best of one with it).
+    pub pick: Option<Pick>,
 }
 
 /// A dimension of the grid.
@@ -282,6 +286,8 @@ pub struct Cell {
     pub slug: String,
     /// Everything it sets over the base config, in order (later wins), `run.out_dir` excepted.
     pub set: Vec<Setting>,
+    /// Which evaluation it reports.
+    pub pick: Pick,
 }
 
 /// The settings of a TOML table: `"section.key" = v` as is, and `section.key = v` (a nested
@@ -386,8 +392,8 @@ impl Spec {
         for (i, a) in f.axis.into_iter().enumerate() {
             let at = format!("axis[{i}] ({})", a.name);
             let levels: Vec<Level> = match (a.key, a.values, a.level.is_empty()) {
-                (Some(key), Some(values), true) => values.iter().map(|v| Level { label: label_of(v), set: vec![(key.clone(), v.clone())] }).collect(),
-                (None, None, false) => a.level.into_iter().map(|l| Level { label: l.label, set: settings(&l.set) }).collect(),
+                (Some(key), Some(values), true) => values.iter().map(|v| Level { label: label_of(v), set: vec![(key.clone(), v.clone())], pick: None }).collect(),
+                (None, None, false) => a.level.into_iter().map(|l| Level { label: l.label, set: settings(&l.set), pick: l.pick }).collect(),
                 _ => {
                     problems.push(format!("{at}: give either key and values, or level = [{{ label, set }}, ...]"));
                     continue;
@@ -518,8 +524,10 @@ impl Spec {
                     continue;
                 }
                 let mut set = self.set.clone();
+                let mut pick = self.pick;
                 for (&i, a) in combo.iter().zip(&self.axes) {
                     set.extend(a.levels[i].set.iter().cloned());
+                    pick = a.levels[i].pick.unwrap_or(pick);
                 }
                 for (m, extra) in &self.when {
                     if self.matches(m, &labels) {
@@ -529,7 +537,7 @@ impl Spec {
                 set.push((self.seed_key.clone(), toml::Value::Integer(seed as i64)));
                 let mut parts: Vec<String> = self.axes.iter().zip(&labels).map(|(a, l)| format!("{}={}", slug_part(&a.name), slug_part(l))).collect();
                 parts.push(format!("seed={seed}"));
-                cells.push(Cell { labels, seed, slug: parts.join("__"), set });
+                cells.push(Cell { labels, seed, slug: parts.join("__"), set, pick });
             }
         }
         cells
@@ -601,7 +609,7 @@ metrics.listen = ""
 
 [[axis]]
 name = "start"
-level = [{ label = "random init" }, { label = "MiniLM", set = { "init.hf" = ".cache/minilm/model" } }, { label = "ours", set = { "init.checkpoint" = "{pretrain.mlm}/checkpoints" } }]
+level = [{ label = "random init", pick = "last" }, { label = "MiniLM", set = { "init.hf" = ".cache/minilm/model" } }, { label = "ours", set = { "init.checkpoint" = "{pretrain.mlm}/checkpoints" } }]
 
 [[axis]]
 name = "lr"
@@ -637,6 +645,7 @@ smoke = { "train.max_steps" = 4 }
         assert_eq!(cells.len(), 2 * (9 - 2));
         assert_eq!(cells[0].labels, ["random init", "3e-5"]);
         assert_eq!(cells[0].slug, "start=random-init__lr=3e-5__seed=1");
+        assert_eq!((cells[0].pick, cells[6].pick), (Pick::Last, Pick::Best), "a level's pick wins over the spec's");
         assert!(cells[..7].iter().all(|c| c.seed == 1) && cells[7..].iter().all(|c| c.seed == 2));
         assert!(!cells.iter().any(|c| c.labels[0] == "MiniLM" && c.labels[1] != "3e-5"));
         let ours = cells.iter().find(|c| c.labels == ["ours", "0.1"] && c.seed == 2).unwrap();

@@ -100,11 +100,24 @@ fn cell(g: &Group, m: &Metric, seeds: usize) -> String {
     }
 }
 
-/// The Markdown tables, one per metric.
+/// The Markdown tables: one per metric, or, when no axis is a column, one with a column per
+/// metric.
 pub fn markdown(spec: &Spec, groups: &[Group]) -> String {
     let seeds = spec.seeds.len();
     let columns = combos(spec, &spec.columns);
     let mut s = String::new();
+    if spec.columns.is_empty() && spec.metrics.len() > 1 {
+        let names: Vec<String> = spec.metrics.iter().map(|m| format!("{}{}", m.label, if m.scale == 100.0 { " (%)" } else { "" })).collect();
+        s += &format!("Mean ± standard deviation over {seeds} seed(s):\n\n");
+        s += &format!("| {} | {} |\n", spec.rows.join(" | "), names.join(" | "));
+        s += &format!("|{}\n", "---|".repeat(spec.rows.len() + names.len()));
+        for row in combos(spec, &spec.rows) {
+            let cells: Vec<String> = spec.metrics.iter().map(|m| groups.iter().find(|g| g.metric == m.name && g.row == row).map_or("–".into(), |g| cell(g, m, seeds))).collect();
+            s += &format!("| {} | {} |\n", row.join(" | "), cells.join(" | "));
+        }
+        s += "\n";
+        return s;
+    }
     for m in &spec.metrics {
         let scaled = if m.scale == 100.0 { " in percent" } else { "" };
         s += &format!("**{}**{scaled}, mean ± standard deviation over {seeds} seed(s):\n\n", m.label);
@@ -190,6 +203,16 @@ lr = "1e-3"
         let j = json(&spec, &o, &g, serde_json::json!({}));
         assert_eq!(j["cells"][0]["labels"]["lr"], "1e-4");
         assert_eq!(j["groups"][0]["values"][2][1], 0.7);
+    }
+
+    #[test]
+    fn with_no_column_axis_the_metrics_are_the_columns() {
+        let text = SPEC.replace("metrics = [{ name = \"accuracy\", scale = 100 }]", "metrics = [{ name = \"accuracy\", scale = 100 }, \"loss\"]\nrows = [\"start\", \"lr\"]\ncolumns = []");
+        let spec = Spec::parse(Path::new("s.toml"), &text, false).unwrap();
+        let mut o = outcome("random", "1e-4", 1, Some(0.5), true);
+        o.result.metrics.insert("loss".into(), 0.25);
+        let md = markdown(&spec, &aggregate(&spec, &[o]));
+        assert!(md.contains("| start | lr | accuracy (%) | loss |") && md.contains("| random | 1e-4 | 50.0 ± 0.0 (n=1) | 0.250 ± 0.000 (n=1) |") && md.contains("| MiniLM | 1e-3 | n/a | n/a |"), "{md}");
     }
 
     #[test]

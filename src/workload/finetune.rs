@@ -37,6 +37,10 @@ impl Workload for TaskPlan {
         usize::MAX
     }
 
+    fn probes(&self) -> &[super::probe::Probe] {
+        &self.probes
+    }
+
     fn collator(&self, _cx: &RunContext) -> Arc<dyn Collator> {
         Arc::new(TaskCollator(self.task.clone()))
     }

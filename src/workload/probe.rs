@@ -27,6 +27,9 @@ use crate::objective::{EvalMetrics, ModelSpec, ObjectiveModel};
 pub struct Probe {
     /// `[[probe]].name`.
     pub name: String,
+    /// What its metrics are called in an evaluation: `probe.NAME.` (`train.` for a
+    /// fine-tuning run's own training examples, `task.eval_train`).
+    pub prefix: String,
     /// The cloze task (pattern, verbalizers, the encoder's blank).
     pub task: Arc<dyn Task>,
     /// The encoded examples.
@@ -67,7 +70,7 @@ pub fn resolve(c: &RunConfig, tokenizer: &Arc<TextTokenizer>, model: &ModelSpec,
             Err(e) => Err(e.problems()),
         };
         match task {
-            Ok((task, examples)) => out.push(Probe { name: p.name.clone(), task: Arc::from(task), examples: Arc::new(examples) }),
+            Ok((task, examples)) => out.push(Probe { prefix: format!("probe.{}.", p.name), name: p.name.clone(), task: Arc::from(task), examples: Arc::new(examples) }),
             // The task's problems name `task.pattern` / `task.verbalizers`: here they are the probe's.
             Err(ps) => problems.extend(ps.into_iter().map(|m| format!("{at}.{}", m.strip_prefix("task.").unwrap_or(&m)))),
         }
@@ -88,6 +91,7 @@ pub struct ProbeError {
 /// A probe on the Evaluator: its network on the Evaluator's weights and its batches.
 pub struct ProbeRunner {
     name: String,
+    prefix: String,
     net: TaskNet,
     _vs: nn::VarStore,
     batches: Vec<HostBatch>,
@@ -117,12 +121,22 @@ impl ProbeRunner {
         }
         let refs: Vec<&TaskExample> = probe.examples.iter().collect();
         let batches = refs.chunks(batch_size.max(1)).map(|chunk| probe.task.collate(chunk)).collect();
-        Ok(ProbeRunner { name: probe.name.clone(), net, _vs: vs, batches })
+        Ok(ProbeRunner { name: probe.name.clone(), prefix: probe.prefix.clone(), net, _vs: vs, batches })
     }
 
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What its metrics are called: `probe.NAME.` or `train.`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether it is a `[[probe]]` (with its own Prometheus series).
+    pub fn is_probe(&self) -> bool {
+        self.prefix.starts_with("probe.")
     }
 
     /// Scores the probe on the current weights: the cloze metrics (`accuracy`, `macro_f1`,
