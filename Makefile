@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 bench-prepare pretraining-pays fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -38,10 +38,27 @@ bench-bf16: setup
 bench-prepare: setup
 	scripts/bench-prepare.sh
 
-# What pre-training buys: fine-tuning with and without it, 3 seeds per cell, into
-# docs/pretraining-pays.md (about 30 minutes on 2 cores).
-pretraining-pays: setup
-	scripts/pretraining-pays.sh
+# The measured tables: each a sweep spec in sweeps/ (3 seeds per cell), rewritten into docs/
+# with its plots; finished runs are never rerun. Wall times on 2 cores (AMD EPYC Zen 4) in
+# each doc; all of them about 90 minutes.
+tables: setup
+	scripts/tables.sh
+
+# What pre-training buys: 5 starting points x 3 sets x 2 sizes (docs/pretraining-pays.md).
+table-pretraining-pays: setup
+	scripts/tables.sh pretraining-pays
+
+# Learning rate on MiniLM and on our tiny BERT, with encoder drift (docs/learning-rate.md).
+table-learning-rate: setup
+	scripts/tables.sh learning-rate
+
+# Downstream accuracy by pre-training steps, and the live probe (docs/pretraining-pays.md).
+table-pretraining-budget: setup
+	scripts/tables.sh pretraining-budget
+
+# Over-fitting on 32 examples per class, with and without early stopping.
+table-overfitting: setup
+	scripts/tables.sh overfitting
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup

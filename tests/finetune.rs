@@ -558,36 +558,6 @@ fn chinese_pretrain_then_finetune_configs_train_and_evaluate() {
     assert!(s.init.unwrap().loaded > 10, "starts from the Chinese checkpoint");
 }
 
-/// `scripts/pretraining_pays.py` in its smoke mode (one seed, two updates per run, every kind
-/// of cell once): the table is rendered between its markers, the text around it survives, and
-/// re-rendering from the runs' events.jsonl files gives the same table.
-#[test]
-fn the_pretraining_pays_table_script_runs_and_regenerates_its_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let doc = dir.path().join("doc.md");
-    std::fs::write(&doc, "# Title\n\nIntro.\n\n<!-- table:start -->\nold\n<!-- table:end -->\n\nWhat it shows.\n").unwrap();
-    let script = |extra: &[&str]| {
-        let out = Command::new(root().join(".venv/bin/python"))
-            .arg(root().join("scripts/pretraining_pays.py"))
-            .args(["--smoke", "--max-eval", "16", "--pretune", crate::util::bin().to_str().unwrap(), "--out", dir.path().join("pp").to_str().unwrap(), "--doc", doc.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::read_to_string(&doc).unwrap()
-    };
-    let first = script(&[]);
-    assert!(first.starts_with("# Title\n\nIntro.") && first.trim_end().ends_with("What it shows."), "{first}");
-    assert!(!first.contains("\nold\n"));
-    for needle in ["spam (SpamAssassin", "Chinese review sentiment", "cloze, tiny BERT MLM head", "cloze, tiny GLM", "| 1e-3 |", "early stopping (patience 3)"] {
-        assert!(first.contains(needle), "{needle} missing:\n{first}");
-    }
-    // Cells the smoke run measured hold numbers; cells it skipped say so.
-    let spam_few = first.lines().find(|l| l.starts_with("| spam") && l.contains("32 per class")).unwrap();
-    assert_eq!(spam_few.matches(" ± ").count(), 5, "{spam_few}");
-    assert_eq!(script(&["--table-only"]), first, "the table comes from the runs alone");
-}
-
 /// Regression targets that are not finite f32 numbers (`NaN`, `inf`, `1e39`) are bad
 /// records: skipped and reported with file and line under `data.on_error = "skip"` (the run's
 /// held-out metrics stay finite and a best checkpoint is chosen), fatal under `fail`.

@@ -25,6 +25,7 @@ out_dir = "{out}"
 seeds = [1, 2]
 metrics = [{{ name = "accuracy", scale = 100 }}, "loss"]
 rows = ["data"]
+doc = "{doc}"
 
 [set]
 "train.epochs" = 0
@@ -44,7 +45,8 @@ name = "data"
 level = [{{ label = "all" }}, {{ label = "16 per class", set = {{ "task.train_per_class" = 16 }} }}]
 "#,
         base = base.display(),
-        out = dir.join("sweep").display()
+        out = dir.join("sweep").display(),
+        doc = dir.join("docs/results.md").display()
     );
     let p = dir.join("spec.toml");
     std::fs::write(&p, text).unwrap();
@@ -113,6 +115,21 @@ fn a_sweep_killed_midway_resumes_without_rerunning_finished_cells_and_its_table_
     let rerendered: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sweep/results.json")).unwrap()).unwrap();
     assert_eq!(rerendered["groups"], results["groups"]);
     assert_eq!(again.lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>(), out.lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>());
+
+    // The doc gets the table between the sweep's markers (its own text kept) and the plots.
+    let doc = tmp.path().join("docs/results.md");
+    std::fs::write(&doc, "# Results\n\n<!-- sweep:spec:start -->\nold\n<!-- sweep:spec:end -->\n\nWhat it shows.\n").unwrap();
+    let (code, _, err) = run_cli(&[os("sweep"), os("--table-only"), spec.as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    assert!(text.starts_with("# Results\n\n<!-- sweep:spec:start -->") && text.trim_end().ends_with("What it shows.") && !text.contains("\nold\n"), "{text}");
+    for line in out.lines().filter(|l| l.starts_with('|')) {
+        assert!(text.contains(line), "{line} missing from the doc:\n{text}");
+    }
+    assert!(tmp.path().join("docs/spec-accuracy.svg").exists() && text.contains("![accuracy](spec-accuracy.svg)"));
+    let (code, _, _) = run_cli(&[os("sweep"), os("--table-only"), os("--smoke"), spec.as_os_str()]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read_to_string(&doc).unwrap(), text, "a smoke run never writes the doc");
 
     // A cell folder of another config is never mixed into the table.
     let changed = write_spec(tmp.path(), "\"train.warmup_ratio\" = 0.3");

@@ -273,7 +273,8 @@ fn markers(name: &str) -> (String, String) {
 /// Puts `markdown` between the sweep's markers in `doc` (appended with them when absent; text
 /// outside them is kept) and copies the plots beside it.
 fn write_doc(spec: &Spec, doc: &Path, markdown: &str) -> Result<(), SweepError> {
-    let dir = doc.parent().unwrap_or(Path::new("."));
+    let dir = doc.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(crate::files::FileError::at(dir))?;
     for m in &spec.metrics {
         let file = format!("{}-{}.svg", spec.name, slug(&m.name));
         let (from, to) = (spec.out_dir.join(&file), dir.join(&file));
