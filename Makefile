@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -63,6 +63,14 @@ table-overfitting: setup
 # Entity F1 on WNUT-16 and People's Daily: random init vs our checkpoints vs MiniLM.
 table-ner: setup
 	scripts/tables.sh ner
+
+# One GLM checkpoint with a classification head vs as cloze, English and Chinese.
+table-consistency: setup
+	scripts/tables.sh consistency
+
+# English and Chinese checkpoints on English and Chinese sentiment (2 x 2, random init floor).
+table-transfer: setup
+	scripts/tables.sh transfer
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup

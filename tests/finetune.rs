@@ -375,6 +375,62 @@ fn glm_cloze_fine_tuning_reuses_the_pretrained_glm_unchanged() {
     assert_reported_accuracy_is_the_checkpoints(&s, &spam.join("dev.jsonl"), acc);
 }
 
+/// A classification head on a GLM (the consistency table's "GLM with a head"): its logits are
+/// the first token's last hidden state (the text all Part A) through dense + tanh and the
+/// output layer, computed here from the GLM's forward and the head's weights; it trains from a
+/// GLM checkpoint (only the head fresh), evaluates, and refuses to export with the reason.
+#[test]
+fn a_glm_classification_head_pools_the_first_token_and_refuses_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::util::tiny_config(dir.path());
+    let o: Vec<String> = ["train.max_steps=4", "data.eval=[]", "objective.kind=\"glm\"", "model.max_position_embeddings=65"].iter().map(|s| s.to_string()).collect();
+    pretune::actors::run(pretune::plan::load_and_resolve(&cfg, &o).unwrap()).unwrap();
+    let spam = root().join("data/spam");
+    let ft = dir.path().join("glm-cls.toml");
+    std::fs::write(
+        &ft,
+        format!(
+            "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{ck}\"\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 32\n[data]\ntrain = [\"{tr}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 4\neval_every = 4\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
+            out = dir.path().join("cls").display(),
+            ck = dir.path().join("run/checkpoints").display(),
+            tr = spam.join("train.jsonl").display(),
+            dev = spam.join("dev.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let s = finetune(&ft, &[] as &[&str]);
+    let init = s.init.clone().expect("loaded from [init]");
+    assert_eq!(init.missing, ["classifier.dense.bias", "classifier.dense.weight", "classifier.out_proj.bias", "classifier.out_proj.weight"], "only the head starts fresh");
+
+    let plan = crate::util::load_plan(&ft, &[] as &[&str]);
+    let task = plan.task().unwrap();
+    let pretune::objective::ModelSpec::Glm { config } = &task.model else { panic!("a GLM encoder") };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = pretune::finetune::task::TaskNet::new(&vs.root(), task.task.clone());
+    let glm_vs = nn::VarStore::new(Device::Cpu);
+    let glm = pretune::model::glm::Glm::new(&glm_vs.root(), config);
+    let w = crate::util::weights(&dir.path().join("cls/checkpoints/step-00000004"));
+    tch::no_grad(|| {
+        for (name, mut v) in vs.variables().into_iter().chain(glm_vs.variables()) {
+            v.copy_(&w[&name]);
+        }
+    });
+    let examples: Vec<&pretune::data::labelled::TaskExample> = task.eval.iter().take(5).map(|e| e.as_ref()).collect();
+    let hb = task.task.collate(&examples);
+    let b = pretune::objective::DeviceBatch::new(&hb, Device::Cpu);
+    let got = tch::no_grad(|| net.outputs(&b, false));
+    let (rows, t) = b.input_ids.size2().unwrap();
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).expand([rows, t], true);
+    let h = tch::no_grad(|| glm.forward(&b.input_ids, &positions, &Tensor::zeros([rows, t], (Kind::Int64, Device::Cpu)), &b.lengths.to_kind(Kind::Int64), false));
+    let pooled = (h.select(1, 0).matmul(&w["classifier.dense.weight"].tr()) + &w["classifier.dense.bias"]).tanh();
+    let want = pooled.matmul(&w["classifier.out_proj.weight"].tr()) + &w["classifier.out_proj.bias"];
+    assert!(max_abs_diff(&got, &want) < 1e-5, "{got} vs {want}");
+
+    let (code, _, err) = run_cli(&["export", "--hf", dir.path().join("hf").to_str().unwrap(), "--checkpoint", dir.path().join("cls/checkpoints").to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("a classification head on a GLM: transformers has no GLM model"), "{err}");
+}
+
 /// `pretune evaluate` on the run's best checkpoint and `dev` agrees with the accuracy the run
 /// reported for it, to one example (batching may flip an exact tie).
 fn assert_reported_accuracy_is_the_checkpoints(s: &RunSummary, dev: &Path, acc: f64) {

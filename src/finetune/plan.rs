@@ -162,7 +162,7 @@ fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, p
         Ok(Some(st)) => st,
     };
     let mut encoder = match (&st.model, reuses_head) {
-        (StartModel::Pretrain(ModelSpec::Glm { config }), true) => ModelSpec::Glm { config: config.clone() },
+        (StartModel::Pretrain(ModelSpec::Glm { config }), _) if kind.is_some_and(|k| k.on_glm) => ModelSpec::Glm { config: config.clone() },
         (StartModel::Task(_), true) => {
             problems.push(format!("init.checkpoint: {:?} is a fine-tuned task checkpoint; task.kind = \"{}\" starts from a pre-training checkpoint (GLM, or BERT with its MLM head)", st.source, kind.map_or("", |k| k.name)));
             return fresh();

@@ -1,11 +1,17 @@
 //! `task.kind = "sequence_classification"`: one label per text (or text pair), the pooled
 //! `[CLS]` through `BertForSequenceClassification`'s head, cross-entropy; accuracy, macro-F1
 //! and per-class precision / recall. Its scorer and its probability lines serve cloze too.
+//!
+//! On a GLM the text is all Part A (attended both ways) and the head reads the first token's
+//! last hidden state, as THUDM/GLM's classification models pool: dense + tanh, dropout, a
+//! linear layer to the classes (`classifier.dense`, `classifier.out_proj`). `transformers` has
+//! no GLM, so such a checkpoint does not export.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tch::nn::Module;
 use tch::{nn, Kind, Reduction, Tensor};
 
 use super::{pad_rows, read_texts, shown_text, Encoded, HfHead, Predictor, Scorer, Split, Task, TaskContext, TaskError, TaskKind, TaskModel};
@@ -15,20 +21,31 @@ use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::{encode_classification, BadRecords, Fields, LabelSet};
 use crate::finetune::metrics::Confusion;
 use crate::model::bert::BertConfig;
+use crate::model::glm::{Glm, GlmConfig};
 use crate::model::heads::{BertForTask, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, on_glm: true, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Classification {
         labels: LabelSet { names: cx.config.labels.clone() },
         fields: super::fields(cx.config),
         tokenizer: cx.tokenizer.clone(),
-        encoder: bert_encoder(cx.encoder)?,
+        encoder: match cx.encoder {
+            ModelSpec::Glm { config } => Encoder::Glm(config.clone()),
+            bert => Encoder::Bert(bert_encoder(bert)?),
+        },
         max_len: cx.max_seq_len,
     }))
+}
+
+/// The encoder a classification head sits on.
+#[derive(Clone)]
+enum Encoder {
+    Bert(BertConfig),
+    Glm(GlmConfig),
 }
 
 /// The BERT sizes of a head task's encoder.
@@ -47,7 +64,7 @@ pub struct Classification {
     labels: LabelSet,
     fields: Fields,
     tokenizer: Arc<TextTokenizer>,
-    encoder: BertConfig,
+    encoder: Encoder,
     max_len: usize,
 }
 
@@ -93,7 +110,11 @@ impl Task for Classification {
     }
 
     fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
-        Box::new(SequenceHead(BertForTask::new(root, &self.encoder, HeadKind::SequenceClassification, self.labels.names.len().max(1) as i64)))
+        let n = self.labels.names.len().max(1) as i64;
+        match &self.encoder {
+            Encoder::Bert(config) => Box::new(SequenceHead(BertForTask::new(root, config, HeadKind::SequenceClassification, n))),
+            Encoder::Glm(config) => Box::new(GlmSequenceHead::new(root, config, n)),
+        }
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
@@ -117,10 +138,45 @@ impl Task for Classification {
     }
 
     fn export(&self) -> Result<HfHead, TaskError> {
+        if matches!(self.encoder, Encoder::Glm(_)) {
+            return Err(TaskError::NoExport("a classification head on a GLM: transformers has no GLM model to load it into (export writes BERT-family folders only)".into()));
+        }
         let mut config = label_maps(&self.labels.names);
         config.insert("num_labels".into(), json!(self.labels.names.len()));
         config.insert("problem_type".into(), json!("single_label_classification"));
         Ok(HfHead { architecture: "BertForSequenceClassification", config })
+    }
+}
+
+/// A GLM with a classification head on its first token: logits `[examples, classes]`.
+pub struct GlmSequenceHead {
+    glm: Glm,
+    dense: nn::Linear,
+    out_proj: nn::Linear,
+    dropout: f64,
+}
+
+impl GlmSequenceHead {
+    /// The GLM under `root` (its pre-training names) and the head under `root/classifier`.
+    pub fn new(root: &nn::Path, config: &GlmConfig, classes: i64) -> Self {
+        let init = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: config.init_method_std }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
+        let c = root / "classifier";
+        let h = config.hidden_size;
+        GlmSequenceHead { glm: Glm::new(root, config), dense: nn::linear(&c / "dense", h, h, init), out_proj: nn::linear(&c / "out_proj", h, classes, init), dropout: config.hidden_dropout }
+    }
+}
+
+impl TaskModel for GlmSequenceHead {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        let (rows, t) = b.input_ids.size2().expect("input_ids is [batch, seq]");
+        let device = b.input_ids.device();
+        // All Part A: positions 0..T, block positions 0, every real token attended both ways.
+        let positions = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0).expand([rows, t], true);
+        let blocks = Tensor::zeros([rows, t], (Kind::Int64, device));
+        let h = self.glm.forward(&b.input_ids, &positions, &blocks, &b.lengths.to_kind(Kind::Int64), train);
+        let first = h.select(1, 0);
+        let pooled = self.dense.forward(&crate::model::dropout::dropout(&first, self.dropout, train)).tanh();
+        self.out_proj.forward(&crate::model::dropout::dropout(&pooled, self.dropout, train))
     }
 }
 

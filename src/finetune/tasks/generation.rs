@@ -38,6 +38,7 @@ use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 pub const KIND: TaskKind = TaskKind {
     name: "generation",
     reuses_pretraining_head: true,
+    on_glm: true,
     metrics: &[("rougeL", Direction::Higher), ("rouge1", Direction::Higher), ("rouge2", Direction::Higher), ("f1", Direction::Higher), ("exact_match", Direction::Higher)],
     own_keys: &["source_field", "target_field", "max_target_len"],
     train_defaults: &[],

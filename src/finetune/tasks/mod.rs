@@ -224,6 +224,9 @@ pub struct TaskKind {
     /// Reuses a pre-trained output layer instead of adding a head (cloze): it needs
     /// `[init]`, may sit on a GLM, and cannot start from a fine-tuned checkpoint.
     pub reuses_pretraining_head: bool,
+    /// May start from a pre-trained GLM: cloze and generation (its own output layer),
+    /// sequence classification (a head on its first token). The others need a BERT encoder.
+    pub on_glm: bool,
     /// The metrics `task.metric` may name (the first is the default; `loss` always fits),
     /// with the direction that is better.
     pub metrics: &'static [(&'static str, Direction)],
