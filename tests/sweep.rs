@@ -186,7 +186,8 @@ fn train_per_class_keeps_n_of_each_class_drawn_by_the_seed() {
 }
 
 /// Every spec in `sweeps/` runs its first cell with its `[smoke]` settings (its pre-training
-/// runs too, a few steps each).
+/// runs too, a few steps each). One folder for all: the specs that name the same pre-training
+/// run with the same settings share it, as they do outside smoke mode.
 #[test]
 fn every_sweep_spec_in_the_repo_runs_in_smoke_mode() {
     let tmp = tempfile::tempdir().unwrap();
@@ -195,7 +196,7 @@ fn every_sweep_spec_in_the_repo_runs_in_smoke_mode() {
     assert!(!specs.is_empty());
     for spec in specs {
         let name = spec.file_stem().unwrap().to_string_lossy().into_owned();
-        let out = tmp.path().join(&name);
+        let out = tmp.path().join("smoke");
         let (code, stdout, err) = run_cli(&[os("sweep"), os("--smoke"), os("--no-doc"), os("--out"), out.as_os_str(), spec.as_os_str()]);
         assert_eq!(code, 0, "{name}:\n{stdout}\n{err}");
         assert!(stdout.contains("1 of 1 cells finished"), "{name}:\n{stdout}");

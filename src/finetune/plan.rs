@@ -224,8 +224,7 @@ fn per_class(task: &dyn Task, train: &mut Encoded, n: usize, seed: u64) -> Resul
     for &i in &picked {
         keep[i] = true;
     }
-    let mut k = keep.iter();
-    train.examples.retain(|_| *k.next().expect("one flag per example"));
+    train.examples = std::mem::take(&mut train.examples).into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect();
     let mut counts = std::collections::BTreeMap::new();
     for &i in &picked {
         *counts.entry(classes[i]).or_insert(0usize) += 1;

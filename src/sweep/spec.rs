@@ -176,6 +176,18 @@ pub enum Pick {
     Last,
 }
 
+/// A `{pretrain.NAME}` in a value that names no `[[pretrain]]` (or is never closed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{text:?}: no [[pretrain]] named {name:?} (have: {})", have.join(", "))]
+pub struct Unresolved {
+    /// The value.
+    pub text: String,
+    /// The name it gives.
+    pub name: String,
+    /// The `[[pretrain]]` names there are.
+    pub have: Vec<String>,
+}
+
 /// A config key and its value, `section.key` (`task.verbalizers` may hold a table).
 pub type Setting = (String, toml::Value);
 
@@ -566,23 +578,24 @@ impl Spec {
     /// the sweep's.
     ///
     /// # Errors
-    /// A `{pretrain.NAME}` with no such run.
-    pub fn interpolate(&self, v: &toml::Value) -> Result<toml::Value, String> {
+    /// [`Unresolved`]: a `{pretrain.NAME}` with no such run, or one left open.
+    pub fn interpolate(&self, v: &toml::Value) -> Result<toml::Value, Unresolved> {
         Ok(match v {
             toml::Value::String(s) => toml::Value::String(self.interpolate_str(s)?),
             toml::Value::Array(a) => toml::Value::Array(a.iter().map(|x| self.interpolate(x)).collect::<Result<_, _>>()?),
-            toml::Value::Table(t) => toml::Value::Table(t.iter().map(|(k, x)| Ok((k.clone(), self.interpolate(x)?))).collect::<Result<_, String>>()?),
+            toml::Value::Table(t) => toml::Value::Table(t.iter().map(|(k, x)| Ok((k.clone(), self.interpolate(x)?))).collect::<Result<_, Unresolved>>()?),
             other => other.clone(),
         })
     }
 
-    fn interpolate_str(&self, s: &str) -> Result<String, String> {
+    fn interpolate_str(&self, s: &str) -> Result<String, Unresolved> {
         let mut out = s.replace("{out}", &self.out_dir.display().to_string());
         while let Some(at) = out.find("{pretrain.") {
-            let end = out[at..].find('}').map(|e| at + e).ok_or_else(|| format!("{s:?}: an unclosed {{pretrain."))?;
+            let unresolved = |name: &str| Unresolved { text: s.to_owned(), name: name.to_owned(), have: self.pretrain.iter().map(|p| p.name.clone()).collect() };
+            let end = out[at..].find('}').map(|e| at + e).ok_or_else(|| unresolved(&out[at + "{pretrain.".len()..]))?;
             let name = &out[at + "{pretrain.".len()..end];
             if !self.pretrain.iter().any(|p| p.name == name) {
-                return Err(format!("{s:?}: no [[pretrain]] named {name:?} (have: {})", self.pretrain.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")));
+                return Err(unresolved(name));
             }
             out = format!("{}{}{}", &out[..at], self.pretrain_dir(name).display(), &out[end + 1..]);
         }
