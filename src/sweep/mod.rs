@@ -165,7 +165,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<SweepReport, SweepError> {
         let text = std::fs::read_to_string(&spec.file).map_err(crate::files::FileError::at(&spec.file))?;
         std::fs::write(&copy, text).map_err(crate::files::FileError::at(&copy))?;
         let meta = spec.out_dir.join("sweep.json");
-        let m = serde_json::json!({ "jobs": jobs_n, "threads": threads, "cpu": crate::bench::sys::cpu_model(), "cores": cores, "date": today() });
+        let m = serde_json::json!({ "jobs": jobs_n, "threads": threads, "cpu": cpu(), "cores": cores, "date": today() });
         std::fs::write(&meta, m.to_string()).map_err(crate::files::FileError::at(&meta))?;
         let exe = match &opts.exe {
             Some(e) => e.clone(),
@@ -227,7 +227,7 @@ fn render(spec: &Spec, pre: &[Job], cells: &[Job]) -> Result<(String, (usize, us
     let finished = outcomes.iter().filter(|o| o.result.finished).count();
     let wall: f64 = pre.iter().chain(cells).map(|j| runner::wall_time(&j.dir)).sum();
     let saved: serde_json::Value = std::fs::read_to_string(spec.out_dir.join("sweep.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    let cpu = saved["cpu"].as_str().map_or_else(crate::bench::sys::cpu_model, str::to_owned);
+    let cpu = saved["cpu"].as_str().map_or_else(cpu, str::to_owned);
     let cores = saved["cores"].as_u64().unwrap_or(0);
     let meta = serde_json::json!({ "cpu": cpu, "cores": cores, "date": saved["date"].as_str().map_or_else(today, str::to_owned), "jobs": saved["jobs"], "wall_s": wall.round(), "finished": finished, "cells": outcomes.len(), "smoke": spec.smoke });
     let mut md = String::new();
@@ -291,6 +291,16 @@ pub fn splice(text: &str, name: &str, markdown: &str) -> String {
     match (text.find(&start), text.find(&end)) {
         (Some(a), Some(b)) if a < b => format!("{}{block}{}", &text[..a], &text[b + end.len()..]),
         _ => format!("{}{}{block}\n", text, if text.is_empty() || text.ends_with("\n\n") { "" } else if text.ends_with('\n') { "\n" } else { "\n\n" }),
+    }
+}
+
+/// The CPU as tables name it: its model name, family and model (`AMD EPYC, family 25 model
+/// 17`: a VM's model name alone does not say which generation ran the numbers).
+fn cpu() -> String {
+    let field = |k: &str| crate::train::precision::cpuinfo_field(k).unwrap_or_default();
+    match (field("cpu family"), field("model")) {
+        (f, m) if !f.is_empty() && !m.is_empty() => format!("{}, family {f} model {m}", crate::bench::sys::cpu_model()),
+        _ => crate::bench::sys::cpu_model(),
     }
 }
 
