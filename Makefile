@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer table-four-tasks fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -71,6 +71,10 @@ table-consistency: setup
 # English and Chinese checkpoints on English and Chinese sentiment (2 x 2, random init floor).
 table-transfer: setup
 	scripts/tables.sh transfer
+
+# One checkpoint, four tasks (classification, NER, QA, cloze) vs random init and MiniLM.
+table-four-tasks: setup
+	scripts/tables.sh four-tasks
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup

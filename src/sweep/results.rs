@@ -15,7 +15,7 @@ pub struct RunResult {
     /// It ended by its own limits (steps, epochs, early stopping), not by a signal or a failure.
     pub finished: bool,
     /// The reported metrics: the picked evaluation's, and the run's `steps`, `elapsed_s`,
-    /// `tokens_per_second` once finished.
+    /// `tokens_per_second` and `monitored` (its monitored metric's value) once finished.
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -48,7 +48,9 @@ pub fn summarize(records: &[Record], pick: Pick) -> RunResult {
     }
     let mut out = RunResult::default();
     let mut best = None;
-    if let Some(Record::Finished { step, ended_by, elapsed_s, tokens, best_step, .. }) = end {
+    let mut monitored = None;
+    if let Some(Record::Finished { step, ended_by, elapsed_s, tokens, best_step, metric, .. }) = end {
+        monitored = Some(metric);
         out.finished = *ended_by != EndedBy::Interrupted;
         out.metrics.insert("steps".into(), *step as f64);
         out.metrics.insert("elapsed_s".into(), *elapsed_s);
@@ -61,6 +63,11 @@ pub fn summarize(records: &[Record], pick: Pick) -> RunResult {
     };
     if let Some(m) = picked {
         out.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
+        // `monitored`: the run's own metric (accuracy, entity F1, SQuAD F1, ...), so one column
+        // can hold tasks that are scored differently.
+        if let Some(v) = monitored.and_then(|name| m.get(name)) {
+            out.metrics.insert("monitored".into(), *v);
+        }
     }
     out
 }
@@ -85,6 +92,7 @@ mod tests {
         assert!(r.finished);
         assert_eq!(r.metrics["accuracy"], 0.8);
         assert_eq!(r.metrics["tokens_per_second"], 500.0);
+        assert_eq!(r.metrics["monitored"], 0.8, "the run's own metric");
         let r = summarize(&[eval(10, 0.6), eval(30, 0.7), end(Some(10), EndedBy::EarlyStopping)], Pick::Last);
         assert_eq!(r.metrics["accuracy"], 0.7);
     }

@@ -264,8 +264,11 @@ pub struct Spec {
     pub metrics: Vec<Metric>,
     /// Which evaluation a cell reports.
     pub pick: Pick,
-    /// Every cell's settings (the smoke settings last under `--smoke`).
+    /// Every cell's settings (`[set]`).
     pub set: Vec<Setting>,
+    /// `[smoke]` under `--smoke` (else empty): applied after the axes' and `[[when]]`'s, so a
+    /// level's step budget cannot outlast the smoke run's.
+    pub smoke_set: Vec<Setting>,
     /// The grid.
     pub axes: Vec<Axis>,
     /// Axis names of the rows.
@@ -489,18 +492,16 @@ impl Spec {
             let dir = if smoke { None } else { p.out_dir };
             pretrain.push(Pretrain { name: p.name, config: p.config, dir, set });
         }
-        let mut set = settings(&f.set);
-        if smoke {
-            set.extend(settings(&f.smoke));
-        }
+        let set = settings(&f.set);
+        let smoke_set = if smoke { settings(&f.smoke) } else { Vec::new() };
         let out_dir = h.out_dir.unwrap_or_else(|| PathBuf::from("runs/sweeps").join(&name));
         let out_dir = if smoke { PathBuf::from(format!("{}-smoke", out_dir.display())) } else { out_dir };
         let seeds = if smoke { h.seeds.into_iter().take(1).collect() } else { h.seeds };
-        let spec = Spec { file: file.to_owned(), name, base: h.base, out_dir, seeds, seed_key: h.seed_key, title: h.title, metrics, pick: h.pick, set, axes, rows, columns, exclude, when, pretrain, doc: h.doc, smoke };
+        let spec = Spec { file: file.to_owned(), name, base: h.base, out_dir, seeds, seed_key: h.seed_key, title: h.title, metrics, pick: h.pick, set, smoke_set, axes, rows, columns, exclude, when, pretrain, doc: h.doc, smoke };
         let levels = spec.axes.iter().flat_map(|a| a.levels.iter().map(move |l| (format!("axis {} = {}", a.name, l.label), &l.set)));
         let pre = spec.pretrain.iter().map(|p| (format!("pretrain {}", p.name), &p.set));
         let when = spec.when.iter().enumerate().map(|(i, (_, set))| (format!("when[{i}]"), set));
-        for (at, set) in std::iter::once(("set".to_owned(), &spec.set)).chain(levels).chain(pre).chain(when) {
+        for (at, set) in [("set".to_owned(), &spec.set), ("smoke".to_owned(), &spec.smoke_set)].into_iter().chain(levels).chain(pre).chain(when) {
             for (k, v) in set {
                 if let Err(p) = spec.interpolate(v) {
                     problems.push(format!("{at}: {k}: {p}"));
@@ -546,6 +547,7 @@ impl Spec {
                         set.extend(extra.iter().cloned());
                     }
                 }
+                set.extend(self.smoke_set.iter().cloned());
                 set.push((self.seed_key.clone(), toml::Value::Integer(seed as i64)));
                 let mut parts: Vec<String> = self.axes.iter().zip(&labels).map(|(a, l)| format!("{}={}", slug_part(&a.name), slug_part(l))).collect();
                 parts.push(format!("seed={seed}"));
@@ -676,6 +678,9 @@ smoke = { "train.max_steps" = 4 }
         let cells = s.cells();
         assert_eq!(cells.len(), 1);
         assert_eq!(cells[0].set.iter().rfind(|(k, _)| k == "train.max_steps").unwrap().1.as_integer(), Some(2));
+        let with_level = SPEC.replace("{ label = \"random init\", pick = \"last\" }", "{ label = \"random init\", pick = \"last\", set = { \"train.max_steps\" = 500 } }");
+        let s = Spec::parse(Path::new("sweeps/x.toml"), &with_level, true).unwrap();
+        assert_eq!(s.cells()[0].set.iter().rfind(|(k, _)| k == "train.max_steps").unwrap().1.as_integer(), Some(2), "[smoke] wins over a level's budget");
         assert_eq!(s.pretrain[0].set.last().unwrap().1.as_integer(), Some(4));
         assert_eq!(s.out_dir, PathBuf::from("runs/sweeps/x-smoke"));
     }
