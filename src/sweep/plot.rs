@@ -27,12 +27,14 @@ pub fn draw(spec: &Spec, metric: &Metric, groups: &[Group]) -> Result<String, Dr
     let hi = mine.iter().map(|g| (g.mean.unwrap_or(0.0) + g.sd.unwrap_or(0.0)) * metric.scale).fold(f64::MIN, f64::max);
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.08).max(1e-6);
+    // Room above the data for the legend (a line per row), so it never hides a point.
+    let legend_room = (hi - lo).max(1e-6) * 0.09 * rows.len() as f64;
     let name = |labels: &[String], axes: &[String]| if labels.is_empty() { metric.label.clone() } else { axes.iter().zip(labels).map(|(a, l)| format!("{a} = {l}")).collect::<Vec<_>>().join(", ") };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (760, 380)).into_drawing_area();
         root.fill(&WHITE)?;
-        let caption = if spec.title.is_empty() { format!("{}: {}", spec.name, metric.label) } else { format!("{}: {}", spec.title, metric.label) };
+        let caption = format!("{}: {}", spec.name, metric.label);
         let k = columns.len().max(1) as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 18))
@@ -40,7 +42,7 @@ pub fn draw(spec: &Spec, metric: &Metric, groups: &[Group]) -> Result<String, Dr
             .margin_right(30)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(-0.5..(k - 0.5), (lo - pad)..(hi + pad))?;
+            .build_cartesian_2d(-0.5..(k - 0.5), (lo - pad)..(hi + pad + legend_room))?;
         let column_names: Vec<String> = columns.iter().map(|c| name(c, &spec.columns)).collect();
         chart
             .configure_mesh()
@@ -72,7 +74,7 @@ pub fn draw(spec: &Spec, metric: &Metric, groups: &[Group]) -> Result<String, Dr
                 chart.draw_series([y - sd, y + sd].map(|yy| PathElement::new(vec![(x - cap, yy), (x + cap, yy)], color.stroke_width(1))))?;
             }
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         root.present()?;
     }
     Ok(svg)
