@@ -225,17 +225,18 @@ fn render(spec: &Spec, pre: &[Job], cells: &[Job]) -> Result<(String, (usize, us
         .collect();
     let groups = table::aggregate(spec, &outcomes);
     let finished = outcomes.iter().filter(|o| o.result.finished).count();
-    let wall: f64 = pre.iter().chain(cells).map(|j| runner::wall_time(&j.dir)).sum();
+    let pre_wall: f64 = pre.iter().map(|j| runner::wall_time(&j.dir)).sum();
+    let wall: f64 = cells.iter().map(|j| runner::wall_time(&j.dir)).sum();
     let saved: serde_json::Value = std::fs::read_to_string(spec.out_dir.join("sweep.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     let cpu = saved["cpu"].as_str().map_or_else(cpu, str::to_owned);
     let cores = saved["cores"].as_u64().unwrap_or(0);
-    let meta = serde_json::json!({ "cpu": cpu, "cores": cores, "date": saved["date"].as_str().map_or_else(today, str::to_owned), "jobs": saved["jobs"], "wall_s": wall.round(), "finished": finished, "cells": outcomes.len(), "smoke": spec.smoke });
+    let meta = serde_json::json!({ "cpu": cpu, "cores": cores, "date": saved["date"].as_str().map_or_else(today, str::to_owned), "jobs": saved["jobs"], "wall_s": wall.round(), "pretrain_wall_s": pre_wall.round(), "finished": finished, "cells": outcomes.len(), "smoke": spec.smoke });
     let mut md = String::new();
     if !spec.title.is_empty() {
         md += &format!("{}\n\n", spec.title);
     }
     md += &format!(
-        "Sweep `{}`: {finished} of {} cells finished, {} seed(s) each; {} on {cpu} ({cores} cores), {}, {:.0} s of runs in all ({} at a time){}.\n\n",
+        "Sweep `{}`: {finished} of {} cells finished, {} seed(s) each; {} on {cpu} ({cores} cores), {}, {:.0} s of fine-tuning runs ({} at a time){}{}.\n\n",
         spec.file.display(),
         outcomes.len(),
         spec.seeds.len(),
@@ -243,6 +244,7 @@ fn render(spec: &Spec, pre: &[Job], cells: &[Job]) -> Result<(String, (usize, us
         meta["date"].as_str().unwrap_or(""),
         wall,
         saved["jobs"].as_u64().unwrap_or(1),
+        if pre.is_empty() { String::new() } else { format!(" and {pre_wall:.0} s of the pre-training runs they start from (shared with other specs that name them)") },
         if spec.smoke { " — SMOKE RUN" } else { "" }
     );
     md += &table::markdown(spec, &groups);
