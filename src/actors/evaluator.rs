@@ -96,6 +96,8 @@ pub struct Evaluator {
     probes: Vec<ProbeRunner>,
     /// θ₀ of the encoder's variables, by name (`EvalData::start`).
     start: Vec<(String, Tensor)>,
+    /// ‖θ₀‖², the fixed denominator of `encoder_drift` (computed once).
+    start_norm2: f64,
 }
 
 impl Evaluator {
@@ -116,23 +118,17 @@ impl Evaluator {
             crate::init::load_start(&vs, source).map_err(super::RunError::Init)?;
             start = tch::no_grad(|| vars.iter().filter(|(k, _)| crate::init::is_encoder_variable(k)).map(|(k, v)| (k.clone(), v.copy())).collect());
         }
-        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes, start })
+        let start_norm2 = tch::no_grad(|| start.iter().map(|(_, t0): &(String, Tensor)| t0.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[])).sum());
+        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes, start, start_norm2 })
     }
 
     /// ‖θ − θ₀‖ / ‖θ₀‖ over the encoder's variables (`None` without a start).
     fn drift(&self) -> Option<f64> {
-        if self.start.is_empty() {
+        if self.start.is_empty() || self.start_norm2 <= 0.0 {
             return None;
         }
-        tch::no_grad(|| {
-            let (mut num, mut den) = (0.0, 0.0);
-            for (name, t0) in &self.start {
-                let t = &self.vars[name];
-                num += (t.to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double)).square().sum(tch::Kind::Double).double_value(&[]);
-                den += t0.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[]);
-            }
-            (den > 0.0).then(|| (num / den).sqrt())
-        })
+        let num: f64 = tch::no_grad(|| self.start.iter().map(|(name, t0)| (self.vars[name].to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double)).square().sum(tch::Kind::Double).double_value(&[])).sum());
+        Some((num / self.start_norm2).sqrt())
     }
 }
 
