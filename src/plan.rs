@@ -148,6 +148,9 @@ fn phase_key_problems(table: &toml::Table, finetune: bool) -> Vec<String> {
         if table.get("task").and_then(toml::Value::as_table).is_some_and(|t| !t.is_empty()) {
             problems.push("task.kind: [task] keys are set but no task.kind: set task.kind to fine-tune (or remove [task])".into());
         }
+        if table.contains_key("retention") {
+            problems.push("retention: [retention] measures what fine-tuning erased of a pre-trained checkpoint; a pre-training run's own evaluation is its objective's (remove it)".into());
+        }
         if has("train", "epochs") {
             problems.push("train.epochs: pre-training streams its corpus and counts updates: set train.max_steps".into());
         }

@@ -125,9 +125,11 @@ fn a_glm_run_probes_through_blank_infilling_and_bad_probes_are_named() {
     assert!(err.contains("probe: [[probe]] scores a pre-training run"), "{err}");
 }
 
-/// `encoder_drift`, the forgetting measure of the learning-rate table: ‖θ − θ₀‖ / ‖θ₀‖ over
+/// The forgetting measures of the learning-rate table: `encoder_drift`, ‖θ − θ₀‖ / ‖θ₀‖ over
 /// the encoder's weights, θ₀ the `[init]` weights, recomputed here from the checkpoints; and
-/// `task.eval_train`'s `train.*` metrics.
+/// `[retention]`, the checkpoint's MLM loss on held-out pre-training text through its own,
+/// unchanged MLM head on the fine-tuned encoder, recomputed from a checkpoint that merges the
+/// two; and `task.eval_train`'s `train.*` metrics.
 #[test]
 fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
     let tmp = tempfile::tempdir().unwrap();
@@ -143,9 +145,10 @@ fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
         std::fs::write(
             &ft,
             format!(
-                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{start}\"\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 16\neval_train = 16\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 3\neval_every = 3\nlr = {lr}\nwarmup_steps = 0\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
+                "[run]\nout_dir = \"{out}\"\ndevice = \"cpu\"\n[init]\ncheckpoint = \"{start}\"\n[retention]\ndata = [\"{held_out}\"]\nmax_sequences = 64\n[task]\nkind = \"sequence_classification\"\nmax_eval_examples = 16\neval_train = 16\n[data]\ntrain = [\"{dev}\"]\neval = [\"{dev}\"]\n[train]\nmax_seq_len = 64\nbatch_size = 8\nepochs = 0\nmax_steps = 3\neval_every = 3\nlr = {lr}\nwarmup_steps = 0\nprecision = \"fp32\"\n[metrics]\nlisten = \"\"\n",
                 out = dir.join("run").display(),
-                start = start.display()
+                start = start.display(),
+                held_out = root().join("data/sotu/valid.txt").display()
             ),
         )
         .unwrap();
@@ -171,5 +174,47 @@ fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
         } else {
             assert!(drift > 1e-4, "{drift}");
         }
+
+        // Retention's oracle: the pre-training model with the checkpoint's MLM head and the
+        // fine-tuned encoder, merged in one file, evaluated as the pre-training run evaluates
+        // (its config, 64 held-out sequences in batches of 32, the evaluation masks).
+        let mut merged: std::collections::BTreeMap<String, tch::Tensor> = w0.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+        for (k, t) in w.iter().filter(|(k, _)| pretune::init::is_encoder_variable(k)) {
+            merged.insert(k.clone(), t.shallow_clone());
+        }
+        let file = dir.join("merged.safetensors");
+        tch::Tensor::write_safetensors(&merged.iter().map(|(k, v)| (k.as_str(), v.shallow_clone())).collect::<Vec<_>>(), &file).unwrap();
+        let mlm = |weights: &Path| {
+            let plan = load_plan(&pre, &["train.batch_size=32", "data.eval_batches=2"]);
+            let mut data = pretune::actors::eval_data(&plan).unwrap();
+            data.max_batches = 2;
+            let batches = data.build().unwrap();
+            assert_eq!(batches.iter().map(|b| b.batch_size).sum::<usize>(), 64);
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let model = plan.objective().build(&vs.root());
+            pretune::init::load_into(&vs, weights).unwrap();
+            model.evaluate(&batches, tch::Device::Cpu).values["mlm_loss"]
+        };
+        let (now, then) = (mlm(&file), mlm(&start.join("model.safetensors")));
+        let got = last.values["retention.mlm_loss"];
+        assert!((got - now).abs() < 1e-6, "{name}: retention.mlm_loss {got} vs {now}");
+        assert!((last.values["retention.loss_increase"] - (now - then)).abs() < 1e-6, "{name}: {last:?} vs {then}");
+        if lr < 1e-9 {
+            assert!(last.values["retention.loss_increase"].abs() < 1e-6, "{last:?}");
+        } else {
+            assert!(last.values["retention.loss_increase"].abs() > 1e-4, "{last:?}");
+        }
     }
+
+    // A start without a pre-training head, and [retention] on a pre-training run, are refused.
+    let ft = ft_config(tmp.path(), "sequence_classification", &dev, &dev, "\n[retention]\ndata = [\"data/sotu/valid.txt\"]\n");
+    let (code, _, err) = run_cli(&["check".to_string(), ft.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("retention: needs init.checkpoint"), "{err}");
+    let mut text = std::fs::read_to_string(&pre).unwrap();
+    text += "\n[retention]\ndata = [\"data/sotu/valid.txt\"]\n";
+    std::fs::write(&pre, text).unwrap();
+    let (code, _, err) = run_cli(&["check".to_string(), pre.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("retention: [retention] measures what fine-tuning erased"), "{err}");
 }

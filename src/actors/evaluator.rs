@@ -15,6 +15,7 @@ use crate::metrics::names;
 use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
 use crate::rng::Purpose;
 use crate::workload::probe::{ProbeError, ProbeRunner};
+use crate::workload::retention::RetentionRunner;
 
 /// Evaluate these weights (taken after `step`).
 #[derive(Message)]
@@ -48,6 +49,8 @@ pub struct EvalData {
     /// Where a fine-tuning run's encoder started (`[init]`): each evaluation reports
     /// `encoder_drift`, ‖θ − θ₀‖ / ‖θ₀‖ over the encoder's weights, what fine-tuning moved.
     pub start: Option<crate::init::InitSource>,
+    /// The starting checkpoint's pre-training loss on held-out text (`[retention]`).
+    pub retention: Option<Arc<crate::workload::retention::Retention>>,
 }
 
 impl EvalData {
@@ -98,6 +101,8 @@ pub struct Evaluator {
     start: Vec<(String, Tensor)>,
     /// ‖θ₀‖², the fixed denominator of `encoder_drift` (computed once).
     start_norm2: f64,
+    /// `[retention]`, on this model's encoder.
+    retention: Option<RetentionRunner>,
 }
 
 impl Evaluator {
@@ -119,7 +124,12 @@ impl Evaluator {
             start = tch::no_grad(|| vars.iter().filter(|(k, _)| crate::init::is_encoder_variable(k)).map(|(k, v)| (k.clone(), v.copy())).collect());
         }
         let start_norm2 = tch::no_grad(|| start.iter().map(|(_, t0): &(String, Tensor)| t0.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[])).sum());
-        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes, start, start_norm2 })
+        // Built while the model holds θ₀: its loss now is the one `loss_increase` is from.
+        let retention = match &data.retention {
+            Some(r) => Some(crate::guard::guarded(|| RetentionRunner::new(r, device, &vars)).map_err(|f| super::RunError::Pipeline(format!("retention: {}", f.message)))?.map_err(|e| super::RunError::Pipeline(crate::error_chain(&e)))?),
+            None => None,
+        };
+        Ok(Evaluator { vs, model, vars, data, batches: None, events, permits, results, probes, start, start_norm2, retention })
     }
 
     /// ‖θ − θ₀‖ / ‖θ₀‖ over the encoder's variables (`None` without a start).
@@ -176,6 +186,9 @@ impl Handler<Evaluate> for Evaluator {
             let mut metrics = crate::guard::guarded(|| model.evaluate(batches, device)).map_err(failed)?;
             if let Some(d) = crate::guard::guarded(|| self.drift()).map_err(failed)? {
                 metrics.values.insert("encoder_drift".into(), d);
+            }
+            if let Some(r) = &self.retention {
+                metrics.values.extend(crate::guard::guarded(|| r.score(device)).map_err(failed)?);
             }
             // The probes' networks share these weights: scored after the held-out set, on the
             // same snapshot, as `probe.NAME.METRIC`.

@@ -79,6 +79,28 @@ pub struct RunConfig {
     pub generate: crate::decode::DecodeSettings,
     /// Pre-training: zero-shot cloze probes scored at every evaluation (`[[probe]]`).
     pub probe: Vec<ProbeConfig>,
+    /// Fine-tuning: what the encoder still knows of its pre-training (`[retention]`).
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: at every evaluation of a fine-tuning run, the starting checkpoint's own
+/// pre-training loss (MLM, or GLM's blank infilling) on held-out pre-training text, through
+/// the checkpoint's *unchanged* output layer on the fine-tuned encoder: what fine-tuning
+/// erased of what pre-training taught (`retention.*` in `events.jsonl`). The masks are the
+/// checkpoint's own objective settings, drawn once, so every evaluation scores the same tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Held-out text files (globs) in the pre-training's format (empty: off).
+    pub data: Vec<String>,
+    /// Scores the first N packed sequences of it (rounded up to whole batches of 32).
+    pub max_sequences: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { data: Vec::new(), max_sequences: 256 }
+    }
 }
 
 /// `[[probe]]`: a labelled set scored zero-shot at each evaluation of a pre-training run, as

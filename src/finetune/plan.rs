@@ -48,6 +48,9 @@ pub struct TaskPlan {
     pub notes: Vec<String>,
     /// The training examples the Evaluator also scores (`task.eval_train`), as a probe.
     pub probes: Vec<crate::workload::probe::Probe>,
+    /// The starting checkpoint's pre-training loss on held-out text, scored by the Evaluator
+    /// (`[retention]`).
+    pub retention: Option<Arc<crate::workload::retention::Retention>>,
 }
 
 /// Validates the task of a fine-tuning config (one with `[task] kind`) and encodes its data;
@@ -84,6 +87,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
+    let retention = crate::workload::retention::resolve(c, &start.source, &mut problems);
     let (Some(kind), Some((mut tokenizer, tokenizer_path)), true) = (kind, tokenizer, problems.is_empty()) else { return Err(problems) };
 
     let Start { source: init, mut encoder, .. } = start;
@@ -112,7 +116,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     } else {
         Vec::new()
     };
-    Ok(TaskPlan { task, probes, spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped, notes })
+    Ok(TaskPlan { task, probes, retention, spec, train_records: data.train.records, eval_records: data.eval.records, train: share(data.train.examples), eval: share(data.eval.examples), monitor, tokenizer, model: encoder, init, max_steps, epoch_steps, skipped: data.skipped, notes })
 }
 
 /// What checkpoints record of the task model.

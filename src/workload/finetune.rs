@@ -41,6 +41,10 @@ impl Workload for TaskPlan {
         &self.probes
     }
 
+    fn retention(&self) -> Option<Arc<super::retention::Retention>> {
+        self.retention.clone()
+    }
+
     fn collator(&self, _cx: &RunContext) -> Arc<dyn Collator> {
         Arc::new(TaskCollator(self.task.clone()))
     }

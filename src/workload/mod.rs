@@ -7,6 +7,7 @@
 pub mod finetune;
 pub mod pretrain;
 pub mod probe;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -99,6 +100,10 @@ pub trait Workload: Send + Sync {
     /// Zero-shot probes scored at each evaluation (`[[probe]]`, pre-training only).
     fn probes(&self) -> &[probe::Probe] {
         &[]
+    }
+    /// What fine-tuning erased of pre-training (`[retention]`), when measured.
+    fn retention(&self) -> Option<Arc<retention::Retention>> {
+        None
     }
     /// The pre-training corpus, when this is one.
     fn corpus(&self) -> Option<&pretrain::PretrainPlan> {
