@@ -75,6 +75,7 @@ pub mod finetune;
 pub mod http;
 pub mod masking;
 pub mod metrics;
+pub mod mfu;
 pub mod model;
 pub mod objective;
 pub mod rng;

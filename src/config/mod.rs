@@ -649,6 +649,9 @@ pub struct TrainConfig {
     /// windows of 50 batches, batches shuffled), like `transformers`' `group_by_length`: less
     /// padding, same examples per epoch.
     pub group_by_length: bool,
+    /// The hardware's peak in TFLOP/s for MFU (0: a known CUDA device's data sheet, or a GEMM
+    /// probe on the CPU; see `pretune check`).
+    pub peak_tflops: f64,
 }
 
 impl Default for TrainConfig {
@@ -681,6 +684,7 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             fused_adamw: true,
             profile_steps: 0,
+            peak_tflops: 0.0,
             profile_start: 3,
             group_by_length: false,
         }

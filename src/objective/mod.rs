@@ -158,6 +158,13 @@ pub trait Objective: Send + Sync + 'static {
         let _ = missing;
         Ok(())
     }
+    /// Model FLOPs of one forward pass over `batch`, dense-equivalent ([`crate::mfu::flops`]):
+    /// the numerator of MFU. The default, 0, reports no MFU (a custom objective that does not
+    /// count its FLOPs).
+    fn forward_flops(&self, batch: &HostBatch) -> f64 {
+        let _ = batch;
+        0.0
+    }
 }
 
 /// Starting weights an objective cannot start from: what they lack and what to start from.
@@ -204,6 +211,13 @@ impl Objective for Pretraining {
     }
     fn monitor(&self) -> Monitor {
         Monitor { metric: format!("{}_loss", self.names.lm), direction: Direction::Lower }
+    }
+    /// The encoder, the output layer on the scored positions only, and with a pair task the
+    /// pooler and its two-way classifier per row.
+    fn forward_flops(&self, b: &HostBatch) -> f64 {
+        let d = crate::mfu::Dims::of(&self.spec);
+        let pair = if self.names.pair.is_some() { d.linear(b.batch_size, d.hidden as usize) + d.linear(b.batch_size, 2) } else { 0.0 };
+        d.encoder_of(b) + d.lm_head(b.masked_positions.len()) + pair
     }
 }
 

@@ -320,6 +320,10 @@ impl Task for Cloze {
     fn kind(&self) -> &'static str {
         KIND.name
     }
+    /// The pre-trained output layer on the blanks' positions.
+    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+        d.lm_head(b.masked_positions.len())
+    }
     fn loss_name(&self) -> &'static str {
         "cloze"
     }

@@ -171,6 +171,10 @@ impl Task for Generation {
     fn kind(&self) -> &'static str {
         KIND.name
     }
+    /// GLM's output layer on Part B's positions.
+    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+        d.lm_head(b.masked_positions.len())
+    }
     fn loss_name(&self) -> &'static str {
         "gen"
     }

@@ -182,6 +182,12 @@ pub trait Task: Send + Sync + 'static {
     fn per(&self) -> Per {
         Per::Example
     }
+    /// Forward FLOPs of the head on `batch` (dense-equivalent, [`crate::mfu::flops`]), added
+    /// to the encoder's for MFU. The default counts none.
+    fn head_flops(&self, batch: &HostBatch, dims: &crate::mfu::Dims) -> f64 {
+        let _ = (batch, dims);
+        0.0
+    }
     /// A fresh metric accumulator.
     fn scorer(&self) -> Box<dyn Scorer>;
     /// The headline metrics, in the order tables show them.

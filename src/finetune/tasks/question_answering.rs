@@ -63,6 +63,10 @@ impl Task for QuestionAnswering {
     fn kind(&self) -> &'static str {
         KIND.name
     }
+    /// The start / end layer on every real token.
+    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+        d.linear(b.n_tokens, 2)
+    }
     fn loss_name(&self) -> &'static str {
         "qa"
     }

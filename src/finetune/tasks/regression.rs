@@ -38,6 +38,10 @@ impl Task for Regression {
     fn kind(&self) -> &'static str {
         KIND.name
     }
+    /// The pooler and the one-output layer, per row.
+    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+        d.linear(b.batch_size, d.hidden as usize) + d.linear(b.batch_size, 1)
+    }
     fn loss_name(&self) -> &'static str {
         "regression"
     }

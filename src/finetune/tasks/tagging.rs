@@ -44,6 +44,10 @@ impl Task for Tagging {
     fn kind(&self) -> &'static str {
         KIND.name
     }
+    /// The tag classifier on every real token.
+    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+        d.linear(b.n_tokens, self.labels().len())
+    }
     fn loss_name(&self) -> &'static str {
         "tag"
     }
