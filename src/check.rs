@@ -28,6 +28,8 @@ pub struct CheckReport {
     pub cuda: String,
     /// The allocator serving `malloc` (libtorch's CPU tensors included; [`crate::malloc`]).
     pub malloc: String,
+    /// The peak MFU is measured against ([`crate::mfu::peak`]).
+    pub peak: String,
 }
 
 impl CheckReport {
@@ -35,8 +37,8 @@ impl CheckReport {
     pub fn line(&self) -> String {
         let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
         format!(
-            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}; {}",
-            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda, self.malloc
+            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}; {}; MFU peak {}",
+            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda, self.malloc, self.peak
         )
     }
 }
@@ -118,14 +120,17 @@ pub fn check(plan: &RunPlan, nproc: usize) -> Result<CheckReport, Vec<String>> {
         }
         None => data,
     };
-    let precision = crate::train::precision::resolve(plan.config.train.precision, plan.device).why;
+    let choice = crate::train::precision::resolve(plan.config.train.precision, plan.device);
+    let bf16 = choice.precision == crate::config::Precision::Bf16;
+    let peak = crate::mfu::peak::resolve(plan.device, bf16, crate::actors::torch_threads(plan), plan.config.train.peak_tflops).describe();
+    let precision = choice.why;
     let cuda = match crate::cuda::load() {
         // What the process really has mapped, not what was attempted.
         crate::cuda::CudaLibrary::Loaded { .. } if !crate::cuda::is_mapped() => "CUDA libraries reported loaded but not mapped".to_string(),
         outcome @ crate::cuda::CudaLibrary::Loaded { .. } => format!("{outcome}, {}", cuda_backend()),
         outcome => outcome.to_string(),
     };
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe() })
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe(), peak })
 }
 
 /// What would stop a run at its output folder: not writable, in use by a live run, or a

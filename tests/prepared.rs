@@ -355,6 +355,7 @@ fn each_rank_reads_only_its_own_examples_from_a_prepared_corpus() {
             batch_size: 2,
             first_seq: 0,
             tx,
+            queue: pretune::actors::queue::QueueGauge::new("test", 64),
             stop: StopFlag::new(),
             events: Arc::new(|_| {}),
             phase: pretune::workload::Phase::Pretrain,

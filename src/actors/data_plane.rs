@@ -96,7 +96,10 @@ impl<'a> DataPlane<'a> {
         let phase = plan.phase();
         let (raw_tx, mut raw_rx) = bounded(prefetch);
         let (host_tx, host_rx) = bounded(prefetch);
+        let names = super::queue::channel_names(&stages.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>());
+        let queues: Vec<super::queue::QueueGauge> = names.iter().map(|n| super::queue::QueueGauge::new(n, prefetch)).collect();
         let loader = loader::Loader {
+            queue: queues[0].clone(),
             stream: plan.train_source(start.cursor),
             batch_size: plan.config.train.batch_size,
             first_seq: start.batches,
@@ -112,11 +115,13 @@ impl<'a> DataPlane<'a> {
             let (tx, rx) = bounded(prefetch);
             let input = std::mem::replace(&mut raw_rx, rx);
             let name = format!("stage-{i}-{}", st.name());
-            handles.push(spawn(name, Box::new(move || stage::run(st, input, tx)))?);
+            let q = (queues[i].clone(), queues[i + 1].clone());
+            handles.push(spawn(name, Box::new(move || stage::run(st, input, tx, q)))?);
         }
         for i in 0..workers {
             let (rx, tx, cpu, stop) = (raw_rx.clone(), host_tx.clone(), cpu.clone(), stop.clone());
-            handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, phase)))?);
+            let q = (queues[queues.len() - 2].clone(), queues[queues.len() - 1].clone());
+            handles.push(spawn(format!("masker-{i}"), Box::new(move || masker::run(rx, tx, cpu, stop, phase, q)))?);
         }
         Ok((host_rx, handles))
     }

@@ -45,6 +45,9 @@ pub struct StepReport {
     /// A data-parallel run's gradient buckets in this update (absent in one process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<BucketReport>,
+    /// Model FLOPs utilisation since the previous logged step (absent without a peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
 }
 
 /// When the reducer launched and finished each gradient bucket's all-reduce, in milliseconds
@@ -94,6 +97,10 @@ pub struct TrainerTotals {
     pub stopped_early: bool,
     /// What loading the starting weights (`[init]`) did; `None` on a resume.
     pub init: Option<crate::init::LoadReport>,
+    /// Model FLOPs of this rank's updates (dense-equivalent, 3 × forward).
+    pub model_flops: f64,
+    /// The peak MFU is measured against, FLOP/s (0: unknown).
+    pub peak_flops: f64,
 }
 
 /// Every optimizer update, logged or not (no device sync: the loss is there only on logging

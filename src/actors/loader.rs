@@ -22,6 +22,8 @@ pub struct Loader {
     pub first_seq: u64,
     /// To the Masker workers; dropping it tells them the data is over.
     pub tx: Sender<RawBatch>,
+    /// The depth gauge of `tx`'s queue.
+    pub queue: super::queue::QueueGauge,
     /// Run-wide stop.
     pub stop: StopFlag,
     /// Where failures go.
@@ -50,7 +52,6 @@ impl Loader {
     fn pump(&mut self) -> Result<(), StreamError> {
         let tokens = counter!(names::TOKENS, "phase" => self.phase, "stage" => "loader");
         let samples = counter!(names::SAMPLES, "phase" => self.phase, "stage" => "loader");
-        let depth = metrics::gauge!(names::QUEUE_DEPTH, "queue" => "loader_to_masker");
         let mut seq = self.first_seq;
         let (rank, world) = self.shard.unwrap_or((0, 1));
         let global = self.batch_size * world;
@@ -102,7 +103,7 @@ impl Loader {
             if self.tx.send(batch).is_err() {
                 return Ok(());
             }
-            depth.set(self.tx.len() as f64);
+            self.queue.observe(self.tx.len());
             seq += 1;
         }
         Ok(())

@@ -12,10 +12,11 @@ use crate::rng::Purpose;
 use crate::metrics::names;
 
 /// One worker's loop. Ends when the Loader hangs up, the Trainer hangs up, or on abort.
-pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dyn Collator>, stop: StopFlag, phase: crate::workload::Phase) {
+pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dyn Collator>, stop: StopFlag, phase: crate::workload::Phase, queues: (super::queue::QueueGauge, super::queue::QueueGauge)) {
     let tokens = counter!(names::TOKENS, "phase" => phase, "stage" => "masker");
     let samples = counter!(names::SAMPLES, "phase" => phase, "stage" => "masker");
     for raw in rx.iter() {
+        queues.0.observe(rx.len());
         if stop.is_abort() {
             return;
         }
@@ -25,5 +26,6 @@ pub fn run(rx: Receiver<RawBatch>, tx: Sender<HostBatch>, cpu: std::sync::Arc<dy
         if tx.send(batch).is_err() {
             return;
         }
+        queues.1.observe(tx.len());
     }
 }

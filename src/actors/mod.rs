@@ -20,6 +20,7 @@ pub mod events;
 pub mod loader;
 pub mod masker;
 pub mod progress;
+pub mod queue;
 pub mod stage;
 pub mod trainer;
 mod data_plane;
@@ -149,6 +150,11 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     /// Share of the run the Trainer waited for data.
     pub data_wait_share: f64,
+    /// Model FLOPs utilisation over the whole run (this rank's model FLOPs over its elapsed
+    /// time and the peak); `None` without a peak.
+    pub mfu: Option<f64>,
+    /// Model FLOPs of this rank's updates.
+    pub model_flops: f64,
     /// Loss of the last logged update.
     pub final_loss: f64,
     /// Last held-out evaluation `(step, metrics)`.
@@ -180,7 +186,7 @@ pub struct RunSummary {
 
 /// libtorch intra-op threads: the configured number, or the machine's cores shared among the
 /// ranks on it (`LOCAL_WORLD_SIZE`, else all ranks), so local ranks do not oversubscribe.
-fn torch_threads(plan: &RunPlan) -> usize {
+pub fn torch_threads(plan: &RunPlan) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     thread_budget(plan.config.run.threads, cores, plan.dist.as_ref().map(|d| d.local_world))
 }

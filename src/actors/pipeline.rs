@@ -168,14 +168,14 @@ impl Launch {
         let evaluator = eval_data_with(&plan, cpu.clone())
             .filter(|_| rank == 0)
             .map(|data| {
-                let permits = Permits::new(1);
+                let permits = Permits::mailbox("evaluator", 1);
                 let ev = evaluator::Evaluator::new(trainer.objective.as_ref(), plan.device, data, coordinator.clone().recipient(), permits.clone(), results_tx)?;
                 Ok::<_, RunError>((start_on_own_thread(ev), permits))
             })
             .transpose()?;
         // `best.json` is the authority (a state.json only knows the best at its writing time).
         let resumed_best = trainer.resume_point.as_ref().and_then(|r| store.best_record().or(r.state.best));
-        let ckpt_permits = Permits::new(1);
+        let ckpt_permits = Permits::mailbox("checkpointer", 1);
         let keep_last = plan.config.train.keep_last;
         let checkpointer = start_on_own_thread(checkpointer::Checkpointer {
             store,
@@ -223,11 +223,12 @@ impl TrainerStart {
         };
         let setup = trainer_setup(plan, self.objective.clone(), self.resume_point.as_ref(), self.process_group, self.profile_dir);
         let (phase, start, threads) = (plan.phase(), self.start, self.threads);
+        let (peak_tflops, log_every, objective) = (train.peak_tflops, train.log_every, self.objective.clone());
         spawn(
             "trainer".into(),
             Box::new(move || {
                 tch::set_num_threads(threads as i32);
-                let (state, init) = match setup.build() {
+                let (mut state, init) = match setup.build() {
                     Ok(built) => built,
                     Err(error) => {
                         links.stop.abort();
@@ -235,7 +236,12 @@ impl TrainerStart {
                         return;
                     }
                 };
-                trainer::Trainer { state, links, peers, rules, provenance, phase, start, init, threads }.run()
+                let bf16 = state.precision() == crate::config::Precision::Bf16;
+                let peak = crate::mfu::peak::resolve(state.vs.device(), bf16, threads, peak_tflops);
+                tracing::info!(peak = %peak.describe(), "MFU is measured against this peak");
+                state.set_stage_sampling(log_every);
+                let mfu = crate::mfu::Meter::new(objective, peak);
+                trainer::Trainer { state, links, peers, rules, provenance, phase, start, init, threads, mfu }.run()
             }),
         )
     }

@@ -36,7 +36,7 @@ impl Progress {
                 bar.set_message(format!("loss {:.4} | lr {:.2e} | {:.0} tok/s", r.loss, r.lr, r.tokens_per_second));
             }
             None => crate::errln!(
-                "{} step {:>6}  loss {:.4}  lr {:.3e}  grad {:.3}  {:.0} tok/s  data-wait {:.1}%  {:.1}s",
+                "{} step {:>6}  loss {:.4}  lr {:.3e}  grad {:.3}  {:.0} tok/s  data-wait {:.1}%{}  {:.1}s",
                 r.phase,
                 r.step,
                 r.loss,
@@ -44,6 +44,7 @@ impl Progress {
                 r.grad_norm,
                 r.tokens_per_second,
                 100.0 * r.data_wait_share,
+                r.mfu.map_or(String::new(), |m| format!("  mfu {:.2}%", 100.0 * m)),
                 r.elapsed_s
             ),
         }

@@ -239,6 +239,8 @@ pub(super) fn summarize(plan: &RunPlan, outcome: Outcome, run_dir: &std::path::P
         elapsed_s: t.elapsed_s,
         tokens_per_second: t.tokens as f64 / t.elapsed_s.max(1e-9),
         data_wait_share: t.data_wait_s / t.elapsed_s.max(1e-9),
+        mfu: (t.peak_flops > 0.0 && t.model_flops > 0.0 && t.elapsed_s > 0.0).then(|| t.model_flops / t.elapsed_s / t.peak_flops),
+        model_flops: t.model_flops,
         final_loss: t.final_loss,
         eval: outcome.last_eval,
         checkpoint: outcome.last_checkpoint,

@@ -20,13 +20,15 @@ pub trait DataStage: Send + 'static {
 }
 
 /// The stage's loop: until either side hangs up.
-pub fn run(mut stage: Box<dyn DataStage>, rx: Receiver<RawBatch>, tx: Sender<RawBatch>) {
+pub fn run(mut stage: Box<dyn DataStage>, rx: Receiver<RawBatch>, tx: Sender<RawBatch>, queues: (super::queue::QueueGauge, super::queue::QueueGauge)) {
     for batch in rx.iter() {
+        queues.0.observe(rx.len());
         let seq = batch.seq;
         let mut out = stage.process(batch);
         out.seq = seq;
         if tx.send(out).is_err() {
             return;
         }
+        queues.1.observe(tx.len());
     }
 }

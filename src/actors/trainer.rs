@@ -79,6 +79,8 @@ pub struct Trainer {
     /// libtorch threads of the run (the Evaluator gets them for the evaluation after the last
     /// step, one thread before that).
     pub threads: usize,
+    /// Counts model FLOPs for MFU.
+    pub mfu: crate::mfu::Meter,
 }
 
 /// The Trainer's channels.
@@ -268,6 +270,10 @@ struct TrainerMetrics {
     data_wait: crate::metrics::exporter::FloatCounter,
     step_seconds: metrics::Histogram,
     queue_depth: metrics::Gauge,
+    /// `pretune_step_stage_seconds` by stage, in [`crate::train::stages::STAGES`] order.
+    stages: Vec<metrics::Histogram>,
+    stage_data_wait: metrics::Histogram,
+    mfu: metrics::Gauge,
     lr: metrics::Gauge,
     grad_norm: metrics::Gauge,
     last_step_time: metrics::Gauge,
@@ -286,6 +292,10 @@ impl TrainerMetrics {
             data_wait: names::data_wait(phase),
             step_seconds: histogram!(names::STEP_DURATION, "phase" => phase),
             queue_depth: gauge!(names::QUEUE_DEPTH, "queue" => "masker_to_trainer"),
+            // (its capacity is set where the channel is made)
+            stages: crate::train::stages::STAGES.iter().map(|s| histogram!(names::STEP_STAGE, "phase" => phase, "stage" => *s)).collect(),
+            stage_data_wait: histogram!(names::STEP_STAGE, "phase" => phase, "stage" => "data_wait"),
+            mfu: gauge!(names::MFU, "phase" => phase),
             lr: gauge!(names::LEARNING_RATE, "phase" => phase),
             grad_norm: gauge!(names::GRAD_NORM, "phase" => phase),
             last_step_time: gauge!(names::LAST_STEP_TIME, "phase" => phase),
@@ -347,6 +357,8 @@ impl Trainer {
         totals.interrupted = lp.interrupted;
         totals.stopped_early = lp.stopped_early;
         totals.init = self.init.take();
+        totals.model_flops = self.mfu.total();
+        totals.peak_flops = self.mfu.peak.flops;
         Ok(totals)
     }
 
@@ -415,6 +427,12 @@ impl Trainer {
         };
         lp.p.consume(&out, lp.micro.last().expect("micro holds grad_accum >= 1 batches"));
         lp.m.after_update(&out, self.state.step);
+        self.mfu.update(&lp.micro);
+        if let Some(t) = self.state.stage_times() {
+            for ((_, secs), h) in t.pairs().iter().zip(&lp.m.stages) {
+                h.record(*secs);
+            }
+        }
         self.after_update(lp, &out)
     }
 
@@ -464,6 +482,7 @@ impl Trainer {
         let waited = wait_start.elapsed();
         p.data_wait += waited;
         m.data_wait.increment(waited.as_secs_f64());
+        m.stage_data_wait.record(waited.as_secs_f64());
         m.queue_depth.set(self.links.rx.len() as f64);
         micro.len() == self.rules.grad_accum
     }
@@ -487,7 +506,7 @@ impl Trainer {
 
     /// Reads the loss and gradient norm off the device (the only host sync of a step) and
     /// reports the step; returns the loss.
-    fn report_step(&self, out: &StepOutput, p: &Consumed, m: &TrainerMetrics, start: Instant, since: &mut LogMark) -> f64 {
+    fn report_step(&mut self, out: &StepOutput, p: &Consumed, m: &TrainerMetrics, start: Instant, since: &mut LogMark) -> f64 {
         let phase = self.phase;
         let loss = out.loss.double_value(&[]);
         let grad_norm = out.grad_norm.double_value(&[]);
@@ -501,6 +520,10 @@ impl Trainer {
         m.grad_norm.set(grad_norm);
         let now = Instant::now();
         let dt = now.duration_since(since.at).as_secs_f64().max(1e-9);
+        let mfu = self.mfu.interval(dt);
+        if let Some(v) = mfu {
+            m.mfu.set(v);
+        }
         let report = StepReport {
             phase,
             step: self.state.step,
@@ -513,6 +536,7 @@ impl Trainer {
             elapsed_s: now.duration_since(start).as_secs_f64(),
             data_wait_share: (p.data_wait - since.data_wait).as_secs_f64() / dt,
             buckets: self.state.last_bucket_times().map(|(t, end)| crate::actors::events::BucketReport::new(t, end)),
+            mfu,
         };
         *since = LogMark { at: now, tokens: p.tokens, data_wait: p.data_wait };
         self.links.events.do_send(Event::Step(report));

@@ -29,6 +29,9 @@ pub struct Timing {
     pub data_wait_share: f64,
     /// Loss of the first and the last step.
     pub loss_first_last: [f64; 2],
+    /// Model FLOPs utilisation of the timed steps (the run's own, against its peak; see
+    /// `docs/mfu.md`); `None` without a peak.
+    pub mfu: Option<f64>,
 }
 
 /// Reads the step lines of `events.jsonl` and times the steps after `warmup`.
@@ -49,10 +52,13 @@ fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
     // Logged steps may be `log_every` apart: an interval's time is shared by its steps.
     let (mut prev_t, mut prev_step) = (steps[base].elapsed_s, steps[base].step);
     let mut times = Vec::with_capacity(timed.len());
-    let mut waited = 0.0;
+    let (mut waited, mut mfu_time, mut mfu_dt) = (0.0, 0.0, 0.0);
     for s in timed {
         let dt = s.elapsed_s - prev_t;
         waited += s.data_wait_share * dt;
+        if let Some(m) = s.mfu {
+            (mfu_time, mfu_dt) = (mfu_time + m * dt, mfu_dt + dt);
+        }
         times.push(dt / (s.step - prev_step).max(1) as f64);
         (prev_t, prev_step) = (s.elapsed_s, s.step);
     }
@@ -68,6 +74,7 @@ fn timing(events: &Path, warmup: u64) -> Result<Timing, BenchError> {
         real_tokens_per_s: (tokens as f64 / seconds).round(),
         data_wait_share: round4(waited / seconds),
         loss_first_last: [round4(steps[0].loss), round4(timed.last().map_or(f64::NAN, |s| s.loss))],
+        mfu: (mfu_dt > 0.0).then(|| round4(mfu_time / mfu_dt)),
     })
 }
 

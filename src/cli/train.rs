@@ -55,6 +55,7 @@ fn print_summary(s: &RunSummary) {
         ("time", format!("{:.1} s", s.elapsed_s)),
         ("throughput", format!("{:.0} tokens/s", s.tokens_per_second)),
         ("data wait", format!("{:.1} % of training time", 100.0 * s.data_wait_share)),
+        ("MFU", s.mfu.map_or("unknown (no peak: set train.peak_tflops)".into(), |m| format!("{:.2} % ({:.3e} model FLOPs, 3 x forward, dense-equivalent)", 100.0 * m, s.model_flops))),
         ("final loss", format!("{:.4}", s.final_loss)),
         ("eval", s.eval.as_ref().map_or("none".into(), |(step, m)| format!("step {step}: {}", m.summary()))),
         ("best", s.best.map_or("no evaluation".into(), |(step, v)| format!("{} {v:.4} at step {step}", s.metric))),

@@ -14,6 +14,14 @@ pub const STEP_DURATION: &str = "pretune_step_duration_seconds";
 pub const DATA_WAIT: &str = "pretune_data_wait_seconds_total";
 /// Items waiting in a data-plane channel, by `queue`.
 pub const QUEUE_DEPTH: &str = "pretune_queue_depth";
+/// The bound of a data-plane channel, by `queue` (depth = capacity: the consumer is the
+/// bottleneck; depth 0: the producer is).
+pub const QUEUE_CAPACITY: &str = "pretune_queue_capacity";
+/// Histogram: seconds of an update per `stage` (`h2d`, `forward`, `backward`, `optimizer`,
+/// `comm_exposed`, `data_wait`), by `phase`.
+pub const STEP_STAGE: &str = "pretune_step_stage_seconds";
+/// Model FLOPs utilisation over the latest logging interval, by `phase`.
+pub const MFU: &str = "pretune_mfu_ratio";
 /// Latest training loss, by `phase` and `objective`.
 pub const LOSS: &str = "pretune_loss";
 /// Learning rate of the latest update, by `phase`.
@@ -81,7 +89,10 @@ pub fn describe_all() {
     describe_counter!(SAMPLES, Unit::Count, "Sequences processed, by phase and pipeline stage.");
     describe_counter!(STEPS, Unit::Count, "Optimizer updates.");
     describe_histogram!(STEP_DURATION, Unit::Seconds, "Wall time of one optimizer update, excluding the wait for data.");
-    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Items waiting in a data-plane channel.");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Items waiting in a pipeline channel or mailbox, by queue.");
+    describe_gauge!(QUEUE_CAPACITY, Unit::Count, "The bound of a pipeline channel or mailbox, by queue.");
+    describe_histogram!(STEP_STAGE, Unit::Seconds, "Seconds of one update per stage (h2d, forward, backward, optimizer, comm_exposed, data_wait); on CUDA one update per logging interval, synchronised at each stage boundary.");
+    describe_gauge!(MFU, "Model FLOPs utilisation over the latest logging interval: dense-equivalent model FLOPs (3 x forward) per second over the peak.");
     describe_gauge!(LOSS, "Training loss of the latest logged update, by objective.");
     describe_gauge!(LEARNING_RATE, "Learning rate of the latest update.");
     describe_gauge!(GRAD_NORM, "Global gradient norm before clipping, at the latest logged update.");

@@ -3,6 +3,7 @@
 pub mod adamw;
 pub mod groups;
 pub mod schedule;
+pub mod stages;
 pub mod step;
 pub mod policy;
 pub mod precision;

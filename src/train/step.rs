@@ -102,6 +102,10 @@ pub struct TrainState {
     dist: Option<DistParts>,
     precision: crate::config::Precision,
     profile: Option<super::profile::Window>,
+    /// Times the stages of the updates it samples.
+    clock: super::stages::StageClock,
+    /// The latest update's stage times.
+    stages: super::stages::StageTimes,
 }
 
 /// What became of one update.
@@ -183,7 +187,8 @@ impl TrainState {
             params.push((name, var, scale));
         }
         let opt = AdamW::with_lr_scales(params, adamw);
-        TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default(), profile: None }
+        let clock = super::stages::StageClock::new(device, 1);
+        TrainState { vs, model, opt, schedule, clip, seed, lr_override: None, step: 0, dist: None, precision: Default::default(), profile: None, clock, stages: Default::default() }
     }
 
     /// Forward and backward in `precision`, already resolved (`fp32` or `bf16`; see
@@ -195,6 +200,22 @@ impl TrainState {
     /// AdamW through the fused kernel (`true`, the default) or tensor by tensor.
     pub fn set_fused_adamw(&mut self, fused: bool) {
         self.opt.set_fused(fused);
+    }
+
+    /// The arithmetic precision of the forward and backward passes.
+    pub fn precision(&self) -> crate::config::Precision {
+        self.precision
+    }
+
+    /// On CUDA, times the stages of one update in `every` (the logging interval), with a
+    /// device synchronisation at each stage boundary; on the CPU every update is timed.
+    pub fn set_stage_sampling(&mut self, every: u64) {
+        self.clock = super::stages::StageClock::new(self.vs.device(), every);
+    }
+
+    /// The latest update's time per stage, when it was timed.
+    pub fn stage_times(&self) -> Option<super::stages::StageTimes> {
+        self.clock.is_on().then_some(self.stages)
     }
 
     /// Profiles a window of updates (see [`super::profile`]).
@@ -272,6 +293,8 @@ impl TrainState {
     }
 
     fn update(&mut self, micro: &[HostBatch], stop: bool, accumulating: bool) -> Result<StepResult, crate::distributed::DistError> {
+        self.clock.begin(self.step);
+        self.stages = Default::default();
         let key = step_seed(self.seed, self.step);
         tch::manual_seed(key);
         crate::model::dropout::reseed(key as u64);
@@ -281,6 +304,7 @@ impl TrainState {
             _ => self.accumulated_passes(micro, local, stop)?,
         };
         let Some((counts, parts, comm)) = passes else { return Ok(StepResult::Stopped) };
+        self.stages.comm_exposed = comm;
         if let Some(d) = &mut self.dist {
             d.comm_s += comm.as_secs_f64();
             metrics::histogram!(crate::metrics::names::ALLREDUCE).record(comm.as_secs_f64());
@@ -295,10 +319,13 @@ impl TrainState {
     fn fused_pass(&mut self, hb: Option<&HostBatch>, local: Counts, stop: bool) -> Result<Option<Passes>, crate::distributed::DistError> {
         let device = self.vs.device();
         let autocast = super::precision::Autocast::enter(self.precision, device);
-        let losses = match hb {
-            Some(hb) => self.model.losses(&DeviceBatch::new(hb, device), true),
+        let batch = hb.map(|hb| DeviceBatch::new(hb, device));
+        self.stages.h2d += self.clock.lap();
+        let losses = match &batch {
+            Some(b) => self.model.losses(b, true),
             None => Vec::new(),
         };
+        self.stages.forward += self.clock.lap();
         let d = self.dist.as_ref().expect("a data-parallel run");
         if losses.len() > MAX_PARTS {
             return Err(d.collective_error("the update's all-reduce", format!("{} loss parts; at most {MAX_PARTS} travel in one all-reduce", losses.len())));
@@ -331,9 +358,13 @@ impl TrainState {
         }
         let _scope = super::profile::Scope::enter("pretune::backward");
         let loss = loss.unwrap_or_else(|| self.zero_loss());
+        self.clock.lap();
         d.backward(&loss)?;
         drop(autocast);
-        comm += self.record_buckets();
+        let exposed = self.record_buckets();
+        // The backward pass's wait for the last buckets is communication, not compute.
+        self.stages.backward += self.clock.lap().saturating_sub(exposed);
+        comm += exposed;
         Ok(Some((counts, parts, comm)))
     }
 
@@ -360,8 +391,10 @@ impl TrainState {
         let autocast = super::precision::Autocast::enter(self.precision, device);
         // Each part's mean over the update, in the order the objective reports them.
         let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
+        self.clock.lap();
         for (i, hb) in micro.iter().enumerate() {
             let b = DeviceBatch::new(hb, device);
+            self.stages.h2d += self.clock.lap();
             let mut loss: Option<Tensor> = None;
             for part in self.model.losses(&b, true) {
                 let l = part.sum / counts.divisor(part.per);
@@ -374,11 +407,14 @@ impl TrainState {
                     None => l,
                 });
             }
+            self.stages.forward += self.clock.lap();
             self.backward(loss, i + 1 == micro.len())?;
+            self.stages.backward += self.clock.lap();
         }
         drop(autocast);
         if self.dist.is_some() {
             let buckets = self.record_buckets();
+            self.stages.backward = self.stages.backward.saturating_sub(buckets);
             let d = self.dist.as_ref().expect("checked");
             let t0 = std::time::Instant::now();
             // The loss parts are sums over this rank's share of the global divisors.
@@ -430,6 +466,7 @@ impl TrainState {
     /// Clips, checks the loss and the gradient norm are finite, and steps the optimizer.
     fn apply(&mut self, counts: Counts, parts: Vec<(&'static str, Tensor)>) -> StepResult {
         let device = self.vs.device();
+        self.clock.lap();
         let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t)| acc + t.to_kind(Kind::Float));
         let grad_norm = {
             let _scope = super::profile::Scope::enter("pretune::clip_grad_norm");
@@ -448,6 +485,7 @@ impl TrainState {
             self.opt.step(lr);
             self.opt.zero_grad();
         }
+        self.stages.optimizer += self.clock.lap();
         self.step += 1;
         StepResult::Applied(out)
     }
