@@ -178,6 +178,7 @@ fn the_ranks_read_disjoint_shards_that_cover_the_data() {
             batch_size,
             first_seq: 0,
             tx,
+            queue: pretune::actors::queue::QueueGauge::new("test", 64),
             stop: StopFlag::new(),
             events: std::sync::Arc::new(|_| {}),
             phase: pretune::workload::Phase::Pretrain,

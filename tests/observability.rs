@@ -131,7 +131,7 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     // The alert rules load and evaluate.
     let groups = prom_query_path(prom_port, "/api/v1/rules");
     let loaded: Vec<&str> = groups["data"]["groups"][0]["rules"].as_array().map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
-    assert_eq!(loaded.len(), 7, "alert rules: {groups}");
+    assert_eq!(loaded.len(), 8, "alert rules: {groups}");
 
     // The scrape loop runs before training starts (`up` exists, 0 while nothing listens).
     eventually(Duration::from_secs(30), "prometheus scraped", || prom_query(prom_port, "up")["data"]["result"].as_array().is_some_and(|r| !r.is_empty()).then_some(()));
@@ -204,6 +204,23 @@ fn prometheus_scrapes_both_phases_lints_clean_and_answers_every_dashboard_panel(
     }
     let wait_share = by_phase(&prom_query(prom_port, "sum by (phase) (rate(pretune_data_wait_seconds_total[1m]))"));
     assert!(wait_share.len() == 2 && wait_share.values().all(|v| v.is_finite() && *v >= 0.0), "data-wait share: {wait_share:?}");
+
+    // MFU, per-stage time and every queue with its capacity, in both phases.
+    let mfu = by_phase(&prom_query(prom_port, "max by (phase) (pretune_mfu_ratio)"));
+    assert!(mfu.len() == 2 && mfu.values().all(|v| v.is_finite() && *v > 0.0), "MFU: {mfu:?}");
+    let stages = prom_query(prom_port, "count by (phase, stage) (pretune_step_stage_seconds_count)");
+    let mut seen: Vec<String> = stages["data"]["result"].as_array().unwrap().iter().map(|r| format!("{} {}", r["metric"]["phase"].as_str().unwrap_or(""), r["metric"]["stage"].as_str().unwrap_or(""))).collect();
+    seen.sort();
+    let want: Vec<String> = ["finetune", "pretrain"].iter().flat_map(|p| ["backward", "comm_exposed", "data_wait", "forward", "h2d", "optimizer"].map(|s| format!("{p} {s}"))).collect();
+    assert_eq!(seen, want, "{stages}");
+    let queues = prom_query(prom_port, "count by (queue) (pretune_queue_capacity)");
+    let mut names: Vec<&str> = queues["data"]["result"].as_array().unwrap().iter().filter_map(|r| r["metric"]["queue"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["checkpointer", "evaluator", "loader_to_masker", "masker_to_trainer"], "{queues}");
+    // A queue never holds more than its bound, at any scrape of either phase.
+    let over = prom_query(prom_port, "max_over_time((pretune_queue_depth - on (job, instance, run_id, rank, queue) pretune_queue_capacity)[10m:1s])");
+    let worst: f64 = over["data"]["result"].as_array().unwrap().iter().filter_map(|r| r["value"][1].as_str()?.parse().ok()).fold(f64::NEG_INFINITY, f64::max);
+    assert!(worst <= 0.0 && worst.is_finite(), "depth above capacity: {over}");
 
     let probe = prom_query(prom_port, "pretune_probe_accuracy");
     let probed: Vec<(&str, f64)> = probe["data"]["result"].as_array().map(|r| r.iter().filter_map(|x| Some((x["metric"]["probe"].as_str()?, x["value"][1].as_str()?.parse().ok()?))).collect()).unwrap_or_default();

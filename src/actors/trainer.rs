@@ -235,6 +235,8 @@ struct Consumed {
     cursor: Cursor,
     data_wait: Duration,
     last_lr: f64,
+    /// The wait for the latest update's batches.
+    last_wait: Duration,
 }
 
 impl Consumed {
@@ -369,7 +371,7 @@ impl Trainer {
         LoopState {
             m: TrainerMetrics::register(self.phase, &self.state, self.rules.policy.max_steps),
             reorder: Reorder::new(sp.batches),
-            p: Consumed { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0 },
+            p: Consumed { tokens: sp.tokens, samples: sp.samples, batches: sp.batches, cursor: sp.cursor, data_wait: Duration::ZERO, last_lr: 0.0, last_wait: Duration::ZERO },
             micro: Vec::with_capacity(self.rules.grad_accum),
             nonfinite_in_a_row: 0,
             totals: TrainerTotals::default(),
@@ -428,10 +430,13 @@ impl Trainer {
         lp.p.consume(&out, lp.micro.last().expect("micro holds grad_accum >= 1 batches"));
         lp.m.after_update(&out, self.state.step);
         self.mfu.update(&lp.micro);
+        // The stages of the updates the clock times (every one on the CPU), with the wait for
+        // their batches, so the shares add up over the same updates.
         if let Some(t) = self.state.stage_times() {
             for ((_, secs), h) in t.pairs().iter().zip(&lp.m.stages) {
                 h.record(*secs);
             }
+            lp.m.stage_data_wait.record(lp.p.last_wait.as_secs_f64());
         }
         self.after_update(lp, &out)
     }
@@ -482,7 +487,7 @@ impl Trainer {
         let waited = wait_start.elapsed();
         p.data_wait += waited;
         m.data_wait.increment(waited.as_secs_f64());
-        m.stage_data_wait.record(waited.as_secs_f64());
+        p.last_wait = waited;
         m.queue_depth.set(self.links.rx.len() as f64);
         micro.len() == self.rules.grad_accum
     }
