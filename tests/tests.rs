@@ -7,6 +7,7 @@ mod engine;
 mod extension;
 mod finetune;
 mod fuzz;
+mod mfu;
 mod generation;
 mod observability;
 mod parity;
