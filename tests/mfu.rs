@@ -44,3 +44,43 @@ fn forward_flops_equal_the_flop_counter_of_transformers() {
     let theirs = counted("classification", &ft.model, 4, 32, 2);
     assert!((ours - theirs).abs() <= 0.02 * theirs, "classification: ours {ours} vs FlopCounterMode {theirs}");
 }
+
+/// `scripts/gpu-check.sh` on a machine without CUDA stops at once with the reason; its summary
+/// reads what a run writes (a CPU run stands in for the GPU's) and reports what is missing as
+/// missing.
+#[test]
+fn gpu_check_fails_fast_without_cuda_and_its_summary_reads_the_runs() {
+    let t0 = std::time::Instant::now();
+    let out = Command::new(root().join("scripts/gpu-check.sh")).env("PATH", "/usr/bin:/bin").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no CUDA device here"));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let cfg = tiny_config(tmp.path());
+    let (code, o, e) = crate::util::run_cli(&["train".to_string(), cfg.display().to_string(), "--set".into(), "train.max_steps=40".into(), "--set".into(), "train.log_every=5".into(), "--set".into(), format!("run.out_dir=\"{}\"", work.join("bert").display())]);
+    assert_eq!(code, 0, "{o}\n{e}");
+    std::fs::write(work.join("device.txt"), "1 x Test GPU").unwrap();
+    std::fs::write(work.join("mem-bert.txt"), "1000\n3072\n2048\n").unwrap();
+    std::fs::write(work.join("hf-trainer.json"), "{\"side\": \"transformers.Trainer\", \"tokens_per_s\": 1000}\n").unwrap();
+    let result = tmp.path().join("out/results.json");
+    let out = Command::new(root().join(".venv/bin/python")).arg(root().join("scripts/gpu_check_summary.py")).arg(&work).arg(&result).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let bert = &r["bert_base_mlm_nsp"];
+    // tokens/s over the steps after the 20-step warm-up, from the run's own step records.
+    let steps: Vec<pretune::actors::events::StepReport> = crate::util::records(&work.join("bert")).into_iter().filter_map(|x| match x {
+        pretune::actors::events::Record::Step(s) => Some(s),
+        _ => None,
+    }).collect();
+    let (a, b) = (steps.iter().find(|s| s.step == 20).unwrap(), steps.last().unwrap());
+    let want = ((b.tokens - a.tokens) as f64 / (b.elapsed_s - a.elapsed_s)).round();
+    assert_eq!(bert["tokens_per_s"].as_f64(), Some(want), "{r}");
+    assert!(bert["mfu"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+    assert_eq!(bert["peak_device_mem_gb"].as_f64(), Some(3.0));
+    assert_eq!(r["ratio_bert_tokens_per_s_ours_over_hf_trainer"].as_f64(), Some((want / 1000.0 * 1000.0).round() / 1000.0), "{r}");
+    assert!(r["glm_base"]["missing"].as_str().is_some_and(|m| m.contains("glm/events.jsonl")), "{r}");
+    assert!(r["hf_plain_loop_bert_base"]["missing"].is_string(), "{r}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| BERT-base MLM+NSP (pretune) |"));
+}
