@@ -57,7 +57,7 @@ impl StageClock {
     /// Whether update `step` (0-based) is timed: every one on the CPU, the last of each
     /// logging interval on CUDA.
     pub fn samples(&self, step: u64) -> bool {
-        self.cuda.is_none() || (step + 1) % self.every == 0
+        self.cuda.is_none() || (step + 1).is_multiple_of(self.every)
     }
 
     /// Starts timing update `step` (or not, when it is not sampled).
