@@ -152,6 +152,12 @@ impl Launch {
     /// generator), the Checkpointer, the Coordinator, the data plane, the Trainer.
     fn start(self, coordinator_value: Coordinator) -> Result<Vec<JoinHandle<()>>, RunError> {
         let Launch { plan, subscribers, stages, cpu, rank, stop, store, trainer } = self;
+        // MFU's peak, measured (on the CPU, the first time on a machine) before any other thread
+        // of the run starts: a GEMM probe beside the Loader and Maskers filling their queues
+        // would measure half the rate.
+        let bf16 = crate::train::precision::resolve(plan.config.train.precision, plan.device).precision == crate::config::Precision::Bf16;
+        let peak = crate::mfu::peak::resolve(plan.device, bf16, trainer.threads, plan.config.train.peak_tflops);
+        tracing::info!(peak = %peak.describe(), "MFU is measured against this peak");
         // The Coordinator's address exists before it runs, so the Checkpointer (which reports
         // to it) can be started first and handed to it.
         let coordinator_ctx = actix::Context::<Coordinator>::new();
@@ -194,14 +200,14 @@ impl Launch {
         let (host_rx, mut handles) = DataPlane::new(&plan, stop.clone(), sink).from(trainer.start).stages(stages).collator(cpu).spawn()?;
         let links = trainer::Links { rx: host_rx, control: control_rx, results: results_rx, events: coordinator.recipient(), stop };
         let peers = trainer::Peers { evaluator, checkpointer: (checkpointer, ckpt_permits) };
-        handles.push(trainer.spawn(&plan, links, peers)?);
+        handles.push(trainer.spawn(&plan, links, peers, peak)?);
         Ok(handles)
     }
 }
 
 impl TrainerStart {
     /// The Trainer on its own thread: it builds its model and optimizer there, then trains.
-    fn spawn(self, plan: &RunPlan, links: trainer::Links, peers: trainer::Peers) -> Result<JoinHandle<()>, RunError> {
+    fn spawn(self, plan: &RunPlan, links: trainer::Links, peers: trainer::Peers, peak: crate::mfu::Peak) -> Result<JoinHandle<()>, RunError> {
         let train = &plan.config.train;
         let monitor = self.objective.monitor();
         let rules = trainer::Rules {
@@ -223,7 +229,7 @@ impl TrainerStart {
         };
         let setup = trainer_setup(plan, self.objective.clone(), self.resume_point.as_ref(), self.process_group, self.profile_dir);
         let (phase, start, threads) = (plan.phase(), self.start, self.threads);
-        let (peak_tflops, log_every, objective) = (train.peak_tflops, train.log_every, self.objective.clone());
+        let (log_every, objective) = (train.log_every, self.objective.clone());
         spawn(
             "trainer".into(),
             Box::new(move || {
@@ -236,9 +242,6 @@ impl TrainerStart {
                         return;
                     }
                 };
-                let bf16 = state.precision() == crate::config::Precision::Bf16;
-                let peak = crate::mfu::peak::resolve(state.vs.device(), bf16, threads, peak_tflops);
-                tracing::info!(peak = %peak.describe(), "MFU is measured against this peak");
                 state.set_stage_sampling(log_every);
                 let mfu = crate::mfu::Meter::new(objective, peak);
                 trainer::Trainer { state, links, peers, rules, provenance, phase, start, init, threads, mfu }.run()
