@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_with_non_finite_numbers_and_a_cut_short_last_line() {
-        let step = StepReport { phase: Phase::Pretrain, step: 3, loss: f64::NAN, losses: [("mlm".to_owned(), 1.5)].into(), lr: 0.1, grad_norm: 2.0, tokens: 10, tokens_per_second: 5.0, elapsed_s: 1.0, data_wait_share: 0.0, buckets: None };
+        let step = StepReport { phase: Phase::Pretrain, step: 3, loss: f64::NAN, losses: [("mlm".to_owned(), 1.5)].into(), lr: 0.1, grad_norm: 2.0, tokens: 10, tokens_per_second: 5.0, elapsed_s: 1.0, data_wait_share: 0.0, buckets: None, mfu: None };
         let records = [
             Record::Step(step),
             Record::Eval { phase: Phase::Finetune, step: 3, eval: EvalMetrics { values: [("accuracy".to_owned(), 0.5)].into() } },

@@ -315,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
         let step = |step: u64, elapsed_s: f64, loss: f64, data_wait_share: f64| {
-            let r = StepReport { phase: crate::workload::Phase::Pretrain, step, loss, losses: Default::default(), lr: 0.1, grad_norm: 1.0, tokens: 100 * step, tokens_per_second: 0.0, elapsed_s, data_wait_share, buckets: None };
+            let r = StepReport { phase: crate::workload::Phase::Pretrain, step, loss, losses: Default::default(), lr: 0.1, grad_norm: 1.0, tokens: 100 * step, tokens_per_second: 0.0, elapsed_s, data_wait_share, buckets: None, mfu: Some(data_wait_share / 10.0 + 0.5) };
             serde_json::to_string(&Record::Step(r)).unwrap()
         };
         let lines = [
@@ -330,6 +330,8 @@ mod tests {
         assert_eq!(t.steps, 2);
         assert_eq!(t.seconds, 4.0);
         assert_eq!(t.s_per_step, 2.0);
+        // MFU weighted by each interval's time: (0.5 * 1 s + 0.51 * 3 s) / 4 s.
+        assert_eq!(t.mfu, Some(round4((0.5 + 0.51 * 3.0) / 4.0)));
         assert_eq!(t.stats.s_per_step_median, 3.0);
         assert_eq!(t.real_tokens_per_s, 50.0);
         assert!((t.data_wait_share - 0.3 / 4.0).abs() < 1e-4, "{}", t.data_wait_share);
