@@ -37,8 +37,8 @@ impl CheckReport {
     pub fn line(&self) -> String {
         let epochs = if self.epoch_steps > 0 { format!(" ({} per epoch)", self.epoch_steps) } else { String::new() };
         format!(
-            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}; {}; {}; MFU peak {}",
-            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.cuda, self.malloc, self.peak
+            "ok: {} run, {}, {} updates{epochs}, {} parameters, weights {}, {}, MFU peak {}; {}; {}",
+            self.phase, self.train, self.steps, self.parameters, self.init, self.precision, self.peak, self.cuda, self.malloc
         )
     }
 }

@@ -1003,3 +1003,59 @@ fn fine_tuning_from_an_electra_discriminator_learns_and_exports_as_electra() {
     assert_ne!(code, 0);
     assert!(err.contains("ELECTRA discriminator has no MLM head"), "{err}");
 }
+
+/// Cloze on a RoBERTa folder (a byte-level BPE, where a word's leading space is part of its
+/// first token): a pattern's row with its blank replaced by a verbalizer's tokens is exactly
+/// what `transformers`' tokenizer makes of the sentence with the verbalizer written in
+/// (`... this message is an offer.`), odd Unicode included; and cloze fine-tuning on the
+/// folder's MLM head runs, evaluates and moves its loss.
+#[test]
+fn roberta_cloze_writes_the_verbalizer_as_running_text_does() {
+    use pretune::finetune::tasks::cloze;
+    let fix = fixture("roberta");
+    let tokenizer_file = fix.join("plain/tokenizer.json");
+    let tok = pretune::data::tokenize::TextTokenizer::load(&tokenizer_file, None).unwrap();
+    let pattern = "{text} All in all, this message is [MASK].";
+    let labels = vec!["ham".to_string(), "spam".to_string()];
+    let verbalizers: std::collections::BTreeMap<String, String> = [("ham", "personal"), ("spam", "an offer")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+    assert!(cloze::space_before(pattern) && !cloze::space_before("{text} It was:[MASK]"));
+    let answers = cloze::answers(&tok, &labels, &verbalizers, cloze::space_before(pattern)).unwrap();
+    let spec = cloze::ClozeSpec { pattern: pattern.into(), answers: answers.clone(), model: cloze::ClozeModel::bert(&tok) };
+    let texts = ["Free entry in 2 a wkly comp to win FA Cup final tkts", "ok lar... joking wif u oni", "Café naïve — 東京 😀 prices!!", "  spaced   out  "];
+    let mut ours = Vec::new();
+    let mut sentences = Vec::new();
+    for text in texts {
+        let rec = pretune::finetune::data::ClsRecord { text: text.into(), pair: None, label: "ham".into(), path: "x".into(), line: 1 };
+        let ex = cloze::encode(&tok, &rec, 0, &spec, 128).unwrap();
+        let blank = ex.word_starts[0].unwrap();
+        for (label, ans) in labels.iter().zip(&answers) {
+            let mut ids: Vec<u32> = ex.ids.clone();
+            ids.splice(blank..=blank, ans.iter().copied());
+            ours.push(ids);
+            sentences.push(format!("{text} All in all, this message is {}.", verbalizers[label]));
+        }
+    }
+    let script = "import json, sys\nfrom transformers import PreTrainedTokenizerFast\nt = PreTrainedTokenizerFast(tokenizer_file=sys.argv[1])\nprint(json.dumps([t(s)['input_ids'] for s in json.loads(sys.stdin.read())]))";
+    let mut child = std::process::Command::new(root().join(".venv/bin/python")).args(["-c", script, tokenizer_file.to_str().unwrap()]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), serde_json::to_string(&sentences).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let theirs: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+    // (The folder's tokenizer.json has no post-processor: the row's `<s>` and `</s>` are ours.)
+    let ids = tok.special_ids();
+    assert_eq!(ours.len(), theirs.len());
+    for ((a, b), s) in ours.iter().zip(&theirs).zip(&sentences) {
+        let framed: Vec<u32> = std::iter::once(ids.cls).chain(b.iter().copied()).chain([ids.sep]).collect();
+        assert_eq!(a, &framed, "{s:?}");
+    }
+
+    // The task end to end: cloze on the folder's MLM head (`lm_head`), no new weights.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spam_config_from_hf(dir.path(), &fix.join("plain"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("kind = \"sequence_classification\"", &format!("kind = \"cloze\"\npattern = \"{pattern}\"\nverbalizers = {{ ham = \"personal\", spam = \"an offer\" }}\nmax_eval_examples = 64"));
+    std::fs::write(&cfg, text).unwrap();
+    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=20", "train.eval_every=20", "train.lr=1e-3", "train.max_seq_len=96", "train.log_every=1"]);
+    let init = s.init.clone().unwrap();
+    assert!(init.missing.is_empty(), "cloze adds no weights: {init:?}");
+    let (_, m) = s.eval.clone().unwrap();
+    assert!(m.values["loss"].is_finite() && (0.0..=1.0).contains(&m.values["accuracy"]), "{m:?}");
+}

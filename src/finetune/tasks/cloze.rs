@@ -83,15 +83,25 @@ pub fn glm_ids(tokenizer: &mut TextTokenizer) -> Result<GlmIds, TaskError> {
     Ok(GlmIds { cls: ids.cls, mask: ids.mask, sop: added[0], eop: added[1], smask: added[2], gmask: added[3] })
 }
 
-/// The verbalizers' tokens, in label order.
+/// Whether the pattern has whitespace right before its blank (`is [MASK].`): then the answer
+/// is a word after a space.
+pub fn space_before(pattern: &str) -> bool {
+    pattern.split_once("[MASK]").is_some_and(|(before, _)| before.ends_with(char::is_whitespace))
+}
+
+/// The verbalizers' tokens, in label order, as they are in running text: after a space when
+/// the pattern has one before its blank (`space_before`), which a byte-level BPE writes into the
+/// word's first token (`Ġgreat`, as RoBERTa saw `is great` in pre-training); WordPiece and
+/// SentencePiece tokenizers mark word starts themselves.
 ///
 /// # Errors
 /// A label without a verbalizer, or one with no tokens (naming the key).
-pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::collections::BTreeMap<String, String>) -> Result<Vec<Vec<u32>>, TaskError> {
+pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::collections::BTreeMap<String, String>, space_before: bool) -> Result<Vec<Vec<u32>>, TaskError> {
     let mut answers = Vec::new();
     for l in labels {
         let text = verbalizers.get(l).ok_or_else(|| TaskError::config(format!("task.verbalizers: no verbalizer for label `{l}`")))?;
-        let ids = tokenizer.encode(text).map_err(|e| TaskError::config(format!("task.verbalizers.{l}: {}", crate::error_chain(&e))))?.ids;
+        let encoded = if space_before { tokenizer.encode_word(text.trim_start()) } else { tokenizer.encode(text) };
+        let ids = encoded.map_err(|e| TaskError::config(format!("task.verbalizers.{l}: {}", crate::error_chain(&e))))?.ids;
         if ids.is_empty() {
             return Err(TaskError::config(format!("task.verbalizers.{l}: `{text}` has no tokens")));
         }
@@ -108,6 +118,9 @@ pub fn answers(tokenizer: &TextTokenizer, labels: &[String], verbalizers: &std::
 /// Tokenization errors.
 pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSpec, max_len: usize) -> Result<TaskExample, TaskDataError> {
     let (before, after) = spec.pattern.split_once("[MASK]").unwrap_or((&spec.pattern, ""));
+    // The space before the blank belongs to the answer's first token ([`answers`]): a
+    // byte-level BPE would otherwise write it as a token of its own (`Ġ`) before the blank.
+    let before = before.trim_end();
     let (b0, b1) = before.split_once("{text}").unwrap_or((before, ""));
     let (a0, a1) = after.split_once("{text}").unwrap_or((after, ""));
     let has_text_before = before.contains("{text}");
@@ -284,7 +297,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         ModelSpec::Glm { .. } => ClozeModel::Glm(find_glm_ids(&cx.tokenizer)?),
         ModelSpec::Bert { .. } => ClozeModel::bert(&cx.tokenizer),
     };
-    let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers)?, model };
+    let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers, space_before(&c.pattern))?, model };
     Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len }))
 }
 
