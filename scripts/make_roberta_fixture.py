@@ -12,7 +12,8 @@ tensor cannot go unnoticed; padding id 1, positions from 2, one token type, as r
   RobertaForSequenceClassification, RobertaForTokenClassification and
   RobertaForQuestionAnswering (saved by `save_pretrained`, as a user's folder is), and
   OUT/<head>/out.safetensors: the last hidden state, logits and loss in eval mode;
-  OUT/plain: a RobertaForMaskedLM as `transformers` initialises it (the fine-tuning test's start).
+  OUT/plain: a RobertaForMaskedLM as `transformers` initialises it (the fine-tuning test's start);
+  OUT/xlmr: an XLMRobertaForMaskedLM likewise, with the Unigram tokenizer (XLM-R's kind).
 
     .venv/bin/python scripts/make_roberta_fixture.py target/fixtures/roberta
 """
@@ -26,7 +27,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch
 from safetensors.torch import save_file
 from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
-                          RobertaForSequenceClassification, RobertaForTokenClassification)
+                          RobertaForSequenceClassification, RobertaForTokenClassification,
+                          XLMRobertaConfig, XLMRobertaForMaskedLM)
 
 
 def perturbed(cls, cfg, seed):
@@ -147,6 +149,15 @@ def main(out_dir: pathlib.Path) -> None:
     plain = RobertaForMaskedLM(cfg).eval()
     plain.save_pretrained(out_dir / "plain", safe_serialization=True)
     tok.save(str(out_dir / "plain" / "tokenizer.json"))
+    # An XLM-R folder the same way: XLMRobertaForMaskedLM (model_type "xlm-roberta") with the
+    # SentencePiece Unigram tokenizer above, the end-to-end fine-tuning test's start.
+    from tokenizers import Tokenizer
+    unigram_tok = Tokenizer.from_file(str(out_dir / "unigram.json"))
+    xcfg = XLMRobertaConfig(**{**{k: v for k, v in cfg.to_dict().items() if k not in ("id2label", "label2id", "model_type", "architectures")},
+                               "vocab_size": unigram_tok.get_vocab_size()})
+    torch.manual_seed(6)
+    XLMRobertaForMaskedLM(xcfg).eval().save_pretrained(out_dir / "xlmr", safe_serialization=True)
+    unigram_tok.save(str(out_dir / "xlmr" / "tokenizer.json"))
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ pub fn check(plan: &RunPlan, nproc: usize) -> Result<CheckReport, Vec<String>> {
     };
     let choice = crate::train::precision::resolve(plan.config.train.precision, plan.device);
     let bf16 = choice.precision == crate::config::Precision::Bf16;
-    let peak = crate::mfu::peak::resolve(plan.device, bf16, crate::actors::torch_threads(plan), plan.config.train.peak_tflops).describe();
+    let peak = crate::mfu::peak::measure(plan.device, bf16, crate::actors::torch_threads(plan), plan.config.train.peak_tflops).describe();
     let precision = choice.why;
     let cuda = match crate::cuda::load() {
         // What the process really has mapped, not what was attempted.

@@ -79,8 +79,20 @@ impl Peak {
     }
 }
 
-/// The peak for a run on `device` in bf16 (`true`) or fp32 with `threads` libtorch threads.
+/// The peak for a run on `device` in bf16 (`true`) or fp32 with `threads` libtorch threads
+/// (on the CPU the cached probe; [`measure`] probes again).
 pub fn resolve(device: Device, bf16: bool, threads: usize, configured_tflops: f64) -> Peak {
+    resolve_with(device, bf16, threads, configured_tflops, false)
+}
+
+/// [`resolve`], probing the CPU again even when a measurement is cached (`pretune check`): the
+/// cache keeps the best rate seen, so a probe that ran beside other work is replaced by the
+/// next quiet one.
+pub fn measure(device: Device, bf16: bool, threads: usize, configured_tflops: f64) -> Peak {
+    resolve_with(device, bf16, threads, configured_tflops, true)
+}
+
+fn resolve_with(device: Device, bf16: bool, threads: usize, configured_tflops: f64, fresh: bool) -> Peak {
     if configured_tflops > 0.0 {
         return Peak { flops: configured_tflops * 1e12, source: Source::Config };
     }
@@ -92,7 +104,7 @@ pub fn resolve(device: Device, bf16: bool, threads: usize, configured_tflops: f6
                 None => Peak { flops: 0.0, source: Source::Unknown(format!("device {name:?} is not in the table")) },
             }
         }
-        _ => cpu_peak(bf16, threads),
+        _ => cpu_peak(bf16, threads, fresh),
     }
 }
 
@@ -101,15 +113,17 @@ fn cuda_name(index: usize) -> Option<String> {
     nvml.device_by_index(index as u32).and_then(|d| d.name()).ok()
 }
 
-/// The CPU's GEMM peak: cached per CPU model, thread count and precision.
-pub fn cpu_peak(bf16: bool, threads: usize) -> Peak {
+/// The CPU's GEMM peak: cached per CPU model, thread count and precision (the best rate
+/// measured; `fresh` probes again and keeps the better of the two).
+pub fn cpu_peak(bf16: bool, threads: usize, fresh: bool) -> Peak {
     let key = format!("{} | {threads} threads | {}", cpu_model(), if bf16 { "bf16" } else { "fp32" });
     let file = cache_file();
     let mut cache: std::collections::BTreeMap<String, f64> = file.as_ref().and_then(|f| std::fs::read(f).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    if let Some(&flops) = cache.get(&key).filter(|f| **f > 0.0) {
+    let cached = cache.get(&key).copied().filter(|f| *f > 0.0);
+    if let (Some(flops), false) = (cached, fresh) {
         return Peak { flops, source: Source::Measured { cached: true } };
     }
-    let flops = gemm_probe(if bf16 { Kind::BFloat16 } else { Kind::Float }, threads);
+    let flops = gemm_probe(if bf16 { Kind::BFloat16 } else { Kind::Float }, threads).max(cached.unwrap_or(0.0));
     if let Some(file) = file {
         cache.insert(key, flops);
         // Written whole or not at all (concurrent runs may measure at once).
@@ -122,7 +136,7 @@ pub fn cpu_peak(bf16: bool, threads: usize) -> Peak {
     Peak { flops, source: Source::Measured { cached: false } }
 }
 
-/// `$XDG_CACHE_HOME/pretune/peak.json` (or under `~/.cache`): delete it to measure again.
+/// `$XDG_CACHE_HOME/pretune/peak.json` (or under `~/.cache`): the best rate measured per key.
 pub fn cache_file() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("pretune/peak.json"))
