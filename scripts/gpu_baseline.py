@@ -15,6 +15,22 @@ from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguage
 SHAPES = {"mini": (4, 256, 4, 1024), "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}
 
 
+def nsp_examples(tokenizer_file, corpus, seq):
+    """The corpus as `seq`-token pairs for BertForPreTraining: `[CLS] A [SEP] B [SEP]` cut at a
+    seeded point, a seeded NSP label; with the tokenizer (BERT's special tokens) and the
+    generator, which goes on to draw the batches."""
+    tok = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                                  cls_token="[CLS]", mask_token="[MASK]")
+    lines = [l.strip() for l in open(corpus, encoding="utf-8") if l.strip()]
+    ids = [t for row in tok(lines, add_special_tokens=False)["input_ids"] for t in row]
+    n, rng, examples = seq - 3, random.Random(0), []
+    for i in range(0, len(ids) - n, n):
+        w, cut = ids[i:i + n], rng.randint(1, n - 1)
+        examples.append({"input_ids": [tok.cls_token_id] + w[:cut] + [tok.sep_token_id] + w[cut:] + [tok.sep_token_id],
+                         "token_type_ids": [0] * (cut + 2) + [1] * (n - cut + 1), "next_sentence_label": rng.randint(0, 1)})
+    return tok, examples, rng
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="base", choices=SHAPES)
@@ -29,18 +45,7 @@ def main():
     a = p.parse_args()
     torch.manual_seed(0)
     dev = torch.device(a.device)
-    tok = PreTrainedTokenizerFast(tokenizer_file=a.tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                                  cls_token="[CLS]", mask_token="[MASK]")
-    lines = [l.strip() for l in open(a.corpus, encoding="utf-8") if l.strip()]
-    ids = [t for row in tok(lines, add_special_tokens=False)["input_ids"] for t in row]
-    n = a.seq - 3
-    rng = random.Random(0)
-    examples = []
-    for i in range(0, len(ids) - n, n):
-        w = ids[i:i + n]
-        cut = rng.randint(1, n - 1)
-        examples.append({"input_ids": [tok.cls_token_id] + w[:cut] + [tok.sep_token_id] + w[cut:] + [tok.sep_token_id],
-                         "token_type_ids": [0] * (cut + 2) + [1] * (n - cut + 1), "next_sentence_label": rng.randint(0, 1)})
+    tok, examples, rng = nsp_examples(a.tokenizer, a.corpus, a.seq)
     coll = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15, pad_to_multiple_of=a.seq)
     total = a.warmup + a.steps
     batches = [{k: v.to(dev, non_blocking=True) for k, v in coll([examples[rng.randrange(len(examples))] for _ in range(a.batch)]).items()}

@@ -9,7 +9,6 @@ tokens/s, the step time, peak memory (reserved and allocated) and the loss. Need
 """
 import argparse
 import json
-import random
 import time
 
 import torch
@@ -30,19 +29,12 @@ def main():
     except ImportError:
         print(json.dumps({"side": "transformers.Trainer", "skipped": "accelerate is not installed (transformers.Trainer needs it)"}))
         return
-    from transformers import (BertConfig, BertForPreTraining, DataCollatorForLanguageModeling, PreTrainedTokenizerFast,
-                              Trainer, TrainerCallback, TrainingArguments)
+    from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    from gpu_baseline import nsp_examples  # the plain loop's data, pair for pair
 
     torch.manual_seed(0)
-    tok = PreTrainedTokenizerFast(tokenizer_file=a.tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                                  cls_token="[CLS]", mask_token="[MASK]")
-    lines = [l.strip() for l in open(a.corpus, encoding="utf-8") if l.strip()]
-    ids = [t for row in tok(lines, add_special_tokens=False)["input_ids"] for t in row]
-    n, rng, examples = a.seq - 3, random.Random(0), []
-    for i in range(0, len(ids) - n, n):
-        w, cut = ids[i:i + n], rng.randint(1, n - 2)
-        examples.append({"input_ids": [tok.cls_token_id] + w[:cut] + [tok.sep_token_id] + w[cut:] + [tok.sep_token_id],
-                         "token_type_ids": [0] * (cut + 2) + [1] * (n - cut + 1), "next_sentence_label": rng.randint(0, 1)})
+    tok, examples, _ = nsp_examples(a.tokenizer, a.corpus, a.seq)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                      max_position_embeddings=512, type_vocab_size=2, pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
     model = BertForPreTraining(cfg)

@@ -842,42 +842,27 @@ fn roberta_and_electra_tagging_and_qa_checkpoints_export_with_transformers_logit
     }
 }
 
-/// A RoBERTa folder starts fine-tuning: `transformers`' `RobertaForMaskedLM` (its own random
-/// initialisation, a byte-level BPE `tokenizer.json` beside it; fixture
-/// `scripts/make_roberta_fixture.py`) as
-/// `[init] hf`, with its own tokenizer, learns sequence classification on the bundled spam set
-/// well past the majority class (0.54), and the checkpoint exports as
-/// `RobertaForSequenceClassification`, which `transformers` loads with our logits.
+/// A RoBERTa folder and an XLM-R folder start fine-tuning: `transformers`' `RobertaForMaskedLM`
+/// (its own random initialisation, a byte-level BPE `tokenizer.json` beside it) and
+/// `XLMRobertaForMaskedLM` (model_type `xlm-roberta`, a SentencePiece Unigram tokenizer with
+/// `▁` word starts; fixture `scripts/make_roberta_fixture.py`) as `[init] hf`, each with its own
+/// tokenizer, learn sequence classification on the bundled spam set well past the majority
+/// class (0.54), and the checkpoints export as `RobertaForSequenceClassification` /
+/// `XLMRobertaForSequenceClassification`, which `transformers` loads with our logits.
 #[test]
-fn fine_tuning_from_a_roberta_folder_learns_and_exports_as_roberta() {
+fn fine_tuning_from_roberta_and_xlm_roberta_folders_learns_and_exports_as_them() {
     let fix = fixture("roberta");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = spam_config_from_hf(dir.path(), &fix.join("plain"));
-    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=320", "train.eval_every=160", "train.lr=5e-4", "train.max_seq_len=128"]);
-    let init = s.init.clone().unwrap();
-    assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && init.unused.iter().all(|u| u.starts_with("lm_head.")), "{init:?}");
-    let (_, acc) = s.best.unwrap();
-    eprintln!("RoBERTa (random, tiny, byte-level BPE of 400) on spam after 320 updates: accuracy {acc:.4}");
-    assert!(acc > 0.75, "accuracy {acc} does not beat the majority class (0.54) clearly");
-    export_matches_transformers(dir.path(), &s, "roberta", "RobertaForSequenceClassification", &[vec![0, 100, 200, 300, 150, 2], vec![0, 40, 41, 42, 2]], 1);
-}
-
-/// An XLM-R folder end to end: `XLMRobertaForMaskedLM` (model_type `xlm-roberta`) with a
-/// SentencePiece Unigram `tokenizer.json` (`▁` word starts) as `[init] hf` learns sequence
-/// classification on the bundled spam set past the majority class (0.54), and the checkpoint
-/// exports as `XLMRobertaForSequenceClassification`, which `transformers` loads with our logits.
-#[test]
-fn fine_tuning_from_an_xlm_roberta_folder_learns_and_exports_as_xlm_roberta() {
-    let fix = fixture("roberta");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = spam_config_from_hf(dir.path(), &fix.join("xlmr"));
-    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=320", "train.eval_every=160", "train.lr=5e-4", "train.max_seq_len=128"]);
-    let init = s.init.clone().unwrap();
-    assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && init.unused.iter().all(|u| u.starts_with("lm_head.")), "{init:?}");
-    let (_, acc) = s.best.unwrap();
-    eprintln!("XLM-R (random, tiny, Unigram of 500) on spam after 320 updates: accuracy {acc:.4}");
-    assert!(acc > 0.75, "accuracy {acc} does not beat the majority class (0.54) clearly");
-    export_matches_transformers(dir.path(), &s, "xlm-roberta", "XLMRobertaForSequenceClassification", &[vec![0, 100, 200, 300, 150, 2], vec![0, 40, 41, 42, 2]], 1);
+    for (folder, model_type, architecture, what) in [("plain", "roberta", "RobertaForSequenceClassification", "RoBERTa (random, tiny, byte-level BPE of 400)"), ("xlmr", "xlm-roberta", "XLMRobertaForSequenceClassification", "XLM-R (random, tiny, Unigram of 500)")] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = spam_config_from_hf(dir.path(), &fix.join(folder));
+        let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=320", "train.eval_every=160", "train.lr=5e-4", "train.max_seq_len=128"]);
+        let init = s.init.clone().unwrap();
+        assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && init.unused.iter().all(|u| u.starts_with("lm_head.")), "{what}: {init:?}");
+        let (_, acc) = s.best.unwrap();
+        eprintln!("{what} on spam after 320 updates: accuracy {acc:.4}");
+        assert!(acc > 0.75, "{what}: accuracy {acc} does not beat the majority class (0.54) clearly");
+        export_matches_transformers(dir.path(), &s, model_type, architecture, &[vec![0, 100, 200, 300, 150, 2], vec![0, 40, 41, 42, 2]], 1);
+    }
 }
 
 /// Continued pre-training from a RoBERTa folder (MLM alone, as RoBERTa pre-trains, with the
