@@ -80,6 +80,9 @@ fn collect(records: &[Record]) -> RunData {
                 }
                 push("learning rate", phase.to_owned(), step, r.lr);
                 push("throughput", phase.to_owned(), step, r.tokens_per_second);
+                if let Some(m) = r.mfu {
+                    push("model FLOPs utilisation", phase.to_owned(), step, 100.0 * m);
+                }
                 run.throughput.entry(phase.to_owned()).or_default().push(r.tokens_per_second);
             }
             Record::Eval { phase, step, eval } => {
@@ -88,6 +91,10 @@ fn collect(records: &[Record]) -> RunData {
                     if let Some(name) = k.strip_prefix("probe.").and_then(|r| r.strip_suffix(".accuracy")) {
                         push("probe accuracy", format!("probe {name}"), *step as f64, x);
                     }
+                }
+                // `[retention]`: what fine-tuning erased of the checkpoint's pre-training.
+                if let Some(&x) = eval.values.get("retention.loss_increase") {
+                    push("retention: pre-training loss increase", phase.to_string(), *step as f64, x);
                 }
                 for (k, &x) in eval.values.iter().filter(|(k, _)| !k.contains('.')) {
                     push(&format!("eval {k}"), phase.to_string(), *step as f64, x);
@@ -131,6 +138,8 @@ fn y_label(chart: &str) -> String {
         "learning rate" => "learning rate (per update)".into(),
         "throughput" => "tokens / s".into(),
         "probe accuracy" => "zero-shot cloze accuracy (fraction)".into(),
+        "model FLOPs utilisation" => "MFU (% of the peak)".into(),
+        "retention: pre-training loss increase" => "held-out pre-training loss, now minus at the start (nats)".into(),
         c => match c.strip_prefix("eval ") {
             Some("perplexity") => "perplexity (exp of nats)".into(),
             Some(m) if m.ends_with("loss") => format!("{m} (nats)"),
@@ -263,7 +272,7 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
         eval_table(&mut html, dir, data);
     }
     // What a user reads first: losses, then over-fitting, then speed and schedule, then metrics.
-    let rank = |t: &str| ["loss", "fine-tuning: training vs held-out loss", "throughput", "learning rate"].iter().position(|x| *x == t).unwrap_or(4);
+    let rank = |t: &str| ["loss", "fine-tuning: training vs held-out loss", "throughput", "model FLOPs utilisation", "learning rate"].iter().position(|x| *x == t).unwrap_or(5);
     let mut ordered: Vec<_> = charts.iter().collect();
     ordered.sort_by_key(|(t, _)| rank(t));
     for (title, series) in ordered {
@@ -289,10 +298,10 @@ mod tests {
     use super::*;
 
     const EVENTS: &str = r#"{"kind":"step","phase":"pretrain","step":1,"loss":9.0,"losses":{"mlm":8.3,"nsp":0.7},"lr":0.0,"grad_norm":1.0,"tokens":64,"tokens_per_second":100.0,"elapsed_s":0.6,"data_wait_share":0.0}
-{"kind":"step","phase":"pretrain","step":2,"loss":8.0,"losses":{"mlm":7.4,"nsp":0.6},"lr":0.1,"grad_norm":1.0,"tokens":128,"tokens_per_second":120.0,"elapsed_s":1.1,"data_wait_share":0.0}
+{"kind":"step","phase":"pretrain","step":2,"loss":8.0,"losses":{"mlm":7.4,"nsp":0.6},"lr":0.1,"grad_norm":1.0,"tokens":128,"tokens_per_second":120.0,"elapsed_s":1.1,"data_wait_share":0.0,"mfu":0.25}
 {"kind":"eval","phase":"pretrain","step":2,"eval":{"mlm_loss":7.9,"accuracy":0.1,"probe.spam.accuracy":0.6,"probe.spam.loss":0.7}}
 {"kind":"step","phase":"finetune","step":5,"loss":0.6,"losses":{},"lr":0.01,"grad_norm":1.0,"tokens":50,"tokens_per_second":90.0,"elapsed_s":0.5,"data_wait_share":0.0}
-{"kind":"eval","phase":"finetune","step":5,"eval":{"accuracy":0.8,"loss":0.7,"precision.ham":0.7}}"#;
+{"kind":"eval","phase":"finetune","step":5,"eval":{"accuracy":0.8,"loss":0.7,"precision.ham":0.7,"retention.loss_increase":0.05,"retention.mlm_loss":6.2}}"#;
 
     #[test]
     fn events_become_charts_tables_and_a_train_vs_held_out_curve() {
@@ -303,6 +312,9 @@ mod tests {
         assert_eq!(c["eval accuracy"]["finetune"], vec![(5.0, 0.8)]);
         assert!(!c.contains_key("eval precision.ham"), "per-class numbers stay in the tables");
         assert_eq!(c["probe accuracy"]["probe spam"], vec![(2.0, 0.6)], "a probe's accuracy is a curve of its own");
+        assert_eq!(c["model FLOPs utilisation"]["pretrain"], vec![(2.0, 25.0)], "MFU in percent, where the step reports it");
+        assert_eq!(c["retention: pre-training loss increase"]["finetune"], vec![(5.0, 0.05)]);
+        assert!(!c.contains_key("eval retention.mlm_loss"));
         let tv = &c["fine-tuning: training vs held-out loss"];
         assert_eq!((tv["training"].clone(), tv["held-out"].clone()), (vec![(5.0, 0.6)], vec![(5.0, 0.7)]));
         assert_eq!(r.throughput["pretrain"], vec![100.0, 120.0]);
