@@ -2,7 +2,7 @@
 """Reads what scripts/gpu-check.sh left in its work folder and writes every number to one JSON
 file (bench-results/DATE-gpu-check/results.json), then prints a summary table.
 
-    gpu_check_summary.py WORK_DIR RESULT_JSON
+    gpu_check_summary.py WORK_DIR RESULT_JSON [WARMUP_STEPS]
 
 WORK_DIR holds: check.txt (`pretune check`), device.txt (libtorch's view), for each run NAME
 (bert, glm, qa) NAME/events.jsonl and mem-NAME.txt (nvidia-smi samples of used MiB), and
@@ -60,19 +60,23 @@ def run_numbers(work, name):
 
 
 def main():
+    global WARMUP_STEPS
     work, result = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:
+        WARMUP_STEPS = int(sys.argv[3])
     read = lambda f: open(os.path.join(work, f), encoding="utf-8").read().strip() if os.path.exists(os.path.join(work, f)) else None
     loads = lambda f: json.loads(read(f).splitlines()[-1]) if read(f) else {"missing": f"{f} not written"}
     r = {"check": read("check.txt"), "device": read("device.txt"),
          "bert_base_mlm_nsp": run_numbers(work, "bert"), "glm_base": run_numbers(work, "glm"),
          "minilm_squad": run_numbers(work, "qa"), "hf_trainer_bert_base": loads("hf-trainer.json"),
-         "hf_plain_loop_bert_base": loads("hf-loop.json"), "nccl": read("nccl.txt") or "not run (one GPU)"}
+         "hf_plain_loop_bert_base": loads("hf-loop.json"), "nccl": read("nccl.txt") or "not run (fewer than two GPUs)"}
     ours, hf = r["bert_base_mlm_nsp"], r["hf_trainer_bert_base"]
     if ours.get("tokens_per_s") and hf.get("tokens_per_s"):
         r["ratio_bert_tokens_per_s_ours_over_hf_trainer"] = round(ours["tokens_per_s"] / hf["tokens_per_s"], 3)
-        if ours.get("mfu"):
+    for peer in (hf, r["hf_plain_loop_bert_base"]):
+        if ours.get("mfu") and ours.get("tokens_per_s") and peer.get("tokens_per_s"):
             # The same formula applied to the peer's tokens/s (same model, batch and shapes).
-            hf["mfu_same_formula"] = round(ours["mfu"] * hf["tokens_per_s"] / ours["tokens_per_s"], 4)
+            peer["mfu_same_formula"] = round(ours["mfu"] * peer["tokens_per_s"] / ours["tokens_per_s"], 4)
     os.makedirs(os.path.dirname(result) or ".", exist_ok=True)
     with open(result, "w", encoding="utf-8") as f:
         json.dump(r, f, indent=2)
@@ -82,7 +86,8 @@ def main():
     for label, key in [("BERT-base MLM+NSP (pretune)", "bert_base_mlm_nsp"), ("BERT-base (transformers.Trainer, bf16=True)", "hf_trainer_bert_base"),
                        ("BERT-base (plain PyTorch loop)", "hf_plain_loop_bert_base"), ("GLM-base (pretune)", "glm_base"), ("MiniLM SQuAD (pretune)", "minilm_squad")]:
         x = r[key]
-        mfu = x.get("mfu", x.get("mfu_same_formula"))
+        # A peer's MFU by our formula (its own `mfu` assumes its own peak).
+        mfu = x.get("mfu_same_formula") if key.startswith("hf_") else x.get("mfu")
         mem = x.get("peak_device_mem_gb", x.get("peak_mem_reserved_gb"))
         note = x.get("missing") or x.get("skipped") or (f"dev F1 {x['eval'].get('f1'):.1f}" if "eval" in x and "f1" in x["eval"] else "")
         tps = x.get("tokens_per_s")

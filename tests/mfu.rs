@@ -83,4 +83,25 @@ fn gpu_check_fails_fast_without_cuda_and_its_summary_reads_the_runs() {
     assert!(r["glm_base"]["missing"].as_str().is_some_and(|m| m.contains("glm/events.jsonl")), "{r}");
     assert!(r["hf_plain_loop_bert_base"]["missing"].is_string(), "{r}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("| BERT-base MLM+NSP (pretune) |"));
+
+    // The whole script's plumbing on the CPU (SMOKE=1: tiny batches and steps): every run
+    // writes its numbers and the summary reads them.
+    let work = tmp.path().join("smoke");
+    let result = work.join("results.json");
+    let out = Command::new(root().join("scripts/gpu-check.sh"))
+        .env("SMOKE", "1")
+        .env("BIN", crate::util::bin())
+        .env("WORK", &work)
+        .env("RESULT", &result)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    for run in ["bert_base_mlm_nsp", "glm_base"] {
+        assert!(r[run]["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0) && r[run]["mfu"].as_f64().is_some_and(|m| m > 0.0), "{run}: {r}");
+    }
+    assert!(r["hf_plain_loop_bert_base"]["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0), "{r}");
+    assert!(r["hf_plain_loop_bert_base"]["mfu_same_formula"].is_number(), "{r}");
+    assert!(r["minilm_squad"]["eval"]["f1"].is_number() || !root().join(".cache/squad").exists(), "{r}");
+    assert!(r["check"].as_str().is_some_and(|c| c.contains("ok: pretrain run") && c.contains("MFU peak")), "{r}");
 }
