@@ -308,3 +308,38 @@ fn electra_heads_match_transformers() {
         assert!((got - theirs).abs() < 1e-5, "{head}: loss {got} vs transformers {theirs}");
     }
 }
+
+/// ModernBERT (`src/model/modernbert.rs`) on `transformers`' `ModernBertForMaskedLM`
+/// (`scripts/make_modernbert_fixture.py`: random perturbed weights, global attention at layers 0
+/// and 3, a sliding window of 4 on each side at layers 1 and 2, rows of 24, 17 and 9 tokens, so
+/// the window cuts the longer rows): every tensor of the folder loads by name, and the last
+/// hidden states and the MLM logits equal `transformers`' at every real token within 1e-5.
+#[test]
+fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
+    use pretune::model::modernbert::{ModernBertConfig, ModernBertForMaskedLM};
+    let dir = fixture("modernbert").join("mlm");
+    let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(cfg.is_global(0) && !cfg.is_global(1) && !cfg.is_global(2) && cfg.is_global(3) && cfg.sliding_window() == 4, "{cfg:?}");
+    assert_eq!((cfg.rope_theta(true), cfg.rope_theta(false)), (160_000.0, 10_000.0));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = ModernBertForMaskedLM::new(&vs.root(), &cfg);
+    let report = pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
+    assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
+    let out: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap().into_iter().collect();
+    let (ids, lengths) = (&out["input_ids"], &out["lengths"]);
+    let t = ids.size()[1];
+    let valid = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1));
+    let hidden = tch::no_grad(|| model.model.forward(ids, lengths));
+    let d = max_diff_on_valid(&hidden, &out["hidden"], &valid);
+    assert!(d < 1e-5, "hidden states differ by {d}");
+    let logits = tch::no_grad(|| model.predict(&hidden));
+    let d = max_diff_on_valid(&logits, &out["logits"], &valid);
+    assert!(d < 1e-5, "logits differ by {d}");
+    // The window matters: the same weights with global attention everywhere differ.
+    let global = ModernBertConfig { layer_types: Some(vec!["full_attention".into(); 4]), ..cfg.clone() };
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let all_global = ModernBertForMaskedLM::new(&vs2.root(), &global);
+    pretune::init::load_into(&vs2, &dir.join("model.safetensors")).unwrap();
+    let d = max_diff_on_valid(&tch::no_grad(|| all_global.model.forward(ids, lengths)), &out["hidden"], &valid);
+    assert!(d > 1e-3, "a sliding window that changes nothing is not exercised ({d})");
+}

@@ -6,3 +6,4 @@ pub mod dropout;
 pub mod glm;
 pub mod glm_fill;
 pub mod heads;
+pub mod modernbert;

@@ -1,0 +1,48 @@
+"""Golden fixture for the ModernBERT parity test: Hugging Face `transformers` is the oracle.
+
+A small random ModernBertForMaskedLM (4 layers: global attention at layers 0 and 3, a sliding
+window of 4 on each side at layers 1 and 2 (local_attention 8), RoPE thetas 160,000 / 10,000,
+GeGLU, pre-norm LayerNorms without biases; every parameter perturbed so a swapped or misnamed
+tensor cannot go unnoticed) on a right-padded batch of sequences up to 24 tokens, longer than
+the window, so the sliding window is exercised. Writes OUT/mlm/{config.json, model.safetensors}
+(`save_pretrained`, as a user's folder is) and OUT/mlm/out.safetensors: input_ids, lengths,
+the last hidden state and the logits in eval mode.
+
+    .venv/bin/python scripts/make_modernbert_fixture.py target/fixtures/modernbert
+"""
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch
+from safetensors.torch import save_file
+from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+
+def main(out_dir: pathlib.Path) -> None:
+    cfg = ModernBertConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+                           local_attention=8, global_attn_every_n_layers=3, max_position_embeddings=64, pad_token_id=0,
+                           bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    torch.manual_seed(11)
+    model = ModernBertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.1))
+    lengths = torch.tensor([24, 17, 9])
+    b, t = 3, 24
+    valid = torch.arange(t)[None, :] < lengths[:, None]
+    input_ids = torch.where(valid, torch.randint(3, cfg.vocab_size, (b, t)), torch.zeros(b, t, dtype=torch.long))
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=valid.long(), output_hidden_states=True)
+        hidden = model.model(input_ids=input_ids, attention_mask=valid.long()).last_hidden_state
+    mlm = out_dir / "mlm"
+    model.save_pretrained(mlm, safe_serialization=True)
+    save_file({"input_ids": input_ids, "lengths": lengths, "hidden": hidden.contiguous(), "logits": out.logits.contiguous()},
+              mlm / "out.safetensors")
+    print(f"layer types {cfg.layer_types}, sliding window {cfg.sliding_window}")
+
+
+if __name__ == "__main__":
+    main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/fixtures/modernbert"))

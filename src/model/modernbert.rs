@@ -1,0 +1,283 @@
+//! ModernBERT as `transformers`' `ModernBertModel` / `ModernBertForMaskedLM` define it, with
+//! their parameter names (`model.layers.N.attn.Wqkv`, `head.dense`, `decoder.bias`): token
+//! embeddings and a LayerNorm (no position embeddings: rotary ones on queries and keys, theta
+//! 160,000 in global layers and 10,000 in local ones), pre-norm blocks (no norm before the first
+//! block's attention), every LayerNorm and linear layer without bias by default, a GeGLU MLP
+//! (`Wi` gives input and gate, GELU(input) · gate), global attention every
+//! `global_attn_every_n_layers` layers (layer 0 first) and a bidirectional sliding window of
+//! `local_attention / 2` tokens on each side in the others, a final norm, and the MLM head
+//! (dense, GELU, norm, then the decoder tied to the token embeddings with its own bias).
+//!
+//! The first step of issue #34's ModernBERT: the network with `transformers`' numbers
+//! (`tests/parity.rs`); import, pre-training and the task heads build on it.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+use super::attention::attention;
+
+/// ModernBERT's sizes and switches, as its `config.json` names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModernBertConfig {
+    /// Vocabulary size.
+    pub vocab_size: i64,
+    /// Hidden size.
+    pub hidden_size: i64,
+    /// GeGLU width (`Wi` is twice this).
+    pub intermediate_size: i64,
+    /// Blocks.
+    pub num_hidden_layers: i64,
+    /// Attention heads.
+    pub num_attention_heads: i64,
+    /// LayerNorm epsilon.
+    pub norm_eps: f64,
+    /// LayerNorms with a bias.
+    pub norm_bias: bool,
+    /// The MLP's linear layers with biases.
+    pub mlp_bias: bool,
+    /// The attention's linear layers with biases.
+    pub attention_bias: bool,
+    /// The MLM head's dense layer with a bias.
+    pub classifier_bias: bool,
+    /// The decoder with a bias.
+    pub decoder_bias: bool,
+    /// Rotary theta of the global layers (older configs' name).
+    pub global_rope_theta: f64,
+    /// Rotary theta of the local layers (older configs' name).
+    pub local_rope_theta: f64,
+    /// `transformers` 5's rotary settings per layer type (`full_attention`,
+    /// `sliding_attention`), when the config has them: they win over the thetas above.
+    pub rope_parameters: Option<std::collections::BTreeMap<String, RopeParameters>>,
+    /// The local layers' window, both sides together.
+    pub local_attention: i64,
+    /// Every n-th layer (from layer 0) attends globally.
+    pub global_attn_every_n_layers: i64,
+    /// `full_attention` / `sliding_attention` per layer, when the config lists them.
+    pub layer_types: Option<Vec<String>>,
+    /// The padding token.
+    pub pad_token_id: i64,
+    /// Longest sequence.
+    pub max_position_embeddings: i64,
+    /// `model_type` (`modernbert`).
+    pub model_type: String,
+}
+
+/// One layer type's rotary settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeParameters {
+    /// The base.
+    pub rope_theta: f64,
+}
+
+impl Default for ModernBertConfig {
+    /// `answerdotai/ModernBERT-base`'s switches (sizes of a small model).
+    fn default() -> Self {
+        ModernBertConfig {
+            vocab_size: 50368,
+            hidden_size: 768,
+            intermediate_size: 1152,
+            num_hidden_layers: 22,
+            num_attention_heads: 12,
+            norm_eps: 1e-5,
+            norm_bias: false,
+            mlp_bias: false,
+            attention_bias: false,
+            classifier_bias: false,
+            decoder_bias: true,
+            global_rope_theta: 160_000.0,
+            local_rope_theta: 10_000.0,
+            rope_parameters: None,
+            local_attention: 128,
+            global_attn_every_n_layers: 3,
+            layer_types: None,
+            pad_token_id: 50283,
+            max_position_embeddings: 8192,
+            model_type: "modernbert".into(),
+        }
+    }
+}
+
+impl ModernBertConfig {
+    /// Whether layer `i` attends globally.
+    pub fn is_global(&self, i: i64) -> bool {
+        match &self.layer_types {
+            Some(types) => types.get(i as usize).is_none_or(|t| t != "sliding_attention"),
+            None => i % self.global_attn_every_n_layers.max(1) == 0,
+        }
+    }
+
+    /// Tokens a local layer sees on each side of a query.
+    pub fn sliding_window(&self) -> i64 {
+        self.local_attention / 2
+    }
+
+    /// The rotary base of global (`true`) or local layers.
+    pub fn rope_theta(&self, global: bool) -> f64 {
+        let key = if global { "full_attention" } else { "sliding_attention" };
+        self.rope_parameters.as_ref().and_then(|p| p.get(key)).map_or(if global { self.global_rope_theta } else { self.local_rope_theta }, |p| p.rope_theta)
+    }
+
+    fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// A LayerNorm whose bias is optional (ModernBERT's have none).
+#[derive(Debug)]
+struct Norm {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl Norm {
+    fn new(p: nn::Path, dim: i64, cfg: &ModernBertConfig) -> Self {
+        let weight = p.ones("weight", &[dim]);
+        let bias = cfg.norm_bias.then(|| p.zeros("bias", &[dim]));
+        Norm { weight, bias, eps: cfg.norm_eps }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let dim = *self.weight.size().first().expect("a 1-d weight");
+        x.layer_norm([dim], Some(&self.weight), self.bias.as_ref(), self.eps, false)
+    }
+}
+
+fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
+    nn::linear(p, i, o, nn::LinearConfig { bias, ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() })
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Option<Norm>,
+    wqkv: nn::Linear,
+    wo: nn::Linear,
+    mlp_norm: Norm,
+    wi: nn::Linear,
+    mlp_wo: nn::Linear,
+    global: bool,
+}
+
+/// The encoder (`ModernBertModel`, under `model.`).
+#[derive(Debug)]
+pub struct ModernBert {
+    cfg: ModernBertConfig,
+    tok_embeddings: nn::Embedding,
+    emb_norm: Norm,
+    layers: Vec<Layer>,
+    final_norm: Norm,
+}
+
+/// Rotary cos / sin `[seq, head_dim]` for base `theta` (`transformers`' default rope: the
+/// frequencies repeated over both halves).
+fn rotary(t: i64, dim: i64, theta: f64, device: Device) -> (Tensor, Tensor) {
+    let inv = Tensor::arange_start_step(0, dim, 2, (Kind::Float, device)).divide_scalar(dim as f64);
+    let inv = Tensor::from(theta).to_device(device).to_kind(Kind::Float).pow(&inv).reciprocal();
+    let freqs = Tensor::arange(t, (Kind::Float, device)).unsqueeze(1) * inv.unsqueeze(0);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    (emb.cos(), emb.sin())
+}
+
+/// `x · cos + rotate_half(x) · sin`, rotate_half(x) = (−x₂, x₁).
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
+    let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
+    x * cos + rotated * sin
+}
+
+impl ModernBert {
+    /// The encoder's variables under `p` (HF's `model`).
+    pub fn new(p: &nn::Path, cfg: &ModernBertConfig) -> Self {
+        let e = p / "embeddings";
+        let tok_embeddings = nn::embedding(&e / "tok_embeddings", cfg.vocab_size, cfg.hidden_size, Default::default());
+        let emb_norm = Norm::new(&e / "norm", cfg.hidden_size, cfg);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = p / "layers" / i;
+                Layer {
+                    attn_norm: (i > 0).then(|| Norm::new(&l / "attn_norm", cfg.hidden_size, cfg)),
+                    wqkv: linear(&l / "attn" / "Wqkv", cfg.hidden_size, 3 * cfg.hidden_size, cfg.attention_bias),
+                    wo: linear(&l / "attn" / "Wo", cfg.hidden_size, cfg.hidden_size, cfg.attention_bias),
+                    mlp_norm: Norm::new(&l / "mlp_norm", cfg.hidden_size, cfg),
+                    wi: linear(&l / "mlp" / "Wi", cfg.hidden_size, 2 * cfg.intermediate_size, cfg.mlp_bias),
+                    mlp_wo: linear(&l / "mlp" / "Wo", cfg.intermediate_size, cfg.hidden_size, cfg.mlp_bias),
+                    global: cfg.is_global(i),
+                }
+            })
+            .collect();
+        let final_norm = Norm::new(p / "final_norm", cfg.hidden_size, cfg);
+        ModernBert { cfg: cfg.clone(), tok_embeddings, emb_norm, layers, final_norm }
+    }
+
+    /// The token embeddings (the MLM decoder's tied weight).
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.tok_embeddings.ws
+    }
+
+    /// Last hidden states `[batch, seq, hidden]` of right-padded rows of `lengths` real tokens
+    /// (eval mode: ModernBERT's dropouts are 0 by default).
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
+        let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
+        let device = input_ids.device();
+        let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let positions = Tensor::arange(t, (Kind::Int64, device));
+        // Keys a query may see: real ones, and in local layers those within the window.
+        let keys = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
+        let distance = (positions.unsqueeze(1) - positions.unsqueeze(0)).abs();
+        let local = keys.logical_and(&distance.le(self.cfg.sliding_window()).view([1, 1, t, t]));
+        let global_rope = rotary(t, d, self.cfg.rope_theta(true), device);
+        let local_rope = rotary(t, d, self.cfg.rope_theta(false), device);
+        let mut x = self.emb_norm.forward(&self.tok_embeddings.forward(input_ids));
+        for l in &self.layers {
+            let (allowed, (cos, sin)) = if l.global { (&keys, &global_rope) } else { (&local, &local_rope) };
+            let h = match &l.attn_norm {
+                Some(n) => n.forward(&x),
+                None => x.shallow_clone(),
+            };
+            let qkv = l.wqkv.forward(&h).view([b, t, 3, heads, d]);
+            let split = |i: i64| qkv.select(2, i).transpose(1, 2);
+            let (q, k, v) = (apply_rotary(&split(0), cos, sin), apply_rotary(&split(1), cos, sin), split(2));
+            let a = attention(&q, &k, &v, allowed, 0.0, false).transpose(1, 2).reshape([b, t, heads * d]);
+            x = x + l.wo.forward(&a);
+            let gated = l.wi.forward(&l.mlp_norm.forward(&x));
+            let parts = gated.chunk(2, -1);
+            x = &x + l.mlp_wo.forward(&(parts[0].gelu("none") * &parts[1]));
+        }
+        self.final_norm.forward(&x)
+    }
+}
+
+/// `ModernBertForMaskedLM`: the encoder under `model`, the prediction head under `head`, the
+/// decoder's bias as `decoder.bias` (its weight is the token embeddings).
+#[derive(Debug)]
+pub struct ModernBertForMaskedLM {
+    /// The encoder.
+    pub model: ModernBert,
+    dense: nn::Linear,
+    norm: Norm,
+    decoder_bias: Option<Tensor>,
+}
+
+impl ModernBertForMaskedLM {
+    /// Creates the variables under `root`.
+    pub fn new(root: &nn::Path, cfg: &ModernBertConfig) -> Self {
+        let model = ModernBert::new(&(root / "model"), cfg);
+        let h = root / "head";
+        let dense = linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias);
+        let norm = Norm::new(&h / "norm", cfg.hidden_size, cfg);
+        let decoder_bias = cfg.decoder_bias.then(|| (root / "decoder").zeros("bias", &[cfg.vocab_size]));
+        ModernBertForMaskedLM { model, dense, norm, decoder_bias }
+    }
+
+    /// Vocabulary logits of hidden states `[.., hidden]`.
+    pub fn predict(&self, hidden: &Tensor) -> Tensor {
+        let y = self.norm.forward(&self.dense.forward(hidden).gelu("none"));
+        let logits = y.matmul(&self.model.word_embeddings().transpose(0, 1));
+        match &self.decoder_bias {
+            Some(b) => logits + b,
+            None => logits,
+        }
+    }
+}
