@@ -240,7 +240,7 @@ impl ModernBert {
             let split = |i: i64| qkv.select(2, i).transpose(1, 2);
             let (q, k, v) = (apply_rotary(&split(0), cos, sin), apply_rotary(&split(1), cos, sin), split(2));
             let a = attention(&q, &k, &v, allowed, 0.0, false).transpose(1, 2).reshape([b, t, heads * d]);
-            x = x + l.wo.forward(&a);
+            x += l.wo.forward(&a);
             let gated = l.wi.forward(&l.mlp_norm.forward(&x));
             let parts = gated.chunk(2, -1);
             x = &x + l.mlp_wo.forward(&(parts[0].gelu("none") * &parts[1]));
