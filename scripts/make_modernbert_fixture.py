@@ -6,7 +6,9 @@ GeGLU, pre-norm LayerNorms without biases; every parameter perturbed so a swappe
 tensor cannot go unnoticed) on a right-padded batch of sequences up to 24 tokens, longer than
 the window, so the sliding window is exercised. Writes OUT/mlm/{config.json, model.safetensors}
 (`save_pretrained`, as a user's folder is) and OUT/mlm/out.safetensors: input_ids, lengths,
-the last hidden state and the logits in eval mode.
+the last hidden state and the logits in eval mode; OUT/cls-cls and OUT/cls-mean: a
+ModernBertForSequenceClassification (3 labels) pooling the first token / the mean of the real
+ones, with its logits on the same batch.
 
     .venv/bin/python scripts/make_modernbert_fixture.py target/fixtures/modernbert
 """
@@ -18,7 +20,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 from safetensors.torch import save_file
-from transformers import ModernBertConfig, ModernBertForMaskedLM
+from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertForSequenceClassification
 
 
 def main(out_dir: pathlib.Path) -> None:
@@ -41,6 +43,17 @@ def main(out_dir: pathlib.Path) -> None:
     model.save_pretrained(mlm, safe_serialization=True)
     save_file({"input_ids": input_ids, "lengths": lengths, "hidden": hidden.contiguous(), "logits": out.logits.contiguous()},
               mlm / "out.safetensors")
+    # Sequence classification, pooling the first token and the mean of the real ones.
+    for pooling in ("cls", "mean"):
+        ccfg = ModernBertConfig.from_dict({**cfg.to_dict(), "classifier_pooling": pooling, "num_labels": 3})
+        torch.manual_seed(12)
+        clf = ModernBertForSequenceClassification(ccfg).eval()
+        with torch.no_grad():
+            for p in clf.parameters():
+                p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.1))
+            logits = clf(input_ids=input_ids, attention_mask=valid.long()).logits
+        clf.save_pretrained(out_dir / f"cls-{pooling}", safe_serialization=True)
+        save_file({"logits": logits.contiguous()}, out_dir / f"cls-{pooling}" / "out.safetensors")
     print(f"layer types {cfg.layer_types}, sliding window {cfg.sliding_window}")
 
 

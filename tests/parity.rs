@@ -342,4 +342,19 @@ fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
     pretune::init::load_into(&vs2, &dir.join("model.safetensors")).unwrap();
     let d = max_diff_on_valid(&tch::no_grad(|| all_global.model.forward(ids, lengths)), &out["hidden"], &valid);
     assert!(d > 1e-3, "a sliding window that changes nothing is not exercised ({d})");
+
+    // Sequence classification, pooling the first token and the mean of the real ones.
+    use pretune::model::modernbert::ModernBertForSequenceClassification;
+    for pooling in ["cls", "mean"] {
+        let dir = fixture("modernbert").join(format!("cls-{pooling}"));
+        let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg.classifier_pooling, pooling);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let clf = ModernBertForSequenceClassification::new(&vs.root(), &cfg, 3);
+        let report = pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
+        assert!(report.missing.is_empty() && report.unused.is_empty(), "{pooling}: {report:?}");
+        let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap().into_iter().collect();
+        let d = (tch::no_grad(|| clf.forward(ids, lengths)) - &want["logits"]).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{pooling} pooling: logits differ by {d}");
+    }
 }

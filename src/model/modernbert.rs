@@ -61,6 +61,8 @@ pub struct ModernBertConfig {
     pub max_position_embeddings: i64,
     /// `model_type` (`modernbert`).
     pub model_type: String,
+    /// Sequence classification pools the first token (`cls`) or the mean of the real ones.
+    pub classifier_pooling: String,
 }
 
 /// One layer type's rotary settings.
@@ -94,6 +96,7 @@ impl Default for ModernBertConfig {
             pad_token_id: 50283,
             max_position_embeddings: 8192,
             model_type: "modernbert".into(),
+            classifier_pooling: "cls".into(),
         }
     }
 }
@@ -249,14 +252,31 @@ impl ModernBert {
     }
 }
 
+/// `ModernBertPredictionHead` (`head.`): dense, GELU, norm; before the MLM decoder and before
+/// the classifier.
+#[derive(Debug)]
+struct PredictionHead {
+    dense: nn::Linear,
+    norm: Norm,
+}
+
+impl PredictionHead {
+    fn new(h: nn::Path, cfg: &ModernBertConfig) -> Self {
+        PredictionHead { dense: linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias), norm: Norm::new(&h / "norm", cfg.hidden_size, cfg) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(&self.dense.forward(x).gelu("none"))
+    }
+}
+
 /// `ModernBertForMaskedLM`: the encoder under `model`, the prediction head under `head`, the
 /// decoder's bias as `decoder.bias` (its weight is the token embeddings).
 #[derive(Debug)]
 pub struct ModernBertForMaskedLM {
     /// The encoder.
     pub model: ModernBert,
-    dense: nn::Linear,
-    norm: Norm,
+    head: PredictionHead,
     decoder_bias: Option<Tensor>,
 }
 
@@ -264,20 +284,53 @@ impl ModernBertForMaskedLM {
     /// Creates the variables under `root`.
     pub fn new(root: &nn::Path, cfg: &ModernBertConfig) -> Self {
         let model = ModernBert::new(&(root / "model"), cfg);
-        let h = root / "head";
-        let dense = linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias);
-        let norm = Norm::new(&h / "norm", cfg.hidden_size, cfg);
+        let head = PredictionHead::new(root / "head", cfg);
         let decoder_bias = cfg.decoder_bias.then(|| (root / "decoder").zeros("bias", &[cfg.vocab_size]));
-        ModernBertForMaskedLM { model, dense, norm, decoder_bias }
+        ModernBertForMaskedLM { model, head, decoder_bias }
     }
 
     /// Vocabulary logits of hidden states `[.., hidden]`.
     pub fn predict(&self, hidden: &Tensor) -> Tensor {
-        let y = self.norm.forward(&self.dense.forward(hidden).gelu("none"));
+        let y = self.head.forward(hidden);
         let logits = y.matmul(&self.model.word_embeddings().transpose(0, 1));
         match &self.decoder_bias {
             Some(b) => logits + b,
             None => logits,
         }
+    }
+}
+
+/// `ModernBertForSequenceClassification`: the encoder, its first token (`classifier_pooling =
+/// "cls"`) or the mean of its real tokens (`"mean"`), the prediction head, and a classifier
+/// with a bias.
+#[derive(Debug)]
+pub struct ModernBertForSequenceClassification {
+    /// The encoder.
+    pub model: ModernBert,
+    head: PredictionHead,
+    classifier: nn::Linear,
+    mean_pooling: bool,
+}
+
+impl ModernBertForSequenceClassification {
+    /// Creates the variables under `root`, with `labels` outputs.
+    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, labels: i64) -> Self {
+        let model = ModernBert::new(&(root / "model"), cfg);
+        let head = PredictionHead::new(root / "head", cfg);
+        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true);
+        ModernBertForSequenceClassification { model, head, classifier, mean_pooling: cfg.classifier_pooling == "mean" }
+    }
+
+    /// Class logits `[batch, labels]` of right-padded rows of `lengths` real tokens.
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
+        let h = self.model.forward(input_ids, lengths);
+        let pooled = if self.mean_pooling {
+            let t = h.size()[1];
+            let real = Tensor::arange(t, (Kind::Int64, h.device())).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).to_kind(h.kind()).unsqueeze(-1);
+            (&h * &real).sum_dim_intlist(1, false, h.kind()) / real.sum_dim_intlist(1, false, h.kind())
+        } else {
+            h.select(1, 0)
+        };
+        self.classifier.forward(&self.head.forward(&pooled))
     }
 }
