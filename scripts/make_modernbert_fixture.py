@@ -8,7 +8,9 @@ the window, so the sliding window is exercised. Writes OUT/mlm/{config.json, mod
 (`save_pretrained`, as a user's folder is) and OUT/mlm/out.safetensors: input_ids, lengths,
 the last hidden state and the logits in eval mode; OUT/cls-cls and OUT/cls-mean: a
 ModernBertForSequenceClassification (3 labels) pooling the first token / the mean of the real
-ones, with its logits on the same batch.
+ones, with its logits on the same batch; OUT/tag and OUT/qa: ModernBertForTokenClassification
+(3 tags) and ModernBertForQuestionAnswering with their per-token logits (QA's start and end
+stacked on the last axis).
 
     .venv/bin/python scripts/make_modernbert_fixture.py target/fixtures/modernbert
 """
@@ -20,7 +22,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 from safetensors.torch import save_file
-from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertForSequenceClassification
+from transformers import (ModernBertConfig, ModernBertForMaskedLM, ModernBertForQuestionAnswering,
+                          ModernBertForSequenceClassification, ModernBertForTokenClassification)
 
 
 def main(out_dir: pathlib.Path) -> None:
@@ -54,6 +57,17 @@ def main(out_dir: pathlib.Path) -> None:
             logits = clf(input_ids=input_ids, attention_mask=valid.long()).logits
         clf.save_pretrained(out_dir / f"cls-{pooling}", safe_serialization=True)
         save_file({"logits": logits.contiguous()}, out_dir / f"cls-{pooling}" / "out.safetensors")
+    # Token classification (3 tags) and question answering (start and end logits, stacked).
+    for name, cls, labels in (("tag", ModernBertForTokenClassification, 3), ("qa", ModernBertForQuestionAnswering, 2)):
+        torch.manual_seed(13)
+        model = cls(ModernBertConfig.from_dict({**cfg.to_dict(), "num_labels": labels})).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.1))
+            out = model(input_ids=input_ids, attention_mask=valid.long())
+        logits = torch.stack([out.start_logits, out.end_logits], -1) if name == "qa" else out.logits
+        model.save_pretrained(out_dir / name, safe_serialization=True)
+        save_file({"logits": logits.contiguous()}, out_dir / name / "out.safetensors")
     print(f"layer types {cfg.layer_types}, sliding window {cfg.sliding_window}")
 
 

@@ -357,4 +357,17 @@ fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
         let d = (tch::no_grad(|| clf.forward(ids, lengths)) - &want["logits"]).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{pooling} pooling: logits differ by {d}");
     }
+    // Token classification and question answering: a classifier on every token.
+    use pretune::model::modernbert::ModernBertForTokenClassification;
+    for (name, labels) in [("tag", 3), ("qa", 2)] {
+        let dir = fixture("modernbert").join(name);
+        let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ModernBertForTokenClassification::new(&vs.root(), &cfg, labels);
+        let report = pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
+        assert!(report.missing.is_empty() && report.unused.is_empty(), "{name}: {report:?}");
+        let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap().into_iter().collect();
+        let d = max_diff_on_valid(&tch::no_grad(|| net.forward(ids, lengths)), &want["logits"], &valid);
+        assert!(d < 1e-5, "{name}: logits differ by {d}");
+    }
 }

@@ -8,8 +8,9 @@
 //! `local_attention / 2` tokens on each side in the others, a final norm, and the MLM head
 //! (dense, GELU, norm, then the decoder tied to the token embeddings with its own bias).
 //!
-//! The first step of issue #34's ModernBERT: the network with `transformers`' numbers
-//! (`tests/parity.rs`); import, pre-training and the task heads build on it.
+//! The networks have `transformers`' numbers (`tests/parity.rs`): the encoder, the MLM head and
+//! the sequence, token and span heads. Reading a folder as `[init] hf`, pre-training and the
+//! tasks build on them.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
@@ -332,5 +333,30 @@ impl ModernBertForSequenceClassification {
             h.select(1, 0)
         };
         self.classifier.forward(&self.head.forward(&pooled))
+    }
+}
+
+/// `ModernBertForTokenClassification` and `ModernBertForQuestionAnswering` (2 outputs: start
+/// and end): the prediction head and a classifier with a bias on every token.
+#[derive(Debug)]
+pub struct ModernBertForTokenClassification {
+    /// The encoder.
+    pub model: ModernBert,
+    head: PredictionHead,
+    classifier: nn::Linear,
+}
+
+impl ModernBertForTokenClassification {
+    /// Creates the variables under `root`, with `labels` outputs per token.
+    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, labels: i64) -> Self {
+        let model = ModernBert::new(&(root / "model"), cfg);
+        let head = PredictionHead::new(root / "head", cfg);
+        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true);
+        ModernBertForTokenClassification { model, head, classifier }
+    }
+
+    /// Logits `[batch, seq, labels]` of right-padded rows of `lengths` real tokens.
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
+        self.classifier.forward(&self.head.forward(&self.model.forward(input_ids, lengths)))
     }
 }
