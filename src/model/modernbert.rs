@@ -132,6 +132,7 @@ impl ModernBertConfig {
 struct Norm {
     weight: Tensor,
     bias: Option<Tensor>,
+    dim: i64,
     eps: f64,
 }
 
@@ -139,12 +140,11 @@ impl Norm {
     fn new(p: nn::Path, dim: i64, cfg: &ModernBertConfig) -> Self {
         let weight = p.ones("weight", &[dim]);
         let bias = cfg.norm_bias.then(|| p.zeros("bias", &[dim]));
-        Norm { weight, bias, eps: cfg.norm_eps }
+        Norm { weight, bias, dim, eps: cfg.norm_eps }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let dim = *self.weight.size().first().expect("a 1-d weight");
-        x.layer_norm([dim], Some(&self.weight), self.bias.as_ref(), self.eps, false)
+        x.layer_norm([self.dim], Some(&self.weight), self.bias.as_ref(), self.eps, false)
     }
 }
 
