@@ -258,7 +258,10 @@ fn predict_writes_labels_and_probabilities_and_word_tags() {
 }
 
 /// MiniLM on 1,280 movie-review sentences (40 updates of 32), evaluated on 400 held-out ones:
-/// the bar is 0.65 accuracy (chance is 0.5; a full epoch reaches about 0.75).
+/// the bar is 0.70 accuracy (chance is 0.5). The rate is 3e-4, the best at this budget in
+/// docs/learning-rate.md: seeds 1, 2, 3 reach 0.82, 0.83, 0.81 on a Zen 4. At 1e-4 the loss
+/// has barely moved after 40 updates (0.63) and the accuracy swung from 0.62 to 0.76 between
+/// seeds and CPUs, too close to any bar.
 #[test]
 fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
     let pol = root().join(".cache/polarity");
@@ -277,14 +280,14 @@ fn fine_tuning_minilm_on_polarity_beats_chance_clearly() {
         "train.max_steps=40".into(),
         "train.eval_every=40".into(),
         "train.max_seq_len=48".into(),
-        "train.lr=1e-4".into(),
+        "train.lr=3e-4".into(),
         "metrics.listen=".into(),
     ]
     .to_vec();
     let s = run(pretune::plan::load_and_resolve(&cfg, &o).unwrap()).unwrap();
     let (_, acc) = s.best.unwrap();
     eprintln!("MiniLM polarity accuracy after 40 updates: {acc:.4} ({:.0} tokens/s)", s.tokens_per_second);
-    assert!(acc >= 0.65, "accuracy {acc}");
+    assert!(acc >= 0.70, "accuracy {acc}");
 }
 
 /// Cloze scores from the batched path equal a direct computation: each candidate's row run
