@@ -14,6 +14,7 @@ use crate::checkpoint::resume::locate as find_checkpoint;
 use crate::checkpoint::CheckpointError;
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::task::{describe, DescribeError, SavedModel};
+use crate::objective::ModelSpec;
 
 /// Errors of an export.
 #[derive(Debug, thiserror::Error)]
@@ -85,13 +86,15 @@ pub fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()
 }
 
 /// The `transformers` class of BERT-family head `arch` (`BertForSequenceClassification`, ...)
-/// for the encoder's `model_type`: `RobertaFor...` / `XLMRobertaFor...` (the same tensor names
-/// as pretune's: `roberta.*`, `lm_head.*`, `classifier.{dense, out_proj}`).
+/// for the encoder's `model_type`: `RobertaFor...` / `XLMRobertaFor...` / `ElectraFor...` /
+/// `ModernBertFor...` (the same tensor names as pretune's: `roberta.*`, `lm_head.*`,
+/// `classifier.{dense, out_proj}`; ModernBERT's `model.*`, `head.*`, `classifier.*`).
 fn family_architecture(model_type: &str, arch: &str) -> String {
     let family = match model_type {
         "roberta" => "Roberta",
         "xlm-roberta" => "XLMRoberta",
         "electra" => "Electra",
+        "modernbert" => "ModernBert",
         _ => return arch.to_owned(),
     };
     arch.strip_prefix("Bert").map_or_else(|| arch.to_owned(), |rest| format!("{family}{rest}"))
@@ -105,33 +108,42 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     let (dir, state) = find_checkpoint(checkpoint)?;
     let described = match describe(&state.model, &state.config)? {
         SavedModel::Task(spec) => SavedModel::Task(crate::finetune::task::TaskSpec { tokenizer: crate::finetune::task::own_tokenizer(&dir, spec.tokenizer.clone()), ..spec }),
-        SavedModel::Pretrain { config, pair_head, tokenizer } => SavedModel::Pretrain { config, pair_head, tokenizer: crate::finetune::task::own_tokenizer(&dir, tokenizer) },
+        SavedModel::Pretrain { model, tokenizer } => SavedModel::Pretrain { model, tokenizer: crate::finetune::task::own_tokenizer(&dir, tokenizer) },
         SavedModel::Glm => SavedModel::Glm,
     };
-    let (bert, arch, extra, tokenizer) = match &described {
-        SavedModel::Pretrain { config: cfg, pair_head: pair, tokenizer: tok } => {
-            let arch = if *pair { "BertForPreTraining" } else { "BertForMaskedLM" };
-            (cfg.clone(), arch, json!({}), tok.clone())
+    let (model, arch, extra, tokenizer) = match described {
+        SavedModel::Pretrain { model, tokenizer } => {
+            let arch = if matches!(model, ModelSpec::Bert { pair_head: true, .. }) { "BertForPreTraining" } else { "BertForMaskedLM" };
+            (model, arch, json!({}), tokenizer)
         }
         SavedModel::Glm => return Err(ExportError::Glm),
         SavedModel::Task(spec) => {
-            let head = crate::finetune::task::restore(spec, &state.config, Default::default())?.export()?;
-            let (arch, extra) = (head.architecture, Value::Object(head.config));
-            (spec.config.clone(), arch, extra, spec.tokenizer.clone())
+            let head = crate::finetune::task::restore(&spec, &state.config, Default::default())?.export()?;
+            (spec.encoder(), head.architecture, Value::Object(head.config), spec.tokenizer.clone())
         }
     };
     std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
-    let arch = family_architecture(&bert.model_type, arch);
-    let mut config = serde_json::to_value(&bert).expect("a BERT config serializes");
+    let arch = family_architecture(model.model_type(), arch);
+    let mut config = match &model {
+        ModelSpec::Bert { config: bert, .. } => {
+            let mut config = serde_json::to_value(bert).expect("a BERT config serializes");
+            let obj = config.as_object_mut().expect("a struct serializes to an object");
+            obj.insert("model_type".into(), json!(bert.model_type));
+            if bert.is_electra() {
+                // `ElectraConfig` defaults to 128: always say it.
+                obj.insert("embedding_size".into(), json!(bert.embedding_width()));
+            }
+            obj.insert("hidden_act".into(), json!("gelu"));
+            obj.insert("position_embedding_type".into(), json!("absolute"));
+            config
+        }
+        // Every switch is written (the thetas under both names, so transformers 4 and 5
+        // read them alike).
+        ModelSpec::ModernBert { config: m } => serde_json::to_value(m).expect("a ModernBERT config serializes"),
+        ModelSpec::Glm { .. } => return Err(ExportError::Glm),
+    };
     let obj = config.as_object_mut().expect("a struct serializes to an object");
-    obj.insert("model_type".into(), json!(bert.model_type));
-    if bert.is_electra() {
-        // `ElectraConfig` defaults to 128: always say it.
-        obj.insert("embedding_size".into(), json!(bert.embedding_width()));
-    }
     obj.insert("architectures".into(), json!([arch]));
-    obj.insert("hidden_act".into(), json!("gelu"));
-    obj.insert("position_embedding_type".into(), json!("absolute"));
     obj.insert("tie_word_embeddings".into(), json!(true));
     if let Some(m) = extra.as_object() {
         obj.extend(m.clone());

@@ -110,7 +110,7 @@ pub fn hf_architecture(dir: &Path) -> Option<String> {
 }
 
 /// The `model_type`s of Hugging Face folders pretune reads.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "electra"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "electra", "modernbert"];
 
 /// The first few names, for a message.
 fn sample(names: &[String]) -> String {
@@ -129,7 +129,7 @@ fn sample(names: &[String]) -> String {
 /// point must provide: BERT's `bert.embeddings.*` / `bert.encoder.*`, GLM's `word_embeddings`
 /// and `transformer.*`. Poolers and heads may start fresh, as in `transformers`.
 pub fn is_encoder_variable(name: &str) -> bool {
-    ["bert.embeddings.", "bert.encoder.", "roberta.embeddings.", "roberta.encoder.", "electra.embeddings", "electra.encoder.", "transformer."].iter().any(|p| name.starts_with(p)) || name == "word_embeddings.weight"
+    ["bert.embeddings.", "bert.encoder.", "roberta.embeddings.", "roberta.encoder.", "electra.embeddings", "electra.encoder.", "transformer.", "model.embeddings.", "model.layers.", "model.final_norm."].iter().any(|p| name.starts_with(p)) || name == "word_embeddings.weight"
 }
 
 /// The starting point.
@@ -184,10 +184,11 @@ impl LoadReport {
 pub enum StartModel {
     /// A pre-training checkpoint of ours.
     Pretrain(ModelSpec),
-    /// A fine-tuned checkpoint of ours: its encoder's sizes.
-    Task(BertConfig),
-    /// A Hugging Face BERT folder.
-    Hf(BertConfig),
+    /// A fine-tuned checkpoint of ours: its encoder (never a pair head).
+    Task(ModelSpec),
+    /// A Hugging Face folder of the BERT family or ModernBERT (never a pair head: a
+    /// `BertForPreTraining` folder's NSP head loads by name when the objective has one).
+    Hf(ModelSpec),
 }
 
 /// A located starting point (`[init]`).
@@ -202,12 +203,20 @@ pub struct Start {
 }
 
 impl StartModel {
-    /// The BERT encoder's sizes, if it is a BERT.
-    pub fn bert(&self) -> Option<BertConfig> {
+    /// The encoder a head task sits on (no pair head), unless it is a GLM.
+    pub fn encoder(&self) -> Option<ModelSpec> {
         match self {
-            StartModel::Pretrain(ModelSpec::Bert { config, .. }) | StartModel::Hf(config) => Some(config.clone()),
-            StartModel::Task(config) => Some(config.clone()),
+            StartModel::Pretrain(ModelSpec::Bert { config, .. }) => Some(ModelSpec::Bert { config: config.clone(), pair_head: false }),
             StartModel::Pretrain(ModelSpec::Glm { .. }) => None,
+            StartModel::Pretrain(m) | StartModel::Hf(m) | StartModel::Task(m) => Some(m.clone()),
+        }
+    }
+
+    /// The BERT-family encoder's sizes, if it is one.
+    pub fn bert(&self) -> Option<BertConfig> {
+        match self.encoder()? {
+            ModelSpec::Bert { config, .. } => Some(config),
+            _ => None,
         }
     }
 
@@ -218,15 +227,20 @@ impl StartModel {
     /// [`InitError::Architecture`] when the architectures differ (GLM weights for a BERT
     /// objective or the reverse).
     pub fn pretrain_spec(&self, want: &ModelSpec) -> Result<ModelSpec, InitError> {
+        let pair_head = matches!(want, ModelSpec::Bert { pair_head: true, .. });
         match (self, want) {
-            (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => Ok(ModelSpec::Glm { config: config.clone() }),
-            (_, ModelSpec::Bert { pair_head, .. }) => match self.bert() {
-                Some(config) if config.is_electra() => Err(InitError::Architecture("init.hf: an ELECTRA discriminator has no MLM head to continue pre-training with (replaced-token detection, objective.kind = \"electra\", is not built yet); start fine-tuning from it instead")),
-                Some(config) if config.is_roberta() && *pair_head => Err(InitError::Architecture("objective.sentence_pair: RoBERTa has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
-                Some(config) => Ok(ModelSpec::Bert { config, pair_head: *pair_head }),
-                None => Err(InitError::Architecture("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")")),
-            },
-            (_, ModelSpec::Glm { .. }) => Err(InitError::Architecture("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")")),
+            (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => return Ok(ModelSpec::Glm { config: config.clone() }),
+            (_, ModelSpec::Glm { .. }) => return Err(InitError::Architecture("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")")),
+            _ => {}
+        }
+        match self.encoder() {
+            None | Some(ModelSpec::Glm { .. }) => Err(InitError::Architecture("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")")),
+            Some(ModelSpec::ModernBert { .. }) if pair_head => Err(InitError::Architecture("objective.sentence_pair: ModernBERT has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
+            Some(m @ ModelSpec::ModernBert { .. }) => Ok(m),
+            Some(ModelSpec::Bert { .. }) if matches!(want, ModelSpec::ModernBert { .. }) => Err(InitError::Architecture("model.architecture: \"modernbert\" does not fit a BERT-family starting point (a start keeps its own architecture: remove the key)")),
+            Some(ModelSpec::Bert { config, .. }) if config.is_electra() => Err(InitError::Architecture("init.hf: an ELECTRA discriminator has no MLM head to continue pre-training with (replaced-token detection, objective.kind = \"electra\", is not built yet); start fine-tuning from it instead")),
+            Some(ModelSpec::Bert { config, .. }) if config.is_roberta() && pair_head => Err(InitError::Architecture("objective.sentence_pair: RoBERTa has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
+            Some(ModelSpec::Bert { config, .. }) => Ok(ModelSpec::Bert { config, pair_head }),
         }
     }
 }
@@ -252,6 +266,15 @@ pub fn apply_overrides(model: &mut ModelSpec, table: &toml::Table) {
             (&mut config.hidden_dropout_prob, &mut config.attention_probs_dropout_prob)
         }
         ModelSpec::Glm { config } => (&mut config.hidden_dropout, &mut config.attention_dropout),
+        ModelSpec::ModernBert { config } => {
+            if let Some(v) = hidden {
+                (config.embedding_dropout, config.mlp_dropout) = (v, v);
+            }
+            if let Some(r) = table.get("model").and_then(|m| m.get("initializer_range")).and_then(toml::Value::as_float) {
+                config.initializer_range = r;
+            }
+            (&mut config.classifier_dropout, &mut config.attention_dropout)
+        }
     };
     if let Some(v) = hidden {
         *h = v;
@@ -286,6 +309,18 @@ pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
                 ("max_position_embeddings", c.max_sequence_length),
             ],
             None,
+        ),
+        ModelSpec::ModernBert { config: c } => (
+            vec![
+                ("hidden_size", c.hidden_size),
+                ("num_layers", c.num_hidden_layers),
+                ("num_heads", c.num_attention_heads),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_position_embeddings),
+                ("local_attention", c.local_attention),
+                ("global_attn_every_n_layers", c.global_attn_every_n_layers),
+            ],
+            Some(c.norm_eps),
         ),
     };
     let mut out: Vec<String> = sizes
@@ -322,13 +357,12 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
         let tok = if dir.join("tokenizer.json").exists() { Some(dir.join("tokenizer.json")) } else { tok };
         let model = if state.model.get("architecture").and_then(|a| a.as_str()) == Some("BertForTask") {
             // What a task checkpoint's `state.json` says of its encoder and tokenizer.
-            #[derive(serde::Deserialize)]
-            struct TaskModel {
-                config: BertConfig,
-                tokenizer: PathBuf,
-            }
-            let spec: TaskModel = serde_json::from_value(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "task", source })?;
-            return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(spec.config), tokenizer: Some(spec.tokenizer) }));
+            let spec: crate::finetune::task::TaskSpec = serde_json::from_value(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "task", source })?;
+            let encoder = match spec.encoder() {
+                ModelSpec::Glm { .. } => ModelSpec::Bert { config: spec.config.clone(), pair_head: false },
+                other => other,
+            };
+            return Ok(Some(Start { source: InitSource::Checkpoint(dir), model: StartModel::Task(encoder), tokenizer: Some(spec.tokenizer) }));
         } else {
             serde_json::from_value::<ModelSpec>(state.model.clone()).map_err(|source| InitError::Unreadable { dir: dir.clone(), what: "model", source })?
         };
@@ -344,7 +378,11 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
         if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
             return Err(InitError::Unsupported { path, model_type, architectures: if architectures.is_empty() { "no architectures listed".into() } else { architectures } });
         }
-        let cfg = serde_json::from_value::<BertConfig>(value).map_err(|e| hf_err(e.into()))?;
+        let cfg = if model_type == "modernbert" {
+            ModelSpec::ModernBert { config: serde_json::from_value(value).map_err(|e| hf_err(e.into()))? }
+        } else {
+            ModelSpec::Bert { config: serde_json::from_value(value).map_err(|e| hf_err(e.into()))?, pair_head: false }
+        };
         tracing::info!(dir = %dir.display(), model_type, architectures, "starting point: a Hugging Face folder");
         if !dir.join("model.safetensors").exists() {
             return Err(InitError::NoSafetensors(dir));
@@ -366,10 +404,11 @@ pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, 
     }
 }
 
-/// Hugging Face `BertModel` / `RobertaModel` / `ElectraModel` files name tensors without the
-/// `bert.` / `roberta.` / `electra.` prefix (`encoder` is the model's).
+/// Hugging Face `BertModel` / `RobertaModel` / `ElectraModel` / `ModernBertModel` files name
+/// tensors without the `bert.` / `roberta.` / `electra.` / `model.` prefix (`encoder` is the
+/// model's).
 fn hf_name(name: &str, encoder: &str) -> String {
-    if ["embeddings.", "encoder.", "pooler.", "embeddings_project."].iter().any(|p| name.starts_with(p)) {
+    if ["embeddings.", "encoder.", "pooler.", "embeddings_project.", "layers.", "final_norm."].iter().any(|p| name.starts_with(p)) {
         format!("{encoder}.{name}")
     } else {
         name.to_owned()
@@ -381,7 +420,7 @@ fn hf_name(name: &str, encoder: &str) -> String {
 /// # Errors
 /// [`InitError`] naming the file, or a tensor whose shape differs.
 pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError> {
-    let encoder = ["roberta", "electra"].into_iter().find(|p| vs.variables().keys().any(|k| k.starts_with(&format!("{p}.")))).unwrap_or("bert");
+    let encoder = ["roberta", "electra", "model"].into_iter().find(|p| vs.variables().keys().any(|k| k.starts_with(&format!("{p}.")))).unwrap_or("bert");
     let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(file)
         .map_err(|source| InitError::Read { file: file.to_owned(), source })?
         .into_iter()

@@ -313,7 +313,9 @@ fn electra_heads_match_transformers() {
 /// (`scripts/make_modernbert_fixture.py`: random perturbed weights, global attention at layers 0
 /// and 3, a sliding window of 4 on each side at layers 1 and 2, rows of 24, 17 and 9 tokens, so
 /// the window cuts the longer rows): every tensor of the folder loads by name, and the last
-/// hidden states and the MLM logits equal `transformers`' at every real token within 1e-5.
+/// hidden states, the MLM logits and the MLM loss (through the pre-training objective's own
+/// `PretrainModel::sums`, on 30 % of the tokens) equal `transformers`' within 1e-5; so do the
+/// sequence (both poolings), token and span heads' logits and losses.
 #[test]
 fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
     use pretune::model::modernbert::{ModernBertConfig, ModernBertForMaskedLM};
@@ -329,45 +331,90 @@ fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
     let (ids, lengths) = (&out["input_ids"], &out["lengths"]);
     let t = ids.size()[1];
     let valid = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1));
-    let hidden = tch::no_grad(|| model.model.forward(ids, lengths));
+    let hidden = tch::no_grad(|| model.model.forward(ids, lengths, false));
     let d = max_diff_on_valid(&hidden, &out["hidden"], &valid);
     assert!(d < 1e-5, "hidden states differ by {d}");
     let logits = tch::no_grad(|| model.predict(&hidden));
     let d = max_diff_on_valid(&logits, &out["logits"], &valid);
     assert!(d < 1e-5, "logits differ by {d}");
+    // The MLM loss as pre-training computes it: the scored positions' sum over their count.
+    {
+        use pretune::objective::{DeviceBatch, ModelSpec, PretrainModel};
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = ModelSpec::ModernBert { config: cfg.clone() };
+        let net = PretrainModel::new(&vs.root(), &spec);
+        pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
+        let v = |k: &str| Vec::<i64>::try_from(&out[k].view([-1])).unwrap();
+        let labels = v("mlm_labels");
+        let scored: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != -100).collect();
+        let hb = pretune::batch::HostBatch {
+            batch_size: 3,
+            seq_len: t as usize,
+            input_ids: v("input_ids"),
+            token_type_ids: vec![0; labels.len()],
+            lengths: v("lengths"),
+            masked_positions: scored.iter().map(|&i| i as i64).collect(),
+            masked_labels: scored.iter().map(|&i| labels[i]).collect(),
+            n_scored: scored.len(),
+            n_examples: 3,
+            ..Default::default()
+        };
+        let sums = tch::no_grad(|| net.sums(&DeviceBatch::new(&hb, Device::Cpu), false));
+        let got = sums.lm.double_value(&[]) / scored.len() as f64;
+        let theirs = out["loss"].double_value(&[0]);
+        assert!(scored.len() > 5 && (got - theirs).abs() < 1e-5, "MLM loss {got} vs transformers {theirs}");
+        assert_eq!(spec.model_type(), "modernbert");
+    }
+    let ce = |l: &Tensor, y: &Tensor| l.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0).double_value(&[]);
     // The window matters: the same weights with global attention everywhere differ.
     let global = ModernBertConfig { layer_types: Some(vec!["full_attention".into(); 4]), ..cfg.clone() };
     let vs2 = nn::VarStore::new(Device::Cpu);
     let all_global = ModernBertForMaskedLM::new(&vs2.root(), &global);
     pretune::init::load_into(&vs2, &dir.join("model.safetensors")).unwrap();
-    let d = max_diff_on_valid(&tch::no_grad(|| all_global.model.forward(ids, lengths)), &out["hidden"], &valid);
+    let d = max_diff_on_valid(&tch::no_grad(|| all_global.model.forward(ids, lengths, false)), &out["hidden"], &valid);
     assert!(d > 1e-3, "a sliding window that changes nothing is not exercised ({d})");
 
     // Sequence classification, pooling the first token and the mean of the real ones.
-    use pretune::model::modernbert::ModernBertForSequenceClassification;
+    use pretune::model::heads::HeadKind;
+    use pretune::model::modernbert::ModernBertForTask;
     for pooling in ["cls", "mean"] {
         let dir = fixture("modernbert").join(format!("cls-{pooling}"));
         let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg.classifier_pooling, pooling);
         let vs = nn::VarStore::new(Device::Cpu);
-        let clf = ModernBertForSequenceClassification::new(&vs.root(), &cfg, 3);
+        let clf = ModernBertForTask::new(&vs.root(), &cfg, HeadKind::SequenceClassification, 3);
         let report = pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
         assert!(report.missing.is_empty() && report.unused.is_empty(), "{pooling}: {report:?}");
         let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap().into_iter().collect();
-        let d = (tch::no_grad(|| clf.forward(ids, lengths)) - &want["logits"]).abs().max().double_value(&[]);
+        let logits = tch::no_grad(|| clf.forward(ids, lengths, false));
+        let d = (&logits - &want["logits"]).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{pooling} pooling: logits differ by {d}");
+        let (got, theirs) = (ce(&logits, &out["class_labels"]), want["loss"].double_value(&[0]));
+        assert!((got - theirs).abs() < 1e-5, "{pooling} pooling: loss {got} vs transformers {theirs}");
     }
     // Token classification and question answering: a classifier on every token.
-    use pretune::model::modernbert::ModernBertForTokenClassification;
-    for (name, labels) in [("tag", 3), ("qa", 2)] {
+    for (name, kind, labels) in [("tag", HeadKind::TokenClassification, 3), ("qa", HeadKind::QuestionAnswering, 2)] {
         let dir = fixture("modernbert").join(name);
         let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ModernBertForTokenClassification::new(&vs.root(), &cfg, labels);
+        let net = ModernBertForTask::new(&vs.root(), &cfg, kind, labels);
         let report = pretune::init::load_into(&vs, &dir.join("model.safetensors")).unwrap();
         assert!(report.missing.is_empty() && report.unused.is_empty(), "{name}: {report:?}");
         let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("out.safetensors")).unwrap().into_iter().collect();
-        let d = max_diff_on_valid(&tch::no_grad(|| net.forward(ids, lengths)), &want["logits"], &valid);
+        let logits = tch::no_grad(|| net.forward(ids, lengths, false));
+        let d = max_diff_on_valid(&logits, &want["logits"], &valid);
         assert!(d < 1e-5, "{name}: logits differ by {d}");
+        let (got, theirs) = if kind == HeadKind::QuestionAnswering {
+            // As for RoBERTa: both sides' span loss with padding masked out (`transformers`
+            // reads the logits of padding too; ours never do).
+            let span = |l: &Tensor| {
+                let l = l.masked_fill(&valid.logical_not().unsqueeze(-1), f64::NEG_INFINITY);
+                (ce(&l.select(2, 0), &out["start_positions"]) + ce(&l.select(2, 1), &out["end_positions"])) / 2.0
+            };
+            (span(&logits), span(&want["logits"]))
+        } else {
+            (ce(&logits.view([-1, labels]), &out["tag_labels"].view([-1])), want["loss"].double_value(&[0]))
+        };
+        assert!((got - theirs).abs() < 1e-5, "{name}: loss {got} vs transformers {theirs}");
     }
 }

@@ -398,6 +398,10 @@ pub struct TokenizerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The encoder built from scratch: `bert` (post-norm blocks, learned positions) or
+    /// `modernbert` (pre-norm, rotary positions, GeGLU, alternating global / sliding-window
+    /// attention). A start from `[init]` takes the starting point's.
+    pub architecture: String,
     /// Width of the residual stream.
     pub hidden_size: i64,
     /// Transformer layers.
@@ -418,11 +422,18 @@ pub struct ModelConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal initialisation.
     pub initializer_range: f64,
+    /// ModernBERT: the sliding window of its local layers, both sides together.
+    pub local_attention: i64,
+    /// ModernBERT: every n-th layer (from the first) attends globally.
+    pub global_attn_every_n_layers: i64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
+            architecture: "bert".into(),
+            local_attention: 128,
+            global_attn_every_n_layers: 3,
             hidden_size: 768,
             num_layers: 12,
             num_heads: 12,

@@ -75,10 +75,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     }
     let start = starting_point(c, table, kind.as_ref(), &mut problems);
     let tokenizer = load_tokenizer(c, start.tokenizer.as_ref(), &mut problems);
-    let positions = match &start.encoder {
-        ModelSpec::Glm { config } => config.max_sequence_length - 1,
-        ModelSpec::Bert { config, .. } => config.max_positions(),
-    };
+    let positions = start.encoder.max_positions();
     if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
         problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));
     }
@@ -93,9 +90,16 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     let Start { source: init, mut encoder, .. } = start;
     prepare_tokenizer(&mut tokenizer, &encoder).map_err(|e| e.problems())?;
     let tokenizer = Arc::new(tokenizer);
-    if let ModelSpec::Bert { config, .. } = &mut encoder {
-        config.vocab_size = config.vocab_size.max(tokenizer.vocab_size() as i64);
-        config.pad_token_id = tokenizer.special_ids().pad as i64;
+    match &mut encoder {
+        ModelSpec::Bert { config, .. } => {
+            config.vocab_size = config.vocab_size.max(tokenizer.vocab_size() as i64);
+            config.pad_token_id = tokenizer.special_ids().pad as i64;
+        }
+        ModelSpec::ModernBert { config } => {
+            config.vocab_size = config.vocab_size.max(tokenizer.vocab_size() as i64);
+            config.pad_token_id = tokenizer.special_ids().pad as i64;
+        }
+        ModelSpec::Glm { .. } => {}
     }
     let cx = TaskContext { config: &c.task, tokenizer: tokenizer.clone(), encoder: &encoder, max_seq_len: c.train.max_seq_len, generate: c.generate.clone() };
     let mut task = (kind.build)(&cx).map_err(|e| e.problems())?;
@@ -121,11 +125,12 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
 
 /// What checkpoints record of the task model.
 fn spec_of(kind: &TaskKind, task: &dyn Task, encoder: &ModelSpec, tokenizer: PathBuf, max_seq_len: usize) -> TaskSpec {
-    let (config, glm) = match encoder {
-        ModelSpec::Bert { config, .. } => (config.clone(), None),
-        ModelSpec::Glm { config } => (BertConfig::default(), Some(config.clone())),
+    let (config, glm, modernbert) = match encoder {
+        ModelSpec::Bert { config, .. } => (config.clone(), None, None),
+        ModelSpec::Glm { config } => (BertConfig::default(), Some(config.clone()), None),
+        ModelSpec::ModernBert { config } => (BertConfig::default(), None, Some(config.clone())),
     };
-    TaskSpec { architecture: "BertForTask".into(), config, kind: kind.name.to_owned(), labels: task.labels().to_vec(), tokenizer, max_seq_len, glm, settings: task.saved() }
+    TaskSpec { architecture: "BertForTask".into(), config, kind: kind.name.to_owned(), labels: task.labels().to_vec(), tokenizer, max_seq_len, glm, modernbert, settings: task.saved() }
 }
 
 /// What the kind asks of the config: a metric it has, no other kind's keys, and for a task
@@ -171,8 +176,8 @@ fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, p
             problems.push(format!("init.checkpoint: {:?} is a fine-tuned task checkpoint; task.kind = \"{}\" starts from a pre-training checkpoint (GLM, or BERT with its MLM head)", st.source, kind.map_or("", |k| k.name)));
             return fresh();
         }
-        (m, _) => match m.bert() {
-            Some(config) => ModelSpec::Bert { config, pair_head: false },
+        (m, _) => match m.encoder() {
+            Some(encoder) => encoder,
             None => {
                 problems.push(format!("init.checkpoint: {:?} is not a BERT checkpoint", st.source));
                 return fresh();

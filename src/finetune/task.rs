@@ -19,6 +19,7 @@ use crate::data::stream::Payload;
 use crate::data::tokenize::TextTokenizer;
 use crate::model::bert::BertConfig;
 use crate::model::glm::GlmConfig;
+use crate::model::modernbert::ModernBertConfig;
 use crate::objective::{Collator, DeviceBatch, EvalMetrics, LossPart, ModelSpec, Monitor, Objective, ObjectiveModel, Per};
 use crate::rng::Purpose;
 
@@ -40,6 +41,9 @@ pub struct TaskSpec {
     /// Cloze on a GLM: its sizes (cloze without it runs on BERT's MLM head, sized by `config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glm: Option<GlmConfig>,
+    /// A task on ModernBERT: its sizes and switches (`config` is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modernbert: Option<ModernBertConfig>,
     /// The task's own settings ([`Task::saved`]: `qa` for question answering).
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
@@ -48,9 +52,10 @@ pub struct TaskSpec {
 impl TaskSpec {
     /// The encoder the task sits on.
     pub fn encoder(&self) -> ModelSpec {
-        match &self.glm {
-            Some(config) => ModelSpec::Glm { config: config.clone() },
-            None => ModelSpec::Bert { config: self.config.clone(), pair_head: false },
+        match (&self.glm, &self.modernbert) {
+            (Some(config), _) => ModelSpec::Glm { config: config.clone() },
+            (None, Some(config)) => ModelSpec::ModernBert { config: config.clone() },
+            (None, None) => ModelSpec::Bert { config: self.config.clone(), pair_head: false },
         }
     }
 }
@@ -59,12 +64,11 @@ impl TaskSpec {
 pub enum SavedModel {
     /// A pre-training GLM.
     Glm,
-    /// A pre-training BERT.
+    /// A pre-training BERT-family model (with the NSP / SOP head: `BertForPreTraining`, else
+    /// `...ForMaskedLM`) or ModernBERT.
     Pretrain {
-        /// Its sizes.
-        config: BertConfig,
-        /// With the NSP / SOP head (`BertForPreTraining`), else `BertForMaskedLM`.
-        pair_head: bool,
+        /// Its architecture and sizes (never GLM).
+        model: ModelSpec,
         /// The run's `tokenizer.json`.
         tokenizer: PathBuf,
     },
@@ -82,8 +86,8 @@ pub fn describe(model: &Value, config: &Value) -> Result<SavedModel, DescribeErr
     }
     let tok = config.pointer("/tokenizer/path").and_then(Value::as_str).map(PathBuf::from).unwrap_or_default();
     match serde_json::from_value::<ModelSpec>(model.clone()) {
-        Ok(ModelSpec::Bert { config, pair_head }) => Ok(SavedModel::Pretrain { config, pair_head, tokenizer: tok }),
         Ok(ModelSpec::Glm { .. }) => Ok(SavedModel::Glm),
+        Ok(model) => Ok(SavedModel::Pretrain { model, tokenizer: tok }),
         Err(e) => Err(DescribeError(e)),
     }
 }

@@ -1,7 +1,8 @@
 //! Model FLOPs of an update, dense-equivalent, in the convention of PaLM (appendix B) and
 //! Megatron-LM: only matrix multiplications count, 2 FLOPs per multiply-add; a forward pass
 //! over a row of `l` real tokens costs, per layer,
-//! `l·(8h² + 4h·i)` (the Q, K, V and output projections, the two MLP matrices) plus
+//! `l·(8h² + 4h·i)` (the Q, K, V and output projections, the two MLP matrices; a gated MLP,
+//! ModernBERT's GeGLU, has an input matrix twice as wide: `l·(8h² + 6h·i)`) plus
 //! `4h·l²` (scores and the weighted sum of values, at the row's real length, not the padded
 //! one); heads add their matrices (BERT's MLM transform and decoder on the scored positions
 //! only, pooler, classifiers); embeddings, norms, softmax and activations are not counted. The
@@ -27,21 +28,25 @@ pub struct Dims {
     /// The output layer has a dense transform before the decoder (BERT's MLM head; GLM's
     /// output layer is its tied embeddings alone).
     pub lm_transform: bool,
+    /// The MLP's input matrix gives input and gate (`h → 2i`, ModernBERT's GeGLU).
+    pub gated_mlp: bool,
 }
 
 impl Dims {
     /// The sizes of `spec`.
     pub fn of(spec: &ModelSpec) -> Dims {
         match spec {
-            ModelSpec::Bert { config: c, .. } => Dims { hidden: c.hidden_size as f64, layers: c.num_hidden_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: true },
-            ModelSpec::Glm { config: c } => Dims { hidden: c.hidden_size as f64, layers: c.num_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: false },
+            ModelSpec::Bert { config: c, .. } => Dims { hidden: c.hidden_size as f64, layers: c.num_hidden_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: true, gated_mlp: false },
+            ModelSpec::Glm { config: c } => Dims { hidden: c.hidden_size as f64, layers: c.num_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: false, gated_mlp: false },
+            ModelSpec::ModernBert { config: c } => Dims { hidden: c.hidden_size as f64, layers: c.num_hidden_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: true, gated_mlp: true },
         }
     }
 
     /// Forward FLOPs of the encoder over rows of these real lengths.
     pub fn encoder(&self, lengths: impl IntoIterator<Item = i64>) -> f64 {
         let (h, i) = (self.hidden, self.intermediate);
-        let per_token = 8.0 * h * h + 4.0 * h * i;
+        let mlp = if self.gated_mlp { 6.0 * h * i } else { 4.0 * h * i };
+        let per_token = 8.0 * h * h + mlp;
         let total: f64 = lengths.into_iter().map(|l| l.max(0) as f64).map(|l| l * per_token + 4.0 * h * l * l).sum();
         self.layers * total
     }
@@ -88,6 +93,18 @@ mod tests {
         assert_eq!(base().encoder([128, 128]), 2.0 * base().encoder([128]));
         assert!(base().encoder([256]) > base().encoder([128, 128]));
         assert_eq!(base().encoder([0, -3]), 0.0);
+    }
+
+    /// ModernBERT-base (22 layers, width 768, GeGLU of 1,152: `Wi` is 768 → 2,304) on one row
+    /// of 512 tokens: the gated MLP's three matrices of 768 × 1,152. Sliding-window layers are
+    /// counted at the full row length, as they are computed (a masked dense attention).
+    #[test]
+    fn modernbert_base_encoder_by_hand() {
+        let config = crate::model::modernbert::ModernBertConfig::default();
+        let d = Dims::of(&ModelSpec::ModernBert { config });
+        let per_layer = 4.0 * 2.0 * 512.0 * 768.0 * 768.0 + 3.0 * 2.0 * 512.0 * 768.0 * 1152.0 + 2.0 * 2.0 * 512.0 * 512.0 * 768.0;
+        assert_eq!(d.encoder([512]), 22.0 * per_layer);
+        assert!(d.lm_transform && d.gated_mlp);
     }
 
     /// The MLM head: the 768×768 transform and the 768×30522 decoder per scored position.

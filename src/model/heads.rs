@@ -1,13 +1,77 @@
 //! Task heads on the BERT encoder, with Hugging Face's names and semantics:
 //! `BertForSequenceClassification` (pooled `[CLS]`, dropout, `classifier`; one output for
 //! regression), `BertForTokenClassification` (dropout, per-token `classifier`, no pooler) and
-//! `BertForQuestionAnswering` (`qa_outputs` to start and end logits, no pooler, no dropout).
+//! `BertForQuestionAnswering` (`qa_outputs` to start and end logits, no pooler, no dropout);
+//! [`EncoderForTask`] puts the same three on either encoder family (BERT's, with RoBERTa and
+//! ELECTRA, or ModernBERT's, whose heads are in [`super::modernbert`]).
 
 use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::bert::{Bert, BertConfig};
 use super::dropout::dropout;
+use super::modernbert::{ModernBertConfig, ModernBertForTask};
+
+/// The encoder a task head sits on, with its sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadEncoder {
+    /// BERT, RoBERTa / XLM-R or an ELECTRA discriminator (`BertConfig::model_type`).
+    Bert(BertConfig),
+    /// ModernBERT.
+    ModernBert(ModernBertConfig),
+}
+
+impl HeadEncoder {
+    /// `transformers`' `model_type`.
+    pub fn model_type(&self) -> &str {
+        match self {
+            HeadEncoder::Bert(c) => &c.model_type,
+            HeadEncoder::ModernBert(c) => &c.model_type,
+        }
+    }
+
+    /// The hidden size.
+    pub fn hidden_size(&self) -> i64 {
+        match self {
+            HeadEncoder::Bert(c) => c.hidden_size,
+            HeadEncoder::ModernBert(c) => c.hidden_size,
+        }
+    }
+}
+
+/// An encoder with a task head, of either family.
+pub enum EncoderForTask {
+    /// BERT-family blocks with BERT's (RoBERTa's, ELECTRA's) heads.
+    Bert(BertForTask),
+    /// ModernBERT with its heads.
+    ModernBert(ModernBertForTask),
+}
+
+impl EncoderForTask {
+    /// Creates the variables under `root` with `transformers`' names for `kind`.
+    pub fn new(root: &nn::Path, encoder: &HeadEncoder, kind: HeadKind, num_labels: i64) -> Self {
+        match encoder {
+            HeadEncoder::Bert(c) => EncoderForTask::Bert(BertForTask::new(root, c, kind, num_labels)),
+            HeadEncoder::ModernBert(c) => EncoderForTask::ModernBert(ModernBertForTask::new(root, c, kind, num_labels)),
+        }
+    }
+
+    /// Logits as [`BertForTask::forward`] gives them (ModernBERT has no token types).
+    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        match self {
+            EncoderForTask::Bert(m) => m.forward(input_ids, token_type_ids, lengths, train),
+            EncoderForTask::ModernBert(m) => m.forward(input_ids, lengths, train),
+        }
+    }
+
+    /// Per-token logits at flat positions only ([`BertForTask::logits_at`]).
+    pub fn logits_at(&self, input_ids: &Tensor, token_type_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
+        match self {
+            EncoderForTask::Bert(m) => m.logits_at(input_ids, token_type_ids, lengths, positions, train),
+            EncoderForTask::ModernBert(m) => m.logits_at(input_ids, lengths, positions, train),
+        }
+    }
+}
 
 /// Which of `transformers`' BERT heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

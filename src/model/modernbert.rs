@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 use super::attention::attention;
+use super::dropout::dropout;
+use super::heads::HeadKind;
 
 /// ModernBERT's sizes and switches, as its `config.json` names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,12 +51,14 @@ pub struct ModernBertConfig {
     pub local_rope_theta: f64,
     /// `transformers` 5's rotary settings per layer type (`full_attention`,
     /// `sliding_attention`), when the config has them: they win over the thetas above.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<std::collections::BTreeMap<String, RopeParameters>>,
     /// The local layers' window, both sides together.
     pub local_attention: i64,
     /// Every n-th layer (from layer 0) attends globally.
     pub global_attn_every_n_layers: i64,
     /// `full_attention` / `sliding_attention` per layer, when the config lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub layer_types: Option<Vec<String>>,
     /// The padding token.
     pub pad_token_id: i64,
@@ -64,6 +68,16 @@ pub struct ModernBertConfig {
     pub model_type: String,
     /// Sequence classification pools the first token (`cls`) or the mean of the real ones.
     pub classifier_pooling: String,
+    /// Dropout after the embeddings' norm.
+    pub embedding_dropout: f64,
+    /// Dropout on attention probabilities and after the attention's output projection.
+    pub attention_dropout: f64,
+    /// Dropout on the GeGLU product, before the MLP's output projection.
+    pub mlp_dropout: f64,
+    /// Dropout between a task's prediction head and its classifier.
+    pub classifier_dropout: f64,
+    /// Standard deviation of the normal initialisation of weights a start lacks.
+    pub initializer_range: f64,
 }
 
 /// One layer type's rotary settings.
@@ -71,6 +85,13 @@ pub struct ModernBertConfig {
 pub struct RopeParameters {
     /// The base.
     pub rope_theta: f64,
+    /// Only `default` (plain rotary) is built.
+    #[serde(default = "default_rope")]
+    pub rope_type: String,
+}
+
+fn default_rope() -> String {
+    "default".into()
 }
 
 impl Default for ModernBertConfig {
@@ -98,6 +119,11 @@ impl Default for ModernBertConfig {
             max_position_embeddings: 8192,
             model_type: "modernbert".into(),
             classifier_pooling: "cls".into(),
+            embedding_dropout: 0.0,
+            attention_dropout: 0.0,
+            mlp_dropout: 0.0,
+            classifier_dropout: 0.0,
+            initializer_range: 0.02,
         }
     }
 }
@@ -125,6 +151,28 @@ impl ModernBertConfig {
     fn head_dim(&self) -> i64 {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// The sizes a `[model]` section describes (`model.architecture = "modernbert"`), for a
+    /// vocabulary and its padding id; the other switches are `ModernBERT-base`'s.
+    pub fn from_section(m: &crate::config::ModelConfig, vocab_size: i64, pad_token_id: i64) -> Self {
+        ModernBertConfig {
+            vocab_size,
+            hidden_size: m.hidden_size,
+            intermediate_size: m.intermediate_size,
+            num_hidden_layers: m.num_layers,
+            num_attention_heads: m.num_heads,
+            norm_eps: m.layer_norm_eps,
+            local_attention: m.local_attention,
+            global_attn_every_n_layers: m.global_attn_every_n_layers,
+            pad_token_id,
+            max_position_embeddings: m.max_position_embeddings,
+            embedding_dropout: m.hidden_dropout,
+            mlp_dropout: m.hidden_dropout,
+            attention_dropout: m.attention_dropout,
+            initializer_range: m.initializer_range,
+            ..ModernBertConfig::default()
+        }
+    }
 }
 
 /// A LayerNorm whose bias is optional (ModernBERT's have none).
@@ -148,8 +196,9 @@ impl Norm {
     }
 }
 
-fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
-    nn::linear(p, i, o, nn::LinearConfig { bias, ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() })
+fn linear(p: nn::Path, i: i64, o: i64, bias: bool, cfg: &ModernBertConfig) -> nn::Linear {
+    let ws_init = nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range };
+    nn::linear(p, i, o, nn::LinearConfig { bias, ws_init, bs_init: Some(nn::Init::Const(0.0)) })
 }
 
 #[derive(Debug)]
@@ -183,30 +232,32 @@ fn rotary(t: i64, dim: i64, theta: f64, device: Device) -> (Tensor, Tensor) {
     (emb.cos(), emb.sin())
 }
 
-/// `x · cos + rotate_half(x) · sin`, rotate_half(x) = (−x₂, x₁).
+/// `x · cos + rotate_half(x) · sin`, rotate_half(x) = (−x₂, x₁), in `x`'s precision (cos and
+/// sin are computed in fp32 and cast, as `transformers` does under bf16).
 fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
     let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
-    x * cos + rotated * sin
+    x * cos.to_kind(x.kind()) + rotated * sin.to_kind(x.kind())
 }
 
 impl ModernBert {
     /// The encoder's variables under `p` (HF's `model`).
     pub fn new(p: &nn::Path, cfg: &ModernBertConfig) -> Self {
         let e = p / "embeddings";
-        let tok_embeddings = nn::embedding(&e / "tok_embeddings", cfg.vocab_size, cfg.hidden_size, Default::default());
+        let init = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range }, ..Default::default() };
+        let tok_embeddings = nn::embedding(&e / "tok_embeddings", cfg.vocab_size, cfg.hidden_size, init);
         let emb_norm = Norm::new(&e / "norm", cfg.hidden_size, cfg);
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = p / "layers" / i;
                 Layer {
                     attn_norm: (i > 0).then(|| Norm::new(&l / "attn_norm", cfg.hidden_size, cfg)),
-                    wqkv: linear(&l / "attn" / "Wqkv", cfg.hidden_size, 3 * cfg.hidden_size, cfg.attention_bias),
-                    wo: linear(&l / "attn" / "Wo", cfg.hidden_size, cfg.hidden_size, cfg.attention_bias),
+                    wqkv: linear(&l / "attn" / "Wqkv", cfg.hidden_size, 3 * cfg.hidden_size, cfg.attention_bias, cfg),
+                    wo: linear(&l / "attn" / "Wo", cfg.hidden_size, cfg.hidden_size, cfg.attention_bias, cfg),
                     mlp_norm: Norm::new(&l / "mlp_norm", cfg.hidden_size, cfg),
-                    wi: linear(&l / "mlp" / "Wi", cfg.hidden_size, 2 * cfg.intermediate_size, cfg.mlp_bias),
-                    mlp_wo: linear(&l / "mlp" / "Wo", cfg.intermediate_size, cfg.hidden_size, cfg.mlp_bias),
+                    wi: linear(&l / "mlp" / "Wi", cfg.hidden_size, 2 * cfg.intermediate_size, cfg.mlp_bias, cfg),
+                    mlp_wo: linear(&l / "mlp" / "Wo", cfg.intermediate_size, cfg.hidden_size, cfg.mlp_bias, cfg),
                     global: cfg.is_global(i),
                 }
             })
@@ -220,9 +271,9 @@ impl ModernBert {
         &self.tok_embeddings.ws
     }
 
-    /// Last hidden states `[batch, seq, hidden]` of right-padded rows of `lengths` real tokens
-    /// (eval mode: ModernBERT's dropouts are 0 by default).
-    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
+    /// Last hidden states `[batch, seq, hidden]` of right-padded rows of `lengths` real tokens;
+    /// the config's dropouts apply while `train` (ModernBERT's recipe sets them all to 0).
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
         let device = input_ids.device();
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
@@ -233,7 +284,8 @@ impl ModernBert {
         let local = keys.logical_and(&distance.le(self.cfg.sliding_window()).view([1, 1, t, t]));
         let global_rope = rotary(t, d, self.cfg.rope_theta(true), device);
         let local_rope = rotary(t, d, self.cfg.rope_theta(false), device);
-        let mut x = self.emb_norm.forward(&self.tok_embeddings.forward(input_ids));
+        let c = &self.cfg;
+        let mut x = dropout(&self.emb_norm.forward(&self.tok_embeddings.forward(input_ids)), c.embedding_dropout, train);
         for l in &self.layers {
             let (allowed, (cos, sin)) = if l.global { (&keys, &global_rope) } else { (&local, &local_rope) };
             let h = match &l.attn_norm {
@@ -243,11 +295,11 @@ impl ModernBert {
             let qkv = l.wqkv.forward(&h).view([b, t, 3, heads, d]);
             let split = |i: i64| qkv.select(2, i).transpose(1, 2);
             let (q, k, v) = (apply_rotary(&split(0), cos, sin), apply_rotary(&split(1), cos, sin), split(2));
-            let a = attention(&q, &k, &v, allowed, 0.0, false).transpose(1, 2).reshape([b, t, heads * d]);
-            x += l.wo.forward(&a);
+            let a = attention(&q, &k, &v, allowed, c.attention_dropout, train).transpose(1, 2).reshape([b, t, heads * d]);
+            x += dropout(&l.wo.forward(&a), c.attention_dropout, train);
             let gated = l.wi.forward(&l.mlp_norm.forward(&x));
             let parts = gated.chunk(2, -1);
-            x = &x + l.mlp_wo.forward(&(parts[0].gelu("none") * &parts[1]));
+            x = &x + l.mlp_wo.forward(&dropout(&(parts[0].gelu("none") * &parts[1]), c.mlp_dropout, train));
         }
         self.final_norm.forward(&x)
     }
@@ -263,7 +315,7 @@ struct PredictionHead {
 
 impl PredictionHead {
     fn new(h: nn::Path, cfg: &ModernBertConfig) -> Self {
-        PredictionHead { dense: linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias), norm: Norm::new(&h / "norm", cfg.hidden_size, cfg) }
+        PredictionHead { dense: linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias, cfg), norm: Norm::new(&h / "norm", cfg.hidden_size, cfg) }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -301,62 +353,53 @@ impl ModernBertForMaskedLM {
     }
 }
 
-/// `ModernBertForSequenceClassification`: the encoder, its first token (`classifier_pooling =
-/// "cls"`) or the mean of its real tokens (`"mean"`), the prediction head, and a classifier
-/// with a bias.
+/// `ModernBertForSequenceClassification` (the first token, `classifier_pooling = "cls"`, or
+/// the mean of the real ones, `"mean"`), `ModernBertForTokenClassification` (every token) and
+/// `ModernBertForQuestionAnswering` (every token, start and end): the encoder under `model`,
+/// the prediction head under `head`, dropout, and a classifier with a bias.
 #[derive(Debug)]
-pub struct ModernBertForSequenceClassification {
+pub struct ModernBertForTask {
     /// The encoder.
     pub model: ModernBert,
     head: PredictionHead,
     classifier: nn::Linear,
     mean_pooling: bool,
+    dropout: f64,
+    /// Which head.
+    pub kind: HeadKind,
 }
 
-impl ModernBertForSequenceClassification {
-    /// Creates the variables under `root`, with `labels` outputs.
-    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, labels: i64) -> Self {
+impl ModernBertForTask {
+    /// Creates the variables under `root`, with `labels` outputs (per row or per token;
+    /// question answering has 2).
+    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, kind: HeadKind, labels: i64) -> Self {
         let model = ModernBert::new(&(root / "model"), cfg);
         let head = PredictionHead::new(root / "head", cfg);
-        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true);
-        ModernBertForSequenceClassification { model, head, classifier, mean_pooling: cfg.classifier_pooling == "mean" }
+        let labels = if kind == HeadKind::QuestionAnswering { 2 } else { labels };
+        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true, cfg);
+        ModernBertForTask { model, head, classifier, mean_pooling: cfg.classifier_pooling == "mean", dropout: cfg.classifier_dropout, kind }
     }
 
-    /// Class logits `[batch, labels]` of right-padded rows of `lengths` real tokens.
-    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
-        let h = self.model.forward(input_ids, lengths);
-        let pooled = if self.mean_pooling {
-            let t = h.size()[1];
-            let real = Tensor::arange(t, (Kind::Int64, h.device())).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).to_kind(h.kind()).unsqueeze(-1);
-            (&h * &real).sum_dim_intlist(1, false, h.kind()) / real.sum_dim_intlist(1, false, h.kind())
-        } else {
-            h.select(1, 0)
+    /// Logits `[batch, labels]` (sequence classification) or `[batch, seq, labels]` of
+    /// right-padded rows of `lengths` real tokens.
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let h = self.model.forward(input_ids, lengths, train);
+        let x = match self.kind {
+            HeadKind::SequenceClassification if self.mean_pooling => {
+                let t = h.size()[1];
+                let real = Tensor::arange(t, (Kind::Int64, h.device())).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).to_kind(h.kind()).unsqueeze(-1);
+                (&h * &real).sum_dim_intlist(1, false, h.kind()) / real.sum_dim_intlist(1, false, h.kind())
+            }
+            HeadKind::SequenceClassification => h.select(1, 0),
+            _ => h,
         };
-        self.classifier.forward(&self.head.forward(&pooled))
-    }
-}
-
-/// `ModernBertForTokenClassification` and `ModernBertForQuestionAnswering` (2 outputs: start
-/// and end): the prediction head and a classifier with a bias on every token.
-#[derive(Debug)]
-pub struct ModernBertForTokenClassification {
-    /// The encoder.
-    pub model: ModernBert,
-    head: PredictionHead,
-    classifier: nn::Linear,
-}
-
-impl ModernBertForTokenClassification {
-    /// Creates the variables under `root`, with `labels` outputs per token.
-    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, labels: i64) -> Self {
-        let model = ModernBert::new(&(root / "model"), cfg);
-        let head = PredictionHead::new(root / "head", cfg);
-        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true);
-        ModernBertForTokenClassification { model, head, classifier }
+        self.classifier.forward(&dropout(&self.head.forward(&x), self.dropout, train))
     }
 
-    /// Logits `[batch, seq, labels]` of right-padded rows of `lengths` real tokens.
-    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor) -> Tensor {
-        self.classifier.forward(&self.head.forward(&self.model.forward(input_ids, lengths)))
+    /// Per-token logits at flat positions (`row * seq + col`) only.
+    pub fn logits_at(&self, input_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
+        let h = self.model.forward(input_ids, lengths, train);
+        let h = h.view([-1, h.size()[2]]).index_select(0, positions);
+        self.classifier.forward(&dropout(&self.head.forward(&h), self.dropout, train))
     }
 }

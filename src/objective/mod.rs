@@ -19,6 +19,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::rng::Purpose;
 use crate::model::bert::{BertConfig, BertForMaskedLM};
+use crate::model::modernbert::{ModernBertConfig, ModernBertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
 
 pub use eval::EvalMetrics;
@@ -113,6 +114,8 @@ pub enum PretrainModel {
     Bert(BertForMaskedLM),
     /// GLM with its tied output layer.
     Glm(Glm),
+    /// ModernBERT with its MLM head.
+    ModernBert(ModernBertForMaskedLM),
 }
 
 /// The collating half of an objective: encodes, corrupts and collates a raw batch in a Masker
@@ -283,6 +286,12 @@ pub enum ModelSpec {
         #[serde(flatten)]
         config: GlmConfig,
     },
+    /// ModernBERT (`transformers`' names; MLM only: it has no pair head).
+    ModernBert {
+        /// Its sizes and switches, as in its `config.json`.
+        #[serde(flatten)]
+        config: ModernBertConfig,
+    },
 }
 
 impl ModelSpec {
@@ -291,6 +300,26 @@ impl ModelSpec {
         match self {
             ModelSpec::Bert { config, .. } => config.vocab_size,
             ModelSpec::Glm { config } => config.vocab_size,
+            ModelSpec::ModernBert { config } => config.vocab_size,
+        }
+    }
+
+    /// The longest input its positions allow.
+    pub fn max_positions(&self) -> i64 {
+        match self {
+            ModelSpec::Glm { config } => config.max_sequence_length - 1,
+            ModelSpec::Bert { config, .. } => config.max_positions(),
+            ModelSpec::ModernBert { config } => config.max_position_embeddings,
+        }
+    }
+
+    /// What it is, for logs and `pretune check`: `bert`, `roberta`, `xlm-roberta`, `electra`,
+    /// `modernbert` or `glm`.
+    pub fn model_type(&self) -> &str {
+        match self {
+            ModelSpec::Bert { config, .. } => &config.model_type,
+            ModelSpec::Glm { .. } => "glm",
+            ModelSpec::ModernBert { config } => &config.model_type,
         }
     }
 }
@@ -302,6 +331,7 @@ impl PretrainModel {
             ModelSpec::Bert { config, pair_head: false } => PretrainModel::Bert(BertForMaskedLM::new(root, config)),
             ModelSpec::Bert { config, pair_head: true } => PretrainModel::Bert(BertForMaskedLM::with_pair_head(root, config)),
             ModelSpec::Glm { config } => PretrainModel::Glm(Glm::new(root, config)),
+            ModelSpec::ModernBert { config } => PretrainModel::ModernBert(ModernBertForMaskedLM::new(root, config)),
         }
     }
 
@@ -317,11 +347,13 @@ impl PretrainModel {
                 let (pos, block, prefix) = b.glm.as_ref().expect("a GLM batch carries 2-D positions");
                 (m.forward(&b.input_ids, pos, block, prefix, train), None)
             }
+            PretrainModel::ModernBert(m) => (m.model.forward(&b.input_ids, &b.lengths, train), None),
         };
         let h = hidden.view([-1, hidden.size()[2]]).index_select(0, &b.masked_positions);
         let lm_logits = match self {
             PretrainModel::Bert(m) => m.predict(&h),
             PretrainModel::Glm(m) => m.logits(&h),
+            PretrainModel::ModernBert(m) => m.predict(&h),
         };
         let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, IGNORE, 0.0);
         let pair = match (pair_logits, &b.pair_labels) {

@@ -20,9 +20,8 @@ use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::{encode_classification, BadRecords, Fields, LabelSet};
 use crate::finetune::metrics::Confusion;
-use crate::model::bert::BertConfig;
 use crate::model::glm::{Glm, GlmConfig};
-use crate::model::heads::{BertForTask, HeadKind};
+use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
@@ -35,7 +34,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         tokenizer: cx.tokenizer.clone(),
         encoder: match cx.encoder {
             ModelSpec::Glm { config } => Encoder::Glm(config.clone()),
-            bert => Encoder::Bert(bert_encoder(bert)?),
+            other => Encoder::Head(head_encoder(other)?),
         },
         max_len: cx.max_seq_len,
     }))
@@ -44,17 +43,18 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
 /// The encoder a classification head sits on.
 #[derive(Clone)]
 enum Encoder {
-    Bert(BertConfig),
+    Head(HeadEncoder),
     Glm(GlmConfig),
 }
 
-/// The BERT sizes of a head task's encoder.
+/// The encoder of a head task: BERT's family or ModernBERT.
 ///
 /// # Errors
-/// A GLM encoder: only cloze sits on a GLM.
-pub fn bert_encoder(encoder: &ModelSpec) -> Result<BertConfig, TaskError> {
+/// A GLM encoder: only cloze and classification sit on a GLM.
+pub fn head_encoder(encoder: &ModelSpec) -> Result<HeadEncoder, TaskError> {
     match encoder {
-        ModelSpec::Bert { config, .. } => Ok(config.clone()),
+        ModelSpec::Bert { config, .. } => Ok(HeadEncoder::Bert(config.clone())),
+        ModelSpec::ModernBert { config } => Ok(HeadEncoder::ModernBert(config.clone())),
         ModelSpec::Glm { .. } => Err(TaskError::config("init.checkpoint: a GLM checkpoint has no BERT encoder: only task.kind = \"cloze\" fine-tunes a GLM")),
     }
 }
@@ -116,7 +116,7 @@ impl Task for Classification {
     fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
         let n = self.labels.names.len().max(1) as i64;
         match &self.encoder {
-            Encoder::Bert(config) => Box::new(SequenceHead(BertForTask::new(root, config, HeadKind::SequenceClassification, n))),
+            Encoder::Head(encoder) => Box::new(SequenceHead(EncoderForTask::new(root, encoder, HeadKind::SequenceClassification, n))),
             Encoder::Glm(config) => Box::new(GlmSequenceHead::new(root, config, n)),
         }
     }
@@ -184,8 +184,8 @@ impl TaskModel for GlmSequenceHead {
     }
 }
 
-/// BERT with a sequence-level head: logits `[examples, outputs]`.
-pub struct SequenceHead(pub BertForTask);
+/// An encoder with a sequence-level head: logits `[examples, outputs]`.
+pub struct SequenceHead(pub EncoderForTask);
 
 impl TaskModel for SequenceHead {
     fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {

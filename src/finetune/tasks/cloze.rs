@@ -27,6 +27,7 @@ use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::{BadRecords, ClsRecord, Fields, LabelSet, TaskDataError};
 use crate::masking::glm::GlmIds;
 use crate::model::bert::BertForMaskedLM;
+use crate::model::modernbert::ModernBertForMaskedLM;
 use crate::model::glm::Glm;
 use crate::objective::{DeviceBatch, Direction, ModelSpec};
 
@@ -247,11 +248,22 @@ pub fn collate_glm(examples: &[&TaskExample], spec: &ClozeSpec, ids: GlmIds, pad
 /// BERT's candidate scores `[examples, candidates]`: the MLM head's summed log-probability of
 /// each verbalizer's tokens at its `[MASK]` slots.
 pub fn bert_scores(mlm: &BertForMaskedLM, b: &DeviceBatch, train: bool) -> Tensor {
+    let h = mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
+    mask_scores(|hs| mlm.predict(hs), &h, b)
+}
+
+/// [`bert_scores`] through ModernBERT's MLM head.
+pub fn modernbert_scores(mlm: &ModernBertForMaskedLM, b: &DeviceBatch, train: bool) -> Tensor {
+    let h = mlm.model.forward(&b.input_ids, &b.lengths, train);
+    mask_scores(|hs| mlm.predict(hs), &h, b)
+}
+
+/// Candidate scores from the last hidden states `h` and an MLM head `predict`.
+fn mask_scores(predict: impl Fn(&Tensor) -> Tensor, h: &Tensor, b: &DeviceBatch) -> Tensor {
     let device = b.input_ids.device();
     let k = b.candidates.max(1) as i64;
-    let h = mlm.bert.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train);
     let hs = h.view([-1, h.size()[2]]).index_select(0, &b.masked_positions);
-    let lp = mlm.predict(&hs).log_softmax(-1, Kind::Float).gather(1, &b.masked_labels.unsqueeze(1), false).squeeze_dim(1);
+    let lp = predict(&hs).log_softmax(-1, Kind::Float).gather(1, &b.masked_labels.unsqueeze(1), false).squeeze_dim(1);
     let scores = Tensor::zeros([b.n_examples as i64 * k], (Kind::Float, device));
     let scores = match &b.target_rows {
         Some(r) => scores.index_add(0, r, &lp),
@@ -295,7 +307,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let labels = if c.labels.is_empty() { LabelSet { names: c.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.labels.clone() } };
     let model = match cx.encoder {
         ModelSpec::Glm { .. } => ClozeModel::Glm(find_glm_ids(&cx.tokenizer)?),
-        ModelSpec::Bert { .. } => ClozeModel::bert(&cx.tokenizer),
+        ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. } => ClozeModel::bert(&cx.tokenizer),
     };
     let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers, space_before(&c.pattern))?, model };
     Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len }))
@@ -373,6 +385,7 @@ impl Task for Cloze {
         match &self.encoder {
             ModelSpec::Glm { config } => Box::new(GlmCloze(Glm::new(root, config))),
             ModelSpec::Bert { config, .. } => Box::new(BertCloze(BertForMaskedLM::new(root, config))),
+            ModelSpec::ModernBert { config } => Box::new(ModernBertCloze(ModernBertForMaskedLM::new(root, config))),
         }
     }
 
@@ -421,6 +434,7 @@ impl Task for Cloze {
         }
         let mut config = label_maps(&self.labels.names);
         config.insert("pretune_cloze".into(), json!({"pattern": self.spec.pattern, "verbalizers": self.verbalizers, "labels": self.labels.names}));
+        // `BertForMaskedLM` is renamed for the encoder's family on export (`ModernBertForMaskedLM`, ...).
         Ok(HfHead { architecture: "BertForMaskedLM", config })
     }
 
@@ -436,6 +450,14 @@ struct GlmCloze(Glm);
 impl TaskModel for GlmCloze {
     fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
         scores(&self.0, b, train)
+    }
+}
+
+struct ModernBertCloze(ModernBertForMaskedLM);
+
+impl TaskModel for ModernBertCloze {
+    fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
+        modernbert_scores(&self.0, b, train)
     }
 }
 

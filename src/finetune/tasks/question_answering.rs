@@ -16,8 +16,7 @@ use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::BadRecords;
 use crate::finetune::metrics::SquadScore;
 use crate::finetune::qa::{read_squad, Answers, Need, Prediction, QaSettings, QaWindows};
-use crate::model::bert::BertConfig;
-use crate::model::heads::{BertForTask, HeadKind};
+use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics};
 
 /// The registry entry.
@@ -41,7 +40,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     if c.doc_stride + 5 > cx.max_seq_len {
         problems.push(format!("task.doc_stride: {} leaves no room for the context in windows of train.max_seq_len = {} tokens (must be at most {})", c.doc_stride, cx.max_seq_len, cx.max_seq_len.saturating_sub(5)));
     }
-    let encoder = super::classification::bert_encoder(cx.encoder);
+    let encoder = super::classification::head_encoder(cx.encoder);
     if let Err(e) = &encoder {
         problems.extend(e.problems());
     }
@@ -55,7 +54,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
 pub struct QuestionAnswering {
     settings: QaSettings,
     tokenizer: Arc<TextTokenizer>,
-    encoder: BertConfig,
+    encoder: HeadEncoder,
     max_len: usize,
 }
 
@@ -104,7 +103,7 @@ impl Task for QuestionAnswering {
     }
 
     fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
-        Box::new(SpanHead(BertForTask::new(root, &self.encoder, HeadKind::QuestionAnswering, 2)))
+        Box::new(SpanHead(EncoderForTask::new(root, &self.encoder, HeadKind::QuestionAnswering, 2)))
     }
 
     /// `BertForQuestionAnswering`'s loss: the mean of the start and end cross-entropies.
@@ -157,7 +156,7 @@ impl Task for QuestionAnswering {
 }
 
 /// Start and end logits `[windows, seq, 2]`, padding at [`QA_PAD_LOGIT`].
-struct SpanHead(BertForTask);
+struct SpanHead(EncoderForTask);
 
 impl TaskModel for SpanHead {
     fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {

@@ -15,22 +15,21 @@ use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::{encode_classification, BadRecords, Fields};
 use crate::finetune::metrics::{pearson, spearman};
-use crate::model::bert::BertConfig;
-use crate::model::heads::{BertForTask, HeadKind};
+use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics};
 
 /// The registry entry.
 pub const KIND: TaskKind = TaskKind { name: "regression", reuses_pretraining_head: false, on_glm: false, metrics: &[("mse", Direction::Lower), ("pearson", Direction::Higher), ("spearman", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
-    Ok(Box::new(Regression { fields: super::fields(cx.config), tokenizer: cx.tokenizer.clone(), encoder: super::classification::bert_encoder(cx.encoder)?, max_len: cx.max_seq_len }))
+    Ok(Box::new(Regression { fields: super::fields(cx.config), tokenizer: cx.tokenizer.clone(), encoder: super::classification::head_encoder(cx.encoder)?, max_len: cx.max_seq_len }))
 }
 
 /// Regression.
 pub struct Regression {
     fields: Fields,
     tokenizer: Arc<TextTokenizer>,
-    encoder: BertConfig,
+    encoder: HeadEncoder,
     max_len: usize,
 }
 
@@ -80,7 +79,7 @@ impl Task for Regression {
     }
 
     fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
-        Box::new(Scores(SequenceHead(BertForTask::new(root, &self.encoder, HeadKind::SequenceClassification, 1))))
+        Box::new(Scores(SequenceHead(EncoderForTask::new(root, &self.encoder, HeadKind::SequenceClassification, 1))))
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {

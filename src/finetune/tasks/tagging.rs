@@ -16,8 +16,7 @@ use crate::data::tokenize::TextTokenizer;
 use crate::files::FileError;
 use crate::finetune::data::{encode_tagged, read_conll_with, BadRecords, LabelSet, TaggedSentence, TaskDataError};
 use crate::finetune::metrics::{Confusion, EntityCounts};
-use crate::model::bert::BertConfig;
-use crate::model::heads::{BertForTask, HeadKind};
+use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, Per};
 
 /// The registry entry.
@@ -27,7 +26,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Tagging {
         labels: LabelSet { names: cx.config.labels.clone() },
         tokenizer: cx.tokenizer.clone(),
-        encoder: super::classification::bert_encoder(cx.encoder)?,
+        encoder: super::classification::head_encoder(cx.encoder)?,
         max_len: cx.max_seq_len,
     }))
 }
@@ -36,7 +35,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
 pub struct Tagging {
     labels: LabelSet,
     tokenizer: Arc<TextTokenizer>,
-    encoder: BertConfig,
+    encoder: HeadEncoder,
     max_len: usize,
 }
 
@@ -94,7 +93,7 @@ impl Task for Tagging {
     }
 
     fn build(&self, root: &nn::Path) -> Box<dyn TaskModel> {
-        Box::new(TokenHead(BertForTask::new(root, &self.encoder, HeadKind::TokenClassification, self.labels.names.len().max(1) as i64)))
+        Box::new(TokenHead(EncoderForTask::new(root, &self.encoder, HeadKind::TokenClassification, self.labels.names.len().max(1) as i64)))
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
@@ -182,8 +181,8 @@ fn read_words(path: &Path) -> Result<Vec<(u64, Vec<String>)>, TaskError> {
     Ok(out)
 }
 
-/// BERT with a per-token head, run at the labelled positions only: `[n_scored, tags]`.
-struct TokenHead(BertForTask);
+/// An encoder with a per-token head, run at the labelled positions only: `[n_scored, tags]`.
+struct TokenHead(EncoderForTask);
 
 impl TaskModel for TokenHead {
     fn outputs(&self, b: &DeviceBatch, train: bool) -> Tensor {
@@ -261,10 +260,11 @@ impl Predictor for TagLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bert::BertConfig;
 
     fn tagging() -> Tagging {
         let tokenizer = TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap();
-        Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: BertConfig::default(), max_len: 16 }
+        Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: HeadEncoder::Bert(BertConfig::default()), max_len: 16 }
     }
 
     #[test]
