@@ -148,12 +148,19 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     if let Some(m) = extra.as_object() {
         obj.extend(m.clone());
     }
+    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Tokenizer { path: tokenizer.clone(), source: Box::new(e) })?;
+    if let ModelSpec::ModernBert { .. } = model {
+        // Its config's special ids default to ModernBERT's own vocabulary's: say the tokenizer's.
+        let ids = tok.special_ids();
+        for (key, id) in [("cls_token_id", ids.cls), ("bos_token_id", ids.cls), ("sep_token_id", ids.sep), ("eos_token_id", ids.sep), ("pad_token_id", ids.pad)] {
+            obj.insert(key.into(), json!(id));
+        }
+    }
     let config_path = out.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("JSON serializes")).map_err(crate::files::FileError::at(&config_path))?;
     let weights = dir.join("model.safetensors");
     let tensors = Tensor::read_safetensors(&weights).map_err(|source| ExportError::Weights { path: weights.clone(), source })?;
     write_safetensors(&tensors, &out.join("model.safetensors"))?;
-    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Tokenizer { path: tokenizer.clone(), source: Box::new(e) })?;
     let saved = out.join("tokenizer.json");
     tok.inner().save(&saved, true).map_err(|source| ExportError::Tokenizer { path: saved.clone(), source })?;
     Ok(dir)

@@ -768,10 +768,11 @@ fn export_head_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str
     let ck = s.best_checkpoint.clone().unwrap();
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
     let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
-    assert_eq!(spec.config.model_type, model_type);
+    assert_eq!(spec.encoder().model_type(), model_type);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let labels = if kind == HeadKind::QuestionAnswering { 2 } else { spec.labels.len().max(1) as i64 };
-    let model = BertForTask::new(&vs.root(), &spec.config, kind, labels);
+    let encoder = pretune::finetune::tasks::classification::head_encoder(&spec.encoder()).unwrap();
+    let model = pretune::model::heads::EncoderForTask::new(&vs.root(), &encoder, kind, labels);
     vs.load(ck.join("model.safetensors")).unwrap();
     let _g = tch::no_grad_guard();
     let longest = rows.iter().map(Vec::len).max().unwrap();
@@ -818,16 +819,16 @@ fn squad_rows(dir: &Path, n: usize) -> std::path::PathBuf {
 }
 
 /// Token classification (WNUT's tags, words pre-split) and question answering (SQuAD windows)
-/// from a RoBERTa and an ELECTRA folder: a few updates each, exported as
-/// `RobertaFor{Token,QuestionAnswering}...` / `ElectraFor...`, which `transformers` loads with
-/// our logits at every real token.
+/// from a RoBERTa, an ELECTRA and a ModernBERT folder: a few updates each, exported as
+/// `RobertaFor{Token,QuestionAnswering}...` / `ElectraFor...` / `ModernBertFor...`, which
+/// `transformers` loads with our logits at every real token.
 #[test]
-fn roberta_and_electra_tagging_and_qa_checkpoints_export_with_transformers_logits() {
-    let (roberta, electra) = (fixture("roberta").join("plain"), fixture("electra").join("discriminator"));
+fn roberta_electra_and_modernbert_tagging_and_qa_checkpoints_export_with_transformers_logits() {
+    let (roberta, electra, modernbert) = (fixture("roberta").join("plain"), fixture("electra").join("discriminator"), fixture("modernbert").join("plain"));
     let wnut = root().join(".cache/wnut");
     let dir = tempfile::tempdir().unwrap();
     let squad = squad_rows(dir.path(), 16);
-    for (init, model_type, family, rows, pad) in [(&roberta, "roberta", "Roberta", vec![vec![0i64, 100, 200, 300, 2], vec![0, 40, 41, 2]], 1), (&electra, "electra", "Electra", vec![vec![2i64, 500, 600, 700, 3], vec![2, 40, 41, 3]], 0)] {
+    for (init, model_type, family, rows, pad) in [(&roberta, "roberta", "Roberta", vec![vec![0i64, 100, 200, 300, 2], vec![0, 40, 41, 2]], 1), (&electra, "electra", "Electra", vec![vec![2i64, 500, 600, 700, 3], vec![2, 40, 41, 3]], 0), (&modernbert, "modernbert", "ModernBert", vec![vec![2i64, 100, 200, 300, 3], vec![2, 40, 41, 3]], 0)] {
         for (kind, task, train, head) in [
             (HeadKind::TokenClassification, "token_classification", wnut.join("train.txt"), "TokenClassification"),
             (HeadKind::QuestionAnswering, "question_answering", squad.clone(), "QuestionAnswering"),
@@ -868,62 +869,129 @@ fn fine_tuning_from_roberta_and_xlm_roberta_folders_learns_and_exports_as_them()
     }
 }
 
-/// Continued pre-training from a RoBERTa folder (MLM alone, as RoBERTa pre-trains, with the
-/// folder's byte-level BPE tokenizer and the dynamic masking our Masker does): the held-out
-/// MLM loss falls, a run stopped at step 3 and resumed ends with the weights of one that went
-/// straight to step 6, bit for bit, and the checkpoint exports as `RobertaForMaskedLM`, which
-/// `transformers` loads with our logits. NSP on RoBERTa is refused.
+/// Continued pre-training from a RoBERTa and from a ModernBERT folder (MLM alone, as both
+/// pre-train, with the folder's byte-level BPE tokenizer and the dynamic masking our Masker
+/// does; ModernBERT at its recipe's 30 %): the held-out MLM loss falls, a run stopped at step 3
+/// and resumed ends with the weights of one that went straight to step 6, bit for bit, and the
+/// checkpoint exports as `RobertaForMaskedLM` / `ModernBertForMaskedLM`, which `transformers`
+/// loads with our logits. NSP on either is refused.
 #[test]
-fn continued_pre_training_from_a_roberta_folder_learns_resumes_and_exports() {
-    let fix = fixture("roberta");
+fn continued_pre_training_from_roberta_and_modernbert_folders_learns_resumes_and_exports() {
+    for (folder, mask_prob, architecture, ids, refusal) in [
+        (fixture("roberta").join("plain"), "0.15", "RobertaForMaskedLM", vec![vec![0i64, 100, 4, 300, 2]], "RoBERTa has no next-sentence head"),
+        (fixture("modernbert").join("plain"), "0.3", "ModernBertForMaskedLM", vec![vec![2i64, 100, 4, 300, 3]], "ModernBERT has no next-sentence head"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = pretrain_config_from_hf(dir.path(), Some(&folder));
+        let run = |out: &Path, steps: u64, resume: bool, extra: &[&str]| {
+            let mut a: Vec<String> = vec!["train".into(), cfg.display().to_string()];
+            let sets = [format!("run.out_dir=\"{}\"", out.display()), format!("train.max_steps={steps}"), "train.checkpoint_every=3".into(), "train.eval_every=3".into(), "train.log_every=1".into(), "train.warmup_steps=1".into(), "train.decay=\"constant\"".into(), "train.batch_size=8".into(), "metrics.listen=\"\"".into(), "model.hidden_dropout=0.0".into(), "model.attention_dropout=0.0".into(), format!("objective.mask_prob={mask_prob}")];
+            for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+                a.extend(["--set".to_string(), s.to_string()]);
+            }
+            if resume {
+                a.extend(["--resume".into(), "auto".into()]);
+            }
+            run_cli(&a)
+        };
+        let straight = dir.path().join("straight");
+        let (code, _, err) = run(&straight, 6, false, &[]);
+        assert_eq!(code, 0, "{architecture}: {err}");
+        let evals = crate::util::evals(&straight);
+        let loss = |i: usize| evals[i].1.get("mlm_loss").unwrap();
+        assert!(loss(1) < loss(0) - 0.05, "{architecture}: held-out MLM loss did not fall: {evals:?}");
+        let resumed = dir.path().join("resumed");
+        assert_eq!(run(&resumed, 3, false, &[]).0, 0);
+        let (code, _, err) = run(&resumed, 6, true, &[]);
+        assert_eq!(code, 0, "{architecture}: {err}");
+        crate::util::assert_same_weights(&straight.join("checkpoints/step-00000006"), &resumed.join("checkpoints/step-00000006"));
+
+        let out = dir.path().join("hf");
+        let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", straight.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(hf_config["architectures"][0], architecture);
+        let theirs = hf_logits(&out, "AutoModelForMaskedLM", &ids);
+        let state = pretune::checkpoint::CheckpointStore::verify(&straight.join("checkpoints/step-00000006")).unwrap();
+        let spec: pretune::objective::ModelSpec = serde_json::from_value(state.model).unwrap();
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = pretune::objective::PretrainModel::new(&vs.root(), &spec);
+        vs.load(straight.join("checkpoints/step-00000006/model.safetensors")).unwrap();
+        let _g = tch::no_grad_guard();
+        let input = Tensor::from_slice(&ids[0]).view([1, 5]);
+        let lengths = Tensor::from_slice(&[5i64]);
+        let ours = match model {
+            pretune::objective::PretrainModel::Bert(m) => m.predict(&m.bert.forward(&input, &input.zeros_like(), &lengths, false)),
+            pretune::objective::PretrainModel::ModernBert(m) => m.predict(&m.model.forward(&input, &lengths, false)),
+            pretune::objective::PretrainModel::Glm(_) => panic!("{architecture}: a GLM"),
+        };
+        let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(ours.len() == theirs.len() && worst < 1e-4, "{architecture}: logits differ by {worst}");
+
+        let (code, _, err) = run(&dir.path().join("nsp"), 2, false, &["objective.sentence_pair=\"nsp\""]);
+        assert_ne!(code, 0);
+        assert!(err.contains(refusal), "{err}");
+    }
+}
+
+/// ModernBERT from scratch (`configs/pretrain-modernbert-tiny.toml`, `model.architecture =
+/// "modernbert"`) pre-trains through the engine; what it cannot build is refused before
+/// anything runs, each problem naming its key: an unknown architecture, a next-sentence task
+/// (ModernBERT has no pair head), an odd head width (rotary positions rotate pairs), an odd
+/// window, and a BERT-family start asked to become a ModernBERT.
+#[test]
+fn modernbert_from_scratch_pre_trains_and_refuses_what_it_cannot_build() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = pretrain_config_from_hf(dir.path(), Some(&fix.join("plain")));
-    let run = |out: &Path, steps: u64, resume: bool, extra: &[&str]| {
-        let mut a: Vec<String> = vec!["train".into(), cfg.display().to_string()];
-        let sets = [format!("run.out_dir=\"{}\"", out.display()), format!("train.max_steps={steps}"), "train.checkpoint_every=3".into(), "train.eval_every=3".into(), "train.log_every=1".into(), "train.warmup_steps=1".into(), "train.decay=\"constant\"".into(), "train.batch_size=8".into(), "metrics.listen=\"\"".into(), "model.hidden_dropout=0.0".into(), "model.attention_dropout=0.0".into()];
-        for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-            a.extend(["--set".to_string(), s.to_string()]);
+    let cfg = root().join("configs/pretrain-modernbert-tiny.toml");
+    let base = |out: &str| vec!["train".to_string(), cfg.display().to_string(), "--set".into(), format!("run.out_dir=\"{}\"", dir.path().join(out).display()), "--set".into(), "metrics.listen=\"\"".into(), "--set".into(), "data.train=[\"{}\"]".replace("{}", &root().join("data/sotu/train.txt").display().to_string()), "--set".into(), "data.eval=[\"{}\"]".replace("{}", &root().join("data/sotu/valid.txt").display().to_string()), "--set".into(), format!("tokenizer.path=\"{}\"", root().join("data/sotu/tokenizer.json").display())];
+    let mut ok = base("run");
+    for s in ["train.max_steps=4", "train.eval_every=4", "train.log_every=1", "train.batch_size=8", "train.max_seq_len=96"] {
+        ok.extend(["--set".into(), s.into()]);
+    }
+    let (code, _, err) = run_cli(&ok.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let evals = crate::util::evals(&dir.path().join("run"));
+    assert!(evals.last().is_some_and(|(_, m)| m.get("mlm_loss").is_some_and(|l| l.is_finite())), "{evals:?}");
+    let state = pretune::checkpoint::CheckpointStore::verify(&dir.path().join("run/checkpoints/step-00000004")).unwrap();
+    assert_eq!(state.model["architecture"], "ModernBert");
+    for (sets, key) in [
+        (vec!["model.architecture=\"modernbrt\""], "model.architecture: must be"),
+        (vec!["objective.sentence_pair=\"nsp\""], "ModernBERT has no next-sentence head"),
+        (vec!["model.hidden_size=126", "model.num_heads=2"], "model.num_heads: ModernBERT's rotary positions need an even head width"),
+        (vec!["model.local_attention=33"], "model.local_attention: must be an even number"),
+        (vec![&*format!("init.hf=\"{}\"", fixture("roberta").join("plain").display()), "tokenizer.path=\"\""], "model.architecture: \"modernbert\" does not fit a BERT-family starting point"),
+    ] {
+        let mut a = base("bad");
+        for s in sets {
+            a.extend(["--set".into(), s.into()]);
         }
-        if resume {
-            a.extend(["--resume".into(), "auto".into()]);
-        }
-        run_cli(&a)
-    };
-    let straight = dir.path().join("straight");
-    let (code, _, err) = run(&straight, 6, false, &[]);
-    assert_eq!(code, 0, "{err}");
-    let evals = crate::util::evals(&straight);
-    let loss = |i: usize| evals[i].1.get("mlm_loss").unwrap();
-    assert!(loss(1) < loss(0) - 0.05, "held-out MLM loss did not fall: {evals:?}");
-    let resumed = dir.path().join("resumed");
-    assert_eq!(run(&resumed, 3, false, &[]).0, 0);
-    let (code, _, err) = run(&resumed, 6, true, &[]);
-    assert_eq!(code, 0, "{err}");
-    crate::util::assert_same_weights(&straight.join("checkpoints/step-00000006"), &resumed.join("checkpoints/step-00000006"));
+        let (code, _, err) = run_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 2, "{key}: {err}");
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(!dir.path().join("bad/checkpoints").exists());
+    }
+}
 
-    let out = dir.path().join("hf");
-    let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", straight.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let hf_config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(hf_config["architectures"][0], "RobertaForMaskedLM");
-    let ids = vec![vec![0i64, 100, 4, 300, 2]];
-    let theirs = hf_logits(&out, "AutoModelForMaskedLM", &ids);
-    let state = pretune::checkpoint::CheckpointStore::verify(&straight.join("checkpoints/step-00000006")).unwrap();
-    let spec: pretune::objective::ModelSpec = serde_json::from_value(state.model).unwrap();
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = pretune::objective::PretrainModel::new(&vs.root(), &spec);
-    vs.load(straight.join("checkpoints/step-00000006/model.safetensors")).unwrap();
-    let pretune::objective::PretrainModel::Bert(m) = model else { panic!("a BERT-family model") };
-    let _g = tch::no_grad_guard();
-    let input = Tensor::from_slice(&ids[0]).view([1, 5]);
-    let ours = m.predict(&m.bert.forward(&input, &input.zeros_like(), &Tensor::from_slice(&[5i64]), false));
-    let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
-    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(ours.len() == theirs.len() && worst < 1e-4, "logits differ by {worst}");
-
-    let (code, _, err) = run(&dir.path().join("nsp"), 2, false, &["objective.sentence_pair=\"nsp\""]);
-    assert_ne!(code, 0);
-    assert!(err.contains("RoBERTa has no next-sentence head"), "{err}");
+/// A ModernBERT folder starts fine-tuning: `transformers`' `ModernBertForMaskedLM` (its own
+/// random initialisation, 4 layers of width 64, a sliding window of 8 on each side, a
+/// byte-level BPE `tokenizer.json` with ModernBERT's `[CLS] A [SEP]`; fixture
+/// `scripts/make_modernbert_fixture.py`) as `[init] hf` learns sequence classification on the
+/// bundled spam set well past the majority class (0.54) in 160 updates; the MLM prediction head's `head.*`
+/// carries over as `transformers` carries it (only `classifier.*` starts fresh, the decoder's
+/// bias goes unused), and the checkpoint exports as `ModernBertForSequenceClassification`,
+/// which `transformers` loads with our logits.
+#[test]
+fn fine_tuning_from_a_modernbert_folder_learns_and_exports_as_modernbert() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = spam_config_from_hf(dir.path(), &fixture("modernbert").join("plain"));
+    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=160", "train.eval_every=80", "train.lr=5e-4", "train.max_seq_len=128"]);
+    let init = s.init.clone().unwrap();
+    assert!(init.missing.iter().all(|m| m.starts_with("classifier.")) && init.unused == ["decoder.bias"], "{init:?}");
+    let (_, acc) = s.best.unwrap();
+    eprintln!("ModernBERT on spam after 160 updates: accuracy {acc:.4}");
+    assert!(acc > 0.75, "accuracy {acc} does not beat the majority class (0.54) clearly");
+    export_matches_transformers(dir.path(), &s, "modernbert", "ModernBertForSequenceClassification", &[vec![2, 100, 200, 300, 150, 3], vec![2, 40, 41, 42, 3]], 0);
 }
 
 /// RoBERTa's and XLM-R's tokenizers through the `tokenizers` crate: a byte-level BPE and a

@@ -296,7 +296,8 @@ impl ModernBert {
             let split = |i: i64| qkv.select(2, i).transpose(1, 2);
             let (q, k, v) = (apply_rotary(&split(0), cos, sin), apply_rotary(&split(1), cos, sin), split(2));
             let a = attention(&q, &k, &v, allowed, c.attention_dropout, train).transpose(1, 2).reshape([b, t, heads * d]);
-            x += dropout(&l.wo.forward(&a), c.attention_dropout, train);
+            // Out of place: the norm above saved `x` for its backward pass.
+            x = &x + dropout(&l.wo.forward(&a), c.attention_dropout, train);
             let gated = l.wi.forward(&l.mlp_norm.forward(&x));
             let parts = gated.chunk(2, -1);
             x = &x + l.mlp_wo.forward(&dropout(&(parts[0].gelu("none") * &parts[1]), c.mlp_dropout, train));

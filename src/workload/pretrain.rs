@@ -17,6 +17,7 @@ use crate::masking::collate::{Corruption, MaskContext};
 use crate::masking::glm::{GlmIds, GlmSettings};
 use crate::masking::mlm::MlmSettings;
 use crate::model::bert::BertConfig;
+use crate::model::modernbert::ModernBertConfig;
 use crate::model::glm::GlmConfig;
 use crate::objective::{BuiltinCollator, Collator, ModelSpec, Objective, ObjectiveNames, Pretraining};
 use crate::rng::Purpose;
@@ -105,6 +106,15 @@ fn model_problems(c: &RunConfig) -> Vec<String> {
             !glm || (c.train.max_seq_len as i64) < m.max_position_embeddings,
             "model.max_position_embeddings: GLM needs more than train.max_seq_len (the prefix-LM layout uses position max_seq_len)",
         ),
+        (matches!(m.architecture.as_str(), "bert" | "modernbert"), "model.architecture: must be \"bert\" or \"modernbert\""),
+        (!(glm && m.architecture == "modernbert"), "model.architecture: GLM is its own architecture (objective.kind = \"glm\" takes model.architecture = \"bert\", the default)"),
+        (
+            m.architecture != "modernbert" || c.objective.sentence_pair == SentencePair::None,
+            "objective.sentence_pair: ModernBERT has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"",
+        ),
+        (m.architecture != "modernbert" || (m.hidden_size / m.num_heads.max(1)) % 2 == 0, "model.num_heads: ModernBERT's rotary positions need an even head width (hidden_size / num_heads)"),
+        (m.local_attention >= 2 && m.local_attention % 2 == 0, "model.local_attention: must be an even number of at least 2 (the window, both sides together)"),
+        (m.global_attn_every_n_layers >= 1, "model.global_attn_every_n_layers: must be at least 1"),
     ]
     .into_iter()
     .filter(|(ok, _)| !ok)
@@ -183,7 +193,12 @@ fn model_of(c: &RunConfig, tokenizer: &TextTokenizer) -> (ModelSpec, ObjectiveNa
                 SentencePair::Nsp => Some("nsp"),
                 SentencePair::Sop => Some("sop"),
             };
-            let config = BertConfig::from_section(m, vocab_size, tokenizer.special_ids().pad as i64);
+            let pad = tokenizer.special_ids().pad as i64;
+            if m.architecture == "modernbert" {
+                let config = ModernBertConfig::from_section(m, vocab_size, pad);
+                return (ModelSpec::ModernBert { config }, ObjectiveNames { lm: "mlm", pair: None });
+            }
+            let config = BertConfig::from_section(m, vocab_size, pad);
             (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
         }
         ObjectiveKind::Glm => {
@@ -216,9 +231,9 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e.to_string()),
             }
-            if let (ModelSpec::Bert { config, .. }, Some(len)) = (&model, table.get("train").and_then(|t| t.get("max_seq_len")).and_then(toml::Value::as_integer)) {
-                if len > config.max_positions() {
-                    problems.push(format!("train.max_seq_len: {len} is longer than the starting point's position table holds ({})", config.max_positions()));
+            if let (ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. }, Some(len)) = (&model, table.get("train").and_then(|t| t.get("max_seq_len")).and_then(toml::Value::as_integer)) {
+                if len > model.max_positions() {
+                    problems.push(format!("train.max_seq_len: {len} is longer than the starting point's positions allow ({})", model.max_positions()));
                 }
             }
             problems.extend(crate::init::size_conflicts(table, &model));
@@ -230,8 +245,10 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
         }
         None => InitSource::Fresh,
     };
-    if let ModelSpec::Bert { config: b, .. } = &mut model {
-        b.vocab_size = b.vocab_size.max(vocab_size);
+    match &mut model {
+        ModelSpec::Bert { config: b, .. } => b.vocab_size = b.vocab_size.max(vocab_size),
+        ModelSpec::ModernBert { config: b } => b.vocab_size = b.vocab_size.max(vocab_size),
+        ModelSpec::Glm { .. } => {}
     }
     Ok((model, init))
 }
