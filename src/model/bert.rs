@@ -278,11 +278,8 @@ impl Bert {
         let x = e.word.forward(input_ids) + e.position.forward(&position_ids).unsqueeze(0) + e.token_type.forward(&types);
         // True where a key may be attended to: [batch, 1, 1, seq].
         let key_mask = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
-        if device == tch::Device::Cpu {
-            let real = i64::try_from(lengths.sum(Kind::Int64)).unwrap_or(b * t);
-            if real * UNPAD_BELOW_NUM < b * t * UNPAD_BELOW_DEN {
-                return self.forward_unpadded(x, &key_mask, b, t, train);
-            }
+        if device == tch::Device::Cpu && worth_unpadding(lengths, b, t) {
+            return self.forward_unpadded(x, &key_mask, b, t, train);
         }
         self.forward_padded(x, &key_mask, b, t, train)
     }
@@ -333,6 +330,13 @@ impl Bert {
 /// GEMM work outweighs the gathers and scatters).
 const UNPAD_BELOW_NUM: i64 = 16;
 const UNPAD_BELOW_DEN: i64 = 15;
+
+/// Whether rows of these lengths, padded to `[b, t]`, are worth packing (a host read of the
+/// lengths' sum: for the CPU only).
+pub(crate) fn worth_unpadding(lengths: &Tensor, b: i64, t: i64) -> bool {
+    let real = i64::try_from(lengths.sum(Kind::Int64)).unwrap_or(b * t);
+    real * UNPAD_BELOW_NUM < b * t * UNPAD_BELOW_DEN
+}
 
 /// `BertForMaskedLM`: the encoder plus `cls.predictions` with the decoder tied to the word
 /// embeddings. With a pair head (`bert.pooler`, `cls.seq_relationship`) it is

@@ -273,36 +273,67 @@ impl ModernBert {
 
     /// Last hidden states `[batch, seq, hidden]` of right-padded rows of `lengths` real tokens;
     /// the config's dropouts apply while `train` (ModernBERT's recipe sets them all to 0).
+    ///
+    /// On the CPU, with padding worth removing (the rule BERT's encoder uses), every
+    /// position-wise operation (the projections, the GeGLU, the norms: nearly all the FLOPs)
+    /// runs on the real tokens packed `[tokens, hidden]`, as ModernBERT's unpadded path does;
+    /// only rotary positions and attention see the padded layout. Padding rows then hold zeros.
     pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
         let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
+        let unpad = input_ids.device() == Device::Cpu && super::bert::worth_unpadding(lengths, b, t);
+        self.encode(input_ids, lengths, train, unpad)
+    }
+
+    /// [`ModernBert::forward`] on packed real tokens (`unpad`) or on the padded layout.
+    fn encode(&self, input_ids: &Tensor, lengths: &Tensor, train: bool, unpad: bool) -> Tensor {
+        let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
         let device = input_ids.device();
-        let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let c = &self.cfg;
+        let (heads, d, width) = (c.num_attention_heads, c.head_dim(), c.hidden_size);
         let positions = Tensor::arange(t, (Kind::Int64, device));
         // Keys a query may see: real ones, and in local layers those within the window.
         let keys = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
         let distance = (positions.unsqueeze(1) - positions.unsqueeze(0)).abs();
-        let local = keys.logical_and(&distance.le(self.cfg.sliding_window()).view([1, 1, t, t]));
-        let global_rope = rotary(t, d, self.cfg.rope_theta(true), device);
-        let local_rope = rotary(t, d, self.cfg.rope_theta(false), device);
-        let c = &self.cfg;
-        let mut x = dropout(&self.emb_norm.forward(&self.tok_embeddings.forward(input_ids)), c.embedding_dropout, train);
+        let local = keys.logical_and(&distance.le(c.sliding_window()).view([1, 1, t, t]));
+        let global_rope = rotary(t, d, c.rope_theta(true), device);
+        let local_rope = rotary(t, d, c.rope_theta(false), device);
+        let real = unpad.then(|| keys.view([b * t]).nonzero().squeeze_dim(1));
+        // `[b, t, w]` → the layout the position-wise layers run on, and back.
+        let pack = |y: Tensor| match &real {
+            Some(idx) => y.reshape([b * t, -1]).index_select(0, idx),
+            None => y,
+        };
+        let unpack = |y: &Tensor| -> Tensor {
+            match &real {
+                Some(idx) => {
+                    let w = *y.size().last().expect("packed rows are [tokens, width]");
+                    Tensor::zeros([b * t, w], (y.kind(), y.device())).index_copy(0, idx, y).view([b, t, w])
+                }
+                None => y.shallow_clone(),
+            }
+        };
+        let ids = match &real {
+            Some(idx) => input_ids.reshape([b * t]).index_select(0, idx),
+            None => input_ids.shallow_clone(),
+        };
+        let mut x = dropout(&self.emb_norm.forward(&self.tok_embeddings.forward(&ids)), c.embedding_dropout, train);
         for l in &self.layers {
             let (allowed, (cos, sin)) = if l.global { (&keys, &global_rope) } else { (&local, &local_rope) };
             let h = match &l.attn_norm {
                 Some(n) => n.forward(&x),
                 None => x.shallow_clone(),
             };
-            let qkv = l.wqkv.forward(&h).view([b, t, 3, heads, d]);
+            let qkv = unpack(&l.wqkv.forward(&h)).view([b, t, 3, heads, d]);
             let split = |i: i64| qkv.select(2, i).transpose(1, 2);
             let (q, k, v) = (apply_rotary(&split(0), cos, sin), apply_rotary(&split(1), cos, sin), split(2));
-            let a = attention(&q, &k, &v, allowed, c.attention_dropout, train).transpose(1, 2).reshape([b, t, heads * d]);
+            let a = pack(attention(&q, &k, &v, allowed, c.attention_dropout, train).transpose(1, 2).reshape([b, t, width]));
             // Out of place: the norm above saved `x` for its backward pass.
             x = &x + dropout(&l.wo.forward(&a), c.attention_dropout, train);
             let gated = l.wi.forward(&l.mlp_norm.forward(&x));
             let parts = gated.chunk(2, -1);
             x = &x + l.mlp_wo.forward(&dropout(&(parts[0].gelu("none") * &parts[1]), c.mlp_dropout, train));
         }
-        self.final_norm.forward(&x)
+        unpack(&self.final_norm.forward(&x))
     }
 }
 
@@ -402,5 +433,47 @@ impl ModernBertForTask {
         let h = self.model.forward(input_ids, lengths, train);
         let h = h.view([-1, h.size()[2]]).index_select(0, positions);
         self.classifier.forward(&dropout(&self.head.forward(&h), self.dropout, train))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed path computes what the padded one does at every real position, forward and
+    /// backward, with a window that cuts the longer rows (dropout off: the two draw their
+    /// masks over different shapes).
+    #[test]
+    fn unpadded_encoder_equals_padded_encoder_with_gradients() {
+        tch::manual_seed(4);
+        let cfg = ModernBertConfig { vocab_size: 50, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, local_attention: 4, max_position_embeddings: 16, ..Default::default() };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = ModernBert::new(&(vs.root() / "model"), &cfg);
+        let (b, t) = (3, 12);
+        let ids = Tensor::randint(50, [b, t], (Kind::Int64, Device::Cpu));
+        let lengths = Tensor::from_slice(&[12i64, 5, 9]);
+        let valid = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, t, 1]).to_kind(Kind::Float);
+        let run = |unpad: bool| {
+            vs.variables().values().for_each(|v| {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            });
+            let out = model.encode(&ids, &lengths, true, unpad) * &valid;
+            (&out * &out).sum(Kind::Float).backward();
+            let mut grads: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (k, v.grad().copy())).collect();
+            grads.sort_by(|x, y| x.0.cmp(&y.0));
+            (out.detach(), grads)
+        };
+        let (padded, gp) = run(false);
+        let (packed, gu) = run(true);
+        let d = (&padded - &packed).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "hidden states differ by {d}");
+        for ((name, a), (_, u)) in gp.iter().zip(&gu) {
+            let d = (a - u).abs().max().double_value(&[]);
+            assert!(d < 1e-4, "{name}: gradients differ by {d}");
+        }
+        assert!(super::super::bert::worth_unpadding(&lengths, b, t));
     }
 }
