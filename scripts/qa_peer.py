@@ -155,8 +155,8 @@ def main():
         batch = [feats[k] for k in order[at:at + a.batch]]
         at += a.batch
         x = tensors(batch)
-        if model.config.type_vocab_size == 1:
-            x.pop("token_type_ids", None)  # RoBERTa: one token type
+        if getattr(model.config, "type_vocab_size", 1) == 1:
+            x.pop("token_type_ids", None)  # RoBERTa: one token type; ModernBERT: none
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             out = model(**x, start_positions=torch.tensor([f["start"] for f in batch]), end_positions=torch.tensor([f["end"] for f in batch]))
@@ -187,7 +187,7 @@ def main():
         with torch.no_grad():
             for k in range(0, len(dfeats), 64):
                 x = tensors(dfeats[k:k + 64])
-                if model.config.type_vocab_size == 1:
+                if getattr(model.config, "type_vocab_size", 1) == 1:
                     x.pop("token_type_ids", None)
                 o = model(**x)
                 starts.extend(o.start_logits.numpy())

@@ -652,12 +652,13 @@ fn non_finite_regression_targets_are_bad_records() {
     assert!(err.contains("train.jsonl:4") && err.contains("`NaN` is not a finite number"), "{err}");
 }
 
-/// `[init] hf` starts only from what pretune builds, and says what it found. A DeBERTa-v2 or a
-/// ModernBERT folder is an error naming its `model_type` and the supported ones (such folders
+/// `[init] hf` starts only from what pretune builds, and says what it found. A DeBERTa-v2 or an
+/// ALBERT folder is an error naming its `model_type` and the supported ones (such folders
 /// used to be read as a BERT with 0 of their tensors loaded and a random model trained); a BERT folder
-/// whose tensors carry names pretune does not read is an error naming the missing encoder
-/// tensors and the unused ones, from `check` and from `train`, in both phases. The real
-/// MiniLM passes, named as what its config says.
+/// whose tensors carry names pretune does not read, or a folder whose config says ModernBERT
+/// over BERT's tensors, is an error naming the missing encoder tensors and the unused ones,
+/// from `check` and from `train`, in both phases. The real MiniLM passes, named as what its
+/// config says.
 #[test]
 fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
     let minilm = root().join(".cache/minilm/model");
@@ -687,6 +688,7 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
         d
     };
     let deberta = foreign("deberta", "deberta-v2", "DebertaV2ForMaskedLM");
+    let albert = foreign("albert", "albert", "AlbertForMaskedLM");
     let modernbert = foreign("modernbert", "modernbert", "ModernBertForMaskedLM");
     let out = dir.path().join("run");
     // Continued pre-training from a folder: sizes and tokenizer come from [init] (given below).
@@ -707,14 +709,17 @@ fn a_start_that_is_not_this_encoder_is_an_error_in_both_phases() {
         let (code, stdout, err) = run_cli(&args("check", cfg, &minilm));
         assert_eq!(code, 0, "{cfg}: {err}");
         assert!(stdout.contains("bert (BertModel)"), "{cfg}: check names the architecture: {stdout}");
-        for (folder, model_type, arch) in [(&deberta, "deberta-v2", "DebertaV2ForMaskedLM"), (&modernbert, "modernbert", "ModernBertForMaskedLM")] {
+        for (folder, model_type, arch) in [(&deberta, "deberta-v2", "DebertaV2ForMaskedLM"), (&albert, "albert", "AlbertForMaskedLM")] {
             let (code, _, err) = run_cli(&args("check", cfg, folder));
             assert_ne!(code, 0, "{cfg} from {model_type}");
-            assert!(err.contains(&format!("model_type \"{model_type}\"")) && err.contains(arch) && err.contains("pretune reads bert, roberta, xlm-roberta, electra folders"), "{cfg}: {err}");
+            assert!(err.contains(&format!("model_type \"{model_type}\"")) && err.contains(arch) && err.contains("pretune reads bert, roberta, xlm-roberta, electra, modernbert folders"), "{cfg}: {err}");
         }
         let (code, _, err) = run_cli(&args("check", cfg, &renamed));
         assert_ne!(code, 0, "{cfg}: a start without the encoder's tensors");
         assert!(err.contains("of the encoder's tensors are not in its weights") && err.contains("`bert.embeddings.") && err.contains("`encoder_model."), "{cfg}: {err}");
+        let (code, _, err) = run_cli(&args("check", cfg, &modernbert));
+        assert_ne!(code, 0, "{cfg}: a ModernBERT config over BERT's tensors");
+        assert!(err.contains("of the encoder's tensors are not in its weights") && err.contains("`model.embeddings.tok_embeddings.") && err.contains("`model.embeddings.LayerNorm."), "{cfg}: {err}");
     }
     let (code, _, err) = run_cli(&args("train", finetune, &renamed));
     assert_ne!(code, 0);

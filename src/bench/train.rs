@@ -147,11 +147,16 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
     crate::actors::run(plan)?;
     let cpu = mon.finish();
     let t = timing(&dir.join("events.jsonl"), a.warmup)?;
-    let head = match a.objective {
-        super::BenchObjective::Mlm => "mlm",
-        super::BenchObjective::MlmNsp => "pretraining",
+    let (head, shape) = match a.objective {
+        super::BenchObjective::Mlm => ("mlm", a.model.shape()),
+        super::BenchObjective::MlmNsp => ("pretraining", a.model.shape()),
+        // The GeGLU's three matrices of h × 1.5h count as two of h × 2.25h.
+        super::BenchObjective::ModernbertMlm => {
+            let (l, h, heads, _) = a.model.shape();
+            ("mlm", (l, h, heads, h * 9 / 4))
+        }
     };
-    let mut v = summary(a, &t, train_flops(a, a.model.shape(), vocab, head), cpu);
+    let mut v = summary(a, &t, train_flops(a, shape, vocab, head), cpu);
     v["bench"] = "pretrain".into();
     v["variant"] = name.into();
     v["objective"] = serde_json::to_value(a.objective).unwrap_or_default();
