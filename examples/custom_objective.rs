@@ -112,9 +112,9 @@ impl ObjectiveModel for ShuffleModel {
         let lm_logits = self.mlm.predict(&h.view([-1, width]).index_select(0, &b.masked_positions));
         let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, -100, 0.0);
         let logits = self.shuffle_logits(&h, b);
-        let mut parts = vec![LossPart { name: "mlm", sum: lm, per: Per::Target }];
+        let mut parts = vec![LossPart::new("mlm", lm, Per::Target)];
         if let Some(l) = &b.pair_labels {
-            parts.push(LossPart { name: "shuffle", sum: logits.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, -100, 0.0), per: Per::Example });
+            parts.push(LossPart::new("shuffle", logits.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, -100, 0.0), Per::Example));
         }
         parts
     }

@@ -71,6 +71,9 @@ pub struct HostBatch {
     pub row_targets: Vec<f32>,
     /// Cloze: the row of each scored answer token (scores are summed per row).
     pub target_rows: Vec<i64>,
+    /// ELECTRA: a uniform number in [0, 1) per masked position, the generator's sample's
+    /// draw; empty otherwise.
+    pub sample_uniforms: Vec<f32>,
     /// Cloze: rows (candidates) per example; 0 otherwise.
     pub candidates: usize,
     /// Token classification: per row, each word's first sub-token (`None` when truncation cut

@@ -113,7 +113,11 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
     };
     let (model, arch, extra, tokenizer) = match described {
         SavedModel::Pretrain { model, tokenizer } => {
-            let arch = if matches!(model, ModelSpec::Bert { pair_head: true, .. }) { "BertForPreTraining" } else { "BertForMaskedLM" };
+            let arch = match &model {
+                ModelSpec::Bert { pair_head: true, .. } => "BertForPreTraining",
+                ModelSpec::Electra { .. } => "ElectraForPreTraining",
+                _ => "BertForMaskedLM",
+            };
             (model, arch, json!({}), tokenizer)
         }
         SavedModel::Glm => return Err(ExportError::Glm),
@@ -122,46 +126,76 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
             (spec.encoder(), head.architecture, Value::Object(head.config), spec.tokenizer.clone())
         }
     };
-    std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
+    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Tokenizer { path: tokenizer.clone(), source: Box::new(e) })?;
+    let weights = dir.join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&weights).map_err(|source| ExportError::Weights { path: weights.clone(), source })?;
+    if let ModelSpec::Electra { pair } = &model {
+        // The discriminator in OUT, the generator in OUT/generator, each with the embeddings
+        // the two share.
+        let (generator, discriminator): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("generator."));
+        let shared: Vec<(String, Tensor)> = discriminator.iter().filter(|(n, _)| n.starts_with("electra.embeddings.")).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let generator: Vec<(String, Tensor)> = generator.into_iter().map(|(n, t)| (n["generator.".len()..].to_owned(), t)).chain(shared).collect();
+        write_folder(out, bert_config(&pair.discriminator, "ElectraForPreTraining", &extra), &discriminator, &tok)?;
+        write_folder(&out.join("generator"), bert_config(&pair.generator, "ElectraForMaskedLM", &extra), &generator, &tok)?;
+        return Ok(dir);
+    }
     let arch = family_architecture(model.model_type(), arch);
     let mut config = match &model {
-        ModelSpec::Bert { config: bert, .. } => {
-            let mut config = serde_json::to_value(bert).expect("a BERT config serializes");
-            let obj = config.as_object_mut().expect("a struct serializes to an object");
-            obj.insert("model_type".into(), json!(bert.model_type));
-            if bert.is_electra() {
-                // `ElectraConfig` defaults to 128: always say it.
-                obj.insert("embedding_size".into(), json!(bert.embedding_width()));
-            }
-            obj.insert("hidden_act".into(), json!("gelu"));
-            obj.insert("position_embedding_type".into(), json!("absolute"));
-            config
-        }
+        ModelSpec::Bert { config: bert, .. } => bert_config(bert, &arch, &extra),
         // Every switch is written (the thetas under both names, so transformers 4 and 5
         // read them alike).
-        ModelSpec::ModernBert { config: m } => serde_json::to_value(m).expect("a ModernBERT config serializes"),
-        ModelSpec::Glm { .. } => return Err(ExportError::Glm),
+        ModelSpec::ModernBert { config: m } => {
+            let mut config = serde_json::to_value(m).expect("a ModernBERT config serializes");
+            let obj = config.as_object_mut().expect("a struct serializes to an object");
+            obj.insert("architectures".into(), json!([arch]));
+            obj.insert("tie_word_embeddings".into(), json!(true));
+            if let Some(m) = extra.as_object() {
+                obj.extend(m.clone());
+            }
+            // Its config's special ids default to ModernBERT's own vocabulary's: say the
+            // tokenizer's.
+            let ids = tok.special_ids();
+            for (key, id) in [("cls_token_id", ids.cls), ("bos_token_id", ids.cls), ("sep_token_id", ids.sep), ("eos_token_id", ids.sep), ("pad_token_id", ids.pad)] {
+                obj.insert(key.into(), json!(id));
+            }
+            config
+        }
+        ModelSpec::Glm { .. } | ModelSpec::Electra { .. } => return Err(ExportError::Glm),
     };
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert("architectures".into(), json!([arch]));
+    }
+    write_folder(out, config, &tensors, &tok)?;
+    Ok(dir)
+}
+
+/// A BERT-family `config.json` (`model_type` `bert`, `roberta`, `xlm-roberta` or `electra`)
+/// for `arch`, with the task head's `extra` keys.
+fn bert_config(bert: &crate::model::bert::BertConfig, arch: &str, extra: &Value) -> Value {
+    let mut config = serde_json::to_value(bert).expect("a BERT config serializes");
     let obj = config.as_object_mut().expect("a struct serializes to an object");
+    obj.insert("model_type".into(), json!(bert.model_type));
+    if bert.is_electra() {
+        // `ElectraConfig` defaults to 128: always say it.
+        obj.insert("embedding_size".into(), json!(bert.embedding_width()));
+    }
+    obj.insert("hidden_act".into(), json!("gelu"));
+    obj.insert("position_embedding_type".into(), json!("absolute"));
     obj.insert("architectures".into(), json!([arch]));
     obj.insert("tie_word_embeddings".into(), json!(true));
     if let Some(m) = extra.as_object() {
         obj.extend(m.clone());
     }
-    let tok = TextTokenizer::load(&tokenizer, None).map_err(|e| ExportError::Tokenizer { path: tokenizer.clone(), source: Box::new(e) })?;
-    if let ModelSpec::ModernBert { .. } = model {
-        // Its config's special ids default to ModernBERT's own vocabulary's: say the tokenizer's.
-        let ids = tok.special_ids();
-        for (key, id) in [("cls_token_id", ids.cls), ("bos_token_id", ids.cls), ("sep_token_id", ids.sep), ("eos_token_id", ids.sep), ("pad_token_id", ids.pad)] {
-            obj.insert(key.into(), json!(id));
-        }
-    }
+    config
+}
+
+/// Writes `config.json`, the tensors as `model.safetensors` and `tokenizer.json` into `out`.
+fn write_folder(out: &Path, config: Value, tensors: &[(String, Tensor)], tok: &TextTokenizer) -> Result<(), ExportError> {
+    std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
     let config_path = out.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("JSON serializes")).map_err(crate::files::FileError::at(&config_path))?;
-    let weights = dir.join("model.safetensors");
-    let tensors = Tensor::read_safetensors(&weights).map_err(|source| ExportError::Weights { path: weights.clone(), source })?;
-    write_safetensors(&tensors, &out.join("model.safetensors"))?;
+    write_safetensors(tensors, &out.join("model.safetensors"))?;
     let saved = out.join("tokenizer.json");
     tok.inner().save(&saved, true).map_err(|source| ExportError::Tokenizer { path: saved.clone(), source })?;
-    Ok(dir)
+    Ok(())
 }

@@ -208,6 +208,8 @@ impl StartModel {
         match self {
             StartModel::Pretrain(ModelSpec::Bert { config, .. }) => Some(ModelSpec::Bert { config: config.clone(), pair_head: false }),
             StartModel::Pretrain(ModelSpec::Glm { .. }) => None,
+            // ELECTRA's discriminator is the encoder tasks start from.
+            StartModel::Pretrain(ModelSpec::Electra { pair }) => Some(ModelSpec::Bert { config: pair.discriminator.clone(), pair_head: false }),
             StartModel::Pretrain(m) | StartModel::Hf(m) | StartModel::Task(m) => Some(m.clone()),
         }
     }
@@ -231,14 +233,21 @@ impl StartModel {
         match (self, want) {
             (StartModel::Pretrain(ModelSpec::Glm { config }), ModelSpec::Glm { .. }) => return Ok(ModelSpec::Glm { config: config.clone() }),
             (_, ModelSpec::Glm { .. }) => return Err(InitError::Architecture("init: BERT weights cannot start GLM pre-training (objective.kind = \"glm\")")),
+            (StartModel::Pretrain(ModelSpec::Electra { pair }), ModelSpec::Electra { .. }) => return Ok(ModelSpec::Electra { pair: pair.clone() }),
+            (_, ModelSpec::Electra { .. }) => {
+                return Err(InitError::Architecture(
+                    "init: objective.kind = \"electra\" continues only an ELECTRA pre-training checkpoint of ours (it holds the generator too; a folder holds one network): start fresh, or fine-tune from the folder",
+                ))
+            }
             _ => {}
         }
         match self.encoder() {
+            Some(ModelSpec::Electra { .. }) => Err(InitError::Architecture("init.checkpoint: an ELECTRA checkpoint continues with objective.kind = \"electra\" (its discriminator has no MLM head)")),
             None | Some(ModelSpec::Glm { .. }) => Err(InitError::Architecture("init.checkpoint: a GLM checkpoint cannot start a BERT objective (objective.kind = \"mlm\")")),
             Some(ModelSpec::ModernBert { .. }) if pair_head => Err(InitError::Architecture("objective.sentence_pair: ModernBERT has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
             Some(m @ ModelSpec::ModernBert { .. }) => Ok(m),
             Some(ModelSpec::Bert { .. }) if matches!(want, ModelSpec::ModernBert { .. }) => Err(InitError::Architecture("model.architecture: \"modernbert\" does not fit a BERT-family starting point (a start keeps its own architecture: remove the key)")),
-            Some(ModelSpec::Bert { config, .. }) if config.is_electra() => Err(InitError::Architecture("init.hf: an ELECTRA discriminator has no MLM head to continue pre-training with (replaced-token detection, objective.kind = \"electra\", is not built yet); start fine-tuning from it instead")),
+            Some(ModelSpec::Bert { config, .. }) if config.is_electra() => Err(InitError::Architecture("init.hf: an ELECTRA discriminator has no MLM head to continue MLM pre-training with (replaced-token detection, objective.kind = \"electra\", needs its generator too: it continues our own ELECTRA checkpoints); start fine-tuning from it instead")),
             Some(ModelSpec::Bert { config, .. }) if config.is_roberta() && pair_head => Err(InitError::Architecture("objective.sentence_pair: RoBERTa has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"")),
             Some(ModelSpec::Bert { config, .. }) => Ok(ModelSpec::Bert { config, pair_head }),
         }
@@ -266,6 +275,16 @@ pub fn apply_overrides(model: &mut ModelSpec, table: &toml::Table) {
             (&mut config.hidden_dropout_prob, &mut config.attention_probs_dropout_prob)
         }
         ModelSpec::Glm { config } => (&mut config.hidden_dropout, &mut config.attention_dropout),
+        ModelSpec::Electra { pair } => {
+            let g = &mut pair.generator;
+            if let Some(v) = hidden {
+                g.hidden_dropout_prob = v;
+            }
+            if let Some(v) = attention {
+                g.attention_probs_dropout_prob = v;
+            }
+            (&mut pair.discriminator.hidden_dropout_prob, &mut pair.discriminator.attention_probs_dropout_prob)
+        }
         ModelSpec::ModernBert { config } => {
             if let Some(v) = hidden {
                 (config.embedding_dropout, config.mlp_dropout) = (v, v);
@@ -309,6 +328,17 @@ pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
                 ("max_position_embeddings", c.max_sequence_length),
             ],
             None,
+        ),
+        ModelSpec::Electra { pair } => (
+            vec![
+                ("hidden_size", pair.discriminator.hidden_size),
+                ("num_layers", pair.discriminator.num_hidden_layers),
+                ("num_heads", pair.discriminator.num_attention_heads),
+                ("intermediate_size", pair.discriminator.intermediate_size),
+                ("max_position_embeddings", pair.discriminator.max_position_embeddings),
+                ("type_vocab_size", pair.discriminator.type_vocab_size),
+            ],
+            Some(pair.discriminator.layer_norm_eps),
         ),
         ModelSpec::ModernBert { config: c } => (
             vec![

@@ -34,6 +34,8 @@ pub enum Purpose {
     Sample = 7,
     /// The training examples kept by `task.train_per_class`.
     Subset = 8,
+    /// ELECTRA's generator samples: one uniform per masked position of an example.
+    Replace = 9,
 }
 
 /// SplitMix64's increment (2⁶⁴ / φ): successive states of its Weyl sequence.

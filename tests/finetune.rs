@@ -928,7 +928,7 @@ fn continued_pre_training_from_roberta_and_modernbert_folders_learns_resumes_and
         let ours = match model {
             pretune::objective::PretrainModel::Bert(m) => m.predict(&m.bert.forward(&input, &input.zeros_like(), &lengths, false)),
             pretune::objective::PretrainModel::ModernBert(m) => m.predict(&m.model.forward(&input, &lengths, false)),
-            pretune::objective::PretrainModel::Glm(_) => panic!("{architecture}: a GLM"),
+            pretune::objective::PretrainModel::Glm(_) | pretune::objective::PretrainModel::Electra(_) => panic!("{architecture}: not an MLM"),
         };
         let ours: Vec<f64> = Vec::<f64>::try_from(&ours.to_kind(Kind::Double).view([-1])).unwrap();
         let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);

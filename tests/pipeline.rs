@@ -18,7 +18,7 @@ fn plan(dir: &std::path::Path, overrides: &[&str]) -> pretune::plan::RunPlan {
     load_plan(&tiny_config(dir), overrides)
 }
 
-fn first_batches(plan: &pretune::plan::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
+pub(crate) fn first_batches(plan: &pretune::plan::RunPlan, workers: usize, n: usize) -> Vec<HostBatch> {
     let stop = StopFlag::new();
     let (rx, handles) = DataPlane::new(plan, stop.clone(), Arc::new(|e| panic!("data plane failed: {e:?}"))).workers(workers).spawn().unwrap();
     let mut reorder = Reorder::new(0);

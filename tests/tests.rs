@@ -2,6 +2,7 @@
 
 mod cli;
 mod distributed;
+mod electra;
 mod endpoints;
 mod engine;
 mod extension;

@@ -422,6 +422,9 @@ pub struct ModelConfig {
     pub layer_norm_eps: f64,
     /// Standard deviation of the normal initialisation.
     pub initializer_range: f64,
+    /// ELECTRA: the embeddings' width when narrower than the blocks (projected to
+    /// `hidden_size`, as its small models do); 0: the hidden size.
+    pub embedding_size: i64,
     /// ModernBERT: the sliding window of its local layers, both sides together.
     pub local_attention: i64,
     /// ModernBERT: every n-th layer (from the first) attends globally.
@@ -432,6 +435,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             architecture: "bert".into(),
+            embedding_size: 0,
             local_attention: 128,
             global_attn_every_n_layers: 3,
             hidden_size: 768,
@@ -456,6 +460,9 @@ pub enum ObjectiveKind {
     Mlm,
     /// GLM autoregressive blank infilling.
     Glm,
+    /// ELECTRA's replaced-token detection: a small generator fills MLM's masks, the encoder
+    /// tells every token replaced or original (`[objective.electra]`).
+    Electra,
 }
 
 /// What MLM chooses to mask.
@@ -560,6 +567,39 @@ pub struct ObjectiveConfig {
     pub short_seq_prob: f64,
     /// GLM settings (with `kind = "glm"`).
     pub glm: GlmObjectiveConfig,
+    /// ELECTRA settings (with `kind = "electra"`).
+    pub electra: ElectraObjectiveConfig,
+}
+
+/// `[objective.electra]`: replaced-token detection (defaults from the paper and
+/// google-research/electra's `configure_pretraining.py`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectraObjectiveConfig {
+    /// The generator's hidden size; 0 takes `generator_fraction` of the discriminator's.
+    pub generator_hidden_size: i64,
+    /// The generator's width as a fraction of the discriminator's (the paper: 1/4 to 1/2).
+    pub generator_fraction: f64,
+    /// λ: the weight of the discriminator's loss against the generator's.
+    pub rtd_weight: f64,
+    /// The generator's sampling temperature.
+    pub temperature: f64,
+}
+
+impl Default for ElectraObjectiveConfig {
+    fn default() -> Self {
+        ElectraObjectiveConfig { generator_hidden_size: 0, generator_fraction: 0.25, rtd_weight: 50.0, temperature: 1.0 }
+    }
+}
+
+impl ElectraObjectiveConfig {
+    /// The generator's width for a discriminator `hidden` wide, a whole number of heads of
+    /// `head_dim`.
+    pub fn generator_width(&self, hidden: i64, head_dim: i64) -> i64 {
+        let want = if self.generator_hidden_size > 0 { self.generator_hidden_size } else { (hidden as f64 * self.generator_fraction).round() as i64 };
+        let head_dim = head_dim.max(1);
+        ((want + head_dim / 2) / head_dim).max(1) * head_dim
+    }
 }
 
 impl Default for ObjectiveConfig {
@@ -577,6 +617,7 @@ impl Default for ObjectiveConfig {
             sentence_pair: SentencePair::None,
             short_seq_prob: 0.1,
             glm: GlmObjectiveConfig::default(),
+            electra: ElectraObjectiveConfig::default(),
         }
     }
 }

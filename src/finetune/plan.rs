@@ -99,7 +99,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
             config.vocab_size = config.vocab_size.max(tokenizer.vocab_size() as i64);
             config.pad_token_id = tokenizer.special_ids().pad as i64;
         }
-        ModelSpec::Glm { .. } => {}
+        ModelSpec::Glm { .. } | ModelSpec::Electra { .. } => {}
     }
     let cx = TaskContext { config: &c.task, tokenizer: tokenizer.clone(), encoder: &encoder, max_seq_len: c.train.max_seq_len, generate: c.generate.clone() };
     let mut task = (kind.build)(&cx).map_err(|e| e.problems())?;
@@ -129,6 +129,7 @@ fn spec_of(kind: &TaskKind, task: &dyn Task, encoder: &ModelSpec, tokenizer: Pat
         ModelSpec::Bert { config, .. } => (config.clone(), None, None),
         ModelSpec::Glm { config } => (BertConfig::default(), Some(config.clone()), None),
         ModelSpec::ModernBert { config } => (BertConfig::default(), None, Some(config.clone())),
+        ModelSpec::Electra { pair } => (pair.discriminator.clone(), None, None),
     };
     TaskSpec { architecture: "BertForTask".into(), config, kind: kind.name.to_owned(), labels: task.labels().to_vec(), tokenizer, max_seq_len, glm, modernbert, settings: task.saved() }
 }

@@ -215,7 +215,7 @@ impl TaskNet {
 impl ObjectiveModel for TaskNet {
     fn losses(&self, b: &DeviceBatch, train: bool) -> Vec<LossPart> {
         let out = self.model.outputs(b, train);
-        vec![LossPart { name: self.task.loss_name(), sum: self.task.loss(&out, b), per: self.task.per() }]
+        vec![LossPart::new(self.task.loss_name(), self.task.loss(&out, b), self.task.per())]
     }
 
     /// Streaming counts per batch (never all logits at once): `loss`, and the task's scorer's

@@ -38,6 +38,8 @@ impl Dims {
         match spec {
             ModelSpec::Bert { config: c, .. } => Dims { hidden: c.hidden_size as f64, layers: c.num_hidden_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: true, gated_mlp: false },
             ModelSpec::Glm { config: c } => Dims { hidden: c.hidden_size as f64, layers: c.num_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: false, gated_mlp: false },
+            // The discriminator (ELECTRA's objective counts its generator itself).
+            ModelSpec::Electra { pair } => Dims::of(&ModelSpec::Bert { config: pair.discriminator.clone(), pair_head: false }),
             ModelSpec::ModernBert { config: c } => Dims { hidden: c.hidden_size as f64, layers: c.num_hidden_layers as f64, intermediate: c.intermediate_size as f64, vocab: c.vocab_size as f64, lm_transform: true, gated_mlp: true },
         }
     }

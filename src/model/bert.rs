@@ -174,25 +174,58 @@ fn embedding(p: nn::Path, n: i64, dim: i64, std: f64, padding_idx: i64) -> nn::E
     e
 }
 
+/// Word, position and token-type tables and their LayerNorm, as plain tensors so that two
+/// encoders can read the same ones (ELECTRA's generator and discriminator share them: one set
+/// of variables, whose gradients from both graphs add up).
 struct Embeddings {
-    word: nn::Embedding,
-    position: nn::Embedding,
-    token_type: nn::Embedding,
-    norm: nn::LayerNorm,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    eps: f64,
+    pad: i64,
     dropout: f64,
-    /// ELECTRA's `embeddings_project` when the embeddings are narrower than the blocks.
-    project: Option<nn::Linear>,
 }
 
 impl Embeddings {
-    /// LayerNorm, dropout and (ELECTRA) the projection to the hidden width, of the summed
-    /// embeddings `x` (`[..., embedding_width]`).
-    fn finish(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = dropout(&self.norm.forward(x), self.dropout, train);
-        match &self.project {
-            Some(p) => p.forward(&x),
-            None => x,
+    fn new(e: nn::Path, cfg: &BertConfig) -> Self {
+        let (w, std) = (cfg.embedding_width(), cfg.initializer_range);
+        let norm = layer_norm(&e / "LayerNorm", w, cfg.layer_norm_eps);
+        Embeddings {
+            word: embedding(&e / "word_embeddings", cfg.vocab_size, w, std, cfg.pad_token_id).ws,
+            position: embedding(&e / "position_embeddings", cfg.max_position_embeddings, w, std, -1).ws,
+            token_type: embedding(&e / "token_type_embeddings", cfg.type_vocab_size, w, std, -1).ws,
+            norm_weight: norm.ws.expect("an affine LayerNorm"),
+            norm_bias: norm.bs.expect("an affine LayerNorm"),
+            eps: cfg.layer_norm_eps,
+            pad: cfg.pad_token_id,
+            dropout: cfg.hidden_dropout_prob,
         }
+    }
+
+    /// The same variables (not copies), for another encoder.
+    fn shared(&self) -> Self {
+        Embeddings {
+            word: self.word.shallow_clone(),
+            position: self.position.shallow_clone(),
+            token_type: self.token_type.shallow_clone(),
+            norm_weight: self.norm_weight.shallow_clone(),
+            norm_bias: self.norm_bias.shallow_clone(),
+            ..*self
+        }
+    }
+
+    /// The summed embeddings of ids, positions and token types.
+    fn sum(&self, input_ids: &Tensor, position_ids: &Tensor, types: &Tensor) -> Tensor {
+        let lookup = |table: &Tensor, ids: &Tensor, pad: i64| Tensor::embedding(table, ids, pad, false, false);
+        lookup(&self.word, input_ids, self.pad) + lookup(&self.position, position_ids, -1).unsqueeze(0) + lookup(&self.token_type, types, -1)
+    }
+
+    /// LayerNorm and dropout of the summed embeddings `x` (`[..., embedding_width]`).
+    fn finish(&self, x: &Tensor, train: bool) -> Tensor {
+        let w = *x.size().last().expect("embeddings have a width");
+        dropout(&x.layer_norm([w], Some(&self.norm_weight), Some(&self.norm_bias), self.eps, false), self.dropout, train)
     }
 }
 
@@ -211,23 +244,29 @@ struct Layer {
 pub struct Bert {
     cfg: BertConfig,
     embeddings: Embeddings,
+    /// ELECTRA's `embeddings_project` when the embeddings are narrower than the blocks.
+    project: Option<nn::Linear>,
     layers: Vec<Layer>,
 }
 
 impl Bert {
     /// Creates the encoder's variables under `p` (pass `root / cfg.prefix()`).
     pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        let embeddings = Embeddings::new(&p / "embeddings", cfg);
+        Self::with_embeddings(p, cfg, embeddings)
+    }
+
+    /// An encoder under `p` that reads `other`'s embeddings (the same variables): ELECTRA's
+    /// generator, whose blocks (and projection, when its width differs from the embeddings')
+    /// are its own. `cfg`'s embedding width, vocabulary and tables must be `other`'s.
+    pub fn sharing_embeddings(p: nn::Path, cfg: &BertConfig, other: &Bert) -> Self {
+        Self::with_embeddings(p, cfg, other.embeddings.shared())
+    }
+
+    fn with_embeddings(p: nn::Path, cfg: &BertConfig, embeddings: Embeddings) -> Self {
         let (h, std) = (cfg.hidden_size, cfg.initializer_range);
-        let e = &p / "embeddings";
         let w = cfg.embedding_width();
-        let embeddings = Embeddings {
-            word: embedding(&e / "word_embeddings", cfg.vocab_size, w, std, cfg.pad_token_id),
-            position: embedding(&e / "position_embeddings", cfg.max_position_embeddings, w, std, -1),
-            token_type: embedding(&e / "token_type_embeddings", cfg.type_vocab_size, w, std, -1),
-            norm: layer_norm(&e / "LayerNorm", w, cfg.layer_norm_eps),
-            dropout: cfg.hidden_dropout_prob,
-            project: (w != h).then(|| linear(&p / "embeddings_project", w, h, std)),
-        };
+        let project = (w != h).then(|| linear(&p / "embeddings_project", w, h, std));
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = &p / "encoder" / "layer" / i;
@@ -244,12 +283,26 @@ impl Bert {
                 }
             })
             .collect();
-        Bert { cfg: cfg.clone(), embeddings, layers }
+        Bert { cfg: cfg.clone(), embeddings, project, layers }
+    }
+
+    /// Its sizes.
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// The embeddings' LayerNorm and dropout, then the projection to the blocks' width.
+    fn embed(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = self.embeddings.finish(x, train);
+        match &self.project {
+            Some(p) => p.forward(&x),
+            None => x,
+        }
     }
 
     /// The input embedding matrix `[vocab, hidden]` (the MLM decoder is tied to it).
     pub fn word_embeddings(&self) -> &Tensor {
-        &self.embeddings.word.ws
+        &self.embeddings.word
     }
 
     /// Encodes a padded batch.
@@ -270,12 +323,11 @@ impl Bert {
         let (b, t) = input_ids.size2().expect("input_ids is [batch, seq]");
         let device = input_ids.device();
         let positions = Tensor::arange(t, (Kind::Int64, device));
-        let e = &self.embeddings;
         let offset = self.cfg.position_offset();
         let position_ids = if offset == 0 { positions.shallow_clone() } else { &positions + offset };
         // RoBERTa has one token type: pair segments all read row 0, as `transformers` does.
         let types = if self.cfg.type_vocab_size == 1 { token_type_ids.zeros_like() } else { token_type_ids.shallow_clone() };
-        let x = e.word.forward(input_ids) + e.position.forward(&position_ids).unsqueeze(0) + e.token_type.forward(&types);
+        let x = self.embeddings.sum(input_ids, &position_ids, &types);
         // True where a key may be attended to: [batch, 1, 1, seq].
         let key_mask = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
         if device == tch::Device::Cpu && worth_unpadding(lengths, b, t) {
@@ -286,8 +338,7 @@ impl Bert {
 
     /// [`Bert::forward`] on the padded `[b, t, hidden]` layout; `x` is the embedding sum.
     fn forward_padded(&self, x: Tensor, key_mask: &Tensor, b: i64, t: i64, train: bool) -> Tensor {
-        let e = &self.embeddings;
-        let mut x = e.finish(&x, train);
+        let mut x = self.embed(&x, train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let attn_p = self.cfg.attention_probs_dropout_prob;
         for l in &self.layers {
@@ -308,9 +359,8 @@ impl Bert {
     fn forward_unpadded(&self, x: Tensor, key_mask: &Tensor, b: i64, t: i64, train: bool) -> Tensor {
         let h = self.cfg.hidden_size;
         let idx = key_mask.view([b * t]).nonzero().squeeze_dim(1);
-        let e = &self.embeddings;
         let w = self.cfg.embedding_width();
-        let mut x = e.finish(&x.view([b * t, w]).index_select(0, &idx), train);
+        let mut x = self.embed(&x.view([b * t, w]).index_select(0, &idx), train);
         let (heads, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let attn_p = self.cfg.attention_probs_dropout_prob;
         let pad = |y: &Tensor| Tensor::zeros([b * t, h], (y.kind(), y.device())).index_copy(0, &idx, y).view([b, t, heads, d]).transpose(1, 2);
@@ -443,8 +493,7 @@ mod unpad_tests {
         let key_mask = positions.unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).view([b, 1, 1, t]);
         let valid = key_mask.view([b, t, 1]).to_kind(Kind::Float);
         let run = |unpadded: bool| {
-            let e = &bert.embeddings;
-            let x = e.word.forward(&ids) + e.position.forward(&positions).unsqueeze(0) + e.token_type.forward(&types);
+            let x = bert.embeddings.sum(&ids, &positions, &types);
             let out = if unpadded { bert.forward_unpadded(x, &key_mask, b, t, true) } else { bert.forward_padded(x, &key_mask, b, t, true) };
             let out = out * &valid;
             for v in vs.variables().values() {

@@ -90,31 +90,33 @@ pub fn evaluate(model: &PretrainModel, batches: &[HostBatch], device: Device, na
 /// (`{part}_loss`) and their sum (`loss`).
 pub fn loss_means<M: ObjectiveModel + ?Sized>(model: &M, batches: &[HostBatch], device: Device) -> EvalMetrics {
     let _guard = tch::no_grad_guard();
-    let mut sums: BTreeMap<&'static str, (Tensor, Per)> = BTreeMap::new();
-    let (mut scored, mut examples) = (0usize, 0usize);
+    let mut sums: BTreeMap<&'static str, (Tensor, Per, f64)> = BTreeMap::new();
+    let (mut scored, mut examples, mut tokens) = (0usize, 0usize, 0usize);
     for hb in batches {
         let b = DeviceBatch::new(hb, device);
         for part in model.losses(&b, false) {
             let s = part.sum.to_kind(Kind::Double);
             match sums.get_mut(part.name) {
-                Some((acc, _)) => *acc += s,
+                Some((acc, _, _)) => *acc += s,
                 None => {
-                    sums.insert(part.name, (s, part.per));
+                    sums.insert(part.name, (s, part.per, part.weight));
                 }
             }
         }
         scored += hb.n_scored;
         examples += hb.n_examples;
+        tokens += hb.n_tokens;
     }
     let mut m = EvalMetrics::default();
     let mut total = 0.0;
-    for (name, (sum, per)) in sums {
+    for (name, (sum, per, weight)) in sums {
         let n = match per {
             Per::Target => scored,
             Per::Example => examples,
+            Per::Token => tokens,
         };
         let v = sum.double_value(&[]) / n.max(1) as f64;
-        total += v;
+        total += weight * v;
         m.insert(format!("{name}_loss"), v);
     }
     m.insert("loss", total);

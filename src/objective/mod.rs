@@ -8,6 +8,7 @@
 //! over ([`Per`]); the Trainer divides by the counts of the whole update (known on the host),
 //! so gradient accumulation equals one big batch and normalising needs no sync.
 
+pub mod electra;
 pub mod eval;
 mod monitor;
 
@@ -19,6 +20,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::rng::Purpose;
 use crate::model::bert::{BertConfig, BertForMaskedLM};
+use crate::model::electra::{ElectraForPreTraining, ElectraPair};
 use crate::model::modernbert::{ModernBertConfig, ModernBertForMaskedLM};
 use crate::model::glm::{Glm, GlmConfig};
 
@@ -48,6 +50,8 @@ pub struct DeviceBatch {
     pub target_rows: Option<Tensor>,
     /// Cloze: rows per example.
     pub candidates: usize,
+    /// ELECTRA: `[n_scored]` uniforms for the generator's samples.
+    pub sample_uniforms: Option<Tensor>,
     /// Scored tokens (host count).
     pub n_scored: usize,
     /// Rows (host count).
@@ -82,6 +86,7 @@ impl DeviceBatch {
             row_targets: (!b.row_targets.is_empty()).then(|| up(Tensor::from_slice(&b.row_targets))),
             target_rows: opt(&b.target_rows),
             candidates: b.candidates,
+            sample_uniforms: (!b.sample_uniforms.is_empty()).then(|| up(Tensor::from_slice(&b.sample_uniforms))),
             n_scored: b.n_scored,
             rows: b.batch_size,
             n_examples: b.n_examples,
@@ -96,6 +101,8 @@ pub enum Per {
     Target,
     /// Examples (`n_examples`): NSP / SOP, classification, regression, cloze.
     Example,
+    /// Real (non-padding) tokens (`n_tokens`): ELECTRA's replaced-token detection.
+    Token,
 }
 
 /// One named part of an objective's loss: a sum over this batch's targets or examples.
@@ -106,6 +113,21 @@ pub struct LossPart {
     pub sum: Tensor,
     /// What `sum` is divided by: scored tokens or examples of the whole batch.
     pub per: Per,
+    /// Its weight in the loss minimised (ELECTRA's λ; 1 for every other part). Metrics show
+    /// the part unweighted.
+    pub weight: f64,
+}
+
+impl LossPart {
+    /// A part of weight 1.
+    pub fn new(name: &'static str, sum: Tensor, per: Per) -> Self {
+        LossPart { name, sum, per, weight: 1.0 }
+    }
+
+    /// The part with weight `w` in the loss minimised.
+    pub fn weighted(self, w: f64) -> Self {
+        LossPart { weight: w, ..self }
+    }
 }
 
 /// The model behind a pre-training objective.
@@ -116,6 +138,8 @@ pub enum PretrainModel {
     Glm(Glm),
     /// ModernBERT with its MLM head.
     ModernBert(ModernBertForMaskedLM),
+    /// ELECTRA's pair; as an MLM, its generator.
+    Electra(ElectraForPreTraining),
 }
 
 /// The collating half of an objective: encodes, corrupts and collates a raw batch in a Masker
@@ -236,9 +260,9 @@ impl ObjectiveModel for PretrainNet {
     fn losses(&self, batch: &DeviceBatch, train: bool) -> Vec<LossPart> {
         let out = self.model.sums(batch, train);
         let names = self.names;
-        let mut parts = vec![LossPart { name: names.lm, sum: out.lm, per: Per::Target }];
+        let mut parts = vec![LossPart::new(names.lm, out.lm, Per::Target)];
         if let (Some((sum, _)), Some(pair)) = (out.pair, names.pair) {
-            parts.push(LossPart { name: pair, sum, per: Per::Example });
+            parts.push(LossPart::new(pair, sum, Per::Example));
         }
         parts
     }
@@ -292,6 +316,12 @@ pub enum ModelSpec {
         #[serde(flatten)]
         config: ModernBertConfig,
     },
+    /// ELECTRA's discriminator and generator (replaced-token detection).
+    Electra {
+        /// Their sizes.
+        #[serde(flatten)]
+        pair: ElectraPair,
+    },
 }
 
 impl ModelSpec {
@@ -301,6 +331,7 @@ impl ModelSpec {
             ModelSpec::Bert { config, .. } => config.vocab_size,
             ModelSpec::Glm { config } => config.vocab_size,
             ModelSpec::ModernBert { config } => config.vocab_size,
+            ModelSpec::Electra { pair } => pair.discriminator.vocab_size,
         }
     }
 
@@ -310,6 +341,7 @@ impl ModelSpec {
             ModelSpec::Glm { config } => config.max_sequence_length - 1,
             ModelSpec::Bert { config, .. } => config.max_positions(),
             ModelSpec::ModernBert { config } => config.max_position_embeddings,
+            ModelSpec::Electra { pair } => pair.discriminator.max_positions(),
         }
     }
 
@@ -320,6 +352,7 @@ impl ModelSpec {
             ModelSpec::Bert { config, .. } => &config.model_type,
             ModelSpec::Glm { .. } => "glm",
             ModelSpec::ModernBert { config } => &config.model_type,
+            ModelSpec::Electra { .. } => "electra",
         }
     }
 }
@@ -332,6 +365,7 @@ impl PretrainModel {
             ModelSpec::Bert { config, pair_head: true } => PretrainModel::Bert(BertForMaskedLM::with_pair_head(root, config)),
             ModelSpec::Glm { config } => PretrainModel::Glm(Glm::new(root, config)),
             ModelSpec::ModernBert { config } => PretrainModel::ModernBert(ModernBertForMaskedLM::new(root, config)),
+            ModelSpec::Electra { pair } => PretrainModel::Electra(ElectraForPreTraining::new(root, pair)),
         }
     }
 
@@ -348,12 +382,14 @@ impl PretrainModel {
                 (m.forward(&b.input_ids, pos, block, prefix, train), None)
             }
             PretrainModel::ModernBert(m) => (m.model.forward(&b.input_ids, &b.lengths, train), None),
+            PretrainModel::Electra(m) => (m.generator.forward(&b.input_ids, &b.token_type_ids, &b.lengths, train), None),
         };
         let h = hidden.view([-1, hidden.size()[2]]).index_select(0, &b.masked_positions);
         let lm_logits = match self {
             PretrainModel::Bert(m) => m.predict(&h),
             PretrainModel::Glm(m) => m.logits(&h),
             PretrainModel::ModernBert(m) => m.predict(&h),
+            PretrainModel::Electra(m) => m.generator_logits(&h),
         };
         let lm = lm_logits.cross_entropy_loss::<Tensor>(&b.masked_labels, None, Reduction::Sum, IGNORE, 0.0);
         let pair = match (pair_logits, &b.pair_labels) {

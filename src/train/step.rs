@@ -124,7 +124,7 @@ const MAX_PARTS: usize = 8;
 
 /// What the passes of an update give the optimizer step: the global counts, each loss part's
 /// mean, and the communication the step waited for.
-type Passes = (Counts, Vec<(&'static str, Tensor)>, std::time::Duration);
+type Passes = (Counts, Vec<(&'static str, Tensor, f64)>, std::time::Duration);
 
 /// The divisors of an update, summed over the ranks: scored tokens, examples, tokens.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +149,7 @@ impl Counts {
         match per {
             Per::Target => self.scored.max(1.0),
             Per::Example => self.examples.max(1.0),
+            Per::Token => self.tokens.max(1.0),
         }
     }
 }
@@ -349,8 +350,8 @@ impl TrainState {
         let mut loss: Option<Tensor> = None;
         for (i, part) in losses.into_iter().enumerate() {
             let n = counts.divisor(part.per);
-            parts.push((part.name, all.get(4 + i as i64).to_kind(Kind::Float) / n));
-            let l = part.sum / n;
+            parts.push((part.name, all.get(4 + i as i64).to_kind(Kind::Float) / n, part.weight));
+            let l = part.sum / n * part.weight;
             loss = Some(match loss {
                 Some(total) => total + l,
                 None => l,
@@ -390,7 +391,7 @@ impl TrainState {
         };
         let autocast = super::precision::Autocast::enter(self.precision, device);
         // Each part's mean over the update, in the order the objective reports them.
-        let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
+        let mut parts: Vec<(&'static str, Tensor, f64)> = Vec::new();
         self.clock.lap();
         for (i, hb) in micro.iter().enumerate() {
             let b = DeviceBatch::new(hb, device);
@@ -398,10 +399,11 @@ impl TrainState {
             let mut loss: Option<Tensor> = None;
             for part in self.model.losses(&b, true) {
                 let l = part.sum / counts.divisor(part.per);
-                match parts.iter_mut().find(|(n, _)| *n == part.name) {
-                    Some((_, acc)) => *acc += l.detach(),
-                    None => parts.push((part.name, l.detach())),
+                match parts.iter_mut().find(|(n, _, _)| *n == part.name) {
+                    Some((_, acc, _)) => *acc += l.detach(),
+                    None => parts.push((part.name, l.detach(), part.weight)),
                 }
+                let l = l * part.weight;
                 loss = Some(match loss {
                     Some(total) => total + l,
                     None => l,
@@ -419,10 +421,10 @@ impl TrainState {
             let t0 = std::time::Instant::now();
             // The loss parts are sums over this rank's share of the global divisors.
             if !parts.is_empty() {
-                let views: Vec<&Tensor> = parts.iter().map(|(_, t)| t).collect();
+                let views: Vec<&Tensor> = parts.iter().map(|(_, t, _)| t).collect();
                 let mut all = Tensor::stack(&views, 0).to_kind(Kind::Float);
                 d.pg.all_reduce_sum(&mut all)?;
-                for (i, (_, t)) in parts.iter_mut().enumerate() {
+                for (i, (_, t, _)) in parts.iter_mut().enumerate() {
                     *t = all.get(i as i64);
                 }
             }
@@ -464,10 +466,12 @@ impl TrainState {
     }
 
     /// Clips, checks the loss and the gradient norm are finite, and steps the optimizer.
-    fn apply(&mut self, counts: Counts, parts: Vec<(&'static str, Tensor)>) -> StepResult {
+    fn apply(&mut self, counts: Counts, parts: Vec<(&'static str, Tensor, f64)>) -> StepResult {
         let device = self.vs.device();
         self.clock.lap();
-        let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t)| acc + t.to_kind(Kind::Float));
+        // The loss minimised: each part's mean times its weight (1 but for ELECTRA's λ).
+        let loss_total = parts.iter().fold(Tensor::zeros([], (Kind::Float, device)), |acc, (_, t, w)| acc + t.to_kind(Kind::Float) * *w);
+        let parts: Vec<(&'static str, Tensor)> = parts.into_iter().map(|(n, t, _)| (n, t)).collect();
         let grad_norm = {
             let _scope = super::profile::Scope::enter("pretune::clip_grad_norm");
             self.opt.clip_grad_norm(self.clip)

@@ -19,6 +19,8 @@ use crate::masking::mlm::MlmSettings;
 use crate::model::bert::BertConfig;
 use crate::model::modernbert::ModernBertConfig;
 use crate::model::glm::GlmConfig;
+use crate::model::electra::ElectraPair;
+use crate::objective::electra::{Electra, ElectraCollator, ElectraSettings};
 use crate::objective::{BuiltinCollator, Collator, ModelSpec, Objective, ObjectiveNames, Pretraining};
 use crate::rng::Purpose;
 
@@ -35,6 +37,8 @@ pub struct PretrainPlan {
     pub names: ObjectiveNames,
     /// GLM's special ids (with `objective.kind = "glm"`).
     pub glm_ids: Option<GlmIds>,
+    /// ELECTRA's loss settings (with `objective.kind = "electra"`).
+    pub electra: Option<ElectraSettings>,
     /// `[[probe]]`s, resolved against the tokenizer and model.
     pub probes: Vec<super::probe::Probe>,
 }
@@ -75,14 +79,16 @@ pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -
     };
     let glm_ids = match c.objective.kind {
         ObjectiveKind::Glm => Some(add_glm_tokens(&mut tokenizer, problems)?),
-        ObjectiveKind::Mlm => None,
+        ObjectiveKind::Mlm | ObjectiveKind::Electra => None,
     };
     let tokenizer = Arc::new(tokenizer);
     let (model, names) = model_of(c, &tokenizer);
     let (model, init) = continued(start, model, table).map_err(|p| problems.extend(p)).ok()?;
     let init = if c.init.reinitialize { InitSource::Fresh } else { init };
     let probes = super::probe::resolve(c, &tokenizer, &model, problems);
-    Some(Resolved { plan: PretrainPlan { train_spans, eval_spans, prepared, names, glm_ids, probes }, tokenizer, model, init })
+    let e = &c.objective.electra;
+    let electra = (c.objective.kind == ObjectiveKind::Electra).then_some(ElectraSettings { rtd_weight: e.rtd_weight, temperature: e.temperature });
+    Some(Resolved { plan: PretrainPlan { train_spans, eval_spans, prepared, names, glm_ids, electra, probes }, tokenizer, model, init })
 }
 
 /// `[model]` sizes and `[objective]` settings that pre-training reads.
@@ -112,9 +118,12 @@ fn model_problems(c: &RunConfig) -> Vec<String> {
             m.architecture != "modernbert" || c.objective.sentence_pair == SentencePair::None,
             "objective.sentence_pair: ModernBERT has no next-sentence head (it pre-trains with MLM alone): set objective.sentence_pair = \"none\"",
         ),
+        (!(c.objective.kind == ObjectiveKind::Electra && m.architecture != "bert"), "model.architecture: ELECTRA's pair is BERT-family (leave model.architecture out)"),
         (m.architecture != "modernbert" || (m.hidden_size / m.num_heads.max(1)) % 2 == 0, "model.num_heads: ModernBERT's rotary positions need an even head width (hidden_size / num_heads)"),
         (m.local_attention >= 2 && m.local_attention % 2 == 0, "model.local_attention: must be an even number of at least 2 (the window, both sides together)"),
         (m.global_attn_every_n_layers >= 1, "model.global_attn_every_n_layers: must be at least 1"),
+        (m.embedding_size == 0 || c.objective.kind == ObjectiveKind::Electra, "model.embedding_size: only ELECTRA's embeddings may be narrower than the blocks (objective.kind = \"electra\")"),
+        (m.embedding_size >= 0, "model.embedding_size: must not be negative (0: the hidden size)"),
     ]
     .into_iter()
     .filter(|(ok, _)| !ok)
@@ -141,6 +150,11 @@ fn objective_problems(c: &RunConfig) -> Vec<String> {
         (g.avg_block_length > 0.0, "objective.glm.avg_block_length: must be positive"),
         (o.span_p > 0.0 && o.span_p < 1.0, "objective.span_p: must be in (0, 1)"),
         (o.span_max > 0, "objective.span_max: must be positive"),
+        (!(o.kind == ObjectiveKind::Electra && o.sentence_pair != SentencePair::None), "objective.sentence_pair: ELECTRA has no sentence-pair task (set objective.sentence_pair = \"none\")"),
+        (o.electra.rtd_weight > 0.0 && o.electra.rtd_weight.is_finite(), "objective.electra.rtd_weight: must be positive"),
+        (o.electra.temperature > 0.0 && o.electra.temperature.is_finite(), "objective.electra.temperature: must be positive"),
+        (o.electra.generator_hidden_size >= 0, "objective.electra.generator_hidden_size: must not be negative (0 takes generator_fraction)"),
+        (o.electra.generator_fraction > 0.0 && o.electra.generator_fraction <= 1.0, "objective.electra.generator_fraction: must be in (0, 1]"),
         ((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]"),
     ]
     .into_iter()
@@ -201,6 +215,14 @@ fn model_of(c: &RunConfig, tokenizer: &TextTokenizer) -> (ModelSpec, ObjectiveNa
             let config = BertConfig::from_section(m, vocab_size, pad);
             (ModelSpec::Bert { config, pair_head: pair.is_some() }, ObjectiveNames { lm: "mlm", pair })
         }
+        ObjectiveKind::Electra => {
+            let pad = tokenizer.special_ids().pad as i64;
+            let embedding_size = (m.embedding_size > 0 && m.embedding_size != m.hidden_size).then_some(m.embedding_size);
+            let discriminator = BertConfig { model_type: "electra".into(), embedding_size, ..BertConfig::from_section(m, vocab_size, pad) };
+            let width = c.objective.electra.generator_width(discriminator.hidden_size, discriminator.head_dim());
+            let pair = ElectraPair::with_generator_width(discriminator, width);
+            (ModelSpec::Electra { pair }, ObjectiveNames { lm: "generator", pair: None })
+        }
         ObjectiveKind::Glm => {
             let config = GlmConfig {
                 vocab_size,
@@ -231,7 +253,7 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
                 Ok(spec) => model = spec,
                 Err(e) => problems.push(e.to_string()),
             }
-            if let (ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. }, Some(len)) = (&model, table.get("train").and_then(|t| t.get("max_seq_len")).and_then(toml::Value::as_integer)) {
+            if let (ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. } | ModelSpec::Electra { .. }, Some(len)) = (&model, table.get("train").and_then(|t| t.get("max_seq_len")).and_then(toml::Value::as_integer)) {
                 if len > model.max_positions() {
                     problems.push(format!("train.max_seq_len: {len} is longer than the starting point's positions allow ({})", model.max_positions()));
                 }
@@ -248,6 +270,11 @@ fn continued(start: Option<Start>, mut model: ModelSpec, table: &toml::Table) ->
     match &mut model {
         ModelSpec::Bert { config: b, .. } => b.vocab_size = b.vocab_size.max(vocab_size),
         ModelSpec::ModernBert { config: b } => b.vocab_size = b.vocab_size.max(vocab_size),
+        ModelSpec::Electra { pair } => {
+            for b in [&mut pair.discriminator, &mut pair.generator] {
+                b.vocab_size = b.vocab_size.max(vocab_size);
+            }
+        }
         ModelSpec::Glm { .. } => {}
     }
     Ok((model, init))
@@ -362,8 +389,8 @@ impl PretrainPlan {
         let o = &c.objective;
         let layout = match (o.kind, o.sentence_pair) {
             (ObjectiveKind::Glm, _) => Layout::Segments { max_tokens: c.train.max_seq_len - 1 },
-            (ObjectiveKind::Mlm, SentencePair::None) => Layout::Segments { max_tokens: c.train.max_seq_len - 2 },
-            (ObjectiveKind::Mlm, pair) => Layout::Pairs {
+            (ObjectiveKind::Mlm | ObjectiveKind::Electra, SentencePair::None) => Layout::Segments { max_tokens: c.train.max_seq_len - 2 },
+            (ObjectiveKind::Mlm | ObjectiveKind::Electra, pair) => Layout::Pairs {
                 max_num_tokens: c.train.max_seq_len - 3,
                 short_seq_prob: o.short_seq_prob,
                 task: if pair == SentencePair::Sop { PairTask::Sop } else { PairTask::Nsp },
@@ -377,7 +404,7 @@ impl PretrainPlan {
             shuffle: train,
             repeat: train,
             group_batch: if train && c.train.group_by_length { c.train.batch_size.saturating_mul(cx.world) } else { 0 },
-            whole_words: o.kind == ObjectiveKind::Mlm && o.unit != config::MaskUnit::Token,
+            whole_words: o.kind != ObjectiveKind::Glm && o.unit != config::MaskUnit::Token,
         }
     }
 
@@ -427,11 +454,18 @@ impl Workload for PretrainPlan {
     }
 
     fn collator(&self, cx: &RunContext) -> Arc<dyn Collator> {
-        Arc::new(BuiltinCollator { train: self.mask_context(cx, Purpose::Mask), eval: self.mask_context(cx, Purpose::EvalMask) })
+        let masking = BuiltinCollator { train: self.mask_context(cx, Purpose::Mask), eval: self.mask_context(cx, Purpose::EvalMask) };
+        match self.electra {
+            Some(_) => Arc::new(ElectraCollator { masking, seed: cx.config.run.seed }),
+            None => Arc::new(masking),
+        }
     }
 
     fn objective(&self, model: &ModelSpec) -> Arc<dyn Objective> {
-        Arc::new(Pretraining { spec: model.clone(), names: self.names })
+        match (model, self.electra) {
+            (ModelSpec::Electra { pair }, Some(settings)) => Arc::new(Electra { pair: pair.clone(), settings }),
+            _ => Arc::new(Pretraining { spec: model.clone(), names: self.names }),
+        }
     }
 
     fn describe_data(&self) -> String {

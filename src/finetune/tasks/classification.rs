@@ -55,6 +55,7 @@ pub fn head_encoder(encoder: &ModelSpec) -> Result<HeadEncoder, TaskError> {
     match encoder {
         ModelSpec::Bert { config, .. } => Ok(HeadEncoder::Bert(config.clone())),
         ModelSpec::ModernBert { config } => Ok(HeadEncoder::ModernBert(config.clone())),
+        ModelSpec::Electra { pair } => Ok(HeadEncoder::Bert(pair.discriminator.clone())),
         ModelSpec::Glm { .. } => Err(TaskError::config("init.checkpoint: a GLM checkpoint has no BERT encoder: only task.kind = \"cloze\" fine-tunes a GLM")),
     }
 }

@@ -307,7 +307,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let labels = if c.labels.is_empty() { LabelSet { names: c.verbalizers.keys().cloned().collect() } } else { LabelSet { names: c.labels.clone() } };
     let model = match cx.encoder {
         ModelSpec::Glm { .. } => ClozeModel::Glm(find_glm_ids(&cx.tokenizer)?),
-        ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. } => ClozeModel::bert(&cx.tokenizer),
+        ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. } | ModelSpec::Electra { .. } => ClozeModel::bert(&cx.tokenizer),
     };
     let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers, space_before(&c.pattern))?, model };
     Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len }))
@@ -386,6 +386,8 @@ impl Task for Cloze {
             ModelSpec::Glm { config } => Box::new(GlmCloze(Glm::new(root, config))),
             ModelSpec::Bert { config, .. } => Box::new(BertCloze(BertForMaskedLM::new(root, config))),
             ModelSpec::ModernBert { config } => Box::new(ModernBertCloze(ModernBertForMaskedLM::new(root, config))),
+            // The discriminator has no MLM head: the start check names what is missing.
+            ModelSpec::Electra { pair } => Box::new(BertCloze(BertForMaskedLM::new(root, &pair.discriminator))),
         }
     }
 
