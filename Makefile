@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer table-four-tasks fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer table-four-tasks table-electra fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -75,6 +75,10 @@ table-transfer: setup
 # One checkpoint, four tasks (classification, NER, QA, cloze) vs random init and MiniLM.
 table-four-tasks: setup
 	scripts/tables.sh four-tasks
+
+# ELECTRA against MLM at equal updates and equal time (docs/electra.md; about 70 minutes).
+table-electra: setup
+	scripts/tables.sh electra-vs-mlm
 
 # Regenerate the parity fixtures (tests also create them on first use).
 fixtures: setup

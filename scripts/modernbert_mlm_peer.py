@@ -42,7 +42,8 @@ def rows(tok, corpus, n_rows, seq):
 
 
 def mask(x, tok, vocab, gen, p=0.3):
-    """80 % [MASK], 10 % a random token, 10 % kept, of `p` of the non-special positions."""
+    """80 % [MASK], 10 % a random token, 10 % kept, of `p` of the non-special positions;
+    returns the masked rows and the labels (the original at chosen positions, -100 elsewhere)."""
     labels = x.clone()
     chosen = torch.rand(x.shape, generator=gen) < p
     chosen[:, 0] = chosen[:, -1] = False

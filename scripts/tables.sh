@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv/bin:$PATH"
 [ -x .venv/bin/python ] || scripts/setup.sh
 cargo build --release --bin pretune
-specs=(pretraining-pays learning-rate pretraining-budget overfitting ner consistency transfer four-tasks)
+specs=(pretraining-pays learning-rate pretraining-budget overfitting ner consistency transfer four-tasks electra-vs-mlm)
 if [ $# -gt 0 ] && [ -f "sweeps/$1.toml" ]; then specs=("$1"); shift; fi
 for s in "${specs[@]}"; do
   start=$(date +%s)

@@ -87,6 +87,10 @@ pub enum BenchObjective {
     /// width (ModernBERT-base's proportion), global attention every third layer and a window
     /// of 64 tokens on each side in the others, no dropout.
     ModernbertMlm,
+    /// ELECTRA's replaced-token detection (`ElectraForPreTraining` + a generator a quarter as
+    /// wide, `ElectraForMaskedLM`, sharing the embeddings): the `--model` sizes for the
+    /// discriminator, masks at 15 %, λ = 50.
+    Electra,
 }
 
 /// Model sizes (BERT's published shapes).
@@ -294,7 +298,7 @@ pub(crate) fn run_table(name: &str, a: &BenchArgs, out_dir: &Path) -> String {
 /// The pre-training config of a workload, as a user would write it.
 pub(crate) fn pretrain_toml(a: &BenchArgs, out_dir: &Path, corpus: &Path, objective: BenchObjective, selection: &str, unit: &str) -> Result<String, BenchError> {
     let pair = match objective {
-        BenchObjective::Mlm | BenchObjective::ModernbertMlm => "none",
+        BenchObjective::Mlm | BenchObjective::ModernbertMlm | BenchObjective::Electra => "none",
         BenchObjective::MlmNsp => "nsp",
     };
     let (model, mask_prob) = match objective {
@@ -311,7 +315,7 @@ path = {tok:?}
 
 {model}
 [objective]
-kind = "mlm"
+kind = {kind:?}
 mask_prob = {mask_prob}
 selection = {selection:?}
 unit = {unit:?}
@@ -346,6 +350,7 @@ listen = ""
         batch = a.batch,
         seq = a.seq,
         steps = a.warmup + a.steps,
+        kind = if objective == BenchObjective::Electra { "electra" } else { "mlm" },
         workers = a.workers.max(1),
         log_every = a.log_every.max(1),
         precision = a.precision,

@@ -91,6 +91,7 @@ fn train_flops(a: &BenchArgs, shape: (usize, usize, usize, usize), vocab: usize,
         "pretraining" => fwd += 2.0 * tokens * (h * h + h * v) + 2.0 * b * (h * h + 2.0 * h),
         "mlm" => fwd += 2.0 * tokens * (h * h + h * v),
         "qa" => fwd += 2.0 * tokens * 2.0 * h,
+        "electra" => fwd += 2.0 * tokens * (h * h + h),
         _ => fwd += 2.0 * b * (h * h + 2.0 * h),
     }
     3.0 * fwd
@@ -155,6 +156,8 @@ pub fn pretrain(a: &BenchArgs) -> Result<Value, BenchError> {
             let (l, h, heads, _) = a.model.shape();
             ("mlm", (l, h, heads, h * 9 / 4))
         }
+        // The discriminator's count; the run's own MFU counts the generator too.
+        super::BenchObjective::Electra => ("electra", a.model.shape()),
     };
     let mut v = summary(a, &t, train_flops(a, shape, vocab, head), cpu);
     v["bench"] = "pretrain".into();
