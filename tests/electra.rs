@@ -34,6 +34,13 @@ fn electra_losses_equal_transformers_on_the_exported_pair() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = electra_run(dir.path(), "run", &["train.max_steps=4", "train.checkpoint_every=4", "train.eval_every=4", "metrics.listen=\"\""]);
     assert_eq!(code, 0, "{err}");
+    // Each update logs both parts unweighted, and the loss minimised: generator + 50 · rtd.
+    let steps = crate::util::steps(&dir.path().join("run"));
+    assert!(!steps.is_empty());
+    for r in &steps {
+        let (g, d) = (r.losses["generator"], r.losses["rtd"]);
+        assert!((r.loss - (g + 50.0 * d)).abs() < 1e-3 * r.loss, "step {}: loss {} is not {g} + 50 · {d}", r.step, r.loss);
+    }
     let ck = dir.path().join("run/checkpoints/step-00000004");
     let out = dir.path().join("hf");
     let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()]);

@@ -61,6 +61,8 @@ impl TaskSpec {
 }
 
 /// What a checkpoint holds, for export and prediction.
+// Read once per command: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SavedModel {
     /// A pre-training GLM.
     Glm,

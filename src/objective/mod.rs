@@ -131,6 +131,8 @@ impl LossPart {
 }
 
 /// The model behind a pre-training objective.
+// One per run and thread: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum PretrainModel {
     /// BERT with the MLM head (and a pair head for NSP / SOP).
     Bert(BertForMaskedLM),
