@@ -154,6 +154,7 @@ fn objective_problems(c: &RunConfig) -> Vec<String> {
         (o.electra.rtd_weight > 0.0 && o.electra.rtd_weight.is_finite(), "objective.electra.rtd_weight: must be positive"),
         (o.electra.temperature > 0.0 && o.electra.temperature.is_finite(), "objective.electra.temperature: must be positive"),
         (o.electra.generator_hidden_size >= 0, "objective.electra.generator_hidden_size: must not be negative (0 takes generator_fraction)"),
+        (o.kind != ObjectiveKind::Electra || o.electra.generator_hidden_size <= c.model.hidden_size, "objective.electra.generator_hidden_size: must not exceed model.hidden_size (the generator is the smaller network)"),
         (o.electra.generator_fraction > 0.0 && o.electra.generator_fraction <= 1.0, "objective.electra.generator_fraction: must be in (0, 1]"),
         ((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]"),
     ]
