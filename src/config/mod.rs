@@ -598,7 +598,7 @@ impl ElectraObjectiveConfig {
     pub fn generator_width(&self, hidden: i64, head_dim: i64) -> i64 {
         let want = if self.generator_hidden_size > 0 { self.generator_hidden_size } else { (hidden as f64 * self.generator_fraction).round() as i64 };
         let head_dim = head_dim.max(1);
-        ((want + head_dim / 2) / head_dim).max(1) * head_dim
+        (want.saturating_add(head_dim / 2) / head_dim).max(1).saturating_mul(head_dim)
     }
 }
 

@@ -31,9 +31,11 @@ impl ElectraPair {
     /// (at least one head of the discriminator's head width), the same depth, embeddings,
     /// vocabulary and dropout.
     pub fn with_generator_width(discriminator: BertConfig, hidden: i64) -> Self {
-        let head_dim = discriminator.head_dim().max(1);
+        // Sizes a config check has yet to refuse (zero heads, huge widths) must not panic here.
+        let head_dim = (discriminator.hidden_size / discriminator.num_attention_heads.max(1)).max(1);
         let heads = (hidden / head_dim).max(1);
-        let intermediate = (discriminator.intermediate_size * hidden / discriminator.hidden_size.max(1)).max(1);
+        let scaled = discriminator.intermediate_size as i128 * hidden as i128 / discriminator.hidden_size.max(1) as i128;
+        let intermediate = scaled.clamp(1, i64::MAX as i128) as i64;
         let generator = BertConfig {
             hidden_size: hidden,
             num_attention_heads: heads,

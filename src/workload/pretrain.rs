@@ -220,7 +220,8 @@ fn model_of(c: &RunConfig, tokenizer: &TextTokenizer) -> (ModelSpec, ObjectiveNa
             let pad = tokenizer.special_ids().pad as i64;
             let embedding_size = (m.embedding_size > 0 && m.embedding_size != m.hidden_size).then_some(m.embedding_size);
             let discriminator = BertConfig { model_type: "electra".into(), embedding_size, ..BertConfig::from_section(m, vocab_size, pad) };
-            let width = c.objective.electra.generator_width(discriminator.hidden_size, discriminator.head_dim());
+            let head_dim = discriminator.hidden_size / discriminator.num_attention_heads.max(1);
+            let width = c.objective.electra.generator_width(discriminator.hidden_size, head_dim);
             let pair = ElectraPair::with_generator_width(discriminator, width);
             (ModelSpec::Electra { pair }, ObjectiveNames { lm: "generator", pair: None })
         }
