@@ -11,7 +11,6 @@ decay 0.01, clipping at 1.0, fp32 (or bf16 autocast), `threads` intra-op threads
 
     .venv/bin/python scripts/electra_peer.py --tokenizer T --corpus C
 """
-import argparse
 import json
 import os
 import resource
@@ -26,23 +25,13 @@ from tokenizers import Tokenizer
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from modernbert_mlm_peer import SHAPES, mask, rows  # noqa: E402
+from modernbert_mlm_peer import SHAPES, mask, parser, rows  # noqa: E402
 
 FFN = {"mini": 1024, "base": 3072, "large": 4096}
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--corpus", required=True)
-    p.add_argument("--model", default="mini", choices=SHAPES)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--bf16", action="store_true")
-    a = p.parse_args()
+    a = parser(__doc__).parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tok = Tokenizer.from_file(a.tokenizer)

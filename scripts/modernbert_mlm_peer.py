@@ -56,8 +56,9 @@ def mask(x, tok, vocab, gen, p=0.3):
     return x, labels
 
 
-def main():
-    p = argparse.ArgumentParser()
+def parser(doc):
+    """The options both pre-training peers take (this one and scripts/electra_peer.py)."""
+    p = argparse.ArgumentParser(description=doc)
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--corpus", required=True)
     p.add_argument("--model", default="mini", choices=SHAPES)
@@ -67,6 +68,11 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true")
+    return p
+
+
+def main():
+    p = parser(__doc__)
     p.add_argument("--sparse", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

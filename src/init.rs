@@ -307,18 +307,21 @@ pub fn apply_overrides(model: &mut ModelSpec, table: &toml::Table) {
 /// from `[init]`, so a size may be restated but not changed.
 pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
     let Some(model) = table.get("model").and_then(toml::Value::as_table) else { return Vec::new() };
+    let bert = |c: &BertConfig| {
+        let sizes = vec![
+            ("hidden_size", c.hidden_size),
+            ("num_layers", c.num_hidden_layers),
+            ("num_heads", c.num_attention_heads),
+            ("intermediate_size", c.intermediate_size),
+            ("max_position_embeddings", c.max_position_embeddings),
+            ("type_vocab_size", c.type_vocab_size),
+        ];
+        (sizes, Some(c.layer_norm_eps))
+    };
     let (sizes, eps) = match start {
-        ModelSpec::Bert { config: c, .. } => (
-            vec![
-                ("hidden_size", c.hidden_size),
-                ("num_layers", c.num_hidden_layers),
-                ("num_heads", c.num_attention_heads),
-                ("intermediate_size", c.intermediate_size),
-                ("max_position_embeddings", c.max_position_embeddings),
-                ("type_vocab_size", c.type_vocab_size),
-            ],
-            Some(c.layer_norm_eps),
-        ),
+        ModelSpec::Bert { config: c, .. } => bert(c),
+        // The sizes `[model]` describes are the discriminator's.
+        ModelSpec::Electra { pair } => bert(&pair.discriminator),
         ModelSpec::Glm { config: c } => (
             vec![
                 ("hidden_size", c.hidden_size),
@@ -328,17 +331,6 @@ pub fn size_conflicts(table: &toml::Table, start: &ModelSpec) -> Vec<String> {
                 ("max_position_embeddings", c.max_sequence_length),
             ],
             None,
-        ),
-        ModelSpec::Electra { pair } => (
-            vec![
-                ("hidden_size", pair.discriminator.hidden_size),
-                ("num_layers", pair.discriminator.num_hidden_layers),
-                ("num_heads", pair.discriminator.num_attention_heads),
-                ("intermediate_size", pair.discriminator.intermediate_size),
-                ("max_position_embeddings", pair.discriminator.max_position_embeddings),
-                ("type_vocab_size", pair.discriminator.type_vocab_size),
-            ],
-            Some(pair.discriminator.layer_norm_eps),
         ),
         ModelSpec::ModernBert { config: c } => (
             vec![
