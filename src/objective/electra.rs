@@ -56,7 +56,10 @@ impl Objective for Electra {
     fn forward_flops(&self, b: &HostBatch) -> f64 {
         let spec = |c: &crate::model::bert::BertConfig| super::ModelSpec::Bert { config: c.clone(), pair_head: false };
         let (d, g) = (crate::mfu::Dims::of(&spec(&self.pair.discriminator)), crate::mfu::Dims::of(&spec(&self.pair.generator)));
-        let gen_head = b.masked_positions.len() as f64 * 2.0 * g.hidden * (g.vocab + g.hidden);
+        // The generator's head: its `h_g × E` transform and the `E × V` decoder (E: the shared
+        // embeddings' width).
+        let e = self.pair.generator.embedding_width() as f64;
+        let gen_head = b.masked_positions.len() as f64 * 2.0 * e * (g.hidden + g.vocab);
         d.encoder_of(b) + g.encoder_of(b) + gen_head + d.linear(b.n_tokens, d.hidden as usize) + d.linear(b.n_tokens, 1)
     }
 }
@@ -277,6 +280,22 @@ mod tests {
         assert_eq!(first, [0]);
         let last = Vec::<i64>::try_from(&sample_tokens(&logits, &Tensor::from_slice(&[1.0f32 - f32::EPSILON]), 1.0)).unwrap();
         assert_eq!(last, [4]);
+    }
+
+    /// FLOPs by hand for a discriminator of width 128 (2 layers, FFN 512) and a generator of
+    /// width 64 (FFN 256), embeddings 128, vocabulary 1,000, one row of 10 real tokens with 3
+    /// masked.
+    #[test]
+    fn forward_flops_by_hand() {
+        let d = crate::model::bert::BertConfig { vocab_size: 1000, hidden_size: 128, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 512, model_type: "electra".into(), ..Default::default() };
+        let electra = Electra { pair: ElectraPair::with_generator_width(d, 64), settings: ElectraSettings { rtd_weight: 50.0, temperature: 1.0 } };
+        assert_eq!((electra.pair.generator.intermediate_size, electra.pair.generator.num_attention_heads), (256, 1));
+        let b = HostBatch { lengths: vec![10], masked_positions: vec![1, 4, 7], n_tokens: 10, ..Default::default() };
+        let layer = |h: f64, i: f64| 10.0 * (8.0 * h * h + 4.0 * h * i) + 4.0 * h * 100.0;
+        let encoders = 2.0 * layer(128.0, 512.0) + 2.0 * layer(64.0, 256.0);
+        let generator_head = 3.0 * (2.0 * 64.0 * 128.0 + 2.0 * 128.0 * 1000.0);
+        let discriminator_head = 10.0 * (2.0 * 128.0 * 128.0 + 2.0 * 128.0);
+        assert_eq!(electra.forward_flops(&b), encoders + generator_head + discriminator_head);
     }
 
     /// AUC by hand: perfect ranking 1, reversed 0, all tied 0.5, one swap of four pairs 0.75.
