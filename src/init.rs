@@ -401,6 +401,9 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
             return Err(InitError::Unsupported { path, model_type, architectures: if architectures.is_empty() { "no architectures listed".into() } else { architectures } });
         }
         let cfg = if model_type == "modernbert" {
+            if let Some(what) = crate::model::modernbert::unbuilt_switch(&value) {
+                return Err(hf_err(what.into()));
+            }
             ModelSpec::ModernBert { config: serde_json::from_value(value).map_err(|e| hf_err(e.into()))? }
         } else {
             ModelSpec::Bert { config: serde_json::from_value(value).map_err(|e| hf_err(e.into()))?, pair_head: false }

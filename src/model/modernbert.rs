@@ -80,6 +80,27 @@ pub struct ModernBertConfig {
     pub initializer_range: f64,
 }
 
+/// What a ModernBERT `config.json` asks for that this network does not compute (an activation
+/// other than GELU, rotary scaling other than plain rotary), said as an error; `None` when
+/// every switch it sets is built. Reading such a folder as the default would give other
+/// logits without a word.
+pub fn unbuilt_switch(config: &serde_json::Value) -> Option<String> {
+    for key in ["hidden_activation", "classifier_activation"] {
+        match config.get(key).and_then(|v| v.as_str()) {
+            Some(act) if act != "gelu" => return Some(format!("{key} = {act:?}: only \"gelu\" (exact GELU, ModernBERT's) is built")),
+            _ => {}
+        }
+    }
+    let ropes = config.get("rope_parameters").and_then(|r| r.as_object());
+    for (layer, p) in ropes.into_iter().flatten() {
+        match p.get("rope_type").and_then(|v| v.as_str()) {
+            Some(kind) if kind != "default" => return Some(format!("rope_parameters.{layer}.rope_type = {kind:?}: only \"default\" (plain rotary positions) is built")),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// One layer type's rotary settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeParameters {
@@ -439,6 +460,19 @@ impl ModernBertForTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A folder asking for what is not built is named, key and value; ModernBERT-base's own
+    /// switches pass.
+    #[test]
+    fn unbuilt_switches_are_named() {
+        let base = serde_json::json!({"hidden_activation": "gelu", "classifier_activation": "gelu", "rope_parameters": {"full_attention": {"rope_theta": 160000.0, "rope_type": "default"}}});
+        assert_eq!(unbuilt_switch(&base), None);
+        assert_eq!(unbuilt_switch(&serde_json::json!({})), None);
+        let relu = serde_json::json!({"hidden_activation": "relu"});
+        assert!(unbuilt_switch(&relu).is_some_and(|m| m.contains("hidden_activation = \"relu\"")));
+        let yarn = serde_json::json!({"rope_parameters": {"sliding_attention": {"rope_theta": 1e4, "rope_type": "yarn"}}});
+        assert!(unbuilt_switch(&yarn).is_some_and(|m| m.contains("sliding_attention.rope_type = \"yarn\"")));
+    }
 
     /// The packed path computes what the padded one does at every real position, forward and
     /// backward, with a window that cuts the longer rows (dropout off: the two draw their
