@@ -140,7 +140,7 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
         return Ok(dir);
     }
     let arch = family_architecture(model.model_type(), arch);
-    let mut config = match &model {
+    let config = match &model {
         ModelSpec::Bert { config: bert, .. } => bert_config(bert, &arch, &extra),
         // Every switch is written (the thetas under both names, so transformers 4 and 5
         // read them alike).
@@ -162,9 +162,6 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
         }
         ModelSpec::Glm { .. } | ModelSpec::Electra { .. } => return Err(ExportError::Glm),
     };
-    if let Some(obj) = config.as_object_mut() {
-        obj.insert("architectures".into(), json!([arch]));
-    }
     write_folder(out, config, &tensors, &tok)?;
     Ok(dir)
 }

@@ -19,7 +19,7 @@
 
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use super::{correct, Collator, DeviceBatch, EvalMetrics, LossPart, Monitor, Direction, Objective, ObjectiveModel, Per};
+use super::{correct, Collator, DeviceBatch, EvalMetrics, LossPart, Objective, ObjectiveModel, Per};
 use crate::batch::{HostBatch, RawBatch, IGNORE};
 use crate::model::electra::{ElectraForPreTraining, ElectraPair};
 use crate::rng::{Purpose, Rng};
@@ -47,9 +47,6 @@ impl Objective for Electra {
     }
     fn describe(&self) -> serde_json::Value {
         serde_json::to_value(super::ModelSpec::Electra { pair: self.pair.clone() }).unwrap_or_default()
-    }
-    fn monitor(&self) -> Monitor {
-        Monitor { metric: "loss".into(), direction: Direction::Lower }
     }
     /// Both encoders over every row, the generator's head on the masked positions, the
     /// discriminator's head on every real token.
