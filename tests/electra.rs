@@ -133,10 +133,10 @@ fn electra_losses_equal_transformers_on_the_exported_pair() {
 /// The samples are keyed by example: the same batches (masks, uniforms) come out of 1 and 4
 /// Masker workers, and a run killed with SIGKILL mid-way and resumed ends with the weights of
 /// the run that was never interrupted, bit for bit. The discriminator learns: with samples
-/// drawn at a high temperature, after 60 updates it ranks held-out replaced tokens above
-/// original ones (AUC > 0.75; 0.86 measured) and its loss is well below the all-original
-/// baseline's best (the entropy of the replaced share). Accuracy at the 0.5 threshold is a
-/// coarser measure on 2 held-out batches (0.83 against the baseline's 0.85 here).
+/// drawn at a high temperature, after 150 updates its held-out accuracy is above the
+/// all-original baseline's (1 - replaced share: 86.3-86.8 % against 85.0 % over seeds 1, 2, 3
+/// and 7), it ranks replaced tokens above original ones (AUC 0.89-0.90) and its loss is well
+/// below the baseline's best (the entropy of the replaced share).
 #[test]
 fn electra_samples_are_deterministic_resumes_are_bit_identical_and_the_discriminator_learns() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,19 +171,26 @@ fn electra_samples_are_deterministic_resumes_are_bit_identical_and_the_discrimin
     assert_eq!(code, 0, "{err}");
     crate::util::assert_same_weights(&dir.path().join("reference/checkpoints/step-00000060"), &killed.join("checkpoints/step-00000060"));
 
-    // Learning, where 60 updates can show it: samples drawn at a high temperature (nearly
+    // Learning, where a test's budget can show it: samples drawn at a high temperature (nearly
     // uniform over the vocabulary, so a replaced token is often one that does not fit). At the
     // default temperature the generator's samples soon follow the corpus' word frequencies, and
-    // telling them apart takes context: the tiny run's numbers are in docs/electra.md.
-    let (code, _, err) = electra_run(dir.path(), "hot", &["train.eval_every=60", "metrics.listen=\"\"", "objective.electra.temperature=100.0"]);
+    // telling them apart takes context this model does not learn in a test's time (at width 128
+    // it stays at the baseline for 2,000 updates): docs/electra.md, "What the tiny run learns".
+    let hot = ["train.max_steps=150", "train.eval_every=150", "data.eval_batches=4", "metrics.listen=\"\"", "objective.electra.temperature=100.0"];
+    let (code, _, err) = electra_run(dir.path(), "hot", &hot);
     assert_eq!(code, 0, "{err}");
     let evals = crate::util::evals(&dir.path().join("hot"));
-    let (_, m) = evals.last().expect("a held-out evaluation");
-    let (rtd, auc, share) = (m.get("rtd_loss").unwrap(), m.get("rtd_auc").unwrap(), m.get("replaced_share").unwrap());
-    eprintln!("held-out after 60 updates at temperature 100: {m:?}");
-    // The all-original baseline's best loss: the entropy of the replaced share (0.42 here).
+    let (step, m) = evals.last().expect("a held-out evaluation");
+    assert_eq!(*step, 150);
+    let metric = |k: &str| m.get(k).unwrap_or_else(|| panic!("{k} missing: {m:?}"));
+    let (rtd, auc, share, accuracy) = (metric("rtd_loss"), metric("rtd_auc"), metric("replaced_share"), metric("rtd_accuracy"));
+    eprintln!("held-out after 150 updates at temperature 100: {m:?}");
+    // The all-original baseline: accuracy 1 - replaced share, and at best a loss equal to the
+    // entropy of the replaced share (0.42 here).
     let prior = -(share * share.ln() + (1.0 - share) * (1.0 - share).ln());
-    assert!(share > 0.05 && auc > 0.75 && rtd < prior - 0.05, "replaced-token detection has not learnt: AUC {auc}, loss {rtd} against the all-original baseline's {prior}");
+    assert!(share > 0.05, "too few replaced tokens to judge: {share}");
+    assert!(accuracy > 1.0 - share, "held-out accuracy {accuracy} is not above the all-original baseline's {}", 1.0 - share);
+    assert!(auc > 0.8 && rtd < prior - 0.1, "replaced-token detection has not learnt: AUC {auc}, loss {rtd} against the all-original baseline's {prior}");
     for k in ["generator_loss", "generator_accuracy", "rtd_accuracy", "rtd_precision", "rtd_recall", "loss"] {
         assert!(m.get(k).is_some_and(f64::is_finite), "{k} missing: {m:?}");
     }
