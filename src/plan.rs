@@ -15,7 +15,7 @@ use crate::data::source::FileSpan;
 use crate::data::stream::{Cursor, ExampleSource};
 use crate::data::tokenize::TextTokenizer;
 use crate::init::InitSource;
-use crate::finetune::plan::TaskPlan;
+use crate::workload::task_plan::TaskPlan;
 use crate::objective::{Collator, ModelSpec, Objective};
 use crate::workload::pretrain::PretrainPlan;
 use crate::workload::{Phase, RunContext, Workload};
@@ -213,7 +213,7 @@ pub fn tokenizer_mismatch(recorded: Option<&str>, tokenizer: &TextTokenizer, dir
 /// Fine-tuning's task: its data, labels, starting model and step count.
 fn resolve_task(c: &RunConfig, table: &toml::Table, dist: Option<&crate::distributed::DistEnv>, problems: &mut Vec<String>) -> Option<TaskPlan> {
     let world = dist.map_or(1, |d| d.world);
-    crate::finetune::plan::resolve_task(c, table, world).map_err(|more| problems.extend(more)).ok()
+    crate::workload::task_plan::resolve_task(c, table, world).map_err(|more| problems.extend(more)).ok()
 }
 
 /// What the workload gives the rest of the plan.

@@ -376,7 +376,7 @@ fn modernbert_mlm_matches_transformers_with_its_sliding_window() {
 
     // Sequence classification, pooling the first token and the mean of the real ones.
     use pretune::model::heads::HeadKind;
-    use pretune::model::modernbert::ModernBertForTask;
+    use pretune::model::heads::ModernBertForTask;
     for pooling in ["cls", "mean"] {
         let dir = fixture("modernbert").join(format!("cls-{pooling}"));
         let cfg: ModernBertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();

@@ -74,7 +74,7 @@ fn prepared_data_gives_the_batches_of_the_text_for_mlm_nsp_whole_words_glm_and_c
         }
         // The held-out stream too.
         let eval = |p: &RunPlan| -> Vec<_> {
-            let mut s = (pretune::actors::eval_data(p).expect("held-out data").source)();
+            let mut s = (pretune::actors::eval_data(p).expect("held-out data").held_out.source)();
             std::iter::from_fn(|| s.next_example().unwrap()).map(|e| e.payload).collect()
         };
         let (ea, eb) = (eval(&text), eval(&prepared));

@@ -187,7 +187,7 @@ fn encoder_drift_is_the_relative_distance_of_the_encoder_from_its_start() {
         let mlm = |weights: &Path| {
             let plan = load_plan(&pre, &["train.batch_size=32", "data.eval_batches=2"]);
             let mut data = pretune::actors::eval_data(&plan).unwrap();
-            data.max_batches = 2;
+            data.held_out.max_batches = 2;
             let batches = data.build().unwrap();
             assert_eq!(batches.iter().map(|b| b.batch_size).sum::<usize>(), 64);
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);

@@ -25,7 +25,8 @@ pub fn eval_data(plan: &RunPlan) -> Option<evaluator::EvalData> {
 pub fn eval_data_with(plan: &RunPlan, cpu: Arc<dyn Collator>) -> Option<evaluator::EvalData> {
     let cx = plan.context();
     let source = plan.workload.eval_source(&cx)?;
-    Some(evaluator::EvalData { source, cpu, batch_size: plan.config.train.batch_size, max_batches: plan.workload.max_eval_batches(&cx), probes: plan.workload.probes().to_vec(), retention: plan.workload.retention(), start: plan.workload.task().map(|t| t.init.clone()).filter(|i| !matches!(i, crate::init::InitSource::Fresh)) })
+    let held_out = evaluator::HeldOut { source, cpu, batch_size: plan.config.train.batch_size, max_batches: plan.workload.max_eval_batches(&cx) };
+    Some(evaluator::EvalData { held_out, probes: plan.workload.probes().to_vec(), retention: plan.workload.retention(), start: plan.workload.task().map(|t| t.init.clone()).filter(|i| !matches!(i, crate::init::InitSource::Fresh)) })
 }
 
 pub(super) fn spawn(name: String, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, RunError> {

@@ -9,11 +9,10 @@ use tch::{nn, Device, Tensor};
 
 use super::control::Permits;
 use super::events::Event;
-use crate::batch::{HostBatch, RawBatch};
+use crate::batch::HostBatch;
 use crate::data::stream::StreamError;
 use crate::metrics::names;
-use crate::objective::{Collator, EvalMetrics, Objective, ObjectiveModel};
-use crate::rng::Purpose;
+use crate::objective::{EvalMetrics, Objective, ObjectiveModel};
 use crate::workload::probe::{ProbeError, ProbeRunner};
 use crate::workload::retention::RetentionRunner;
 
@@ -32,18 +31,13 @@ pub struct Evaluate {
 }
 
 pub use crate::data::stream::OpenSource;
+pub use crate::workload::held_out::HeldOut;
 
-/// Where the held-out batches come from; they are built once, on first use, on this thread.
+/// What the Evaluator scores: the held-out batches (built once, on first use, on its thread)
+/// and what each evaluation adds to the objective's metrics.
 pub struct EvalData {
-    /// The held-out examples.
-    pub source: OpenSource,
-    /// The objective's collator, run with the evaluation stream so the masks never change
-    /// between evaluations.
-    pub cpu: Arc<dyn Collator>,
-    /// Sequences per batch.
-    pub batch_size: usize,
-    /// At most this many batches.
-    pub max_batches: usize,
+    /// The held-out batches of the run's objective.
+    pub held_out: HeldOut,
     /// Zero-shot probes scored after each evaluation (`[[probe]]`).
     pub probes: Vec<crate::workload::probe::Probe>,
     /// Where a fine-tuning run's encoder started (`[init]`): each evaluation reports
@@ -54,28 +48,12 @@ pub struct EvalData {
 }
 
 impl EvalData {
-    /// Reads, packs and masks the held-out batches.
+    /// The held-out batches ([`HeldOut::build`]).
     ///
     /// # Errors
     /// As the training stream.
     pub fn build(&self) -> Result<Vec<HostBatch>, StreamError> {
-        let mut stream = (self.source)();
-        let mut out = Vec::new();
-        while out.len() < self.max_batches {
-            let mut examples = Vec::with_capacity(self.batch_size);
-            while examples.len() < self.batch_size {
-                match stream.next_example()? {
-                    Some(e) => examples.push(e),
-                    None => break,
-                }
-            }
-            if examples.is_empty() {
-                break;
-            }
-            let raw = RawBatch { seq: out.len() as u64, examples, cursor: stream.cursor() };
-            out.push(self.cpu.collate(raw, Purpose::EvalMask));
-        }
-        Ok(out)
+        self.held_out.build()
     }
 }
 
@@ -116,7 +94,7 @@ impl Evaluator {
         let vs = nn::VarStore::new(device);
         let model = objective.build(&vs.root());
         let vars = vs.variables();
-        let probes = data.probes.iter().map(|p| ProbeRunner::new(p, device, data.batch_size, &vars)).collect::<Result<_, ProbeError>>().map_err(|e| super::RunError::Pipeline(e.to_string()))?;
+        let probes = data.probes.iter().map(|p| ProbeRunner::new(p, device, data.held_out.batch_size, &vars)).collect::<Result<_, ProbeError>>().map_err(|e| super::RunError::Pipeline(e.to_string()))?;
         // θ₀ read the way the Trainer reads it (also after a resume: drift is from the start).
         let mut start = Vec::new();
         if let Some(source) = &data.start {

@@ -182,7 +182,7 @@ impl Objective for TaskObjective {
     }
     /// The encoder and the task's head ([`Task::head_flops`]).
     fn forward_flops(&self, b: &HostBatch) -> f64 {
-        let d = crate::mfu::Dims::of(&self.spec.encoder());
+        let d = crate::objective::flops::Dims::of(&self.spec.encoder());
         d.encoder_of(b) + self.task.head_flops(b, &d)
     }
     fn check_start(&self, missing: &[String]) -> Result<(), crate::objective::IncompleteStart> {

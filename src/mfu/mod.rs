@@ -1,12 +1,12 @@
-//! Model FLOPs utilisation: the FLOPs an update's model does ([`flops`]) over the time it took
-//! and the hardware's peak ([`peak`]), the number a long run is judged by on a new machine.
+//! Model FLOPs utilisation: the FLOPs an update's model does (the objective's count, in the
+//! convention of [`crate::objective::flops`]) over the time it took and the hardware's peak
+//! ([`peak`]), the number a long run is judged by on a new machine.
 
-pub mod flops;
 pub mod peak;
 
 use std::sync::Arc;
 
-pub use flops::{Dims, TRAIN_FACTOR};
+pub use crate::objective::flops::TRAIN_FACTOR;
 pub use peak::Peak;
 
 use crate::batch::HostBatch;
@@ -52,6 +52,7 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objective::flops::Dims;
     use crate::objective::{ObjectiveModel, Pretraining};
 
     struct Fixed(f64);

@@ -2,15 +2,16 @@
 //! `BertForSequenceClassification` (pooled `[CLS]`, dropout, `classifier`; one output for
 //! regression), `BertForTokenClassification` (dropout, per-token `classifier`, no pooler) and
 //! `BertForQuestionAnswering` (`qa_outputs` to start and end logits, no pooler, no dropout);
-//! [`EncoderForTask`] puts the same three on either encoder family (BERT's, with RoBERTa and
-//! ELECTRA, or ModernBERT's, whose heads are in [`super::modernbert`]).
+//! [`ModernBertForTask`] gives ModernBERT's three (`ModernBertFor{SequenceClassification,
+//! TokenClassification, QuestionAnswering}`), and [`EncoderForTask`] puts either family under
+//! a task (BERT's, with RoBERTa and ELECTRA, or ModernBERT's).
 
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::bert::{Bert, BertConfig};
 use super::dropout::dropout;
-use super::modernbert::{ModernBertConfig, ModernBertForTask};
+use super::modernbert::{linear, ModernBert, ModernBertConfig, PredictionHead};
 
 /// The encoder a task head sits on, with its sizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,5 +147,56 @@ impl BertForTask {
         let h = self.bert.forward(input_ids, token_type_ids, lengths, train);
         let h = h.view([-1, h.size()[2]]).index_select(0, positions);
         self.classifier.forward(&dropout(&h, self.dropout, train))
+    }
+}
+
+/// `ModernBertForSequenceClassification` (the first token, `classifier_pooling = "cls"`, or
+/// the mean of the real ones, `"mean"`), `ModernBertForTokenClassification` (every token) and
+/// `ModernBertForQuestionAnswering` (every token, start and end): the encoder under `model`,
+/// the prediction head under `head`, dropout, and a classifier with a bias.
+#[derive(Debug)]
+pub struct ModernBertForTask {
+    /// The encoder.
+    pub model: ModernBert,
+    head: PredictionHead,
+    classifier: nn::Linear,
+    mean_pooling: bool,
+    dropout: f64,
+    /// Which head.
+    pub kind: HeadKind,
+}
+
+impl ModernBertForTask {
+    /// Creates the variables under `root`, with `labels` outputs (per row or per token;
+    /// question answering has 2).
+    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, kind: HeadKind, labels: i64) -> Self {
+        let model = ModernBert::new(&(root / "model"), cfg);
+        let head = PredictionHead::new(root / "head", cfg);
+        let labels = if kind == HeadKind::QuestionAnswering { 2 } else { labels };
+        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true, cfg);
+        ModernBertForTask { model, head, classifier, mean_pooling: cfg.classifier_pooling == "mean", dropout: cfg.classifier_dropout, kind }
+    }
+
+    /// Logits `[batch, labels]` (sequence classification) or `[batch, seq, labels]` of
+    /// right-padded rows of `lengths` real tokens.
+    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
+        let h = self.model.forward(input_ids, lengths, train);
+        let x = match self.kind {
+            HeadKind::SequenceClassification if self.mean_pooling => {
+                let t = h.size()[1];
+                let real = Tensor::arange(t, (Kind::Int64, h.device())).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).to_kind(h.kind()).unsqueeze(-1);
+                (&h * &real).sum_dim_intlist(1, false, h.kind()) / real.sum_dim_intlist(1, false, h.kind())
+            }
+            HeadKind::SequenceClassification => h.select(1, 0),
+            _ => h,
+        };
+        self.classifier.forward(&dropout(&self.head.forward(&x), self.dropout, train))
+    }
+
+    /// Per-token logits at flat positions (`row * seq + col`) only.
+    pub fn logits_at(&self, input_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
+        let h = self.model.forward(input_ids, lengths, train);
+        let h = h.view([-1, h.size()[2]]).index_select(0, positions);
+        self.classifier.forward(&dropout(&self.head.forward(&h), self.dropout, train))
     }
 }

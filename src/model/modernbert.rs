@@ -8,8 +8,8 @@
 //! `local_attention / 2` tokens on each side in the others, a final norm, and the MLM head
 //! (dense, GELU, norm, then the decoder tied to the token embeddings with its own bias).
 //!
-//! The networks have `transformers`' numbers (`tests/parity.rs`): the encoder, the MLM head and
-//! the sequence, token and span heads. Reading a folder as `[init] hf`, pre-training and the
+//! The networks have `transformers`' numbers (`tests/parity.rs`): the encoder and the MLM head
+//! here, the sequence, token and span heads in [`super::heads`]. Reading a folder as `[init] hf`, pre-training and the
 //! tasks build on them.
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,6 @@ use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 use super::attention::attention;
 use super::dropout::dropout;
-use super::heads::HeadKind;
 
 /// ModernBERT's sizes and switches, as its `config.json` names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,7 +216,7 @@ impl Norm {
     }
 }
 
-fn linear(p: nn::Path, i: i64, o: i64, bias: bool, cfg: &ModernBertConfig) -> nn::Linear {
+pub(super) fn linear(p: nn::Path, i: i64, o: i64, bias: bool, cfg: &ModernBertConfig) -> nn::Linear {
     let ws_init = nn::Init::Randn { mean: 0.0, stdev: cfg.initializer_range };
     nn::linear(p, i, o, nn::LinearConfig { bias, ws_init, bs_init: Some(nn::Init::Const(0.0)) })
 }
@@ -361,17 +360,17 @@ impl ModernBert {
 /// `ModernBertPredictionHead` (`head.`): dense, GELU, norm; before the MLM decoder and before
 /// the classifier.
 #[derive(Debug)]
-struct PredictionHead {
+pub(super) struct PredictionHead {
     dense: nn::Linear,
     norm: Norm,
 }
 
 impl PredictionHead {
-    fn new(h: nn::Path, cfg: &ModernBertConfig) -> Self {
+    pub(super) fn new(h: nn::Path, cfg: &ModernBertConfig) -> Self {
         PredictionHead { dense: linear(&h / "dense", cfg.hidden_size, cfg.hidden_size, cfg.classifier_bias, cfg), norm: Norm::new(&h / "norm", cfg.hidden_size, cfg) }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(super) fn forward(&self, x: &Tensor) -> Tensor {
         self.norm.forward(&self.dense.forward(x).gelu("none"))
     }
 }
@@ -403,57 +402,6 @@ impl ModernBertForMaskedLM {
             Some(b) => logits + b,
             None => logits,
         }
-    }
-}
-
-/// `ModernBertForSequenceClassification` (the first token, `classifier_pooling = "cls"`, or
-/// the mean of the real ones, `"mean"`), `ModernBertForTokenClassification` (every token) and
-/// `ModernBertForQuestionAnswering` (every token, start and end): the encoder under `model`,
-/// the prediction head under `head`, dropout, and a classifier with a bias.
-#[derive(Debug)]
-pub struct ModernBertForTask {
-    /// The encoder.
-    pub model: ModernBert,
-    head: PredictionHead,
-    classifier: nn::Linear,
-    mean_pooling: bool,
-    dropout: f64,
-    /// Which head.
-    pub kind: HeadKind,
-}
-
-impl ModernBertForTask {
-    /// Creates the variables under `root`, with `labels` outputs (per row or per token;
-    /// question answering has 2).
-    pub fn new(root: &nn::Path, cfg: &ModernBertConfig, kind: HeadKind, labels: i64) -> Self {
-        let model = ModernBert::new(&(root / "model"), cfg);
-        let head = PredictionHead::new(root / "head", cfg);
-        let labels = if kind == HeadKind::QuestionAnswering { 2 } else { labels };
-        let classifier = linear(root / "classifier", cfg.hidden_size, labels, true, cfg);
-        ModernBertForTask { model, head, classifier, mean_pooling: cfg.classifier_pooling == "mean", dropout: cfg.classifier_dropout, kind }
-    }
-
-    /// Logits `[batch, labels]` (sequence classification) or `[batch, seq, labels]` of
-    /// right-padded rows of `lengths` real tokens.
-    pub fn forward(&self, input_ids: &Tensor, lengths: &Tensor, train: bool) -> Tensor {
-        let h = self.model.forward(input_ids, lengths, train);
-        let x = match self.kind {
-            HeadKind::SequenceClassification if self.mean_pooling => {
-                let t = h.size()[1];
-                let real = Tensor::arange(t, (Kind::Int64, h.device())).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1)).to_kind(h.kind()).unsqueeze(-1);
-                (&h * &real).sum_dim_intlist(1, false, h.kind()) / real.sum_dim_intlist(1, false, h.kind())
-            }
-            HeadKind::SequenceClassification => h.select(1, 0),
-            _ => h,
-        };
-        self.classifier.forward(&dropout(&self.head.forward(&x), self.dropout, train))
-    }
-
-    /// Per-token logits at flat positions (`row * seq + col`) only.
-    pub fn logits_at(&self, input_ids: &Tensor, lengths: &Tensor, positions: &Tensor, train: bool) -> Tensor {
-        let h = self.model.forward(input_ids, lengths, train);
-        let h = h.view([-1, h.size()[2]]).index_select(0, positions);
-        self.classifier.forward(&dropout(&self.head.forward(&h), self.dropout, train))
     }
 }
 

@@ -52,7 +52,7 @@ impl Objective for Electra {
     /// discriminator's head on every real token.
     fn forward_flops(&self, b: &HostBatch) -> f64 {
         let spec = |c: &crate::model::bert::BertConfig| super::ModelSpec::Bert { config: c.clone(), pair_head: false };
-        let (d, g) = (crate::mfu::Dims::of(&spec(&self.pair.discriminator)), crate::mfu::Dims::of(&spec(&self.pair.generator)));
+        let (d, g) = (crate::objective::flops::Dims::of(&spec(&self.pair.discriminator)), crate::objective::flops::Dims::of(&spec(&self.pair.generator)));
         // The generator's head: its `h_g × E` transform and the `E × V` decoder (E: the shared
         // embeddings' width).
         let e = self.pair.generator.embedding_width() as f64;

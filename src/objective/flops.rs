@@ -9,7 +9,7 @@
 //! backward pass costs twice the forward, so an update is 3 × forward (no recomputation).
 
 use crate::batch::HostBatch;
-use crate::objective::ModelSpec;
+use super::ModelSpec;
 
 /// An update (forward + backward) costs this many forward passes.
 pub const TRAIN_FACTOR: f64 = 3.0;

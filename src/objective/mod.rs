@@ -10,6 +10,7 @@
 
 pub mod electra;
 pub mod eval;
+pub mod flops;
 mod monitor;
 
 pub use monitor::{Direction, Monitor};
@@ -187,7 +188,7 @@ pub trait Objective: Send + Sync + 'static {
         let _ = missing;
         Ok(())
     }
-    /// Model FLOPs of one forward pass over `batch`, dense-equivalent ([`crate::mfu::flops`]):
+    /// Model FLOPs of one forward pass over `batch`, dense-equivalent ([`crate::objective::flops`]):
     /// the numerator of MFU. The default, 0, reports no MFU (a custom objective that does not
     /// count its FLOPs).
     fn forward_flops(&self, batch: &HostBatch) -> f64 {
@@ -244,7 +245,7 @@ impl Objective for Pretraining {
     /// The encoder, the output layer on the scored positions only, and with a pair task the
     /// pooler and its two-way classifier per row.
     fn forward_flops(&self, b: &HostBatch) -> f64 {
-        let d = crate::mfu::Dims::of(&self.spec);
+        let d = crate::objective::flops::Dims::of(&self.spec);
         let pair = if self.names.pair.is_some() { d.linear(b.batch_size, d.hidden as usize) + d.linear(b.batch_size, 2) } else { 0.0 };
         d.encoder_of(b) + d.lm_head(b.masked_positions.len()) + pair
     }

@@ -7,7 +7,7 @@ use super::{Phase, RunContext, Workload};
 use crate::data::labelled::{LabelledStream, Ordering};
 use crate::data::source::BadRecord;
 use crate::data::stream::{Cursor, ExampleSource, OpenSource};
-use crate::finetune::plan::TaskPlan;
+use crate::workload::task_plan::TaskPlan;
 use crate::finetune::task::{TaskCollator, TaskObjective};
 use crate::objective::{Collator, ModelSpec, Objective};
 
@@ -73,7 +73,7 @@ impl Workload for TaskPlan {
     }
 
     fn rebatched(&mut self, config: &crate::config::RunConfig, world: usize) -> Option<u64> {
-        let (max_steps, epoch_steps) = crate::finetune::plan::steps(config, self.train.len(), world);
+        let (max_steps, epoch_steps) = crate::workload::task_plan::steps(config, self.train.len(), world);
         (self.max_steps, self.epoch_steps) = (max_steps, epoch_steps);
         (config.train.epochs > 0).then_some(max_steps)
     }

@@ -1,13 +1,15 @@
 //! What a run trains on, behind one seam: a [`Workload`] hands the engine its training
 //! source, its held-out source, its collator, its objective and what `check` says of its
 //! data. Pre-training ([`pretrain::PretrainPlan`]: a corpus and a corruption) and fine-tuning
-//! ([`crate::finetune::plan::TaskPlan`]: a task and its labelled examples) are the two
+//! ([`crate::workload::task_plan::TaskPlan`]: a task and its labelled examples) are the two
 //! workloads; the engine never asks which one it runs.
 
 pub mod finetune;
+pub mod held_out;
 pub mod pretrain;
 pub mod probe;
 pub mod retention;
+pub mod task_plan;
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use crate::config::RunConfig;
 use crate::data::source::BadRecord;
 use crate::data::stream::{Cursor, ExampleSource, OpenSource};
 use crate::data::tokenize::TextTokenizer;
-use crate::finetune::plan::TaskPlan;
+use crate::workload::task_plan::TaskPlan;
 use crate::objective::{Collator, ModelSpec, Objective};
 
 /// The phase of a run: the `phase` label of every metric and event.

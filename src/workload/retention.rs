@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tch::{nn, Device, Tensor};
 
+use super::held_out::HeldOut;
 use super::pretrain::PretrainPlan;
 use super::{RunContext, Workload};
 use crate::batch::HostBatch;
@@ -184,8 +185,7 @@ impl RetentionRunner {
         }
         let cx = RunContext { config: &r.config, tokenizer: &r.tokenizer, world: 1 };
         let source = r.plan.eval_source(&cx).ok_or_else(|| RetentionError::Stream(StreamError::Empty("retention.data".into())))?;
-        let data = crate::actors::evaluator::EvalData { source, cpu: r.plan.collator(&cx), batch_size: BATCH, max_batches: r.config.data.eval_batches, probes: Vec::new(), retention: None, start: None };
-        let batches = data.build()?;
+        let batches = HeldOut { source, cpu: r.plan.collator(&cx), batch_size: BATCH, max_batches: r.config.data.eval_batches }.build()?;
         let loss = format!("{}_loss", r.plan.names.lm);
         let start_loss = net.evaluate(&batches, device).values.get(&loss).copied().unwrap_or(f64::NAN);
         Ok(RetentionRunner { model: net, _vs: vs, batches, start_loss, loss })

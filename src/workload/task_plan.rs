@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::init::{InitSource, StartModel};
-use super::task::{prepare_tokenizer, TaskSpec};
-use super::tasks::{self, Encoded, Split, Task, TaskContext, TaskKind};
+use crate::finetune::task::{prepare_tokenizer, TaskSpec};
+use crate::finetune::tasks::{self, Encoded, Split, Task, TaskContext, TaskKind};
 use crate::config::RunConfig;
 use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
@@ -47,10 +47,10 @@ pub struct TaskPlan {
     /// What reading changed (sources and targets cut), for the run's start line.
     pub notes: Vec<String>,
     /// The training examples the Evaluator also scores (`task.eval_train`), as a probe.
-    pub probes: Vec<crate::workload::probe::Probe>,
+    pub probes: Vec<super::probe::Probe>,
     /// The starting checkpoint's pre-training loss on held-out text, scored by the Evaluator
     /// (`[retention]`).
-    pub retention: Option<Arc<crate::workload::retention::Retention>>,
+    pub retention: Option<Arc<super::retention::Retention>>,
 }
 
 /// Validates the task of a fine-tuning config (one with `[task] kind`) and encodes its data;
@@ -84,7 +84,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     if c.data.train.is_empty() {
         problems.push("data.train: no training files given".into());
     }
-    let retention = crate::workload::retention::resolve(c, &start.source, &mut problems);
+    let retention = super::retention::resolve(c, &start.source, &mut problems);
     let (Some(kind), Some((mut tokenizer, tokenizer_path)), true) = (kind, tokenizer, problems.is_empty()) else { return Err(problems) };
 
     let Start { source: init, mut encoder, .. } = start;
@@ -116,7 +116,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
     // the weights it evaluates (storage shared with its model: no copy).
     let probes = if c.task.eval_train > 0 {
         let examples = data.train.examples.iter().take(c.task.eval_train).cloned().collect();
-        vec![crate::workload::probe::Probe { name: "train".into(), prefix: "train.".into(), task: task.clone(), examples: Arc::new(examples) }]
+        vec![super::probe::Probe { name: "train".into(), prefix: "train.".into(), task: task.clone(), examples: Arc::new(examples) }]
     } else {
         Vec::new()
     };
@@ -211,7 +211,7 @@ struct TaskData {
 
 fn read_data(c: &RunConfig, task: &mut dyn Task, train_files: &[PathBuf], eval_files: &[PathBuf]) -> Result<TaskData, Vec<String>> {
     let mut skipped = Vec::new();
-    let mut bad = super::data::BadRecords { policy: c.data.on_error, skipped: &mut skipped };
+    let mut bad = crate::finetune::data::BadRecords { policy: c.data.on_error, skipped: &mut skipped };
     let mut train = task.read(train_files, Split::Train, c.task.max_train_examples, &mut bad).map_err(|e| e.problems())?;
     if c.task.train_per_class > 0 {
         per_class(task, &mut train, c.task.train_per_class, c.run.seed)?;

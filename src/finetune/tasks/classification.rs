@@ -74,7 +74,7 @@ impl Task for Classification {
         KIND.name
     }
     /// The pooler (or GLM's dense layer) and the classifier, per row.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.linear(b.batch_size, d.hidden as usize) + d.linear(b.batch_size, self.labels().len())
     }
     fn loss_name(&self) -> &'static str {

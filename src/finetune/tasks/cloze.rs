@@ -346,7 +346,7 @@ impl Task for Cloze {
         KIND.name
     }
     /// The pre-trained output layer on the blanks' positions.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.lm_head(b.masked_positions.len())
     }
     fn loss_name(&self) -> &'static str {

@@ -172,7 +172,7 @@ impl Task for Generation {
         KIND.name
     }
     /// GLM's output layer on Part B's positions.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.lm_head(b.masked_positions.len())
     }
     fn loss_name(&self) -> &'static str {

@@ -182,9 +182,9 @@ pub trait Task: Send + Sync + 'static {
     fn per(&self) -> Per {
         Per::Example
     }
-    /// Forward FLOPs of the head on `batch` (dense-equivalent, [`crate::mfu::flops`]), added
+    /// Forward FLOPs of the head on `batch` (dense-equivalent, [`crate::objective::flops`]), added
     /// to the encoder's for MFU. The default counts none.
-    fn head_flops(&self, batch: &HostBatch, dims: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, batch: &HostBatch, dims: &crate::objective::flops::Dims) -> f64 {
         let _ = (batch, dims);
         0.0
     }

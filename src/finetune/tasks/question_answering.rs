@@ -63,7 +63,7 @@ impl Task for QuestionAnswering {
         KIND.name
     }
     /// The start / end layer on every real token.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.linear(b.n_tokens, 2)
     }
     fn loss_name(&self) -> &'static str {

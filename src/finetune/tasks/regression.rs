@@ -38,7 +38,7 @@ impl Task for Regression {
         KIND.name
     }
     /// The pooler and the one-output layer, per row.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.linear(b.batch_size, d.hidden as usize) + d.linear(b.batch_size, 1)
     }
     fn loss_name(&self) -> &'static str {

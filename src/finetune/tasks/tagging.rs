@@ -44,7 +44,7 @@ impl Task for Tagging {
         KIND.name
     }
     /// The tag classifier on every real token.
-    fn head_flops(&self, b: &HostBatch, d: &crate::mfu::Dims) -> f64 {
+    fn head_flops(&self, b: &HostBatch, d: &crate::objective::flops::Dims) -> f64 {
         d.linear(b.n_tokens, self.labels().len())
     }
     fn loss_name(&self) -> &'static str {
