@@ -38,9 +38,10 @@ bench-bf16: setup
 bench-prepare: setup
 	scripts/bench-prepare.sh
 
-# The measured tables: each a sweep spec in sweeps/ (3 seeds per cell), rewritten into docs/
-# with its plots; finished runs are never rerun. Wall times on 2 cores (AMD EPYC Zen 4) in
-# each doc; all of them about 90 minutes.
+# The measured tables of docs/pretraining-pays.md and docs/learning-rate.md: each a sweep spec
+# in sweeps/ (3 seeds per cell), rewritten into docs/ with its plots; finished runs are never
+# rerun. Wall times on 2 cores (AMD EPYC Zen 4) in each doc and docs/sweeps.md; the eight
+# together about 85 minutes from nothing (the largest, table-four-tasks, about 22).
 tables: setup
 	scripts/tables.sh
 
@@ -76,7 +77,8 @@ table-transfer: setup
 table-four-tasks: setup
 	scripts/tables.sh four-tasks
 
-# ELECTRA against MLM at equal updates and equal time (docs/electra.md; about 70 minutes).
+# ELECTRA against MLM at equal updates and equal time (docs/electra.md; about 23 minutes
+# beside the tables above, whose MLM checkpoints it shares).
 table-electra: setup
 	scripts/tables.sh electra-vs-mlm
 
