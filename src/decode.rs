@@ -256,12 +256,11 @@ fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSet
         let owners: Vec<usize> = prefixes.iter().map(|p| p.0).collect();
         let mut rows = model.log_probs(&prefixes);
         let mut at = 0;
-        for r in 0..inputs {
-            if all[r].done {
+        for (r, b) in all.iter_mut().enumerate() {
+            if b.done {
                 continue;
             }
             let n = owners[at..].iter().take_while(|&&o| o == r).count();
-            let b = &mut all[r];
             // Every (beam, token) continuation by its summed log-probability, best first.
             let mut cands: Vec<(f64, usize, u32, f64)> = Vec::new();
             for (i, lp) in rows[at..at + n].iter_mut().enumerate() {
@@ -325,6 +324,8 @@ mod tests {
 
     /// A toy model: the next token's log-probabilities are a fixed function of the row and
     /// the prefix (a hash), softmaxed over `v` tokens.
+    // The model trait's own closure shape, spelled out once here.
+    #[allow(clippy::type_complexity)]
     fn toy(v: usize) -> impl FnMut(&[(usize, &[u32])]) -> Vec<Vec<f32>> {
         move |prefixes: &[(usize, &[u32])]| {
             prefixes

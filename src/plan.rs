@@ -249,7 +249,7 @@ fn shared_problems(c: &RunConfig) -> Vec<String> {
         (c.pipeline.prefetch > 0, "pipeline.prefetch: must be positive"),
         (c.data.shuffle_block_docs > 0, "data.shuffle_block_docs: must be positive"),
         (c.data.max_line_bytes > 0, "data.max_line_bytes: must be positive"),
-        (!(c.data.eval_holdout_docs > 0 && !c.data.eval.is_empty()), "data.eval_holdout_docs: give either eval files or a hold-out count, not both"),
+        (c.data.eval_holdout_docs == 0 || c.data.eval.is_empty(), "data.eval_holdout_docs: give either eval files or a hold-out count, not both"),
         (c.dist.bucket_mb > 0.0, "dist.bucket_mb: must be positive"),
         (c.dist.timeout_s > 0.0, "dist.timeout_s: must be positive"),
     ]

@@ -61,7 +61,10 @@ fn plan(dir: &std::path::Path, extra: &[&str]) -> pretune::plan::RunPlan {
     load_plan(&cfg, &o)
 }
 
-fn run_with(plan: pretune::plan::RunPlan, script: Script) -> (pretune::actors::RunSummary, Vec<(u64, f64, Option<f64>, Instant)>, bool) {
+/// What the logger saw: step, loss, learning rate, when.
+type Steps = Vec<(u64, f64, Option<f64>, Instant)>;
+
+fn run_with(plan: pretune::plan::RunPlan, script: Script) -> (pretune::actors::RunSummary, Steps, bool) {
     let seen: Seen = Default::default();
     let done = Arc::new(Mutex::new(false));
     let (s2, d2) = (seen.clone(), done.clone());

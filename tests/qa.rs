@@ -365,7 +365,7 @@ listen = ""
     let (code, _, err) = crate::util::run_cli(&["check", cfg.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("train.doc_stride"), "a task key under [train] is named: {err}");
-    let fixed = std::fs::read_to_string(&cfg).unwrap().replace("doc_stride = 32\n", "").replace("[train]\n", "[train]\n").replace("kind = \"question_answering\"\n", "kind = \"question_answering\"\ndoc_stride = 32\n");
+    let fixed = std::fs::read_to_string(&cfg).unwrap().replace("doc_stride = 32\n", "").replace("kind = \"question_answering\"\n", "kind = \"question_answering\"\ndoc_stride = 32\n");
     std::fs::write(&cfg, &fixed).unwrap();
     let (code, _, err) = crate::util::run_cli(&["check", cfg.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");

@@ -106,7 +106,8 @@ impl Handler<Command> for Coordinator {
 /// `Some(new best)` when `score` at `step` beats `best` (lower wins: a [`Monitor`] score).
 pub fn improves(best: Option<Best>, step: u64, score: f64) -> Option<Best> {
     match best {
-        Some(b) if !(score < b.score) => None,
+        // Not strictly lower (NaN included) is no improvement.
+        Some(b) if score.partial_cmp(&b.score) != Some(std::cmp::Ordering::Less) => None,
         _ if score.is_finite() => Some(Best { step, score }),
         _ => None,
     }

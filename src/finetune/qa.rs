@@ -320,10 +320,13 @@ pub struct Prediction {
     pub score: f32,
 }
 
+/// A window's candidate answer: `(score, char start, char end)`.
+pub type Span = (f32, u32, u32);
+
 /// The best span of one window by `postprocess_qa_predictions`' rules, as
 /// `(score, char start, char end)`; `None` when no span qualifies. Ties keep the first
 /// candidate in (start rank, end rank) order, as Python's stable sort does.
-pub fn best_span(offsets: &[Option<(u32, u32)>], start_logits: &[f32], end_logits: &[f32], s: QaSettings) -> Option<(f32, u32, u32)> {
+pub fn best_span(offsets: &[Option<(u32, u32)>], start_logits: &[f32], end_logits: &[f32], s: QaSettings) -> Option<Span> {
     let top = |logits: &[f32]| -> Vec<usize> {
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         // `np.argsort(x)[-1 : -n - 1 : -1]`: highest first.
@@ -331,7 +334,7 @@ pub fn best_span(offsets: &[Option<(u32, u32)>], start_logits: &[f32], end_logit
         idx.truncate(s.n_best_size);
         idx
     };
-    let mut best: Option<(f32, u32, u32)> = None;
+    let mut best: Option<Span> = None;
     for &a in &top(start_logits) {
         for &b in &top(end_logits) {
             let (Some(Some(sa)), Some(Some(sb))) = (offsets.get(a), offsets.get(b)) else { continue };
@@ -348,8 +351,8 @@ pub fn best_span(offsets: &[Option<(u32, u32)>], start_logits: &[f32], end_logit
 }
 
 /// Turns per-window best spans of one question (in window order) into its answer.
-pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<(f32, u32, u32)>>) -> Prediction {
-    let mut best: Option<(f32, u32, u32)> = None;
+pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<Span>>) -> Prediction {
+    let mut best: Option<Span> = None;
     for (score, a, b) in spans.into_iter().flatten() {
         if best.is_none_or(|(x, ..)| score > x) {
             best = Some((score, a, b));
@@ -370,7 +373,7 @@ pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<(f32, u32, u
 #[derive(Default)]
 pub struct Answers {
     settings: QaSettings,
-    current: Option<(Arc<QaRecord>, usize, Option<(f32, u32, u32)>)>,
+    current: Option<(Arc<QaRecord>, usize, Option<Span>)>,
     /// Finished questions in order: the record and its prediction.
     pub done: Vec<(Arc<QaRecord>, Prediction)>,
 }

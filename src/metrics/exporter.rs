@@ -20,7 +20,7 @@ pub struct FloatCounter(Arc<AtomicU64>);
 impl FloatCounter {
     /// Adds `v` (negative values are ignored: counters only go up).
     pub fn increment(&self, v: f64) {
-        if !(v > 0.0) {
+        if v.is_nan() || v <= 0.0 {
             return;
         }
         let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + v).to_bits()));

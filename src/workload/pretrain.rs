@@ -333,7 +333,10 @@ fn prepared_dir(d: &config::DataConfig) -> Result<Option<PathBuf>, PreparedDirEr
 /// Maps the prepared dataset at `dir` and derives the spans from it: its training files, and
 /// held-out documents from its eval split (prepared from `data.eval`) or cut from the end of
 /// the training files by `data.eval_holdout_docs`, exactly where a text run would cut them.
-fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) -> Result<(Arc<PreparedData>, Vec<FileSpan>, Vec<FileSpan>), Vec<String>> {
+/// A prepared dataset with its training and held-out spans.
+type Prepared = (Arc<PreparedData>, Vec<FileSpan>, Vec<FileSpan>);
+
+fn open_prepared(dir: &Path, d: &config::DataConfig, tokenizer: &TextTokenizer) -> Result<Prepared, Vec<String>> {
     let data = PreparedData::open(dir, tokenizer, &read_settings(d)).map_err(|e| vec![format!("data.train: {}", crate::error_chain(&e))])?;
     let mut train = PreparedData::spans(&data.train);
     let mut eval = Vec::new();

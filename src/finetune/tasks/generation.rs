@@ -1,7 +1,7 @@
 //! Sequence-to-sequence fine-tuning of a GLM as blank infilling, the layout of THUDM/GLM's
-//! `finetune_glm.py` for summarisation and question generation: Part A is `[CLS]` + the source
-//! + `[gMASK]`, Part B is `[sop]` + the target at the `[gMASK]`'s position (block positions
-//! 1, 2, ...), the targets are the target + `[eop]`, and only Part B is scored: the
+//! `finetune_glm.py` for summarisation and question generation: Part A is `[CLS]`, the source
+//! and `[gMASK]`; Part B is `[sop]` and the target at the `[gMASK]`'s position (block
+//! positions 1, 2, ...); the targets are the target and `[eop]`, and only Part B is scored: the
 //! pre-training objective itself, with the pre-trained output layer and no new weights.
 //!
 //! Held-out batches are also decoded with `[generate]` (from Part A alone) and scored by
