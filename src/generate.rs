@@ -183,7 +183,7 @@ pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, override
             Ok(GenerateReport { checkpoint, lines, throughput })
         }
         SavedModel::Task(spec) => Err(GenerateError::Refused { dir, what: format!("a task.kind = \"{}\" checkpoint does not generate (use `pretune predict`)", spec.kind) }),
-        SavedModel::Pretrain { .. } => Err(GenerateError::Refused { dir, what: "a BERT checkpoint does not generate: fill blanks with a GLM pre-training checkpoint, or fine-tune one with task.kind = \"generation\"".into() }),
+        SavedModel::Pretrain { model, .. } => Err(GenerateError::Refused { dir, what: format!("a {} pre-training checkpoint does not generate (an encoder, no left-to-right decoder): fill blanks with a GLM pre-training checkpoint, or fine-tune one with task.kind = \"generation\"", model.model_type()) }),
         SavedModel::Glm => {
             let settings = decode_settings(&dir.join("state.json"), state.config.get("generate"), overrides)?;
             fill_file(&dir, input, output, &settings)

@@ -200,7 +200,7 @@ fn electra_samples_are_deterministic_resumes_are_bit_identical_and_the_discrimin
 /// folder alike: every encoder tensor loads, the generator's and the replaced-token head's go
 /// unused, and the classification checkpoint exports as `ElectraForSequenceClassification`.
 /// What ELECTRA cannot do is refused naming its key: a sentence-pair task, continuing from a
-/// BERT folder, and `model.embedding_size` outside ELECTRA.
+/// BERT folder, `model.embedding_size` outside ELECTRA, a generator width of part of a head.
 #[test]
 fn fine_tuning_starts_from_the_discriminator_and_misuse_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,6 +233,8 @@ fn fine_tuning_starts_from_the_discriminator_and_misuse_is_refused() {
         (vec![&*format!("init.hf=\"{}\"", minilm.display())], "objective.kind = \"electra\" continues only an ELECTRA pre-training checkpoint"),
         (vec!["objective.kind=\"mlm\"", "model.embedding_size=32"], "model.embedding_size: only ELECTRA"),
         (vec!["objective.electra.rtd_weight=0"], "objective.electra.rtd_weight: must be positive"),
+        // Heads of 32 here (64 / 2): an explicit width is not rounded behind the user's back.
+        (vec!["objective.electra.generator_hidden_size=40"], "objective.electra.generator_hidden_size: 40 is not a whole number of the discriminator's heads (32 wide"),
     ] {
         let (code, _, err) = electra_run(dir.path(), "bad", &sets.iter().map(|s| &**s).chain(["metrics.listen=\"\""]).collect::<Vec<_>>());
         assert_eq!(code, 2, "{key}: {err}");

@@ -224,7 +224,7 @@ fn generate_refuses_checkpoints_that_do_not_generate() {
     std::fs::write(&input, "{\"text\": \"a [MASK] b\"}\n").unwrap();
     let (code, _, err) = cli(&["generate", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("a BERT checkpoint does not generate"), "{err}");
+    assert!(err.contains("a bert pre-training checkpoint does not generate"), "{err}");
 }
 
 /// `scripts/glm_generation.py` in its smoke mode runs every cell once, keeps the text around

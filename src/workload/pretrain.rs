@@ -135,7 +135,7 @@ fn objective_problems(c: &RunConfig) -> Vec<String> {
     let o = &c.objective;
     let g = &o.glm;
     let glm = o.kind == ObjectiveKind::Glm;
-    [
+    let mut problems = [
         (o.mask_prob > 0.0 && o.mask_prob < 1.0, "objective.mask_prob: must be in (0, 1)"),
         (
             o.mask_token_prob >= 0.0 && o.random_token_prob >= 0.0 && o.mask_token_prob + o.random_token_prob <= 1.0,
@@ -161,7 +161,16 @@ fn objective_problems(c: &RunConfig) -> Vec<String> {
     .into_iter()
     .filter(|(ok, _)| !ok)
     .map(|(_, m)| m.to_owned())
-    .collect()
+    .collect::<Vec<_>>();
+    // The generator's heads are the discriminator's width (google-research/electra): a width
+    // the user gives must be whole heads, not rounded behind their back.
+    let head_dim = c.model.hidden_size / c.model.num_heads.max(1);
+    let width = o.electra.generator_hidden_size;
+    if o.kind == ObjectiveKind::Electra && width > 0 && head_dim > 0 && width % head_dim != 0 && width <= c.model.hidden_size {
+        let near = o.electra.generator_width(c.model.hidden_size, head_dim);
+        problems.push(format!("objective.electra.generator_hidden_size: {width} is not a whole number of the discriminator's heads ({head_dim} wide: model.hidden_size / model.num_heads); {near} is the nearest"));
+    }
+    problems
 }
 
 /// Text files' spans: `data.train`, and `data.eval` or documents held out from the end of the
