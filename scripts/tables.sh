@@ -6,6 +6,7 @@
 #   scripts/tables.sh                       # those eight (about 85 minutes on 2 cores)
 #   scripts/tables.sh learning-rate         # one spec (sweeps/learning-rate.toml)
 #   scripts/tables.sh electra-vs-mlm        # docs/electra.md's (about 23 minutes more)
+#   scripts/tables.sh electra-temperature   # and its temperature table (about 19 minutes)
 #   scripts/tables.sh overfitting --table-only
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use spec::{Spec, SpecError};
 
 use runner::{Job, JobEnd, Runner};
+use crate::workload::Phase;
 
 /// Why a sweep could not run or render.
 #[derive(Debug, thiserror::Error)]
@@ -231,12 +232,14 @@ fn render(spec: &Spec, pre: &[Job], cells: &[Job]) -> Result<(String, (usize, us
     let cpu = saved["cpu"].as_str().map_or_else(cpu, str::to_owned);
     let cores = saved["cores"].as_u64().unwrap_or(0);
     let meta = serde_json::json!({ "cpu": cpu, "cores": cores, "date": saved["date"].as_str().map_or_else(today, str::to_owned), "jobs": saved["jobs"], "wall_s": wall.round(), "pretrain_wall_s": pre_wall.round(), "finished": finished, "cells": outcomes.len(), "smoke": spec.smoke });
+    // The cells of a spec on a pre-training config are pre-training runs.
+    let what = if outcomes.iter().any(|o| o.result.phase == Some(Phase::Finetune)) || outcomes.iter().all(|o| o.result.phase.is_none()) { "fine-tuning" } else { "pre-training" };
     let mut md = String::new();
     if !spec.title.is_empty() {
         md += &format!("{}\n\n", spec.title);
     }
     md += &format!(
-        "Sweep `{}`: {finished} of {} cells finished, {} seed(s) each; {} on {cpu} ({cores} cores), {}, {:.0} s of fine-tuning runs ({} at a time){}{}.\n\n",
+        "Sweep `{}`: {finished} of {} cells finished, {} seed(s) each; {} on {cpu} ({cores} cores), {}, {:.0} s of {what} runs ({} at a time){}{}.\n\n",
         spec.file.display(),
         outcomes.len(),
         spec.seeds.len(),

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::actors::events::{read_records, Record, RecordError};
 use crate::actors::EndedBy;
+use crate::workload::Phase;
 
 use super::spec::Pick;
 
@@ -17,6 +18,8 @@ pub struct RunResult {
     /// The reported metrics: the picked evaluation's, and the run's `steps`, `elapsed_s`,
     /// `tokens_per_second` and `monitored` (its monitored metric's value) once finished.
     pub metrics: BTreeMap<String, f64>,
+    /// What the run was (its end record's phase), to name the cells' runs in the table.
+    pub phase: Option<Phase>,
 }
 
 /// Reads `dir/events.jsonl` (a folder without one is a run not started).
@@ -49,8 +52,9 @@ pub fn summarize(records: &[Record], pick: Pick) -> RunResult {
     let mut out = RunResult::default();
     let mut best = None;
     let mut monitored = None;
-    if let Some(Record::Finished { step, ended_by, elapsed_s, tokens, best_step, metric, .. }) = end {
+    if let Some(Record::Finished { phase, step, ended_by, elapsed_s, tokens, best_step, metric }) = end {
         monitored = Some(metric);
+        out.phase = Some(*phase);
         out.finished = *ended_by != EndedBy::Interrupted;
         out.metrics.insert("steps".into(), *step as f64);
         out.metrics.insert("elapsed_s".into(), *elapsed_s);
@@ -76,7 +80,6 @@ pub fn summarize(records: &[Record], pick: Pick) -> RunResult {
 mod tests {
     use super::*;
     use crate::objective::eval::EvalMetrics;
-    use crate::workload::Phase;
 
     fn eval(step: u64, acc: f64) -> Record {
         Record::Eval { phase: Phase::Finetune, step, eval: EvalMetrics { values: [("accuracy".to_string(), acc), ("loss".to_string(), 1.0 - acc)].into() } }
@@ -93,6 +96,7 @@ mod tests {
         assert_eq!(r.metrics["accuracy"], 0.8);
         assert_eq!(r.metrics["tokens_per_second"], 500.0);
         assert_eq!(r.metrics["monitored"], 0.8, "the run's own metric");
+        assert_eq!(r.phase, Some(Phase::Finetune));
         let r = summarize(&[eval(10, 0.6), eval(30, 0.7), end(Some(10), EndedBy::EarlyStopping)], Pick::Last);
         assert_eq!(r.metrics["accuracy"], 0.7);
     }
@@ -104,5 +108,6 @@ mod tests {
         let r = summarize(&[eval(10, 0.6)], Pick::Best);
         assert!(!r.finished && r.metrics["accuracy"] == 0.6);
         assert!(!summarize(&[], Pick::Best).finished);
+        assert_eq!(summarize(&[eval(10, 0.6)], Pick::Best).phase, None, "known from the end record only");
     }
 }
