@@ -20,6 +20,7 @@ PY=$(command -v python || command -v python3)
 SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
   DEVICE=cpu PRECISION=fp32 BATCH=2 STEPS=${STEPS:-6} QA_STEPS=${QA_STEPS:-2} QA_BATCH=4 QA_EVAL=20 WARMUP=2 PEER_STEPS=3
+  SMOKE_SET=(--set train.max_seq_len=128)  # GLM-base's 512 tokens cost the CPU half a minute
 else
   if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     echo "gpu-check: no CUDA device here (nvidia-smi finds none): this script is for a machine with an NVIDIA GPU (SMOKE=1 runs its steps on the CPU)" >&2
@@ -29,6 +30,7 @@ else
     echo "gpu-check: torch (the libtorch pretune links) sees no CUDA device: install the CUDA wheel of torch==2.13.0 (scripts/setup.sh)" >&2
     exit 3
   fi
+  SMOKE_SET=()
   DEVICE=cuda PRECISION=bf16 BATCH=128 STEPS=${STEPS:-200} QA_STEPS=${QA_STEPS:-400} QA_BATCH=32 QA_EVAL=2000 WARMUP=20 PEER_STEPS=40
 fi
 BIN=${BIN:-target/release/pretune}
@@ -54,7 +56,7 @@ fi
 MEM_PID=
 watch_mem() { [ "$DEVICE" = cuda ] || return 0; nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 500 > "$WORK/mem-$1.txt" 2>/dev/null & MEM_PID=$!; }
 stop_mem() { [ -n "$MEM_PID" ] || return 0; kill "$MEM_PID" 2>/dev/null || true; wait "$MEM_PID" 2>/dev/null || true; MEM_PID=; }
-common=(--set "$(on run.device "$DEVICE")" --set "$(on train.precision "$PRECISION")" --set 'metrics.listen=""' --set train.log_every=1 --set train.eval_every=0 --set train.checkpoint_every=0 --set train.batch_size="$BATCH" --set train.max_steps="$STEPS")
+common=(--set "$(on run.device "$DEVICE")" --set "$(on train.precision "$PRECISION")" --set 'metrics.listen=""' --set train.log_every=1 --set train.eval_every=0 --set train.save_checkpoints=false --set train.batch_size="$BATCH" --set train.max_steps="$STEPS" ${SMOKE_SET[@]+"${SMOKE_SET[@]}"})
 
 for model in bert glm; do
   config=configs/pretrain-bert-mlm-nsp-base.toml
@@ -70,14 +72,14 @@ if [ "$DEVICE" = cuda ]; then
 else
   echo '{"skipped": "the transformers.Trainer peer runs on CUDA only"}' > "$WORK/hf-trainer.json"
 fi
-"$PY" scripts/gpu_baseline.py --model base --device "$DEVICE" --batch "$BATCH" --warmup "$WARMUP" --steps "$PEER_STEPS" > "$WORK/hf-loop.json" || echo '{"missing": "gpu_baseline.py failed"}' > "$WORK/hf-loop.json"
+"$PY" scripts/gpu_baseline.py --model base --device "$DEVICE" --precision "$PRECISION" --batch "$BATCH" --warmup "$WARMUP" --steps "$PEER_STEPS" > "$WORK/hf-loop.json" || echo '{"missing": "gpu_baseline.py failed"}' > "$WORK/hf-loop.json"
 
 stamp "(d) MiniLM on SQuAD, $QA_STEPS updates"
 if [ -f .cache/squad/train-v1.1.json ] && [ -d .cache/minilm/model ]; then
   watch_mem qa
   "$BIN" train configs/finetune-qa-minilm.toml --set "$(on run.device "$DEVICE")" --set "$(on train.precision "$PRECISION")" --set 'metrics.listen=""' \
     --set train.max_steps="$QA_STEPS" --set train.epochs=0 --set train.batch_size="$QA_BATCH" --set task.max_eval_examples="$QA_EVAL" \
-    --set "$(on run.out_dir "$WORK/qa")" 2>&1 | tail -4
+    --set train.save_checkpoints=false --set "$(on run.out_dir "$WORK/qa")" 2>&1 | tail -4
   stop_mem
 else
   echo "no .cache/squad or .cache/minilm (scripts/fetch-finetune-data.sh): skipped" >&2

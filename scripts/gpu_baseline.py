@@ -41,6 +41,8 @@ def main():
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                   help="bf16 autocast (the GPU run) or fp32 (a CPU without bf16 units emulates bf16 ~50x slower)")
     p.add_argument("--peak-tflops", type=float, default=989.4, help="bf16 dense peak (H100/H200 SXM)")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -59,7 +61,7 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step(b):
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
             loss = model(**b).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -81,7 +83,7 @@ def main():
     fwd = layers * (2 * t * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * a.batch * a.seq * a.seq * hidden)
     fwd += 2 * t * (hidden * hidden + hidden * v) + 2 * a.batch * (hidden * hidden + 2 * hidden)
     flops = 3 * fwd
-    print(json.dumps({"side": "transformers", "model": a.model, "batch": a.batch, "seq": a.seq, "s_per_step": round(dt, 5),
+    print(json.dumps({"side": "transformers", "model": a.model, "precision": a.precision, "batch": a.batch, "seq": a.seq, "s_per_step": round(dt, 5),
                       "tokens_per_s": round(t / dt), "sequences_per_s": round(a.batch / dt, 1),
                       "tflops": round(flops / dt / 1e12, 1), "mfu": round(flops / dt / 1e12 / a.peak_tflops, 4),
                       "loss_last": round(loss.item(), 3), "torch": torch.__version__,

@@ -104,4 +104,10 @@ fn gpu_check_fails_fast_without_cuda_and_its_summary_reads_the_runs() {
     assert!(r["hf_plain_loop_bert_base"]["mfu_same_formula"].is_number(), "{r}");
     assert!(r["minilm_squad"]["eval"]["f1"].is_number() || !root().join(".cache/squad").exists(), "{r}");
     assert!(r["check"].as_str().is_some_and(|c| c.contains("ok: pretrain run") && c.contains("MFU peak")), "{r}");
+    // Benchmark runs write no checkpoint (`train.save_checkpoints = false`): BERT-base's with
+    // its AdamW moments is 1.3 GB of disk and seconds of the GPU's budget.
+    for run in ["bert", "glm", "qa"] {
+        assert!(work.join(run).join("events.jsonl").exists() || run == "qa", "{run} ran");
+        assert!(!work.join(run).join("checkpoints").exists(), "{run} wrote a checkpoint");
+    }
 }

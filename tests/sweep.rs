@@ -82,6 +82,20 @@ fn a_sweep_killed_midway_resumes_without_rerunning_finished_cells_and_its_table_
     for (cell, events) in &done {
         assert_eq!(&std::fs::read_to_string(cell.join("events.jsonl")).unwrap(), events, "{} was run again", cell.display());
     }
+    // A finished cell keeps one checkpoint (`keep = "picked"`): the best one, whose evaluation
+    // its number is, verified whole.
+    for cell in &all {
+        let ckpts = cell.join("checkpoints");
+        let steps: Vec<String> = std::fs::read_dir(&ckpts).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("step-")).collect();
+        let best = records(cell).iter().rev().find_map(|r| match r {
+            pretune::actors::events::Record::Finished { best_step, .. } => *best_step,
+            _ => None,
+        });
+        let best = best.expect("a fine-tuning run reports its best step");
+        assert_eq!(steps, vec![format!("step-{best:08}")], "{}", cell.display());
+        let (dir, state) = pretune::checkpoint::resume::locate(&ckpts).unwrap();
+        assert_eq!((dir.file_name().unwrap().to_string_lossy().into_owned(), state.step), (steps[0].clone(), best));
+    }
 
     // Every group is the mean and sample sd of its seeds' best evaluations, read here from the
     // cells' own events.
@@ -183,6 +197,28 @@ fn train_per_class_keeps_n_of_each_class_drawn_by_the_seed() {
     let reg = ft_config(tmp.path(), "regression", &rows.display().to_string(), &rows.display().to_string(), "");
     let e = pretune::plan::load_and_resolve(&reg, &["task.train_per_class=1".to_string()]).err().expect("refused").to_string();
     assert!(e.contains("task.train_per_class: task.kind = \"regression\" has no single class per example"), "{e}");
+}
+
+/// `keep = "none"`: a finished cell keeps its events and no checkpoint; `"all"` keeps what the
+/// run kept.
+#[test]
+fn a_finished_cell_keeps_the_checkpoints_the_spec_asks_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    for (keep, want) in [("none", 0), ("all", 2)] {
+        let text = std::fs::read_to_string(&spec).unwrap();
+        let out_dir = |d: &str| format!("out_dir = \"{}\"", tmp.path().join(d).display());
+        let text = text.replace(&out_dir("sweep"), &format!("{}\nkeep = \"{keep}\"", out_dir(keep)));
+        let spec = tmp.path().join(format!("{keep}.toml"));
+        std::fs::write(&spec, text).unwrap();
+        let (code, out, err) = run_cli(&[os("sweep"), os("--smoke"), os("--no-doc"), spec.as_os_str()]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let cell = std::fs::read_dir(tmp.path().join(format!("{keep}-smoke")).join("cells")).unwrap().next().unwrap().unwrap().path();
+        assert!(finished(&cell));
+        let steps = std::fs::read_dir(cell.join("checkpoints")).map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("step-")).count()).unwrap_or(0);
+        assert_eq!(steps, want, "keep = {keep:?}: checkpoints at steps 3 and 6");
+        assert_eq!(cell.join("checkpoints").exists(), want > 0);
+    }
 }
 
 /// Every spec in `sweeps/` runs its first cell with its `[smoke]` settings (its pre-training

@@ -269,6 +269,7 @@ fn step_policy(plan: &RunPlan, can_eval: bool) -> StepPolicy {
         eval_every: train.eval_every,
         epoch_steps: plan.workload.epoch_steps(),
         checkpoint_every: train.checkpoint_every,
+        save_checkpoints: train.save_checkpoints,
         can_eval,
     }
 }

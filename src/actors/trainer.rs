@@ -448,7 +448,7 @@ impl Trainer {
         crate::failpoint::hit_at("trainer.step", step);
         let mut due = self.rules.policy.due(step);
         due.eval |= std::mem::take(&mut lp.requests.evaluate) && self.peers.evaluator.is_some();
-        due.checkpoint |= std::mem::take(&mut lp.requests.checkpoint) || due.eval;
+        due.checkpoint |= std::mem::take(&mut lp.requests.checkpoint) || (due.eval && self.rules.policy.save_checkpoints);
         let logged_loss = due.log.then(|| self.report_step(out, &lp.p, &lp.m, lp.start, &mut lp.since_log));
         if let Some(loss) = logged_loss {
             lp.totals.final_loss = loss;

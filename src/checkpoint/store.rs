@@ -206,6 +206,34 @@ impl CheckpointStore {
         }
     }
 
+    /// Deletes every checkpoint but `step`'s and points `latest` at it (`best.json` goes too
+    /// when it names another step): what a finished sweep cell keeps of its run, the model its
+    /// result reports, still verifiable and exportable. Nothing happens when `step` has no
+    /// complete checkpoint, so a bad step can never leave a run without one.
+    ///
+    /// # Errors
+    /// I/O errors moving the pointers; a checkpoint that fails to delete is a warning, as in
+    /// [`Self::retain`].
+    pub fn keep_only(&self, step: u64) -> Result<bool, CheckpointError> {
+        let name = Self::dir_name(step);
+        if !self.root.join(&name).join("state.json").exists() {
+            return Ok(false);
+        }
+        self.set_pointer("latest", &name)?;
+        if self.best_record().is_some_and(|b| b.step != step) {
+            let best = self.root.join("best.json");
+            fs::remove_file(&best).map_err(FileError::at(&best))?;
+            fsync(&self.root)?;
+        }
+        for s in self.steps().into_iter().filter(|&s| s != step) {
+            let dir = self.root.join(Self::dir_name(s));
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete a checkpoint");
+            }
+        }
+        Ok(true)
+    }
+
     /// The folder `latest` points at, if any.
     pub fn latest(&self) -> Option<PathBuf> {
         let name = fs::read_to_string(self.root.join("latest")).ok()?;
@@ -257,5 +285,27 @@ mod tests {
         let mut steps = store.steps();
         steps.sort_unstable();
         assert_eq!(steps, vec![10, 50], "30 goes once its verdict is in");
+    }
+
+    #[test]
+    fn keep_only_leaves_one_checkpoint_and_pointers_that_name_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(d.path());
+        for s in [10, 20, 30] {
+            fake(&store, s);
+        }
+        store.set_pointer("latest", &CheckpointStore::dir_name(30)).unwrap();
+        store.set_best(Best { step: 20, score: 1.0 }).unwrap();
+        assert!(!store.keep_only(40).unwrap(), "no checkpoint of step 40: nothing changes");
+        assert_eq!(store.steps().len(), 3);
+        assert!(store.keep_only(20).unwrap());
+        assert_eq!(store.steps(), vec![20]);
+        assert_eq!(store.latest(), Some(d.path().join("step-00000020")));
+        assert_eq!(store.best_record().map(|b| b.step), Some(20), "the best is the one kept");
+        fake(&store, 50);
+        assert!(store.keep_only(50).unwrap());
+        assert_eq!(store.steps(), vec![50]);
+        assert_eq!(store.best_record(), None, "best.json named a deleted checkpoint");
+        assert_eq!(store.latest(), Some(d.path().join("step-00000050")));
     }
 }

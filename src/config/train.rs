@@ -80,6 +80,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Keep the last K checkpoints (and the best one by held-out loss).
     pub keep_last: usize,
+    /// `false`: write no checkpoint (Hugging Face's `save_strategy = "no"`), for a benchmark or
+    /// a run whose numbers are all it is for: a BERT-base checkpoint with its optimizer state is
+    /// 1.3 GB. Such a run cannot resume, and `export` / `predict` have nothing to read.
+    pub save_checkpoints: bool,
     /// `skip` or `abort` on a non-finite loss or gradient norm.
     pub nonfinite: NonFinitePolicy,
     /// Under `skip`, abort after this many non-finite updates in a row.
@@ -134,6 +138,7 @@ impl Default for TrainConfig {
             eval_every: 0,
             checkpoint_every: 0,
             keep_last: 3,
+            save_checkpoints: true,
             nonfinite: NonFinitePolicy::Skip,
             max_nonfinite_in_a_row: 5,
             epochs: 0,

@@ -104,14 +104,14 @@ pub struct SweepReport {
 /// `--smoke`).
 fn jobs(spec: &Spec, all: bool) -> (Vec<Job>, Vec<Job>) {
     let interp = |set: &[spec::Setting]| set.iter().map(|(k, v)| (k.clone(), spec.interpolate(v).expect("checked when the spec was read"))).collect::<Vec<_>>();
-    let pre = spec.pretrain.iter().map(|p| Job { name: format!("pretrain {}", p.name), base: p.config.clone(), dir: spec.pretrain_dir(&p.name), set: interp(&p.set), pick: spec::Pick::Last }).collect();
+    let pre = spec.pretrain.iter().map(|p| Job { name: format!("pretrain {}", p.name), base: p.config.clone(), dir: spec.pretrain_dir(&p.name), set: interp(&p.set), pick: spec::Pick::Last, keep: spec::Keep::All }).collect();
     let cells = if all { spec.all_cells() } else { spec.cells() };
     let cells = cells
         .into_iter()
         .map(|c| {
             let mut name: Vec<String> = spec.axes.iter().zip(&c.labels).map(|(a, l)| format!("{}={l}", a.name)).collect();
             name.push(format!("seed={}", c.seed));
-            Job { name: name.join(" "), base: spec.base.clone(), dir: spec.cell_dir(&c), set: interp(&c.set), pick: c.pick }
+            Job { name: name.join(" "), base: spec.base.clone(), dir: spec.cell_dir(&c), set: interp(&c.set), pick: c.pick, keep: spec.keep }
         })
         .collect();
     (pre, cells)

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::results;
-use super::spec::{Pick, Setting};
+use super::spec::{Keep, Pick, Setting};
 use super::SweepError;
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
@@ -39,6 +39,9 @@ pub struct Job {
     pub set: Vec<Setting>,
     /// Which evaluation its result reports.
     pub pick: Pick,
+    /// What it keeps of its checkpoints once finished (a pre-training run: all; cells start
+    /// from it).
+    pub keep: Keep,
 }
 
 /// How jobs run.
@@ -141,6 +144,8 @@ impl Runner {
             }
         }
         if results::read(&job.dir, job.pick)?.finished {
+            // A sweep killed between a cell's end and its pruning prunes it now.
+            prune_checkpoints(job);
             return Ok(JobEnd::AlreadyDone);
         }
         let resume = crate::checkpoint::CheckpointStore::new(job.dir.join("checkpoints")).latest().is_some();
@@ -194,6 +199,7 @@ impl Runner {
         if status.success() && r.finished {
             let headline: Vec<String> = r.metrics.iter().filter(|(k, _)| !matches!(k.as_str(), "steps" | "elapsed_s" | "tokens_per_second")).take(3).map(|(k, v)| format!("{k} {v:.4}")).collect();
             tracing::info!("[{n}/{total}] done {} in {wall:.0} s {}", job.name, headline.join(", "));
+            prune_checkpoints(job);
             Ok(JobEnd::Done)
         } else {
             let tail = log_tail(&log_path, 12);
@@ -201,6 +207,31 @@ impl Runner {
             tracing::error!("[{n}/{total}] {} {why}; its log ({}) ends:\n{tail}", job.name, log_path.display());
             Ok(JobEnd::Failed(format!("{why}: {}", tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""))))
         }
+    }
+}
+
+/// Applies `job.keep` to a finished job's checkpoints. A failure costs disk, not the result: a
+/// warning.
+fn prune_checkpoints(job: &Job) {
+    let root = job.dir.join("checkpoints");
+    let store = crate::checkpoint::CheckpointStore::new(&root);
+    let kept = match job.keep {
+        Keep::All => return,
+        Keep::None => std::fs::remove_dir_all(&root).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e.to_string()) }),
+        Keep::Picked => {
+            let latest = store.latest().and_then(|d| d.file_name()?.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+            let step = match job.pick {
+                Pick::Best => store.best_record().map(|b| b.step).or(latest),
+                Pick::Last => latest,
+            };
+            match step {
+                Some(step) => store.keep_only(step).map(|_| ()).map_err(|e| crate::error_chain(&e)),
+                None => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = kept {
+        tracing::warn!(dir = %root.display(), error = %e, "could not prune a finished cell's checkpoints");
     }
 }
 

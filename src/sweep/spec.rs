@@ -9,6 +9,8 @@
 //! metrics = ["accuracy", { name = "f1", label = "entity F1", scale = 100 }]
 //! rows = ["data"]                              # the axes of the rows (default: all but the last)
 //! columns = ["lr"]                             # the axes of the columns (default: the last)
+//! keep = "picked"                              # a finished cell's checkpoints: "picked" (the one
+//!                                              # its number comes from), "all" or "none"
 //!
 //! [set]                                        # every cell
 //! "train.max_steps" = 60
@@ -101,6 +103,8 @@ struct Header {
     metrics: Vec<MetricFile>,
     #[serde(default)]
     pick: Pick,
+    #[serde(default)]
+    keep: Keep,
     rows: Option<Vec<String>>,
     columns: Option<Vec<String>>,
     doc: Option<PathBuf>,
@@ -174,6 +178,23 @@ pub enum Pick {
     Best,
     /// The last evaluation.
     Last,
+}
+
+/// What a finished cell keeps of its checkpoints. A cell's result is read from its
+/// `events.jsonl`; its checkpoints only serve a resume while it runs, so keeping every cell's
+/// (up to `checkpoint.keep_last` plus the best, each with its optimizer state: about 270 MB a
+/// MiniLM cell) would fill a disk over a grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The checkpoint of the evaluation the cell reports (`pick`): the model behind each number,
+    /// ready for `export` or `predict`.
+    #[default]
+    Picked,
+    /// Everything the run kept.
+    All,
+    /// No checkpoint: the events, the log and the config stay.
+    None,
 }
 
 /// A `{pretrain.NAME}` in a value that names no `[[pretrain]]` (or is never closed).
@@ -264,6 +285,8 @@ pub struct Spec {
     pub metrics: Vec<Metric>,
     /// Which evaluation a cell reports.
     pub pick: Pick,
+    /// What a finished cell keeps of its checkpoints.
+    pub keep: Keep,
     /// Every cell's settings (`[set]`).
     pub set: Vec<Setting>,
     /// `[smoke]` under `--smoke` (else empty): applied after the axes' and `[[when]]`'s, so a
@@ -497,7 +520,7 @@ impl Spec {
         let out_dir = h.out_dir.unwrap_or_else(|| PathBuf::from("runs/sweeps").join(&name));
         let out_dir = if smoke { PathBuf::from(format!("{}-smoke", out_dir.display())) } else { out_dir };
         let seeds = if smoke { h.seeds.into_iter().take(1).collect() } else { h.seeds };
-        let spec = Spec { file: file.to_owned(), name, base: h.base, out_dir, seeds, seed_key: h.seed_key, title: h.title, metrics, pick: h.pick, set, smoke_set, axes, rows, columns, exclude, when, pretrain, doc: h.doc, smoke };
+        let spec = Spec { file: file.to_owned(), name, base: h.base, out_dir, seeds, seed_key: h.seed_key, title: h.title, metrics, pick: h.pick, keep: h.keep, set, smoke_set, axes, rows, columns, exclude, when, pretrain, doc: h.doc, smoke };
         let levels = spec.axes.iter().flat_map(|a| a.levels.iter().map(move |l| (format!("axis {} = {}", a.name, l.label), &l.set)));
         let pre = spec.pretrain.iter().map(|p| (format!("pretrain {}", p.name), &p.set));
         let when = spec.when.iter().enumerate().map(|(i, (_, set))| (format!("when[{i}]"), set));

@@ -84,6 +84,9 @@ pub struct StepPolicy {
     pub epoch_steps: u64,
     /// Checkpoint every N steps (0: only at the end).
     pub checkpoint_every: u64,
+    /// `false`: no checkpoint is ever due (`train.save_checkpoints`; a benchmark or a
+    /// throw-away run), only the ones a user asks for on the control endpoint.
+    pub save_checkpoints: bool,
     /// Whether there is a held-out split at all.
     pub can_eval: bool,
 }
@@ -93,7 +96,7 @@ impl StepPolicy {
     ///
     /// ```
     /// use pretune::train::policy::StepPolicy;
-    /// let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 4, checkpoint_every: 0, can_eval: true, epoch_steps: 0 };
+    /// let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 4, checkpoint_every: 0, save_checkpoints: true, can_eval: true, epoch_steps: 0 };
     /// assert!(p.due(4).eval && !p.due(4).log && p.due(4).checkpoint, "an evaluation checkpoints too");
     /// assert!(!p.due(5).eval && p.due(5).log && !p.due(5).checkpoint);
     /// let end = p.due(10);
@@ -104,12 +107,12 @@ impl StepPolicy {
         let last = step >= self.max_steps;
         let eval = self.can_eval && (last || every(self.eval_every) || (self.eval_every == 0 && every(self.epoch_steps)));
         // Every evaluation checkpoints too, so the best evaluation always has its weights.
-        Due { log: last || every(self.log_every) || step == 1, eval, checkpoint: last || eval || every(self.checkpoint_every) }
+        Due { log: last || every(self.log_every) || step == 1, eval, checkpoint: self.save_checkpoints && (last || eval || every(self.checkpoint_every)) }
     }
 
     /// What is due when the run stops early at `step` (Ctrl-C): a checkpoint, so it can resume.
     pub fn due_on_stop(&self, step: u64) -> Due {
-        Due { log: true, eval: false, checkpoint: step > 0 }
+        Due { log: true, eval: false, checkpoint: self.save_checkpoints && step > 0 }
     }
 }
 
@@ -119,14 +122,21 @@ mod tests {
 
     #[test]
     fn without_eval_split_nothing_evaluates() {
-        let p = StepPolicy { max_steps: 4, log_every: 1, eval_every: 1, checkpoint_every: 2, can_eval: false, epoch_steps: 0 };
+        let p = StepPolicy { max_steps: 4, log_every: 1, eval_every: 1, checkpoint_every: 2, save_checkpoints: true, can_eval: false, epoch_steps: 0 };
         assert!((1..=4).all(|s| !p.due(s).eval));
         assert_eq!((1..=4).filter(|&s| p.due(s).checkpoint).collect::<Vec<_>>(), vec![2, 4]);
     }
 
     #[test]
+    fn without_checkpoints_none_is_ever_due_not_even_at_the_end_or_an_evaluation() {
+        let p = StepPolicy { max_steps: 6, log_every: 1, eval_every: 2, checkpoint_every: 3, save_checkpoints: false, can_eval: true, epoch_steps: 0 };
+        assert!((1..=6).all(|s| !p.due(s).checkpoint) && !p.due_on_stop(4).checkpoint);
+        assert_eq!((1..=6).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![2, 4, 6], "evaluations go on");
+    }
+
+    #[test]
     fn first_step_is_logged_so_a_user_sees_the_starting_loss() {
-        let p = StepPolicy { max_steps: 100, log_every: 50, eval_every: 0, checkpoint_every: 0, can_eval: true, epoch_steps: 0 };
+        let p = StepPolicy { max_steps: 100, log_every: 50, eval_every: 0, checkpoint_every: 0, save_checkpoints: true, can_eval: true, epoch_steps: 0 };
         assert_eq!((1..=100).filter(|&s| p.due(s).log).collect::<Vec<_>>(), vec![1, 50, 100]);
         assert_eq!((1..=100).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![100]);
     }
@@ -144,7 +154,7 @@ mod tests {
 
     #[test]
     fn eval_every_zero_means_every_epoch_when_counting_epochs() {
-        let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 0, checkpoint_every: 0, can_eval: true, epoch_steps: 4 };
+        let p = StepPolicy { max_steps: 10, log_every: 5, eval_every: 0, checkpoint_every: 0, save_checkpoints: true, can_eval: true, epoch_steps: 4 };
         assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![4, 8, 10]);
         let p = StepPolicy { eval_every: 3, ..p };
         assert_eq!((1..=10).filter(|&s| p.due(s).eval).collect::<Vec<_>>(), vec![3, 6, 9, 10]);
