@@ -44,10 +44,10 @@ fn mean_of_last(l: &std::collections::BTreeMap<u64, f64>, n: usize) -> f64 {
 /// the measured bf16 gap and below every seed-to-seed gap, so a bf16 run must train as closely
 /// to fp32 as it does today; NaNs fail outright.
 #[test]
-fn bf16_on_the_cpu_trains_like_fp32_and_resumes_bit_identically() {
+fn bf16_on_the_cpu_trains_like_fp32() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let common = ["train.max_steps=300", "train.log_every=10", "train.eval_every=300", "train.checkpoint_every=150", "train.keep_last=0", "data.eval_batches=4"];
+    let common = ["train.max_steps=300", "train.log_every=10", "train.eval_every=300", "train.save_checkpoints=false", "data.eval_batches=4"];
     let fp32_out = dir.path().join("fp32");
     let bf16_out = dir.path().join("bf16");
     let with = |p: &'static str| common.iter().copied().chain([p]).collect::<Vec<_>>();
@@ -66,14 +66,26 @@ fn bf16_on_the_cpu_trains_like_fp32_and_resumes_bit_identically() {
     assert!(e32 < 7.0, "fp32 learned something: {e32}");
     assert!((t32 - t16).abs() < 0.05, "training loss: fp32 {t32} bf16 {t16}");
     assert!((e32 - e16).abs() < 0.05, "held-out MLM loss: fp32 {e32} bf16 {e16}");
+}
 
-    // A bf16 checkpoint resumes bit-identically under bf16.
+/// A bf16 checkpoint resumes bit-identically under bf16: losses and final weights. Apart from
+/// the comparison above: on a CPU without bf16 units libtorch emulates bf16 (about 10x slower
+/// than fp32 on the tiny model), so the two run side by side.
+#[test]
+fn a_bf16_checkpoint_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let sets = ["train.max_steps=40", "train.log_every=5", "train.eval_every=0", "train.checkpoint_every=20", "train.keep_last=0", "data.eval=[]", "train.precision=bf16"];
+    let whole = dir.path().join("whole");
+    let log = train(&cfg, &whole, &sets, None);
+    assert!(log.contains("bf16 as configured"), "the start-up log names the arithmetic: {log}");
     let resumed = dir.path().join("resumed");
-    let from = bf16_out.join("checkpoints").join(CheckpointStore::dir_name(150));
-    train(&cfg, &resumed, &with("train.precision=bf16"), Some(&from));
-    let want: std::collections::BTreeMap<u64, f64> = l16.range(151..).map(|(k, v)| (*k, *v)).collect();
+    train(&cfg, &resumed, &sets, Some(&whole.join("checkpoints").join(CheckpointStore::dir_name(20))));
+    let all = losses(&whole);
+    assert!(all.values().all(|l| l.is_finite()) && all.len() == 9, "{all:?}");
+    let want: std::collections::BTreeMap<u64, f64> = all.range(21..).map(|(k, v)| (*k, *v)).collect();
     assert_eq!(losses(&resumed), want);
-    assert_same_weights(&bf16_out.join("checkpoints/step-00000300"), &resumed.join("checkpoints/step-00000300"));
+    assert_same_weights(&whole.join("checkpoints/step-00000040"), &resumed.join("checkpoints/step-00000040"));
 }
 
 /// `auto` picks bf16 exactly where the CPU reports bf16 units, and says so.

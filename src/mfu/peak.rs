@@ -47,6 +47,9 @@ pub enum Source {
     Measured {
         /// Read from the cache.
         cached: bool,
+        /// A bf16 run's peak is the fp32 probe's: this CPU's fp32 GEMM is faster than its
+        /// bf16 one (no bf16 units: libtorch emulates bf16, ~180x slower on a 1024 GEMM here).
+        fp32_faster: bool,
     },
     /// Not known (an unlisted GPU): no MFU.
     Unknown(String),
@@ -73,7 +76,15 @@ impl Peak {
         match &self.source {
             Source::Config => format!("{tf:.3} TFLOP/s (train.peak_tflops)"),
             Source::Table(name) => format!("{tf:.1} TFLOP/s (data sheet of {name})"),
-            Source::Measured { cached } => format!("{tf:.3} TFLOP/s (GEMM probe on this CPU{})", if *cached { ", cached" } else { "" }),
+            Source::Measured { cached, fp32_faster } => format!(
+                "{tf:.3} TFLOP/s ({}GEMM probe on this CPU{})",
+                if *fp32_faster { "fp32 " } else { "" },
+                match (cached, fp32_faster) {
+                    (_, true) => ", faster than its bf16: no bf16 units",
+                    (true, false) => ", cached",
+                    (false, false) => "",
+                }
+            ),
             Source::Unknown(why) => format!("unknown ({why}): set train.peak_tflops for MFU"),
         }
     }
@@ -114,14 +125,30 @@ fn cuda_name(index: usize) -> Option<String> {
 }
 
 /// The CPU's GEMM peak: cached per CPU model, thread count and precision (the best rate
-/// measured; `fresh` probes again and keeps the better of the two).
+/// measured; `fresh` probes again and keeps the better of the two). For bf16 the better of the
+/// bf16 and the fp32 rates: the hardware's peak is what its fastest units do, and a CPU without
+/// bf16 units emulates bf16 far below its fp32 rate (a bf16 run's MFU against that would read
+/// over 100 %).
 pub fn cpu_peak(bf16: bool, threads: usize, fresh: bool) -> Peak {
+    let own = cpu_probe(bf16, threads, fresh);
+    if bf16 {
+        let fp32 = cpu_probe(false, threads, fresh);
+        if fp32.flops > own.flops {
+            let cached = matches!(fp32.source, Source::Measured { cached: true, .. });
+            return Peak { flops: fp32.flops, source: Source::Measured { cached, fp32_faster: true } };
+        }
+    }
+    own
+}
+
+/// [`cpu_peak`] of one precision's GEMM.
+fn cpu_probe(bf16: bool, threads: usize, fresh: bool) -> Peak {
     let key = format!("{} | {threads} threads | {}", cpu_model(), if bf16 { "bf16" } else { "fp32" });
     let file = cache_file();
     let mut cache: std::collections::BTreeMap<String, f64> = file.as_ref().and_then(|f| std::fs::read(f).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let cached = cache.get(&key).copied().filter(|f| *f > 0.0);
     if let (Some(flops), false) = (cached, fresh) {
-        return Peak { flops, source: Source::Measured { cached: true } };
+        return Peak { flops, source: Source::Measured { cached: true, fp32_faster: false } };
     }
     let flops = gemm_probe(if bf16 { Kind::BFloat16 } else { Kind::Float }, threads).max(cached.unwrap_or(0.0));
     if let Some(file) = file {
@@ -133,7 +160,7 @@ pub fn cpu_peak(bf16: bool, threads: usize, fresh: bool) -> Peak {
             let _ = std::fs::rename(&tmp, &file);
         }
     }
-    Peak { flops, source: Source::Measured { cached: false } }
+    Peak { flops, source: Source::Measured { cached: false, fp32_faster: false } }
 }
 
 /// `$XDG_CACHE_HOME/pretune/peak.json` (or under `~/.cache`): the best rate measured per key.
@@ -197,6 +224,16 @@ mod tests {
         assert_eq!(p.mfu(1e12, 1.0), Some(0.5));
         assert_eq!(Peak { flops: 0.0, source: Source::Unknown(String::new()) }.mfu(1e12, 1.0), None);
         assert_eq!(resolve(Device::Cpu, false, 1, 3.5).flops, 3.5e12);
+    }
+
+    #[test]
+    fn a_bf16_peak_is_never_below_the_fp32_one() {
+        let (bf16, fp32) = (cpu_peak(true, 1, false), cpu_peak(false, 1, false));
+        assert!(bf16.flops >= fp32.flops, "{bf16:?} < {fp32:?}");
+        let native = matches!(crate::train::precision::probe(Device::Cpu), crate::train::precision::Bf16Support::Native(_));
+        if !native {
+            assert!(matches!(bf16.source, Source::Measured { fp32_faster: true, .. }) && bf16.describe().contains("no bf16 units"), "{}", bf16.describe());
+        }
     }
 
     #[test]
