@@ -99,6 +99,28 @@ pub fn locate(path: &Path) -> Result<(PathBuf, CheckpointState), CheckpointError
         let store = CheckpointStore::new(&root);
         store.best().filter(|b| b.join("state.json").exists()).or_else(|| store.latest()).unwrap_or(root)
     };
+    if !dir.join("state.json").exists() {
+        return Err(CheckpointError::NotFound(path.to_owned()));
+    }
     let state = CheckpointStore::verify(&dir)?;
     Ok((dir, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_without_a_checkpoint_says_so_and_names_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("checkpoints")).unwrap();
+        for path in [d.path().to_owned(), d.path().join("checkpoints"), d.path().join("absent")] {
+            match locate(&path) {
+                Err(CheckpointError::NotFound(p)) => assert_eq!(p, path),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        let e = locate(d.path()).unwrap_err().to_string();
+        assert!(e.contains(&d.path().display().to_string()) && e.contains("train.save_checkpoints = false"), "{e}");
+    }
 }

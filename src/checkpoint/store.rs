@@ -34,6 +34,9 @@ pub enum CheckpointError {
         #[source]
         source: serde_json::Error,
     },
+    /// A path that is neither a checkpoint nor a run or `checkpoints/` folder holding one.
+    #[error("no checkpoint at {0}: not a checkpoint folder (no state.json), nor a run or checkpoints/ folder that holds one (a run with train.save_checkpoints = false writes none)")]
+    NotFound(PathBuf),
     /// A file does not match the checksum recorded in `state.json`.
     #[error("checkpoint {dir} is corrupt: {file} does not match its sha256")]
     Checksum {
