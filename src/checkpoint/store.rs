@@ -77,6 +77,16 @@ impl CheckpointStore {
         format!("step-{step:08}")
     }
 
+    /// The step of a checkpoint folder's name ([`Self::dir_name`]'s inverse).
+    fn step_of(dir: &Path) -> Option<u64> {
+        dir.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+    }
+
+    /// The step `latest` points at, if any.
+    pub fn latest_step(&self) -> Option<u64> {
+        Self::step_of(&self.latest()?)
+    }
+
     /// Writes a checkpoint for `state.step` crash-safely, moves `latest`, and applies retention
     /// (`keep_last`). Returns the new folder.
     ///
@@ -186,7 +196,7 @@ impl CheckpointStore {
     pub fn steps(&self) -> Vec<u64> {
         let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
         entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .filter_map(|e| Self::step_of(&e.ok()?.path()))
             .collect()
     }
 

@@ -219,7 +219,7 @@ fn prune_checkpoints(job: &Job) {
         Keep::All => return,
         Keep::None => std::fs::remove_dir_all(&root).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e.to_string()) }),
         Keep::Picked => {
-            let latest = store.latest().and_then(|d| d.file_name()?.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+            let latest = store.latest_step();
             let step = match job.pick {
                 Pick::Best => store.best_record().map(|b| b.step).or(latest),
                 Pick::Last => latest,
