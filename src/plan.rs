@@ -344,11 +344,18 @@ fn finish(file: &Path, config: RunConfig, parts: Parts, e: Endpoints, dist: Opti
 
 /// Reads, overrides, deserializes and validates in one go, for either phase (`[task] kind`
 /// makes it fine-tuning, with its defaults for unset keys), reporting every problem of the file
-/// at once: bad keys and invalid values together.
+/// at once: bad keys and invalid values together, each one a `--set` wrote naming that override.
 ///
 /// # Errors
 /// [`ConfigError`].
 pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
+    load_and_resolve_file(file, overrides).map_err(|e| match e {
+        ConfigError::Invalid { file, problems } => ConfigError::Invalid { file, problems: config::attribute_problems(problems, overrides) },
+        e => e,
+    })
+}
+
+fn load_and_resolve_file(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
     let mut table = config::read_table(file, overrides)?;
     let finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
     if finetune {

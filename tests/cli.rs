@@ -178,6 +178,11 @@ fn every_config_problem_is_reported_at_once() {
         assert!(err.contains(key), "{key} missing:\n{err}");
     }
     assert!(err.contains("tiny.toml") && err.contains("/nonexistent/tok.json"), "{err}");
+    // What the command line wrote names the `--set`; what the file wrote does not.
+    let line = |key: &str| err.lines().find(|l| l.contains(key)).unwrap_or_default().to_owned();
+    assert!(line("train.batch_size:").ends_with("(from --set train.batch_size=0)"), "{err}");
+    assert!(line("tokenizer.path:").ends_with("(from --set tokenizer.path=/nonexistent/tok.json)"), "{err}");
+    assert!(!line("train.max_step:").contains("--set") && !line("model.hidden_size:").contains("--set"), "{err}");
     no_panic(&err);
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{BadRecordPolicy, DataConfig, DataFormat, TokenizerConfig};
 pub use objective::{ElectraObjectiveConfig, GlmObjectiveConfig, MaskUnit, ObjectiveConfig, ObjectiveKind, Selection, SentencePair};
-pub use overrides::{apply_override, set_value};
+pub use overrides::{apply_override, attribute_problems, set_value};
 pub use task::{InitConfig, ProbeConfig, RetentionConfig, TaskConfig};
 pub use train::{Decay, NonFinitePolicy, Precision, TrainConfig};
 
@@ -321,10 +321,12 @@ pub fn decode_settings(file: &Path, saved: Option<&serde_json::Value>, overrides
         }
         apply_override(&mut table, o)?;
     }
-    let config = from_table(file, table)?;
-    let problems = config.generate.problems();
+    let (config, mut problems) = from_table_lenient(table);
+    if problems.is_empty() {
+        problems = config.generate.problems();
+    }
     if !problems.is_empty() {
-        return Err(ConfigError::Invalid { file: file.to_owned(), problems });
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems: attribute_problems(problems, overrides) });
     }
     Ok(config.generate)
 }

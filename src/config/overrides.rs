@@ -38,6 +38,32 @@ pub fn set_value(table: &mut toml::Table, key: &str, value: toml::Value) -> Resu
     Ok(())
 }
 
+/// Tags each problem (`key: message`) whose key a `--set` wrote with that override, so an
+/// error that names the config file does not send the reader looking in it for a value the
+/// command line gave: `train.lr: must be positive (from --set train.lr=-1)`. A problem under
+/// an overridden key (`train.betas[1]` under `train.betas`) or above it (`trian` for
+/// `trian.lr`) counts; the last such override wins, as it did when it was applied.
+pub fn attribute_problems(problems: Vec<String>, overrides: &[String]) -> Vec<String> {
+    problems
+        .into_iter()
+        .map(|p| {
+            let Some((key, message)) = p.split_once(": ") else { return p };
+            let from = overrides.iter().rev().find(|o| o.split_once('=').is_some_and(|(k, _)| keys_touch(key, k.trim())));
+            match from {
+                Some(o) => format!("{key}: {message} (from --set {o})"),
+                None => p,
+            }
+        })
+        .collect()
+}
+
+/// Whether a problem's key path and an override's key name the same value, one inside the
+/// other (`a.b` and `a.b.c`, `a.b[2]`), not merely a shared prefix (`train.lr` and `train.lr_x`).
+fn keys_touch(problem: &str, set: &str) -> bool {
+    let within = |long: &str, short: &str| long.strip_prefix(short).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['));
+    within(problem, set) || within(set, problem)
+}
+
 fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
@@ -58,6 +84,27 @@ mod tests {
         assert_eq!(t["train"]["max_steps"].as_integer(), Some(5));
         assert_eq!(t["run"]["out_dir"].as_str(), Some("/tmp/x y"));
         assert_eq!(t["train"]["betas"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn problems_from_an_override_name_it() {
+        let problems = vec![
+            "train.lrr: unknown field `lrr`".to_owned(),
+            "train.lr: must be positive".to_owned(),
+            "train.betas[1]: bad".to_owned(),
+            "trian: unknown field `trian`".to_owned(),
+            "train.lr_x: unknown field".to_owned(),
+            "no key here".to_owned(),
+        ];
+        let sets = ["train.lrr=1", "train.lr=0.1", "train.lr=-1", "train.betas=[0.9, 2]", "trian.lr=1"].map(String::from);
+        let got = attribute_problems(problems, &sets);
+        assert_eq!(got[0], "train.lrr: unknown field `lrr` (from --set train.lrr=1)");
+        assert_eq!(got[1], "train.lr: must be positive (from --set train.lr=-1)", "the last override of a key is the one in force");
+        assert_eq!(got[2], "train.betas[1]: bad (from --set train.betas=[0.9, 2])");
+        assert_eq!(got[3], "trian: unknown field `trian` (from --set trian.lr=1)");
+        assert_eq!(got[4], "train.lr_x: unknown field", "a shared prefix is not the same key");
+        assert_eq!(got[5], "no key here");
+        assert_eq!(attribute_problems(vec!["train.lr: must be positive".into()], &[]), ["train.lr: must be positive"], "from the file: unchanged");
     }
 
     #[test]
