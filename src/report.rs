@@ -31,6 +31,10 @@ pub enum ReportError {
     /// Nothing to plot.
     #[error("{0}: no logged steps or evaluations")]
     Empty(PathBuf),
+    /// The folder is not a run's: no `events.jsonl` (a typo, a sweep's top folder, a
+    /// checkpoint folder). A usage error, unlike a run whose events cannot be read.
+    #[error("{0} is not a run folder: it has no events.jsonl (give the folder a run writes, its run.out_dir)")]
+    NotARun(PathBuf),
     /// Drawing failed.
     #[error("drawing {0} failed")]
     Draw(String, #[source] DrawingAreaErrorKind<std::io::Error>),
@@ -230,6 +234,9 @@ pub fn report(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf, Repor
     let mut runs = Vec::new();
     for dir in run_dirs {
         let events_path = dir.join("events.jsonl");
+        if !events_path.exists() {
+            return Err(ReportError::NotARun(dir.clone()));
+        }
         let data = collect(&read_records(&events_path)?);
         if data.charts.is_empty() {
             return Err(ReportError::Empty(events_path));
@@ -338,6 +345,10 @@ mod tests {
         let html = std::fs::read_to_string(index).unwrap();
         assert!(html.contains("lr-1e-4 · finetune") && html.contains("lr-1e-3 · finetune"), "legend names both runs");
         assert!(html.contains("<th>median tokens/s</th>") && html.contains("<summary>config: lr-1e-3</summary>"));
-        assert!(matches!(report(&[dir.path().join("missing")], None), Err(ReportError::Io(_))));
+        let e = report(&[dir.path().join("lr-1e-4"), dir.path().to_path_buf()], None).unwrap_err();
+        assert!(matches!(&e, ReportError::NotARun(d) if d == dir.path()), "a folder without events.jsonl is not a run: {e}");
+        assert!(matches!(report(&[dir.path().join("missing")], None), Err(ReportError::NotARun(_))));
+        std::fs::create_dir_all(dir.path().join("unreadable/events.jsonl")).unwrap();
+        assert!(matches!(report(&[dir.path().join("unreadable")], None), Err(ReportError::Io(_))), "a run whose events cannot be read is an I/O failure");
     }
 }

@@ -16,7 +16,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let index = pretune::report::report(&a.run_dirs, a.out.as_deref()).map_err(Failure::failed)?;
+    use pretune::report::ReportError;
+    let index = pretune::report::report(&a.run_dirs, a.out.as_deref()).map_err(|e| match e {
+        e @ ReportError::NotARun(_) => Failure::usage(e),
+        e => Failure::failed(e),
+    })?;
     pretune::outln!("wrote {}", index.display());
     Ok(ExitCode::SUCCESS)
 }
