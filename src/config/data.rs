@@ -34,9 +34,12 @@ pub enum BadRecordPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Training files or glob patterns.
+    /// Training files or glob patterns: a list, or one string for one (as `datasets`'
+    /// `data_files` takes either).
+    #[serde(deserialize_with = "one_or_many")]
     pub train: Vec<String>,
-    /// Held-out files or globs (optional).
+    /// Held-out files or globs (optional): a list or one string.
+    #[serde(deserialize_with = "one_or_many")]
     pub eval: Vec<String>,
     /// Hold out the last N documents of the training files instead of using `eval` files.
     pub eval_holdout_docs: usize,
@@ -52,6 +55,20 @@ pub struct DataConfig {
     pub on_error: BadRecordPolicy,
     /// Longest accepted line in bytes; a longer one makes its record unreadable.
     pub max_line_bytes: usize,
+}
+
+/// A list of strings, or one string as a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a file name or a list of file names")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for DataConfig {

@@ -390,6 +390,14 @@ mod tests {
     }
 
     #[test]
+    fn data_files_are_one_string_or_a_list() {
+        let c = parse("[data]\ntrain = \"a.txt\"\neval = [\"b.txt\", \"c.txt\"]\n").unwrap();
+        assert_eq!((c.data.train, c.data.eval), (vec!["a.txt".to_owned()], vec!["b.txt".to_owned(), "c.txt".to_owned()]));
+        let e = parse("[data]\ntrain = 5\n").unwrap_err().to_string();
+        assert!(e.contains("data.train") && e.contains("a file name or a list of file names"), "{e}");
+    }
+
+    #[test]
     fn every_bad_key_is_reported_at_once() {
         let e = parse("[train]\nmax_step = 3\nlr = \"fast\"\n[model]\nhiden_size = 3\n[metrics]\nlisten = 5\n").unwrap_err().to_string();
         for key in ["train.max_step", "train.lr", "model.hiden_size", "metrics.listen"] {
