@@ -157,6 +157,9 @@ fn objective_problems(c: &RunConfig) -> Vec<String> {
         (o.kind != ObjectiveKind::Electra || o.electra.generator_hidden_size <= c.model.hidden_size, "objective.electra.generator_hidden_size: must not exceed model.hidden_size (the generator is the smaller network)"),
         (o.electra.generator_fraction > 0.0 && o.electra.generator_fraction <= 1.0, "objective.electra.generator_fraction: must be in (0, 1]"),
         ((0.0..=1.0).contains(&o.short_seq_prob), "objective.short_seq_prob: must be in [0, 1]"),
+        // Below 5 no pair fits, every document is passed over, and the run would stop with
+        // "the corpus is empty", which sends the reader to the data.
+        (o.sentence_pair == SentencePair::None || c.train.max_seq_len >= 5, "train.max_seq_len: a sentence pair needs at least 5 ([CLS] A [SEP] B [SEP], a token of each sentence)"),
     ]
     .into_iter()
     .filter(|(ok, _)| !ok)
@@ -495,5 +498,28 @@ impl Workload for PretrainPlan {
     }
     fn probes(&self) -> &[super::probe::Probe] {
         &self.probes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut RunConfig)) -> Vec<String> {
+        let mut c = RunConfig::default();
+        f(&mut c);
+        problems(&c)
+    }
+
+    #[test]
+    fn a_sentence_pair_needs_room_for_both_sentences() {
+        let short = |p: &[String]| p.iter().any(|p| p.starts_with("train.max_seq_len: a sentence pair"));
+        for (pair, len, bad) in [(SentencePair::Nsp, 4, true), (SentencePair::Sop, 3, true), (SentencePair::Nsp, 5, false), (SentencePair::None, 3, false)] {
+            let p = with(|c| {
+                c.objective.sentence_pair = pair;
+                c.train.max_seq_len = len;
+            });
+            assert_eq!(short(&p), bad, "{pair:?} at {len}: {p:?}");
+        }
     }
 }
