@@ -167,6 +167,8 @@ pub struct GenerateReport {
     pub lines: usize,
     /// New tokens and the time they took.
     pub throughput: Throughput,
+    /// What reading the input changed (a generation checkpoint's `sources cut to N tokens`).
+    pub notes: Vec<String>,
 }
 
 /// Generates for every line of `input` with the checkpoint at (or under) `checkpoint`, into
@@ -179,8 +181,8 @@ pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, override
     let (dir, state) = locate(checkpoint).map_err(DriveError::from)?;
     match describe(&state.model, &state.config).map_err(DriveError::from)? {
         SavedModel::Task(spec) if spec.kind == "generation" => {
-            let Predicted { checkpoint, lines, throughput } = predict(&dir, input, output, overrides)?;
-            Ok(GenerateReport { checkpoint, lines, throughput })
+            let Predicted { checkpoint, lines, throughput, notes } = predict(&dir, input, output, overrides)?;
+            Ok(GenerateReport { checkpoint, lines, throughput, notes })
         }
         SavedModel::Task(spec) => Err(GenerateError::Refused { dir, what: format!("a task.kind = \"{}\" checkpoint does not generate (use `pretune predict`)", spec.kind) }),
         SavedModel::Pretrain { model, .. } => Err(GenerateError::Refused { dir, what: format!("a {} pre-training checkpoint does not generate (an encoder, no left-to-right decoder): fill blanks with a GLM pre-training checkpoint, or fine-tune one with task.kind = \"generation\"", model.model_type()) }),
@@ -277,7 +279,7 @@ fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeS
         }
     }
     out.flush().map_err(write_err)?;
-    Ok(GenerateReport { checkpoint: dir.to_owned(), lines: lines.len(), throughput })
+    Ok(GenerateReport { checkpoint: dir.to_owned(), lines: lines.len(), throughput, notes: Vec::new() })
 }
 
 #[cfg(test)]

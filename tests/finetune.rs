@@ -244,12 +244,14 @@ fn predict_writes_labels_and_probabilities_and_word_tags() {
     let cfg = ft_config(dir.path(), "sequence_classification", &spam.join("train.jsonl").display().to_string(), &spam.join("dev.jsonl").display().to_string(), "");
     finetune(&cfg, &["train.epochs=0", "train.max_steps=4"]);
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, "text\n\"Win money now, click here\"\nthe meeting is at noon\n").unwrap();
+    let long = "win money now ".repeat(100);
+    std::fs::write(&input, format!("text\n\"Win money now, click here\"\nthe meeting is at noon\n{long}\n")).unwrap();
     let out = dir.path().join("pred.jsonl");
     let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    assert!(err.contains("note: 1 of 3 input texts cut to"), "a text longer than the run's max_seq_len is said to be cut: {err}");
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     for r in rows {
         let p: HashMap<String, f64> = serde_json::from_value(r["probabilities"].clone()).unwrap();
         assert!((p.values().sum::<f64>() - 1.0).abs() < 1e-6);

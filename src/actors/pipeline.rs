@@ -158,6 +158,9 @@ impl Launch {
         let bf16 = crate::train::precision::resolve(plan.config.train.precision, plan.device).precision == crate::config::Precision::Bf16;
         let peak = crate::mfu::peak::resolve(plan.device, bf16, trainer.threads, plan.config.train.peak_tflops);
         tracing::info!(peak = %peak.describe(), "MFU is measured against this peak");
+        // What was read, with what reading changed (texts cut to `max_seq_len`, sources cut):
+        // `pretune check` shows it before a run; the run's log shows it too.
+        tracing::info!(data = %plan.workload.describe_data(), "read");
         // The Coordinator's address exists before it runs, so the Checkpointer (which reports
         // to it) can be started first and handed to it.
         let coordinator_ctx = actix::Context::<Coordinator>::new();

@@ -39,12 +39,16 @@ fn as_json(ev: &Evaluation) -> serde_json::Value {
     obj.insert("task".into(), serde_json::json!(ev.kind));
     obj.insert("records".into(), serde_json::json!(ev.records));
     obj.insert("skipped".into(), serde_json::json!(ev.skipped.len()));
+    obj.insert("notes".into(), serde_json::json!(ev.notes));
     serde_json::Value::Object(obj)
 }
 
 fn print_table(ev: &Evaluation) {
     let m = &ev.metrics.values;
     pretune::outln!("{} on {} records ({} skipped)", ev.checkpoint.display(), ev.records, ev.skipped.len());
+    for note in &ev.notes {
+        pretune::outln!("  note: {note}");
+    }
     let head = ev.headline;
     let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
     for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {

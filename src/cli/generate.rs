@@ -26,6 +26,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
+    for note in &report.notes {
+        pretune::errln!("note: {note}");
+    }
     let t = report.throughput;
     pretune::errln!("{} lines from {}: {} new tokens in {:.2} s ({:.1} tokens/s)", report.lines, report.checkpoint.display(), t.tokens, t.seconds, t.per_second());
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
     pretune::errln!("{} predictions from {}", p.lines, p.checkpoint.display());
+    for note in &p.notes {
+        pretune::errln!("note: {note}");
+    }
     if p.throughput.seconds > 0.0 {
         pretune::errln!("generated {} new tokens in {:.2} s ({:.1} tokens/s)", p.throughput.tokens, p.throughput.seconds, p.throughput.per_second());
     }

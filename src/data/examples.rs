@@ -31,6 +31,9 @@ pub struct TaskExample {
     pub shown: Option<Arc<serde_json::Value>>,
     /// Generation, held-out examples: the reference texts the output is scored against.
     pub references: Option<Arc<Vec<String>>>,
+    /// The record was longer than `train.max_seq_len` leaves room for and lost tokens
+    /// (token classification: words past the end, which get no tag), counted for the notes.
+    pub cut: bool,
 }
 
 /// One reference answer: its text and where it starts in the context.

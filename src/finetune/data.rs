@@ -332,6 +332,7 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
     // Longest-first truncation, as Hugging Face tokenizers do.
     let seps = tok.pair_separators();
     let budget = max_len - if b.is_some() { 2 + seps } else { 2 };
+    let cut = a.len() + b.as_ref().map_or(0, Vec::len) > budget;
     while a.len() + b.as_ref().map_or(0, Vec::len) > budget {
         match &mut b {
             Some(bb) if bb.len() > a.len() => {
@@ -354,7 +355,7 @@ pub fn encode_classification(tok: &TextTokenizer, rec: &ClsRecord, label: Option
         out.push(ids.sep);
         types.resize(out.len(), 1);
     }
-    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None, shown: None, references: None })
+    Ok(TaskExample { ids: out, types, labels: label.map(|l| vec![l as i64]).unwrap_or_default(), target, word_starts: vec![], window: None, shown: None, references: None, cut })
 }
 
 /// Encodes a tagged sentence: each word tokenized alone, its tag on the first sub-token.
@@ -384,7 +385,8 @@ pub fn encode_tagged(tok: &TextTokenizer, s: &TaggedSentence, labels: &LabelSet,
     }
     ids.push(sp.sep);
     lab.push(IGNORE);
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None, shown: None, references: None })
+    let cut = word_starts.iter().any(Option::is_none);
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: lab, target: 0.0, word_starts, window: None, shown: None, references: None, cut })
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct Evaluation {
     pub records: usize,
     /// Malformed records skipped (`data.on_error = "skip"` in the checkpoint's config).
     pub skipped: Vec<BadRecord>,
+    /// What reading the file changed (`3 of 40 held-out texts cut to 128 tokens`).
+    pub notes: Vec<String>,
 }
 
 /// Evaluates the checkpoint at (or under) `checkpoint` on `file`; `generate` overrides the
@@ -54,5 +56,5 @@ pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String]) -> Result<E
     let model = TaskNet::new(&vs.root(), task.clone());
     vs.load(dir.join("model.safetensors")).map_err(|e| DriveError::Weights { dir: dir.clone(), source: e })?;
     let metrics = model.evaluate(&batches, Device::Cpu);
-    Ok(Evaluation { checkpoint: dir, kind: task.kind(), headline: task.headline(), metrics, records: encoded.records, skipped })
+    Ok(Evaluation { checkpoint: dir, kind: task.kind(), headline: task.headline(), metrics, records: encoded.records, skipped, notes: encoded.notes })
 }

@@ -28,6 +28,8 @@ pub struct Predicted {
     pub lines: usize,
     /// A generating task's new tokens and the time they took.
     pub throughput: Throughput,
+    /// What reading the input changed (`3 of 40 input texts cut to 128 tokens`).
+    pub notes: Vec<String>,
 }
 
 /// Writes predictions for `input` to `output` (stdout when `None`); `generate` overrides the
@@ -71,5 +73,5 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate:
         n += 1;
     }
     out.flush().map_err(write_err)?;
-    Ok(Predicted { checkpoint: dir, lines: n, throughput })
+    Ok(Predicted { checkpoint: dir, lines: n, throughput, notes: encoded.notes })
 }

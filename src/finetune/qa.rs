@@ -280,6 +280,9 @@ impl QaWindows {
             window: keep_offsets.then(|| Arc::new(QaWindow { question: index, record: rec.clone(), offsets: window_offsets })),
             shown: None,
             references: None,
+            // A long context becomes more windows, not a cut one; a cut question is counted
+            // in `questions_truncated`.
+            cut: false,
         }
     }
 }

@@ -101,7 +101,8 @@ impl Task for Classification {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
+        let notes = super::cut_notes(&examples, split, "texts", self.max_len);
+        Ok(Encoded { examples, records: records.len(), notes })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {
@@ -289,5 +290,29 @@ pub fn echo(e: &TaskExample) -> serde_json::Map<String, Value> {
     match e.shown.as_deref() {
         Some(Value::Object(m)) => m.clone(),
         _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BadRecordPolicy, TaskConfig};
+    use crate::model::bert::BertConfig;
+
+    /// A text longer than `max_seq_len` is cut (longest first for a pair) and counted for the
+    /// run's notes; a text that fits is not.
+    #[test]
+    fn cut_texts_are_counted_in_the_notes() {
+        let tokenizer = Arc::new(TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap());
+        let encoder = ModelSpec::Bert { config: BertConfig::default(), pair_head: false };
+        let config = TaskConfig { labels: vec!["a".into(), "b".into()], ..Default::default() };
+        let mut task = (KIND.build)(&TaskContext { config: &config, tokenizer, encoder: &encoder, max_seq_len: 8, generate: Default::default() }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.jsonl");
+        let long = "the people of the united states of america";
+        std::fs::write(&f, format!("{{\"text\": \"{long}\", \"label\": \"a\"}}\n{{\"text\": \"the people\", \"label\": \"b\"}}\n{{\"text\": \"the\", \"text_pair\": \"{long}\", \"label\": \"b\"}}\n")).unwrap();
+        let enc = task.read(&[f], Split::Eval, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
+        assert_eq!(enc.examples.iter().map(|e| (e.cut, e.ids.len())).collect::<Vec<_>>(), [(true, 8), (false, 4), (true, 8)]);
+        assert_eq!(enc.notes, ["2 of 3 held-out texts cut to 8 tokens (train.max_seq_len)"]);
     }
 }

@@ -130,7 +130,9 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     let (p0, p1, p2, p3) = (enc(b0)?, enc(b1)?, enc(a0)?, enc(a1)?);
     let longest = spec.answers.iter().map(Vec::len).max().unwrap_or(1);
     let fixed = 2 + p0.len() + p1.len() + p2.len() + p3.len() + longest;
-    text.truncate(max_len.saturating_sub(fixed).max(1));
+    let room = max_len.saturating_sub(fixed).max(1);
+    let cut = text.len() > room;
+    text.truncate(room);
     let (cls, mask) = spec.model.cls_mask();
     let mut ids = vec![cls];
     if has_text_before {
@@ -146,7 +148,7 @@ pub fn encode(tok: &TextTokenizer, rec: &ClsRecord, label: usize, spec: &ClozeSp
     if let ClozeModel::Bert { sep, .. } = spec.model {
         ids.push(sep);
     }
-    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None, shown: None, references: None })
+    Ok(TaskExample { types: vec![0; ids.len()], ids, labels: vec![label as i64], target: 0.0, word_starts: vec![Some(blank)], window: None, shown: None, references: None, cut })
 }
 
 /// The rows of a batch: GLM's [`collate_glm`] or BERT's [`collate_bert`].
@@ -370,7 +372,8 @@ impl Task for Cloze {
             }
             examples.push(e);
         }
-        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
+        let notes = super::cut_notes(&examples, split, "texts", self.max_len);
+        Ok(Encoded { examples, records: records.len(), notes })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {

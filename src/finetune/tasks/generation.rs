@@ -199,11 +199,7 @@ impl Task for Generation {
             }
             examples.push(e);
         }
-        let name = match split {
-            Split::Train => "training",
-            Split::Eval => "held-out",
-            Split::Predict => "input",
-        };
+        let name = split.noun();
         let mut notes = Vec::new();
         if cuts.sources > 0 {
             notes.push(format!("{} of {} {name} sources cut to {} tokens", cuts.sources, records.len(), self.source_budget));

@@ -38,6 +38,28 @@ pub enum Split {
     Predict,
 }
 
+impl Split {
+    /// The split's records in a note: `12 of 1780 training texts cut to 128 tokens`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Split::Train => "training",
+            Split::Eval => "held-out",
+            Split::Predict => "input",
+        }
+    }
+}
+
+/// The note for records that lost tokens to `train.max_seq_len` (`what`: texts, sentences),
+/// none when no record did: truncation is what every BERT-style pipeline does, but a user who
+/// reads "accuracy 0.71" should know that a fifth of the texts were read only in part.
+pub fn cut_notes(examples: &[TaskExample], split: Split, what: &str, max_len: usize) -> Vec<String> {
+    let cut = examples.iter().filter(|e| e.cut).count();
+    if cut == 0 {
+        return Vec::new();
+    }
+    vec![format!("{cut} of {} {} {what} cut to {max_len} tokens (train.max_seq_len)", examples.len(), split.noun())]
+}
+
 /// Encoded records of one split.
 #[derive(Debug, Default)]
 pub struct Encoded {

@@ -90,7 +90,13 @@ impl Task for QuestionAnswering {
             // Training windows need only their labels; the others map logits back to text.
             examples.extend(windows.windows(i, r, split != Split::Train).map_err(crate::finetune::data::TaskDataError::from)?);
         }
-        Ok(Encoded { examples, records: records.len(), notes: Vec::new() })
+        let mut notes = Vec::new();
+        if windows.questions_truncated > 0 {
+            // A long context slides over more windows; only a question too long for its window
+            // (beside `doc_stride` tokens of context) loses tokens.
+            notes.push(format!("{} of {} {} questions cut to leave room for the context (train.max_seq_len, task.doc_stride)", windows.questions_truncated, records.len(), split.noun()));
+        }
+        Ok(Encoded { examples, records: records.len(), notes })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {

@@ -69,7 +69,8 @@ impl Task for Regression {
             }
             examples.push(e);
         }
-        Ok(Encoded { records: examples.len(), examples, notes: Vec::new() })
+        let notes = super::cut_notes(&examples, split, "texts", self.max_len);
+        Ok(Encoded { records: examples.len(), examples, notes })
     }
 
     fn collate(&self, examples: &[&TaskExample]) -> HostBatch {

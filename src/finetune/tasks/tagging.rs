@@ -67,7 +67,8 @@ impl Task for Tagging {
             self.labels = LabelSet::from_data(&[], sentences.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
         }
         let examples = sentences.iter().map(|s| encode_tagged(&self.tokenizer, s, &self.labels, self.max_len)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Encoded { examples, records: sentences.len(), notes: Vec::new() })
+        let notes = cut_notes(&examples, split, self.max_len);
+        Ok(Encoded { examples, records: sentences.len(), notes })
     }
 
     fn check_trained(&self) -> Result<(), TaskError> {
@@ -145,8 +146,14 @@ impl Tagging {
                 examples.push(e);
             }
         }
-        Ok(Encoded { records: examples.len(), examples, notes: Vec::new() })
+        let notes = cut_notes(&examples, Split::Predict, self.max_len);
+        Ok(Encoded { records: examples.len(), examples, notes })
     }
+}
+
+/// The sentences that lost words to `max_len`, and what that means for them.
+fn cut_notes(examples: &[TaskExample], split: Split, max_len: usize) -> Vec<String> {
+    super::cut_notes(examples, split, "sentences", max_len).into_iter().map(|n| format!("{n}: the words past the end get no tag")).collect()
 }
 
 /// Words per sentence with the line it starts on.
@@ -265,6 +272,21 @@ mod tests {
     fn tagging() -> Tagging {
         let tokenizer = TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap();
         Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: HeadEncoder::Bert(BertConfig::default()), max_len: 16 }
+    }
+
+    /// Words past `max_seq_len` get no position (and no tag); the sentence counts as cut.
+    #[test]
+    fn sentences_that_lose_words_are_counted_in_the_notes() {
+        let mut task = tagging();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.conll");
+        let words = ["the", "people", "of", "the", "united", "states", "of", "america", "in", "order", "to", "form", "a", "more", "perfect", "union"];
+        let long: String = words.iter().map(|w| format!("{w} O\n")).collect();
+        std::fs::write(&f, format!("{long}\nthe O\npeople B-loc\n")).unwrap();
+        let enc = task.read(&[f], Split::Train, 0, &mut BadRecords { policy: crate::config::BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
+        assert!(enc.examples[0].cut && enc.examples[0].word_starts.last() == Some(&None));
+        assert!(!enc.examples[1].cut);
+        assert_eq!(enc.notes, ["1 of 2 training sentences cut to 16 tokens (train.max_seq_len): the words past the end get no tag"]);
     }
 
     #[test]
