@@ -153,7 +153,7 @@ impl Tagging {
 
 /// The sentences that lost words to `max_len`, and what that means for them.
 fn cut_notes(examples: &[TaskExample], split: Split, max_len: usize) -> Vec<String> {
-    super::cut_notes(examples, split, "sentences", max_len).into_iter().map(|n| format!("{n}: the words past the end get no tag")).collect()
+    super::cut_notes(examples, split, "sentences", max_len).into_iter().map(|n| format!("{n}: the words past the end are not read (tagged O, as run_ner.py drops them)")).collect()
 }
 
 /// Words per sentence with the line it starts on.
@@ -286,7 +286,7 @@ mod tests {
         let enc = task.read(&[f], Split::Train, 0, &mut BadRecords { policy: crate::config::BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
         assert!(enc.examples[0].cut && enc.examples[0].word_starts.last() == Some(&None));
         assert!(!enc.examples[1].cut);
-        assert_eq!(enc.notes, ["1 of 2 training sentences cut to 16 tokens (train.max_seq_len): the words past the end get no tag"]);
+        assert_eq!(enc.notes, ["1 of 2 training sentences cut to 16 tokens (train.max_seq_len): the words past the end are not read (tagged O, as run_ner.py drops them)"]);
     }
 
     #[test]
