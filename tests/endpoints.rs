@@ -94,9 +94,19 @@ fn endpoints_answer_every_request_while_hostile_clients_hold_connections() {
     // may take a while per step).
     eventually(Duration::from_secs(120), format!("training advanced past step {before} while the endpoints were under load"), || (steps(mport) > before).then_some(()));
     drop(held);
+    // A learning rate that would wreck the weights is refused by the endpoint itself (a
+    // client other than `pretune ctl` sends what it likes), and the run goes on.
+    for bad in ["nan", "-1", "inf", "x"] {
+        let code = request(cport, &format!("POST /lr?value={bad} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        assert_eq!(code, 400, "lr={bad}");
+    }
+    let now = steps(mport);
+    eventually(Duration::from_secs(120), "training went on after the refused learning rates", || (steps(mport) > now).then_some(()));
     let code = request(cport, "POST /stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(code, 200);
     assert!(wait_bounded(&mut child.0, Duration::from_secs(60)).success());
+    let commands: Vec<_> = crate::util::records(&dir.path().join("run")).into_iter().filter(|r| matches!(r, pretune::actors::events::Record::Command(_))).collect();
+    assert_eq!(commands.len(), 1, "only the stop reached the run: {commands:?}");
 }
 
 fn request_ok(port: u16) -> Option<()> {

@@ -26,6 +26,7 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Ok((code, body)) => Err(Failure::failed(format!("{} answered {code}: {body}", a.addr))),
-        Err(e) => Err(Failure::failed(format!("cannot reach {}: {e}", a.addr))),
+        Err(e) if e.is_usage() => Err(Failure::usage(e)),
+        Err(e) => Err(Failure::failed(e)),
     }
 }
