@@ -169,6 +169,14 @@ fn a_typo_in_a_sweep_names_the_key_the_cell_and_the_spec_before_anything_runs() 
     let (code, _, err) = run_cli(&[os("sweep"), spec.as_os_str()]);
     assert_eq!(code, 2);
     assert!(err.contains("exclude[0].lr: no value \"1e-5\" (values: 1e-4, 3e-3)"), "{err}");
+    // A base that cannot be read is one problem for every cell, said once.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let base = text.lines().find_map(|l| l.strip_prefix("base = \"")).unwrap().trim_end_matches('"').to_owned();
+    std::fs::write(&spec, text.replace(&base, "/nonexistent/base.toml").replace("[[exclude]]\nlr = \"1e-5\"", "")).unwrap();
+    let (code, _, err) = run_cli(&[os("sweep"), spec.as_os_str()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("/nonexistent/base.toml").count(), 1, "{err}");
+    assert!(err.contains("(in 8 runs, the first: lr=1e-4 data=all seed=1)"), "{err}");
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn check(spec: &Spec, jobs: &[Job], threads: usize) -> Result<(), SweepError> {
     for job in jobs {
         let here = match runner::job_config(job, threads) {
             Ok(table) => crate::config::from_table_lenient(table).1,
+            // Without the job's name, so a base that cannot be read is one line for all.
+            Err(SweepError::Config { source, .. }) => vec![crate::error_chain(&*source)],
             Err(e) => vec![crate::error_chain(&e)],
         };
         for p in here {

@@ -54,7 +54,7 @@ pub enum SpecError {
     #[error(transparent)]
     File(#[from] crate::files::FileError),
     /// Not valid TOML, or a key the spec does not have (the parser names it and its line).
-    #[error("{}: {source}", file.display())]
+    #[error("{}: not a valid sweep spec", file.display())]
     Syntax {
         /// The spec.
         file: PathBuf,
