@@ -523,3 +523,35 @@ fn out_of_memory_in_a_step_is_a_clear_error() {
     assert!(!err.contains("internal error"), "{err}");
     pretune::checkpoint::CheckpointStore::verify(&latest).unwrap();
 }
+
+/// A broken starting point is one problem naming `init.hf` and what is wrong with it, not
+/// followed by a tokenizer problem that only follows from it; a starting point without a
+/// tokenizer says that.
+#[test]
+fn a_broken_starting_point_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let minilm = root().join(".cache/minilm/model");
+    let folder = |name: &str, config: Option<&str>, tokenizer: bool| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        match config {
+            Some(text) => std::fs::write(d.join("config.json"), text).unwrap(),
+            None => std::fs::copy(minilm.join("config.json"), d.join("config.json")).map(|_| ()).unwrap(),
+        }
+        std::os::unix::fs::symlink(minilm.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+        if tokenizer {
+            std::fs::copy(minilm.join("tokenizer.json"), d.join("tokenizer.json")).unwrap();
+        }
+        d
+    };
+    let cfg = root().join("configs/finetune-cls-minilm.toml");
+    let check = |d: &std::path::Path| run_cli(&["check", cfg.to_str().unwrap(), "--set", &format!("init.hf={}", d.display()), "--set", "metrics.listen=\"\""]);
+    let (code, _, err) = check(&folder("bad-json", Some("{\"model_type\": \"bert\", "), true));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("init.hf: ") && err.contains("bad-json/config.json"), "{err}");
+    assert!(!err.contains("tokenizer.path"), "the tokenizer problem only follows from the broken folder: {err}");
+    let (code, _, err) = check(&folder("no-tokenizer", None, false));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tokenizer.path: not given, and the starting point has no tokenizer"), "{err}");
+    no_panic(&err);
+}

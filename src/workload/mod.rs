@@ -20,6 +20,26 @@ use crate::data::tokenize::TextTokenizer;
 use crate::workload::task_plan::TaskPlan;
 use crate::objective::{Collator, ModelSpec, Objective};
 
+/// `tokenizer.path`, else the starting point's (`[init]`: fine-tuning and continued
+/// pre-training keep the vocabulary the embeddings were trained with), with the path it came
+/// from. When `[init]` names a starting point that could not be read, its own problem says
+/// why and this one says nothing more.
+pub(crate) fn load_tokenizer(c: &RunConfig, from_start: Option<&std::path::PathBuf>, problems: &mut Vec<String>) -> Option<(TextTokenizer, std::path::PathBuf)> {
+    let path = if c.tokenizer.path.as_os_str().is_empty() { from_start } else { Some(&c.tokenizer.path) };
+    let Some(path) = path else {
+        let init_named = !c.init.checkpoint.as_os_str().is_empty() || !c.init.hf.as_os_str().is_empty();
+        let init_failed = problems.iter().any(|p| p.starts_with("init"));
+        match (init_named, init_failed) {
+            (false, _) => problems.push("tokenizer.path: no tokenizer given, and no init.checkpoint / init.hf to take one from".into()),
+            (true, false) => problems.push("tokenizer.path: not given, and the starting point has no tokenizer (tokenizer.json or vocab.txt beside its weights)".into()),
+            (true, true) => {}
+        }
+        return None;
+    };
+    let tokenizer = TextTokenizer::load(path, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok()?;
+    Some((tokenizer, path.clone()))
+}
+
 /// The phase of a run: the `phase` label of every metric and event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

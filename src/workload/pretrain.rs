@@ -67,7 +67,7 @@ pub fn resolve(c: &RunConfig, table: &toml::Table, problems: &mut Vec<String>) -
         None => text_spans(&c.data, problems),
         Some(_) => (Vec::new(), Vec::new()),
     };
-    let tokenizer = load_tokenizer(c, start.as_ref().and_then(|s| s.tokenizer.as_ref()), problems);
+    let tokenizer = super::load_tokenizer(c, start.as_ref().and_then(|s| s.tokenizer.as_ref()), problems).map(|(t, _)| t);
     let mut tokenizer = tokenizer.filter(|_| problems.is_empty())?;
     let prepared = match &prepared_dir {
         Some(dir) => {
@@ -189,17 +189,6 @@ fn text_spans(d: &config::DataConfig, problems: &mut Vec<String>) -> (Vec<FileSp
         }
     }
     (train, eval)
-}
-
-/// `tokenizer.path`, else the starting point's (`[init]`: continued pre-training keeps the
-/// vocabulary its embeddings were trained with, as fine-tuning does).
-fn load_tokenizer(c: &RunConfig, from_start: Option<&std::path::PathBuf>, problems: &mut Vec<String>) -> Option<TextTokenizer> {
-    let path = if c.tokenizer.path.as_os_str().is_empty() { from_start } else { Some(&c.tokenizer.path) };
-    let Some(path) = path else {
-        problems.push("tokenizer.path: no tokenizer given, and no init.checkpoint / init.hf to take one from".into());
-        return None;
-    };
-    TextTokenizer::load(path, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok()
 }
 
 /// GLM's `[sop]`, `[eop]`, `[sMASK]`, `[gMASK]`, added to the vocabulary where it lacks them.

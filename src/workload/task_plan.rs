@@ -74,7 +74,7 @@ pub fn resolve_task(c: &RunConfig, table: &toml::Table, world: usize) -> Result<
         problems.push("train.epochs: give epochs or max_steps".into());
     }
     let start = starting_point(c, table, kind.as_ref(), &mut problems);
-    let tokenizer = load_tokenizer(c, start.tokenizer.as_ref(), &mut problems);
+    let tokenizer = super::load_tokenizer(c, start.tokenizer.as_ref(), &mut problems);
     let positions = start.encoder.max_positions();
     if c.train.max_seq_len as i64 > positions || c.train.max_seq_len < 4 {
         problems.push(format!("train.max_seq_len: must be in [4, {positions}] (the model's positions)"));
@@ -189,17 +189,6 @@ fn starting_point(c: &RunConfig, table: &toml::Table, kind: Option<&TaskKind>, p
     problems.extend(crate::init::size_conflicts(table, &encoder));
     let source = if c.init.reinitialize { InitSource::Fresh } else { st.source };
     Start { source, encoder, tokenizer: st.tokenizer }
-}
-
-/// `tokenizer.path`, else the starting point's tokenizer, with the path it came from.
-fn load_tokenizer(c: &RunConfig, from_start: Option<&PathBuf>, problems: &mut Vec<String>) -> Option<(TextTokenizer, PathBuf)> {
-    let path = if !c.tokenizer.path.as_os_str().is_empty() { Some(&c.tokenizer.path) } else { from_start };
-    let Some(path) = path else {
-        problems.push("tokenizer.path: no tokenizer given, and no init.checkpoint / init.hf to take one from".into());
-        return None;
-    };
-    let tokenizer = TextTokenizer::load(path, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok()?;
-    Some((tokenizer, path.clone()))
 }
 
 /// Both splits, encoded, with the records skipped under `data.on_error = "skip"`.
