@@ -103,7 +103,8 @@ pub(super) fn start_point(resume_point: Option<&crate::checkpoint::resume::Resum
         return Err(RunError::Incompatible { dir: rp.dir.clone(), reason });
     }
     if rp.state.model != *want {
-        return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model is {} but the config builds {}", rp.state.model, want) });
+        let differences = model_differences(&rp.state.model, want).join(", ");
+        return Err(RunError::Incompatible { dir: rp.dir.clone(), reason: format!("its model differs from the one the config builds ({differences}); resume with the checkpoint's [model], or give the run another run.out_dir") });
     }
     let mut batches = rp.state.batches_seen;
     let mut resplit = false;
@@ -170,6 +171,29 @@ pub fn changed_settings(before: &serde_json::Value, now: &serde_json::Value) -> 
             }
         }
     }
+    out
+}
+
+/// What differs between a checkpoint's model and the config's, one `key: checkpoint X, config
+/// Y` per leaf (nested keys dotted: an ELECTRA pair's `generator.hidden_size`), so a resume
+/// refused for one key says which, not two JSON objects to compare by eye.
+fn model_differences(saved: &serde_json::Value, want: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let none = serde_json::Value::Null;
+                    walk(&here, a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none), out);
+                }
+            }
+            _ if a != b => out.push(format!("{}: checkpoint {a}, config {b}", if path.is_empty() { "model" } else { path })),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", saved, want, &mut out);
     out
 }
 
@@ -260,5 +284,13 @@ mod tests {
         let before = json!({"train": {"lr": 0.001, "batch_size": 32, "max_steps": 100}, "model": {"hidden_size": 128}, "run": {"seed": 1}});
         let now = json!({"train": {"lr": 0.0005, "batch_size": 32, "max_steps": 400}, "model": {"hidden_size": 128}, "run": {"seed": 2}});
         assert_eq!(super::changed_settings(&before, &now), vec!["train.lr: 0.001 -> 0.0005".to_owned()]);
+    }
+
+    #[test]
+    fn a_model_that_does_not_fit_names_each_differing_key() {
+        let saved = json!({"architecture": "Electra", "discriminator": {"hidden_size": 128, "num_hidden_layers": 2}, "generator": {"hidden_size": 32}});
+        let want = json!({"architecture": "Electra", "discriminator": {"hidden_size": 64, "num_hidden_layers": 2}, "generator": {"hidden_size": 32, "embedding_size": 16}});
+        assert_eq!(super::model_differences(&saved, &want), ["discriminator.hidden_size: checkpoint 128, config 64", "generator.embedding_size: checkpoint null, config 16"]);
+        assert_eq!(super::model_differences(&json!("Glm"), &json!({"architecture": "Bert"})), [r#"model: checkpoint "Glm", config {"architecture":"Bert"}"#]);
     }
 }
