@@ -46,9 +46,18 @@ pub enum TaskDataError {
     /// Tokenization failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    /// No records.
-    #[error("{0}: no labelled records")]
-    Empty(PathBuf),
+    /// No records: none in the file, or every one skipped as malformed (`skipped` of them,
+    /// the first `first`: what was wrong with it), which says more than "empty" when the
+    /// fields are named differently.
+    #[error("{}: no labelled records{}", path.display(), match first { Some((line, why)) => format!(" (all {skipped} skipped as malformed; line {line}: {why})"), None => String::new() })]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// Its records skipped under `data.on_error = "skip"`.
+        skipped: usize,
+        /// The first skipped record's line and what was wrong with it.
+        first: Option<(u64, String)>,
+    },
 }
 
 /// Column / field names of classification data.
@@ -109,6 +118,12 @@ pub struct BadRecords<'a> {
 }
 
 impl BadRecords<'_> {
+    /// [`TaskDataError::Empty`] for `path`, with what was skipped of it.
+    pub(crate) fn empty(&self, path: &Path) -> TaskDataError {
+        let mine: Vec<&BadRecord> = self.skipped.iter().filter(|b| b.path == path).collect();
+        TaskDataError::Empty { path: path.to_owned(), skipped: mine.len(), first: mine.first().map(|b| (b.line, b.detail.clone())) }
+    }
+
     pub(crate) fn judge(&mut self, path: &Path, line: u64, reason: &'static str, message: String) -> Result<(), TaskDataError> {
         match self.policy {
             BadRecordPolicy::Fail => Err(TaskDataError::Record { path: path.to_owned(), line, message }),
@@ -226,7 +241,7 @@ fn read_records(path: &Path, fields: &Fields, need_label: bool, bad_records: &mu
         }
     }
     if out.is_empty() {
-        return Err(TaskDataError::Empty(path.to_owned()));
+        return Err(bad_records.empty(path));
     }
     Ok(out)
 }
@@ -279,7 +294,7 @@ pub fn read_conll_with(path: &Path, bad_records: &mut BadRecords) -> Result<Vec<
         out.push(cur);
     }
     if out.is_empty() {
-        return Err(TaskDataError::Empty(path.to_owned()));
+        return Err(bad_records.empty(path));
     }
     Ok(out)
 }
@@ -395,6 +410,22 @@ mod tests {
 
     fn fields() -> Fields {
         Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() }
+    }
+
+    /// A file whose every record was skipped says why, not only that it is empty: the usual
+    /// cause is fields named otherwise than `task.text_field` / `task.label_field` say.
+    #[test]
+    fn a_file_of_skipped_records_says_what_was_wrong_with_the_first() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.jsonl");
+        std::fs::write(&f, "{\"sentence\": \"good\", \"label\": 1}\n{\"sentence\": \"bad\", \"label\": 0}\n").unwrap();
+        let mut skipped = Vec::new();
+        let e = read_classification_with(&f, &fields(), &mut BadRecords { policy: BadRecordPolicy::Skip, skipped: &mut skipped }).unwrap_err();
+        assert!(matches!(&e, TaskDataError::Empty { skipped: 2, first: Some((1, _)), .. }), "{e}");
+        assert!(e.to_string().ends_with("no labelled records (all 2 skipped as malformed; line 1: no text field `text` (a string, number or boolean))"), "{e}");
+        std::fs::write(&f, "\n").unwrap();
+        let e = read_classification_with(&f, &fields(), &mut BadRecords { policy: BadRecordPolicy::Skip, skipped: &mut Vec::new() }).unwrap_err();
+        assert_eq!(e.to_string(), format!("{}: no labelled records", f.display()));
     }
 
     #[test]

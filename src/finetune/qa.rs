@@ -121,7 +121,7 @@ pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<Q
         }
     }
     if out.is_empty() {
-        return Err(TaskDataError::Empty(path.to_owned()));
+        return Err(bad.empty(path));
     }
     Ok(out)
 }

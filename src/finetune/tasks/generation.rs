@@ -113,7 +113,7 @@ pub fn read_pairs(path: &Path, source: &str, target: &str, need_target: bool, ba
         out.push(PairRecord { source: src.to_owned(), targets, id });
     }
     if out.is_empty() {
-        return Err(TaskDataError::Empty(path.to_owned()));
+        return Err(bad.empty(path));
     }
     Ok(out)
 }

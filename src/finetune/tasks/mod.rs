@@ -78,7 +78,7 @@ pub enum TaskError {
     #[error("{}", .0.join("; "))]
     Config(Vec<String>),
     /// A labelled file could not be read, or a record was bad under `data.on_error = "fail"`.
-    #[error("data")]
+    #[error("cannot read the labelled data")]
     Data(#[from] TaskDataError),
     /// No task of this name is registered.
     #[error("task.kind: `{kind}` is not a task ({})", known.join(", "))]
@@ -103,6 +103,8 @@ impl TaskError {
     pub fn problems(&self) -> Vec<String> {
         match self {
             TaskError::Config(p) => p.clone(),
+            // A problem line starts with its key: the data's is `data`.
+            TaskError::Data(e) => vec![format!("data: {}", crate::error_chain(e))],
             e => vec![crate::error_chain(e)],
         }
     }
