@@ -69,7 +69,7 @@ pub fn run(c: Command) -> Result<ExitCode, Failure> {
     }
     if !r.up_to_date {
         let tokens: u64 = r.manifest.splits.values().map(|s| s.tokens).sum();
-        pretune::outln!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set 'data.train=[\"{}\"]'", out.display(), tokens as f64 / secs.max(1e-9), out.display());
+        pretune::outln!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set data.train={}", out.display(), tokens as f64 / secs.max(1e-9), out.display());
     }
     Ok(ExitCode::SUCCESS)
 }
