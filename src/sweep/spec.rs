@@ -716,8 +716,9 @@ smoke = { "train.max_steps" = 4 }
             assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
         }
         let typo = SPEC.replace("seeds = [1, 2]", "seed = [1, 2]");
-        let e = Spec::parse(Path::new("sweeps/typo.toml"), &typo, false).unwrap_err().to_string();
-        assert!(e.contains("sweeps/typo.toml") && e.contains("seed"), "{e}");
+        let e = crate::error_chain(&Spec::parse(Path::new("sweeps/typo.toml"), &typo, false).unwrap_err());
+        assert!(e.contains("sweeps/typo.toml") && e.contains("unknown field `seed`"), "{e}");
+        assert_eq!(e.matches("unknown field").count(), 1, "the parser's message once: {e}");
         let both = SPEC.replace("key = \"train.lr\"", "key = \"train.lr\"\nlevel = [{ label = \"a\" }]");
         assert!(Spec::parse(Path::new("s.toml"), &both, false).unwrap_err().to_string().contains("either key and values"));
     }
