@@ -30,6 +30,8 @@ pub struct CheckReport {
     pub malloc: String,
     /// The peak MFU is measured against ([`crate::mfu::peak`]).
     pub peak: String,
+    /// What reading the data changed, a line each ([`crate::workload::Workload::notes`]).
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -130,7 +132,7 @@ pub fn check(plan: &RunPlan, nproc: usize) -> Result<CheckReport, Vec<String>> {
         outcome @ crate::cuda::CudaLibrary::Loaded { .. } => format!("{outcome}, {}", cuda_backend()),
         outcome => outcome.to_string(),
     };
-    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe(), peak })
+    Ok(CheckReport { phase: plan.phase(), train, steps: plan.config.train.max_steps, epoch_steps: plan.workload.epoch_steps(), parameters, init, precision, cuda, malloc: crate::malloc::describe(), peak, notes: plan.workload.notes().to_vec() })
 }
 
 /// What would stop a run at its output folder: not writable, in use by a live run, or a

@@ -356,6 +356,8 @@ fn check_resolves_a_run_without_training() {
     let (code, stdout, err) = run_cli(&[vec!["check".to_string(), cfg.display().to_string()], vec!["--set".into(), format!("run.out_dir=\"{}\"", out.display())]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("ok: finetune run, 720 training / 180 held-out examples, 2 labels, 45 updates (45 per epoch)"), "{stdout}");
+    // Texts longer than the config's max_seq_len are counted, a line each split.
+    assert!(stdout.lines().any(|l| l.starts_with("# note: ") && l.contains(" of 720 training texts cut to ")), "{stdout}");
     assert!(!out.exists(), "a check creates nothing");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();

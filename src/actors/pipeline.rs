@@ -161,6 +161,9 @@ impl Launch {
         // What was read, with what reading changed (texts cut to `max_seq_len`, sources cut):
         // `pretune check` shows it before a run; the run's log shows it too.
         tracing::info!(data = %plan.workload.describe_data(), "read");
+        for note in plan.workload.notes() {
+            tracing::info!("{note}");
+        }
         // The Coordinator's address exists before it runs, so the Checkpointer (which reports
         // to it) can be started first and handed to it.
         let coordinator_ctx = actix::Context::<Coordinator>::new();

@@ -25,5 +25,8 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
         .map_err(|problems| Failure::usage(format!("{}: the run would fail:\n  - {}", a.config.display(), problems.join("\n  - "))))?;
     pretune::out!("{}", toml::to_string(&plan.config).unwrap_or_default());
     pretune::outln!("\n# {}", report.line());
+    for note in &report.notes {
+        pretune::outln!("# note: {note}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,6 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Ok((code, body)) => Err(Failure::failed(format!("{} answered {code}: {body}", a.addr))),
-        Err(e) if e.is_usage() => Err(Failure::usage(e)),
-        Err(e) => Err(Failure::failed(e)),
+        Err(e) => Err(Failure::either(e.is_usage(), e)),
     }
 }

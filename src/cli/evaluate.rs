@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
+    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
     if a.json {
         pretune::outln!("{}", as_json(&ev));
     } else {

@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
+    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
     for note in &report.notes {
         pretune::errln!("note: {note}");
     }

@@ -143,6 +143,16 @@ impl Failure {
         Failure::Failed(e.into())
     }
 
+    /// A usage failure when `usage` holds (what the error's own `is_usage` says), else a run
+    /// failure: `.map_err(|e| Failure::either(e.is_usage(), e))`.
+    pub fn either(usage: bool, e: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        if usage {
+            Failure::usage(e)
+        } else {
+            Failure::failed(e)
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {

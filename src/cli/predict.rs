@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
+    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
     pretune::errln!("{} predictions from {}", p.lines, p.checkpoint.display());
     for note in &p.notes {
         pretune::errln!("note: {note}");

@@ -16,11 +16,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    use pretune::report::ReportError;
-    let index = pretune::report::report(&a.run_dirs, a.out.as_deref()).map_err(|e| match e {
-        e @ ReportError::NotARun(_) => Failure::usage(e),
-        e => Failure::failed(e),
-    })?;
+    let index = pretune::report::report(&a.run_dirs, a.out.as_deref()).map_err(|e| Failure::either(matches!(e, pretune::report::ReportError::NotARun(_)), e))?;
     pretune::outln!("wrote {}", index.display());
     Ok(ExitCode::SUCCESS)
 }

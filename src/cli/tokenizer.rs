@@ -26,7 +26,7 @@ pub enum Command {
 
 pub fn run(c: Command) -> Result<ExitCode, Failure> {
     let Command::Train { vocab_size, out, cased, files } = c;
-    let t = pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out).map_err(|e| if e.is_usage() { Failure::usage(e) } else { Failure::failed(e) })?;
+    let t = pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out).map_err(|e| Failure::either(e.is_usage(), e))?;
     pretune::outln!("wrote {} ({} tokens)", out.display(), t.get_vocab_size(true));
     Ok(ExitCode::SUCCESS)
 }

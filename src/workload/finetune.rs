@@ -62,10 +62,11 @@ impl Workload for TaskPlan {
         if !self.task.labels().is_empty() {
             data.push_str(&format!(", {} labels", self.task.labels().len()));
         }
-        for note in &self.notes {
-            data.push_str(&format!("; {note}"));
-        }
         data
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     fn epoch_steps(&self) -> u64 {

@@ -101,6 +101,11 @@ pub trait Workload: Send + Sync {
     fn objective(&self, model: &ModelSpec) -> Arc<dyn Objective>;
     /// What `check` says of the data (counts of examples, spans, documents).
     fn describe_data(&self) -> String;
+    /// What reading the data changed (`653 of 720 training texts cut to 128 tokens`), each a
+    /// line of its own in `check` and the run's start-up log.
+    fn notes(&self) -> &[String] {
+        &[]
+    }
     /// Updates per epoch when the run counts epochs, else 0.
     fn epoch_steps(&self) -> u64 {
         0
