@@ -2,6 +2,12 @@
 folder (used by the export round-trip tests).
 
     .venv/bin/python scripts/hf_logits.py MODEL_DIR AutoModelForSequenceClassification '[[2, 5, 3]]'
+
+With a fourth argument, a JSON list of `[text, pair or null]`, it prints an object instead:
+`{"logits": [...], "model_max_length": N, "tokens": [{"input_ids": [...], "token_type_ids":
+[...] or null}, ...]}`, each text encoded by `AutoTokenizer.from_pretrained(MODEL_DIR)` as a
+user would (`tokenizer(text, pair, truncation=True)`), so the test can check that the exported
+tokenizer frames, cases and truncates as pretune does.
 """
 import json
 import sys
@@ -19,4 +25,13 @@ with torch.no_grad():
     out = model(input_ids=torch.tensor([r + [0] * (longest - len(r)) for r in ids]), attention_mask=mask)
     # Question answering: start and end logits, interleaved per token as `[batch, seq, 2]`.
     logits = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
-print(json.dumps(logits.double().flatten().tolist()))
+logits = logits.double().flatten().tolist()
+if len(sys.argv) > 4:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    tokens = []
+    for text, pair in json.loads(sys.argv[4]):
+        enc = tokenizer(text, pair, truncation=True)
+        tokens.append({"input_ids": enc["input_ids"], "token_type_ids": enc.get("token_type_ids")})
+    print(json.dumps({"logits": logits, "model_max_length": tokenizer.model_max_length, "tokens": tokens}))
+else:
+    print(json.dumps(logits))

@@ -355,7 +355,24 @@ pub fn load_and_resolve(file: &Path, overrides: &[String]) -> Result<RunPlan, Co
     })
 }
 
-fn load_and_resolve_file(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
+/// The config's keys and types only, with the phase's defaults, without touching the data,
+/// the tokenizer or the starting weights: what a launcher checks once before it starts ranks
+/// that would each report the same typo.
+///
+/// # Errors
+/// [`ConfigError`]: an unreadable file, bad TOML, a bad override, an unknown or mistyped key
+/// (each one a `--set` wrote naming that override).
+pub fn load_config(file: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {
+    let (config, problems, _) = read_config(file, overrides)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid { file: file.to_owned(), problems: config::attribute_problems(problems, overrides) })
+    }
+}
+
+/// Reads and deserializes leniently: the config, its key problems and the table it came from.
+fn read_config(file: &Path, overrides: &[String]) -> Result<(RunConfig, Vec<String>, toml::Table), ConfigError> {
     let mut table = config::read_table(file, overrides)?;
     let finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
     if finetune {
@@ -363,7 +380,13 @@ fn load_and_resolve_file(file: &Path, overrides: &[String]) -> Result<RunPlan, C
         let task_defaults = kind.and_then(|k| crate::finetune::tasks::lookup(k).ok()).map_or(&[][..], |k| k.train_defaults);
         config::apply_finetune_defaults(&mut table, task_defaults);
     }
-    let (config, mut problems) = config::from_table_lenient(table.clone());
+    let (config, problems) = config::from_table_lenient(table.clone());
+    Ok((config, problems, table))
+}
+
+fn load_and_resolve_file(file: &Path, overrides: &[String]) -> Result<RunPlan, ConfigError> {
+    let (config, mut problems, table) = read_config(file, overrides)?;
+    let finetune = table.get("task").and_then(|t| t.get("kind")).is_some();
     if finetune && config.task.kind.is_none() {
         // An unknown task: nothing else can be judged without knowing the phase.
         return Err(ConfigError::Invalid { file: file.to_owned(), problems });

@@ -226,6 +226,34 @@ fn a_metrics_port_in_use_is_a_clear_error_naming_the_address() {
     no_panic(&err);
 }
 
+/// `launch` checks what every rank would get before it starts one: a config key typo, a
+/// mistyped `train` option or a missing config is one error, exit 2, with no rank started
+/// (each rank would print it again and the launcher would report a rank failure).
+#[test]
+fn launch_reports_a_bad_config_or_train_option_once_before_starting_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (args, names) in [
+        (vec!["--set", "trian.lr=1"], "trian"),
+        (vec!["--set", "train.lr=\"fast\""], "train.lr"),
+        (vec!["--resum", "auto"], "--resum"),
+    ] {
+        let mut all = vec!["launch", "--nproc", "2", c];
+        all.extend(&args);
+        let (code, _, err) = run_cli(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(names) && !err.contains("launching ranks") && !err.contains("rank failed"), "{args:?}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error: {err}");
+        no_panic(&err);
+    }
+    let (code, _, err) = run_cli(&["launch", "--nproc", "2", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("cannot read config").count(), 1, "one error: {err}");
+    assert!(!err.contains("launching ranks"), "{err}");
+}
+
 #[test]
 fn preview_json_carries_each_objectives_fields() {
     let dir = tempfile::tempdir().unwrap();

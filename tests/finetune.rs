@@ -772,7 +772,8 @@ fn export_head_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str
         HeadKind::TokenClassification => "AutoModelForTokenClassification",
         HeadKind::QuestionAnswering => "AutoModelForQuestionAnswering",
     };
-    let theirs = hf_logits(&out, auto, rows);
+    let (theirs, tokens) = hf_logits_and_tokens(&out, auto, rows, &probe_texts());
+    tokenizer_matches_transformers(&out, &hf_config, &tokens);
     let ck = s.best_checkpoint.clone().unwrap();
     let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
     let spec: pretune::finetune::task::TaskSpec = serde_json::from_value(state.model).unwrap();
@@ -800,6 +801,57 @@ fn export_head_matches_transformers(dir: &Path, s: &RunSummary, model_type: &str
         assert!((a - b).abs() < 1e-4, "{architecture}: ours {ours:?} vs transformers {theirs:?}");
     }
     hf_config
+}
+
+/// Texts a user would send through `pipeline`: cased words, accents, CJK, emoji, a pair, and
+/// single texts and pairs longer than any model here holds (truncation, longest first).
+fn probe_texts() -> Vec<(String, Option<String>)> {
+    let long = "Free money! Claim your PRIZE now, naïve Café owner 北京. ".repeat(100);
+    let half: String = long.chars().take(long.chars().count() / 2).collect();
+    vec![
+        ("Hello World, FREE money".into(), None),
+        ("naïve café — résumé; 北京欢迎你 🤖  spaced\tout".into(), None),
+        ("Is this spam?".into(), Some("WIN a prize".into())),
+        (long.clone(), None),
+        (long.clone(), Some("a short second text".into())),
+        ("a short first text".into(), Some(long.clone())),
+        (half, Some(long)),
+    ]
+}
+
+/// [`hf_logits`] plus `transformers`' `AutoTokenizer` of the folder on `texts`.
+fn hf_logits_and_tokens(model_dir: &Path, auto_class: &str, ids: &[Vec<i64>], texts: &[(String, Option<String>)]) -> (Vec<f64>, serde_json::Value) {
+    let out = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("scripts/hf_logits.py"))
+        .args([model_dir.to_str().unwrap(), auto_class, &serde_json::to_string(ids).unwrap(), &serde_json::to_string(texts).unwrap()])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (serde_json::from_value(v["logits"].clone()).unwrap(), v)
+}
+
+/// `AutoTokenizer` on the exported folder (`tokens`: `hf_logits.py`'s answer on
+/// [`probe_texts`]) gives the ids pretune's tasks give the model, B's token types where the
+/// model reads them, and truncates at the longest input the position table holds.
+fn tokenizer_matches_transformers(out: &Path, hf_config: &serde_json::Value, tokens: &serde_json::Value) {
+    let model_type = hf_config["model_type"].as_str().unwrap();
+    let positions = hf_config["max_position_embeddings"].as_i64().unwrap();
+    let limit = if model_type.contains("roberta") { positions - hf_config["pad_token_id"].as_i64().unwrap() - 1 } else { positions };
+    assert_eq!(tokens["model_max_length"].as_i64(), Some(limit), "{model_type}: {tokens}");
+    let tok = pretune::data::tokenize::TextTokenizer::load(&out.join("tokenizer.json"), None).unwrap();
+    for ((text, pair), theirs) in probe_texts().iter().zip(tokens["tokens"].as_array().unwrap()) {
+        let record = pretune::finetune::data::ClsRecord { text: text.clone(), pair: pair.clone(), label: String::new(), path: "probe".into(), line: 1 };
+        let ours = pretune::finetune::data::encode_classification(&tok, &record, None, 0.0, limit as usize).unwrap();
+        let ids: Vec<u32> = serde_json::from_value(theirs["input_ids"].clone()).unwrap();
+        let shown: String = text.chars().take(40).collect();
+        assert_eq!(ids, ours.ids, "{model_type}: ids of {shown:?} / {pair:?}", pair = pair.as_ref().map(|p| p.chars().take(40).collect::<String>()));
+        if hf_config["type_vocab_size"].as_i64().unwrap_or(1) > 1 {
+            let types: Vec<u8> = serde_json::from_value(theirs["token_type_ids"].clone()).unwrap();
+            assert_eq!(types, ours.types, "{model_type}: token types of {shown:?}");
+        }
+    }
 }
 
 /// The first `n` SQuAD dev questions as `datasets`-style JSONL, into `dir`.

@@ -44,6 +44,9 @@ pub fn run(c: Command) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    if workers == Some(0) {
+        return Err(Failure::usage("--workers must be at least 1 (leave it out for every core)"));
+    }
     let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let input = pretune::plan::prepare_input(&config, &overrides, workers).map_err(Failure::usage)?;
     let out = out.unwrap_or_else(|| PathBuf::from("prepared").join(config.file_stem().unwrap_or_default()));
@@ -69,7 +72,7 @@ pub fn run(c: Command) -> Result<ExitCode, Failure> {
     }
     if !r.up_to_date {
         let tokens: u64 = r.manifest.splits.values().map(|s| s.tokens).sum();
-        pretune::outln!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} workers); train on it with --set data.train={}", out.display(), tokens as f64 / secs.max(1e-9), out.display());
+        pretune::outln!("wrote {} in {secs:.1} s ({:.0} tokens/s, {workers} worker{}); train on it with --set data.train={}", out.display(), tokens as f64 / secs.max(1e-9), if workers == 1 { "" } else { "s" }, out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

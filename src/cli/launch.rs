@@ -40,6 +40,26 @@ pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let master_addr = a.master_addr.unwrap_or_else(|| "127.0.0.1".into());
     let rdzv = Rendezvous { nnodes: a.nnodes, node_rank: a.node_rank, nproc: a.nproc, master_addr, master_port: a.master_port };
     rdzv.validate().map_err(Failure::usage)?;
+    check_train_args(&a.train_args)?;
     let code = launch(&rdzv, &a.train_args, a.max_restarts).map_err(Failure::failed)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `train`'s arguments as `train` parses them.
+#[derive(clap::Parser)]
+#[command(name = "pretune launch [OPTIONS] --", no_binary_name = true)]
+struct TrainArgs {
+    #[command(flatten)]
+    train: super::train::Args,
+}
+
+/// Checks the arguments every rank will get, and their config's keys and types, once: a typo
+/// is one error and exit 2 before any rank starts, not the same error from each rank and a
+/// rank failure. What needs the data or the machine (files, ports, the tokenizer) is each
+/// rank's to check, as `train` does.
+fn check_train_args(args: &[String]) -> Result<(), Failure> {
+    let parsed = <TrainArgs as clap::Parser>::try_parse_from(args).map_err(|e| Failure::usage(format!("the arguments for each rank's `train`: {}", e.render().to_string().trim_start_matches("error: ").trim_end())))?;
+    let (config, overrides) = parsed.train.config();
+    pretune::plan::load_config(config, overrides).map_err(Failure::usage)?;
+    Ok(())
 }

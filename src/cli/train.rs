@@ -20,6 +20,13 @@ pub struct Args {
     resume: Option<pretune::checkpoint::resume::ResumeFrom>,
 }
 
+impl Args {
+    /// The config file and its `--set` overrides.
+    pub fn config(&self) -> (&std::path::Path, &[String]) {
+        (&self.config, &self.overrides)
+    }
+}
+
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
     let mut plan = pretune::plan::load_and_resolve(&a.config, &a.overrides).map_err(Failure::usage)?;
     plan.resume = a.resume;

@@ -402,7 +402,7 @@ pub fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec
                     let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
                     found.sort();
                     if found.is_empty() {
-                        problems.push(format!("{key}: no file matches `{p}`"));
+                        problems.push(format!("{key}: no file matches `{p}`{}", relative_to_cwd(Path::new(p))));
                     }
                     out.extend(found);
                 }
@@ -422,13 +422,22 @@ pub fn expand(patterns: &[String], key: &str, problems: &mut Vec<String>) -> Vec
     out
 }
 
+/// For a relative path that is not there: where it was looked for (paths in a config are
+/// read from the working directory, as a shell reads them, not from the config's folder).
+pub fn relative_to_cwd(path: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => format!(" (looked for from the working directory {})", cwd.display()),
+        _ => String::new(),
+    }
+}
+
 /// Why `path` cannot be read as a data file, in the OS's words or by what it is: missing, a
 /// symlink loop, unreadable, or a FIFO / device / socket (not a regular file).
 fn why_not_a_file(path: &Path) -> String {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(path).is_ok() => format!("a symbolic link to nothing ({e})"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "file not found".into(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("file not found{}", relative_to_cwd(path)),
         Err(e) => format!("cannot be read: {e}"),
         Ok(m) => {
             let t = m.file_type();
@@ -571,6 +580,18 @@ mod tests {
         assert!(problems[1].contains("cannot be read") && problems[1].to_lowercase().contains("symbolic links"), "{problems:?}");
         assert!(problems[2].contains("a character device"), "{problems:?}");
         assert!(problems[3].contains("a symbolic link to nothing"), "{problems:?}");
+        // An absolute path needs no word on where it was looked for.
         assert!(problems[4].ends_with("file not found"), "{problems:?}");
+    }
+
+    /// A relative path that is missing says it was looked for from the working directory
+    /// (a config run from another folder than the one its paths were written for).
+    #[test]
+    fn a_missing_relative_path_names_the_working_directory() {
+        let mut problems = Vec::new();
+        expand(&["no/such/train.txt".into(), "no/such/*.txt".into()], "data.train", &mut problems);
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().all(|p| p.ends_with(&format!("(looked for from the working directory {cwd})"))), "{problems:?}");
     }
 }

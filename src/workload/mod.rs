@@ -36,7 +36,8 @@ pub(crate) fn load_tokenizer(c: &RunConfig, from_start: Option<&std::path::PathB
         }
         return None;
     };
-    let tokenizer = TextTokenizer::load(path, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}", crate::error_chain(&e)))).ok()?;
+    let hint = if path.exists() { String::new() } else { crate::data::source::relative_to_cwd(path) };
+    let tokenizer = TextTokenizer::load(path, c.tokenizer.lowercase).map_err(|e| problems.push(format!("tokenizer.path: {}{hint}", crate::error_chain(&e)))).ok()?;
     Some((tokenizer, path.clone()))
 }
 

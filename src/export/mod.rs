@@ -2,7 +2,11 @@
 //! `AutoModelForMaskedLM` (pre-training, and cloze on BERT's MLM head with its pattern and
 //! verbalizers under `pretune_cloze` in `config.json`) / `AutoModelForSequenceClassification` /
 //! `AutoModelForTokenClassification` / `AutoModelForQuestionAnswering`: `config.json`, `model.safetensors` (with the `format: pt`
-//! metadata `transformers` checks) and `tokenizer.json`. Only safetensors is written.
+//! metadata `transformers` checks), `tokenizer.json` and `tokenizer_config.json` (so
+//! `AutoTokenizer` and `pipeline` frame, case and truncate texts as the model was trained:
+//! [`tokenizer`]). Only safetensors is written.
+
+pub mod tokenizer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,14 @@ pub enum ExportError {
     /// Writing the folder, or reading the checkpoint's files.
     #[error(transparent)]
     File(#[from] crate::files::FileError),
+    /// The output folder could not be made (a file of that name, no permission, ...).
+    #[error("cannot create the output folder {}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// The weights could not be read.
     #[error("{}: cannot read the weights", path.display())]
     Weights {
@@ -48,7 +60,7 @@ pub enum ExportError {
         source: safetensors::SafeTensorError,
     },
     /// The tokenizer could not be loaded or saved.
-    #[error("{}: the tokenizer", path.display())]
+    #[error("{}: cannot load or save the tokenizer", path.display())]
     Tokenizer {
         /// The tokenizer file.
         path: PathBuf,
@@ -135,13 +147,13 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
         let (generator, discriminator): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("generator."));
         let shared: Vec<(String, Tensor)> = discriminator.iter().filter(|(n, _)| n.starts_with("electra.embeddings.")).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
         let generator: Vec<(String, Tensor)> = generator.into_iter().map(|(n, t)| (n["generator.".len()..].to_owned(), t)).chain(shared).collect();
-        write_folder(out, bert_config(&pair.discriminator, "ElectraForPreTraining", &extra), &discriminator, &tok)?;
-        write_folder(&out.join("generator"), bert_config(&pair.generator, "ElectraForMaskedLM", &extra), &generator, &tok)?;
+        write_folder(out, bert_config(&pair.discriminator, "ElectraForPreTraining", &extra), &discriminator, &tok, bert_inputs(&pair.discriminator))?;
+        write_folder(&out.join("generator"), bert_config(&pair.generator, "ElectraForMaskedLM", &extra), &generator, &tok, bert_inputs(&pair.generator))?;
         return Ok(dir);
     }
     let arch = family_architecture(model.model_type(), arch);
-    let config = match &model {
-        ModelSpec::Bert { config: bert, .. } => bert_config(bert, &arch, &extra),
+    let (config, inputs) = match &model {
+        ModelSpec::Bert { config: bert, .. } => (bert_config(bert, &arch, &extra), bert_inputs(bert)),
         // Every switch is written (the thetas under both names, so transformers 4 and 5
         // read them alike).
         ModelSpec::ModernBert { config: m } => {
@@ -158,12 +170,18 @@ pub fn export_hf(checkpoint: &Path, out: &Path) -> Result<PathBuf, ExportError> 
             for (key, id) in [("cls_token_id", ids.cls), ("bos_token_id", ids.cls), ("sep_token_id", ids.sep), ("eos_token_id", ids.sep), ("pad_token_id", ids.pad)] {
                 obj.insert(key.into(), json!(id));
             }
-            config
+            (config, tokenizer::Inputs { model_type: "modernbert", max_length: m.max_position_embeddings, token_types: false })
         }
         ModelSpec::Glm { .. } | ModelSpec::Electra { .. } => return Err(ExportError::Glm),
     };
-    write_folder(out, config, &tensors, &tok)?;
+    write_folder(out, config, &tensors, &tok, inputs)?;
     Ok(dir)
+}
+
+/// What a BERT-family model reads: its type, the longest input its positions hold, whether it
+/// reads token types.
+fn bert_inputs(bert: &crate::model::bert::BertConfig) -> tokenizer::Inputs<'_> {
+    tokenizer::Inputs { model_type: &bert.model_type, max_length: bert.max_positions(), token_types: bert.type_vocab_size > 1 }
 }
 
 /// A BERT-family `config.json` (`model_type` `bert`, `roberta`, `xlm-roberta` or `electra`)
@@ -186,13 +204,22 @@ fn bert_config(bert: &crate::model::bert::BertConfig, arch: &str, extra: &Value)
     config
 }
 
-/// Writes `config.json`, the tensors as `model.safetensors` and `tokenizer.json` into `out`.
-fn write_folder(out: &Path, config: Value, tensors: &[(String, Tensor)], tok: &TextTokenizer) -> Result<(), ExportError> {
-    std::fs::create_dir_all(out).map_err(crate::files::FileError::at(out))?;
-    let config_path = out.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("JSON serializes")).map_err(crate::files::FileError::at(&config_path))?;
+/// Writes `config.json`, the tensors as `model.safetensors`, `tokenizer.json` and
+/// `tokenizer_config.json` into `out`.
+fn write_folder(out: &Path, config: Value, tensors: &[(String, Tensor)], tok: &TextTokenizer, inputs: tokenizer::Inputs<'_>) -> Result<(), ExportError> {
+    if out.exists() && !out.is_dir() {
+        return Err(ExportError::Folder { path: out.to_owned(), source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file of that name exists") });
+    }
+    std::fs::create_dir_all(out).map_err(|source| ExportError::Folder { path: out.to_owned(), source })?;
+    let write_json = |name: &str, value: &Value| {
+        let path = out.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(value).expect("JSON serializes")).map_err(crate::files::FileError::at(&path))
+    };
+    write_json("config.json", &config)?;
     write_safetensors(tensors, &out.join("model.safetensors"))?;
+    let (framed, tokenizer_config) = tokenizer::hf_tokenizer_files(tok, inputs);
     let saved = out.join("tokenizer.json");
-    tok.inner().save(&saved, true).map_err(|source| ExportError::Tokenizer { path: saved.clone(), source })?;
+    framed.save(&saved, true).map_err(|source| ExportError::Tokenizer { path: saved.clone(), source })?;
+    write_json("tokenizer_config.json", &tokenizer_config)?;
     Ok(())
 }
