@@ -42,16 +42,31 @@ fn variants() -> Vec<(&'static str, toml::Value)> {
     ]
 }
 
+/// The first `lines` lines of `from`, as `dir/name`: a labelled set or a JSONL corpus small
+/// enough to read in milliseconds, in the same format.
+fn head_of(from: &Path, lines: usize, dir: &Path, name: &str) -> toml::Value {
+    let text = std::fs::read_to_string(from).unwrap();
+    let to = dir.join(name);
+    std::fs::write(&to, text.lines().take(lines).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    toml::Value::Array(vec![to.display().to_string().into()])
+}
+
 /// Cases of one config file: `(cases, plans, errors)`.
 fn fuzz_config(path: &Path, dir: &Path) -> (usize, usize, usize) {
     let spam = root().join("data/spam");
     let (mut cases, mut plans, mut errors) = (0, 0, 0);
     let mut base: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    // Keep each resolution cheap: outputs in a temporary folder, small labelled sets.
+    // Keep each resolution cheap (every case reads the data): outputs in a temporary folder,
+    // small labelled sets (the spam set's first 60 / 40 records, both classes in each), a
+    // JSONL corpus cut to its hold-out and 60 documents more.
     set(&mut base, "run.out_dir", toml::Value::String(dir.join("out").display().to_string()));
     if base.get("task").is_some() {
-        set(&mut base, "data.train", toml::Value::Array(vec![spam.join("train.jsonl").display().to_string().into()]));
-        set(&mut base, "data.eval", toml::Value::Array(vec![spam.join("dev.jsonl").display().to_string().into()]));
+        set(&mut base, "data.train", head_of(&spam.join("train.jsonl"), 60, dir, "spam-train.jsonl"));
+        set(&mut base, "data.eval", head_of(&spam.join("dev.jsonl"), 40, dir, "spam-dev.jsonl"));
+    } else if let Some(corpus) = base.get("data").and_then(|d| d.get("train")).and_then(toml::Value::as_array).and_then(|a| a.first()).and_then(toml::Value::as_str).filter(|f| f.ends_with(".jsonl")) {
+        let holdout = base["data"].get("eval_holdout_docs").and_then(toml::Value::as_integer).unwrap_or(0) as usize;
+        let corpus = head_of(&root().join(corpus), holdout + 60, dir, "corpus.jsonl");
+        set(&mut base, "data.train", corpus);
     }
     let file = dir.join(path.file_name().unwrap());
     let problems_of = |t: &toml::Table| -> Result<Vec<String>, String> {
