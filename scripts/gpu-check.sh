@@ -19,8 +19,11 @@ export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 PYTHO
 PY=$(command -v python || command -v python3)
 SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
-  DEVICE=cpu PRECISION=fp32 BATCH=2 STEPS=${STEPS:-6} QA_STEPS=${QA_STEPS:-2} QA_BATCH=4 QA_EVAL=20 WARMUP=2 PEER_STEPS=3
-  SMOKE_SET=(--set train.max_seq_len=128)  # GLM-base's 512 tokens cost the CPU half a minute
+  DEVICE=cpu PRECISION=fp32 BATCH=2 STEPS=${STEPS:-6} QA_STEPS=${QA_STEPS:-2} QA_BATCH=4 QA_EVAL=20 QA_TRAIN=64 WARMUP=2 PEER_STEPS=3
+  # The plumbing, not the models, is under test: two layers of each base model, GLM-base at 128
+  # tokens (512 cost the CPU half a minute), the peer at its "mini" shape, 64 SQuAD records.
+  SMOKE_SET=(--set train.max_seq_len=128 --set model.num_layers=2)
+  PEER_MODEL=mini
 else
   if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     echo "gpu-check: no CUDA device here (nvidia-smi finds none): this script is for a machine with an NVIDIA GPU (SMOKE=1 runs its steps on the CPU)" >&2
@@ -31,7 +34,8 @@ else
     exit 3
   fi
   SMOKE_SET=()
-  DEVICE=cuda PRECISION=bf16 BATCH=128 STEPS=${STEPS:-200} QA_STEPS=${QA_STEPS:-400} QA_BATCH=32 QA_EVAL=2000 WARMUP=20 PEER_STEPS=40
+  DEVICE=cuda PRECISION=bf16 BATCH=128 STEPS=${STEPS:-200} QA_STEPS=${QA_STEPS:-400} QA_BATCH=32 QA_EVAL=2000 QA_TRAIN=0 WARMUP=20 PEER_STEPS=40
+  PEER_MODEL=base
 fi
 BIN=${BIN:-target/release/pretune}
 WORK=${WORK:-runs/gpu-check}
@@ -72,13 +76,13 @@ if [ "$DEVICE" = cuda ]; then
 else
   echo '{"skipped": "the transformers.Trainer peer runs on CUDA only"}' > "$WORK/hf-trainer.json"
 fi
-"$PY" scripts/gpu_baseline.py --model base --device "$DEVICE" --precision "$PRECISION" --batch "$BATCH" --warmup "$WARMUP" --steps "$PEER_STEPS" > "$WORK/hf-loop.json" || echo '{"missing": "gpu_baseline.py failed"}' > "$WORK/hf-loop.json"
+"$PY" scripts/gpu_baseline.py --model "$PEER_MODEL" --device "$DEVICE" --precision "$PRECISION" --batch "$BATCH" --warmup "$WARMUP" --steps "$PEER_STEPS" > "$WORK/hf-loop.json" || echo '{"missing": "gpu_baseline.py failed"}' > "$WORK/hf-loop.json"
 
 stamp "(d) MiniLM on SQuAD, $QA_STEPS updates"
 if [ -f .cache/squad/train-v1.1.json ] && [ -d .cache/minilm/model ]; then
   watch_mem qa
   "$BIN" train configs/finetune-qa-minilm.toml --set "$(on run.device "$DEVICE")" --set "$(on train.precision "$PRECISION")" --set 'metrics.listen=""' \
-    --set train.max_steps="$QA_STEPS" --set train.epochs=0 --set train.batch_size="$QA_BATCH" --set task.max_eval_examples="$QA_EVAL" \
+    --set train.max_steps="$QA_STEPS" --set train.epochs=0 --set train.batch_size="$QA_BATCH" --set task.max_eval_examples="$QA_EVAL" --set task.max_train_examples="$QA_TRAIN" \
     --set train.save_checkpoints=false --set "$(on run.out_dir "$WORK/qa")" 2>&1 | tail -4
   stop_mem
 else
