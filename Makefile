@@ -20,8 +20,11 @@ demo: build
 	./target/debug/pretune train configs/pretrain-mlm-tiny.toml
 	./target/debug/pretune train configs/finetune-cls-tiny.toml
 
+# One libtorch thread per run (OMP_NUM_THREADS, read as PyTorch reads it) and a test per core:
+# two trainings that each take a team of every core spin against each other, measured 4x
+# slower each on 2 cores.
 test: setup
-	cargo test
+	OMP_NUM_THREADS=1 cargo test
 
 # pretune against the PyTorch + transformers baseline in ../shared/bench, side by side
 # (release build, alternating rounds, medians and ratios; about 25 minutes on 2 cores).

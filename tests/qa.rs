@@ -220,7 +220,7 @@ name = "qa-test"
 seed = 1
 out_dir = "{out}"
 device = "cpu"
-threads = 2
+threads = 1
 [init]
 hf = "{r}/.cache/minilm/model"
 [task]

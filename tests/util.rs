@@ -25,7 +25,7 @@ name = "test"
 seed = 7
 out_dir = "{out}"
 device = "cpu"
-threads = 2
+threads = 1
 
 [data]
 train = ["{r}/data/sotu/train.txt"]
@@ -138,7 +138,7 @@ name = "ft-test"
 seed = 3
 out_dir = "{out}"
 device = "cpu"
-threads = 2
+threads = 1
 [task]
 kind = "{kind}"
 [data]

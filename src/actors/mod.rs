@@ -184,20 +184,28 @@ pub struct RunSummary {
 }
 
 
-/// libtorch intra-op threads: the configured number, or the machine's cores shared among the
-/// ranks on it (`LOCAL_WORLD_SIZE`, else all ranks), so local ranks do not oversubscribe.
+/// libtorch intra-op threads: the configured number, else `OMP_NUM_THREADS` (as PyTorch reads
+/// it), else the machine's cores shared among the ranks on it (`LOCAL_WORLD_SIZE`, else all
+/// ranks), so local ranks do not oversubscribe.
 pub fn torch_threads(plan: &RunPlan) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    thread_budget(plan.config.run.threads, cores, plan.dist.as_ref().map(|d| d.local_world))
+    let omp = std::env::var("OMP_NUM_THREADS").ok();
+    thread_budget(plan.config.run.threads, omp.as_deref(), cores, plan.dist.as_ref().map(|d| d.local_world))
 }
 
-/// The thread-budget policy: a configured count wins; otherwise every core, divided among the
-/// local ranks of a data-parallel run. The Masker workers are not subtracted: measured on 2
-/// cores they use under 1 % of a core per BERT-mini step (BENCHMARKS.md).
-pub fn thread_budget(configured: usize, cores: usize, local_ranks: Option<usize>) -> usize {
-    match configured {
-        0 => (cores / local_ranks.unwrap_or(1).max(1)).max(1),
-        n => n,
+/// The thread-budget policy: a configured count wins; then `OMP_NUM_THREADS` when it is a
+/// positive number (what PyTorch and torchrun users set to share a machine between
+/// processes: two processes with a team of every core each spin against each other, measured
+/// 4x slower each on 2 cores); otherwise every core, divided among the local ranks of a
+/// data-parallel run. The Masker workers are not subtracted: measured on 2 cores they use
+/// under 1 % of a core per BERT-mini step (BENCHMARKS.md).
+pub fn thread_budget(configured: usize, omp_num_threads: Option<&str>, cores: usize, local_ranks: Option<usize>) -> usize {
+    // "4,2" (a team per nesting level) gives the outer level's, as `omp_get_max_threads` does.
+    let omp = omp_num_threads.and_then(|v| v.split(',').next()).and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n > 0);
+    match (configured, omp) {
+        (0, Some(n)) => n,
+        (0, None) => (cores / local_ranks.unwrap_or(1).max(1)).max(1),
+        (n, _) => n,
     }
 }
 
@@ -230,10 +238,23 @@ mod tests {
 
     #[test]
     fn threads_are_shared_among_local_ranks_unless_configured() {
-        assert_eq!(thread_budget(0, 16, None), 16);
-        assert_eq!(thread_budget(0, 16, Some(4)), 4);
-        assert_eq!(thread_budget(0, 2, Some(4)), 1);
-        assert_eq!(thread_budget(3, 16, Some(4)), 3);
+        assert_eq!(thread_budget(0, None, 16, None), 16);
+        assert_eq!(thread_budget(0, None, 16, Some(4)), 4);
+        assert_eq!(thread_budget(0, None, 2, Some(4)), 1);
+        assert_eq!(thread_budget(3, None, 16, Some(4)), 3);
+    }
+
+    /// `OMP_NUM_THREADS` sets the team when the config leaves it to the machine, as in PyTorch;
+    /// a configured count still wins, and a value that is not a positive number is ignored.
+    #[test]
+    fn omp_num_threads_sets_the_team_unless_configured() {
+        assert_eq!(thread_budget(0, Some("1"), 16, None), 1);
+        assert_eq!(thread_budget(0, Some(" 3 "), 16, Some(4)), 3);
+        assert_eq!(thread_budget(0, Some("4,2"), 16, None), 4);
+        assert_eq!(thread_budget(2, Some("1"), 16, None), 2);
+        for ignored in ["", "0", "-1", "four", ",2"] {
+            assert_eq!(thread_budget(0, Some(ignored), 16, Some(2)), 8, "{ignored:?}");
+        }
     }
 }
 

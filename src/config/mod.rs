@@ -140,7 +140,8 @@ pub struct RunSection {
     pub out_dir: PathBuf,
     /// `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// libtorch intra-op threads; 0 picks the number of cores.
+    /// libtorch intra-op threads; 0: `OMP_NUM_THREADS` if set, else the cores (shared among
+    /// the local ranks of a data-parallel run).
     pub threads: usize,
 }
 
