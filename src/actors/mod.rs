@@ -188,24 +188,30 @@ pub struct RunSummary {
 /// it), else the machine's cores shared among the ranks on it (`LOCAL_WORLD_SIZE`, else all
 /// ranks), so local ranks do not oversubscribe.
 pub fn torch_threads(plan: &RunPlan) -> usize {
+    torch_threads_why(plan).0
+}
+
+/// [`torch_threads`] and where the number came from, for the start-up log.
+pub fn torch_threads_why(plan: &RunPlan) -> (usize, &'static str) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let omp = std::env::var("OMP_NUM_THREADS").ok();
     thread_budget(plan.config.run.threads, omp.as_deref(), cores, plan.dist.as_ref().map(|d| d.local_world))
 }
 
-/// The thread-budget policy: a configured count wins; then `OMP_NUM_THREADS` when it is a
-/// positive number (what PyTorch and torchrun users set to share a machine between
-/// processes: two processes with a team of every core each spin against each other, measured
-/// 4x slower each on 2 cores); otherwise every core, divided among the local ranks of a
-/// data-parallel run. The Masker workers are not subtracted: measured on 2 cores they use
-/// under 1 % of a core per BERT-mini step (BENCHMARKS.md).
-pub fn thread_budget(configured: usize, omp_num_threads: Option<&str>, cores: usize, local_ranks: Option<usize>) -> usize {
+/// The thread-budget policy, with the source of the number: a configured count wins; then
+/// `OMP_NUM_THREADS` when it is a positive number (what PyTorch and torchrun users set to
+/// share a machine between processes: two processes with a team of every core each spin
+/// against each other, measured 4x slower each on 2 cores); otherwise every core, divided
+/// among the local ranks of a data-parallel run. The Masker workers are not subtracted:
+/// measured on 2 cores they use under 1 % of a core per BERT-mini step (BENCHMARKS.md).
+pub fn thread_budget(configured: usize, omp_num_threads: Option<&str>, cores: usize, local_ranks: Option<usize>) -> (usize, &'static str) {
     // "4,2" (a team per nesting level) gives the outer level's, as `omp_get_max_threads` does.
     let omp = omp_num_threads.and_then(|v| v.split(',').next()).and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n > 0);
-    match (configured, omp) {
-        (0, Some(n)) => n,
-        (0, None) => (cores / local_ranks.unwrap_or(1).max(1)).max(1),
-        (n, _) => n,
+    match (configured, omp, local_ranks) {
+        (0, Some(n), _) => (n, "OMP_NUM_THREADS"),
+        (0, None, Some(ranks)) if ranks > 1 => ((cores / ranks).max(1), "the cores shared among the local ranks"),
+        (0, None, _) => (cores.max(1), "every core"),
+        (n, _, _) => (n, "run.threads"),
     }
 }
 
@@ -238,22 +244,22 @@ mod tests {
 
     #[test]
     fn threads_are_shared_among_local_ranks_unless_configured() {
-        assert_eq!(thread_budget(0, None, 16, None), 16);
-        assert_eq!(thread_budget(0, None, 16, Some(4)), 4);
-        assert_eq!(thread_budget(0, None, 2, Some(4)), 1);
-        assert_eq!(thread_budget(3, None, 16, Some(4)), 3);
+        assert_eq!(thread_budget(0, None, 16, None), (16, "every core"));
+        assert_eq!(thread_budget(0, None, 16, Some(4)), (4, "the cores shared among the local ranks"));
+        assert_eq!(thread_budget(0, None, 2, Some(4)).0, 1);
+        assert_eq!(thread_budget(3, None, 16, Some(4)), (3, "run.threads"));
     }
 
     /// `OMP_NUM_THREADS` sets the team when the config leaves it to the machine, as in PyTorch;
     /// a configured count still wins, and a value that is not a positive number is ignored.
     #[test]
     fn omp_num_threads_sets_the_team_unless_configured() {
-        assert_eq!(thread_budget(0, Some("1"), 16, None), 1);
-        assert_eq!(thread_budget(0, Some(" 3 "), 16, Some(4)), 3);
-        assert_eq!(thread_budget(0, Some("4,2"), 16, None), 4);
-        assert_eq!(thread_budget(2, Some("1"), 16, None), 2);
+        assert_eq!(thread_budget(0, Some("1"), 16, None), (1, "OMP_NUM_THREADS"));
+        assert_eq!(thread_budget(0, Some(" 3 "), 16, Some(4)).0, 3);
+        assert_eq!(thread_budget(0, Some("4,2"), 16, None).0, 4);
+        assert_eq!(thread_budget(2, Some("1"), 16, None), (2, "run.threads"));
         for ignored in ["", "0", "-1", "four", ",2"] {
-            assert_eq!(thread_budget(0, Some(ignored), 16, Some(2)), 8, "{ignored:?}");
+            assert_eq!(thread_budget(0, Some(ignored), 16, Some(2)).0, 8, "{ignored:?}");
         }
     }
 }

@@ -291,7 +291,8 @@ fn trainer_setup(
 ) -> TrainerSetup {
     let (config, train) = (&plan.config, &plan.config.train);
     let choice = crate::train::precision::resolve(train.precision, plan.device);
-    tracing::info!(precision = ?choice.precision, why = %choice.why, cuda = %crate::cuda::load(), malloc = %crate::malloc::describe(), "arithmetic");
+    let (threads, threads_from) = super::torch_threads_why(plan);
+    tracing::info!(precision = ?choice.precision, why = %choice.why, threads, threads_from, cuda = %crate::cuda::load(), malloc = %crate::malloc::describe(), "arithmetic");
     TrainerSetup {
         objective,
         device: plan.device,
