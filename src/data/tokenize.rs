@@ -71,6 +71,27 @@ pub struct TextTokenizer {
     byte_level: bool,
 }
 
+/// What a `tokenizer_config.json` beside a `vocab.txt` says about BERT's normalizer (each
+/// unset when the file, or the key, is absent).
+#[derive(Debug, Default, serde::Deserialize)]
+struct VocabSettings {
+    do_lower_case: Option<bool>,
+    strip_accents: Option<bool>,
+    tokenize_chinese_chars: Option<bool>,
+}
+
+impl VocabSettings {
+    /// The settings in `vocab`'s folder's `tokenizer_config.json`; an unreadable file or a key
+    /// of another type is as if absent (`transformers` would fail on it; this keeps BERT's
+    /// defaults).
+    fn beside(vocab: &Path) -> Self {
+        let Some(text) = vocab.parent().and_then(|d| std::fs::read_to_string(d.join("tokenizer_config.json")).ok()) else { return Self::default() };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return Self::default() };
+        let flag = |k: &str| v.get(k).and_then(serde_json::Value::as_bool);
+        VocabSettings { do_lower_case: flag("do_lower_case"), strip_accents: flag("strip_accents"), tokenize_chinese_chars: flag("tokenize_chinese_chars") }
+    }
+}
+
 /// One sentence in ids, with a flag per token saying whether it starts a word (from the
 /// tokenizer's word ids, so whole-word masking works for BPE and Unigram tokenizers too).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +104,10 @@ pub struct TokSentence {
 
 impl TextTokenizer {
     /// Loads `path`: a `vocab.txt` (by name) builds BERT's WordPiece pipeline, anything else is
-    /// read as a `tokenizer.json`. `lowercase` applies to `vocab.txt` only (default true).
+    /// read as a `tokenizer.json`. `lowercase` applies to `vocab.txt` only; unset, the
+    /// `tokenizer_config.json` beside it decides (`do_lower_case`, `strip_accents`,
+    /// `tokenize_chinese_chars`, as `transformers` reads them: a cased BERT folder such as
+    /// `bert-base-cased` says `do_lower_case: false`), else true.
     ///
     /// # Errors
     /// [`TokenizerError`] when the file cannot be loaded or lacks `[CLS]`, `[SEP]`, `[PAD]`,
@@ -95,7 +119,9 @@ impl TextTokenizer {
             let file = path.to_str().ok_or_else(|| load_err("path is not UTF-8".into()))?;
             let wp = WordPiece::from_file(file).unk_token("[UNK]".into()).build().map_err(load_err)?;
             let mut t = Tokenizer::new(wp);
-            t.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase.unwrap_or(true)))).map_err(load_err)?;
+            let beside = VocabSettings::beside(path);
+            let lowercase = lowercase.or(beside.do_lower_case).unwrap_or(true);
+            t.with_normalizer(Some(BertNormalizer::new(true, beside.tokenize_chinese_chars.unwrap_or(true), beside.strip_accents, lowercase))).map_err(load_err)?;
             t.with_pre_tokenizer(Some(BertPreTokenizer));
             t.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
             t
@@ -293,5 +319,24 @@ mod tests {
         assert!(t.special_mask()[t.special_ids().cls as usize]);
         assert!(!t.special_mask()[t.special_ids().unk as usize]);
         assert_eq!(t.vocab_size(), 11);
+    }
+
+    /// A `vocab.txt` follows the `tokenizer_config.json` beside it as `transformers` does (a
+    /// cased folder stays cased; accents kept when it says so); `tokenizer.lowercase` given in
+    /// the config wins; no file, or a broken one, keeps BERT's uncased default.
+    #[test]
+    fn vocab_txt_follows_the_tokenizer_config_beside_it() {
+        let (d, p) = vocab();
+        std::fs::write(&p, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "The", "the", "café", "cafe"].join("\n")).unwrap();
+        let tokens = |t: &TextTokenizer, text: &str| t.encode(text).unwrap().ids.iter().map(|&i| t.id_to_token(i)).collect::<Vec<_>>();
+        assert_eq!(tokens(&TextTokenizer::load(&p, None).unwrap(), "The café"), vec!["the", "cafe"]);
+        let config = d.path().join("tokenizer_config.json");
+        std::fs::write(&config, r#"{"do_lower_case": false, "tokenizer_class": "BertTokenizer"}"#).unwrap();
+        assert_eq!(tokens(&TextTokenizer::load(&p, None).unwrap(), "The café"), vec!["The", "café"]);
+        assert_eq!(tokens(&TextTokenizer::load(&p, Some(true)).unwrap(), "The café"), vec!["the", "cafe"]);
+        std::fs::write(&config, r#"{"do_lower_case": true, "strip_accents": false}"#).unwrap();
+        assert_eq!(tokens(&TextTokenizer::load(&p, None).unwrap(), "The café"), vec!["the", "café"]);
+        std::fs::write(&config, "{not json").unwrap();
+        assert_eq!(tokens(&TextTokenizer::load(&p, None).unwrap(), "The café"), vec!["the", "cafe"]);
     }
 }
