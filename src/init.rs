@@ -43,7 +43,7 @@ pub enum InitError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A Hugging Face folder without `model.safetensors`.
-    #[error("init.hf: {} has no model.safetensors (only safetensors is read)", .0.display())]
+    #[error("init.hf: {} has no model.safetensors (only safetensors is read){}", .0.display(), convert_hint(.0))]
     NoSafetensors(PathBuf),
     /// The weights file could not be read.
     #[error("{}: cannot read the weights", file.display())]
@@ -429,6 +429,21 @@ pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, 
     }
 }
 
+/// For a folder of PyTorch pickles (`pytorch_model.bin`, or shards of one): how to write the
+/// safetensors file with `transformers` itself (pickles are Python objects; reading them means
+/// running Python).
+fn convert_hint(dir: &Path) -> String {
+    let pickled = dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists();
+    let sharded = dir.join("model.safetensors.index.json").exists();
+    if sharded {
+        "; it is sharded (model.safetensors.index.json): save it as one file with `save_pretrained(D, max_shard_size=\"100GB\")`".into()
+    } else if pickled {
+        format!("; it has PyTorch weights (pytorch_model.bin): write model.safetensors with `AutoModelForMaskedLM.from_pretrained(\"{0}\").save_pretrained(\"{0}\")` (or the Auto class of its head)", dir.display())
+    } else {
+        String::new()
+    }
+}
+
 /// Hugging Face `BertModel` / `RobertaModel` / `ElectraModel` / `ModernBertModel` files name
 /// tensors without the `bert.` / `roberta.` / `electra.` / `model.` prefix (`encoder` is the
 /// model's).
@@ -474,4 +489,26 @@ pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError
     report.unused = tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
     report.unused.sort();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Hugging Face folder without `model.safetensors` says how to get one from what it has:
+    /// PyTorch pickles or safetensors shards.
+    #[test]
+    fn a_folder_without_safetensors_says_how_to_write_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut config = serde_json::to_value(BertConfig::default()).unwrap();
+        config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let init = crate::config::InitConfig { hf: d.path().to_owned(), ..Default::default() };
+        let message = || resolve_start(&init).err().expect("no weights is an error").to_string();
+        assert!(message().ends_with("(only safetensors is read)"), "{}", message());
+        std::fs::write(d.path().join("pytorch_model.bin"), b"").unwrap();
+        assert!(message().contains("has PyTorch weights") && message().contains(".save_pretrained("), "{}", message());
+        std::fs::write(d.path().join("model.safetensors.index.json"), b"{}").unwrap();
+        assert!(message().contains("sharded") && message().contains("max_shard_size"), "{}", message());
+    }
 }
