@@ -211,14 +211,21 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let port = free_port().to_string();
-    let metrics = free_port();
+    // Rank r serves its metrics on metrics + r: both ports free when chosen.
+    let metrics = loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = first.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
     let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &sets(8, 100_000));
     for s in ["train.checkpoint_every=0".to_string(), format!("metrics.listen=\"127.0.0.1:{metrics}\"")] {
         args.push("--set".into());
         args.push(s);
     }
     let spawn = |rank: &str| {
-        Command::new(bin())
+        let child = Command::new(bin())
             .args(&args)
             .current_dir(root())
             .env("RANK", rank)
@@ -228,22 +235,38 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        crate::util::Drained::adopt(child)
     };
-    let rank0 = spawn("0");
+    let mut rank0 = spawn("0");
     let mut rank1 = spawn("1");
-    crate::util::eventually(Duration::from_secs(120), "the ranks trained 3 steps", || (steps_logged(&run) >= 3).then_some(()));
+    // A rank that ends before the group trained, or a group that does not train in time, fails
+    // with both ranks' own words (and leaves no rank behind).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let problem = crate::util::eventually(Duration::from_secs(130), "the ranks trained 3 steps or failed", || {
+        if steps_logged(&run) >= 3 {
+            return Some(None);
+        }
+        if let Some(rank) = [&mut rank0, &mut rank1].iter_mut().position(|r| r.child.try_wait().ok().flatten().is_some()) {
+            return Some(Some(format!("rank {rank} ended before the group trained 3 steps")));
+        }
+        (std::time::Instant::now() > deadline).then(|| Some("the ranks did not train 3 steps within 120 s".to_owned()))
+    });
+    if let Some(problem) = problem {
+        let _ = (rank0.child.kill(), rank1.child.kill());
+        let (e0, e1) = (rank0.output(Duration::from_secs(30)).2, rank1.output(Duration::from_secs(30)).2);
+        panic!("{problem}\nrank 0: {e0}\nrank 1: {e1}");
+    }
     // Each rank serves its metrics on the base port + its rank, labelled with it.
     for rank in 0..2u16 {
         let body = crate::util::http_get(metrics + rank, "/metrics").unwrap_or_default();
         assert!(body.contains(&format!("rank=\"{rank}\"")) && body.contains("pretune_steps_total"), "rank {rank}: {body}");
     }
-    rank1.kill().unwrap();
-    let out = wait_with_timeout(rank0, Duration::from_secs(90));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rank 0 should fail: {err}");
+    rank1.child.kill().unwrap();
+    let (status, _, err) = rank0.output(Duration::from_secs(90));
+    assert!(!status.success(), "rank 0 should fail: {err}");
     assert!(err.contains("rank 0 of 2") && err.contains("failed"), "unclear error: {err}");
-    let _ = rank1.wait();
+    let _ = rank1.output(Duration::from_secs(30));
 }
 
 fn steps_logged(out: &Path) -> usize {
