@@ -211,14 +211,8 @@ fn killing_one_rank_ends_the_other_with_a_clear_error() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let port = free_port().to_string();
-    // Rank r serves its metrics on metrics + r: both ports free when chosen.
-    let metrics = loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = first.local_addr().unwrap().port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            break p;
-        }
-    };
+    // Rank r serves its metrics on metrics + r.
+    let metrics = crate::util::free_port_block(2);
     let mut args = with_sets(vec!["train".into(), cfg.display().to_string()], &sets(8, 100_000));
     for s in ["train.checkpoint_every=0".to_string(), format!("metrics.listen=\"127.0.0.1:{metrics}\"")] {
         args.push("--set".into());
@@ -391,7 +385,7 @@ fn a_stopped_rank_is_named_and_the_group_comes_back() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let mut s = sets(8, 100_000);
-    let metrics = free_port();
+    let metrics = crate::util::free_port_block(2);
     s.extend([format!("run.out_dir=\"{}\"", run.display()), "dist.timeout_s=8".into(), "train.checkpoint_every=2".into(), format!("metrics.listen=\"127.0.0.1:{metrics}\"")]);
     let args = with_sets(vec!["launch".into(), "--max-restarts".into(), "1".into(), "--nproc".into(), "2".into(), cfg.display().to_string()], &s);
     let launcher = Command::new(bin()).args(&args).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{bin, eventually, KillOnDrop, free_port, ft_config, http_get, metric_value, root, scrape, tiny_config};
+use crate::util::{bin, eventually, KillOnDrop, free_port, free_port_block, ft_config, http_get, metric_value, root, scrape, tiny_config};
 
 
 /// Kills a child's whole process group (a launcher and its ranks) when dropped.
@@ -63,15 +63,6 @@ fn url_encode(s: &str) -> String {
 /// A Prometheus API answer as JSON (`Null` when it does not answer).
 fn prom_query_path(port: u16, path: &str) -> serde_json::Value {
     http_get(port, path).and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default()
-}
-
-/// `n` consecutive free ports (the first is returned): a data-parallel run serves rank r on
-/// its base port + r.
-fn free_port_block(n: u16) -> u16 {
-    eventually(Duration::from_secs(10), format!("{n} consecutive free ports"), || {
-        let base = free_port();
-        (base < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())).then_some(base)
-    })
 }
 
 /// Polls `/metrics` on `port` until `phase` has counted `steps` updates.

@@ -98,6 +98,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` consecutive free ports (the first is returned): a data-parallel run serves rank r on
+/// its base port + r.
+pub fn free_port_block(n: u16) -> u16 {
+    eventually(Duration::from_secs(10), format!("{n} consecutive free ports"), || {
+        let base = free_port();
+        (base < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())).then_some(base)
+    })
+}
+
 /// GET `path` from `127.0.0.1:port`; `None` when nothing listens yet. HTTP/1.0, so the body
 /// comes whole (an HTTP/1.1 server may send a large one chunked).
 pub fn http_get(port: u16, path: &str) -> Option<String> {
