@@ -45,6 +45,14 @@ pub enum InitError {
     /// A Hugging Face folder without `model.safetensors`.
     #[error("init.hf: {} has no model.safetensors (only safetensors is read){}", .0.display(), convert_hint(.0))]
     NoSafetensors(PathBuf),
+    /// A sharded folder's `model.safetensors.index.json` is unreadable or names no shard.
+    #[error("{}: not a safetensors index (a `weight_map` of tensor name to shard file)", path.display())]
+    ShardIndex {
+        /// The index file.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The weights file could not be read.
     #[error("{}: cannot read the weights", file.display())]
     Read {
@@ -409,7 +417,7 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
             ModelSpec::Bert { config: serde_json::from_value(value).map_err(|e| hf_err(e.into()))?, pair_head: false }
         };
         tracing::info!(dir = %dir.display(), model_type, architectures, "starting point: a Hugging Face folder");
-        if !dir.join("model.safetensors").exists() {
+        if !dir.join("model.safetensors").exists() && !dir.join(SHARD_INDEX).exists() {
             return Err(InitError::NoSafetensors(dir));
         }
         let tok = ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists());
@@ -425,19 +433,49 @@ pub fn resolve_start(init: &InitConfig) -> Result<Option<Start>, InitError> {
 pub fn load_start(vs: &nn::VarStore, source: &InitSource) -> Result<LoadReport, InitError> {
     match source {
         InitSource::Fresh => Ok(LoadReport { loaded: 0, missing: Vec::new(), unused: Vec::new() }),
-        InitSource::Checkpoint(dir) | InitSource::Hf(dir) => load_into(vs, &dir.join("model.safetensors")),
+        InitSource::Checkpoint(dir) => load_into(vs, &dir.join("model.safetensors")),
+        InitSource::Hf(dir) => load_files(vs, &weight_files(dir)?),
     }
 }
 
-/// For a folder of PyTorch pickles (`pytorch_model.bin`, or shards of one): how to write the
-/// safetensors file with `transformers` itself (pickles are Python objects; reading them means
+/// The index `save_pretrained` writes beside the shards of a large model.
+const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// A Hugging Face folder's weight files: `model.safetensors`, else the shards its
+/// `model.safetensors.index.json` names (each once, in the index's order of first use).
+///
+/// # Errors
+/// [`InitError::ShardIndex`] for an index that cannot be read or names no shard.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, InitError> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join(SHARD_INDEX);
+    if single.exists() || !index.exists() {
+        return Ok(vec![single]);
+    }
+    let bad = |source: Box<dyn std::error::Error + Send + Sync>| InitError::ShardIndex { path: index.clone(), source };
+    let text = std::fs::read_to_string(&index).map_err(|e| bad(e.into()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.into()))?;
+    let map = value.get("weight_map").and_then(serde_json::Value::as_object).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for shard in map.values() {
+        let name = shard.as_str().filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\\')).ok_or_else(|| bad(format!("`{shard}` is not a file name in the folder").into()))?;
+        let file = dir.join(name);
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("the `weight_map` is empty".into()));
+    }
+    Ok(files)
+}
+
+/// For a folder of PyTorch pickles (`pytorch_model.bin`, or shards of one): how to write
+/// safetensors with `transformers` itself (pickles are Python objects; reading them means
 /// running Python).
 fn convert_hint(dir: &Path) -> String {
     let pickled = dir.join("pytorch_model.bin").exists() || dir.join("pytorch_model.bin.index.json").exists();
-    let sharded = dir.join("model.safetensors.index.json").exists();
-    if sharded {
-        "; it is sharded (model.safetensors.index.json): save it as one file with `save_pretrained(D, max_shard_size=\"100GB\")`".into()
-    } else if pickled {
+    if pickled {
         format!("; it has PyTorch weights (pytorch_model.bin): write model.safetensors with `AutoModelForMaskedLM.from_pretrained(\"{0}\").save_pretrained(\"{0}\")` (or the Auto class of its head)", dir.display())
     } else {
         String::new()
@@ -460,14 +498,19 @@ fn hf_name(name: &str, encoder: &str) -> String {
 /// # Errors
 /// [`InitError`] naming the file, or a tensor whose shape differs.
 pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError> {
+    load_files(vs, &[file.to_owned()])
+}
+
+/// [`load_into`] from the tensors of several files (a sharded model's), each error naming the
+/// file the tensor came from.
+fn load_files(vs: &nn::VarStore, files: &[PathBuf]) -> Result<LoadReport, InitError> {
     let encoder = ["roberta", "electra", "model"].into_iter().find(|p| vs.variables().keys().any(|k| k.starts_with(&format!("{p}.")))).unwrap_or("bert");
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(file)
-        .map_err(|source| InitError::Read { file: file.to_owned(), source })?
-        .into_iter()
+    let mut tensors: HashMap<String, (Tensor, &Path)> = HashMap::new();
+    for file in files {
+        let read = Tensor::read_safetensors(file).map_err(|source| InitError::Read { file: file.to_owned(), source })?;
         // Buffers, and RoBERTa's decoder (tied to the word embeddings, its bias to `lm_head.bias`).
-        .filter(|(k, _)| !k.ends_with("position_ids") && !k.starts_with("lm_head.decoder."))
-        .map(|(k, v)| (hf_name(&k, encoder), v))
-        .collect();
+        tensors.extend(read.into_iter().filter(|(k, _)| !k.ends_with("position_ids") && !k.starts_with("lm_head.decoder.")).map(|(k, v)| (hf_name(&k, encoder), (v, file.as_path()))));
+    }
     let mut report = LoadReport::default();
     let mut used = std::collections::HashSet::new();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -475,12 +518,12 @@ pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError
     tch::no_grad(|| -> Result<(), InitError> {
         for (name, mut var) in vars {
             match tensors.get(&name) {
-                Some(t) if t.size() == var.size() => {
+                Some((t, _)) if t.size() == var.size() => {
                     var.copy_(&t.to_device(var.device()).to_kind(var.kind()));
                     used.insert(name);
                     report.loaded += 1;
                 }
-                Some(t) => return Err(InitError::Shape { file: file.to_owned(), name, got: t.size(), want: var.size() }),
+                Some((t, file)) => return Err(InitError::Shape { file: file.to_path_buf(), name, got: t.size(), want: var.size() }),
                 None => report.missing.push(name),
             }
         }
@@ -495,8 +538,8 @@ pub fn load_into(vs: &nn::VarStore, file: &Path) -> Result<LoadReport, InitError
 mod tests {
     use super::*;
 
-    /// A Hugging Face folder without `model.safetensors` says how to get one from what it has:
-    /// PyTorch pickles or safetensors shards.
+    /// A Hugging Face folder without `model.safetensors` says how to get one from PyTorch
+    /// pickles.
     #[test]
     fn a_folder_without_safetensors_says_how_to_write_them() {
         let d = tempfile::tempdir().unwrap();
@@ -508,7 +551,36 @@ mod tests {
         assert!(message().ends_with("(only safetensors is read)"), "{}", message());
         std::fs::write(d.path().join("pytorch_model.bin"), b"").unwrap();
         assert!(message().contains("has PyTorch weights") && message().contains(".save_pretrained("), "{}", message());
-        std::fs::write(d.path().join("model.safetensors.index.json"), b"{}").unwrap();
-        assert!(message().contains("sharded") && message().contains("max_shard_size"), "{}", message());
+    }
+
+    /// A sharded folder (`save_pretrained` of a large model) loads from its shards as one file
+    /// would; a tensor of the wrong shape names its shard; a broken index is named.
+    #[test]
+    fn a_sharded_folder_loads_from_its_shards() {
+        let d = tempfile::tempdir().unwrap();
+        let mut config = serde_json::to_value(BertConfig::default()).unwrap();
+        config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let (a, b) = (Tensor::from_slice(&[1.0f32, 2.0]), Tensor::from_slice(&[3.0f32, 4.0, 5.0]));
+        Tensor::write_safetensors(&[("embeddings.a", &a)], d.path().join("model-00001-of-00002.safetensors")).unwrap();
+        Tensor::write_safetensors(&[("cls.b", &b)], d.path().join("model-00002-of-00002.safetensors")).unwrap();
+        let index = serde_json::json!({"metadata": {"total_size": 20}, "weight_map": {"embeddings.a": "model-00001-of-00002.safetensors", "cls.b": "model-00002-of-00002.safetensors"}});
+        std::fs::write(d.path().join(SHARD_INDEX), index.to_string()).unwrap();
+        let init = crate::config::InitConfig { hf: d.path().to_owned(), ..Default::default() };
+        assert!(matches!(resolve_start(&init), Ok(Some(_))), "a sharded folder is a starting point");
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let (x, y) = (vs.root().sub("bert").sub("embeddings").zeros("a", &[2]), vs.root().sub("cls").zeros("b", &[3]));
+        let report = load_start(&vs, &InitSource::Hf(d.path().to_owned())).unwrap();
+        assert_eq!((report.loaded, report.missing.len(), report.unused.len()), (2, 0, 0));
+        assert_eq!((Vec::<f32>::try_from(&x).unwrap(), Vec::<f32>::try_from(&y).unwrap()), (vec![1.0, 2.0], vec![3.0, 4.0, 5.0]));
+        let wrong = nn::VarStore::new(tch::Device::Cpu);
+        let _ = wrong.root().sub("cls").zeros("b", &[4]);
+        let e = load_start(&wrong, &InitSource::Hf(d.path().to_owned())).unwrap_err().to_string();
+        assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("cls.b"), "{e}");
+        for broken in ["{}", r#"{"weight_map": {"x": "../elsewhere.safetensors"}}"#, r#"{"weight_map": {}}"#, "not json"] {
+            std::fs::write(d.path().join(SHARD_INDEX), broken).unwrap();
+            let e = load_start(&vs, &InitSource::Hf(d.path().to_owned())).unwrap_err().to_string();
+            assert!(e.contains(SHARD_INDEX), "{broken}: {e}");
+        }
     }
 }
