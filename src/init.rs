@@ -538,15 +538,21 @@ fn load_files(vs: &nn::VarStore, files: &[PathBuf]) -> Result<LoadReport, InitEr
 mod tests {
     use super::*;
 
-    /// A Hugging Face folder without `model.safetensors` says how to get one from PyTorch
-    /// pickles.
-    #[test]
-    fn a_folder_without_safetensors_says_how_to_write_them() {
+    /// A folder with a BERT `config.json` and no weights yet, and an `[init]` naming it.
+    fn hf_folder() -> (tempfile::TempDir, crate::config::InitConfig) {
         let d = tempfile::tempdir().unwrap();
         let mut config = serde_json::to_value(BertConfig::default()).unwrap();
         config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
         std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
         let init = crate::config::InitConfig { hf: d.path().to_owned(), ..Default::default() };
+        (d, init)
+    }
+
+    /// A Hugging Face folder without `model.safetensors` says how to get one from PyTorch
+    /// pickles.
+    #[test]
+    fn a_folder_without_safetensors_says_how_to_write_them() {
+        let (d, init) = hf_folder();
         let message = || resolve_start(&init).map(|s| s.is_some()).expect_err("no weights is an error").to_string();
         assert!(message().ends_with("(only safetensors is read)"), "{}", message());
         std::fs::write(d.path().join("pytorch_model.bin"), b"").unwrap();
@@ -557,16 +563,12 @@ mod tests {
     /// would; a tensor of the wrong shape names its shard; a broken index is named.
     #[test]
     fn a_sharded_folder_loads_from_its_shards() {
-        let d = tempfile::tempdir().unwrap();
-        let mut config = serde_json::to_value(BertConfig::default()).unwrap();
-        config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
-        std::fs::write(d.path().join("config.json"), config.to_string()).unwrap();
+        let (d, init) = hf_folder();
         let (a, b) = (Tensor::from_slice(&[1.0f32, 2.0]), Tensor::from_slice(&[3.0f32, 4.0, 5.0]));
         Tensor::write_safetensors(&[("embeddings.a", &a)], d.path().join("model-00001-of-00002.safetensors")).unwrap();
         Tensor::write_safetensors(&[("cls.b", &b)], d.path().join("model-00002-of-00002.safetensors")).unwrap();
         let index = serde_json::json!({"metadata": {"total_size": 20}, "weight_map": {"embeddings.a": "model-00001-of-00002.safetensors", "cls.b": "model-00002-of-00002.safetensors"}});
         std::fs::write(d.path().join(SHARD_INDEX), index.to_string()).unwrap();
-        let init = crate::config::InitConfig { hf: d.path().to_owned(), ..Default::default() };
         assert!(matches!(resolve_start(&init), Ok(Some(_))), "a sharded folder is a starting point");
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let (x, y) = (vs.root().sub("bert").sub("embeddings").zeros("a", &[2]), vs.root().sub("cls").zeros("b", &[3]));
