@@ -72,8 +72,9 @@ pub struct TextTokenizer {
 }
 
 /// What a `tokenizer_config.json` beside a `vocab.txt` says about BERT's normalizer (each
-/// unset when the file, or the key, is absent).
-#[derive(Debug, Default, serde::Deserialize)]
+/// unset when the file, or the key, is absent). Read key by key rather than derived, so one
+/// key of another type leaves the others in force.
+#[derive(Debug, Default)]
 struct VocabSettings {
     do_lower_case: Option<bool>,
     strip_accents: Option<bool>,
