@@ -245,9 +245,43 @@ impl Beams {
     }
 }
 
+/// The tokens of one beam's `n` best continuations (finite log-probabilities only), in the
+/// order beam search ranks candidates: the summed log-probability `base + lp[t]` (computed as
+/// the ranking computes it, so a tie that rounding makes is broken the same way), then the lower
+/// token. Unordered. The `n`-th best log-probability is found first among plain floats (a
+/// selection over the vocabulary with index lookups cost more than the model); every token
+/// whose sum reaches that one's is a candidate (the sum never falls as the log-probability
+/// grows, so the best `n` are among them), and the exact order picks among those few.
+/// `scratch` is reused across calls.
+fn best_continuations<'a>(lp: &[f32], base: f64, n: usize, scratch: &'a mut Scratch) -> &'a [u32] {
+    let Scratch { tokens, values } = scratch;
+    tokens.clear();
+    values.clear();
+    values.extend(lp.iter().copied().filter(|x| x.is_finite()));
+    if n == 0 || values.is_empty() {
+        return tokens;
+    }
+    let floor = if values.len() > n { base + *values.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a)).1 as f64 } else { f64::NEG_INFINITY };
+    tokens.extend((0..lp.len() as u32).filter(|&t| lp[t as usize].is_finite() && base + lp[t as usize] as f64 >= floor));
+    if tokens.len() > n {
+        let key = |t: u32| base + lp[t as usize] as f64;
+        tokens.select_nth_unstable_by(n, |a, c| key(*c).total_cmp(&key(*a)).then(a.cmp(c)));
+        tokens.truncate(n);
+    }
+    tokens
+}
+
+/// Buffers [`best_continuations`] reuses.
+#[derive(Default)]
+struct Scratch {
+    tokens: Vec<u32>,
+    values: Vec<f32>,
+}
+
 fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
     let k = s.num_beams;
     let mut all: Vec<Beams> = (0..inputs).map(|_| Beams { running: vec![(Vec::new(), 0.0)], ..Default::default() }).collect();
+    let mut scratch = Scratch::default();
     for step in 0..s.max_new_tokens {
         let prefixes: Vec<(usize, &[u32])> = all.iter().enumerate().filter(|(_, b)| !b.done).flat_map(|(r, b)| b.running.iter().map(move |(t, _)| (r, t.as_slice()))).collect();
         if prefixes.is_empty() {
@@ -261,24 +295,30 @@ fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSet
                 continue;
             }
             let n = owners[at..].iter().take_while(|&&o| o == r).count();
-            // Every (beam, token) continuation by its summed log-probability, best first.
-            let mut cands: Vec<(f64, usize, u32, f64)> = Vec::new();
+            // (beam, token) continuations by their summed log-probability, best first, in a
+            // total order (ties: lower beam, then lower token). Only a beam's own best
+            // 2·num_beams can be among the input's best 2·num_beams, so a beam offers those
+            // alone, and the pool is cut back to the best 2·num_beams whenever it doubles:
+            // beams × vocabulary candidates per step cost more than the model, and holding
+            // them grew with num_beams².
+            let keep = k.saturating_mul(2);
+            let order = |a: &(f64, usize, u32, f64), c: &(f64, usize, u32, f64)| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1)).then(a.2.cmp(&c.2));
+            let mut cands: Vec<(f64, usize, u32, f64)> = Vec::with_capacity(keep.saturating_mul(3).min(n * keep.min(rows.get(at).map_or(0, Vec::len))));
             for (i, lp) in rows[at..at + n].iter_mut().enumerate() {
                 process(lp, &b.running[i].0, eos, s);
-                for (t, &l) in lp.iter().enumerate() {
-                    if l.is_finite() {
-                        cands.push((b.running[i].1 + l as f64, i, t as u32, l as f64));
-                    }
+                let base = b.running[i].1;
+                for &t in best_continuations(lp, base, keep, &mut scratch) {
+                    cands.push((base + lp[t as usize] as f64, i, t, lp[t as usize] as f64));
+                }
+                if cands.len() >= keep.saturating_mul(2) {
+                    cands.select_nth_unstable_by(keep, order);
+                    cands.truncate(keep);
                 }
             }
             at += n;
-            // The best 2·num_beams in a total order (ties: lower beam, then lower token): a
-            // selection, then a sort of those alone (a full sort of beams × vocabulary per
-            // input per step would cost more than the model).
-            let order = |a: &(f64, usize, u32, f64), c: &(f64, usize, u32, f64)| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1)).then(a.2.cmp(&c.2));
-            if cands.len() > 2 * k {
-                cands.select_nth_unstable_by(2 * k, order);
-                cands.truncate(2 * k);
+            if cands.len() > keep {
+                cands.select_nth_unstable_by(keep, order);
+                cands.truncate(keep);
             }
             cands.sort_by(order);
             let mut next = Vec::with_capacity(k);
@@ -389,6 +429,32 @@ mod tests {
             }
         }
         assert!(greedy_misses > 0, "a toy model where greedy is always optimal tests nothing");
+    }
+
+    /// A beam offers its best continuations by the ranking's own key, so what it leaves out
+    /// could never have been chosen: against a full sort, with forbidden tokens, and at a
+    /// summed log-probability so large that rounding makes ties the lower token must break.
+    #[test]
+    fn a_beam_offers_its_best_continuations_in_the_rankings_order() {
+        let mut lp = toy(50)(&[(3, &[])]).remove(0);
+        for t in [4, 17, 31] {
+            lp[t] = f32::NEG_INFINITY;
+        }
+        let mut scratch = Scratch::default();
+        for base in [0.0, -3.5, -1e15] {
+            let key = |t: u32| base + lp[t as usize] as f64;
+            let order = |a: &u32, c: &u32| key(*c).total_cmp(&key(*a)).then(a.cmp(c));
+            let mut all: Vec<u32> = (0..50).filter(|&t| lp[t as usize].is_finite()).collect();
+            all.sort_by(order);
+            if base < -1e14 {
+                assert!(all.windows(2).any(|w| key(w[0]) == key(w[1]) && lp[w[0] as usize] != lp[w[1] as usize]), "rounding makes no tie: the case is not tested");
+            }
+            for n in [0, 1, 2, 7, 46, 47, 80] {
+                let mut got = best_continuations(&lp, base, n, &mut scratch).to_vec();
+                got.sort_by(order);
+                assert_eq!(got, all[..n.min(all.len())], "base {base}, n {n}");
+            }
+        }
     }
 
     #[test]

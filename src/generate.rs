@@ -29,7 +29,7 @@ use crate::finetune::tasks::cloze::glm_ids;
 use crate::init::{resolve_start, InitError, StartModel};
 use crate::masking::glm::GlmIds;
 use crate::model::glm::{Glm, GlmConfig};
-use crate::model::glm_fill::{fill_blanks, FillIds};
+use crate::model::glm_fill::{check_decode_memory, fill_blanks, widest_fixed_len, FillIds};
 use crate::objective::ModelSpec;
 
 /// Texts decoded together.
@@ -246,6 +246,7 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
         if settings.max_new_tokens >= room {
             return Err(bad(format!("generate.max_new_tokens = {} but the model has {room} block positions", settings.max_new_tokens)));
         }
+        check_decode_memory(&f.config, widest_fixed_len(part_a.0.len(), part_a.1.len(), settings), settings).map_err(bad)?;
         out.push(Line { text: parsed, part_a, id: v.get("id").cloned() });
     }
     Ok(out)

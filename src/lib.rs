@@ -9,8 +9,9 @@
 //!    CUDA half, `dlopen`ed only where a GPU exists), [`http`] (the small server behind
 //!    `/metrics` and the control endpoint) and `ffi` (the C ABI of `csrc/pretune_shim.cpp`),
 //!    [`files`] (an I/O error with its path, a file's sha256), [`malloc`] (which allocator
-//!    serves the process), [`failpoint`] (crashes placed by tests), [`decode`] (greedy, beam
-//!    and sampled decoding as pure policies over a next-token model).
+//!    serves the process), [`memory`] (what the process may still allocate), [`failpoint`]
+//!    (crashes placed by tests), [`decode`] (greedy, beam and sampled decoding as pure
+//!    policies over a next-token model).
 //! 2. [`data`]: sources, tokenization, packing, NSP / SOP pairs, the seekable example stream,
 //!    labelled data, prepared (memory-mapped) corpora. [`metrics`]: metric names and the
 //!    Prometheus exporter. [`distributed`]: c10d process groups, libtorch's DDP reducer and
@@ -71,6 +72,7 @@ pub mod guard;
 pub mod init;
 pub mod export;
 pub mod malloc;
+pub mod memory;
 pub mod finetune;
 pub mod http;
 pub mod masking;

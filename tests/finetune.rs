@@ -257,6 +257,13 @@ fn predict_writes_labels_and_probabilities_and_word_tags() {
         assert!((p.values().sum::<f64>() - 1.0).abs() < 1e-6);
         assert!(["ham", "spam"].contains(&r["label"].as_str().unwrap()));
     }
+    // A line the task cannot read: the input named with the line, a usage error, nothing
+    // written in its place.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"win money now\"}\n{\"txt\": \"typo\"}\n").unwrap();
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.jsonl: cannot read the input") && err.contains("bad.jsonl:2: no text field `text`") && !err.contains("labelled"), "{err}");
 }
 
 /// MiniLM on 1,280 movie-review sentences (40 updates of 32), evaluated on 400 held-out ones:

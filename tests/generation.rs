@@ -125,6 +125,11 @@ fn glm_generation_fine_tunes_generates_predicts_evaluates_resumes_and_runs_on_tw
     let (code, _, err) = cli(&["generate", "--checkpoint", pre.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("blanks.jsonl:1: no blank in `text`"), "{err}");
+    // Beams no memory holds: refused before decoding, not a process the kernel kills.
+    std::fs::write(&input, "{\"text\": \"We [MASK].\"}\n").unwrap();
+    let (code, _, err) = cli(&["generate", "--checkpoint", pre.to_str().unwrap(), "--input", input.to_str().unwrap(), "--set", "generate.num_beams=1000000000000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("generate.num_beams = 1000000000000: decoding one input needs about") && err.contains("lower generate.num_beams"), "{err}");
 
     // Fine-tuning as generation.
     let (train, dev) = copy_set(d);
@@ -188,6 +193,9 @@ fn glm_generation_fine_tunes_generates_predicts_evaluates_resumes_and_runs_on_tw
     let (code, _, err) = cli(&["generate", "--checkpoint", best.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "generate.num_beam=3"]);
     assert_eq!(code, 2);
     assert!(err.contains("generate.num_beam"), "{err}");
+    let (code, _, err) = cli(&["predict", "--checkpoint", best.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "generate.num_beams=1000000000000"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("generate.num_beams = 1000000000000: decoding one input needs about"), "{err}");
     let (code, _, err) = cli(&["export", "--hf", d.join("hf").to_str().unwrap(), "--checkpoint", best.to_str().unwrap()]);
     assert!(code != 0 && err.contains("no Hugging Face"), "{err}");
 

@@ -18,8 +18,8 @@ use crate::files::FileError;
 /// Errors reading or encoding labelled data.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskDataError {
-    /// A file could not be read.
-    #[error("cannot read the labelled data")]
+    /// A file could not be read (the error names it).
+    #[error(transparent)]
     Io(#[from] FileError),
     /// A record is malformed.
     #[error("{}:{line}: {message}", path.display())]

@@ -32,6 +32,14 @@ pub enum DriveError {
     /// The task could not be rebuilt, or could not read the input.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// `predict`'s input could not be read, or holds a record the task cannot read.
+    #[error("{}: cannot read the input", path.display())]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// The task's reading error (a bad record names its line).
+        source: TaskError,
+    },
     /// The weights could not be loaded.
     #[error("{}: cannot load the weights", dir.display())]
     Weights {
@@ -51,10 +59,15 @@ pub enum DriveError {
 }
 
 impl DriveError {
-    /// Whether the caller asked for something that cannot be (exit 2): a bad `--set`, or a
-    /// checkpoint of the wrong kind.
+    /// Whether the caller asked for something that cannot be (exit 2): a bad `--set` (one the
+    /// task refuses too, as `generate.max_new_tokens` past the block positions), a checkpoint
+    /// of the wrong kind, an input record the task cannot read (as `generate` refuses a line).
     pub fn is_usage(&self) -> bool {
-        matches!(self, DriveError::Settings(_) | DriveError::NotATask { .. })
+        match self {
+            DriveError::Settings(_) | DriveError::NotATask { .. } | DriveError::Task(TaskError::Config(_)) => true,
+            DriveError::Input { source: TaskError::Data(e), .. } => !matches!(e, super::data::TaskDataError::Io(_)),
+            _ => false,
+        }
     }
 }
 

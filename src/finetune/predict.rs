@@ -40,7 +40,7 @@ pub struct Predicted {
 /// output, a bad override.
 pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String]) -> Result<Predicted, DriveError> {
     let Opened { dir, mut task, .. } = open(checkpoint, "predict", generate)?;
-    let encoded = task.read(&[input.to_owned()], Split::Predict, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })?;
+    let encoded = task.read(&[input.to_owned()], Split::Predict, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).map_err(|source| DriveError::Input { path: input.to_owned(), source })?;
     let task: std::sync::Arc<dyn super::tasks::Task> = std::sync::Arc::from(task);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = TaskNet::new(&vs.root(), task.clone());

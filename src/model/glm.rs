@@ -124,6 +124,11 @@ impl Glm {
         dropout(&scores.softmax(-1, Kind::Float), p, train).matmul(v)
     }
 
+    /// The shape it was built with.
+    pub fn config(&self) -> &GlmConfig {
+        &self.cfg
+    }
+
     /// Hidden states after the final LayerNorm.
     ///
     /// * `input_ids`, `position_ids`, `block_position_ids`: `[batch, T]` int64

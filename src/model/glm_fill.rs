@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
-use super::glm::Glm;
+use super::glm::{Glm, GlmConfig};
 use crate::decode::{generate, DecodeSettings, Generated, StepModel};
 
 /// One row to fill: Part A's ids, the spans filled before, and where the blank is.
@@ -197,6 +197,14 @@ pub struct FillIds {
 /// `settings.kv_cache` picks [`GlmCachedFill`] or [`GlmFill`]; a blank ends at `[eop]` or at
 /// `max_new_tokens`.
 pub fn fill_blanks(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Generated>> {
+    // As many texts at once as the memory left holds (a wide beam search decodes fewer at a
+    // time, one at least: `check_decode_memory` refused what one alone cannot fit).
+    let per_text = texts.iter().map(|(a, blanks)| decode_bytes_per_input(glm.config(), widest_fixed_len(a.len(), blanks.len(), settings), settings)).max().unwrap_or(1);
+    let at_once = crate::memory::available_bytes().map_or(texts.len(), |free| inputs_at_once(per_text, free, texts.len()));
+    texts.chunks(at_once.max(1)).flat_map(|chunk| fill_together(glm, chunk, ids, settings, device)).collect()
+}
+
+fn fill_together(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Generated>> {
     let mut out: Vec<Vec<Generated>> = vec![Vec::new(); texts.len()];
     let most = texts.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
     for k in 0..most {
@@ -222,10 +230,63 @@ pub fn fill_blanks(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, se
     out
 }
 
+/// The most fixed tokens a row of a text holds: Part A and, filling its last blank, every
+/// span before it at its longest (`[sop]` and `max_new_tokens`).
+pub fn widest_fixed_len(part_a: usize, blanks: usize, s: &DecodeSettings) -> usize {
+    part_a.saturating_add(blanks.saturating_sub(1).saturating_mul(s.max_new_tokens.saturating_add(1)))
+}
+
+/// Host memory one input's decoding holds at its widest step, in bytes, for `fixed_len`
+/// fixed tokens (Part A and the spans filled before): per beam, the next-token
+/// log-probabilities (the logits, their log-softmax and two host copies: 16 bytes a vocabulary
+/// entry) and either its keys and values (cached: the cache, the parents' gathered copy and the
+/// extended one, three times layers × 2 × T × hidden floats) or one layer's activations over
+/// its T tokens (recomputing). An estimate, within a small factor of the peak measured.
+pub fn decode_bytes_per_input(config: &GlmConfig, fixed_len: usize, s: &DecodeSettings) -> u64 {
+    let t = (fixed_len as u64).saturating_add(1).saturating_add(s.max_new_tokens as u64);
+    let [v, h, layers, inner, heads] = [config.vocab_size, config.hidden_size, config.num_layers, config.intermediate_size, config.num_attention_heads].map(|x| x.max(0) as u64);
+    let log_probs = 16 * v;
+    let state = if s.kv_cache { 3 * layers * 2 * t * h * 4 } else { 4 * t * (8 * h + 2 * inner + 2 * heads * t) };
+    (s.num_beams as u64).saturating_mul(log_probs.saturating_add(state))
+}
+
+/// How many inputs to decode at once: those whose estimate fits three quarters of `free`
+/// (the rest for everything else the process holds), at least one, at most `most`.
+pub fn inputs_at_once(per_input: u64, free: u64, most: usize) -> usize {
+    let fit = (free / 4 * 3) / per_input.max(1);
+    usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, most.max(1))
+}
+
+/// Refuses settings under which one input alone would not fit the memory left: `Err` says how
+/// much it needs, how much is free and what to lower. `Ok` where the kernel does not say.
+///
+/// # Errors
+/// The message, for the caller's error type.
+pub fn check_decode_memory(config: &GlmConfig, fixed_len: usize, s: &DecodeSettings) -> Result<(), String> {
+    match crate::memory::available_bytes() {
+        Some(free) => decode_fits(decode_bytes_per_input(config, fixed_len, s), free, s),
+        None => Ok(()),
+    }
+}
+
+/// [`check_decode_memory`]'s rule, pure.
+fn decode_fits(need: u64, free: u64, s: &DecodeSettings) -> Result<(), String> {
+    if need <= free / 4 * 3 {
+        return Ok(());
+    }
+    let lower = if s.num_beams > 1 { "generate.num_beams" } else { "generate.max_new_tokens or the input's length" };
+    Err(format!(
+        "generate.num_beams = {}: decoding one input needs about {} of memory, more than the {} decoding may take (three quarters of the {} available): lower {lower}",
+        s.num_beams,
+        crate::memory::human(need),
+        crate::memory::human(free / 4 * 3),
+        crate::memory::human(free)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::glm::GlmConfig;
     use tch::nn;
 
     fn tiny() -> (nn::VarStore, Glm) {
@@ -348,5 +409,43 @@ mod tests {
         let with = GlmFill::new(&glm, vec![row.clone()], ids.sop, ids.pad, Device::Cpu).log_probs(&[(0, &[])]).remove(0);
         let without = GlmFill::new(&glm, vec![BlankRow { filled: Vec::new(), ..row }], ids.sop, ids.pad, Device::Cpu).log_probs(&[(0, &[])]).remove(0);
         assert!(with.iter().zip(&without).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+
+    /// Decoding texts in smaller groups (what a wide beam search does when memory is short)
+    /// gives the same tokens as decoding them together.
+    #[test]
+    fn texts_decoded_in_groups_equal_texts_decoded_together() {
+        let (_vs, glm) = tiny();
+        let ids = FillIds { sop: 5, eop: 6, pad: 0 };
+        let texts = vec![(vec![1i64, 10, 2, 11, 12, 3, 13], vec![2usize, 5]), (vec![1, 14, 4], vec![2]), (vec![1, 15, 16, 2, 17], vec![3])];
+        let s = DecodeSettings { max_new_tokens: 5, num_beams: 3, ..Default::default() };
+        let tokens = |v: Vec<Vec<Generated>>| v.into_iter().map(|b| b.into_iter().map(|g| (g.tokens, g.ended)).collect::<Vec<_>>()).collect::<Vec<_>>();
+        let together = tokens(fill_together(&glm, &texts, ids, &s, Device::Cpu));
+        let alone = tokens(texts.chunks(1).flat_map(|c| fill_together(&glm, c, ids, &s, Device::Cpu)).collect());
+        assert_eq!(together, alone);
+        assert_eq!(tokens(fill_blanks(&glm, &texts, ids, &s, Device::Cpu)), together);
+    }
+
+    /// The estimate grows with the beams; the inputs decoded at once fit three quarters of
+    /// what is free (one at least); one input that cannot fit is refused with its numbers.
+    #[test]
+    fn decoding_is_sized_to_the_memory_left() {
+        let (_vs, glm) = tiny();
+        let cfg = glm.config();
+        let s = DecodeSettings { num_beams: 8, max_new_tokens: 10, ..Default::default() };
+        let one = decode_bytes_per_input(cfg, 20, &s);
+        assert_eq!(decode_bytes_per_input(cfg, 20, &DecodeSettings { num_beams: 16, ..s.clone() }), 2 * one);
+        assert!(decode_bytes_per_input(cfg, 40, &s) > one, "a longer row holds more keys and values");
+        assert!(decode_bytes_per_input(cfg, 20, &DecodeSettings { num_beams: usize::MAX, ..s.clone() }) == u64::MAX, "saturates, never wraps");
+        assert_eq!(inputs_at_once(one, one * 100, 16), 16);
+        assert_eq!(inputs_at_once(one, one * 8, 16), 6);
+        assert_eq!(inputs_at_once(one, one / 2, 16), 1);
+        assert_eq!(inputs_at_once(0, 10, 0), 1);
+        assert!(decode_fits(one, one * 2, &s).is_ok());
+        let e = decode_fits(4 << 30, 2 << 30, &s).unwrap_err();
+        assert_eq!(e, "generate.num_beams = 8: decoding one input needs about 4.0 GiB of memory, more than the 1.5 GiB decoding may take (three quarters of the 2.0 GiB available): lower generate.num_beams");
+        let greedy = decode_fits(4 << 30, 2 << 30, &DecodeSettings { num_beams: 1, ..s }).unwrap_err();
+        assert!(greedy.ends_with("lower generate.max_new_tokens or the input's length"), "{greedy}");
+        assert_eq!(widest_fixed_len(7, 3, &DecodeSettings { max_new_tokens: 4, ..Default::default() }), 7 + 2 * 5);
     }
 }

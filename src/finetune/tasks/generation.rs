@@ -31,7 +31,7 @@ use crate::finetune::metrics::SquadScore;
 use crate::finetune::rouge::RougeTotals;
 use crate::masking::glm::GlmIds;
 use crate::model::glm::{Glm, GlmConfig};
-use crate::model::glm_fill::{fill_blanks, FillIds};
+use crate::model::glm_fill::{check_decode_memory, fill_blanks, FillIds};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
@@ -56,6 +56,9 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     }
     if cx.generate.max_new_tokens.saturating_add(1) >= usize::try_from(glm.max_sequence_length).unwrap_or(0) {
         problems.push(format!("generate.max_new_tokens: the model has {} block positions", glm.max_sequence_length - 1));
+    }
+    if let Err(e) = check_decode_memory(glm, cx.max_seq_len.saturating_sub(c.max_target_len), &cx.generate) {
+        problems.push(e);
     }
     if !problems.is_empty() {
         return Err(TaskError::Config(problems));

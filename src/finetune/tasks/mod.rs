@@ -77,8 +77,9 @@ pub enum TaskError {
     /// The `[task]` section does not fit the task: every problem, each with its key path.
     #[error("{}", .0.join("; "))]
     Config(Vec<String>),
-    /// A labelled file could not be read, or a record was bad under `data.on_error = "fail"`.
-    #[error("cannot read the labelled data")]
+    /// A data file could not be read, or a record was bad under `data.on_error = "fail"` (the
+    /// error names the file, and the line).
+    #[error(transparent)]
     Data(#[from] TaskDataError),
     /// No task of this name is registered.
     #[error("task.kind: `{kind}` is not a task ({})", known.join(", "))]
