@@ -121,6 +121,10 @@ fn tokenizer_train_writes_a_bert_wordpiece_tokenizer() {
     assert_eq!((ids.pad, ids.unk, ids.cls, ids.sep, ids.mask), (0, 1, 2, 3, 4));
     let s = t.encode("The Congress shall make no law").unwrap();
     assert!(!s.ids.is_empty() && s.ids.iter().all(|&i| i != ids.unk));
+    // A ceiling above what the text holds: every piece, and said so.
+    let (code, stdout, err) = run_cli(&["tokenizer", "train", "--vocab-size", "10000000", "--out", out.to_str().unwrap(), corpus.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("tokens: every piece the text holds, fewer than --vocab-size 10000000"), "{stdout}");
 }
 
 #[test]

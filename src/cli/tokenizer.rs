@@ -27,6 +27,9 @@ pub enum Command {
 pub fn run(c: Command) -> Result<ExitCode, Failure> {
     let Command::Train { vocab_size, out, cased, files } = c;
     let t = pretune::data::train_tokenizer::train_wordpiece(&files, vocab_size, !cased, &out).map_err(|e| Failure::either(e.is_usage(), e))?;
-    pretune::outln!("wrote {} ({} tokens)", out.display(), t.get_vocab_size(true));
+    let got = t.get_vocab_size(true);
+    // --vocab-size is a ceiling, as in `tokenizers`: a small corpus holds fewer pieces.
+    let short = if got < vocab_size { format!(": every piece the text holds, fewer than --vocab-size {vocab_size}") } else { String::new() };
+    pretune::outln!("wrote {} ({got} tokens{short})", out.display());
     Ok(ExitCode::SUCCESS)
 }
