@@ -236,18 +236,20 @@ pub fn widest_fixed_len(part_a: usize, blanks: usize, s: &DecodeSettings) -> usi
     part_a.saturating_add(blanks.saturating_sub(1).saturating_mul(s.max_new_tokens.saturating_add(1)))
 }
 
-/// Host memory one input's decoding holds at its widest step, in bytes, for `fixed_len`
-/// fixed tokens (Part A and the spans filled before): per beam, the next-token
+/// Host memory one input's decoding takes at its widest step, in bytes, for `fixed_len`
+/// fixed tokens (Part A and the spans filled before). Live, per beam: the next-token
 /// log-probabilities (the logits, their log-softmax and two host copies: 16 bytes a vocabulary
 /// entry) and either its keys and values (cached: the cache, the parents' gathered copy and the
 /// extended one, three times layers × 2 × T × hidden floats) or one layer's activations over
-/// its T tokens (recomputing). An estimate, within a small factor of the peak measured.
+/// its T tokens (recomputing). Twice that: the allocator keeps freed pages a while (jemalloc's
+/// decay) and every step's tensors are a little longer, so the peak resident memory measured
+/// was 1.25-1.7× the live figure (the tiny GLM, 16 inputs × 50, 100, 200 beams).
 pub fn decode_bytes_per_input(config: &GlmConfig, fixed_len: usize, s: &DecodeSettings) -> u64 {
     let t = (fixed_len as u64).saturating_add(1).saturating_add(s.max_new_tokens as u64);
     let [v, h, layers, inner, heads] = [config.vocab_size, config.hidden_size, config.num_layers, config.intermediate_size, config.num_attention_heads].map(|x| x.max(0) as u64);
     let log_probs = 16 * v;
     let state = if s.kv_cache { 3 * layers * 2 * t * h * 4 } else { 4 * t * (8 * h + 2 * inner + 2 * heads * t) };
-    (s.num_beams as u64).saturating_mul(log_probs.saturating_add(state))
+    (s.num_beams as u64).saturating_mul(log_probs.saturating_add(state)).saturating_mul(2)
 }
 
 /// How many inputs to decode at once: those whose estimate fits three quarters of `free`
