@@ -171,24 +171,24 @@ pub struct GenerateReport {
     pub notes: Vec<String>,
 }
 
-/// Generates for every line of `input` with the checkpoint at (or under) `checkpoint`, into
-/// `output` (stdout when `None`); `overrides` are `generate.KEY=VALUE`.
+/// Generates for every line of `input` with the checkpoint at (or under) `checkpoint` on
+/// `device`, into `output` (stdout when `None`); `overrides` are `generate.KEY=VALUE`.
 ///
 /// # Errors
 /// [`GenerateError`]: a checkpoint that does not generate, a line without a blank or too long,
 /// unreadable input, unwritable output.
-pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, overrides: &[String]) -> Result<GenerateReport, GenerateError> {
+pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, overrides: &[String], device: Device) -> Result<GenerateReport, GenerateError> {
     let (dir, state) = locate(checkpoint).map_err(DriveError::from)?;
     match describe(&state.model, &state.config).map_err(DriveError::from)? {
         SavedModel::Task(spec) if spec.kind == "generation" => {
-            let Predicted { checkpoint, lines, throughput, notes } = predict(&dir, input, output, overrides)?;
+            let Predicted { checkpoint, lines, throughput, notes } = predict(&dir, input, output, overrides, device)?;
             Ok(GenerateReport { checkpoint, lines, throughput, notes })
         }
         SavedModel::Task(spec) => Err(GenerateError::Refused { dir, what: format!("a task.kind = \"{}\" checkpoint does not generate (use `pretune predict`)", spec.kind) }),
         SavedModel::Pretrain { model, .. } => Err(GenerateError::Refused { dir, what: format!("a {} pre-training checkpoint does not generate (an encoder, no left-to-right decoder): fill blanks with a GLM pre-training checkpoint, or fine-tune one with task.kind = \"generation\"", model.model_type()) }),
         SavedModel::Glm => {
             let settings = decode_settings(&dir.join("state.json"), state.config.get("generate"), overrides)?;
-            fill_file(&dir, input, output, &settings)
+            fill_file(&dir, input, output, &settings, device)
         }
     }
 }
@@ -202,14 +202,14 @@ struct Filler {
     _vs: nn::VarStore,
 }
 
-fn load(dir: &Path) -> Result<Filler, GenerateError> {
+fn load(dir: &Path, device: Device) -> Result<Filler, GenerateError> {
     let start = resolve_start(&InitConfig { checkpoint: dir.to_owned(), ..Default::default() })?.expect("a checkpoint was given");
     let refused = |what: &str| GenerateError::Refused { dir: dir.to_owned(), what: what.to_owned() };
     let StartModel::Pretrain(ModelSpec::Glm { config }) = start.model else { return Err(refused("not a GLM pre-training checkpoint")) };
     let path = start.tokenizer.ok_or_else(|| refused("its state.json names no tokenizer"))?;
     let mut tokenizer = TextTokenizer::load(&path, None)?;
     let ids = glm_ids(&mut tokenizer).map_err(|e| refused(&crate::error_chain(&e)))?;
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(device);
     let glm = Glm::new(&vs.root(), &config);
     vs.load(dir.join("model.safetensors")).map_err(|source| GenerateError::Weights { dir: dir.to_owned(), source })?;
     Ok(Filler { glm, config, tokenizer, ids, _vs: vs })
@@ -252,8 +252,8 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
     Ok(out)
 }
 
-fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeSettings) -> Result<GenerateReport, GenerateError> {
-    let f = load(dir)?;
+fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeSettings, device: Device) -> Result<GenerateReport, GenerateError> {
+    let f = load(dir, device)?;
     let lines = read_lines(input, &f, settings)?;
     let out_path = output.map_or_else(|| PathBuf::from("-"), Path::to_owned);
     let write_err = |source| GenerateError::Write { path: out_path.clone(), source };
@@ -267,7 +267,7 @@ fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeS
     for chunk in lines.chunks(GENERATE_BATCH) {
         let texts: Vec<(Vec<i64>, Vec<usize>)> = chunk.iter().map(|l| l.part_a.clone()).collect();
         let t0 = std::time::Instant::now();
-        let filled = fill_blanks(&f.glm, &texts, fill, settings, Device::Cpu);
+        let filled = fill_blanks(&f.glm, &texts, fill, settings, device);
         throughput.seconds += t0.elapsed().as_secs_f64();
         for (l, gens) in chunk.iter().zip(filled) {
             throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64 + u64::from(g.ended)).sum::<u64>();

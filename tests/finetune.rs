@@ -257,6 +257,19 @@ fn predict_writes_labels_and_probabilities_and_word_tags() {
         assert!((p.values().sum::<f64>() - 1.0).abs() < 1e-6);
         assert!(["ham", "spam"].contains(&r["label"].as_str().unwrap()));
     }
+    // `--device cpu` is where `auto` runs on a machine without a GPU; a device the machine
+    // lacks, or no device at all, is a usage error naming the flag.
+    let on_cpu = dir.path().join("pred-cpu.jsonl");
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", on_cpu.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    if !tch::Cuda::is_available() {
+        assert_eq!(std::fs::read_to_string(&on_cpu).unwrap(), std::fs::read_to_string(&out).unwrap());
+    }
+    for (device, says) in [("cuda:99", "--device cuda:99: not available on this machine"), ("gpu", "--device gpu: not one of auto, cpu, cuda, cuda:N")] {
+        let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--device", device]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
     // A line the task cannot read: the input named with the line, a usage error, nothing
     // written in its place.
     let bad = dir.path().join("bad.jsonl");
@@ -447,7 +460,7 @@ fn a_glm_classification_head_pools_the_first_token_and_refuses_export() {
 /// reported for it, to one example (batching may flip an exact tie).
 fn assert_reported_accuracy_is_the_checkpoints(s: &RunSummary, dev: &Path, acc: f64) {
     let ckpt = s.best_checkpoint.as_ref().expect("a best checkpoint");
-    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev, &[]).unwrap();
+    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev, &[], tch::Device::Cpu).unwrap();
     let again = ev.metrics.get("accuracy").expect("accuracy");
     assert!((again - acc).abs() <= 1.0 / ev.records as f64 + 1e-9, "run reported {acc}, evaluate finds {again} on {} records", ev.records);
 }

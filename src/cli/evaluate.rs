@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use pretune::finetune::evaluate::{evaluate, Evaluation};
 
-use super::{Failure, GenerateArgs};
+use super::{DeviceArg, Failure, GenerateArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,10 +21,12 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     decoding: GenerateArgs,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     if a.json {
         pretune::outln!("{}", as_json(&ev));
     } else {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use pretune::generate::generate;
 
-use super::{Failure, GenerateArgs};
+use super::{DeviceArg, Failure, GenerateArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,10 +22,12 @@ pub struct Args {
     output: Option<PathBuf>,
     #[command(flatten)]
     decoding: GenerateArgs,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     for note in &report.notes {
         pretune::errln!("note: {note}");
     }

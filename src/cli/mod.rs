@@ -123,6 +123,27 @@ impl GenerateArgs {
     }
 }
 
+/// `--device`: where `predict`, `evaluate` and `generate` run the model.
+#[derive(clap::Args)]
+pub struct DeviceArg {
+    /// Where the model runs: `auto` (the first GPU when there is one, as a `transformers`
+    /// pipeline picks), `cpu`, `cuda`, `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceArg {
+    /// The device, checked against the machine: a usage error naming `--device` otherwise.
+    pub fn resolve(&self) -> Result<tch::Device, Failure> {
+        pretune::plan::parse_device(&self.device).map_err(|e| {
+            Failure::usage(match e {
+                pretune::plan::DeviceError::Unavailable(d) => format!("--device {d}: not available on this machine"),
+                pretune::plan::DeviceError::Unknown(d) => format!("--device {d}: not one of auto, cpu, cuda, cuda:N"),
+            })
+        })
+    }
+}
+
 /// Why a command failed; decides the exit code.
 #[derive(Debug)]
 pub enum Failure {

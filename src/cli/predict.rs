@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{Failure, GenerateArgs};
+use super::{DeviceArg, Failure, GenerateArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,10 +18,12 @@ pub struct Args {
     output: Option<PathBuf>,
     #[command(flatten)]
     decoding: GenerateArgs,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides()).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     pretune::errln!("{} predictions from {}", p.lines, p.checkpoint.display());
     for note in &p.notes {
         pretune::errln!("note: {note}");

@@ -39,22 +39,22 @@ pub struct Evaluation {
     pub notes: Vec<String>,
 }
 
-/// Evaluates the checkpoint at (or under) `checkpoint` on `file`; `generate` overrides the
-/// run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
+/// Evaluates the checkpoint at (or under) `checkpoint` on `file` with the model on `device`;
+/// `generate` overrides the run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
 ///
 /// # Errors
 /// [`DriveError`]: no task checkpoint, an unreadable file, a bad record under `fail`, a label
 /// the model does not know, a bad override.
-pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String]) -> Result<Evaluation, DriveError> {
+pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String], device: Device) -> Result<Evaluation, DriveError> {
     let Opened { dir, state, mut task } = open(checkpoint, "evaluate", generate)?;
     let policy: BadRecordPolicy = state.config.pointer("/data/on_error").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or(BadRecordPolicy::Fail);
     let mut skipped = Vec::new();
     let encoded = task.read(&[file.to_owned()], Split::Eval, 0, &mut BadRecords { policy, skipped: &mut skipped })?;
     let task: Arc<dyn super::tasks::Task> = Arc::from(task);
     let batches: Vec<_> = encoded.examples.chunks(EVAL_BATCH).map(|c| task.collate(&c.iter().collect::<Vec<_>>())).collect();
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(device);
     let model = TaskNet::new(&vs.root(), task.clone());
     vs.load(dir.join("model.safetensors")).map_err(|e| DriveError::Weights { dir: dir.clone(), source: e })?;
-    let metrics = model.evaluate(&batches, Device::Cpu);
+    let metrics = model.evaluate(&batches, device);
     Ok(Evaluation { checkpoint: dir, kind: task.kind(), headline: task.headline(), metrics, records: encoded.records, skipped, notes: encoded.notes })
 }

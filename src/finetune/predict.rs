@@ -32,17 +32,18 @@ pub struct Predicted {
     pub notes: Vec<String>,
 }
 
-/// Writes predictions for `input` to `output` (stdout when `None`); `generate` overrides the
-/// run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
+/// Writes predictions for `input` to `output` (stdout when `None`) with the model on
+/// `device`; `generate` overrides the run's `[generate]` (`generate.KEY=VALUE`) for a
+/// generating task.
 ///
 /// # Errors
 /// [`DriveError`]: no task checkpoint, an unreadable input, a bad record, an unwritable
 /// output, a bad override.
-pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String]) -> Result<Predicted, DriveError> {
+pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String], device: Device) -> Result<Predicted, DriveError> {
     let Opened { dir, mut task, .. } = open(checkpoint, "predict", generate)?;
     let encoded = task.read(&[input.to_owned()], Split::Predict, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).map_err(|source| DriveError::Input { path: input.to_owned(), source })?;
     let task: std::sync::Arc<dyn super::tasks::Task> = std::sync::Arc::from(task);
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(device);
     let model = TaskNet::new(&vs.root(), task.clone());
     vs.load(dir.join("model.safetensors")).map_err(|e| DriveError::Weights { dir: dir.clone(), source: e })?;
     let out_path = output.map_or_else(|| PathBuf::from("-"), Path::to_owned);
@@ -58,11 +59,12 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate:
     for chunk in encoded.examples.chunks(PREDICT_BATCH) {
         let examples: Vec<_> = chunk.iter().collect();
         let b = task.collate(&examples);
-        let db = DeviceBatch::new(&b, Device::Cpu);
+        let db = DeviceBatch::new(&b, device);
         let outputs = match throughput.generate(model.model(), &db) {
             Some(generated) => generated,
             None => model.outputs(&db, false),
-        };
+        }
+        .to_device(Device::Cpu);
         for line in predictor.add(&outputs, &b, &examples) {
             writeln!(out, "{line}").map_err(write_err)?;
             n += 1;
