@@ -7,6 +7,8 @@
 #       transformers.Trainer with bf16=True (and the plain PyTorch loop) on the same device;
 #   (d) MiniLM fine-tuned on SQuAD as configs/finetune-qa-minilm.toml is written, capped at
 #       QA_STEPS updates and the first 2,000 dev questions to fit the budget;
+#       then `pretune predict` with its checkpoint on QA_PREDICT dev questions, --device cuda and
+#       --device cpu: the same answers, and the time each took;
 #   (e) the NCCL smoke test when two GPUs are present (scripts/nccl-smoke.sh on one);
 #   (f) every number into bench-results/DATE-gpu-check/results.json, and a summary.
 # On a machine without CUDA it stops at once, saying so (exit 3).
@@ -19,7 +21,7 @@ export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 PYTHO
 PY=$(command -v python || command -v python3)
 SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
-  DEVICE=cpu PRECISION=fp32 BATCH=2 STEPS=${STEPS:-6} QA_STEPS=${QA_STEPS:-2} QA_BATCH=4 QA_EVAL=20 QA_TRAIN=64 WARMUP=2 PEER_STEPS=3
+  DEVICE=cpu PRECISION=fp32 BATCH=2 STEPS=${STEPS:-6} QA_STEPS=${QA_STEPS:-2} QA_BATCH=4 QA_EVAL=20 QA_TRAIN=64 QA_PREDICT=12 WARMUP=2 PEER_STEPS=3
   # The plumbing, not the models, is under test: two layers of each base model, GLM-base at 128
   # tokens (512 cost the CPU half a minute), the peer at its "mini" shape, 64 SQuAD records.
   SMOKE_SET=(--set train.max_seq_len=128 --set model.num_layers=2)
@@ -34,7 +36,7 @@ else
     exit 3
   fi
   SMOKE_SET=()
-  DEVICE=cuda PRECISION=bf16 BATCH=128 STEPS=${STEPS:-200} QA_STEPS=${QA_STEPS:-400} QA_BATCH=32 QA_EVAL=2000 QA_TRAIN=0 WARMUP=20 PEER_STEPS=40
+  DEVICE=cuda PRECISION=bf16 BATCH=128 STEPS=${STEPS:-200} QA_STEPS=${QA_STEPS:-400} QA_BATCH=32 QA_EVAL=2000 QA_TRAIN=0 QA_PREDICT=500 WARMUP=20 PEER_STEPS=40
   PEER_MODEL=base
 fi
 BIN=${BIN:-target/release/pretune}
@@ -83,8 +85,17 @@ if [ -f .cache/squad/train-v1.1.json ] && [ -d .cache/minilm/model ]; then
   watch_mem qa
   "$BIN" train configs/finetune-qa-minilm.toml --set "$(on run.device "$DEVICE")" --set "$(on train.precision "$PRECISION")" --set 'metrics.listen=""' \
     --set train.max_steps="$QA_STEPS" --set train.epochs=0 --set train.batch_size="$QA_BATCH" --set task.max_eval_examples="$QA_EVAL" --set task.max_train_examples="$QA_TRAIN" \
-    --set train.save_checkpoints=false --set "$(on run.out_dir "$WORK/qa")" 2>&1 | tail -4
+    --set train.checkpoint_every="$QA_STEPS" --set train.keep_last=1 --set "$(on run.out_dir "$WORK/qa")" 2>&1 | tail -4
   stop_mem
+  stamp "(d) predict with the QA checkpoint on $QA_PREDICT dev questions: --device $DEVICE, then --device cpu"
+  "$PY" scripts/squad_subset.py .cache/squad/dev-v1.1.json "$QA_PREDICT" "$WORK/qa-dev.json"
+  for side in device cpu; do
+    dev=$DEVICE
+    [ "$side" = cpu ] && dev=cpu
+    t0=$(date +%s.%N)
+    "$BIN" predict --checkpoint "$WORK/qa/checkpoints" --input "$WORK/qa-dev.json" --device "$dev" --output "$WORK/qa-predict-$side.jsonl" 2>&1 | tail -1
+    echo "$dev $t0 $(date +%s.%N)" > "$WORK/qa-predict-$side.time"
+  done
 else
   echo "no .cache/squad or .cache/minilm (scripts/fetch-finetune-data.sh): skipped" >&2
 fi

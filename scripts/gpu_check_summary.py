@@ -6,7 +6,8 @@ file (bench-results/DATE-gpu-check/results.json), then prints a summary table.
 
 WORK_DIR holds: check.txt (`pretune check`), device.txt (libtorch's view), for each run NAME
 (bert, glm, qa) NAME/events.jsonl and mem-NAME.txt (nvidia-smi samples of used MiB), and
-hf-trainer.json / hf-loop.json (the peers) and nccl.txt when they ran. A missing part is
+hf-trainer.json / hf-loop.json (the peers), qa-predict-{device,cpu}.jsonl and .time (`pretune
+predict` with the QA checkpoint on each device) and nccl.txt when they ran. A missing part is
 reported as missing, never invented.
 """
 import json
@@ -59,6 +60,25 @@ def run_numbers(work, name):
     return out
 
 
+def inference_numbers(work):
+    """`pretune predict` with the QA checkpoint, --device DEVICE against --device cpu: the share
+    of questions answered the same, the largest score difference, and each side's time."""
+    sides = {}
+    for side in ("device", "cpu"):
+        pred, timing = os.path.join(work, f"qa-predict-{side}.jsonl"), os.path.join(work, f"qa-predict-{side}.time")
+        if not (os.path.exists(pred) and os.path.exists(timing)):
+            return {"missing": f"{pred} not written"}
+        with open(pred, encoding="utf-8") as f:
+            rows = {r["id"]: r for r in (json.loads(line) for line in f if line.strip())}
+        dev, t0, t1 = open(timing).read().split()
+        sides[side] = (dev, rows, float(t1) - float(t0))
+    (dev, on_dev, t_dev), (_, on_cpu, t_cpu) = sides["device"], sides["cpu"]
+    same = sum(1 for k, r in on_dev.items() if k in on_cpu and r.get("answer") == on_cpu[k].get("answer"))
+    diffs = [abs(r["score"] - on_cpu[k]["score"]) for k, r in on_dev.items() if k in on_cpu and isinstance(r.get("score"), (int, float)) and isinstance(on_cpu[k].get("score"), (int, float))]
+    return {"device": dev, "questions": len(on_cpu), "same_answers": same, "same_share": round(same / len(on_cpu), 4) if on_cpu else None,
+            "max_score_diff": round(max(diffs), 6) if diffs else None, "seconds_device": round(t_dev, 2), "seconds_cpu": round(t_cpu, 2)}
+
+
 def main():
     global WARMUP_STEPS
     work, result = sys.argv[1], sys.argv[2]
@@ -69,7 +89,8 @@ def main():
     r = {"check": read("check.txt"), "device": read("device.txt"),
          "bert_base_mlm_nsp": run_numbers(work, "bert"), "glm_base": run_numbers(work, "glm"),
          "minilm_squad": run_numbers(work, "qa"), "hf_trainer_bert_base": loads("hf-trainer.json"),
-         "hf_plain_loop_bert_base": loads("hf-loop.json"), "nccl": read("nccl.txt") or "not run (fewer than two GPUs)"}
+         "hf_plain_loop_bert_base": loads("hf-loop.json"), "minilm_squad_predict": inference_numbers(work),
+         "nccl": read("nccl.txt") or "not run (fewer than two GPUs)"}
     ours, hf = r["bert_base_mlm_nsp"], r["hf_trainer_bert_base"]
     if ours.get("tokens_per_s") and hf.get("tokens_per_s"):
         r["ratio_bert_tokens_per_s_ours_over_hf_trainer"] = round(ours["tokens_per_s"] / hf["tokens_per_s"], 3)
@@ -94,6 +115,12 @@ def main():
         print(f"| {label} | {tps if tps is not None else '-'} | {f'{100 * mfu:.1f} %' if mfu else '-'} | {mem if mem is not None else '-'} | {note} |")
     if "ratio_bert_tokens_per_s_ours_over_hf_trainer" in r:
         print(f"BERT-base tokens/s, pretune / transformers.Trainer: {r['ratio_bert_tokens_per_s_ours_over_hf_trainer']:.2f}x")
+    inf = r["minilm_squad_predict"]
+    if "missing" in inf:
+        print(f"predict on the device: {inf['missing']}")
+    else:
+        print(f"predict, MiniLM SQuAD checkpoint, {inf['questions']} questions: --device {inf['device']} {inf['seconds_device']} s, --device cpu {inf['seconds_cpu']} s; "
+              f"the same answer for {inf['same_answers']} ({100 * inf['same_share']:.1f} %), scores within {inf['max_score_diff']}")
     print(f"NCCL: {r['nccl']}")
     print(f"wrote {result}")
 

@@ -105,9 +105,15 @@ fn gpu_check_fails_fast_without_cuda_and_its_summary_reads_the_runs() {
     assert!(r["minilm_squad"]["eval"]["f1"].is_number() || !root().join(".cache/squad").exists(), "{r}");
     assert!(r["check"].as_str().is_some_and(|c| c.contains("ok: pretrain run") && c.contains("MFU peak")), "{r}");
     // Benchmark runs write no checkpoint (`train.save_checkpoints = false`): BERT-base's with
-    // its AdamW moments is 1.3 GB of disk and seconds of the GPU's budget.
-    for run in ["bert", "glm", "qa"] {
-        assert!(work.join(run).join("events.jsonl").exists() || run == "qa", "{run} ran");
+    // its AdamW moments is 1.3 GB of disk and seconds of the GPU's budget. The QA run keeps
+    // its last one, for `predict` on each device.
+    for run in ["bert", "glm"] {
+        assert!(work.join(run).join("events.jsonl").exists(), "{run} ran");
         assert!(!work.join(run).join("checkpoints").exists(), "{run} wrote a checkpoint");
+    }
+    if root().join(".cache/squad").exists() {
+        let p = &r["minilm_squad_predict"];
+        assert_eq!((p["questions"].as_u64(), p["same_answers"].as_u64(), p["device"].as_str()), (Some(12), Some(12), Some("cpu")), "{r}");
+        assert!(p["seconds_device"].as_f64().is_some_and(|s| s > 0.0) && p["max_score_diff"].as_f64() == Some(0.0), "{r}");
     }
 }
