@@ -22,7 +22,7 @@ use crate::config::{decode_settings, ConfigError, InitConfig};
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
 use crate::decode::DecodeSettings;
 use crate::files::FileError;
-use crate::finetune::drive::DriveError;
+use crate::finetune::drive::{DriveError, Inference};
 use crate::finetune::predict::{predict, Predicted};
 use crate::finetune::task::{describe, SavedModel, Throughput};
 use crate::finetune::tasks::cloze::glm_ids;
@@ -31,9 +31,6 @@ use crate::masking::glm::GlmIds;
 use crate::model::glm::{Glm, GlmConfig};
 use crate::model::glm_fill::{check_decode_memory, fill_blanks, widest_fixed_len, FillIds};
 use crate::objective::ModelSpec;
-
-/// Texts decoded together.
-const GENERATE_BATCH: usize = 16;
 
 /// The blank markers a text may hold.
 pub const BLANKS: [&str; 3] = ["[MASK]", "[sMASK]", "[gMASK]"];
@@ -172,23 +169,24 @@ pub struct GenerateReport {
 }
 
 /// Generates for every line of `input` with the checkpoint at (or under) `checkpoint` on
-/// `device`, into `output` (stdout when `None`); `overrides` are `generate.KEY=VALUE`.
+/// the device and batch `run` says, into `output` (stdout when `None`); `overrides` are
+/// `generate.KEY=VALUE`.
 ///
 /// # Errors
 /// [`GenerateError`]: a checkpoint that does not generate, a line without a blank or too long,
 /// unreadable input, unwritable output.
-pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, overrides: &[String], device: Device) -> Result<GenerateReport, GenerateError> {
+pub fn generate(checkpoint: &Path, input: &Path, output: Option<&Path>, overrides: &[String], run: Inference) -> Result<GenerateReport, GenerateError> {
     let (dir, state) = locate(checkpoint).map_err(DriveError::from)?;
     match describe(&state.model, &state.config).map_err(DriveError::from)? {
         SavedModel::Task(spec) if spec.kind == "generation" => {
-            let Predicted { checkpoint, lines, throughput, notes } = predict(&dir, input, output, overrides, device)?;
+            let Predicted { checkpoint, lines, throughput, notes } = predict(&dir, input, output, overrides, run)?;
             Ok(GenerateReport { checkpoint, lines, throughput, notes })
         }
         SavedModel::Task(spec) => Err(GenerateError::Refused { dir, what: format!("a task.kind = \"{}\" checkpoint does not generate (use `pretune predict`)", spec.kind) }),
         SavedModel::Pretrain { model, .. } => Err(GenerateError::Refused { dir, what: format!("a {} pre-training checkpoint does not generate (an encoder, no left-to-right decoder): fill blanks with a GLM pre-training checkpoint, or fine-tune one with task.kind = \"generation\"", model.model_type()) }),
         SavedModel::Glm => {
             let settings = decode_settings(&dir.join("state.json"), state.config.get("generate"), overrides)?;
-            fill_file(&dir, input, output, &settings, device)
+            fill_file(&dir, input, output, &settings, run)
         }
     }
 }
@@ -252,8 +250,8 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
     Ok(out)
 }
 
-fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeSettings, device: Device) -> Result<GenerateReport, GenerateError> {
-    let f = load(dir, device)?;
+fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeSettings, run: Inference) -> Result<GenerateReport, GenerateError> {
+    let f = load(dir, run.device)?;
     let lines = read_lines(input, &f, settings)?;
     let out_path = output.map_or_else(|| PathBuf::from("-"), Path::to_owned);
     let write_err = |source| GenerateError::Write { path: out_path.clone(), source };
@@ -264,10 +262,10 @@ fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeS
     let _guard = tch::no_grad_guard();
     let fill = FillIds { sop: f.ids.sop, eop: f.ids.eop, pad: f.tokenizer.special_ids().pad };
     let mut throughput = Throughput::default();
-    for chunk in lines.chunks(GENERATE_BATCH) {
+    for chunk in lines.chunks(run.batch_size.max(1)) {
         let texts: Vec<(Vec<i64>, Vec<usize>)> = chunk.iter().map(|l| l.part_a.clone()).collect();
         let t0 = std::time::Instant::now();
-        let filled = fill_blanks(&f.glm, &texts, fill, settings, device);
+        let filled = fill_blanks(&f.glm, &texts, fill, settings, run.device);
         throughput.seconds += t0.elapsed().as_secs_f64();
         for (l, gens) in chunk.iter().zip(filled) {
             throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64 + u64::from(g.ended)).sum::<u64>();

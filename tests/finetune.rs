@@ -265,6 +265,20 @@ fn predict_writes_labels_and_probabilities_and_word_tags() {
     if !tch::Cuda::is_available() {
         assert_eq!(std::fs::read_to_string(&on_cpu).unwrap(), std::fs::read_to_string(&out).unwrap());
     }
+    // One example per forward pass: the same labels, the same probabilities but for float
+    // noise (padding to the longest in a batch changes the kernels' shapes).
+    let one_by_one = dir.path().join("pred-1.jsonl");
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", one_by_one.to_str().unwrap(), "--batch-size", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    for (a, b) in read(&one_by_one).iter().zip(read(&out)) {
+        assert_eq!(a["label"], b["label"]);
+        for k in ["ham", "spam"] {
+            assert!((a["probabilities"][k].as_f64().unwrap() - b["probabilities"][k].as_f64().unwrap()).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--batch-size", "0"]);
+    assert!(code == 2 && err.contains("--batch-size"), "{err}");
     for (device, says) in [("cuda:99", "--device cuda:99: not available on this machine"), ("gpu", "--device gpu: not one of auto, cpu, cuda, cuda:N")] {
         let (code, _, err) = run_cli(&["predict", "--checkpoint", dir.path().join("run").to_str().unwrap(), "--input", input.to_str().unwrap(), "--device", device]);
         assert_eq!(code, 2, "{err}");
@@ -460,7 +474,7 @@ fn a_glm_classification_head_pools_the_first_token_and_refuses_export() {
 /// reported for it, to one example (batching may flip an exact tie).
 fn assert_reported_accuracy_is_the_checkpoints(s: &RunSummary, dev: &Path, acc: f64) {
     let ckpt = s.best_checkpoint.as_ref().expect("a best checkpoint");
-    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev, &[], tch::Device::Cpu).unwrap();
+    let ev = pretune::finetune::evaluate::evaluate(ckpt, dev, &[], Default::default()).unwrap();
     let again = ev.metrics.get("accuracy").expect("accuracy");
     assert!((again - acc).abs() <= 1.0 / ev.records as f64 + 1e-9, "run reported {acc}, evaluate finds {again} on {} records", ev.records);
 }

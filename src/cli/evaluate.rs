@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use pretune::finetune::evaluate::{evaluate, Evaluation};
 
-use super::{DeviceArg, Failure, GenerateArgs};
+use super::{Failure, GenerateArgs, InferenceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,11 +22,11 @@ pub struct Args {
     #[command(flatten)]
     decoding: GenerateArgs,
     #[command(flatten)]
-    device: DeviceArg,
+    run: InferenceArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let ev = evaluate(&a.checkpoint, &a.data, &a.decoding.overrides(), a.run.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     if a.json {
         pretune::outln!("{}", as_json(&ev));
     } else {

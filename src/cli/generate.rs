@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use pretune::generate::generate;
 
-use super::{DeviceArg, Failure, GenerateArgs};
+use super::{Failure, GenerateArgs, InferenceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,11 +23,11 @@ pub struct Args {
     #[command(flatten)]
     decoding: GenerateArgs,
     #[command(flatten)]
-    device: DeviceArg,
+    run: InferenceArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let report = generate(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.run.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     for note in &report.notes {
         pretune::errln!("note: {note}");
     }

@@ -123,24 +123,31 @@ impl GenerateArgs {
     }
 }
 
-/// `--device`: where `predict`, `evaluate` and `generate` run the model.
+/// `--device` and `--batch-size`: where and how wide `predict`, `evaluate` and `generate` run
+/// the model.
 #[derive(clap::Args)]
-pub struct DeviceArg {
+pub struct InferenceArgs {
     /// Where the model runs: `auto` (the first GPU when there is one, as a `transformers`
     /// pipeline picks), `cpu`, `cuda`, `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Examples per forward pass (generation: texts decoded together, fewer when their beams
+    /// would not fit the memory left).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
 }
 
-impl DeviceArg {
-    /// The device, checked against the machine: a usage error naming `--device` otherwise.
-    pub fn resolve(&self) -> Result<tch::Device, Failure> {
-        pretune::plan::parse_device(&self.device).map_err(|e| {
+impl InferenceArgs {
+    /// The device, checked against the machine (a usage error naming `--device` otherwise),
+    /// and the batch size.
+    pub fn resolve(&self) -> Result<pretune::finetune::drive::Inference, Failure> {
+        let device = pretune::plan::parse_device(&self.device).map_err(|e| {
             Failure::usage(match e {
                 pretune::plan::DeviceError::Unavailable(d) => format!("--device {d}: not available on this machine"),
                 pretune::plan::DeviceError::Unknown(d) => format!("--device {d}: not one of auto, cpu, cuda, cuda:N"),
             })
-        })
+        })?;
+        Ok(pretune::finetune::drive::Inference { device, batch_size: self.batch_size as usize })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{DeviceArg, Failure, GenerateArgs};
+use super::{Failure, GenerateArgs, InferenceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,11 +19,11 @@ pub struct Args {
     #[command(flatten)]
     decoding: GenerateArgs,
     #[command(flatten)]
-    device: DeviceArg,
+    run: InferenceArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode, Failure> {
-    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.device.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
+    let p = pretune::finetune::predict::predict(&a.checkpoint, &a.input, a.output.as_deref(), &a.decoding.overrides(), a.run.resolve()?).map_err(|e| Failure::either(e.is_usage(), e))?;
     pretune::errln!("{} predictions from {}", p.lines, p.checkpoint.display());
     for note in &p.notes {
         pretune::errln!("note: {note}");

@@ -9,6 +9,22 @@ use crate::checkpoint::resume::locate;
 use crate::checkpoint::state::CheckpointState;
 use crate::checkpoint::CheckpointError;
 
+/// Where and how wide `predict`, `evaluate` and `generate` run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inference {
+    /// The model's device.
+    pub device: tch::Device,
+    /// Examples per forward pass (QA: windows; generation: texts decoded together, fewer
+    /// when their beams would not fit the memory left).
+    pub batch_size: usize,
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Inference { device: tch::Device::Cpu, batch_size: 32 }
+    }
+}
+
 /// Why `evaluate` or `predict` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {

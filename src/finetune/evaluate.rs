@@ -8,18 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tch::{nn, Device};
+use tch::nn;
 
 use super::data::BadRecords;
-use super::drive::{open, DriveError, Opened};
+use super::drive::{open, DriveError, Inference, Opened};
 use super::task::TaskNet;
 use super::tasks::Split;
 use crate::config::BadRecordPolicy;
 use crate::data::source::BadRecord;
 use crate::objective::{EvalMetrics, ObjectiveModel};
 
-/// Examples per evaluation batch.
-const EVAL_BATCH: usize = 32;
 
 /// What `pretune evaluate` found.
 pub struct Evaluation {
@@ -39,19 +37,20 @@ pub struct Evaluation {
     pub notes: Vec<String>,
 }
 
-/// Evaluates the checkpoint at (or under) `checkpoint` on `file` with the model on `device`;
+/// Evaluates the checkpoint at (or under) `checkpoint` on `file` with the model where `run` says;
 /// `generate` overrides the run's `[generate]` (`generate.KEY=VALUE`) for a generating task.
 ///
 /// # Errors
 /// [`DriveError`]: no task checkpoint, an unreadable file, a bad record under `fail`, a label
 /// the model does not know, a bad override.
-pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String], device: Device) -> Result<Evaluation, DriveError> {
+pub fn evaluate(checkpoint: &Path, file: &Path, generate: &[String], run: Inference) -> Result<Evaluation, DriveError> {
+    let device = run.device;
     let Opened { dir, state, mut task } = open(checkpoint, "evaluate", generate)?;
     let policy: BadRecordPolicy = state.config.pointer("/data/on_error").cloned().map(serde_json::from_value).transpose().ok().flatten().unwrap_or(BadRecordPolicy::Fail);
     let mut skipped = Vec::new();
     let encoded = task.read(&[file.to_owned()], Split::Eval, 0, &mut BadRecords { policy, skipped: &mut skipped })?;
     let task: Arc<dyn super::tasks::Task> = Arc::from(task);
-    let batches: Vec<_> = encoded.examples.chunks(EVAL_BATCH).map(|c| task.collate(&c.iter().collect::<Vec<_>>())).collect();
+    let batches: Vec<_> = encoded.examples.chunks(run.batch_size.max(1)).map(|c| task.collate(&c.iter().collect::<Vec<_>>())).collect();
     let mut vs = nn::VarStore::new(device);
     let model = TaskNet::new(&vs.root(), task.clone());
     vs.load(dir.join("model.safetensors")).map_err(|e| DriveError::Weights { dir: dir.clone(), source: e })?;

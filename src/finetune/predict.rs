@@ -10,14 +10,11 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
 use super::data::BadRecords;
-use super::drive::{open, DriveError, Opened};
+use super::drive::{open, DriveError, Inference, Opened};
 use super::task::{TaskNet, Throughput};
 use super::tasks::Split;
 use crate::config::BadRecordPolicy;
 use crate::objective::DeviceBatch;
-
-/// Examples (QA: windows) per forward pass.
-const PREDICT_BATCH: usize = 32;
 
 /// What `predict` wrote.
 #[derive(Debug, Clone)]
@@ -32,14 +29,15 @@ pub struct Predicted {
     pub notes: Vec<String>,
 }
 
-/// Writes predictions for `input` to `output` (stdout when `None`) with the model on
-/// `device`; `generate` overrides the run's `[generate]` (`generate.KEY=VALUE`) for a
-/// generating task.
+/// Writes predictions for `input` to `output` (stdout when `None`) with the model where `run`
+/// says; `generate` overrides the run's `[generate]` (`generate.KEY=VALUE`) for a generating
+/// task.
 ///
 /// # Errors
 /// [`DriveError`]: no task checkpoint, an unreadable input, a bad record, an unwritable
 /// output, a bad override.
-pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String], device: Device) -> Result<Predicted, DriveError> {
+pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate: &[String], run: Inference) -> Result<Predicted, DriveError> {
+    let device = run.device;
     let Opened { dir, mut task, .. } = open(checkpoint, "predict", generate)?;
     let encoded = task.read(&[input.to_owned()], Split::Predict, 0, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).map_err(|source| DriveError::Input { path: input.to_owned(), source })?;
     let task: std::sync::Arc<dyn super::tasks::Task> = std::sync::Arc::from(task);
@@ -56,7 +54,7 @@ pub fn predict(checkpoint: &Path, input: &Path, output: Option<&Path>, generate:
     let mut predictor = task.predictor();
     let mut n = 0;
     let mut throughput = Throughput::default();
-    for chunk in encoded.examples.chunks(PREDICT_BATCH) {
+    for chunk in encoded.examples.chunks(run.batch_size.max(1)) {
         let examples: Vec<_> = chunk.iter().collect();
         let b = task.collate(&examples);
         let db = DeviceBatch::new(&b, device);
