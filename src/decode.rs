@@ -107,12 +107,22 @@ pub struct Generated {
     pub score: f64,
 }
 
-/// Generates for `inputs` rows with `settings`; `eos` ends a hypothesis.
+/// Generates for `inputs` rows with `settings`; `eos` ends a hypothesis. A row's sampling
+/// draws are keyed by its index (see [`generate_keyed`]).
 pub fn generate(model: &mut dyn StepModel, inputs: usize, eos: u32, settings: &DecodeSettings) -> Vec<Generated> {
+    let keys: Vec<Vec<u64>> = (0..inputs as u64).map(|r| vec![r]).collect();
+    generate_keyed(model, &keys, eos, settings)
+}
+
+/// Generates for one row per key; a row's sampling draws are keyed by `settings.seed`, its key
+/// and the step, so what a row draws does not depend on which rows are decoded beside it (a
+/// batch size, or the memory left, changes nothing). Keys are the input itself where the
+/// caller has no stable index (GLM: the text's tokens and the blank).
+pub fn generate_keyed(model: &mut dyn StepModel, keys: &[Vec<u64>], eos: u32, settings: &DecodeSettings) -> Vec<Generated> {
     if settings.num_beams > 1 {
-        beam_search(model, inputs, eos, settings)
+        beam_search(model, keys.len(), eos, settings)
     } else {
-        sample_or_greedy(model, inputs, eos, settings)
+        sample_or_greedy(model, keys, eos, settings)
     }
 }
 
@@ -200,7 +210,9 @@ fn choose(lp: &[f32], s: &DecodeSettings, draw: f64) -> usize {
     order[kept - 1]
 }
 
-fn sample_or_greedy(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+fn sample_or_greedy(model: &mut dyn StepModel, keys: &[Vec<u64>], eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+    let inputs = keys.len();
+    let mut draw_key = Vec::new();
     let mut out: Vec<Generated> = (0..inputs).map(|_| Generated { tokens: Vec::new(), ended: false, sum_logprobs: 0.0, score: 0.0 }).collect();
     for step in 0..s.max_new_tokens {
         let live: Vec<usize> = (0..inputs).filter(|&r| !out[r].ended).collect();
@@ -212,7 +224,10 @@ fn sample_or_greedy(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &Deco
         let mut picks = Vec::with_capacity(live.len());
         for (&r, lp) in live.iter().zip(rows.iter_mut()) {
             process(lp, &out[r].tokens, eos, s);
-            let draw = Rng::keyed(s.seed, Purpose::Sample, &[r as u64, step as u64]).next_f64();
+            draw_key.clear();
+            draw_key.extend_from_slice(&keys[r]);
+            draw_key.push(step as u64);
+            let draw = Rng::keyed(s.seed, Purpose::Sample, &draw_key).next_f64();
             let t = choose(lp, s, draw);
             picks.push((r, t, lp[t] as f64));
         }

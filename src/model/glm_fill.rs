@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 use super::glm::{Glm, GlmConfig};
-use crate::decode::{generate, DecodeSettings, Generated, StepModel};
+use crate::decode::{generate_keyed, DecodeSettings, Generated, StepModel};
 
 /// One row to fill: Part A's ids, the spans filled before, and where the blank is.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -217,11 +217,12 @@ fn fill_together(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, sett
                 BlankRow { part_a: part_a.clone(), filled, blank: blanks[k] }
             })
             .collect();
-        let n = rows.len();
+        // A text's draws are keyed by the text and the blank, not by its place in the batch.
+        let keys: Vec<Vec<u64>> = active.iter().map(|&i| std::iter::once(texts[i].0.len() as u64).chain(texts[i].0.iter().map(|&t| t as u64)).chain([k as u64]).collect()).collect();
         let generated = if settings.kv_cache {
-            generate(&mut GlmCachedFill::new(glm, rows, ids.sop, ids.pad, device), n, ids.eop, settings)
+            generate_keyed(&mut GlmCachedFill::new(glm, rows, ids.sop, ids.pad, device), &keys, ids.eop, settings)
         } else {
-            generate(&mut GlmFill::new(glm, rows, ids.sop, ids.pad, device), n, ids.eop, settings)
+            generate_keyed(&mut GlmFill::new(glm, rows, ids.sop, ids.pad, device), &keys, ids.eop, settings)
         };
         for (i, g) in active.into_iter().zip(generated) {
             out[i].push(g);
@@ -289,6 +290,7 @@ fn decode_fits(need: u64, free: u64, s: &DecodeSettings) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::generate;
     use tch::nn;
 
     fn tiny() -> (nn::VarStore, Glm) {
@@ -413,19 +415,29 @@ mod tests {
         assert!(with.iter().zip(&without).any(|(a, b)| (a - b).abs() > 1e-4));
     }
 
-    /// Decoding texts in smaller groups (what a wide beam search does when memory is short)
-    /// gives the same tokens as decoding them together.
+    /// Decoding texts in smaller groups (a batch size, or a wide beam search when memory is
+    /// short) or in another order gives each text the same tokens, beams and samples alike (a
+    /// text's draws are keyed by the text, not by its place in the batch).
     #[test]
-    fn texts_decoded_in_groups_equal_texts_decoded_together() {
+    fn texts_decoded_in_groups_or_another_order_equal_texts_decoded_together() {
         let (_vs, glm) = tiny();
         let ids = FillIds { sop: 5, eop: 6, pad: 0 };
         let texts = vec![(vec![1i64, 10, 2, 11, 12, 3, 13], vec![2usize, 5]), (vec![1, 14, 4], vec![2]), (vec![1, 15, 16, 2, 17], vec![3])];
-        let s = DecodeSettings { max_new_tokens: 5, num_beams: 3, ..Default::default() };
         let tokens = |v: Vec<Vec<Generated>>| v.into_iter().map(|b| b.into_iter().map(|g| (g.tokens, g.ended)).collect::<Vec<_>>()).collect::<Vec<_>>();
-        let together = tokens(fill_together(&glm, &texts, ids, &s, Device::Cpu));
-        let alone = tokens(texts.chunks(1).flat_map(|c| fill_together(&glm, c, ids, &s, Device::Cpu)).collect());
-        assert_eq!(together, alone);
-        assert_eq!(tokens(fill_blanks(&glm, &texts, ids, &s, Device::Cpu)), together);
+        let sampling = DecodeSettings { max_new_tokens: 6, do_sample: true, temperature: 2.0, seed: 3, ..Default::default() };
+        for s in [DecodeSettings { max_new_tokens: 5, num_beams: 3, ..Default::default() }, sampling.clone()] {
+            let together = tokens(fill_together(&glm, &texts, ids, &s, Device::Cpu));
+            let alone = tokens(texts.chunks(1).flat_map(|c| fill_together(&glm, c, ids, &s, Device::Cpu)).collect());
+            assert_eq!(together, alone, "{s:?}");
+            let reversed: Vec<_> = texts.iter().rev().cloned().collect();
+            let mut back = tokens(fill_together(&glm, &reversed, ids, &s, Device::Cpu));
+            back.reverse();
+            assert_eq!(back, together, "{s:?}");
+            assert_eq!(tokens(fill_blanks(&glm, &texts, ids, &s, Device::Cpu)), together);
+        }
+        // ... and the seed is what draws: another one draws otherwise.
+        let other = tokens(fill_together(&glm, &texts, ids, &DecodeSettings { seed: 4, ..sampling.clone() }, Device::Cpu));
+        assert_ne!(other, tokens(fill_together(&glm, &texts, ids, &sampling, Device::Cpu)));
     }
 
     /// The estimate grows with the beams; the inputs decoded at once fit three quarters of
