@@ -244,7 +244,7 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
         if settings.max_new_tokens >= room {
             return Err(bad(format!("generate.max_new_tokens = {} but the model has {room} block positions", settings.max_new_tokens)));
         }
-        check_decode_memory(&f.config, widest_fixed_len(part_a.0.len(), part_a.1.len(), settings), settings).map_err(bad)?;
+        check_decode_memory(&f.config, widest_fixed_len(part_a.0.len(), part_a.1.len(), settings), settings).map_err(|e| bad(e.to_string()))?;
         out.push(Line { text: parsed, part_a, id: v.get("id").cloned() });
     }
     Ok(out)

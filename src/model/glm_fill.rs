@@ -260,12 +260,30 @@ pub fn inputs_at_once(per_input: u64, free: u64, most: usize) -> usize {
     usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, most.max(1))
 }
 
-/// Refuses settings under which one input alone would not fit the memory left: `Err` says how
-/// much it needs, how much is free and what to lower. `Ok` where the kernel does not say.
+/// One input's decoding would not fit the memory left.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "generate.num_beams = {num_beams}: decoding one input needs about {} of memory, more than the {} decoding may take (three quarters of the {} available): lower {}",
+    crate::memory::human(*need),
+    crate::memory::human(free / 4 * 3),
+    crate::memory::human(*free),
+    if *num_beams > 1 { "generate.num_beams" } else { "generate.max_new_tokens or the input's length" }
+)]
+pub struct DecodeMemoryError {
+    /// The beams asked for.
+    pub num_beams: usize,
+    /// The estimate for one input, in bytes.
+    pub need: u64,
+    /// What the process may still allocate, in bytes.
+    pub free: u64,
+}
+
+/// Refuses settings under which one input alone would not fit the memory left. `Ok` where the
+/// kernel does not say.
 ///
 /// # Errors
-/// The message, for the caller's error type.
-pub fn check_decode_memory(config: &GlmConfig, fixed_len: usize, s: &DecodeSettings) -> Result<(), String> {
+/// [`DecodeMemoryError`] with the sizes.
+pub fn check_decode_memory(config: &GlmConfig, fixed_len: usize, s: &DecodeSettings) -> Result<(), DecodeMemoryError> {
     match crate::memory::available_bytes() {
         Some(free) => decode_fits(decode_bytes_per_input(config, fixed_len, s), free, s),
         None => Ok(()),
@@ -273,18 +291,8 @@ pub fn check_decode_memory(config: &GlmConfig, fixed_len: usize, s: &DecodeSetti
 }
 
 /// [`check_decode_memory`]'s rule, pure.
-fn decode_fits(need: u64, free: u64, s: &DecodeSettings) -> Result<(), String> {
-    if need <= free / 4 * 3 {
-        return Ok(());
-    }
-    let lower = if s.num_beams > 1 { "generate.num_beams" } else { "generate.max_new_tokens or the input's length" };
-    Err(format!(
-        "generate.num_beams = {}: decoding one input needs about {} of memory, more than the {} decoding may take (three quarters of the {} available): lower {lower}",
-        s.num_beams,
-        crate::memory::human(need),
-        crate::memory::human(free / 4 * 3),
-        crate::memory::human(free)
-    ))
+fn decode_fits(need: u64, free: u64, s: &DecodeSettings) -> Result<(), DecodeMemoryError> {
+    if need <= free / 4 * 3 { Ok(()) } else { Err(DecodeMemoryError { num_beams: s.num_beams, need, free }) }
 }
 
 #[cfg(test)]
@@ -456,9 +464,9 @@ mod tests {
         assert_eq!(inputs_at_once(one, one / 2, 16), 1);
         assert_eq!(inputs_at_once(0, 10, 0), 1);
         assert!(decode_fits(one, one * 2, &s).is_ok());
-        let e = decode_fits(4 << 30, 2 << 30, &s).unwrap_err();
+        let e = decode_fits(4 << 30, 2 << 30, &s).unwrap_err().to_string();
         assert_eq!(e, "generate.num_beams = 8: decoding one input needs about 4.0 GiB of memory, more than the 1.5 GiB decoding may take (three quarters of the 2.0 GiB available): lower generate.num_beams");
-        let greedy = decode_fits(4 << 30, 2 << 30, &DecodeSettings { num_beams: 1, ..s }).unwrap_err();
+        let greedy = decode_fits(4 << 30, 2 << 30, &DecodeSettings { num_beams: 1, ..s }).unwrap_err().to_string();
         assert!(greedy.ends_with("lower generate.max_new_tokens or the input's length"), "{greedy}");
         assert_eq!(widest_fixed_len(7, 3, &DecodeSettings { max_new_tokens: 4, ..Default::default() }), 7 + 2 * 5);
     }

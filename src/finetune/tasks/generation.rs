@@ -58,7 +58,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         problems.push(format!("generate.max_new_tokens: the model has {} block positions", glm.max_sequence_length - 1));
     }
     if let Err(e) = check_decode_memory(glm, cx.max_seq_len.saturating_sub(c.max_target_len), &cx.generate) {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     if !problems.is_empty() {
         return Err(TaskError::Config(problems));
