@@ -41,6 +41,9 @@ pub struct DecodeSettings {
     /// Attend each new token to cached keys and values (`false`: recompute every prefix
     /// whole, the reference the cache is checked against; the outputs are the same).
     pub kv_cache: bool,
+    /// Outputs per input: beam search's best finished hypotheses (at most `num_beams`), or
+    /// independent samples; greedy search has one.
+    pub num_return_sequences: usize,
 }
 
 impl Default for DecodeSettings {
@@ -58,6 +61,7 @@ impl Default for DecodeSettings {
             top_p: 1.0,
             seed: 0,
             kv_cache: true,
+            num_return_sequences: 1,
         }
     }
 }
@@ -73,6 +77,8 @@ impl DecodeSettings {
             (self.temperature > 0.0 && self.temperature.is_finite(), "generate.temperature: must be positive"),
             (self.top_p > 0.0 && self.top_p <= 1.0, "generate.top_p: must be in (0, 1]"),
             (!(self.do_sample && self.num_beams > 1), "generate.do_sample: samples with num_beams = 1 (beam sampling is not built)"),
+            (self.num_return_sequences > 0, "generate.num_return_sequences: must be positive"),
+            (self.num_return_sequences <= self.num_beams || self.do_sample, "generate.num_return_sequences: at most generate.num_beams (beam search returns its best finished hypotheses; greedy search has one, sampling draws any number)"),
         ]
         .into_iter()
         .filter(|(ok, _)| !ok)
@@ -117,13 +123,35 @@ pub fn generate(model: &mut dyn StepModel, inputs: usize, eos: u32, settings: &D
 /// Generates for one row per key; a row's sampling draws are keyed by `settings.seed`, its key
 /// and the step, so what a row draws does not depend on which rows are decoded beside it (a
 /// batch size, or the memory left, changes nothing). Keys are the input itself where the
-/// caller has no stable index (GLM: the text's tokens and the blank).
+/// caller has no stable index (GLM: the text's tokens and the blank). One output per row:
+/// the best (see [`generate_many`]).
 pub fn generate_keyed(model: &mut dyn StepModel, keys: &[Vec<u64>], eos: u32, settings: &DecodeSettings) -> Vec<Generated> {
+    let one = DecodeSettings { num_return_sequences: 1, ..settings.clone() };
+    generate_many(model, keys, eos, &one).into_iter().map(|mut g| g.swap_remove(0)).collect()
+}
+
+/// [`generate_keyed`] with `settings.num_return_sequences` outputs per row: beam search's best
+/// finished hypotheses, best first, or independent samples (the first drawn as a single
+/// sample would be: its key is the row's; the others' add their index).
+pub fn generate_many(model: &mut dyn StepModel, keys: &[Vec<u64>], eos: u32, settings: &DecodeSettings) -> Vec<Vec<Generated>> {
+    let n = settings.num_return_sequences.max(1);
     if settings.num_beams > 1 {
-        beam_search(model, keys.len(), eos, settings)
-    } else {
-        sample_or_greedy(model, keys, eos, settings)
+        return beam_search(model, keys.len(), eos, settings).into_iter().map(|mut best| {
+            best.truncate(n);
+            best
+        }).collect();
     }
+    if n == 1 {
+        return sample_or_greedy(model, keys, eos, settings).into_iter().map(|g| vec![g]).collect();
+    }
+    // n samples per row: n rows per input, each asking the model about its input's row.
+    let copies: Vec<Vec<u64>> = keys.iter().flat_map(|k| (0..n as u64).map(move |j| if j == 0 { k.clone() } else { k.iter().copied().chain([u64::MAX, j]).collect() })).collect();
+    let mut of_input = |prefixes: &[(usize, &[u32])]| {
+        let asked: Vec<(usize, &[u32])> = prefixes.iter().map(|&(r, p)| (r / n, p)).collect();
+        model.log_probs(&asked)
+    };
+    let mut all = sample_or_greedy(&mut of_input, &copies, eos, settings).into_iter();
+    (0..keys.len()).map(|_| all.by_ref().take(n).collect()).collect()
 }
 
 fn score(sum: f64, len: usize, length_penalty: f64) -> f64 {
@@ -311,7 +339,8 @@ struct Scratch {
     values: Vec<f32>,
 }
 
-fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+/// Each input's finished hypotheses, best first (one at least).
+fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSettings) -> Vec<Vec<Generated>> {
     let k = s.num_beams;
     let mut all: Vec<Beams> = (0..inputs).map(|_| Beams { running: vec![(Vec::new(), 0.0)], ..Default::default() }).collect();
     let mut scratch = Scratch::default();
@@ -386,7 +415,14 @@ fn beam_search(model: &mut dyn StepModel, inputs: usize, eos: u32, s: &DecodeSet
                     b.add(Generated { tokens, ended: false, sum_logprobs: sum, score: score(sum, len, s.length_penalty) }, k);
                 }
             }
-            b.finished.into_iter().max_by(|a, c| a.score.total_cmp(&c.score)).unwrap_or(Generated { tokens: Vec::new(), ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY })
+            if b.finished.is_empty() {
+                return vec![Generated { tokens: Vec::new(), ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY }];
+            }
+            // Best first; among equal scores the later added first (the one `max_by` picks).
+            let mut best = b.finished;
+            best.reverse();
+            best.sort_by(|a, c| c.score.total_cmp(&a.score));
+            best
         })
         .collect()
 }
@@ -416,7 +452,12 @@ mod tests {
 
     /// Every continuation up to `max` new tokens, scored as beam search scores them.
     fn exhaustive(model: &mut dyn StepModel, row: usize, v: usize, eos: u32, s: &DecodeSettings) -> Generated {
-        let mut best = Generated { tokens: vec![], ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY };
+        every_hypothesis(model, row, v, eos, s).into_iter().fold(Generated { tokens: vec![], ended: false, sum_logprobs: 0.0, score: f64::NEG_INFINITY }, |best, g| if g.score > best.score { g } else { best })
+    }
+
+    /// Every complete continuation of `row` (ended, or cut at `max_new_tokens`) with its score.
+    fn every_hypothesis(model: &mut dyn StepModel, row: usize, v: usize, eos: u32, s: &DecodeSettings) -> Vec<Generated> {
+        let mut all = Vec::new();
         let mut stack: Vec<(Vec<u32>, f64)> = vec![(vec![], 0.0)];
         while let Some((prefix, sum)) = stack.pop() {
             let mut lp = model.log_probs(&[(row, &prefix)]).remove(0);
@@ -430,16 +471,49 @@ mod tests {
                 let (tokens, ended) = if t == eos { (prefix.clone(), true) } else { ([prefix.clone(), vec![t]].concat(), false) };
                 let len = tokens.len() + usize::from(ended);
                 if ended || len == s.max_new_tokens {
-                    let g = Generated { tokens, ended, sum_logprobs: total, score: score(total, len, s.length_penalty) };
-                    if g.score > best.score {
-                        best = g;
-                    }
+                    all.push(Generated { tokens, ended, sum_logprobs: total, score: score(total, len, s.length_penalty) });
                 } else {
                     stack.push((tokens, total));
                 }
             }
         }
-        best
+        all
+    }
+
+    /// Several outputs per input: beam search's are the n best complete continuations
+    /// (exhaustive search as the oracle, beams as wide as every continuation), best first,
+    /// the first the single output; samples are n draws, the first the single sample, the
+    /// others draws of their own. Greedy has one; beams return at most their number.
+    #[test]
+    fn several_outputs_are_the_best_hypotheses_or_independent_samples() {
+        let (v, eos) = (4usize, 0u32);
+        let keys: Vec<Vec<u64>> = (0..3).map(|r| vec![r]).collect();
+        for length_penalty in [0.0, 1.0] {
+            let s = DecodeSettings { max_new_tokens: 3, num_beams: v.pow(3), num_return_sequences: 5, length_penalty, ..Default::default() };
+            let many = generate_many(&mut toy(v), &keys, eos, &s);
+            let single = generate(&mut toy(v), 3, eos, &s);
+            for (row, outs) in many.iter().enumerate() {
+                let mut want = every_hypothesis(&mut toy(v), row, v, eos, &s);
+                want.sort_by(|a, c| c.score.total_cmp(&a.score));
+                assert_eq!(outs.iter().map(|g| &g.tokens).collect::<Vec<_>>(), want[..5].iter().map(|g| &g.tokens).collect::<Vec<_>>(), "row {row}, lp {length_penalty}");
+                assert!(outs.iter().zip(&want).all(|(a, b)| (a.score - b.score).abs() < 1e-9));
+                assert_eq!(outs[0], single[row]);
+            }
+        }
+        let s = DecodeSettings { max_new_tokens: 10, do_sample: true, temperature: 3.0, seed: 11, num_return_sequences: 4, ..Default::default() };
+        let many = generate_many(&mut toy(50), &keys, eos, &s);
+        let single = generate(&mut toy(50), 3, eos, &s);
+        for (row, outs) in many.iter().enumerate() {
+            assert_eq!(outs.len(), 4);
+            assert_eq!(outs[0], single[row], "the first sample is the single sample");
+            let distinct: std::collections::BTreeSet<&Vec<u32>> = outs.iter().map(|g| &g.tokens).collect();
+            assert_eq!(distinct.len(), 4, "draws of their own: {outs:?}");
+        }
+        assert_eq!(many, generate_many(&mut toy(50), &keys, eos, &s), "one seed, one draw");
+        let p = DecodeSettings { num_return_sequences: 2, ..Default::default() }.problems();
+        assert!(p.iter().any(|m| m.starts_with("generate.num_return_sequences: at most generate.num_beams")), "{p:?}");
+        assert!(DecodeSettings { num_return_sequences: 4, num_beams: 4, ..Default::default() }.problems().is_empty());
+        assert!(!DecodeSettings { num_return_sequences: 0, ..Default::default() }.problems().is_empty());
     }
 
     #[test]
@@ -510,7 +584,7 @@ mod tests {
         // A beam search of one that stops at its first finished hypothesis keeps the best
         // continuation only: greedy's tokens.
         let one = beam_search(&mut toy(v), 4, eos, &DecodeSettings { num_beams: 1, early_stopping: true, ..s.clone() });
-        assert_eq!(one.iter().map(|g| &g.tokens).collect::<Vec<_>>(), greedy.iter().map(|g| &g.tokens).collect::<Vec<_>>());
+        assert_eq!(one.iter().map(|g| &g[0].tokens).collect::<Vec<_>>(), greedy.iter().map(|g| &g.tokens).collect::<Vec<_>>());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::finetune::tasks::cloze::glm_ids;
 use crate::init::{resolve_start, InitError, StartModel};
 use crate::masking::glm::GlmIds;
 use crate::model::glm::{Glm, GlmConfig};
-use crate::model::glm_fill::{check_decode_memory, fill_blanks, widest_fixed_len, FillIds};
+use crate::model::glm_fill::{check_decode_memory, fill_blanks_many, widest_fixed_len, FillIds};
 use crate::objective::ModelSpec;
 
 /// The blank markers a text may hold.
@@ -265,12 +265,20 @@ fn fill_file(dir: &Path, input: &Path, output: Option<&Path>, settings: &DecodeS
     for chunk in lines.chunks(run.batch_size.max(1)) {
         let texts: Vec<(Vec<i64>, Vec<usize>)> = chunk.iter().map(|l| l.part_a.clone()).collect();
         let t0 = std::time::Instant::now();
-        let filled = fill_blanks(&f.glm, &texts, fill, settings, run.device);
+        let filled = fill_blanks_many(&f.glm, &texts, fill, settings, run.device);
         throughput.seconds += t0.elapsed().as_secs_f64();
-        for (l, gens) in chunk.iter().zip(filled) {
-            throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64 + u64::from(g.ended)).sum::<u64>();
-            let blanks: Vec<String> = gens.iter().map(|g| f.tokenizer.decode(&g.tokens)).collect::<Result<_, _>>()?;
-            let mut line = json!({ "text": l.text.fill(&blanks), "blanks": blanks });
+        for (l, fillings) in chunk.iter().zip(filled) {
+            let mut candidates = Vec::with_capacity(fillings.len());
+            for gens in &fillings {
+                throughput.tokens += gens.iter().map(|g| g.tokens.len() as u64 + u64::from(g.ended)).sum::<u64>();
+                let blanks: Vec<String> = gens.iter().map(|g| f.tokenizer.decode(&g.tokens)).collect::<Result<_, _>>()?;
+                candidates.push(json!({ "text": l.text.fill(&blanks), "blanks": blanks }));
+            }
+            // The best (or first) filling at the top; all of them, in order, when several.
+            let mut line = candidates[0].clone();
+            if settings.num_return_sequences > 1 {
+                line["candidates"] = Value::Array(candidates);
+            }
             if let Some(id) = &l.id {
                 line["id"] = id.clone();
             }

@@ -125,6 +125,20 @@ fn glm_generation_fine_tunes_generates_predicts_evaluates_resumes_and_runs_on_tw
     let (code, _, err) = cli(&["generate", "--checkpoint", pre.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("blanks.jsonl:1: no blank in `text`"), "{err}");
+    // Several fillings: samples each their own, the first the single sample.
+    std::fs::write(&input, "{\"text\": \"The state of our [MASK] is strong, and [sMASK]\"}\n").unwrap();
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["generate", "--checkpoint", pre.to_str().unwrap(), "--input", input.to_str().unwrap(), "--set", "generate.max_new_tokens=4", "--set", "generate.do_sample=true", "--set", "generate.temperature=2.0"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 0, "{err}");
+        json_lines(&out).remove(0)
+    };
+    let (one, three) = (sample(&[]), sample(&["--set", "generate.num_return_sequences=3"]));
+    let candidates = three["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 3);
+    assert_eq!((&candidates[0]["text"], &three["text"]), (&one["text"], &one["text"]));
+    assert!(candidates.iter().all(|c| c["blanks"].as_array().map(Vec::len) == Some(2)));
     // Beams no memory holds: refused before decoding, not a process the kernel kills.
     std::fs::write(&input, "{\"text\": \"We [MASK].\"}\n").unwrap();
     let (code, _, err) = cli(&["generate", "--checkpoint", pre.to_str().unwrap(), "--input", input.to_str().unwrap(), "--set", "generate.num_beams=1000000000000"]);
@@ -190,6 +204,14 @@ fn glm_generation_fine_tunes_generates_predicts_evaluates_resumes_and_runs_on_tw
     }
     let (code, beams, err) = cli(&["generate", "--checkpoint", best.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "generate.num_beams=3", "--set", "generate.no_repeat_ngram_size=2"]);
     assert_eq!((code, json_lines(&beams).len()), (0, 20), "{err}");
+    // Several outputs: the beams' best first, the first the single output.
+    let (code, several, err) = cli(&["generate", "--checkpoint", best.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "generate.num_beams=3", "--set", "generate.no_repeat_ngram_size=2", "--set", "generate.num_return_sequences=2"]);
+    assert_eq!(code, 0, "{err}");
+    for (one, two) in json_lines(&beams).iter().zip(json_lines(&several)) {
+        assert_eq!(two["outputs"].as_array().map(Vec::len), Some(2), "{two}");
+        assert_eq!((&two["output"], &two["outputs"][0]), (&one["output"], &one["output"]), "{two}");
+        assert!(one.get("outputs").is_none());
+    }
     let (code, _, err) = cli(&["generate", "--checkpoint", best.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "generate.num_beam=3"]);
     assert_eq!(code, 2);
     assert!(err.contains("generate.num_beam"), "{err}");

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 use super::glm::{Glm, GlmConfig};
-use crate::decode::{generate_keyed, DecodeSettings, Generated, StepModel};
+use crate::decode::{generate_many, DecodeSettings, Generated, StepModel};
 
 /// One row to fill: Part A's ids, the spans filled before, and where the blank is.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -195,8 +195,17 @@ pub struct FillIds {
 /// order. The k-th blanks of all texts that have one are decoded together, each text's Part B
 /// holding its blanks filled so far (GLM's order: left to right, each seeing those before it).
 /// `settings.kv_cache` picks [`GlmCachedFill`] or [`GlmFill`]; a blank ends at `[eop]` or at
-/// `max_new_tokens`.
+/// `max_new_tokens`. One filling per text (see [`fill_blanks_many`]).
 pub fn fill_blanks(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Generated>> {
+    let one = DecodeSettings { num_return_sequences: 1, ..settings.clone() };
+    fill_blanks_many(glm, texts, ids, &one, device).into_iter().map(|mut t| t.swap_remove(0)).collect()
+}
+
+/// [`fill_blanks`] with `settings.num_return_sequences` fillings per text, `[text][filling]
+/// [blank]`: filling j takes the j-th output of the first blank (beam search's j-th best
+/// hypothesis, or the j-th sample), then each later blank decoded on top of it (the best
+/// continuation, or a sample of its own).
+pub fn fill_blanks_many(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Vec<Generated>>> {
     // As many texts at once as the memory left holds (a wide beam search decodes fewer at a
     // time, one at least: `check_decode_memory` refused what one alone cannot fit).
     let per_text = texts.iter().map(|(a, blanks)| decode_bytes_per_input(glm.config(), widest_fixed_len(a.len(), blanks.len(), settings), settings)).max().unwrap_or(1);
@@ -204,28 +213,48 @@ pub fn fill_blanks(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, se
     texts.chunks(at_once.max(1)).flat_map(|chunk| fill_together(glm, chunk, ids, settings, device)).collect()
 }
 
-fn fill_together(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Generated>> {
-    let mut out: Vec<Vec<Generated>> = vec![Vec::new(); texts.len()];
+fn fill_together(glm: &Glm, texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, settings: &DecodeSettings, device: Device) -> Vec<Vec<Vec<Generated>>> {
+    let decode = |rows: Vec<BlankRow>, keys: &[Vec<u64>], s: &DecodeSettings| {
+        if s.kv_cache {
+            generate_many(&mut GlmCachedFill::new(glm, rows, ids.sop, ids.pad, device), keys, ids.eop, s)
+        } else {
+            generate_many(&mut GlmFill::new(glm, rows, ids.sop, ids.pad, device), keys, ids.eop, s)
+        }
+    };
+    // A text's draws are keyed by the text, the blank and the filling, not by its place in the
+    // batch.
+    let key = |i: usize, k: usize, j: usize| -> Vec<u64> {
+        let text = &texts[i].0;
+        let mut key: Vec<u64> = std::iter::once(text.len() as u64).chain(text.iter().map(|&t| t as u64)).chain([k as u64]).collect();
+        if j > 0 {
+            key.extend([u64::MAX, j as u64]);
+        }
+        key
+    };
+    // The first blank: every filling's start at once.
+    let first: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].1.is_empty()).collect();
+    let rows = first.iter().map(|&i| BlankRow::new(texts[i].0.clone(), texts[i].1[0])).collect();
+    let keys: Vec<Vec<u64>> = first.iter().map(|&i| key(i, 0, 0)).collect();
+    let mut out: Vec<Vec<Vec<Generated>>> = vec![vec![Vec::new()]; texts.len()];
+    for (i, starts) in first.into_iter().zip(decode(rows, &keys, settings)) {
+        out[i] = starts.into_iter().map(|g| vec![g]).collect();
+    }
+    // Each later blank on top of each filling's blanks so far.
+    let one = DecodeSettings { num_return_sequences: 1, ..settings.clone() };
     let most = texts.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
-    for k in 0..most {
-        let active: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].1.len() > k).collect();
+    for k in 1..most {
+        let active: Vec<(usize, usize)> = (0..texts.len()).filter(|&i| texts[i].1.len() > k).flat_map(|i| (0..out[i].len()).map(move |j| (i, j))).collect();
         let rows: Vec<BlankRow> = active
             .iter()
-            .map(|&i| {
+            .map(|&(i, j)| {
                 let (part_a, blanks) = &texts[i];
-                let filled = blanks.iter().zip(&out[i]).map(|(&at, g)| (at, g.tokens.iter().map(|&t| t as i64).collect())).collect();
+                let filled = blanks.iter().zip(&out[i][j]).map(|(&at, g)| (at, g.tokens.iter().map(|&t| t as i64).collect())).collect();
                 BlankRow { part_a: part_a.clone(), filled, blank: blanks[k] }
             })
             .collect();
-        // A text's draws are keyed by the text and the blank, not by its place in the batch.
-        let keys: Vec<Vec<u64>> = active.iter().map(|&i| std::iter::once(texts[i].0.len() as u64).chain(texts[i].0.iter().map(|&t| t as u64)).chain([k as u64]).collect()).collect();
-        let generated = if settings.kv_cache {
-            generate_keyed(&mut GlmCachedFill::new(glm, rows, ids.sop, ids.pad, device), &keys, ids.eop, settings)
-        } else {
-            generate_keyed(&mut GlmFill::new(glm, rows, ids.sop, ids.pad, device), &keys, ids.eop, settings)
-        };
-        for (i, g) in active.into_iter().zip(generated) {
-            out[i].push(g);
+        let keys: Vec<Vec<u64>> = active.iter().map(|&(i, j)| key(i, k, j)).collect();
+        for ((i, j), mut g) in active.into_iter().zip(decode(rows, &keys, &one)) {
+            out[i][j].push(g.swap_remove(0));
         }
     }
     out
@@ -250,7 +279,12 @@ pub fn decode_bytes_per_input(config: &GlmConfig, fixed_len: usize, s: &DecodeSe
     let [v, h, layers, inner, heads] = [config.vocab_size, config.hidden_size, config.num_layers, config.intermediate_size, config.num_attention_heads].map(|x| x.max(0) as u64);
     let log_probs = 16 * v;
     let state = if s.kv_cache { 3 * layers * 2 * t * h * 4 } else { 4 * t * (8 * h + 2 * inner + 2 * heads * t) };
-    (s.num_beams as u64).saturating_mul(log_probs.saturating_add(state)).saturating_mul(2)
+    (decode_rows(s) as u64).saturating_mul(log_probs.saturating_add(state)).saturating_mul(2)
+}
+
+/// Rows one input decodes as: its beams, or its samples.
+fn decode_rows(s: &DecodeSettings) -> usize {
+    s.num_beams.max(if s.do_sample { s.num_return_sequences } else { 1 })
 }
 
 /// How many inputs to decode at once: those whose estimate fits three quarters of `free`
@@ -263,15 +297,18 @@ pub fn inputs_at_once(per_input: u64, free: u64, most: usize) -> usize {
 /// One input's decoding would not fit the memory left.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "generate.num_beams = {num_beams}: decoding one input needs about {} of memory, more than the {} decoding may take (three quarters of the {} available): lower {}",
+    "{setting} = {rows}: decoding one input needs about {} of memory, more than the {} decoding may take (three quarters of the {} available): lower {}",
     crate::memory::human(*need),
     crate::memory::human(free / 4 * 3),
     crate::memory::human(*free),
-    if *num_beams > 1 { "generate.num_beams" } else { "generate.max_new_tokens or the input's length" }
+    if *rows > 1 { setting } else { "generate.max_new_tokens or the input's length" }
 )]
 pub struct DecodeMemoryError {
-    /// The beams asked for.
-    pub num_beams: usize,
+    /// What sets the rows one input decodes as: `generate.num_beams`, or
+    /// `generate.num_return_sequences` when sampling.
+    pub setting: &'static str,
+    /// Those rows.
+    pub rows: usize,
     /// The estimate for one input, in bytes.
     pub need: u64,
     /// What the process may still allocate, in bytes.
@@ -292,7 +329,8 @@ pub fn check_decode_memory(config: &GlmConfig, fixed_len: usize, s: &DecodeSetti
 
 /// [`check_decode_memory`]'s rule, pure.
 fn decode_fits(need: u64, free: u64, s: &DecodeSettings) -> Result<(), DecodeMemoryError> {
-    if need <= free / 4 * 3 { Ok(()) } else { Err(DecodeMemoryError { num_beams: s.num_beams, need, free }) }
+    let setting = if s.do_sample && s.num_return_sequences > s.num_beams { "generate.num_return_sequences" } else { "generate.num_beams" };
+    if need <= free / 4 * 3 { Ok(()) } else { Err(DecodeMemoryError { setting, rows: decode_rows(s), need, free }) }
 }
 
 #[cfg(test)]
@@ -432,20 +470,21 @@ mod tests {
         let ids = FillIds { sop: 5, eop: 6, pad: 0 };
         let texts = vec![(vec![1i64, 10, 2, 11, 12, 3, 13], vec![2usize, 5]), (vec![1, 14, 4], vec![2]), (vec![1, 15, 16, 2, 17], vec![3])];
         let tokens = |v: Vec<Vec<Generated>>| v.into_iter().map(|b| b.into_iter().map(|g| (g.tokens, g.ended)).collect::<Vec<_>>()).collect::<Vec<_>>();
+        let fill_together = |texts: &[(Vec<i64>, Vec<usize>)], ids: FillIds, s: &DecodeSettings| fill_together(&glm, texts, ids, s, Device::Cpu).into_iter().map(|mut t| t.swap_remove(0)).collect::<Vec<_>>();
         let sampling = DecodeSettings { max_new_tokens: 6, do_sample: true, temperature: 2.0, seed: 3, ..Default::default() };
         for s in [DecodeSettings { max_new_tokens: 5, num_beams: 3, ..Default::default() }, sampling.clone()] {
-            let together = tokens(fill_together(&glm, &texts, ids, &s, Device::Cpu));
-            let alone = tokens(texts.chunks(1).flat_map(|c| fill_together(&glm, c, ids, &s, Device::Cpu)).collect());
+            let together = tokens(fill_together(&texts, ids, &s));
+            let alone = tokens(texts.chunks(1).flat_map(|c| fill_together(c, ids, &s)).collect());
             assert_eq!(together, alone, "{s:?}");
             let reversed: Vec<_> = texts.iter().rev().cloned().collect();
-            let mut back = tokens(fill_together(&glm, &reversed, ids, &s, Device::Cpu));
+            let mut back = tokens(fill_together(&reversed, ids, &s));
             back.reverse();
             assert_eq!(back, together, "{s:?}");
             assert_eq!(tokens(fill_blanks(&glm, &texts, ids, &s, Device::Cpu)), together);
         }
         // ... and the seed is what draws: another one draws otherwise.
-        let other = tokens(fill_together(&glm, &texts, ids, &DecodeSettings { seed: 4, ..sampling.clone() }, Device::Cpu));
-        assert_ne!(other, tokens(fill_together(&glm, &texts, ids, &sampling, Device::Cpu)));
+        let other = tokens(fill_together(&texts, ids, &DecodeSettings { seed: 4, ..sampling.clone() }));
+        assert_ne!(other, tokens(fill_together(&texts, ids, &sampling)));
     }
 
     /// The estimate grows with the beams; the inputs decoded at once fit three quarters of
@@ -469,5 +508,10 @@ mod tests {
         let greedy = decode_fits(4 << 30, 2 << 30, &DecodeSettings { num_beams: 1, ..s }).unwrap_err().to_string();
         assert!(greedy.ends_with("lower generate.max_new_tokens or the input's length"), "{greedy}");
         assert_eq!(widest_fixed_len(7, 3, &DecodeSettings { max_new_tokens: 4, ..Default::default() }), 7 + 2 * 5);
+        // Samples are rows too: eight samples hold what eight beams hold, and are named.
+        let samples = DecodeSettings { num_beams: 1, do_sample: true, num_return_sequences: 8, ..s.clone() };
+        assert_eq!(decode_bytes_per_input(cfg, 20, &samples), one);
+        let e = decode_fits(4 << 30, 2 << 30, &samples).unwrap_err().to_string();
+        assert!(e.starts_with("generate.num_return_sequences = 8: ") && e.ends_with("lower generate.num_return_sequences"), "{e}");
     }
 }

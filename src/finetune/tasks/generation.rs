@@ -31,7 +31,7 @@ use crate::finetune::metrics::SquadScore;
 use crate::finetune::rouge::RougeTotals;
 use crate::masking::glm::GlmIds;
 use crate::model::glm::{Glm, GlmConfig};
-use crate::model::glm_fill::{check_decode_memory, fill_blanks, FillIds};
+use crate::model::glm_fill::{check_decode_memory, fill_blanks_many, FillIds};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
@@ -301,10 +301,17 @@ impl TextOf {
         self.tokenizer.decode(&ids).unwrap_or_else(|_| ids.iter().map(|&i| self.tokenizer.id_to_token(i)).collect::<Vec<_>>().join(" "))
     }
 
-    fn rows(&self, generated: &Tensor) -> Vec<String> {
-        let (n, l) = generated.size2().expect("[rows, longest]");
+    /// Each row's outputs, best (or first) first: `[rows, longest]`, or `[rows, outputs,
+    /// longest]` with `generate.num_return_sequences` > 1 (an output with no token is empty).
+    fn rows(&self, generated: &Tensor) -> Vec<Vec<String>> {
+        let size = generated.size();
+        let (rows, each, l) = match size[..] {
+            [r, l] => (r as usize, 1, l as usize),
+            [r, n, l] => (r as usize, n as usize, l as usize),
+            _ => unreachable!("generated ids are [rows, longest] or [rows, outputs, longest]"),
+        };
         let flat = to_i64s(generated);
-        (0..n as usize).map(|r| self.row(&flat[r * l as usize..(r + 1) * l as usize])).collect()
+        (0..rows).map(|r| (0..each).map(|c| self.row(&flat[(r * each + c) * l..(r * each + c + 1) * l])).collect()).collect()
     }
 }
 
@@ -316,7 +323,9 @@ struct GenerationScorer {
 
 impl Scorer for GenerationScorer {
     fn add(&mut self, generated: &Tensor, batch: &HostBatch) {
-        for (text, refs) in self.task.rows(generated).iter().zip(&batch.references) {
+        // The best (or first) output is the one scored.
+        for (outputs, refs) in self.task.rows(generated).iter().zip(&batch.references) {
+            let text = &outputs[0];
             self.rouge.add(refs.first().map_or("", String::as_str), text);
             self.squad.add(text, &refs.iter().map(String::as_str).collect::<Vec<_>>());
         }
@@ -333,12 +342,23 @@ impl Scorer for GenerationScorer {
     }
 }
 
-/// `{"id", "output"}` per source.
+/// `{"id", "output"}` per source, and `"outputs"` (every one, best first) when several.
 struct Outputs(TextOf);
 
 impl Predictor for Outputs {
     fn add(&mut self, generated: &Tensor, _batch: &HostBatch, examples: &[&TaskExample]) -> Vec<Value> {
-        self.0.rows(generated).into_iter().zip(examples).map(|(output, e)| json!({ "id": e.shown.as_ref().map_or(Value::Null, |s| s["id"].clone()), "output": output })).collect()
+        self.0
+            .rows(generated)
+            .into_iter()
+            .zip(examples)
+            .map(|(outputs, e)| {
+                let mut line = json!({ "id": e.shown.as_ref().map_or(Value::Null, |s| s["id"].clone()), "output": outputs[0] });
+                if generated.dim() == 3 {
+                    line["outputs"] = json!(outputs);
+                }
+                line
+            })
+            .collect()
     }
 }
 
@@ -366,17 +386,21 @@ impl TaskModel for GlmGenerator {
         let (rows, t) = b.input_ids.size2().expect("[rows, T]");
         let ids = to_i64s(&b.input_ids);
         let texts: Vec<(Vec<i64>, Vec<usize>)> = to_i64s(prefix).iter().enumerate().map(|(r, &a)| (ids[r * t as usize..r * t as usize + a as usize].to_vec(), vec![a as usize - 1])).collect();
-        let filled = fill_blanks(&self.glm, &texts, self.ids, &self.settings, b.input_ids.device());
+        let filled = fill_blanks_many(&self.glm, &texts, self.ids, &self.settings, b.input_ids.device());
         // The end token stays in (decoding drops it as special): it was generated too.
-        let new: Vec<Vec<u32>> = filled.iter().map(|f| f[0].tokens.iter().copied().chain(f[0].ended.then_some(self.ids.eop)).collect()).collect();
-        let longest = new.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut out = vec![-1i64; rows as usize * longest];
-        for (r, toks) in new.iter().enumerate() {
-            for (j, &tok) in toks.iter().enumerate() {
-                out[r * longest + j] = tok as i64;
+        let new: Vec<Vec<Vec<u32>>> = filled.iter().map(|fillings| fillings.iter().map(|f| f[0].tokens.iter().copied().chain(f[0].ended.then_some(self.ids.eop)).collect()).collect()).collect();
+        let longest = new.iter().flatten().map(Vec::len).max().unwrap_or(0).max(1);
+        let n = self.settings.num_return_sequences.max(1);
+        let mut out = vec![-1i64; rows as usize * n * longest];
+        for (r, fillings) in new.iter().enumerate() {
+            for (c, toks) in fillings.iter().enumerate().take(n) {
+                for (j, &tok) in toks.iter().enumerate() {
+                    out[(r * n + c) * longest + j] = tok as i64;
+                }
             }
         }
-        Some(Tensor::from_slice(&out).view([rows, longest as i64]).to_device(Device::Cpu))
+        let shape: Vec<i64> = if n == 1 { vec![rows, longest as i64] } else { vec![rows, n as i64, longest as i64] };
+        Some(Tensor::from_slice(&out).view(shape.as_slice()).to_device(Device::Cpu))
     }
 }
 
