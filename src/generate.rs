@@ -229,6 +229,7 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
         crate::finetune::data::TaskDataError::Record { path, line, message } => GenerateError::Line { path, line, message },
         other => GenerateError::Line { path: path.to_owned(), line: 0, message: crate::error_chain(&other) },
     })?;
+    let mut widest: Option<(u64, usize)> = None;
     for (line, v) in values {
         let bad = |message: String| GenerateError::Line { path: path.to_owned(), line, message };
         let text = v.get("text").and_then(Value::as_str).ok_or_else(|| bad("no `text` field (a string)".into()))?;
@@ -244,8 +245,15 @@ fn read_lines(path: &Path, f: &Filler, settings: &DecodeSettings) -> Result<Vec<
         if settings.max_new_tokens >= room {
             return Err(bad(format!("generate.max_new_tokens = {} but the model has {room} block positions", settings.max_new_tokens)));
         }
-        check_decode_memory(&f.config, widest_fixed_len(part_a.0.len(), part_a.1.len(), settings), settings).map_err(|e| bad(e.to_string()))?;
+        let fixed = widest_fixed_len(part_a.0.len(), part_a.1.len(), settings);
+        if widest.is_none_or(|(_, w)| fixed > w) {
+            widest = Some((line, fixed));
+        }
         out.push(Line { text: parsed, part_a, id: v.get("id").cloned() });
+    }
+    // The memory left is read once, against the line that needs the most.
+    if let Some((line, fixed)) = widest {
+        check_decode_memory(&f.config, fixed, settings).map_err(|e| GenerateError::Line { path: path.to_owned(), line, message: e.to_string() })?;
     }
     Ok(out)
 }
