@@ -29,7 +29,7 @@ use tch::{Reduction, Tensor};
 const LABELS: [&str; 2] = ["spam", "long"];
 
 /// The registry entry: the name configs use, the metrics `task.metric` may pick, the builder.
-const MULTILABEL: TaskKind = TaskKind { name: "multilabel", reuses_pretraining_head: false, on_glm: false, metrics: &[("micro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+const MULTILABEL: TaskKind = TaskKind { name: "multilabel", reuses_pretraining_head: false, on_glm: false, metrics: &[("micro_f1", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let ModelSpec::Bert { config, .. } = cx.encoder else { return Err(TaskError::config("init.checkpoint: multilabel needs a BERT")) };

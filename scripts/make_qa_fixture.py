@@ -10,7 +10,12 @@ as the oracle:
 * post-processing: fixed random logits per window and the answers of run_qa.py's
   postprocess_qa_predictions (utils_qa.py, SQuAD v1 branch, written out below);
 * metrics: compute_exact / compute_f1 of transformers 4.57.1's squad_metrics.py (transformers 5
-  dropped the module; the set-up extracts that file into .cache/oracle/).
+  dropped the module; the set-up extracts that file into .cache/oracle/);
+* SQuAD v2.0: the same questions plus 60 made unanswerable (a question asked of another
+  question's context, no answer), `[CLS]` logits raised so the null answer sometimes wins,
+  run_qa.py's postprocess_qa_predictions with version_2_with_negative=True (written out below)
+  at two null thresholds, and squad_metrics.squad_evaluate on its best non-null answers with the
+  score differences as no-answer probabilities (exact / F1, HasAns / NoAns, best thresholds).
 
     .venv/bin/python scripts/make_qa_fixture.py target/fixtures/qa
 """
@@ -21,6 +26,7 @@ import pathlib
 import re
 import string
 import sys
+import types
 
 import numpy as np
 import torch
@@ -35,7 +41,8 @@ def oracle_metrics():
     """compute_exact, compute_f1 and normalize_answer from squad_metrics.py, without importing
     the rest of transformers 4 (only these functions, which need re, string and collections)."""
     src = (ROOT / ".cache/oracle/squad_metrics.py").read_text()
-    keep = {"normalize_answer", "get_tokens", "compute_exact", "compute_f1"}
+    keep = {"normalize_answer", "get_tokens", "compute_exact", "compute_f1", "get_raw_scores", "apply_no_ans_threshold",
+            "make_eval_dict", "merge_eval", "find_best_thresh", "find_all_best_thresh", "squad_evaluate"}
     tree = ast.parse(src)
     tree.body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in keep]
     ns = {"re": re, "string": string, "collections": collections}
@@ -117,8 +124,9 @@ def windows(recs: list, tok) -> list:
             q = q[: q_ids["offset_mapping"][room][0]]
         enc = tok(q, r["context"], truncation="only_second", max_length=MAX_LEN, stride=STRIDE,
                   return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True, padding=False)
-        start_char = r["answers"]["answer_start"][0]
-        end_char = start_char + len(r["answers"]["text"][0])
+        # An unanswerable question (SQuAD v2.0) is labelled at [CLS] in every window.
+        start_char = r["answers"]["answer_start"][0] if r["answers"]["text"] else None
+        end_char = start_char + len(r["answers"]["text"][0]) if start_char is not None else None
         for w in range(len(enc["input_ids"])):
             ids, offsets, seq = enc["input_ids"][w], enc["offset_mapping"][w], enc.sequence_ids(w)
             s = 0
@@ -129,7 +137,7 @@ def windows(recs: list, tok) -> list:
                 e -= 1
             last_context = e
             overran = False
-            if not (offsets[s][0] <= start_char and offsets[e][1] >= end_char):
+            if start_char is None or not (offsets[s][0] <= start_char and offsets[e][1] >= end_char):
                 start = end = 0
             else:
                 while s < len(offsets) and offsets[s][0] <= start_char:
@@ -168,6 +176,77 @@ def postprocess(recs: list, feats: list, start_logits: list, end_logits: list) -
     return preds
 
 
+def postprocess_v2(recs: list, feats: list, start_logits: list, end_logits: list, threshold: float) -> dict:
+    """utils_qa.postprocess_qa_predictions, version_2_with_negative=True: per question its
+    answer, its score difference and its best non-null text."""
+    by_example = collections.defaultdict(list)
+    for k, f in enumerate(feats):
+        by_example[f["question"]].append(k)
+    out = {}
+    for i, r in enumerate(recs):
+        min_null, prelim = None, []
+        for k in by_example[i]:
+            sl, el, offsets = start_logits[k], end_logits[k], feats[k]["offsets"]
+            null = sl[0] + el[0]
+            if min_null is None or min_null["score"] > null:
+                min_null = {"offsets": (0, 0), "score": null, "start_logit": sl[0], "end_logit": el[0]}
+            for a in np.argsort(sl)[-1: -N_BEST - 1: -1].tolist():
+                for b in np.argsort(el)[-1: -N_BEST - 1: -1].tolist():
+                    if a >= len(offsets) or b >= len(offsets) or offsets[a] is None or len(offsets[a]) < 2 or offsets[b] is None or len(offsets[b]) < 2:
+                        continue
+                    if b < a or b - a + 1 > MAX_ANSWER:
+                        continue
+                    prelim.append({"offsets": (offsets[a][0], offsets[b][1]), "score": sl[a] + el[b], "start_logit": sl[a], "end_logit": el[b]})
+        prelim.append(min_null)
+        null_score = min_null["score"]
+        preds = sorted(prelim, key=lambda x: x["score"], reverse=True)[:N_BEST]
+        if not any(p["offsets"] == (0, 0) for p in preds):
+            preds.append(min_null)
+        for p in preds:
+            p["text"] = r["context"][p["offsets"][0]: p["offsets"][1]]
+        if len(preds) == 0 or (len(preds) == 1 and preds[0]["text"] == ""):
+            preds.insert(0, {"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "score": 0.0})
+        j = 0
+        while preds[j]["text"] == "":
+            j += 1
+        best = preds[j]
+        diff = float(null_score - best["start_logit"] - best["end_logit"])
+        out[r["id"]] = {"answer": "" if diff > threshold else best["text"], "diff": diff, "span": best["text"]}
+    return out
+
+
+def squad_v2(out: pathlib.Path, recs: list, tok, m: dict) -> None:
+    """Unanswerable questions added, run_qa.py's v2 post-processing and squad_evaluate."""
+    v2 = [dict(r) for r in recs]
+    for k in range(60):
+        q, other = recs[k], recs[(k + 77) % 150]
+        v2.append({"id": q["id"] + "-none", "question": q["question"], "context": other["context"], "answers": {"text": [], "answer_start": []}})
+    (out / "records_v2.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in v2))
+    feats = windows(v2, tok)
+    rng = np.random.default_rng(5)
+    start_logits, end_logits = [], []
+    for f in feats:
+        sl, el = rng.normal(size=len(f["input_ids"])).astype(np.float32), rng.normal(size=len(f["input_ids"])).astype(np.float32)
+        sl[0] += np.float32(rng.normal(2.5, 2.0))
+        el[0] += np.float32(rng.normal(2.5, 2.0))
+        # Half the windows that hold their answer point at it, so some answers are right.
+        if f["start"] > 0 and rng.random() < 0.5:
+            sl[f["start"]] += np.float32(3.0)
+            el[f["end"]] += np.float32(3.0)
+        start_logits.append(sl)
+        end_logits.append(el)
+    save_file({"start": torch.tensor(np.concatenate(start_logits)), "end": torch.tensor(np.concatenate(end_logits)), "windows": torch.tensor([len(feats)])}, out / "logits_v2.safetensors")
+    examples = [types.SimpleNamespace(qas_id=r["id"], answers=[{"text": t} for t in r["answers"]["text"]]) for r in v2]
+    result = {}
+    for threshold in (0.0, -1.5):
+        preds = postprocess_v2(v2, feats, start_logits, end_logits, threshold)
+        spans = {k: v["span"] for k, v in preds.items()}
+        diffs = {k: v["diff"] for k, v in preds.items()}
+        evaluation = m["squad_evaluate"](examples, spans, diffs, threshold)
+        result[str(threshold)] = {"predictions": preds, "evaluation": dict(evaluation)}
+    (out / "squad_v2.json").write_text(json.dumps(result, ensure_ascii=False))
+
+
 def main(out: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     head(out)
@@ -190,6 +269,7 @@ def main(out: pathlib.Path) -> None:
         pairs.append((r["answers"]["text"][0], r["answers"]["text"][-1]))
         pairs.append((r["context"][:40], r["answers"]["text"][0]))
     (out / "metrics.jsonl").write_text("".join(json.dumps({"pred": p, "gold": g, "exact": m["compute_exact"](g, p), "f1": m["compute_f1"](g, p)}, ensure_ascii=False) + "\n" for p, g in pairs))
+    squad_v2(out, recs, tok, m)
     print(f"wrote {out}: {len(recs)} questions, {len(feats)} windows")
 
 

@@ -12,6 +12,7 @@ use pretune::data::tokenize::TextTokenizer;
 use pretune::finetune::data::BadRecords;
 use pretune::finetune::metrics::{squad_exact, squad_f1};
 use pretune::finetune::qa::{self, Answers, QaSettings, QaWindows};
+use pretune::finetune::squad_v2::SquadV2Score;
 use pretune::finetune::task::{TaskNet, TaskSpec};
 use pretune::finetune::tasks::question_answering::{add_window_logits, QA_PAD_LOGIT};
 use pretune::finetune::tasks::{Task, TaskContext};
@@ -73,7 +74,7 @@ fn qa_head_logits_and_loss_match_bert_for_question_answering() {
 
 fn fixture_windows() -> (Vec<Arc<pretune::data::labelled::QaRecord>>, Vec<pretune::data::labelled::TaskExample>, Vec<Value>) {
     let dir = fixture("qa");
-    let recs: Vec<_> = qa::read_squad(&dir.join("records.jsonl"), qa::Need::Trained, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })
+    let recs: Vec<_> = qa::read_squad(&dir.join("records.jsonl"), qa::Need::Trained, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })
         .unwrap()
         .into_iter()
         .map(Arc::new)
@@ -124,7 +125,7 @@ fn postprocessing_matches_run_qa_on_fixed_logits() {
     let dir = fixture("qa");
     let f: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("logits.safetensors")).unwrap().into_iter().collect();
     let (start, end) = (Vec::<f32>::try_from(&f["start"]).unwrap(), Vec::<f32>::try_from(&f["end"]).unwrap());
-    let mut answers = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12 });
+    let mut answers = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12, ..QaSettings::default() });
     let mut at = 0;
     for o in &ours {
         let n = o.ids.len();
@@ -142,7 +143,7 @@ fn postprocessing_matches_run_qa_on_fixed_logits() {
         }
     }
     // The same through batches: padding and batch boundaries change nothing.
-    let mut batched = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12 });
+    let mut batched = Answers::new(QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12, ..QaSettings::default() });
     let mut at = 0;
     for chunk in ours.chunks(7) {
         let refs: Vec<_> = chunk.iter().collect();
@@ -159,6 +160,69 @@ fn postprocessing_matches_run_qa_on_fixed_logits() {
     }
     let batched = batched.finish();
     assert_eq!(batched.iter().map(|(_, p)| p.text.clone()).collect::<Vec<_>>(), got.iter().map(|(_, p)| p.text.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn squad_v2_postprocessing_and_metrics_match_run_qa_and_squad_evaluate() {
+    let dir = fixture("qa");
+    let recs: Vec<_> = qa::read_squad(&dir.join("records_v2.jsonl"), qa::Need::Scored, true, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() })
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    assert_eq!((recs.len(), recs.iter().filter(|r| r.answers.is_empty()).count()), (215, 60));
+    let tok = TextTokenizer::load(&root().join(".cache/minilm/model/tokenizer.json"), None).unwrap();
+    let mut w = QaWindows::new(&tok, 96, 32).unwrap();
+    let mut windows = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        windows.extend(w.windows(i, r, true).unwrap());
+    }
+    let f: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("logits_v2.safetensors")).unwrap().into_iter().collect();
+    assert_eq!(windows.len() as i64, f["windows"].int64_value(&[0]), "window count");
+    let (start, end) = (Vec::<f32>::try_from(&f["start"]).unwrap(), Vec::<f32>::try_from(&f["end"]).unwrap());
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("squad_v2.json")).unwrap()).unwrap();
+    for threshold in [0.0f32, -1.5] {
+        let settings = QaSettings { doc_stride: 32, n_best_size: 20, max_answer_length: 12, version_2_with_negative: true, null_score_diff_threshold: threshold };
+        let mut answers = Answers::new(settings);
+        let mut at = 0;
+        for o in &windows {
+            let n = o.ids.len();
+            answers.add(o.window.as_ref().unwrap(), &start[at..at + n], &end[at..at + n]);
+            at += n;
+        }
+        let case = &want[format!("{threshold:?}")];
+        let mut score = SquadV2Score::default();
+        let mut empty = 0;
+        for (rec, p) in answers.finish() {
+            let w = &case["predictions"][&rec.id];
+            let diff = p.null_score_diff.expect("every question has a span here");
+            let want_diff = w["diff"].as_f64().unwrap() as f32;
+            assert!((diff - want_diff).abs() < 1e-4, "question {}: score difference {diff} vs run_qa.py {want_diff}", rec.id);
+            assert_eq!(p.best_span, w["span"].as_str().unwrap(), "question {}: best span", rec.id);
+            if (diff - threshold).abs() > 1e-4 {
+                assert_eq!(p.text, w["answer"].as_str().unwrap(), "question {} at threshold {threshold}", rec.id);
+            }
+            empty += usize::from(p.text.is_empty());
+            let refs: Vec<&str> = rec.answers.iter().map(|a| a.text.as_str()).collect();
+            score.add(&p.best_span, p.null_score_diff, &refs);
+        }
+        assert!(empty > 30 && empty < 185, "the null answer wins sometimes ({empty} of 215)");
+        let t = score.totals(threshold);
+        let e = &case["evaluation"];
+        let close = |ours: f64, key: &str| assert!((ours - e[key].as_f64().unwrap()).abs() < 1e-6, "{key} at {threshold}: {ours} vs squad_evaluate {}", e[key]);
+        close(t.exact, "exact");
+        close(t.f1, "f1");
+        close(t.has_answer.unwrap().0, "HasAns_exact");
+        close(t.has_answer.unwrap().1, "HasAns_f1");
+        close(t.no_answer.unwrap().0, "NoAns_exact");
+        close(t.no_answer.unwrap().1, "NoAns_f1");
+        assert_eq!((t.has_answer_questions, t.no_answer_questions), (155, 60));
+        close(t.best_exact.0, "best_exact");
+        close(t.best_f1.0, "best_f1");
+        for (ours, key) in [(t.best_exact.1, "best_exact_thresh"), (t.best_f1.1, "best_f1_thresh")] {
+            assert!((ours - e[key].as_f64().unwrap()).abs() < 1e-4, "{key}: {ours} vs squad_evaluate {}", e[key]);
+        }
+    }
 }
 
 #[test]
@@ -258,6 +322,10 @@ listen = ""
     let (code, table, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(table.contains("exact_match") && table.contains("f1"), "{table}");
+    // A SQuAD v1.1 model always answers: a null threshold would be ignored, so it is refused.
+    let (code, _, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--set", "task.null_score_diff_threshold=-1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only read under task.version_2_with_negative = true"), "{err}");
 
     // `predict`: one line per question; `start` is a character offset whose text is the
     // answer, also for Unicode and a context of more than 100 windows.
@@ -331,6 +399,126 @@ listen = ""
         assert!((a - b).abs() < 1e-4, "ours {ours0:?} vs transformers {theirs:?}");
     }
     assert_ne!(ours, ours0, "token types matter");
+}
+
+/// SQuAD v2.0-shaped JSONL: the first `n` dev questions from `skip` on, every third asked of
+/// another question's context with no answer.
+fn squad_v2_subset(dir: &std::path::Path, skip: usize, n: usize) -> std::path::PathBuf {
+    let (jsonl, _) = squad_subset(dir, skip, n);
+    let rows: Vec<Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut out = String::new();
+    for (k, r) in rows.iter().enumerate() {
+        let mut r = r.clone();
+        if k % 3 == 2 {
+            r["context"] = rows[(k + n / 2) % n]["context"].clone();
+            r["answers"] = serde_json::json!({"text": [], "answer_start": []});
+            r["id"] = format!("{}-none", r["id"].as_str().unwrap()).into();
+        }
+        out.push_str(&format!("{r}\n"));
+    }
+    let path = dir.join(format!("squad-v2-{skip}.jsonl"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn squad_v2_trains_on_unanswerable_questions_and_tunes_its_null_threshold_at_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = squad_v2_subset(dir.path(), 0, 48);
+    let dev = squad_v2_subset(dir.path(), 200, 30);
+    let cfg = dir.path().join("qa.toml");
+    let write = |v2: bool| std::fs::write(&cfg, format!(r#"
+[run]
+seed = 1
+out_dir = "{out}"
+device = "cpu"
+threads = 1
+[tokenizer]
+path = "{r}/.cache/minilm/model/tokenizer.json"
+[model]
+hidden_size = 32
+num_layers = 1
+num_heads = 2
+intermediate_size = 64
+max_position_embeddings = 128
+[task]
+kind = "question_answering"
+doc_stride = 32
+version_2_with_negative = {v2}
+[data]
+train = ["{train}"]
+eval = ["{dev}"]
+on_error = "fail"
+[train]
+batch_size = 8
+max_seq_len = 96
+max_steps = 4
+lr = 1e-3
+keep_last = 1
+[metrics]
+listen = ""
+"#, out = dir.path().join("run").display(), r = root().display(), train = train.display(), dev = dev.display())).unwrap();
+
+    // SQuAD v1.1 asks an answer of every question: the unanswerable ones name the setting.
+    write(false);
+    let (code, _, err) = crate::util::run_cli(&["train", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no answer to train on") && err.contains("task.version_2_with_negative = true"), "{err}");
+
+    write(true);
+    let s = crate::finetune::finetune(&cfg, &[]);
+    let (_, m) = s.eval.clone().expect("an evaluation at the end");
+    assert_eq!((m.get("questions"), m.get("has_answer_questions"), m.get("no_answer_questions")), (Some(30.0), Some(20.0), Some(10.0)));
+    for k in ["has_answer_exact_match", "has_answer_f1", "no_answer_exact_match", "no_answer_f1", "best_exact_match", "best_exact_match_threshold", "best_f1_threshold"] {
+        assert!(m.get(k).is_some_and(f64::is_finite), "{k} in {m:?}");
+    }
+    let (f1, best) = (m.get("f1").unwrap(), m.get("best_f1").unwrap());
+    assert!(best >= f1 - 1e-9, "the best threshold's F1 {best} is at least the run's {f1}");
+
+    // The threshold is post-processing: `evaluate` and `predict` take it on the checkpoint.
+    let run = dir.path().join("run/checkpoints");
+    let evaluate = |sets: &[&str]| -> Value {
+        let mut args = vec!["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--json"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (code, out, err) = crate::util::run_cli(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let same = evaluate(&[]);
+    assert!((same["f1"].as_f64().unwrap() - f1).abs() < 1e-9, "evaluate {} vs the run {f1}", same["f1"]);
+    // Answering nothing is right on exactly the unanswerable third.
+    let none = evaluate(&["task.null_score_diff_threshold=-1e9"]);
+    assert!((none["f1"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9 && none["no_answer_f1"] == 100.0 && none["has_answer_f1"] == 0.0, "{none}");
+    // Answering everything is wrong on every unanswerable question.
+    let all = evaluate(&["task.null_score_diff_threshold=1e9"]);
+    assert_eq!(all["no_answer_exact_match"], 0.0, "{all}");
+    assert!(all["best_f1"] == same["best_f1"] && best >= none["f1"].as_f64().unwrap() && best >= all["f1"].as_f64().unwrap() - 1e-9);
+    let t = m.get("best_f1_threshold").unwrap();
+    if t != 0.0 {
+        // (0.0 is the official script's value when answering nothing is best.)
+        let at = evaluate(&[&format!("task.null_score_diff_threshold={t}")]);
+        assert!((at["f1"].as_f64().unwrap() - best).abs() < 1e-6, "F1 at best_f1_threshold {t}: {} vs best_f1 {best}", at["f1"]);
+    }
+
+    let (code, out, err) = crate::util::run_cli(&["predict", "--checkpoint", run.to_str().unwrap(), "--input", dev.to_str().unwrap(), "--set", "task.null_score_diff_threshold=-1e9"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 30);
+    for l in &lines {
+        assert!(l["answer"] == "" && l["start"].is_null() && l["null_score_diff"].is_number() && l["best_span"].is_string(), "{l}");
+    }
+    // Only post-processing keys apply to a trained model, each checked as a config key is.
+    for (set, says) in [
+        ("task.doc_stride=16", "takes generate.KEY=VALUE and task.null_score_diff_threshold, task.n_best_size, task.max_answer_length"),
+        ("task.null_score_diff_threshold=high", "task.null_score_diff_threshold: invalid type"),
+        ("task.n_best_size=0", "task.n_best_size: must be positive"),
+    ] {
+        let (code, _, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--set", set]);
+        assert_eq!(code, 2, "{set}: {err}");
+        assert!(err.contains(says), "{set}: {err}");
+    }
 }
 
 #[test]

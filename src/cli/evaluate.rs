@@ -53,9 +53,11 @@ fn print_table(ev: &Evaluation) {
     }
     let head = ev.headline;
     let rest = m.keys().filter(|k| !head.contains(&k.as_str()));
+    // The names' column as wide as the longest (SQuAD v2.0's `best_exact_match_threshold`).
+    let width = m.keys().map(String::len).max().unwrap_or(0).max(24);
     for k in head.iter().map(|k| k.to_string()).chain(rest.cloned()) {
         if let Some(v) = m.get(&k) {
-            pretune::outln!("  {k:<24} {v:>12.4}");
+            pretune::outln!("  {k:<width$} {v:>12.4}");
         }
     }
 }

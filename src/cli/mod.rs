@@ -98,13 +98,14 @@ pub fn run(command: Command) -> Result<ExitCode, Failure> {
     }
 }
 
-/// Decoding settings of the commands that generate: `--set generate.KEY=VALUE` over the
-/// checkpoint's `[generate]`, and `--no-kv-cache`.
+/// Settings a trained checkpoint takes: `--set generate.KEY=VALUE` over its `[generate]`,
+/// `--set task.KEY=VALUE` for its task's post-processing keys, and `--no-kv-cache`.
 #[derive(clap::Args, Debug, Default)]
 pub struct GenerateArgs {
     /// `generate.KEY=VALUE` over the run's `[generate]` (num_beams, max_new_tokens, do_sample,
-    /// seed, ...); repeatable.
-    #[arg(long = "set", value_name = "generate.KEY=VALUE")]
+    /// seed, ...), or `task.KEY=VALUE` for a task's post-processing (question answering:
+    /// null_score_diff_threshold, n_best_size, max_answer_length); repeatable.
+    #[arg(long = "set", value_name = "generate.KEY=VALUE | task.KEY=VALUE")]
     pub set: Vec<String>,
     /// Decode by full recomputation instead of the key / value cache (the same outputs,
     /// slower: for checking).

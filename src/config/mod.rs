@@ -332,6 +332,38 @@ pub fn decode_settings(file: &Path, saved: Option<&serde_json::Value>, overrides
     Ok(config.generate)
 }
 
+/// `[task]` as a checkpoint's `state.json` recorded it (`saved`), with `--set task.KEY=VALUE`
+/// overrides applied and checked as a config file's keys are; `file` names the source in
+/// messages. Which keys a trained checkpoint may change is the caller's to decide.
+///
+/// # Errors
+/// [`ConfigError`] for a malformed override or a value of the wrong type.
+pub fn task_settings(file: &Path, saved: Option<&serde_json::Value>, overrides: &[String]) -> Result<serde_json::Value, ConfigError> {
+    let mut task = saved.cloned().unwrap_or_else(|| serde_json::json!({}));
+    for o in overrides {
+        let mut t = toml::Table::new();
+        apply_override(&mut t, o)?;
+        let Some((key, value)) = t.get("task").and_then(toml::Value::as_table).and_then(|t| t.iter().next()) else {
+            return Err(ConfigError::Override(o.clone()));
+        };
+        // JSON, as `state.json` keeps the task, has no infinities.
+        if value.as_float().is_some_and(|f| !f.is_finite()) {
+            return Err(ConfigError::Invalid { file: file.to_owned(), problems: vec![format!("task.{key}: {value} is not a finite number (from --set {o})")] });
+        }
+        let value = serde_json::to_value(value).map_err(|_| ConfigError::Override(o.clone()))?;
+        match task.as_object_mut() {
+            Some(m) => m.insert(key.clone(), value),
+            None => return Err(ConfigError::Override(o.clone())),
+        };
+    }
+    if let Err(e) = serde_path_to_error::deserialize::<_, TaskConfig>(task.clone()) {
+        let path = e.path().to_string();
+        let problem = format!("task.{path}: {}", e.into_inner());
+        return Err(ConfigError::Invalid { file: file.to_owned(), problems: attribute_problems(vec![problem], overrides) });
+    }
+    Ok(task)
+}
+
 /// Fine-tuning defaults that follow practice (BERT paper App. A.3, Hugging Face's Trainer):
 /// lr 2e-5, 10 % linear warm-up then linear decay, weight decay 0.01, 3 epochs, batch 32,
 /// evaluation every epoch. They fill only keys the file does not set (no default `epochs` when

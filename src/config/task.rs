@@ -84,6 +84,17 @@ pub struct TaskConfig {
     pub n_best_size: usize,
     /// Question answering: the longest answer, in tokens.
     pub max_answer_length: usize,
+    /// Question answering: SQuAD v2.0, where a question may have no answer in its context
+    /// (`run_qa.py`'s `--version_2_with_negative`): such records train on `[CLS]`, are scored
+    /// against the empty answer, and a question's answer is empty when its null score beats
+    /// its best span by more than `null_score_diff_threshold`.
+    pub version_2_with_negative: bool,
+    /// Question answering, SQuAD v2.0: answer nothing when the null score (`[CLS]`'s start +
+    /// end logit, the lowest over the question's windows) minus the best span's score is above
+    /// this (`run_qa.py`'s `--null_score_diff_threshold`, 0). Evaluation reports the best one
+    /// for the held-out set (`best_f1_threshold`); `evaluate` and `predict` take it with
+    /// `--set task.null_score_diff_threshold=V`.
+    pub null_score_diff_threshold: f64,
     /// Use only the first N training records (0: all), as `run_qa.py`'s `--max_train_samples`:
     /// a CPU-sized run on a large set.
     pub max_train_examples: usize,
@@ -120,6 +131,8 @@ impl Default for TaskConfig {
             doc_stride: 128,
             n_best_size: 20,
             max_answer_length: 30,
+            version_2_with_negative: false,
+            null_score_diff_threshold: 0.0,
             max_train_examples: 0,
             train_per_class: 0,
             max_eval_examples: 0,

@@ -97,19 +97,42 @@ pub struct Opened {
     pub task: Box<dyn Task>,
 }
 
-/// Locates the checkpoint at (or under) `checkpoint` and rebuilds its task, its `[generate]`
-/// with `generate` overrides (`generate.KEY=VALUE`); `verb` names the command for the message
-/// when it is a pre-training checkpoint.
+/// Locates the checkpoint at (or under) `checkpoint` and rebuilds its task with `overrides`:
+/// `generate.KEY=VALUE` over its `[generate]`, and `task.KEY=VALUE` for the keys its kind
+/// lets a trained model change ([`super::tasks::TaskKind::inference_keys`]: post-processing
+/// such as SQuAD v2.0's null threshold); `verb` names the command for the message when it is
+/// a pre-training checkpoint.
 ///
 /// # Errors
 /// [`DriveError`].
-pub fn open(checkpoint: &Path, verb: &'static str, generate: &[String]) -> Result<Opened, DriveError> {
+pub fn open(checkpoint: &Path, verb: &'static str, overrides: &[String]) -> Result<Opened, DriveError> {
     let (dir, state) = locate(checkpoint)?;
     let spec = match describe(&state.model, &state.config)? {
         SavedModel::Task(s) => super::task::TaskSpec { tokenizer: super::task::own_tokenizer(&dir, s.tokenizer.clone()), ..s },
         SavedModel::Pretrain { .. } | SavedModel::Glm => return Err(DriveError::NotATask { dir, verb }),
     };
-    let settings = crate::config::decode_settings(&dir.join("state.json"), state.config.get("generate"), generate)?;
-    let task = restore(&spec, &state.config, settings)?;
+    let file = dir.join("state.json");
+    let allowed = super::tasks::lookup(&spec.kind)?.inference_keys;
+    let (task_sets, generate_sets): (Vec<String>, Vec<String>) = overrides.iter().cloned().partition(|o| o.starts_with("task."));
+    for o in &task_sets {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim().trim_start_matches("task.");
+        if !allowed.contains(&key) {
+            let takes = if allowed.is_empty() {
+                format!("a trained task.kind = \"{}\" checkpoint takes only generate.KEY=VALUE", spec.kind)
+            } else {
+                format!("a trained task.kind = \"{}\" checkpoint takes generate.KEY=VALUE and task.{} (its post-processing; the rest is the trained model)", spec.kind, allowed.join(", task."))
+            };
+            return Err(crate::config::ConfigError::Invalid { file, problems: vec![format!("--set {o}: {takes}")] }.into());
+        }
+    }
+    let settings = crate::config::decode_settings(&file, state.config.get("generate"), &generate_sets)?;
+    let mut config = state.config.clone();
+    if !task_sets.is_empty() {
+        let task = crate::config::task_settings(&file, config.get("task"), &task_sets)?;
+        if let Some(m) = config.as_object_mut() {
+            m.insert("task".into(), task);
+        }
+    }
+    let task = restore(&spec, &config, settings)?;
     Ok(Opened { dir, state, task })
 }

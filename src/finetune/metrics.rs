@@ -111,6 +111,23 @@ pub fn squad_f1(prediction: &str, reference: &str) -> f64 {
     2.0 * precision * recall / (precision + recall)
 }
 
+/// Whether a question has an answer to score against: a reference that normalises to
+/// something (`squad_metrics`' `has_answer`; SQuAD v2.0's unanswerable questions have none).
+pub fn has_answer(references: &[&str]) -> bool {
+    references.iter().any(|r| !normalize_answer(r).is_empty())
+}
+
+/// One question's `(exact match, F1)`, each the best over its references (0 to 1). References
+/// that normalise to nothing are dropped, and a question left without any is scored against
+/// `""` (`squad_metrics.get_raw_scores`): the empty prediction scores 1 there, any other 0.
+pub fn squad_scores(prediction: &str, references: &[&str]) -> (f64, f64) {
+    let mut refs: Vec<&str> = references.iter().copied().filter(|r| !normalize_answer(r).is_empty()).collect();
+    if refs.is_empty() {
+        refs.push("");
+    }
+    (refs.iter().map(|r| squad_exact(prediction, r)).fold(0.0, f64::max), refs.iter().map(|r| squad_f1(prediction, r)).fold(0.0, f64::max))
+}
+
 /// SQuAD v1.1 totals over questions: each question's best exact match and F1 over its
 /// references, averaged, in percent.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -125,12 +142,9 @@ impl SquadScore {
     /// dropped, and a question left without any is scored against `""`
     /// (`squad_metrics.get_raw_scores`).
     pub fn add(&mut self, prediction: &str, references: &[&str]) {
-        let mut refs: Vec<&str> = references.iter().copied().filter(|r| !normalize_answer(r).is_empty()).collect();
-        if refs.is_empty() {
-            refs.push("");
-        }
-        self.exact += refs.iter().map(|r| squad_exact(prediction, r)).fold(0.0, f64::max);
-        self.f1 += refs.iter().map(|r| squad_f1(prediction, r)).fold(0.0, f64::max);
+        let (exact, f1) = squad_scores(prediction, references);
+        self.exact += exact;
+        self.f1 += f1;
         self.n += 1;
     }
 

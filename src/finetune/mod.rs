@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod predict;
 pub mod qa;
 pub mod rouge;
+pub mod squad_v2;
 pub mod task;
 pub mod tasks;

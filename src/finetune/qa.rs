@@ -14,6 +14,10 @@
 //!   `n_best_size` highest start and end logits, spans inside the context with `start <= end`
 //!   and at most `max_answer_length` tokens, scored start + end logit; the best span's text is
 //!   cut from the context by its offsets.
+//! * SQuAD v2.0 (`version_2_with_negative`): a question may have no answer. Such a record
+//!   (`is_impossible`, or no answers) is labelled at `[CLS]` in every window; its null score
+//!   is `[CLS]`'s start + end logit, the lowest over its windows; the answer is empty when
+//!   the null score minus the best span's score is above `null_score_diff_threshold`.
 //!
 //! Offsets count characters (Unicode scalar values), as Python and SQuAD do, never bytes.
 
@@ -29,7 +33,7 @@ use crate::data::labelled::{QaAnswer, QaRecord, QaWindow, TaskExample};
 use crate::data::tokenize::{TextTokenizer, TokenizerError};
 
 /// The question-answering settings a checkpoint records (`task.*` keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QaSettings {
     /// Tokens shared by consecutive windows of a long context (`task.doc_stride`, 128).
     pub doc_stride: usize,
@@ -37,11 +41,18 @@ pub struct QaSettings {
     pub n_best_size: usize,
     /// Longest answer in tokens (`task.max_answer_length`, 30).
     pub max_answer_length: usize,
+    /// SQuAD v2.0: questions may have no answer (`task.version_2_with_negative`).
+    #[serde(default)]
+    pub version_2_with_negative: bool,
+    /// SQuAD v2.0: the null score minus the best span's score above which the answer is
+    /// empty (`task.null_score_diff_threshold`, 0).
+    #[serde(default)]
+    pub null_score_diff_threshold: f32,
 }
 
 impl Default for QaSettings {
     fn default() -> Self {
-        QaSettings { doc_stride: 128, n_best_size: 20, max_answer_length: 30 }
+        QaSettings { doc_stride: 128, n_best_size: 20, max_answer_length: 30, version_2_with_negative: false, null_score_diff_threshold: 0.0 }
     }
 }
 
@@ -69,12 +80,14 @@ pub enum Need {
 }
 
 /// Reads SQuAD JSON (`.json`) or JSONL (any other extension), asking of the answers what
-/// `need` says.
+/// `need` says; with `unanswerable` (SQuAD v2.0) a question may have none (`is_impossible:
+/// true`, whose answers are then ignored, or an empty list).
 ///
 /// # Errors
 /// An unreadable or empty file; a malformed record under `data.on_error = "fail"` (JSONL: its
 /// line; JSON: the question's id, with line 0).
-pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<QaRecord>, TaskDataError> {
+pub fn read_squad(path: &Path, need: Need, unanswerable: bool, bad: &mut BadRecords) -> Result<Vec<QaRecord>, TaskDataError> {
+    let need = Needs { need, unanswerable };
     let bytes = std::fs::read(path).map_err(FileError::at(path))?;
     let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "json") {
@@ -97,7 +110,7 @@ pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<Q
                         Some(id) => format!("question `{id}`"),
                         None => format!("data[{a}].paragraphs[{p}].qas[{q}]"),
                     };
-                    match record(qa.get("id"), qa.get("question"), &context, answers.unwrap_or_default(), need) {
+                    match record(qa.get("id"), qa.get("question"), &context, answers.unwrap_or_default(), impossible(qa), need) {
                         Ok(r) => out.push(r),
                         Err((reason, msg)) => bad.judge(path, 0, reason, format!("{}: {msg}", place()))?,
                     }
@@ -114,7 +127,7 @@ pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<Q
             let texts = a.and_then(|a| a.get("text")).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let starts = a.and_then(|a| a.get("answer_start")).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let answers = (0..texts.len().max(starts.len())).map(|k| (texts.get(k).and_then(Value::as_str), starts.get(k).and_then(Value::as_u64))).collect();
-            match record(v.get("id"), v.get("question"), &Arc::from(context), answers, need) {
+            match record(v.get("id"), v.get("question"), &Arc::from(context), answers, impossible(&v), need) {
                 Ok(r) => out.push(r),
                 Err((reason, msg)) => bad.judge(path, line, reason, msg)?,
             }
@@ -128,17 +141,35 @@ pub fn read_squad(path: &Path, need: Need, bad: &mut BadRecords) -> Result<Vec<Q
 
 type Rejected = (&'static str, String);
 
+/// What a reader asks, and whether a question may have no answer.
+#[derive(Clone, Copy)]
+struct Needs {
+    need: Need,
+    unanswerable: bool,
+}
+
+/// SQuAD v2.0's `is_impossible: true` (JSON), also read from a JSONL record.
+fn impossible(v: &Value) -> bool {
+    v.get("is_impossible").and_then(Value::as_bool).unwrap_or(false)
+}
+
 /// One record from its fields; the reason and message of a bad one.
-fn record(id: Option<&Value>, question: Option<&Value>, context: &Arc<str>, answers: Vec<(Option<&str>, Option<u64>)>, need: Need) -> Result<QaRecord, Rejected> {
+fn record(id: Option<&Value>, question: Option<&Value>, context: &Arc<str>, answers: Vec<(Option<&str>, Option<u64>)>, impossible: bool, needs: Needs) -> Result<QaRecord, Rejected> {
+    let Needs { need, unanswerable } = needs;
     let id = match id {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(("missing_field", "no `id` (a string or number)".into())),
     };
     let Some(question) = question.and_then(Value::as_str) else { return Err(("missing_field", format!("question `{id}`: no `question` string"))) };
+    if impossible && !unanswerable {
+        return Err(("unanswerable", format!("question `{id}` has no answer (`is_impossible`): a SQuAD v2.0 record, read under task.version_2_with_negative = true")));
+    }
     let mut kept = Vec::with_capacity(answers.len());
     for (k, (text, start)) in answers.into_iter().enumerate() {
-        if need == Need::Nothing {
+        // Nothing to read, or SQuAD v2.0's unanswerable question (its `answers` are empty; a
+        // file that lists some anyway is not trained or scored on them).
+        if need == Need::Nothing || impossible {
             break;
         }
         let (Some(text), Some(start)) = (text, start) else {
@@ -153,9 +184,12 @@ fn record(id: Option<&Value>, question: Option<&Value>, context: &Arc<str>, answ
         }
         kept.push(QaAnswer { text: text.to_owned(), start });
     }
+    // SQuAD v1.1 asks an answer of every question; v2.0 trains one without on `[CLS]` and
+    // scores it against the empty answer.
+    let v1 = " (a question without one is SQuAD v2.0's: task.version_2_with_negative = true)";
     match need {
-        Need::Trained if kept.is_empty() => return Err(("bad_answer", format!("question `{id}`: no answer to train on"))),
-        Need::Scored if kept.is_empty() => return Err(("bad_answer", format!("question `{id}`: no reference answer to score against"))),
+        Need::Trained if kept.is_empty() && !unanswerable => return Err(("unanswerable", format!("question `{id}`: no answer to train on{v1}"))),
+        Need::Scored if kept.is_empty() && !unanswerable => return Err(("unanswerable", format!("question `{id}`: no reference answer to score against{v1}"))),
         Need::Nothing => kept.clear(),
         _ => {}
     }
@@ -315,12 +349,19 @@ pub fn span_labels(offsets: &[Option<(u32, u32)>], s: u32, t: u32) -> (i64, i64)
 /// A predicted answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// The answer text, cut from the context (empty when no span qualified).
+    /// The answer text, cut from the context (empty when no span qualified, or, under SQuAD
+    /// v2.0, when the null answer won).
     pub text: String,
     /// Its first character in the context (`None` when empty).
     pub start: Option<usize>,
-    /// Start logit + end logit.
+    /// The best span's start logit + end logit.
     pub score: f32,
+    /// SQuAD v2.0: the null score minus the best span's score (`None` under v1.1, or when no
+    /// span qualified): above `null_score_diff_threshold`, the answer is empty.
+    pub null_score_diff: Option<f32>,
+    /// The best span's text, whether or not it is the answer (SQuAD v2.0 scores it against
+    /// every threshold for `best_f1_threshold`).
+    pub best_span: String,
 }
 
 /// A window's candidate answer: `(score, char start, char end)`.
@@ -353,21 +394,39 @@ pub fn best_span(offsets: &[Option<(u32, u32)>], start_logits: &[f32], end_logit
     best
 }
 
-/// Turns per-window best spans of one question (in window order) into its answer.
-pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<Span>>) -> Prediction {
+/// A window's null score: its `[CLS]` (position 0) start logit + end logit.
+pub fn null_score(start_logits: &[f32], end_logits: &[f32]) -> f32 {
+    start_logits.first().copied().unwrap_or(0.0) + end_logits.first().copied().unwrap_or(0.0)
+}
+
+/// Turns per-window best spans of one question (in window order) into its answer; `null` is
+/// the lowest null score over its windows under SQuAD v2.0 (`None` under v1.1).
+pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<Span>>, null: Option<f32>, s: QaSettings) -> Prediction {
     let mut best: Option<Span> = None;
     for (score, a, b) in spans.into_iter().flatten() {
         if best.is_none_or(|(x, ..)| score > x) {
             best = Some((score, a, b));
         }
     }
-    match best {
-        Some((score, a, b)) => {
-            let text = char_slice(context, a as usize, b.saturating_sub(a) as usize).unwrap_or_default().to_owned();
-            Prediction { text, start: Some(a as usize), score }
-        }
-        None => Prediction { text: String::new(), start: None, score: 0.0 },
+    let Some((score, a, b)) = best else {
+        return Prediction { text: String::new(), start: None, score: 0.0, null_score_diff: None, best_span: String::new() };
+    };
+    let text = char_slice(context, a as usize, b.saturating_sub(a) as usize).unwrap_or_default().to_owned();
+    // `postprocess_qa_predictions`: `score_diff = null_score - best_non_null_score`, the null
+    // answer when it is above the threshold.
+    let diff = null.map(|n| n - score);
+    if diff.is_some_and(|d| d > s.null_score_diff_threshold) {
+        return Prediction { text: String::new(), start: None, score, null_score_diff: diff, best_span: text };
     }
+    Prediction { best_span: text.clone(), text, start: Some(a as usize), score, null_score_diff: diff }
+}
+
+/// One question's windows so far: its record, index, best span and lowest null score.
+struct Pending {
+    record: Arc<QaRecord>,
+    question: usize,
+    best: Option<Span>,
+    null: f32,
 }
 
 /// Collects windows' logits into answers, question by question: windows of a question are
@@ -376,7 +435,7 @@ pub fn answer(context: &str, spans: impl IntoIterator<Item = Option<Span>>) -> P
 #[derive(Default)]
 pub struct Answers {
     settings: QaSettings,
-    current: Option<(Arc<QaRecord>, usize, Option<Span>)>,
+    current: Option<Pending>,
     /// Finished questions in order: the record and its prediction.
     pub done: Vec<(Arc<QaRecord>, Prediction)>,
 }
@@ -387,18 +446,25 @@ impl Answers {
         Answers { settings, current: None, done: Vec::new() }
     }
 
+    /// Its post-processing settings.
+    pub fn settings(&self) -> QaSettings {
+        self.settings
+    }
+
     /// Adds one window's logits (`len` real tokens).
     pub fn add(&mut self, w: &QaWindow, start_logits: &[f32], end_logits: &[f32]) {
         let span = best_span(&w.offsets, start_logits, end_logits, self.settings);
+        let null = null_score(start_logits, end_logits);
         match &mut self.current {
-            Some((_, q, best)) if *q == w.question => {
-                if let Some(s) = span.filter(|s| best.is_none_or(|b| s.0 > b.0)) {
-                    *best = Some(s);
+            Some(p) if p.question == w.question => {
+                if let Some(s) = span.filter(|s| p.best.is_none_or(|b| s.0 > b.0)) {
+                    p.best = Some(s);
                 }
+                p.null = p.null.min(null);
             }
             _ => {
                 self.flush();
-                self.current = Some((w.record.clone(), w.question, span));
+                self.current = Some(Pending { record: w.record.clone(), question: w.question, best: span, null });
             }
         }
     }
@@ -410,9 +476,10 @@ impl Answers {
     }
 
     fn flush(&mut self) {
-        if let Some((rec, _, best)) = self.current.take() {
-            let p = answer(&rec.context, [best]);
-            self.done.push((rec, p));
+        if let Some(p) = self.current.take() {
+            let null = self.settings.version_2_with_negative.then_some(p.null);
+            let answer = answer(&p.record.context, [p.best], null, self.settings);
+            self.done.push((p.record, answer));
         }
     }
 }
@@ -447,7 +514,7 @@ mod tests {
 
     #[test]
     fn the_best_span_respects_order_length_and_context() {
-        let s = QaSettings { doc_stride: 2, n_best_size: 20, max_answer_length: 1 };
+        let s = QaSettings { doc_stride: 2, n_best_size: 20, max_answer_length: 1, ..QaSettings::default() };
         let off = vec![None, Some((0, 3)), Some((4, 7)), Some((8, 11)), None];
         // The highest pairs are refused: CLS and the final SEP are outside the context,
         // (3, 2) ends before it starts, (1, 2) and (1, 3) are longer than one token.
@@ -458,9 +525,9 @@ mod tests {
         assert_eq!(best_span(&off, &start, &end, two), Some((6.5, 0, 7)));
         let few = QaSettings { n_best_size: 1, ..s };
         assert_eq!(best_span(&off, &start, &end, few), None, "only CLS survives the top-1 cut");
-        let p = answer("The cat sat", [None, best_span(&off, &start, &end, s)]);
-        assert_eq!((p.text.as_str(), p.start), ("sat", Some(8)));
-        assert_eq!(answer("x", [None]).text, "");
+        let p = answer("The cat sat", [None, best_span(&off, &start, &end, s)], None, s);
+        assert_eq!((p.text.as_str(), p.start, p.null_score_diff), ("sat", Some(8), None));
+        assert_eq!(answer("x", [None], None, s).text, "");
     }
 
     #[test]
@@ -471,14 +538,39 @@ mod tests {
         let off = r#"{"id": "2", "question": "Who?", "context": "Bob ran.", "answers": {"text": ["Bob"], "answer_start": [1]}}"#;
         std::fs::write(&p, format!("{ok}\n{off}\n")).unwrap();
         let mut skipped = Vec::new();
-        let recs = read_squad(&p, Need::Trained, &mut BadRecords { policy: BadRecordPolicy::Skip, skipped: &mut skipped }).unwrap();
+        let recs = read_squad(&p, Need::Trained, false, &mut BadRecords { policy: BadRecordPolicy::Skip, skipped: &mut skipped }).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].answers[0], QaAnswer { text: "Bob".into(), start: 11 });
         assert_eq!((skipped.len(), skipped[0].line), (1, 2));
-        let e = read_squad(&p, Need::Trained, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap_err().to_string();
+        let e = read_squad(&p, Need::Trained, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap_err().to_string();
         assert!(e.contains("qa.jsonl:2") && e.contains("question `2`") && e.contains("\"ob \""), "{e}");
         // Scoring reads texts only: the offset is not checked.
-        assert_eq!(read_squad(&p, Need::Scored, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap().len(), 2);
+        assert_eq!(read_squad(&p, Need::Scored, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unanswerable_questions_are_squad_v2_records() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("dev.json");
+        std::fs::write(&p, r#"{"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Paris is in France.", "qas": [
+            {"id": "a", "question": "Where?", "is_impossible": false, "answers": [{"text": "France", "answer_start": 12}]},
+            {"id": "b", "question": "Who?", "is_impossible": true, "answers": [], "plausible_answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}"#).unwrap();
+        let q = d.path().join("dev.jsonl");
+        std::fs::write(&q, concat!(r#"{"id": "c", "question": "Why?", "context": "No reason.", "answers": {"text": [], "answer_start": []}}"#, "\n")).unwrap();
+        for need in [Need::Trained, Need::Scored] {
+            // SQuAD v1.1: each names the setting that reads it, as a bad record.
+            let mut skipped = Vec::new();
+            let recs = read_squad(&p, need, false, &mut BadRecords { policy: BadRecordPolicy::Skip, skipped: &mut skipped }).unwrap();
+            assert_eq!(recs.len(), 1);
+            assert_eq!((skipped.len(), skipped[0].reason), (1, "unanswerable"));
+            assert!(skipped[0].detail.contains("`b`") && skipped[0].detail.contains("task.version_2_with_negative = true"), "{:?}", skipped[0]);
+            let e = read_squad(&q, need, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap_err().to_string();
+            assert!(e.contains("dev.jsonl:1") && e.contains("task.version_2_with_negative = true"), "{e}");
+            // SQuAD v2.0: no answer, its plausible one neither trained nor scored.
+            let recs = read_squad(&p, need, true, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
+            assert_eq!(recs.iter().map(|r| r.answers.len()).collect::<Vec<_>>(), [1, 0]);
+            assert!(read_squad(&q, need, true, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap()[0].answers.is_empty());
+        }
     }
 
     #[test]
@@ -488,7 +580,7 @@ mod tests {
         std::fs::write(&p, r#"{"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": "Paris is in France.", "qas": [
             {"id": "a", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}, {"text": "in France", "answer_start": 9}]},
             {"id": "b", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}"#).unwrap();
-        let recs = read_squad(&p, Need::Trained, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
+        let recs = read_squad(&p, Need::Trained, false, &mut BadRecords { policy: BadRecordPolicy::Fail, skipped: &mut Vec::new() }).unwrap();
         assert_eq!(recs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(recs[0].answers.len(), 2);
         assert!(Arc::ptr_eq(&recs[0].context, &recs[1].context));

@@ -25,7 +25,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, on_glm: true, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, on_glm: true, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Classification {

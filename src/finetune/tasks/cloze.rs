@@ -292,7 +292,7 @@ pub fn scores(glm: &Glm, b: &DeviceBatch, train: bool) -> Tensor {
 }
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "cloze", reuses_pretraining_head: true, on_glm: true, metrics: &[("accuracy", Direction::Higher)], own_keys: &["pattern", "verbalizers"], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "cloze", reuses_pretraining_head: true, on_glm: true, metrics: &[("accuracy", Direction::Higher)], own_keys: &["pattern", "verbalizers"], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let c = cx.config;

@@ -41,6 +41,7 @@ pub const KIND: TaskKind = TaskKind {
     on_glm: true,
     metrics: &[("rougeL", Direction::Higher), ("rouge1", Direction::Higher), ("rouge2", Direction::Higher), ("f1", Direction::Higher), ("exact_match", Direction::Higher)],
     own_keys: &["source_field", "target_field", "max_target_len"],
+    inference_keys: &[],
     train_defaults: &[],
     build,
 };

@@ -263,6 +263,10 @@ pub struct TaskKind {
     pub metrics: &'static [(&'static str, Direction)],
     /// `[task]` keys only this kind reads (set under another kind, they are errors).
     pub own_keys: &'static [&'static str],
+    /// Its own keys that `predict` and `evaluate` may change on a trained checkpoint with
+    /// `--set task.KEY=VALUE`: post-processing, not the model (question answering's
+    /// `null_score_diff_threshold`, `n_best_size`, `max_answer_length`).
+    pub inference_keys: &'static [&'static str],
     /// `[train]` defaults of this kind where the file sets none (question answering:
     /// `max_seq_len = 384`, `run_qa.py`'s windows), beside the fine-tuning defaults.
     pub train_defaults: &'static [(&'static str, i64)],

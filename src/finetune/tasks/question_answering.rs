@@ -15,12 +15,13 @@ use crate::data::labelled::TaskExample;
 use crate::data::tokenize::TextTokenizer;
 use crate::finetune::data::BadRecords;
 use crate::finetune::metrics::SquadScore;
+use crate::finetune::squad_v2::SquadV2Score;
 use crate::finetune::qa::{read_squad, Answers, Need, Prediction, QaSettings, QaWindows};
 use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "question_answering", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher), ("exact_match", Direction::Higher)], own_keys: &["doc_stride", "n_best_size", "max_answer_length"], train_defaults: &[("max_seq_len", 384)], build };
+pub const KIND: TaskKind = TaskKind { name: "question_answering", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher), ("exact_match", Direction::Higher)], own_keys: &["doc_stride", "n_best_size", "max_answer_length", "version_2_with_negative", "null_score_diff_threshold"], inference_keys: &["null_score_diff_threshold", "n_best_size", "max_answer_length"], train_defaults: &[("max_seq_len", 384)], build };
 
 /// The start / end logit of padding positions: far below any real logit, so padding is never
 /// an answer and takes no share of the softmax (`transformers` scores padding too, which makes
@@ -29,8 +30,20 @@ pub const QA_PAD_LOGIT: f64 = -1e4;
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let c = cx.config;
-    let settings = QaSettings { doc_stride: c.doc_stride, n_best_size: c.n_best_size, max_answer_length: c.max_answer_length };
+    let settings = QaSettings {
+        doc_stride: c.doc_stride,
+        n_best_size: c.n_best_size,
+        max_answer_length: c.max_answer_length,
+        version_2_with_negative: c.version_2_with_negative,
+        null_score_diff_threshold: c.null_score_diff_threshold as f32,
+    };
     let mut problems = Vec::new();
+    if !c.null_score_diff_threshold.is_finite() {
+        problems.push(format!("task.null_score_diff_threshold: {} is not a number of logits", c.null_score_diff_threshold));
+    } else if c.null_score_diff_threshold != 0.0 && !c.version_2_with_negative {
+        // SQuAD v1.1 always answers: a threshold would be silently ignored.
+        problems.push("task.null_score_diff_threshold: only read under task.version_2_with_negative = true (SQuAD v1.1 always answers)".to_owned());
+    }
     if c.n_best_size == 0 {
         problems.push("task.n_best_size: must be positive".to_owned());
     }
@@ -81,7 +94,7 @@ impl Task for QuestionAnswering {
         };
         let mut records = Vec::new();
         for f in files {
-            records.extend(read_squad(f, need, bad)?.into_iter().map(Arc::new));
+            records.extend(read_squad(f, need, self.settings.version_2_with_negative, bad)?.into_iter().map(Arc::new));
         }
         let records = super::first(records, limit);
         let mut windows = QaWindows::new(&self.tokenizer, self.max_len, self.settings.doc_stride).map_err(|e| TaskError::config(e.to_string()))?;
@@ -129,7 +142,11 @@ impl Task for QuestionAnswering {
     }
 
     fn headline(&self) -> &'static [&'static str] {
-        &["exact_match", "f1", "loss"]
+        if self.settings.version_2_with_negative {
+            &["exact_match", "f1", "has_answer_f1", "no_answer_f1", "best_f1", "best_f1_threshold", "loss"]
+        } else {
+            &["exact_match", "f1", "loss"]
+        }
     }
 
     fn predictor(&self) -> Box<dyn Predictor> {
@@ -194,28 +211,58 @@ impl Scorer for SquadScorer {
         add_window_logits(outputs, batch, &mut self.answers);
     }
 
+    /// Exact match and F1 (`questions`: how many); under SQuAD v2.0 also over the questions
+    /// with and without an answer, and the best of each over null thresholds with its
+    /// threshold (the official script's names, in our spelling).
     fn finish(self: Box<Self>) -> EvalMetrics {
+        let v2 = self.answers.settings().version_2_with_negative;
+        let threshold = self.answers.settings().null_score_diff_threshold;
         let mut score = SquadScore::default();
+        let mut v2_score = SquadV2Score::default();
         for (rec, p) in self.answers.finish() {
             let refs: Vec<&str> = rec.answers.iter().map(|a| a.text.as_str()).collect();
             score.add(&p.text, &refs);
+            v2_score.add(&p.best_span, p.null_score_diff, &refs);
         }
         let (em, f1) = score.percent();
         let mut m = EvalMetrics::default();
         m.values.insert("exact_match".into(), em);
         m.values.insert("f1".into(), f1);
         m.values.insert("questions".into(), score.questions() as f64);
+        if v2 {
+            let t = v2_score.totals(threshold);
+            for (name, value) in [("has_answer", t.has_answer), ("no_answer", t.no_answer)] {
+                if let Some((em, f1)) = value {
+                    m.values.insert(format!("{name}_exact_match"), em);
+                    m.values.insert(format!("{name}_f1"), f1);
+                }
+            }
+            m.values.insert("has_answer_questions".into(), t.has_answer_questions as f64);
+            m.values.insert("no_answer_questions".into(), t.no_answer_questions as f64);
+            m.values.insert("best_exact_match".into(), t.best_exact.0);
+            m.values.insert("best_exact_match_threshold".into(), t.best_exact.1);
+            m.values.insert("best_f1".into(), t.best_f1.0);
+            m.values.insert("best_f1_threshold".into(), t.best_f1.1);
+        }
         m
     }
 }
 
-/// `{"id", "answer", "score", "start"}` per question, written once its last window is in.
+/// `{"id", "answer", "score", "start"}` per question, written once its last window is in;
+/// under SQuAD v2.0 with `null_score_diff` (and `best_span` when the answer is empty).
 struct AnswerLines {
     answers: Answers,
 }
 
 fn answer_line(id: &str, p: &Prediction) -> Value {
-    json!({"id": id, "answer": p.text, "score": p.score, "start": p.start})
+    let mut line = json!({"id": id, "answer": p.text, "score": p.score, "start": p.start});
+    if let Some(d) = p.null_score_diff {
+        line["null_score_diff"] = json!(d);
+        if p.text.is_empty() {
+            line["best_span"] = json!(p.best_span);
+        }
+    }
+    line
 }
 
 impl Predictor for AnswerLines {

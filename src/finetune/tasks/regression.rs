@@ -19,7 +19,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "regression", reuses_pretraining_head: false, on_glm: false, metrics: &[("mse", Direction::Lower), ("pearson", Direction::Higher), ("spearman", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "regression", reuses_pretraining_head: false, on_glm: false, metrics: &[("mse", Direction::Lower), ("pearson", Direction::Higher), ("spearman", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Regression { fields: super::fields(cx.config), tokenizer: cx.tokenizer.clone(), encoder: super::classification::head_encoder(cx.encoder)?, max_len: cx.max_seq_len }))

@@ -20,7 +20,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, Per};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "token_classification", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher)], own_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "token_classification", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Tagging {
