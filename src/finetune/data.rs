@@ -317,6 +317,31 @@ impl LabelSet {
         LabelSet { names }
     }
 
+    /// The note for labels so rare in training data whose label set was learnt from it that
+    /// they look like stray values (a number `1` among `ham` / `spam`, a typo): each became a
+    /// class of its own. Fires for a label with at most 2 of at least 50 examples while another
+    /// has 20 or more; names where it first occurs.
+    pub fn rare_note<'a>(seen: impl Iterator<Item = (&'a str, &'a Path, u64)>) -> Option<String> {
+        let mut counts: std::collections::BTreeMap<&str, (usize, &Path, u64)> = Default::default();
+        let mut total = 0;
+        for (label, path, line) in seen {
+            counts.entry(label).or_insert((0, path, line)).0 += 1;
+            total += 1;
+        }
+        let most = counts.values().map(|c| c.0).max().unwrap_or(0);
+        if total < 50 || most < 20 {
+            return None;
+        }
+        let rare: Vec<String> = counts
+            .iter()
+            .filter(|(_, c)| c.0 <= 2)
+            .map(|(label, (n, path, line))| format!("`{label}` ({n}, first at {}:{line})", path.display()))
+            .collect();
+        (!rare.is_empty()).then(|| {
+            format!("{} of {} labels with at most 2 of {total} training examples, each a class of its own: {} (a stray value? task.labels fixes the set, and a label outside it is an error)", rare.len(), counts.len(), rare.join(", "))
+        })
+    }
+
     /// The id of `label`.
     ///
     /// # Errors
@@ -410,6 +435,22 @@ mod tests {
 
     fn fields() -> Fields {
         Fields { text: "text".into(), text_pair: "text_pair".into(), label: "label".into() }
+    }
+
+    #[test]
+    fn a_label_with_one_or_two_examples_among_many_is_noted() {
+        let p = Path::new("train.jsonl");
+        let data = |extra: &[&'static str]| -> Vec<(&'static str, &Path, u64)> {
+            let mut v: Vec<(&str, &Path, u64)> = (0..60).map(|i| (if i % 2 == 0 { "ham" } else { "spam" }, p, i + 1)).collect();
+            v.extend(extra.iter().enumerate().map(|(k, l)| (*l, p, 100 + k as u64)));
+            v
+        };
+        assert_eq!(LabelSet::rare_note(data(&[]).into_iter()), None);
+        let note = LabelSet::rare_note(data(&["1", "spma", "spma"]).into_iter()).unwrap();
+        assert!(note.starts_with("2 of 4 labels with at most 2 of 63 training examples"), "{note}");
+        assert!(note.contains("`1` (1, first at train.jsonl:100)") && note.contains("`spma` (2, first at train.jsonl:101)"), "{note}");
+        // Few examples overall (few-shot data): no note.
+        assert_eq!(LabelSet::rare_note(data(&["1"]).into_iter().skip(30)), None);
     }
 
     /// A file whose every record was skipped says why, not only that it is empty: the usual

@@ -89,8 +89,10 @@ impl Task for Classification {
 
     fn read(&mut self, files: &[PathBuf], split: Split, limit: usize, bad: &mut BadRecords) -> Result<Encoded, TaskError> {
         let records = read_texts(files, &self.fields, split, limit, bad)?;
+        let mut notes = Vec::new();
         if split == Split::Train && self.labels.names.is_empty() {
             self.labels = LabelSet::from_data(&[], records.iter().map(|r| r.label.as_str()));
+            notes.extend(LabelSet::rare_note(records.iter().map(|r| (r.label.as_str(), r.path.as_path(), r.line))));
         }
         let mut examples = Vec::with_capacity(records.len());
         for r in &records {
@@ -101,7 +103,7 @@ impl Task for Classification {
             }
             examples.push(e);
         }
-        let notes = super::cut_notes(&examples, split, "texts", self.max_len);
+        notes.extend(super::cut_notes(&examples, split, "texts", self.max_len));
         Ok(Encoded { examples, records: records.len(), notes })
     }
 
