@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-check='import sys, torch, transformers, safetensors, grafana_foundation_sdk, rouge_score; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
+check='import sys, torch, transformers, safetensors, grafana_foundation_sdk, rouge_score, seqeval; sys.exit(torch.__version__.split("+")[0] != "2.13.0")'
 prometheus_tools() {
     # The observability tests start a real Prometheus, lint and unit-test with promtool, and
     # render the run report in headless Chromium; distributed training compiles against Gloo's

@@ -154,6 +154,16 @@ fn exported_mlm_and_token_classification_checkpoints_match_transformers() {
     let wnut = root().join(".cache/wnut");
     let cfg = ft_config(dir.path(), "token_classification", &wnut.join("train.txt").display().to_string(), &wnut.join("dev.txt").display().to_string(), "");
     let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=4", &format!("run.out_dir={}", dir.path().join("ner").display())]);
+    // Per entity type beside the totals (`run_ner.py --return_entity_level_metrics`): each of
+    // WNUT-16's ten types, their gold counts adding up to the dev set's entities.
+    let (_, m) = s.eval.clone().expect("an evaluation at the end");
+    let dev = std::fs::read_to_string(wnut.join("dev.txt")).unwrap();
+    let starts: Vec<&str> = dev.lines().filter_map(|l| l.split_whitespace().last()?.strip_prefix("B-")).collect();
+    let types: std::collections::BTreeSet<&str> = starts.iter().copied().collect();
+    assert_eq!(types.len(), 10);
+    assert!(types.iter().all(|t| ["precision", "recall", "f1", "number"].iter().all(|k| m.get(&format!("{k}.{t}")).is_some())), "{m:?}");
+    let gold: f64 = m.values.iter().filter(|(k, _)| k.starts_with("number.")).map(|(_, v)| v).sum();
+    assert_eq!(gold, starts.len() as f64);
     let out = dir.path().join("hf-ner");
     let (code, _, err) = run_cli(&["export", "--hf", out.to_str().unwrap(), "--checkpoint", s.best_checkpoint.clone().unwrap().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -1226,4 +1236,39 @@ fn roberta_cloze_writes_the_verbalizer_as_running_text_does() {
     assert!(init.missing.is_empty(), "cloze adds no weights: {init:?}");
     let (_, m) = s.eval.clone().unwrap();
     assert!(m.values["loss"].is_finite() && (0.0..=1.0).contains(&m.values["accuracy"]), "{m:?}");
+}
+
+/// Entity-level NER metrics against `seqeval` (fixture by `scripts/make_seqeval_fixture.py`):
+/// micro and per-type precision / recall / F1 and gold counts, in IOB1, IOB2, IOBES and
+/// BILOU-like tag schemes.
+#[test]
+fn entity_metrics_match_seqeval_in_every_tagging_scheme() {
+    use pretune::finetune::metrics::EntityCounts;
+    let dir = fixture("seqeval");
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    assert_eq!(cases.len(), 4);
+    let tags = |v: &serde_json::Value| -> Vec<Vec<String>> { serde_json::from_value(v.clone()).unwrap() };
+    for case in &cases {
+        let scheme = case["scheme"].as_str().unwrap();
+        let mut counts = EntityCounts::default();
+        for (g, p) in tags(&case["gold"]).iter().zip(&tags(&case["pred"])) {
+            let (g, p): (Vec<&str>, Vec<&str>) = (g.iter().map(String::as_str).collect(), p.iter().map(String::as_str).collect());
+            counts.add(&g, &p);
+        }
+        let close = |ours: f64, theirs: &serde_json::Value, what: &str| assert!((ours - theirs.as_f64().unwrap()).abs() < 1e-12, "{scheme} {what}: {ours} vs seqeval {theirs}");
+        let m = counts.metrics();
+        close(m.precision, &case["micro"]["precision"], "precision");
+        close(m.recall, &case["micro"]["recall"], "recall");
+        close(m.f1, &case["micro"]["f1"], "f1");
+        let types = counts.by_type();
+        let want = case["types"].as_object().unwrap();
+        assert_eq!(types.keys().copied().collect::<Vec<_>>(), want.keys().map(String::as_str).collect::<Vec<_>>(), "{scheme}: entity types");
+        for (ty, t) in &types {
+            let w = &want[*ty];
+            close(t.precision, &w["precision"], &format!("{ty} precision"));
+            close(t.recall, &w["recall"], &format!("{ty} recall"));
+            close(t.f1, &w["f1-score"], &format!("{ty} f1"));
+            close(t.support as f64, &w["support"], &format!("{ty} support"));
+        }
+    }
 }

@@ -170,30 +170,31 @@ fn split_tag(tag: &str) -> (char, &str) {
     }
 }
 
-/// Entities of a tag sequence, as `seqeval` (default mode) reads them.
+/// Entities of a tag sequence, as `seqeval` (default mode, `get_entities`) reads them: IOB1,
+/// IOB2 and IOBES prefixes (`B-`, `I-`, `E-`, `S-`; another one-letter prefix, as BILOU's `U-`
+/// and `L-`, ends or starts an entity only where the type changes, as there). A tag without
+/// a prefix (`PER`) is read as `I-PER` (`seqeval` would read prefix `P`, type `ER`).
 pub fn entities(tags: &[&str]) -> Vec<Entity> {
+    // `end_of_chunk` / `start_of_chunk`: whether the entity before ends, and one starts, at a
+    // tag, given the tag before (`prefix`, `type`; `O`'s type is `_`).
+    let ends = |prev: char, tag: char, prev_type: &str, ty: &str| {
+        matches!(prev, 'E' | 'S') || (matches!(prev, 'B' | 'I') && matches!(tag, 'B' | 'S' | 'O')) || (prev != 'O' && prev != '.' && prev_type != ty)
+    };
+    let starts = |prev: char, tag: char, prev_type: &str, ty: &str| {
+        matches!(tag, 'B' | 'S') || (matches!(prev, 'E' | 'S' | 'O') && matches!(tag, 'E' | 'I')) || (tag != 'O' && tag != '.' && prev_type != ty)
+    };
     let mut out = Vec::new();
-    let mut cur: Option<(String, usize)> = None;
-    for (i, tag) in tags.iter().enumerate() {
-        let (prefix, ty) = split_tag(tag);
-        let starts = match (&cur, prefix) {
-            (_, 'B') => true,
-            (Some((t, _)), 'I') => t != ty,
-            (None, 'I') => true,
-            _ => false,
-        };
-        let ends = prefix == 'O' || starts;
-        if ends {
-            if let Some((t, s)) = cur.take() {
-                out.push((t, s, i));
-            }
+    let (mut prev, mut prev_type, mut begin) = ('O', "_", 0);
+    for (i, tag) in tags.iter().copied().chain(std::iter::once("O")).enumerate() {
+        let (t, ty) = split_tag(tag);
+        let ty = if ty.is_empty() { "_" } else { ty };
+        if ends(prev, t, prev_type, ty) {
+            out.push((prev_type.to_owned(), begin, i));
         }
-        if starts {
-            cur = Some((ty.to_owned(), i));
+        if starts(prev, t, prev_type, ty) {
+            begin = i;
         }
-    }
-    if let Some((t, s)) = cur {
-        out.push((t, s, tags.len()));
+        (prev, prev_type) = (t, ty);
     }
     out
 }
@@ -238,10 +239,21 @@ impl EntityCounts {
     /// Micro-averaged precision, recall and F1.
     pub fn metrics(&self) -> EntityMetrics {
         let (tp, pred, gold) = self.by_type.values().fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
-        let p = if pred == 0 { 0.0 } else { tp as f64 / pred as f64 };
-        let r = if gold == 0 { 0.0 } else { tp as f64 / gold as f64 };
-        EntityMetrics { precision: p, recall: r, f1: if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }, support: gold }
+        entity_metrics(tp, pred, gold)
     }
+
+    /// Per entity type (each type seen in the gold or the predicted tags): its precision,
+    /// recall, F1 and gold count, as `seqeval`'s `classification_report` (0 where a ratio has
+    /// nothing to divide by).
+    pub fn by_type(&self) -> BTreeMap<&str, EntityMetrics> {
+        self.by_type.iter().map(|(t, &(tp, pred, gold))| (t.as_str(), entity_metrics(tp, pred, gold))).collect()
+    }
+}
+
+fn entity_metrics(tp: u64, pred: u64, gold: u64) -> EntityMetrics {
+    let p = if pred == 0 { 0.0 } else { tp as f64 / pred as f64 };
+    let r = if gold == 0 { 0.0 } else { tp as f64 / gold as f64 };
+    EntityMetrics { precision: p, recall: r, f1: if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }, support: gold }
 }
 
 /// Pearson's correlation of two series (0 when either is constant).

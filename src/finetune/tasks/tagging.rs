@@ -239,6 +239,14 @@ impl Scorer for EntityScorer {
         m.values.insert("precision".into(), e.precision);
         m.values.insert("recall".into(), e.recall);
         m.values.insert("f1".into(), e.f1);
+        // Per entity type, as `run_ner.py --return_entity_level_metrics` (`seqeval`'s report):
+        // dotted names, so the step log keeps to the totals and `events.jsonl` has them all.
+        for (ty, t) in self.entities.by_type() {
+            m.values.insert(format!("precision.{ty}"), t.precision);
+            m.values.insert(format!("recall.{ty}"), t.recall);
+            m.values.insert(format!("f1.{ty}"), t.f1);
+            m.values.insert(format!("number.{ty}"), t.support as f64);
+        }
         m
     }
 }
