@@ -95,6 +95,11 @@ pub struct TaskConfig {
     /// for the held-out set (`best_f1_threshold`); `evaluate` and `predict` take it with
     /// `--set task.null_score_diff_threshold=V`.
     pub null_score_diff_threshold: f64,
+    /// Label smoothing of the cross-entropy (`transformers`' `label_smoothing_factor`, 0 to
+    /// below 1): the target puts `1 - ε` on the label and spreads `ε` evenly over every class,
+    /// tag or token. Classification, token classification, cloze and generation (the training
+    /// and the held-out loss alike, as the `Trainer`'s).
+    pub label_smoothing: f64,
     /// Use only the first N training records (0: all), as `run_qa.py`'s `--max_train_samples`:
     /// a CPU-sized run on a large set.
     pub max_train_examples: usize,
@@ -133,6 +138,7 @@ impl Default for TaskConfig {
             max_answer_length: 30,
             version_2_with_negative: false,
             null_score_diff_threshold: 0.0,
+            label_smoothing: 0.0,
             max_train_examples: 0,
             train_per_class: 0,
             max_eval_examples: 0,

@@ -25,7 +25,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, ModelSpec};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, on_glm: true, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "sequence_classification", reuses_pretraining_head: false, on_glm: true, metrics: &[("accuracy", Direction::Higher), ("macro_f1", Direction::Higher)], own_keys: &["label_smoothing"], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Classification {
@@ -37,6 +37,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
             other => Encoder::Head(head_encoder(other)?),
         },
         max_len: cx.max_seq_len,
+        label_smoothing: super::label_smoothing(cx.config)?,
     }))
 }
 
@@ -67,6 +68,7 @@ pub struct Classification {
     tokenizer: Arc<TextTokenizer>,
     encoder: Encoder,
     max_len: usize,
+    label_smoothing: f64,
 }
 
 impl Task for Classification {
@@ -126,7 +128,7 @@ impl Task for Classification {
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
-        class_loss(outputs, batch)
+        class_loss(outputs, batch, self.label_smoothing)
     }
 
     fn scorer(&self) -> Box<dyn Scorer> {
@@ -208,10 +210,11 @@ pub fn at_least_two(labels: &LabelSet) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Cross-entropy of class scores `[examples, classes]` against the batch's row labels.
-pub fn class_loss(outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
+/// Cross-entropy of class scores `[examples, classes]` against the batch's row labels, with
+/// label smoothing `smoothing` (`task.label_smoothing`).
+pub fn class_loss(outputs: &Tensor, batch: &DeviceBatch, smoothing: f64) -> Tensor {
     match &batch.row_labels {
-        Some(l) => outputs.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, IGNORE, 0.0),
+        Some(l) => outputs.cross_entropy_loss::<Tensor>(l, None, Reduction::Sum, IGNORE, smoothing),
         None => outputs.sum(Kind::Float) * 0.0,
     }
 }
@@ -300,6 +303,43 @@ mod tests {
     use super::*;
     use crate::config::{BadRecordPolicy, TaskConfig};
     use crate::model::bert::BertConfig;
+
+    /// `task.label_smoothing` is `transformers`' `LabelSmoother`: per labelled row,
+    /// `(1 - ε) · (-log p_label) + ε · mean over classes of (-log p_k)`, summed; unlabelled
+    /// rows (IGNORE) add nothing.
+    #[test]
+    fn label_smoothing_is_the_trainers_label_smoother() {
+        let logits = [[2.0f64, -1.0, 0.5], [0.1, 0.2, 3.0], [1.0, 1.0, -4.0]];
+        let labels = [0i64, 1, IGNORE];
+        let hb = HostBatch { batch_size: 3, seq_len: 1, input_ids: vec![0; 3], token_type_ids: vec![0; 3], lengths: vec![1; 3], row_labels: labels.to_vec(), n_examples: 3, ..Default::default() };
+        let batch = DeviceBatch::new(&hb, tch::Device::Cpu);
+        let outputs = Tensor::from_slice2(&logits);
+        for eps in [0.0, 0.1, 0.3] {
+            let mut want = 0.0;
+            for (row, &label) in logits.iter().zip(&labels) {
+                if label == IGNORE {
+                    continue;
+                }
+                let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+                let nll: Vec<f64> = row.iter().map(|x| lse - x).collect();
+                want += (1.0 - eps) * nll[label as usize] + eps * nll.iter().sum::<f64>() / 3.0;
+            }
+            let got = class_loss(&outputs, &batch, eps).double_value(&[]);
+            assert!((got - want).abs() < 1e-9, "ε = {eps}: {got} vs {want}");
+        }
+        let config = |e: f64| TaskConfig { label_smoothing: e, labels: vec!["a".into(), "b".into(), "c".into()], ..Default::default() };
+        // The task built from `[task]` smooths its loss by the setting.
+        let tokenizer = Arc::new(TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap());
+        let encoder = ModelSpec::Bert { config: BertConfig::default(), pair_head: false };
+        let c = config(0.3);
+        let task = (KIND.build)(&TaskContext { config: &c, tokenizer, encoder: &encoder, max_seq_len: 16, generate: Default::default() }).unwrap();
+        assert_eq!(task.loss(&outputs, &batch).double_value(&[]), class_loss(&outputs, &batch, 0.3).double_value(&[]));
+        assert!(super::super::label_smoothing(&config(0.1)).is_ok());
+        for bad in [-0.1, 1.0, f64::NAN] {
+            let e = super::super::label_smoothing(&config(bad)).unwrap_err().to_string();
+            assert!(e.contains("task.label_smoothing"), "{e}");
+        }
+    }
 
     /// A text longer than `max_seq_len` is cut (longest first for a pair) and counted for the
     /// run's notes; a text that fits is not.

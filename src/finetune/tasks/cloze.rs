@@ -292,7 +292,7 @@ pub fn scores(glm: &Glm, b: &DeviceBatch, train: bool) -> Tensor {
 }
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "cloze", reuses_pretraining_head: true, on_glm: true, metrics: &[("accuracy", Direction::Higher)], own_keys: &["pattern", "verbalizers"], inference_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "cloze", reuses_pretraining_head: true, on_glm: true, metrics: &[("accuracy", Direction::Higher)], own_keys: &["pattern", "verbalizers", "label_smoothing"], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     let c = cx.config;
@@ -303,6 +303,10 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     if c.verbalizers.len() < 2 {
         problems.push("task.verbalizers: give verbalizer text for at least two labels".to_owned());
     }
+    let smoothing = super::label_smoothing(c);
+    if let Err(e) = &smoothing {
+        problems.extend(e.problems());
+    }
     if !problems.is_empty() {
         return Err(TaskError::Config(problems));
     }
@@ -312,7 +316,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         ModelSpec::Bert { .. } | ModelSpec::ModernBert { .. } | ModelSpec::Electra { .. } => ClozeModel::bert(&cx.tokenizer),
     };
     let spec = ClozeSpec { pattern: c.pattern.clone(), answers: answers(&cx.tokenizer, &labels.names, &c.verbalizers, space_before(&c.pattern))?, model };
-    Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len }))
+    Ok(Box::new(Cloze { spec, labels, verbalizers: c.verbalizers.clone(), fields: super::fields(c), tokenizer: cx.tokenizer.clone(), encoder: cx.encoder.clone(), max_len: cx.max_seq_len, label_smoothing: smoothing? }))
 }
 
 /// GLM's special tokens in a tokenizer that has them (added when the encoder is a GLM).
@@ -334,6 +338,7 @@ pub struct Cloze {
     tokenizer: Arc<TextTokenizer>,
     encoder: ModelSpec,
     max_len: usize,
+    label_smoothing: f64,
 }
 
 impl Cloze {
@@ -395,7 +400,7 @@ impl Task for Cloze {
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
-        class_loss(outputs, batch)
+        class_loss(outputs, batch, self.label_smoothing)
     }
 
     fn scorer(&self) -> Box<dyn Scorer> {

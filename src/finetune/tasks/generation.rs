@@ -40,7 +40,7 @@ pub const KIND: TaskKind = TaskKind {
     reuses_pretraining_head: true,
     on_glm: true,
     metrics: &[("rougeL", Direction::Higher), ("rouge1", Direction::Higher), ("rouge2", Direction::Higher), ("f1", Direction::Higher), ("exact_match", Direction::Higher)],
-    own_keys: &["source_field", "target_field", "max_target_len"],
+    own_keys: &["source_field", "target_field", "max_target_len", "label_smoothing"],
     inference_keys: &[],
     train_defaults: &[],
     build,
@@ -61,6 +61,10 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     if let Err(e) = check_decode_memory(glm, cx.max_seq_len.saturating_sub(c.max_target_len), &cx.generate) {
         problems.push(e.to_string());
     }
+    let smoothing = super::label_smoothing(c);
+    if let Err(e) = &smoothing {
+        problems.extend(e.problems());
+    }
     if !problems.is_empty() {
         return Err(TaskError::Config(problems));
     }
@@ -73,6 +77,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         source_budget: cx.max_seq_len - c.max_target_len - 2,
         target_budget: c.max_target_len - 1,
         settings: cx.generate.clone(),
+        label_smoothing: smoothing?,
     }))
 }
 
@@ -132,6 +137,8 @@ pub struct Generation {
     source_budget: usize,
     target_budget: usize,
     settings: DecodeSettings,
+    /// `task.label_smoothing`.
+    label_smoothing: f64,
 }
 
 /// How many sources and targets were cut.
@@ -255,7 +262,7 @@ impl Task for Generation {
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
-        outputs.cross_entropy_loss::<Tensor>(&batch.masked_labels, None, Reduction::Sum, IGNORE, 0.0)
+        outputs.cross_entropy_loss::<Tensor>(&batch.masked_labels, None, Reduction::Sum, IGNORE, self.label_smoothing)
     }
 
     fn per(&self) -> crate::objective::Per {

@@ -330,13 +330,40 @@ pub fn lookup(name: &str) -> Result<TaskKind, TaskError> {
 /// `[task]` keys of other kinds set in `table`: each an error naming the kinds that read it.
 pub fn foreign_keys(kind: &TaskKind, table: &toml::Table) -> Vec<String> {
     let Some(task) = table.get("task").and_then(toml::Value::as_table) else { return Vec::new() };
-    let mut problems = Vec::new();
+    // Key -> the kinds that read it, in registry order (a key several kinds share, such as
+    // `label_smoothing`, is one problem naming them all).
+    let mut readers: Vec<(&str, Vec<&str>)> = Vec::new();
     for other in kinds().iter().filter(|k| k.name != kind.name) {
         for key in other.own_keys.iter().filter(|key| task.contains_key(**key) && !kind.own_keys.contains(key)) {
-            problems.push(format!("task.{key}: only task.kind = \"{}\" reads it", other.name));
+            match readers.iter_mut().find(|(k, _)| k == key) {
+                Some((_, names)) => names.push(other.name),
+                None => readers.push((key, vec![other.name])),
+            }
         }
     }
-    problems
+    readers
+        .into_iter()
+        .map(|(key, names)| {
+            let names: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+            match names.as_slice() {
+                [one] => format!("task.{key}: only task.kind = {one} reads it"),
+                [init @ .., last] => format!("task.{key}: only task.kind = {} or {last} read it", init.join(", ")),
+                [] => unreachable!("a key is listed with the kind that reads it"),
+            }
+        })
+        .collect()
+}
+
+/// `task.label_smoothing`, checked: at least 0, below 1.
+///
+/// # Errors
+/// [`TaskError::Config`] naming the key.
+pub fn label_smoothing(config: &crate::config::TaskConfig) -> Result<f64, TaskError> {
+    let e = config.label_smoothing;
+    if !(0.0..1.0).contains(&e) {
+        return Err(TaskError::config(format!("task.label_smoothing: {e} is not in [0, 1) (0.1 is usual; 1 would learn nothing of the labels)")));
+    }
+    Ok(e)
 }
 
 // Helpers the task files share.
@@ -465,6 +492,12 @@ mod tests {
         let problems = foreign_keys(&classification::KIND, &t);
         assert_eq!(problems, vec!["task.pattern: only task.kind = \"cloze\" reads it".to_owned(), "task.doc_stride: only task.kind = \"question_answering\" reads it".to_owned()]);
         assert!(foreign_keys(&qa, &toml("[task]\ndoc_stride = 64\n")).is_empty());
+        // A key several kinds read is one problem naming them all.
+        let p = foreign_keys(&qa, &toml("[task]\nlabel_smoothing = 0.1\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("task.label_smoothing: only task.kind = \"sequence_classification\", ") && p[0].ends_with(" read it"), "{p:?}");
+        assert!(["token_classification", "cloze", "generation"].iter().all(|k| p[0].contains(&format!("\"{k}\""))), "{p:?}");
+        assert!(foreign_keys(&classification::KIND, &toml("[task]\nlabel_smoothing = 0.1\n")).is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics, Per};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "token_classification", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher)], own_keys: &[], inference_keys: &[], train_defaults: &[], build };
+pub const KIND: TaskKind = TaskKind { name: "token_classification", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher)], own_keys: &["label_smoothing"], inference_keys: &[], train_defaults: &[], build };
 
 fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(Tagging {
@@ -28,6 +28,7 @@ fn build(cx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
         tokenizer: cx.tokenizer.clone(),
         encoder: super::classification::head_encoder(cx.encoder)?,
         max_len: cx.max_seq_len,
+        label_smoothing: super::label_smoothing(cx.config)?,
     }))
 }
 
@@ -37,6 +38,7 @@ pub struct Tagging {
     tokenizer: Arc<TextTokenizer>,
     encoder: HeadEncoder,
     max_len: usize,
+    label_smoothing: f64,
 }
 
 impl Task for Tagging {
@@ -98,7 +100,7 @@ impl Task for Tagging {
     }
 
     fn loss(&self, outputs: &Tensor, batch: &DeviceBatch) -> Tensor {
-        outputs.cross_entropy_loss::<Tensor>(&batch.masked_labels, None, Reduction::Sum, IGNORE, 0.0)
+        outputs.cross_entropy_loss::<Tensor>(&batch.masked_labels, None, Reduction::Sum, IGNORE, self.label_smoothing)
     }
 
     fn per(&self) -> Per {
@@ -279,7 +281,7 @@ mod tests {
 
     fn tagging() -> Tagging {
         let tokenizer = TextTokenizer::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sotu/tokenizer.json"), None).unwrap();
-        Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: HeadEncoder::Bert(BertConfig::default()), max_len: 16 }
+        Tagging { labels: LabelSet { names: vec!["O".into(), "B-loc".into(), "I-loc".into()] }, tokenizer: Arc::new(tokenizer), encoder: HeadEncoder::Bert(BertConfig::default()), max_len: 16, label_smoothing: 0.0 }
     }
 
     /// Words past `max_seq_len` get no position (and no tag); the sentence counts as cut.
