@@ -1272,3 +1272,80 @@ fn entity_metrics_match_seqeval_in_every_tagging_scheme() {
         }
     }
 }
+
+/// NER `predict` on raw text (`{"text": ...}`): the words the tokenizer's pre-tokenizer makes,
+/// their tags, and entities with character offsets and scores, equal to what `transformers`'
+/// token-classification pipeline (`aggregation_strategy="first"`) finds with the exported
+/// model; word lists (`{"tokens": [...]}`) get entities too.
+#[test]
+fn ner_predict_on_raw_text_finds_the_entities_the_transformers_pipeline_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let wnut = root().join(".cache/wnut");
+    let cfg = ft_config(dir.path(), "token_classification", &wnut.join("train.txt").display().to_string(), &wnut.join("dev.txt").display().to_string(), "");
+    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=2"]);
+    let ck = s.best_checkpoint.clone().unwrap();
+    let texts = [
+        "Barack Obama visited Paris and Berlin last week.",
+        "Zoë met José at Café de Flore in Paris!",
+        "apple's iPhone is sold in New York, NY (and London).",
+        "   leading spaces and   runs   of spaces  ",
+        "Manchester United beat Real Madrid 3-1 at Old Trafford on Tuesday night",
+    ];
+    let input = dir.path().join("in.jsonl");
+    let mut lines: Vec<String> = texts.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
+    lines.push(serde_json::json!({ "tokens": ["Obama", "visited", "Paris"] }).to_string());
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (code, out, err) = run_cli(&["predict", "--checkpoint", ck.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), texts.len() + 1);
+    let ours: Vec<Vec<(String, u64, u64, f64)>> = rows[..texts.len()]
+        .iter()
+        .zip(texts)
+        .map(|(r, text)| {
+            assert_eq!(r["text"], text);
+            let tokens: Vec<String> = serde_json::from_value(r["tokens"].clone()).unwrap();
+            let tags: Vec<String> = serde_json::from_value(r["tags"].clone()).unwrap();
+            assert_eq!(tokens.len(), tags.len(), "{r}");
+            assert!(r.get("\u{0}places").is_none(), "the word places are not written out: {r}");
+            r["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let (start, end) = (e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap());
+                    // The entity's text is the input's own spelling between its offsets.
+                    assert_eq!(e["text"].as_str().unwrap(), text.chars().skip(start as usize).take((end - start) as usize).collect::<String>(), "{e}");
+                    (e["type"].as_str().unwrap().to_owned(), start, end, e["score"].as_f64().unwrap())
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows[3]["tokens"], serde_json::json!(["leading", "spaces", "and", "runs", "of", "spaces"]));
+    assert_eq!(rows[2]["tokens"].as_array().unwrap()[..4], serde_json::json!(["apple", "'", "s", "iPhone"]).as_array().unwrap()[..]);
+    let words = &rows[texts.len()];
+    assert_eq!(words["tokens"], serde_json::json!(["Obama", "visited", "Paris"]));
+    assert!(words["entities"].as_array().unwrap().iter().all(|e| e["words"][0].as_u64() < e["words"][1].as_u64() && e.get("start").is_none()), "{words}");
+    assert!(ours.iter().map(Vec::len).sum::<usize>() >= 3, "the model tags some entities: {ours:?}");
+
+    let hf = dir.path().join("hf");
+    let (code, _, err) = run_cli(&["export", "--hf", hf.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let py = Command::new(root().join(".venv/bin/python")).arg(root().join("scripts/hf_ner_pipeline.py")).arg(&hf).arg(serde_json::json!(texts).to_string()).output().unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let theirs: Vec<Vec<serde_json::Value>> = serde_json::from_slice(&py.stdout).unwrap();
+    for ((o, t), text) in ours.iter().zip(&theirs).zip(texts) {
+        let o_spans: Vec<(&str, u64, u64)> = o.iter().map(|(ty, a, b, _)| (ty.as_str(), *a, *b)).collect();
+        let t_spans: Vec<(&str, u64, u64)> = t.iter().map(|e| (e["type"].as_str().unwrap(), e["start"].as_u64().unwrap(), e["end"].as_u64().unwrap())).collect();
+        assert_eq!(o_spans, t_spans, "entities of {text:?}");
+        for (a, b) in o.iter().zip(t) {
+            assert!((a.3 - b["score"].as_f64().unwrap()).abs() < 1e-4, "score of {a:?} vs the pipeline's {b} in {text:?}");
+        }
+    }
+
+    // A line with neither field names what it needs.
+    std::fs::write(&input, "{\"txt\": \"typo\"}\n").unwrap();
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", ck.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in.jsonl:1") && err.contains("`tokens` (a list of words) or `text` (a string)"), "{err}");
+}

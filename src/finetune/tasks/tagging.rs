@@ -134,17 +134,29 @@ impl Task for Tagging {
 }
 
 impl Tagging {
-    /// Sentences to tag: CoNLL-style (first column; tags, if any, ignored) or JSONL with a
-    /// `tokens` array.
+    /// Sentences to tag: CoNLL-style (first column; tags, if any, ignored), or JSONL with a
+    /// `tokens` array (words as the training data splits them) or a `text` string (split into
+    /// words here, as the tokenizer's pre-tokenizer splits them, with each word's place).
     fn read_words(&self, files: &[PathBuf]) -> Result<Encoded, TaskError> {
         let mut examples = Vec::new();
         for f in files {
-            for (line, words) in read_words(f)? {
+            for (line, input) in read_inputs(f)? {
+                let (words, shown) = match input {
+                    Input::Words(words) => {
+                        let shown = json!({ "tokens": words });
+                        (words, shown)
+                    }
+                    Input::Text(text) => {
+                        let split = split_words(&self.tokenizer, &text).map_err(|e| TaskDataError::Record { path: f.clone(), line, message: crate::error_chain(&e) })?;
+                        let (words, places): (Vec<String>, Vec<(usize, usize)>) = split.into_iter().unzip();
+                        (words.clone(), json!({ "text": text, "tokens": words, PLACES: places }))
+                    }
+                };
                 // Any known tag will do: predictions ignore the labels.
                 let tags = vec![self.labels.names.first().cloned().unwrap_or_default(); words.len()];
                 let s = TaggedSentence { words, tags, path: f.clone(), line };
                 let mut e = encode_tagged(&self.tokenizer, &s, &self.labels, self.max_len)?;
-                e.shown = Some(Arc::new(json!({ "tokens": s.words })));
+                e.shown = Some(Arc::new(shown));
                 examples.push(e);
             }
         }
@@ -153,21 +165,66 @@ impl Tagging {
     }
 }
 
+/// The key under which a text's word places ride to the predictor (not written out).
+const PLACES: &str = "\u{0}places";
+
+/// The words of a text with their places (characters, end exclusive), as the tokenizer reads
+/// it: its normaliser (a BERT tokenizer puts each CJK character apart) and pre-tokenizer
+/// (whitespace and punctuation), a word being the tokens of one pre-tokenized piece. Each
+/// word is the text's own spelling (cased, accented) between its places.
+///
+/// # Errors
+/// The tokenizer's.
+pub fn split_words(tokenizer: &TextTokenizer, text: &str) -> Result<Vec<(String, (usize, usize))>, crate::data::tokenize::TokenizerError> {
+    let enc = tokenizer.inner().encode_char_offsets(text, false).map_err(crate::data::tokenize::TokenizerError::Encode)?;
+    let at: Vec<usize> = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len())).collect();
+    let mut words: Vec<(Option<u32>, usize, usize)> = Vec::new();
+    for (w, &(a, b)) in enc.get_word_ids().iter().zip(enc.get_offsets()) {
+        match words.last_mut() {
+            Some((last, _, end)) if w.is_some() && *last == *w => *end = (*end).max(b),
+            _ => words.push((*w, a, b)),
+        }
+    }
+    Ok(words
+        .into_iter()
+        .filter_map(|(_, a, b)| {
+            let (a, b) = (a.min(at.len() - 1), b.min(at.len() - 1));
+            let slice = text.get(at[a]..at[b])?;
+            // A byte-level BPE token can carry the space before its word.
+            let lead = slice.chars().take_while(|c| c.is_whitespace()).count();
+            let word = slice.trim();
+            (!word.is_empty()).then(|| (word.to_owned(), (a + lead, a + lead + word.chars().count())))
+        })
+        .collect())
+}
+
+/// One sentence to tag.
+enum Input {
+    /// Its words.
+    Words(Vec<String>),
+    /// Its text, to split into words.
+    Text(String),
+}
+
 /// The sentences that lost words to `max_len`, and what that means for them.
 fn cut_notes(examples: &[TaskExample], split: Split, max_len: usize) -> Vec<String> {
     super::cut_notes(examples, split, "sentences", max_len).into_iter().map(|n| format!("{n}: the words past the end are not read (tagged O, as run_ner.py drops them)")).collect()
 }
 
-/// Words per sentence with the line it starts on.
-fn read_words(path: &Path) -> Result<Vec<(u64, Vec<String>)>, TaskError> {
+/// Sentences with the line each starts on.
+fn read_inputs(path: &Path) -> Result<Vec<(u64, Input)>, TaskError> {
     let text = std::fs::read_to_string(path).map_err(|e| TaskDataError::from(FileError::at(path)(e)))?;
     let bad = |line: usize, message: String| TaskDataError::Record { path: path.to_owned(), line: line as u64, message };
     if path.extension().is_some_and(|e| e == "jsonl") {
         let mut out = Vec::new();
         for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(l).map_err(|e| bad(i + 1, format!("bad JSON: {e}")))?;
-            let words: Vec<String> = serde_json::from_value(v["tokens"].clone()).map_err(|e| bad(i + 1, format!("`tokens`: {e}")))?;
-            out.push((i as u64 + 1, words));
+            let input = match (v.get("tokens"), v.get("text")) {
+                (Some(t), _) => Input::Words(serde_json::from_value(t.clone()).map_err(|e| bad(i + 1, format!("`tokens`: {e}")))?),
+                (None, Some(Value::String(t))) => Input::Text(t.clone()),
+                _ => return Err(bad(i + 1, "needs `tokens` (a list of words) or `text` (a string)".into()).into()),
+            };
+            out.push((i as u64 + 1, input));
         }
         return Ok(out);
     }
@@ -180,12 +237,12 @@ fn read_words(path: &Path) -> Result<Vec<(u64, Vec<String>)>, TaskError> {
                 }
                 cur.push(w.to_owned());
             }
-            None if !cur.is_empty() => out.push((start, std::mem::take(&mut cur))),
+            None if !cur.is_empty() => out.push((start, Input::Words(std::mem::take(&mut cur)))),
             None => {}
         }
     }
     if !cur.is_empty() {
-        out.push((start, cur));
+        out.push((start, Input::Words(cur)));
     }
     Ok(out)
 }
@@ -253,7 +310,12 @@ impl Scorer for EntityScorer {
     }
 }
 
-/// `{"tokens", "tags"}` per sentence: a word cut off by truncation is tagged `O`.
+/// `{"tokens", "tags", "entities"}` per sentence (`"text"` first when one was given): a word
+/// cut off by truncation is tagged `O`. An entity is what `seqeval` reads in the tags (B- / I-
+/// runs of one type), with its words `[first, last + 1)`, its text and its score: the mean over
+/// its words of the probability of each word's tag (`transformers`' token-classification
+/// pipeline with `aggregation_strategy="first"`); from a text, also its `start` and `end` in
+/// characters.
 struct TagLines {
     names: Vec<String>,
 }
@@ -261,13 +323,36 @@ struct TagLines {
 impl Predictor for TagLines {
     fn add(&mut self, outputs: &Tensor, _batch: &HostBatch, examples: &[&TaskExample]) -> Vec<Value> {
         let pred = super::argmax(outputs);
-        let mut next = pred.iter();
+        let best: Vec<f64> = super::to_f64s(&outputs.to_kind(tch::Kind::Float).softmax(-1, tch::Kind::Float).amax([-1i64].as_slice(), false));
+        let mut next = pred.iter().zip(&best);
         examples
             .iter()
             .map(|e| {
-                let tags: Vec<&str> = e.word_starts.iter().map(|w| w.and_then(|_| next.next()).map_or("O", |&p| self.names[p as usize].as_str())).collect();
+                let (tags, scores): (Vec<&str>, Vec<f64>) = e
+                    .word_starts
+                    .iter()
+                    .map(|w| w.and_then(|_| next.next()).map_or(("O", 0.0), |(&p, &s)| (self.names[p as usize].as_str(), s)))
+                    .unzip();
                 let mut line = echo(e);
+                let places: Option<Vec<(usize, usize)>> = line.remove(PLACES).and_then(|v| serde_json::from_value(v).ok());
+                let text = line.get("text").and_then(Value::as_str).map(str::to_owned);
+                let words: Vec<String> = line.get("tokens").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+                let entities: Vec<Value> = crate::finetune::metrics::entities(&tags)
+                    .into_iter()
+                    .map(|(ty, a, b)| {
+                        let score = scores[a..b].iter().sum::<f64>() / (b - a) as f64;
+                        match (&text, &places) {
+                            (Some(t), Some(p)) => {
+                                let (start, end) = (p[a].0, p[b - 1].1);
+                                let span: String = t.chars().skip(start).take(end - start).collect();
+                                json!({"type": ty, "text": span, "start": start, "end": end, "words": [a, b], "score": score})
+                            }
+                            _ => json!({"type": ty, "text": words[a..b].join(" "), "words": [a, b], "score": score}),
+                        }
+                    })
+                    .collect();
                 line.insert("tags".into(), json!(tags));
+                line.insert("entities".into(), Value::Array(entities));
                 Value::Object(line)
             })
             .collect()
