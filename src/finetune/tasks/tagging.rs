@@ -168,6 +168,9 @@ impl Tagging {
 /// The key under which a text's word places ride to the predictor (not written out).
 const PLACES: &str = "\u{0}places";
 
+/// A word and its place in its text (characters, end exclusive).
+pub type PlacedWord = (String, (usize, usize));
+
 /// The words of a text with their places (characters, end exclusive), as the tokenizer reads
 /// it: its normaliser (a BERT tokenizer puts each CJK character apart) and pre-tokenizer
 /// (whitespace and punctuation), a word being the tokens of one pre-tokenized piece. Each
@@ -175,7 +178,7 @@ const PLACES: &str = "\u{0}places";
 ///
 /// # Errors
 /// The tokenizer's.
-pub fn split_words(tokenizer: &TextTokenizer, text: &str) -> Result<Vec<(String, (usize, usize))>, crate::data::tokenize::TokenizerError> {
+pub fn split_words(tokenizer: &TextTokenizer, text: &str) -> Result<Vec<PlacedWord>, crate::data::tokenize::TokenizerError> {
     let enc = tokenizer.inner().encode_char_offsets(text, false).map_err(crate::data::tokenize::TokenizerError::Encode)?;
     let at: Vec<usize> = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len())).collect();
     let mut words: Vec<(Option<u32>, usize, usize)> = Vec::new();
