@@ -154,23 +154,38 @@ def windows(recs: list, tok) -> list:
     return feats
 
 
+def candidates(feats: list, keys: list, start_logits: list, end_logits: list) -> tuple:
+    """The question's windows `keys`: its candidate spans and its lowest null score, as
+    utils_qa.postprocess_qa_predictions collects them."""
+    min_null, prelim = None, []
+    for k in keys:
+        sl, el, offsets = start_logits[k], end_logits[k], feats[k]["offsets"]
+        null = sl[0] + el[0]
+        if min_null is None or min_null["score"] > null:
+            min_null = {"offsets": (0, 0), "score": null, "start_logit": sl[0], "end_logit": el[0]}
+        for a in np.argsort(sl)[-1: -N_BEST - 1: -1].tolist():
+            for b in np.argsort(el)[-1: -N_BEST - 1: -1].tolist():
+                if a >= len(offsets) or b >= len(offsets) or offsets[a] is None or len(offsets[a]) < 2 or offsets[b] is None or len(offsets[b]) < 2:
+                    continue
+                if b < a or b - a + 1 > MAX_ANSWER:
+                    continue
+                prelim.append({"offsets": (offsets[a][0], offsets[b][1]), "score": sl[a] + el[b], "start_logit": sl[a], "end_logit": el[b]})
+    return prelim, min_null
+
+
+def by_question(feats: list) -> dict:
+    out = collections.defaultdict(list)
+    for k, f in enumerate(feats):
+        out[f["question"]].append(k)
+    return out
+
+
 def postprocess(recs: list, feats: list, start_logits: list, end_logits: list) -> dict:
     """utils_qa.postprocess_qa_predictions, version_2_with_negative=False, one example."""
-    by_example = collections.defaultdict(list)
-    for k, f in enumerate(feats):
-        by_example[f["question"]].append(k)
+    windows = by_question(feats)
     preds = {}
     for i, r in enumerate(recs):
-        prelim = []
-        for k in by_example[i]:
-            sl, el, offsets = start_logits[k], end_logits[k], feats[k]["offsets"]
-            for a in np.argsort(sl)[-1: -N_BEST - 1: -1].tolist():
-                for b in np.argsort(el)[-1: -N_BEST - 1: -1].tolist():
-                    if a >= len(offsets) or b >= len(offsets) or offsets[a] is None or len(offsets[a]) < 2 or offsets[b] is None or len(offsets[b]) < 2:
-                        continue
-                    if b < a or b - a + 1 > MAX_ANSWER:
-                        continue
-                    prelim.append({"offsets": (offsets[a][0], offsets[b][1]), "score": sl[a] + el[b]})
+        prelim, _ = candidates(feats, windows[i], start_logits, end_logits)
         best = sorted(prelim, key=lambda x: x["score"], reverse=True)[:N_BEST]
         preds[r["id"]] = r["context"][best[0]["offsets"][0]: best[0]["offsets"][1]] if best else ""
     return preds
@@ -179,24 +194,10 @@ def postprocess(recs: list, feats: list, start_logits: list, end_logits: list) -
 def postprocess_v2(recs: list, feats: list, start_logits: list, end_logits: list, threshold: float) -> dict:
     """utils_qa.postprocess_qa_predictions, version_2_with_negative=True: per question its
     answer, its score difference and its best non-null text."""
-    by_example = collections.defaultdict(list)
-    for k, f in enumerate(feats):
-        by_example[f["question"]].append(k)
+    windows = by_question(feats)
     out = {}
     for i, r in enumerate(recs):
-        min_null, prelim = None, []
-        for k in by_example[i]:
-            sl, el, offsets = start_logits[k], end_logits[k], feats[k]["offsets"]
-            null = sl[0] + el[0]
-            if min_null is None or min_null["score"] > null:
-                min_null = {"offsets": (0, 0), "score": null, "start_logit": sl[0], "end_logit": el[0]}
-            for a in np.argsort(sl)[-1: -N_BEST - 1: -1].tolist():
-                for b in np.argsort(el)[-1: -N_BEST - 1: -1].tolist():
-                    if a >= len(offsets) or b >= len(offsets) or offsets[a] is None or len(offsets[a]) < 2 or offsets[b] is None or len(offsets[b]) < 2:
-                        continue
-                    if b < a or b - a + 1 > MAX_ANSWER:
-                        continue
-                    prelim.append({"offsets": (offsets[a][0], offsets[b][1]), "score": sl[a] + el[b], "start_logit": sl[a], "end_logit": el[b]})
+        prelim, min_null = candidates(feats, windows[i], start_logits, end_logits)
         prelim.append(min_null)
         null_score = min_null["score"]
         preds = sorted(prelim, key=lambda x: x["score"], reverse=True)[:N_BEST]
