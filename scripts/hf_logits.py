@@ -1,5 +1,6 @@
 """Prints, as JSON, the flattened logits `transformers` computes for token ids with a model
-folder (used by the export round-trip tests).
+folder (used by the export round-trip tests; for AutoModelForMultipleChoice the rows are the
+choices of one example).
 
     .venv/bin/python scripts/hf_logits.py MODEL_DIR AutoModelForSequenceClassification '[[2, 5, 3]]'
 
@@ -21,8 +22,12 @@ model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
 # too, flattened as [batch, longest, ...]).
 longest = max(len(r) for r in ids)
 mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in ids])
+input_ids = torch.tensor([r + [0] * (longest - len(r)) for r in ids])
+if auto_class == "AutoModelForMultipleChoice":
+    # The rows are the choices of one example: `[1, choices, tokens]`.
+    input_ids, mask = input_ids[None], mask[None]
 with torch.no_grad():
-    out = model(input_ids=torch.tensor([r + [0] * (longest - len(r)) for r in ids]), attention_mask=mask)
+    out = model(input_ids=input_ids, attention_mask=mask)
     # Question answering: start and end logits, interleaved per token as `[batch, seq, 2]`.
     logits = torch.stack([out.start_logits, out.end_logits], -1) if hasattr(out, "start_logits") else out.logits
 logits = logits.double().flatten().tolist()

@@ -1,6 +1,7 @@
 """Golden fixture for the task heads: transformers' BertForSequenceClassification (3 labels),
 BertForSequenceClassification with one output (regression) and BertForTokenClassification
-(5 labels) on one padded batch, every parameter perturbed; their logits and losses.
+(5 labels) on one padded batch, every parameter perturbed; their logits and losses; and
+BertForMultipleChoice on 2 examples of 3 choices of different lengths (`mc_*`).
 
     .venv/bin/python scripts/make_heads_fixture.py target/fixtures/heads
 """
@@ -9,7 +10,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+from transformers import BertConfig, BertForMultipleChoice, BertForSequenceClassification, BertForTokenClassification
 
 
 def main(out_dir: pathlib.Path) -> None:
@@ -41,6 +42,21 @@ def main(out_dir: pathlib.Path) -> None:
         batch[f"{name}_labels"] = labels
         batch[f"{name}_logits"] = out.logits.contiguous()
         batch[f"{name}_loss"] = out.loss.reshape(1)
+    # Multiple choice: [examples, choices, tokens], each choice padded to the longest.
+    model = BertForMultipleChoice(BertConfig(**base)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mc_lengths = torch.tensor([[10, 7, 12], [4, 9, 6]])
+    mc_valid = torch.arange(t)[None, None, :] < mc_lengths[:, :, None]
+    mc_ids = torch.where(mc_valid, torch.randint(5, 50, (2, 3, t)), torch.zeros(2, 3, t, dtype=torch.long))
+    mc_types = torch.where(mc_valid & (torch.arange(t)[None, None, :] >= 3), 1, 0)
+    mc_labels = torch.tensor([2, 0])
+    with torch.no_grad():
+        out = model(input_ids=mc_ids, token_type_ids=mc_types, attention_mask=mc_valid.long(), labels=mc_labels)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}, out_dir / "mc_weights.safetensors")
+    batch.update({"mc_input_ids": mc_ids, "mc_token_type_ids": mc_types, "mc_lengths": mc_lengths, "mc_labels": mc_labels,
+                  "mc_logits": out.logits.contiguous(), "mc_loss": out.loss.reshape(1)})
     (out_dir / "config.json").write_text(BertConfig(**base).to_json_string())
     save_file(batch, out_dir / "batch.safetensors")
     print(f"wrote {out_dir}")

@@ -1349,3 +1349,142 @@ fn ner_predict_on_raw_text_finds_the_entities_the_transformers_pipeline_finds() 
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("in.jsonl:1") && err.contains("`tokens` (a list of words) or `text` (a string)"), "{err}");
 }
+
+/// `task.kind = "multiple_choice"` against `BertForMultipleChoice` (fixture by
+/// `scripts/make_heads_fixture.py`): two examples of three choices of different lengths, each
+/// example's choices carried in one `TaskExample` and split into rows by the task's collate;
+/// the choice scores and the loss.
+#[test]
+fn multiple_choice_matches_bert_for_multiple_choice() {
+    use pretune::finetune::task::TaskNet;
+    use pretune::finetune::tasks::{multiple_choice, TaskContext};
+    use pretune::objective::ObjectiveModel;
+    let dir = fixture("heads");
+    let cfg: BertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let b = read(&dir.join("batch.safetensors"));
+    let tokenizer = pretune::data::tokenize::TextTokenizer::load(&root().join("data/sotu/tokenizer.json"), None).unwrap();
+    let task_config = pretune::config::TaskConfig { kind: Some("multiple_choice".into()), labels: vec!["0".into(), "1".into(), "2".into()], ..Default::default() };
+    let encoder = pretune::objective::ModelSpec::Bert { config: cfg, pair_head: false };
+    let cx = TaskContext { config: &task_config, tokenizer: std::sync::Arc::new(tokenizer), encoder: &encoder, max_seq_len: 32, generate: Default::default() };
+    let task: std::sync::Arc<dyn pretune::finetune::tasks::Task> = std::sync::Arc::from((multiple_choice::KIND.build)(&cx).unwrap());
+    let ids = Vec::<i64>::try_from(&b["mc_input_ids"].view([-1])).unwrap();
+    let types = Vec::<i64>::try_from(&b["mc_token_type_ids"].view([-1])).unwrap();
+    let lengths = Vec::<i64>::try_from(&b["mc_lengths"].view([-1])).unwrap();
+    let labels = Vec::<i64>::try_from(&b["mc_labels"]).unwrap();
+    let t = b["mc_input_ids"].size()[2] as usize;
+    let examples: Vec<pretune::data::labelled::TaskExample> = (0..2)
+        .map(|i| {
+            let mut e = pretune::data::labelled::TaskExample { labels: vec![labels[i]], ..Default::default() };
+            for c in 0..3 {
+                let (row, n) = (i * 3 + c, lengths[i * 3 + c] as usize);
+                e.word_starts.push(Some(e.ids.len()));
+                e.ids.extend(ids[row * t..row * t + n].iter().map(|&x| x as u32));
+                e.types.extend(types[row * t..row * t + n].iter().map(|&x| x as u8));
+            }
+            e
+        })
+        .collect();
+    let hb = task.collate(&examples.iter().collect::<Vec<_>>());
+    assert_eq!((hb.batch_size, hb.candidates, hb.row_labels.clone()), (6, 3, labels.clone()));
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = TaskNet::new(&vs.root(), task.clone());
+    vs.load(dir.join("mc_weights.safetensors")).unwrap();
+    let _g = tch::no_grad_guard();
+    let db = pretune::objective::DeviceBatch::new(&hb, Device::Cpu);
+    let scores = net.outputs(&db, false);
+    assert_eq!(scores.size(), [2, 3]);
+    let d = max_abs_diff(&scores, &b["mc_logits"]);
+    assert!(d < 1e-5, "choice scores differ from transformers by {d}");
+    let loss = net.losses(&db, false)[0].sum.double_value(&[]) / 2.0;
+    let want = b["mc_loss"].double_value(&[0]);
+    assert!((loss - want).abs() < 1e-5, "loss {loss} vs transformers {want}");
+}
+
+/// Multiple choice end to end: SQuAD questions with their answer among three others as the
+/// choices; a run, `evaluate` equal to the run's evaluation, `predict` on plain and SWAG
+/// records, and `export` to a folder `AutoModelForMultipleChoice` loads with the same scores.
+#[test]
+fn multiple_choice_trains_evaluates_predicts_and_exports() {
+    use pretune::finetune::task::{TaskNet, TaskSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let dev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join(".cache/squad/dev-v1.1.json")).unwrap()).unwrap();
+    let mut qas = Vec::new();
+    for article in dev["data"].as_array().unwrap().iter().take(3) {
+        for para in article["paragraphs"].as_array().unwrap() {
+            for qa in para["qas"].as_array().unwrap() {
+                qas.push((qa["question"].as_str().unwrap().to_owned(), qa["answers"][0]["text"].as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    let records: Vec<serde_json::Value> = (0..64)
+        .map(|i| {
+            let (q, a) = &qas[i];
+            let label = i % 4;
+            let mut choices: Vec<String> = (1..4).map(|d| qas[(i + 7 * d) % qas.len()].1.clone()).collect();
+            choices.insert(label, a.clone());
+            serde_json::json!({ "text": q, "choices": choices, "label": label })
+        })
+        .collect();
+    let write = |name: &str, rows: &[serde_json::Value]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+        p
+    };
+    let (train, eval) = (write("train.jsonl", &records[..48]), write("dev.jsonl", &records[48..]));
+    let cfg = ft_config(dir.path(), "multiple_choice", train.to_str().unwrap(), eval.to_str().unwrap(), "");
+    let s = finetune(&cfg, &["train.epochs=0", "train.max_steps=3"]);
+    let (_, m) = s.eval.clone().expect("an evaluation at the end");
+    let ck = s.best_checkpoint.clone().unwrap();
+    let (code, out, err) = run_cli(&["evaluate", "--checkpoint", ck.to_str().unwrap(), "--data", eval.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((v["task"].as_str(), v["records"].as_u64()), (Some("multiple_choice"), Some(16)));
+    assert!((v["accuracy"].as_f64().unwrap() - m.get("accuracy").unwrap()).abs() < 1e-12, "{v} vs {m:?}");
+
+    let swag = serde_json::json!({"sent1": "The chef slices the onion.", "sent2": "She", "ending0": "adds it to the pan.", "ending1": "flies away.", "ending2": "reads a book.", "ending3": "swims.", "label": 0});
+    let input = write("predict.jsonl", &[records[50].clone(), swag]);
+    let (code, out, err) = run_cli(&["predict", "--checkpoint", ck.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let p: Vec<f64> = serde_json::from_value(l["probabilities"].clone()).unwrap();
+        assert_eq!(p.len(), 4);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+        let best = l["label"].as_u64().unwrap() as usize;
+        assert!(p.iter().all(|&x| x <= p[best]), "{l}");
+    }
+    assert_eq!(lines[1]["choices"][0], "She adds it to the pan.", "SWAG's pairs are run_swag.py's");
+    // Another number of choices than the task's is a bad record, named with its line.
+    let three = write("three.jsonl", &[serde_json::json!({"text": "q", "choices": ["a", "b", "c"]})]);
+    let (code, _, err) = run_cli(&["predict", "--checkpoint", ck.to_str().unwrap(), "--input", three.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("three.jsonl") && err.contains("3 choices where the task has 4"), "{err}");
+
+    let hf = dir.path().join("hf");
+    let (code, _, err) = run_cli(&["export", "--hf", hf.to_str().unwrap(), "--checkpoint", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForMultipleChoice");
+    let rows: Vec<Vec<i64>> = vec![vec![2, 40, 41, 3, 50, 51, 52, 3], vec![2, 40, 41, 3, 60, 3], vec![2, 40, 41, 3, 70, 71, 3], vec![2, 40, 41, 3, 80, 81, 82, 83, 3]];
+    let theirs = hf_logits(&hf, "AutoModelForMultipleChoice", &rows);
+    let state = pretune::checkpoint::CheckpointStore::verify(&ck).unwrap();
+    let spec: TaskSpec = serde_json::from_value(state.model).unwrap();
+    let task: std::sync::Arc<dyn pretune::finetune::tasks::Task> = std::sync::Arc::from(pretune::finetune::task::restore(&spec, &state.config, Default::default()).unwrap());
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = TaskNet::new(&vs.root(), task.clone());
+    vs.load(ck.join("model.safetensors")).unwrap();
+    let mut e = pretune::data::labelled::TaskExample { labels: vec![0], ..Default::default() };
+    for r in &rows {
+        e.word_starts.push(Some(e.ids.len()));
+        e.ids.extend(r.iter().map(|&x| x as u32));
+        e.types.extend(std::iter::repeat_n(0u8, r.len()));
+    }
+    let hb = task.collate(&[&e]);
+    let _g = tch::no_grad_guard();
+    let ours = Vec::<f64>::try_from(&net.outputs(&pretune::objective::DeviceBatch::new(&hb, Device::Cpu), false).to_kind(Kind::Double).view([-1])).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((a - b).abs() < 1e-4, "ours {ours:?} vs transformers {theirs:?}");
+    }
+}

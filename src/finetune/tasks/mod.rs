@@ -10,6 +10,7 @@
 pub mod classification;
 pub mod cloze;
 pub mod generation;
+pub mod multiple_choice;
 pub mod question_answering;
 pub mod regression;
 pub mod tagging;
@@ -293,7 +294,7 @@ impl TaskKind {
 }
 
 /// The built-in tasks.
-pub const BUILTIN: [TaskKind; 6] = [classification::KIND, regression::KIND, tagging::KIND, cloze::KIND, question_answering::KIND, generation::KIND];
+pub const BUILTIN: [TaskKind; 7] = [classification::KIND, regression::KIND, tagging::KIND, cloze::KIND, question_answering::KIND, generation::KIND, multiple_choice::KIND];
 
 static REGISTERED: RwLock<Vec<TaskKind>> = RwLock::new(Vec::new());
 
