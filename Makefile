@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-consistency table-transfer table-four-tasks table-electra table-electra-temperature fixtures clean
+.PHONY: setup build demo test bench bench-bf16 bench-prepare tables table-pretraining-pays table-learning-rate table-pretraining-budget table-overfitting table-ner table-multiple-choice table-consistency table-transfer table-four-tasks table-electra table-electra-temperature fixtures clean
 
 setup:
 	scripts/setup.sh
@@ -67,6 +67,9 @@ table-overfitting: setup
 # Entity F1 on WNUT-16 and People's Daily: random init vs our checkpoints vs MiniLM.
 table-ner: setup
 	scripts/tables.sh ner
+
+table-multiple-choice: setup
+	scripts/tables.sh multiple-choice
 
 # One GLM checkpoint with a classification head vs as cloze, English and Chinese.
 table-consistency: setup

@@ -12,6 +12,8 @@
 #                          {"source": body, "target": headline (the file's first line)}
 #   .cache/squad-gen/      SQuAD v1.1 as generation: {"id", "source": question + context,
 #                          "target": [answers]} (the first trains; all are references)
+#   .cache/squad-mc/       SQuAD v1.1 as multiple choice: {"id", "text": question, "choices": four
+#                          answers of its article, "label": the right one's index}
 # Idempotent: each part is skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -177,5 +179,35 @@ for name in ("train", "dev"):
     (out / f"{name}.jsonl.part").write_text("".join(lines))
     (out / f"{name}.jsonl.part").rename(out / f"{name}.jsonl")
 print("squad-gen: train.jsonl, dev.jsonl")
+PY
+fi
+
+# Multiple choice: each SQuAD v1.1 question with four answers to choose from, its own and three
+# other questions' answers from the same article that do not contain it nor sit inside it (drawn
+# with a fixed seed, the right one at a seeded place), no paragraph: the model picks the answer
+# that fits the question.
+if [ ! -s .cache/squad-mc/dev.jsonl ]; then
+    mkdir -p .cache/squad-mc
+    python3 - .cache/squad .cache/squad-mc <<'PY'
+import json, random, sys, pathlib
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for name in ("train", "dev"):
+    rng = random.Random(13)
+    lines = []
+    for article in json.loads((src / f"{name}-v1.1.json").read_text())["data"]:
+        qas = [(q["id"], q["question"].strip(), q["answers"][0]["text"].strip()) for p in article["paragraphs"] for q in p["qas"]]
+        for qid, question, answer in qas:
+            # Not the answer, nor a part of it or a longer form of it ("Broncos" for "Denver
+            # Broncos"): no choice is also right.
+            others = sorted({a for _, _, a in qas if a.lower() not in answer.lower() and answer.lower() not in a.lower()})
+            if len(others) < 3:
+                continue
+            choices = rng.sample(others, 3)
+            label = rng.randrange(4)
+            choices.insert(label, answer)
+            lines.append(json.dumps({"id": qid, "text": question, "choices": choices, "label": label}) + "\n")
+    (out / f"{name}.jsonl.part").write_text("".join(lines))
+    (out / f"{name}.jsonl.part").rename(out / f"{name}.jsonl")
+print("squad-mc: train.jsonl, dev.jsonl")
 PY
 fi
