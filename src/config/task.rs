@@ -97,7 +97,7 @@ pub struct TaskConfig {
     pub null_score_diff_threshold: f64,
     /// Label smoothing of the cross-entropy (`transformers`' `label_smoothing_factor`, 0 to
     /// below 1): the target puts `1 - ε` on the label and spreads `ε` evenly over every class,
-    /// tag or token. Classification, token classification, cloze and generation (the training
+    /// tag or token. Classification, token classification, multiple choice, cloze and generation (the training
     /// and the held-out loss alike, as the `Trainer`'s).
     pub label_smoothing: f64,
     /// Use only the first N training records (0: all), as `run_qa.py`'s `--max_train_samples`:
