@@ -322,10 +322,17 @@ listen = ""
     let (code, table, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(table.contains("exact_match") && table.contains("f1"), "{table}");
-    // A SQuAD v1.1 model always answers: a null threshold would be ignored, so it is refused.
+    // A SQuAD v1.1 model always answers: a null threshold would be ignored, so it is refused;
+    // scored as SQuAD v2.0 (its `[CLS]` learnt from windows without the answer), it may
+    // abstain, and every question here has an answer.
     let (code, _, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--set", "task.null_score_diff_threshold=-1"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("only read under task.version_2_with_negative = true"), "{err}");
+    let (code, out, err) = crate::util::run_cli(&["evaluate", "--checkpoint", run.to_str().unwrap(), "--data", dev.to_str().unwrap(), "--json", "--set", "task.version_2_with_negative=true", "--set", "task.null_score_diff_threshold=1e9"]);
+    assert_eq!(code, 0, "{err}");
+    let v2: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((v2["has_answer_questions"].as_f64(), v2["no_answer_questions"].as_f64()), (Some(40.0), Some(0.0)), "{v2}");
+    assert!((v2["f1"].as_f64().unwrap() - f1).abs() < 1e-9, "answering every question is v1.1's score: {v2}");
 
     // `predict`: one line per question; `start` is a character offset whose text is the
     // answer, also for Unicode and a context of more than 100 windows.
@@ -511,7 +518,7 @@ listen = ""
     }
     // Only post-processing keys apply to a trained model, each checked as a config key is.
     for (set, says) in [
-        ("task.doc_stride=16", "takes generate.KEY=VALUE and task.null_score_diff_threshold, task.n_best_size, task.max_answer_length"),
+        ("task.doc_stride=16", "takes generate.KEY=VALUE and task.null_score_diff_threshold, task.version_2_with_negative, task.n_best_size, task.max_answer_length"),
         ("task.null_score_diff_threshold=high", "task.null_score_diff_threshold: invalid type"),
         ("task.n_best_size=0", "task.n_best_size: must be positive"),
     ] {

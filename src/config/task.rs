@@ -87,7 +87,9 @@ pub struct TaskConfig {
     /// Question answering: SQuAD v2.0, where a question may have no answer in its context
     /// (`run_qa.py`'s `--version_2_with_negative`): such records train on `[CLS]`, are scored
     /// against the empty answer, and a question's answer is empty when its null score beats
-    /// its best span by more than `null_score_diff_threshold`.
+    /// its best span by more than `null_score_diff_threshold`. `evaluate` and `predict` take
+    /// it too (a v1.1 model scored on v2.0 questions, its `[CLS]` learnt from windows without
+    /// the answer).
     pub version_2_with_negative: bool,
     /// Question answering, SQuAD v2.0: answer nothing when the null score (`[CLS]`'s start +
     /// end logit, the lowest over the question's windows) minus the best span's score is above

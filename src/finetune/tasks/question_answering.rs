@@ -21,7 +21,7 @@ use crate::model::heads::{EncoderForTask, HeadEncoder, HeadKind};
 use crate::objective::{DeviceBatch, Direction, EvalMetrics};
 
 /// The registry entry.
-pub const KIND: TaskKind = TaskKind { name: "question_answering", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher), ("exact_match", Direction::Higher)], own_keys: &["doc_stride", "n_best_size", "max_answer_length", "version_2_with_negative", "null_score_diff_threshold"], inference_keys: &["null_score_diff_threshold", "n_best_size", "max_answer_length"], train_defaults: &[("max_seq_len", 384)], build };
+pub const KIND: TaskKind = TaskKind { name: "question_answering", reuses_pretraining_head: false, on_glm: false, metrics: &[("f1", Direction::Higher), ("exact_match", Direction::Higher)], own_keys: &["doc_stride", "n_best_size", "max_answer_length", "version_2_with_negative", "null_score_diff_threshold"], inference_keys: &["null_score_diff_threshold", "version_2_with_negative", "n_best_size", "max_answer_length"], train_defaults: &[("max_seq_len", 384)], build };
 
 /// The start / end logit of padding positions: far below any real logit, so padding is never
 /// an answer and takes no share of the softmax (`transformers` scores padding too, which makes
