@@ -222,7 +222,10 @@ impl Scorer for SquadScorer {
         for (rec, p) in self.answers.finish() {
             let refs: Vec<&str> = rec.answers.iter().map(|a| a.text.as_str()).collect();
             score.add(&p.text, &refs);
-            v2_score.add(&p.best_span, p.null_score_diff, &refs);
+            // SQuAD v1.1 has no null answers: its questions are not scored a second time.
+            if v2 {
+                v2_score.add(&p.best_span, p.null_score_diff, &refs);
+            }
         }
         let (em, f1) = score.percent();
         let mut m = EvalMetrics::default();
